@@ -1,0 +1,80 @@
+# Provender developer tasks.  `make help` lists the targets.
+#
+# Stamp files under .venv/ record which extras were installed; each depends on
+# pyproject.toml (and this Makefile) so a re-run is a no-op until those change.
+
+SHELL        := /bin/bash
+.SHELLFLAGS  := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON       ?= python3
+VENV         := .venv
+VPY          := $(VENV)/bin/python
+PIP          := $(VPY) -m pip --disable-pip-version-check
+NOIDA_DB     := noida-db==0.2.3
+PYTEST_ARGS  ?=
+PGBIN        := /usr/lib/postgresql/15/bin
+APT_GET      := DEBIAN_FRONTEND=noninteractive apt-get -y -q -o DPkg::Lock::Timeout=300
+SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help venv demo test-deps system-deps test lint clean
+
+# help: list the targets.
+help:
+	@echo "make venv       - create .venv and install provender[dev] (editable)"
+	@echo "make demo       - run scripts/demo.sh with the venv on PATH"
+	@echo "make test-deps  - install Redis/PostgreSQL/Java (apt) and provender[all,dev] + noida-db"
+	@echo "make test       - run the full pytest suite (PYTEST_ARGS='...' to pass options)"
+	@echo "make lint       - ruff + mypy"
+	@echo "make clean      - remove caches and build artefacts (keeps .venv)"
+
+# The interpreter itself: created once, never recreated by make.
+$(VPY):
+	$(PYTHON) -m venv $(VENV)
+
+# venv: editable install with the dev tools only.
+venv: $(VENV)/.stamp-dev
+
+$(VENV)/.stamp-dev: pyproject.toml Makefile | $(VPY)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[dev]'
+	touch $@
+
+# demo: run the end-to-end demo script with the venv's tools first on PATH.
+demo: venv
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
+
+# test-deps: everything the full suite needs on a fresh Debian 12 machine (run as root).
+test-deps: system-deps $(VENV)/.stamp-all-dev
+
+# system-deps: apt packages, installed only when missing (never upgrades what is there);
+# `apt-get update` runs at most once, and only if something has to be installed.
+system-deps:
+	@installed() { dpkg-query -W -f='$${Status}' "$$1" 2>/dev/null | grep -q 'install ok installed'; }; \
+	missing=(); \
+	installed redis-server || missing+=(redis-server); \
+	[ -x $(PGBIN)/initdb ] || missing+=(postgresql-15); \
+	command -v java >/dev/null || missing+=(default-jre-headless); \
+	if [ $${#missing[@]} -eq 0 ]; then echo "system-deps: redis-server, postgresql-15, java present"; exit 0; fi; \
+	echo "system-deps: installing $${missing[*]}"; \
+	$(SUDO) $(APT_GET) update; \
+	$(SUDO) $(APT_GET) install --no-install-recommends "$${missing[@]}"
+
+$(VENV)/.stamp-all-dev: pyproject.toml Makefile | $(VPY)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[all,dev]' '$(NOIDA_DB)'
+	touch $@
+
+# test: full suite; the pytest fixtures start and stop Redis, PostgreSQL and the Kafka broker.
+test: test-deps
+	$(VPY) -m pytest -q $(PYTEST_ARGS)
+
+# lint: static checks (mypy's file list comes from pyproject.toml).
+lint: venv
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/mypy
+
+# clean: caches and build output; `rm -rf .venv` to drop the virtualenv too.
+clean:
+	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis src/*.egg-info
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +

@@ -1,0 +1,71 @@
+"""Provender: a cloud-native feature store.
+
+Define entities and feature tables once; build point-in-time correct training sets and serve
+the same values online at low latency.
+
+Examples:
+    >>> import provender as pv
+    >>> driver = pv.Entity(name="driver_id", value_type=pv.ValueType.INT64)
+"""
+
+from __future__ import annotations
+
+from provender.client import Client
+from provender.config import Settings, load_settings
+from provender.definitions import (
+    AvroFormat,
+    CsvFormat,
+    Entity,
+    Feature,
+    FeatureRef,
+    FeatureTable,
+    FileSource,
+    JsonFormat,
+    KafkaSource,
+    ParquetFormat,
+    ValueType,
+)
+from provender.errors import (
+    BackendError,
+    ConfigError,
+    DataError,
+    DefinitionError,
+    EntityNotFoundError,
+    FeatureRefError,
+    FeatureTableNotFoundError,
+    MissingExtraError,
+    NotFoundError,
+    ProvenderError,
+    RegistryConflictError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AvroFormat",
+    "BackendError",
+    "Client",
+    "ConfigError",
+    "CsvFormat",
+    "DataError",
+    "DefinitionError",
+    "Entity",
+    "EntityNotFoundError",
+    "Feature",
+    "FeatureRef",
+    "FeatureRefError",
+    "FeatureTable",
+    "FeatureTableNotFoundError",
+    "FileSource",
+    "JsonFormat",
+    "KafkaSource",
+    "MissingExtraError",
+    "NotFoundError",
+    "ParquetFormat",
+    "ProvenderError",
+    "RegistryConflictError",
+    "Settings",
+    "ValueType",
+    "__version__",
+    "load_settings",
+]

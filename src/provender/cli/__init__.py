@@ -1,0 +1,1 @@
+"""The `provender` command line."""

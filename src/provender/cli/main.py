@@ -1,0 +1,83 @@
+"""The ``provender`` command: global options, error handling, and the command groups.
+
+Commands parse options, call the :class:`~provender.Client`, and render. Errors go to stderr
+with a non-zero exit code; tracebacks only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from provender import __version__
+from provender.cli.state import CliState
+from provender.errors import ProvenderError
+
+log = logging.getLogger(__name__)
+
+
+class _Group(click.Group):
+    """A group that turns Provender errors into a one-line message and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except ProvenderError as exc:
+            if _debug(ctx):
+                raise
+            raise click.ClickException(str(exc)) from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
+            if _debug(ctx):
+                raise
+            raise click.ClickException(
+                f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)"
+            ) from None
+
+
+def _debug(ctx: click.Context) -> bool:
+    state = ctx.find_object(CliState)
+    return bool(state and state.debug)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "-c", type=click.Path(path_type=Path), default=None,
+              help="Path to provender.yaml (default: ./provender.yaml if present, else built-in defaults).")
+@click.option("--project", "-p", default=None, help="Project to work in (default: the 'project' setting).")
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.version_option(__version__, prog_name="provender")
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None, project: str | None, debug: bool) -> None:
+    """Provender: define features once, train on point-in-time correct data, serve them online.
+
+    \b
+    Start here:
+      provender init my_project && cd my_project
+      python generate_data.py
+      provender apply .
+      provender tables list
+    """
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = CliState(config=config, project=project, debug=debug)
+    ctx.call_on_close(lambda: ctx.obj._client.close() if ctx.obj._client else None)
+
+
+def _register_commands() -> None:
+    from provender.cli import apply, init, registry
+
+    cli.add_command(init.init)
+    cli.add_command(apply.apply)
+    cli.add_command(registry.entities)
+    cli.add_command(registry.tables)
+    cli.add_command(registry.projects)
+
+
+_register_commands()
+
+
+def main() -> None:
+    """Run the ``provender`` command line."""
+    cli(prog_name="provender")

@@ -1,0 +1,142 @@
+"""The SDK's entry point: :class:`Client` composes the registry, engines and stores.
+
+The client only wires components together and delegates: registry rules live in
+``registry/diff.py``, retrieval in ``offline/``, online reads and writes in ``online/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Self
+
+from provender import backends
+from provender.config import Settings, load_settings
+from provender.definitions import Definition, Entity, FeatureTable
+from provender.errors import EntityNotFoundError, FeatureTableNotFoundError
+from provender.registry.diff import ApplyPlan, plan_apply, plan_delete_entity, plan_delete_feature_table
+from provender.registry.store import ProjectInfo, RegistryChange, RegistrySnapshot, RegistryStore
+
+
+class Client:
+    """Define, retrieve and serve features.
+
+    Args:
+        config: path to a ``provender.yaml`` (default: ``./provender.yaml`` if present, else
+            the embedded defaults with state under ``./.provender/``).
+        project: the project to work in (default: the ``project`` setting, ``"default"``).
+        core_url: a registry URL overriding the ``registry`` setting (e.g. the core service).
+        serving_url: read online features through this serving service.
+
+    Examples:
+        >>> client = Client()  # doctest: +SKIP
+        >>> client.apply([driver, driver_statistics])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        config: str | Path | None = None,
+        project: str | None = None,
+        *,
+        core_url: str | None = None,
+        serving_url: str | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        if settings is None:
+            overrides = {"project": project, "registry": core_url, "serving_url": serving_url}
+            settings = load_settings(config, overrides=overrides)
+        elif project is not None:
+            settings = settings.model_copy(update={"project": project})
+        self.settings = settings
+        registry_cls = backends.load_backend(backends.Role.REGISTRY, backends.registry_backend_name(settings.registry))
+        self._registry: RegistryStore = registry_cls.from_url(settings.registry, base_dir=settings.base_dir)
+
+    @property
+    def project(self) -> str:
+        """The project this client works in."""
+        return self.settings.project
+
+    def close(self) -> None:
+        """Release connections held by the client's components."""
+        self._registry.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- registry ------------------------------------------------------------------------------
+
+    def plan(self, definitions: Sequence[Definition] | Definition) -> ApplyPlan:
+        """Return what :meth:`apply` would do (added, changed, unchanged, refused), changing nothing."""
+        return plan_apply(self._registry.read(self.project), _as_tuple(definitions))
+
+    def apply(self, definitions: Sequence[Definition] | Definition) -> ApplyPlan:
+        """Create or update entities and feature tables, all or none; idempotent.
+
+        Returns:
+            The plan that was applied.
+
+        Raises:
+            RegistryConflictError: the apply would break a reference; nothing was changed.
+        """
+        items = _as_tuple(definitions)
+        applied: list[ApplyPlan] = []
+
+        def decide(snapshot: RegistrySnapshot) -> RegistryChange:
+            applied.append(plan_apply(snapshot, items))
+            return applied[-1].to_change()
+
+        self._registry.update(self.project, decide)
+        return applied[-1]
+
+    def get_entity(self, name: str) -> Entity:
+        """Return the entity called ``name``; raise EntityNotFoundError if there is none."""
+        snapshot = self._registry.read(self.project)
+        entity = snapshot.entities.get(name)
+        if entity is None:
+            raise EntityNotFoundError(name, project=self.project, known=list(snapshot.entities))
+        return entity
+
+    def get_feature_table(self, name: str) -> FeatureTable:
+        """Return the feature table called ``name``; raise FeatureTableNotFoundError if there is none."""
+        snapshot = self._registry.read(self.project)
+        table = snapshot.feature_tables.get(name)
+        if table is None:
+            raise FeatureTableNotFoundError(name, project=self.project, known=list(snapshot.feature_tables))
+        return table
+
+    def list_entities(self) -> list[Entity]:
+        """Return the project's entities, sorted by name."""
+        return sorted(self._registry.read(self.project).entities.values(), key=lambda e: e.name)
+
+    def list_feature_tables(self) -> list[FeatureTable]:
+        """Return the project's feature tables, sorted by name."""
+        return sorted(self._registry.read(self.project).feature_tables.values(), key=lambda t: t.name)
+
+    def list_projects(self) -> list[str]:
+        """Return the names of all projects (``default`` always among them)."""
+        return [p.name for p in self._registry.list_projects()]
+
+    def describe_projects(self) -> list[ProjectInfo]:
+        """Return every project with its registry version and last change time."""
+        return self._registry.list_projects()
+
+    def registry_version(self) -> int:
+        """Return the project's registry version (bumped by every change)."""
+        return self._registry.read(self.project).version
+
+    def delete_feature_table(self, name: str) -> None:
+        """Delete a feature table; raise FeatureTableNotFoundError if there is none."""
+        self._registry.update(self.project, lambda snapshot: plan_delete_feature_table(snapshot, name))
+
+    def delete_entity(self, name: str) -> None:
+        """Delete an entity; refused (RegistryConflictError) while a feature table uses it."""
+        self._registry.update(self.project, lambda snapshot: plan_delete_entity(snapshot, name))
+
+
+def _as_tuple(definitions: Sequence[Definition] | Definition) -> tuple[Definition, ...]:
+    if isinstance(definitions, Entity | FeatureTable):
+        return (definitions,)
+    return tuple(definitions)

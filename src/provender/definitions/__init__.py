@@ -1,0 +1,37 @@
+"""The domain model: pure, frozen, validated definitions. No I/O here."""
+
+from __future__ import annotations
+
+from provender.definitions.entity import Entity
+from provender.definitions.feature_table import Feature, FeatureTable
+from provender.definitions.refs import FeatureRef
+from provender.definitions.source import (
+    AvroFormat,
+    CsvFormat,
+    FileFormat,
+    FileSource,
+    JsonFormat,
+    KafkaSource,
+    MessageFormat,
+    ParquetFormat,
+)
+from provender.definitions.types import ValueType
+
+Definition = Entity | FeatureTable
+
+__all__ = [
+    "AvroFormat",
+    "CsvFormat",
+    "Definition",
+    "Entity",
+    "Feature",
+    "FeatureRef",
+    "FeatureTable",
+    "FileFormat",
+    "FileSource",
+    "JsonFormat",
+    "KafkaSource",
+    "MessageFormat",
+    "ParquetFormat",
+    "ValueType",
+]

@@ -1,0 +1,122 @@
+"""Features and feature tables: named, typed values keyed by entities, with their sources."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from types import MappingProxyType
+
+from provender.definitions._validate import check_identifier, freeze_str_mapping
+from provender.definitions.source import FileSource, KafkaSource
+from provender.definitions.types import ValueType
+from provender.errors import DefinitionError
+
+
+@dataclass(frozen=True, slots=True)
+class Feature:
+    """A named, typed value of a feature table.
+
+    Examples:
+        >>> Feature("conv_rate", ValueType.FLOAT)
+        Feature(name='conv_rate', value_type=<ValueType.FLOAT: 'FLOAT'>, description='')
+    """
+
+    name: str
+    value_type: ValueType
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        what = f"Feature {self.name!r}"
+        check_identifier(what, "name", self.name)
+        try:
+            object.__setattr__(self, "value_type", ValueType(self.value_type))
+        except ValueError:
+            raise DefinitionError(
+                what, "value_type", f"{self.value_type!r} is not a ValueType; use one of {list(ValueType)}"
+            ) from None
+        if not isinstance(self.description, str):
+            raise DefinitionError(what, "description", "must be a string")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FeatureTable:
+    """Features that share entities and sources, such as ``driver_statistics``.
+
+    Args:
+        name: identifier; result columns are named ``<name>__<feature>``.
+        entities: names of one or more registered entities (several make a composite key).
+        features: the features, with unique names.
+        batch_source: where historical rows live (files). At least one source is required.
+        stream_source: optional Kafka topic with fresh rows.
+        max_age: values older than this (relative to the lookup time) count as missing;
+            ``None`` means they never expire.
+        labels: free-form string tags.
+    """
+
+    name: str
+    entities: Sequence[str]
+    features: Sequence[Feature]
+    batch_source: FileSource | None = None
+    stream_source: KafkaSource | None = None
+    max_age: timedelta | None = None
+    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        what = f"FeatureTable {self.name!r}"
+        check_identifier(what, "name", self.name)
+        self._check_entities(what)
+        self._check_features(what)
+        if self.batch_source is None and self.stream_source is None:
+            raise DefinitionError(what, "batch_source", "a feature table needs a batch_source or a stream_source")
+        if self.batch_source is not None and not isinstance(self.batch_source, FileSource):
+            raise DefinitionError(what, "batch_source", f"must be a FileSource, got {type(self.batch_source).__name__}")
+        if self.stream_source is not None and not isinstance(self.stream_source, KafkaSource):
+            raise DefinitionError(
+                what, "stream_source", f"must be a KafkaSource, got {type(self.stream_source).__name__}"
+            )
+        if self.max_age is not None and (not isinstance(self.max_age, timedelta) or self.max_age <= timedelta(0)):
+            raise DefinitionError(what, "max_age", f"must be a positive timedelta or None, got {self.max_age!r}")
+        labels = freeze_str_mapping(what, "labels", self.labels)
+        object.__setattr__(self, "labels", MappingProxyType(dict(labels)))
+
+    def _check_entities(self, what: str) -> None:
+        if isinstance(self.entities, str) or not isinstance(self.entities, Sequence):
+            raise DefinitionError(what, "entities", "must be a list of entity names, e.g. ['driver_id']")
+        entities = tuple(self.entities)
+        if not entities:
+            raise DefinitionError(what, "entities", "lists no entities; add at least one entity name")
+        for name in entities:
+            check_identifier(what, "entities", name)
+        if len(set(entities)) != len(entities):
+            raise DefinitionError(what, "entities", f"lists an entity twice: {list(entities)}")
+        object.__setattr__(self, "entities", entities)
+
+    def _check_features(self, what: str) -> None:
+        if not isinstance(self.features, Sequence) or isinstance(self.features, str):
+            raise DefinitionError(what, "features", "must be a list of Feature objects")
+        features = tuple(self.features)
+        if not features:
+            raise DefinitionError(what, "features", "lists no features; add at least one Feature")
+        seen: set[str] = set()
+        for feature in features:
+            if not isinstance(feature, Feature):
+                raise DefinitionError(what, "features", f"must hold Feature objects, got {type(feature).__name__}")
+            if feature.name in seen:
+                raise DefinitionError(what, "features", f"feature name {feature.name!r} appears twice")
+            if feature.name in self.entities:
+                raise DefinitionError(what, "features", f"feature {feature.name!r} has the name of an entity")
+            seen.add(feature.name)
+        object.__setattr__(self, "features", features)
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """The features' names, in declaration order."""
+        return tuple(f.name for f in self.features)
+
+    def get_feature(self, name: str) -> Feature | None:
+        """Return the feature called ``name``, or None."""
+        for feature in self.features:
+            if feature.name == name:
+                return feature
+        return None

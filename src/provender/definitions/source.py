@@ -1,0 +1,136 @@
+"""Where feature rows come from: batch files and Kafka streams, and their formats."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from collections.abc import Mapping
+
+from provender.definitions._validate import check_column, freeze_str_mapping
+from provender.errors import DefinitionError
+
+
+@dataclass(frozen=True, slots=True)
+class ParquetFormat:
+    """Apache Parquet files."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CsvFormat:
+    """CSV files with a header row.
+
+    Args:
+        delimiter: the one-character field separator.
+    """
+
+    delimiter: str = ","
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.delimiter, str) or len(self.delimiter) != 1:
+            raise DefinitionError("CsvFormat", "delimiter", f"must be one character, got {self.delimiter!r}")
+
+
+FileFormat = ParquetFormat | CsvFormat
+
+
+@dataclass(frozen=True, slots=True)
+class AvroFormat:
+    """Avro-encoded messages.
+
+    Args:
+        schema_json: the Avro schema of the messages, as JSON text (a record schema).
+    """
+
+    schema_json: str
+
+    def __post_init__(self) -> None:
+        try:
+            schema = json.loads(self.schema_json)
+        except (TypeError, ValueError) as exc:
+            raise DefinitionError("AvroFormat", "schema_json", f"is not valid JSON: {exc}") from None
+        if not isinstance(schema, dict) or schema.get("type") != "record" or "fields" not in schema:
+            raise DefinitionError("AvroFormat", "schema_json", 'must be an Avro record schema ({"type": "record", ...})')
+
+
+@dataclass(frozen=True, slots=True)
+class JsonFormat:
+    """JSON-encoded messages, one object per message."""
+
+
+MessageFormat = AvroFormat | JsonFormat
+
+
+def _check_timestamps(what: str, event: object, created: object) -> None:
+    check_column(what, "event_timestamp_column", event)
+    if created is not None:
+        check_column(what, "created_timestamp_column", created)
+        if created == event:
+            raise DefinitionError(what, "created_timestamp_column", "must differ from event_timestamp_column")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileSource:
+    """Batch feature rows in files: one file, a directory (hive partitions allowed) or a glob.
+
+    Args:
+        path: local path or object-store URL of a file, a directory or a glob.
+        event_timestamp_column: when each row's values became true.
+        file_format: ``ParquetFormat()`` (default) or ``CsvFormat()``.
+        created_timestamp_column: optional; breaks ties between equal event timestamps.
+        date_partition_column: optional hive partition column (``date=YYYY-MM-DD``) used to skip
+            partitions that cannot hold relevant rows.
+        field_mapping: optional renames from source column to entity/feature name.
+    """
+
+    path: str
+    event_timestamp_column: str
+    file_format: FileFormat = field(default_factory=ParquetFormat)
+    created_timestamp_column: str | None = None
+    date_partition_column: str | None = None
+    field_mapping: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        what = "FileSource"
+        if not isinstance(self.path, str) or not self.path.strip():
+            raise DefinitionError(what, "path", f"must be a non-empty path or URL, got {self.path!r}")
+        if not isinstance(self.file_format, ParquetFormat | CsvFormat):
+            raise DefinitionError(what, "file_format", "must be ParquetFormat() or CsvFormat()")
+        _check_timestamps(what, self.event_timestamp_column, self.created_timestamp_column)
+        if self.date_partition_column is not None:
+            check_column(what, "date_partition_column", self.date_partition_column)
+        mapping = freeze_str_mapping(what, "field_mapping", self.field_mapping)
+        object.__setattr__(self, "field_mapping", MappingProxyType(dict(mapping)))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KafkaSource:
+    """Feature rows arriving as messages on a Kafka topic.
+
+    Args:
+        bootstrap_servers: comma-separated ``host:port`` list.
+        topic: the topic to consume.
+        message_format: ``AvroFormat(schema_json)`` or ``JsonFormat()``.
+        event_timestamp_column: message field holding the event time.
+        created_timestamp_column: optional message field breaking ties between equal event times.
+        field_mapping: optional renames from message field to entity/feature name.
+    """
+
+    bootstrap_servers: str
+    topic: str
+    message_format: MessageFormat
+    event_timestamp_column: str
+    created_timestamp_column: str | None = None
+    field_mapping: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        what = "KafkaSource"
+        if not isinstance(self.bootstrap_servers, str) or not self.bootstrap_servers.strip():
+            raise DefinitionError(what, "bootstrap_servers", "must be a 'host:port[,host:port...]' string")
+        if not isinstance(self.topic, str) or not self.topic.strip():
+            raise DefinitionError(what, "topic", f"must be a non-empty topic name, got {self.topic!r}")
+        if not isinstance(self.message_format, AvroFormat | JsonFormat):
+            raise DefinitionError(what, "message_format", "must be AvroFormat(schema_json) or JsonFormat()")
+        _check_timestamps(what, self.event_timestamp_column, self.created_timestamp_column)
+        mapping = freeze_str_mapping(what, "field_mapping", self.field_mapping)
+        object.__setattr__(self, "field_mapping", MappingProxyType(dict(mapping)))

@@ -1,0 +1,134 @@
+"""The one error hierarchy of Provender.
+
+Every error Provender raises derives from :class:`ProvenderError`, and each base also
+derives from the builtin it refines, so ``except LookupError`` keeps working::
+
+    ProvenderError(Exception)
+    ├── DefinitionError(ValueError)        a bad Entity / Feature / FeatureTable / source
+    ├── FeatureRefError(ValueError)        a malformed or unknown "<table>:<feature>" ref
+    ├── ConfigError(ValueError)            provender.yaml / PROVENDER_* / arguments
+    ├── RegistryConflictError(ValueError)  an apply or delete that would break a reference
+    ├── DataError(ValueError)              bad input data: missing column, wrong type, bad row
+    ├── NotFoundError(LookupError)
+    │   ├── EntityNotFoundError
+    │   └── FeatureTableNotFoundError
+    ├── MissingExtraError(ImportError)     a backend whose optional dependency is absent
+    └── BackendError                       a store / engine / broker failed (``retryable``)
+
+Errors keep their inputs as attributes and say what failed, the offending value and the
+next step.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """Return ``" Did you mean 'x'?"`` for the closest known name, or ``""``."""
+    guess = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" Did you mean {guess[0]!r}?" if guess else ""
+
+
+class ProvenderError(Exception):
+    """Base of every error Provender raises."""
+
+
+class DefinitionError(ProvenderError, ValueError):
+    """A definition (entity, feature, feature table, source) is invalid.
+
+    Attributes:
+        obj: what is invalid, e.g. ``"FeatureTable 'driver_stats'"``.
+        field: the offending field, e.g. ``"max_age"``.
+    """
+
+    def __init__(self, obj: str, field: str, problem: str) -> None:
+        self.obj, self.field, self.problem = obj, field, problem
+        super().__init__(f"{obj}: field {field!r}: {problem}")
+
+
+class FeatureRefError(ProvenderError, ValueError):
+    """A feature ref is malformed (``"a:b:c"``) or names an unknown feature."""
+
+    def __init__(self, ref: str, problem: str) -> None:
+        self.ref = ref
+        super().__init__(f"Feature ref {ref!r}: {problem}")
+
+
+class ConfigError(ProvenderError, ValueError):
+    """A setting is invalid or unknown.
+
+    Attributes:
+        key: the dotted setting name, e.g. ``"online.store"``.
+    """
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key = key
+        super().__init__(f"Setting {key!r}: {problem}")
+
+
+class RegistryConflictError(ProvenderError, ValueError):
+    """An apply or delete was refused whole because it would break the registry.
+
+    Attributes:
+        conflicts: one human-readable line per conflict.
+    """
+
+    def __init__(self, conflicts: Sequence[str], *, project: str) -> None:
+        self.conflicts = tuple(conflicts)
+        self.project = project
+        lines = "\n  - ".join(self.conflicts)
+        super().__init__(f"Refused (project {project!r}, nothing was changed):\n  - {lines}")
+
+
+class DataError(ProvenderError, ValueError):
+    """Input data is unusable: a missing column, a wrong type, a bad row."""
+
+
+class NotFoundError(ProvenderError, LookupError):
+    """A named object does not exist."""
+
+    kind = "object"
+
+    def __init__(self, name: str, *, project: str, known: Sequence[str] = ()) -> None:
+        self.name, self.project = name, project
+        hint = did_you_mean(name, known) or " Run `provender apply` to register it."
+        super().__init__(f"No {self.kind} {name!r} in project {project!r}.{hint}")
+
+
+class EntityNotFoundError(NotFoundError):
+    """No entity of that name is registered."""
+
+    kind = "entity"
+
+
+class FeatureTableNotFoundError(NotFoundError):
+    """No feature table of that name is registered."""
+
+    kind = "feature table"
+
+
+class MissingExtraError(ProvenderError, ImportError):
+    """A backend needs an optional dependency that is not installed."""
+
+    def __init__(self, backend: str, *, extra: str, missing: str) -> None:
+        self.backend, self.extra, self.missing = backend, extra, missing
+        super().__init__(
+            f"Backend {backend!r} needs the Python package {missing!r}, which is not installed. "
+            f"Run: pip install 'provender[{extra}]'"
+        )
+
+
+class BackendError(ProvenderError):
+    """A backing service (store, engine, broker) failed.
+
+    Attributes:
+        retryable: whether trying again later may succeed (e.g. a connection refused).
+    """
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        self.retryable = retryable
+        super().__init__(message)

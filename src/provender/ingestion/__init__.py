@@ -1,0 +1,1 @@
+"""Ingestion jobs: offline to online, stream to online."""

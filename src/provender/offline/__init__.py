@@ -1,0 +1,1 @@
+"""Point-in-time historical retrieval over batch sources."""

@@ -1,0 +1,1 @@
+"""The registry: persisted definitions per project, and the rules for changing them."""

@@ -1,0 +1,209 @@
+"""The versioned JSON form of definitions, as stored by every registry backend.
+
+Shape: ``{"format_version": 1, "kind": "entity" | "feature_table", "spec": {...}}``.
+Durations are whole microseconds; sources and formats carry a ``"type"`` tag. A reader refuses a
+``format_version`` newer than it knows, so an old Provender never misreads a newer registry.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Final, cast
+
+from provender.definitions import (
+    AvroFormat,
+    CsvFormat,
+    Definition,
+    Entity,
+    Feature,
+    FeatureTable,
+    FileFormat,
+    FileSource,
+    JsonFormat,
+    KafkaSource,
+    MessageFormat,
+    ParquetFormat,
+    ValueType,
+)
+from provender.errors import DefinitionError
+
+FORMAT_VERSION: Final = 1
+
+JsonDict = dict[str, object]
+
+
+def to_json(definition: Definition) -> str:
+    """Serialize a definition to its versioned JSON text (stable key order)."""
+    return json.dumps(to_dict(definition), sort_keys=True, separators=(",", ":"))
+
+
+def from_json(text: str) -> Definition:
+    """Parse the versioned JSON text written by :func:`to_json`."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise DefinitionError("registry record", "json", f"is not valid JSON: {exc}") from None
+    return from_dict(data)
+
+
+def to_dict(definition: Definition) -> JsonDict:
+    """Return the versioned, JSON-ready dict of a definition."""
+    if isinstance(definition, Entity):
+        return {"format_version": FORMAT_VERSION, "kind": "entity", "spec": _entity_spec(definition)}
+    if isinstance(definition, FeatureTable):
+        return {"format_version": FORMAT_VERSION, "kind": "feature_table", "spec": _table_spec(definition)}
+    raise TypeError(f"cannot serialize {type(definition).__name__}; expected Entity or FeatureTable")
+
+
+def from_dict(data: object) -> Definition:
+    """Rebuild a definition from :func:`to_dict`'s output; DefinitionError names a bad field."""
+    record = _mapping(data, "record")
+    version = record.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise DefinitionError("registry record", "format_version", f"missing or invalid: {version!r}")
+    if version > FORMAT_VERSION:
+        raise DefinitionError(
+            "registry record",
+            "format_version",
+            f"{version} is newer than this Provender understands ({FORMAT_VERSION}); upgrade provender",
+        )
+    spec = _mapping(record.get("spec"), "spec")
+    kind = record.get("kind")
+    try:
+        if kind == "entity":
+            return Entity(
+                name=cast(str, spec["name"]),
+                value_type=ValueType(cast(str, spec["value_type"])),
+                description=cast(str, spec.get("description", "")),
+                labels=_mapping(spec.get("labels", {}), "labels"),  # type: ignore[arg-type]
+            )
+        if kind == "feature_table":
+            return _table_from_spec(spec)
+    except KeyError as exc:
+        raise DefinitionError(f"registry record {kind}", str(exc.args[0]), "is missing") from None
+    raise DefinitionError("registry record", "kind", f"unknown kind {kind!r}")
+
+
+def _mapping(value: object, field: str) -> Mapping[str, object]:
+    if not isinstance(value, Mapping):
+        raise DefinitionError("registry record", field, f"must be an object, got {type(value).__name__}")
+    return cast(Mapping[str, object], value)
+
+
+def _entity_spec(entity: Entity) -> JsonDict:
+    return {
+        "name": entity.name,
+        "value_type": entity.value_type.value,
+        "description": entity.description,
+        "labels": dict(entity.labels),
+    }
+
+
+def _table_spec(table: FeatureTable) -> JsonDict:
+    return {
+        "name": table.name,
+        "entities": list(table.entities),
+        "features": [
+            {"name": f.name, "value_type": f.value_type.value, "description": f.description} for f in table.features
+        ],
+        "batch_source": _file_source_spec(table.batch_source) if table.batch_source else None,
+        "stream_source": _kafka_source_spec(table.stream_source) if table.stream_source else None,
+        "max_age_us": None if table.max_age is None else table.max_age // timedelta(microseconds=1),
+        "labels": dict(table.labels),
+    }
+
+
+def _table_from_spec(spec: Mapping[str, object]) -> FeatureTable:
+    features = [
+        Feature(
+            cast(str, f["name"]),
+            ValueType(cast(str, f["value_type"])),
+            cast(str, f.get("description", "")),
+        )
+        for f in (_mapping(item, "features") for item in cast(list[object], spec["features"]))
+    ]
+    max_age_us = spec.get("max_age_us")
+    batch, stream = spec.get("batch_source"), spec.get("stream_source")
+    return FeatureTable(
+        name=cast(str, spec["name"]),
+        entities=tuple(cast(list[str], spec["entities"])),
+        features=features,
+        batch_source=None if batch is None else _file_source_from(_mapping(batch, "batch_source")),
+        stream_source=None if stream is None else _kafka_source_from(_mapping(stream, "stream_source")),
+        max_age=None if max_age_us is None else timedelta(microseconds=cast(int, max_age_us)),
+        labels=_mapping(spec.get("labels", {}), "labels"),  # type: ignore[arg-type]
+    )
+
+
+def _file_source_spec(source: FileSource) -> JsonDict:
+    file_format: JsonDict = (
+        {"type": "csv", "delimiter": source.file_format.delimiter}
+        if isinstance(source.file_format, CsvFormat)
+        else {"type": "parquet"}
+    )
+    return {
+        "type": "file",
+        "path": source.path,
+        "file_format": file_format,
+        "event_timestamp_column": source.event_timestamp_column,
+        "created_timestamp_column": source.created_timestamp_column,
+        "date_partition_column": source.date_partition_column,
+        "field_mapping": dict(source.field_mapping),
+    }
+
+
+def _file_source_from(spec: Mapping[str, object]) -> FileSource:
+    fmt = _mapping(spec["file_format"], "file_format")
+    file_format: FileFormat
+    if fmt.get("type") == "csv":
+        file_format = CsvFormat(delimiter=cast(str, fmt.get("delimiter", ",")))
+    elif fmt.get("type") == "parquet":
+        file_format = ParquetFormat()
+    else:
+        raise DefinitionError("FileSource", "file_format", f"unknown format {fmt.get('type')!r}")
+    return FileSource(
+        path=cast(str, spec["path"]),
+        file_format=file_format,
+        event_timestamp_column=cast(str, spec["event_timestamp_column"]),
+        created_timestamp_column=cast("str | None", spec.get("created_timestamp_column")),
+        date_partition_column=cast("str | None", spec.get("date_partition_column")),
+        field_mapping=_mapping(spec.get("field_mapping", {}), "field_mapping"),  # type: ignore[arg-type]
+    )
+
+
+def _kafka_source_spec(source: KafkaSource) -> JsonDict:
+    message_format: JsonDict = (
+        {"type": "avro", "schema_json": source.message_format.schema_json}
+        if isinstance(source.message_format, AvroFormat)
+        else {"type": "json"}
+    )
+    return {
+        "type": "kafka",
+        "bootstrap_servers": source.bootstrap_servers,
+        "topic": source.topic,
+        "message_format": message_format,
+        "event_timestamp_column": source.event_timestamp_column,
+        "created_timestamp_column": source.created_timestamp_column,
+        "field_mapping": dict(source.field_mapping),
+    }
+
+
+def _kafka_source_from(spec: Mapping[str, object]) -> KafkaSource:
+    fmt = _mapping(spec["message_format"], "message_format")
+    message_format: MessageFormat
+    if fmt.get("type") == "avro":
+        message_format = AvroFormat(cast(str, fmt["schema_json"]))
+    elif fmt.get("type") == "json":
+        message_format = JsonFormat()
+    else:
+        raise DefinitionError("KafkaSource", "message_format", f"unknown format {fmt.get('type')!r}")
+    return KafkaSource(
+        bootstrap_servers=cast(str, spec["bootstrap_servers"]),
+        topic=cast(str, spec["topic"]),
+        message_format=message_format,
+        event_timestamp_column=cast(str, spec["event_timestamp_column"]),
+        created_timestamp_column=cast("str | None", spec.get("created_timestamp_column")),
+        field_mapping=_mapping(spec.get("field_mapping", {}), "field_mapping"),  # type: ignore[arg-type]
+    )

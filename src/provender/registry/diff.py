@@ -1,0 +1,179 @@
+"""What an apply or a delete would change, and whether the registry allows it.
+
+These rules are the registry's contract, shared by every backend:
+
+- a feature table's entities must be registered, before or in the same apply;
+- an entity's value type cannot change while a feature table uses it;
+- a feature's value type, and a table's entity key, cannot change (delete the table first);
+- an entity cannot be deleted while a feature table uses it.
+
+A plan with any refused item is refused whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from enum import StrEnum
+
+from provender.definitions import Definition, Entity, FeatureTable
+from provender.errors import (
+    EntityNotFoundError,
+    FeatureTableNotFoundError,
+
+    RegistryConflictError,
+)
+from provender.registry.store import RegistryChange, RegistrySnapshot
+
+
+class Action(StrEnum):
+    """What an apply does to one definition."""
+
+    ADDED = "added"
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlanItem:
+    """One definition's fate in a plan; ``detail`` says what changed or why it is refused."""
+
+    kind: str
+    name: str
+    action: Action
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApplyPlan:
+    """The outcome of applying definitions to a snapshot, item by item."""
+
+    project: str
+    items: tuple[PlanItem, ...]
+    definitions: tuple[Definition, ...]
+
+    @property
+    def is_refused(self) -> bool:
+        """Whether any item is refused (and so the whole apply is)."""
+        return any(item.action is Action.REFUSED for item in self.items)
+
+    def count(self, action: Action) -> int:
+        """Return how many items have ``action``."""
+        return sum(1 for item in self.items if item.action is action)
+
+    def to_change(self) -> RegistryChange:
+        """Return the change to write; raise RegistryConflictError if the plan is refused."""
+        if self.is_refused:
+            conflicts = [f"{i.kind} {i.name!r}: {i.detail}" for i in self.items if i.action is Action.REFUSED]
+            raise RegistryConflictError(conflicts, project=self.project)
+        put = tuple(
+            d
+            for d, item in zip(self.definitions, self.items, strict=True)
+            if item.action in (Action.ADDED, Action.CHANGED)
+        )
+        names = ", ".join(f"{i.kind} {i.name}" for i in self.items if i.action is not Action.UNCHANGED)
+        return RegistryChange(put=put, description=f"apply {names}" if names else "")
+
+
+def _kind(definition: Definition) -> str:
+    return "entity" if isinstance(definition, Entity) else "feature table"
+
+
+def _changed_fields(old: Definition, new: Definition) -> list[str]:
+    return [f.name for f in fields(old) if getattr(old, f.name) != getattr(new, f.name)]
+
+
+def plan_apply(snapshot: RegistrySnapshot, definitions: Sequence[Definition]) -> ApplyPlan:
+    """Return what applying ``definitions`` to ``snapshot`` would do, refusals included."""
+    definitions = tuple(definitions)
+    for definition in definitions:
+        if not isinstance(definition, Entity | FeatureTable):
+            raise TypeError(f"apply() takes Entity and FeatureTable objects, got {type(definition).__name__}")
+    entities = {**snapshot.entities, **{d.name: d for d in definitions if isinstance(d, Entity)}}
+    items: list[PlanItem] = []
+    seen: dict[tuple[str, str], Definition] = {}
+    for definition in definitions:
+        kind = _kind(definition)
+        previous = seen.setdefault((kind, definition.name), definition)
+        if previous != definition:
+            items.append(PlanItem(kind=kind, name=definition.name, action=Action.REFUSED,
+                                  detail="defined twice, differently, in the same apply"))
+            continue
+        if isinstance(definition, Entity):
+            items.append(_plan_entity(snapshot, definition))
+        else:
+            items.append(_plan_table(snapshot, definition, entities))
+    return ApplyPlan(project=snapshot.project, items=tuple(items), definitions=definitions)
+
+
+def _plan_entity(snapshot: RegistrySnapshot, entity: Entity) -> PlanItem:
+    old = snapshot.entities.get(entity.name)
+    if old is None:
+        return PlanItem(kind="entity", name=entity.name, action=Action.ADDED)
+    if old == entity:
+        return PlanItem(kind="entity", name=entity.name, action=Action.UNCHANGED)
+    if old.value_type != entity.value_type:
+        users = sorted(t.name for t in snapshot.feature_tables.values() if entity.name in t.entities)
+        if users:
+            return PlanItem(
+                kind="entity", name=entity.name, action=Action.REFUSED,
+                detail=f"value_type {old.value_type} -> {entity.value_type} while feature tables use it: "
+                f"{', '.join(users)} (delete them first)",
+            )
+    return PlanItem(kind="entity", name=entity.name, action=Action.CHANGED,
+                    detail=", ".join(_changed_fields(old, entity)))
+
+
+def _plan_table(snapshot: RegistrySnapshot, table: FeatureTable, entities: dict[str, Entity]) -> PlanItem:
+    missing = [name for name in table.entities if name not in entities]
+    if missing:
+        return PlanItem(kind="feature table", name=table.name, action=Action.REFUSED,
+                        detail=f"uses unregistered entities: {', '.join(missing)} (apply them too)")
+    old = snapshot.feature_tables.get(table.name)
+    if old is None:
+        return PlanItem(kind="feature table", name=table.name, action=Action.ADDED)
+    if old == table:
+        return PlanItem(kind="feature table", name=table.name, action=Action.UNCHANGED)
+    conflicts = []
+    if old.entities != table.entities:
+        conflicts.append(f"entities {list(old.entities)} -> {list(table.entities)}")
+    for feature in table.features:
+        before = old.get_feature(feature.name)
+        if before is not None and before.value_type != feature.value_type:
+            conflicts.append(f"feature {feature.name!r} value_type {before.value_type} -> {feature.value_type}")
+    if conflicts:
+        return PlanItem(kind="feature table", name=table.name, action=Action.REFUSED,
+                        detail="; ".join(conflicts) + " (delete the feature table first)")
+    return PlanItem(kind="feature table", name=table.name, action=Action.CHANGED,
+                    detail=", ".join(_changed_fields(old, table)))
+
+
+def plan_delete_feature_table(snapshot: RegistrySnapshot, name: str) -> RegistryChange:
+    """Return the change deleting feature table ``name``; raise if it does not exist."""
+    if name not in snapshot.feature_tables:
+        raise FeatureTableNotFoundError(name, project=snapshot.project, known=list(snapshot.feature_tables))
+    return RegistryChange(delete_feature_tables=(name,), description=f"delete feature table {name}")
+
+
+def plan_delete_entity(snapshot: RegistrySnapshot, name: str) -> RegistryChange:
+    """Return the change deleting entity ``name``; refuse while a feature table uses it."""
+    if name not in snapshot.entities:
+        raise EntityNotFoundError(name, project=snapshot.project, known=list(snapshot.entities))
+    users = sorted(t.name for t in snapshot.feature_tables.values() if name in t.entities)
+    if users:
+        raise RegistryConflictError(
+            [f"entity {name!r} is used by feature tables: {', '.join(users)} (delete them first)"],
+            project=snapshot.project,
+        )
+    return RegistryChange(delete_entities=(name,), description=f"delete entity {name}")
+
+
+__all__ = [
+    "Action",
+    "ApplyPlan",
+    "PlanItem",
+    "plan_apply",
+    "plan_delete_entity",
+    "plan_delete_feature_table",
+]

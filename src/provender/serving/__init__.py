@@ -1,0 +1,1 @@
+"""The serving service: HTTP and gRPC over the online store."""
