@@ -29,6 +29,7 @@ help:
 	@echo "make clean      - remove caches and build artefacts (keeps .venv)"
 
 # The interpreter itself: created once, never recreated by make.
+# (On Debian's own python3 this needs python3-venv, which `make test-deps` installs if missing.)
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
 
@@ -55,12 +56,13 @@ system-deps:
 	installed redis-server || missing+=(redis-server); \
 	[ -x $(PGBIN)/initdb ] || missing+=(postgresql-15); \
 	command -v java >/dev/null || missing+=(default-jre-headless); \
+	[ -x $(VPY) ] || $(PYTHON) -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv); \
 	if [ $${#missing[@]} -eq 0 ]; then echo "system-deps: redis-server, postgresql-15, java present"; exit 0; fi; \
 	echo "system-deps: installing $${missing[*]}"; \
 	$(SUDO) $(APT_GET) update; \
 	$(SUDO) $(APT_GET) install --no-install-recommends "$${missing[@]}"
 
-$(VENV)/.stamp-all-dev: pyproject.toml Makefile | $(VPY)
+$(VENV)/.stamp-all-dev: pyproject.toml Makefile | system-deps $(VPY)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[all,dev]' '$(NOIDA_DB)'
 	touch $@

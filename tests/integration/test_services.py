@@ -7,14 +7,15 @@ import uuid
 
 import pytest
 
-from tests.support.services import KafkaBroker, PostgresServer, RedisCluster, RedisServer
+from tests.support.services import KafkaBroker, PostgresServer, RedisCluster, RedisServer, require_module
 
 pytestmark = pytest.mark.service
 
 
 def test_redis_set_get_and_outage(redis_server: RedisServer) -> None:
     """SET/GET works; stop() makes connections fail; start() brings the server back (empty)."""
-    redis = pytest.importorskip("redis")
+    require_module("redis", "redis")
+    import redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
@@ -43,7 +44,7 @@ def test_redis_set_get_and_outage(redis_server: RedisServer) -> None:
 
 def test_redis_cluster_round_trip(redis_cluster: RedisCluster) -> None:
     """100 keys spread over 3 masters can be written and read back through RedisCluster."""
-    pytest.importorskip("redis")
+    require_module("redis", "redis")
     from redis.cluster import RedisCluster as Client
 
     with Client.from_url(redis_cluster.url) as rc:
@@ -60,7 +61,8 @@ def test_redis_cluster_round_trip(redis_cluster: RedisCluster) -> None:
 
 def test_postgres_create_insert_select(postgres_server: PostgresServer) -> None:
     """A table can be created, filled and queried in the provender_test database."""
-    psycopg = pytest.importorskip("psycopg")
+    require_module("psycopg", "psycopg[binary]")
+    import psycopg
 
     with psycopg.connect(postgres_server.dsn) as conn:
         conn.execute("create table smoke (id int primary key, name text not null)")
@@ -74,22 +76,23 @@ def test_postgres_create_insert_select(postgres_server: PostgresServer) -> None:
 
 def test_kafka_topic_produce_consume_commit(kafka_broker: KafkaBroker) -> None:
     """A 4-partition topic takes 10 messages, which a consumer group reads back and commits."""
-    ck = pytest.importorskip("confluent_kafka")
-    from confluent_kafka.admin import AdminClient, NewTopic
+    require_module("confluent_kafka", "confluent-kafka")
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-    bootstrap = {"bootstrap.servers": kafka_broker.bootstrap_servers}
+    bootstrap: dict[str, str | int | float | bool] = {"bootstrap.servers": kafka_broker.bootstrap_servers}
     topic, group = f"smoke-{uuid.uuid4().hex[:8]}", f"smoke-group-{uuid.uuid4().hex[:8]}"
 
     admin = AdminClient(bootstrap)
     admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])[topic].result(timeout=30)
     assert len(admin.list_topics(topic, timeout=10).topics[topic].partitions) == 4
 
-    producer = ck.Producer({**bootstrap, "acks": "all"})
+    producer = Producer({**bootstrap, "acks": "all"})
     for i in range(10):
         producer.produce(topic, key=f"k{i}".encode(), value=f"v{i}".encode())
     assert producer.flush(30) == 0
 
-    consumer = ck.Consumer(
+    consumer = Consumer(
         {**bootstrap, "group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False}
     )
     try:
@@ -100,12 +103,11 @@ def test_kafka_topic_produce_consume_commit(kafka_broker: KafkaBroker) -> None:
             msg = consumer.poll(0.5)
             if msg is None:
                 continue
-            assert msg.error() is None, msg.error()
-            values.append(msg.value())
+            value = msg.value()
+            assert msg.error() is None and value is not None, msg.error()
+            values.append(value)
         consumer.commit(asynchronous=False)
-        committed = consumer.committed(
-            [ck.TopicPartition(topic, p) for p in range(4)], timeout=10
-        )
+        committed = consumer.committed([TopicPartition(topic, p) for p in range(4)], timeout=10)
     finally:
         consumer.close()
 

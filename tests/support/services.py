@@ -79,8 +79,9 @@ def require_module(name: str, pip_name: str) -> ModuleType:
     """Import and return module ``name`` or skip/fail naming the pip package that provides it."""
     try:
         return importlib.import_module(name)
-    except ImportError:
-        service_unavailable(f"Python module `{name}` is not installed (pip package {pip_name})")
+    except ImportError as exc:
+        error = exc
+    service_unavailable(f"Python module `{name}` cannot be imported ({error}; pip package {pip_name})")
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -291,12 +292,20 @@ def redis_argv(redis_server: str, port: int, directory: Path, extra: Sequence[st
     )  # fmt: skip
 
 
+def cluster_node_args() -> tuple[str, ...]:
+    """Extra redis-server options for a cluster node; the bus port is picked freely too."""
+    return (
+        "--cluster-enabled", "yes",
+        "--cluster-config-file", "nodes.conf",
+        "--cluster-port", str(free_port()),
+        "--cluster-node-timeout", "5000",
+    )  # fmt: skip
+
+
 def cluster_state_ok(redis_cli: str, port: int) -> bool:
     """Return True if the node on ``port`` reports ``cluster_state:ok``."""
-    proc = subprocess.run(
-        [redis_cli, "-h", HOST, "-p", str(port), "cluster", "info"],
-        capture_output=True, text=True, timeout=10, check=False,
-    )  # fmt: skip
+    argv = [redis_cli, "-h", HOST, "-p", str(port), "cluster", "info"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
     return "cluster_state:ok" in proc.stdout
 
 
@@ -327,7 +336,8 @@ class PostgresServer:
 def as_postgres(argv: Sequence[str]) -> list[str]:
     """Prefix ``argv`` with ``runuser -u postgres --`` when running as root (postgres refuses root)."""
     if os.geteuid() == 0:
-        return ["runuser", "-u", "postgres", "--", *argv]
+        runuser = shutil.which("runuser") or "/usr/sbin/runuser"
+        return [runuser, "-u", "postgres", "--", *argv]
     return list(argv)
 
 
@@ -338,6 +348,41 @@ def pg_select_one(psycopg: ModuleType, conninfo: str) -> bool:
             return bool(conn.execute("select 1").fetchone() == (1,))
     except psycopg.Error:
         return False
+
+
+def pg_initdb(initdb: str, data: Path) -> None:
+    """Create a cluster in ``data``: superuser postgres, trust auth, UTF8, C locale, no fsync."""
+    argv = [
+        initdb,
+        "-D",
+        str(data),
+        "-U",
+        "postgres",
+        "-A",
+        "trust",
+        "-E",
+        "UTF8",
+        "--no-locale",
+        "--no-sync",
+    ]
+    run_checked(as_postgres(argv), "initdb")
+
+
+def pg_start(pg_ctl: str, data: Path, log: Path, port: int, socket_dir: Path) -> None:
+    """``pg_ctl start -w`` on 127.0.0.1:``port``, socket in ``socket_dir``, durability off."""
+    options = (
+        f"-p {port} -c listen_addresses={HOST} -k {socket_dir} "
+        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    )
+    argv = [pg_ctl, "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o", options, "start"]
+    run_checked(as_postgres(argv), f"pg_ctl start (port {port})", log)
+
+
+def pg_stop(pg_ctl: str, data: Path) -> None:
+    """``pg_ctl -m fast stop`` if the postmaster is still running."""
+    if (data / "postmaster.pid").exists():
+        argv = [pg_ctl, "-D", str(data), "-m", "fast", "-w", "-t", "60", "stop"]
+        run_checked(as_postgres(argv), "pg_ctl stop")
 
 
 # --------------------------------------------------------------------------- Kafka (noida-db)
@@ -371,6 +416,30 @@ def noida_binary() -> str:
     if not os.access(binary, os.X_OK):
         os.chmod(binary, os.stat(binary).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return binary
+
+
+def noida_argv(binary: str, port: int, data: Path) -> list[str]:
+    """Command line for a Kafka-only noida-db broker on 127.0.0.1:``port``."""
+    return [
+        binary,
+        "start",
+        "--only",
+        "kafka",
+        "--host",
+        HOST,
+        "--kafka-port",
+        str(port),
+        "--data-dir",
+        str(data),
+    ]
+
+
+def spawn(argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
+    """Start a foreground server as a child process with stdout and stderr going to ``log``."""
+    with log.open("wb") as log_file:
+        return subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT
+        )
 
 
 def kafka_metadata_ok(confluent_kafka: ModuleType, bootstrap: str) -> bool:
@@ -445,7 +514,8 @@ class Services:
         binary = require_binary("redis-server", "redis-server")
         directory = self.make_dir(name)
         port = free_port()
-        server = RedisServer(port=port, data_dir=directory, argv=redis_argv(binary, port, directory, extra_args))
+        argv = redis_argv(binary, port, directory, extra_args)
+        server = RedisServer(port=port, data_dir=directory, argv=argv)
         self.add_cleanup(f"stop {name} (port {port})", server.stop)
         server.start()
         self._timed(name, started)
@@ -455,14 +525,7 @@ class Services:
         """Start ``masters`` cluster-enabled redis-servers and join them into one cluster."""
         started = time.monotonic()
         redis_cli = require_binary("redis-cli", "redis-tools")
-        nodes = tuple(
-            self.start_redis(
-                f"redis-cluster-{index}",
-                ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                 "--cluster-port", str(free_port()), "--cluster-node-timeout", "5000"),
-            )  # fmt: skip
-            for index in range(masters)
-        )
+        nodes = tuple(self.start_redis(f"redis-cluster-{i}", cluster_node_args()) for i in range(masters))
         create = [redis_cli, "--cluster", "create", *(f"{HOST}:{n.port}" for n in nodes)]
         run_checked([*create, "--cluster-replicas", "0", "--cluster-yes"], "redis-cli --cluster create")
         for node in nodes:
@@ -479,26 +542,16 @@ class Services:
         initdb = require_binary("initdb", "postgresql-15", PG_BINDIRS)
         pg_ctl = require_binary("pg_ctl", "postgresql-15", PG_BINDIRS)
         if os.geteuid() == 0 and not _user_exists("postgres"):
-            service_unavailable("running as root but there is no `postgres` user (Debian package postgresql-15)")
+            service_unavailable(
+                "running as root, but no `postgres` user exists (Debian package postgresql-15)"
+            )
         base = self.make_dir("pg")
         if os.geteuid() == 0:
             shutil.chown(base, "postgres", "postgres")
         data, log, port = base / "data", base / "postgres.log", free_port()
-        run_checked(
-            as_postgres([initdb, "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
-                         "--no-locale", "--no-sync"]),
-            "initdb",
-        )  # fmt: skip
-        options = (
-            f"-p {port} -c listen_addresses={HOST} -k {base} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        )
-        self.add_cleanup(f"stop postgres (port {port})", lambda: _pg_stop(pg_ctl, data))
-        run_checked(
-            as_postgres([pg_ctl, "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o", options, "start"]),
-            f"pg_ctl start (port {port})",
-            log,
-        )
+        pg_initdb(initdb, data)
+        self.add_cleanup(f"stop postgres (port {port})", lambda: pg_stop(pg_ctl, data))
+        pg_start(pg_ctl, data, log, port, socket_dir=base)
         admin = f"host={HOST} port={port} user=postgres dbname=postgres"
         wait_until(lambda: pg_select_one(psycopg, admin), f"postgres on port {port}", log)
         with psycopg.connect(admin, autocommit=True) as conn:
@@ -516,16 +569,11 @@ class Services:
         binary = noida_binary()
         base = self.make_dir("kafka")
         data, log, port = base / "data", base / "kafka.log", free_port()
-        argv = [binary, "start", "--only", "kafka", "--host", HOST, "--kafka-port", str(port),
-                "--data-dir", str(data)]  # fmt: skip
-        with log.open("wb") as log_file:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
-        self.add_cleanup(f"stop kafka broker (pid {proc.pid})", lambda: _popen_stop(proc))
-        what = f"noida-db kafka broker on port {port}"
-        wait_until(lambda: port_open(port), what, log, alive=lambda: proc.poll() is None)
-        bootstrap = f"{HOST}:{port}"
-        wait_until(lambda: kafka_metadata_ok(confluent_kafka, bootstrap), what, log,
-                   alive=lambda: proc.poll() is None)  # fmt: skip
+        proc = spawn(noida_argv(binary, port, data), log)
+        self.add_cleanup(f"stop kafka broker (pid {proc.pid})", lambda: popen_stop(proc))
+        what, alive = f"noida-db kafka broker on port {port}", lambda: proc.poll() is None
+        wait_until(lambda: port_open(port), what, log, alive=alive)
+        wait_until(lambda: kafka_metadata_ok(confluent_kafka, f"{HOST}:{port}"), what, log, alive=alive)
         self._timed("kafka", started)
         return KafkaBroker(port=port, pid=proc.pid, data_dir=data)
 
@@ -539,13 +587,7 @@ def _user_exists(name: str) -> bool:
     return True
 
 
-def _pg_stop(pg_ctl: str, data: Path) -> None:
-    """``pg_ctl -m fast stop`` if the postmaster is still running."""
-    if (data / "postmaster.pid").exists():
-        run_checked(as_postgres([pg_ctl, "-D", str(data), "-m", "fast", "-w", "-t", "60", "stop"]), "pg_ctl stop")
-
-
-def _popen_stop(proc: subprocess.Popen[bytes]) -> None:
+def popen_stop(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM a child process, SIGKILL it after STOP_TIMEOUT seconds, and reap it."""
     if proc.poll() is None:
         proc.terminate()

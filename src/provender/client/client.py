@@ -13,7 +13,10 @@ from typing import Self
 from provender import backends
 from provender.config import Settings, load_settings
 from provender.definitions import Definition, Entity, FeatureTable
+from provender.client.historical import HistoricalJob, to_entity_rows
 from provender.errors import EntityNotFoundError, FeatureTableNotFoundError
+from provender.offline.engine import OfflineEngine
+from provender.offline.plan import build_retrieval_plan
 from provender.registry.diff import ApplyPlan, plan_apply, plan_delete_entity, plan_delete_feature_table
 from provender.registry.store import ProjectInfo, RegistryChange, RegistrySnapshot, RegistryStore
 
@@ -50,6 +53,7 @@ class Client:
         self.settings = settings
         registry_cls = backends.load_backend(backends.Role.REGISTRY, backends.registry_backend_name(settings.registry))
         self._registry: RegistryStore = registry_cls.from_url(settings.registry, base_dir=settings.base_dir)
+        self._offline: OfflineEngine | None = None
 
     @property
     def project(self) -> str:
@@ -59,6 +63,8 @@ class Client:
     def close(self) -> None:
         """Release connections held by the client's components."""
         self._registry.close()
+        if self._offline is not None:
+            self._offline.close()
 
     def __enter__(self) -> Self:
         return self
@@ -135,8 +141,49 @@ class Client:
         """Delete an entity; refused (RegistryConflictError) while a feature table uses it."""
         self._registry.update(self.project, lambda snapshot: plan_delete_entity(snapshot, name))
 
+    # -- offline: historical retrieval -------------------------------------------------------------
+
+    def get_historical_features(self, feature_refs: Sequence[str], entity_source: object) -> HistoricalJob:
+        """Join entity rows with feature values as they were at each row's ``event_timestamp``.
+
+        Point-in-time correct (DESIGN.md): no value newer than its row's time, none older than
+        the table's ``max_age``; every entity row kept, in order, with its extra columns.
+
+        Args:
+            feature_refs: ``"<table>:<feature>"`` refs, or ``"<table>"`` for all its features.
+            entity_source: a pandas DataFrame, a pyarrow Table, or a Parquet path (file,
+                directory or glob) with the entity columns and ``event_timestamp``.
+
+        Returns:
+            A job: ``to_pandas()``, ``to_arrow()``, ``to_parquet(path)``. Columns are the entity
+            source's, then ``<table>__<feature>`` in ref order.
+
+        Raises:
+            FeatureRefError, FeatureTableNotFoundError: a bad ref.
+            DataError: a missing or mistyped column, an unreadable source (before heavy work).
+        """
+        rows = to_entity_rows(entity_source)
+        snapshot = self._registry.read(self.project)
+        plan = build_retrieval_plan(
+            feature_refs,
+            entity_schema=rows.schema,
+            tables=snapshot.feature_tables,
+            entities=snapshot.entities,
+            project=self.project,
+        )
+        job = self._offline_engine().retrieve(plan, rows)
+        return HistoricalJob(job, output_columns=plan.output_columns)
+
+    def _offline_engine(self) -> OfflineEngine:
+        if self._offline is None:
+            section = self.settings.offline
+            engine_cls = backends.load_backend(backends.Role.OFFLINE_ENGINE, section.engine)
+            self._offline = engine_cls.from_options(section.model_dump(), base_dir=self.settings.base_dir)
+        return self._offline
+
 
 def _as_tuple(definitions: Sequence[Definition] | Definition) -> tuple[Definition, ...]:
     if isinstance(definitions, Entity | FeatureTable):
         return (definitions,)
     return tuple(definitions)
+

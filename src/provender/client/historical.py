@@ -1,0 +1,89 @@
+"""Historical retrieval at the SDK's edge: entity sources in, training data out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from provender.errors import DataError
+from provender.offline.engine import EntityRows, RetrievalJob
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+
+def to_entity_rows(entity_source: object) -> EntityRows:
+    """Convert what a user hands ``get_historical_features`` to :class:`EntityRows`, once.
+
+    Accepts a pandas DataFrame (never modified), a pyarrow Table, or a Parquet path: a file, a
+    directory or a glob (local or object-store URL).
+    """
+    if isinstance(entity_source, pa.Table):
+        return EntityRows(schema=entity_source.schema, table=entity_source)
+    if isinstance(entity_source, str | Path):
+        return _parquet_rows(str(entity_source))
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        pd = None
+    if pd is not None and isinstance(entity_source, pd.DataFrame):
+        table = pa.Table.from_pandas(entity_source, preserve_index=False)
+        return EntityRows(schema=table.schema, table=table.replace_schema_metadata(None))
+    raise DataError(
+        f"entity_source must be a pandas DataFrame, a pyarrow Table or a Parquet path, "
+        f"got {type(entity_source).__name__}"
+    )
+
+
+def _parquet_rows(path: str) -> EntityRows:
+    try:
+        if any(c in path for c in "*?["):
+            import glob
+
+            files = sorted(glob.glob(path, recursive=True))
+            if not files:
+                raise DataError(f"The entity source glob {path!r} matches no files.")
+            dataset = ds.dataset(files, format="parquet")
+        else:
+            if "://" not in path and not Path(path).exists():
+                raise DataError(f"The entity source {path!r} does not exist.")
+            dataset = ds.dataset(path, format="parquet")
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise DataError(f"Cannot read the entity source {path!r} as Parquet: {exc}") from exc
+    if not dataset.files:
+        raise DataError(f"The entity source {path!r} holds no Parquet files.")
+    return EntityRows(schema=dataset.schema, paths=tuple(sorted(dataset.files)))
+
+
+class HistoricalJob:
+    """The result of ``get_historical_features``; the join runs when a result is asked for.
+
+    Examples:
+        >>> job.to_pandas()  # doctest: +SKIP
+        >>> job.to_parquet("training.parquet")  # doctest: +SKIP
+    """
+
+    def __init__(self, job: RetrievalJob, *, output_columns: tuple[str, ...]) -> None:
+        self._job = job
+        self.output_columns = output_columns
+
+    def to_arrow(self) -> pa.Table:
+        """Return the training set as an Arrow table."""
+        return self._job.to_arrow()
+
+    def to_pandas(self) -> pd.DataFrame:
+        """Return the training set as a pandas DataFrame (timestamps UTC-aware)."""
+        return self._job.to_arrow().to_pandas()
+
+    def to_arrow_reader(self) -> pa.RecordBatchReader:
+        """Stream the training set in record batches."""
+        return self._job.to_arrow_reader()
+
+    def to_parquet(self, path: str | Path) -> int:
+        """Stream the training set to a Parquet file without holding it in memory; return its rows."""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return self._job.to_parquet(path)

@@ -1,0 +1,298 @@
+"""The embedded offline engine: DuckDB, in-process and out-of-core.
+
+Compiles :mod:`provender.offline.plan` as follows. Retrieval: one ``ASOF LEFT JOIN`` per feature
+table, matching on the entity key and on the ranking key ``(event_timestamp, created_timestamp)``
+(a struct, so ties on event time go to the greatest created time, a missing created time ranking
+lowest), then the ``max_age`` bound as a filter on the matched row: ASOF picks the latest row not
+after *T*, so if that row is older than ``T - max_age`` no row qualifies. Ingestion: the same
+ranking in a ``row_number()`` window over ``[start, end)``. Work larger than ``memory_limit``
+spills to ``temp_directory``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import ClassVar, Self
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict
+
+from provender.config import validate_backend_config
+from provender.definitions import CsvFormat, ValueType
+from provender.errors import BackendError, DataError
+from provender.offline.engine import EngineCapabilities, EntityRows
+from provender.offline.files import DateRange, list_source_files
+from provender.offline.plan import (
+    CREATED_TIMESTAMP,
+    ENTITY_TIMESTAMP,
+    EVENT_TIMESTAMP,
+    LatestPlan,
+    RetrievalPlan,
+    TableJoin,
+    check_source_schema,
+)
+
+_ROW_ID = "__provender_row_id"
+_TS = "__provender_ts"
+_EVENT = "__provender_event_ts"
+_CREATED = "__provender_created_ts"
+
+_SQL_TYPES = {
+    ValueType.BOOL: "BOOLEAN",
+    ValueType.INT32: "INTEGER",
+    ValueType.INT64: "BIGINT",
+    ValueType.FLOAT: "FLOAT",
+    ValueType.DOUBLE: "DOUBLE",
+    ValueType.STRING: "VARCHAR",
+    ValueType.BYTES: "BLOB",
+    ValueType.UNIX_TIMESTAMP: "TIMESTAMPTZ",
+}
+
+
+def sql_type(value_type: ValueType) -> str:
+    """Return the DuckDB type of ``value_type``."""
+    return f"{_SQL_TYPES[value_type.element]}[]" if value_type.is_list else _SQL_TYPES[value_type]
+
+
+def quote(identifier: str) -> str:
+    """Quote an SQL identifier."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def literal(text: str) -> str:
+    """Quote an SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _timestamp_literal(at: datetime) -> str:
+    naive = at.astimezone(UTC).replace(tzinfo=None) if at.tzinfo else at
+    return f"TIMESTAMP {literal(naive.isoformat(sep=' '))}"
+
+
+def _interval(age: timedelta) -> str:
+    return f"INTERVAL {age // timedelta(microseconds=1)} MICROSECONDS"
+
+
+class DuckDBConfig(BaseModel):
+    """``offline: {engine: duckdb, ...}`` options.
+
+    Attributes:
+        memory_limit: DuckDB's memory cap, e.g. ``"4GB"`` (default: DuckDB's, 80% of RAM).
+        threads: worker threads (default: one per core).
+        temp_directory: where work beyond ``memory_limit`` spills, relative to the project.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    engine: str = "duckdb"
+    memory_limit: str | None = None
+    threads: int | None = None
+    temp_directory: str = ".provender/duckdb_tmp"
+
+
+class DuckDBEngine:
+    """Point-in-time retrieval and ingestion batches with an embedded DuckDB."""
+
+    capabilities: ClassVar[EngineCapabilities] = EngineCapabilities(is_distributed=False, spills_to_disk=True)
+
+    def __init__(self, config: DuckDBConfig, *, base_dir: Path) -> None:
+        self.config = config
+        self.base_dir = base_dir
+        temp = Path(config.temp_directory)
+        temp = temp if temp.is_absolute() else base_dir / temp
+        self._lock = threading.Lock()
+        try:
+            self._db = duckdb.connect(":memory:")
+            self._db.execute(f"SET temp_directory = {literal(str(temp))}")
+            self._db.execute("SET preserve_insertion_order = false")
+            if config.memory_limit:
+                self._db.execute(f"SET memory_limit = {literal(config.memory_limit)}")
+            if config.threads:
+                self._db.execute(f"SET threads = {int(config.threads)}")
+        except duckdb.Error as exc:
+            raise BackendError(f"cannot start DuckDB with offline settings {config.model_dump()}: {exc}") from exc
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, object], *, base_dir: Path) -> Self:
+        """Build the engine from the ``offline:`` section."""
+        config = validate_backend_config(DuckDBConfig, "offline", options)
+        assert isinstance(config, DuckDBConfig)
+        return cls(config, base_dir=base_dir)
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """Return a new connection to the engine's database, in UTC."""
+        with self._lock:
+            cursor = self._db.cursor()
+        cursor.execute("SET TimeZone = 'UTC'")
+        return cursor
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    # -- retrieval -----------------------------------------------------------------------------
+
+    def retrieve(self, plan: RetrievalPlan, entity_rows: EntityRows) -> DuckDBRetrievalJob:
+        """Check the sources and return a job computing ``plan`` (run lazily)."""
+        cursor = self.cursor()
+        entity_sql = self._entity_relation(cursor, entity_rows)
+        earliest, latest = _time_range(cursor, entity_sql)
+        sources = [self._source_relation(cursor, join, DateRange.for_window(earliest, latest, join.max_age),
+                                         upper=latest, lower=_lower(earliest, join.max_age))
+                   for join in plan.joins]
+        return DuckDBRetrievalJob(cursor, compile_retrieval(plan, entity_sql, sources))
+
+    def _entity_relation(self, cursor: duckdb.DuckDBPyConnection, rows: EntityRows) -> str:
+        if rows.table is not None:
+            table = rows.table.append_column(_ROW_ID, pa.array(np.arange(rows.table.num_rows, dtype=np.int64)))
+            cursor.register("provender_entity_rows", table)
+            return "SELECT * FROM provender_entity_rows"
+        files = ", ".join(literal(p) for p in rows.paths)
+        columns = ", ".join(quote(c) for c in rows.schema.names)
+        return (f"SELECT {columns}, row_number() OVER (ORDER BY filename, file_row_number) AS {_ROW_ID} "
+                f"FROM read_parquet([{files}], filename = true, file_row_number = true)")
+
+    def _source_relation(
+        self, cursor: duckdb.DuckDBPyConnection, join: TableJoin, dates: DateRange, *,
+        upper: datetime | None, lower: datetime | None,
+    ) -> str:
+        files = list_source_files(join.source, base_dir=self.base_dir, dates=dates)
+        scan = self._scan(join, files)
+        try:
+            schema = cursor.sql(f"SELECT * FROM {scan} LIMIT 0").to_arrow_table().schema
+        except duckdb.Error as exc:
+            raise DataError(f"Cannot read the batch source of feature table {join.name!r} ({join.source.path}): {exc}") from exc
+        check_source_schema(join, schema)
+        columns = join.columns
+        select = [f"CAST({quote(col)} AS {sql_type(e.value_type)}) AS {quote(e.name)}"
+                  for col, e in zip(columns.keys, join.entities, strict=True)]
+        select += [f"CAST({quote(col)} AS {sql_type(f.value_type)}) AS {quote(f.name)}"
+                   for col, f in zip(columns.features, join.table.features, strict=True)
+                   if f in join.features]
+        event = f"CAST({quote(columns.event_timestamp)} AS TIMESTAMP)"
+        created = f"CAST({quote(columns.created_timestamp)} AS TIMESTAMP)" if columns.created_timestamp else "NULL::TIMESTAMP"
+        select += [f"{event} AS {_EVENT}", f"{created} AS {_CREATED}"]
+        where = [f"{event} IS NOT NULL"]
+        if upper is not None:
+            where.append(f"{event} <= {_timestamp_literal(upper)}")
+        if lower is not None:
+            where.append(f"{event} >= {_timestamp_literal(lower)}")
+        return f"SELECT {', '.join(select)} FROM {scan} WHERE {' AND '.join(where)}"
+
+    def _scan(self, join: TableJoin, files: list[str]) -> str:
+        file_list = "[" + ", ".join(literal(f) for f in files) + "]"
+        if isinstance(join.source.file_format, CsvFormat):
+            types = ", ".join(
+                f"{literal(col)}: {literal(sql_type(v.value_type))}"
+                for col, v in [*zip(join.columns.keys, join.entities, strict=True),
+                               *zip(join.columns.features, join.table.features, strict=True)]
+            )
+            return (f"read_csv({file_list}, header = true, delim = {literal(join.source.file_format.delimiter)}, "
+                    f"types = {{{types}}}, union_by_name = true)")
+        return f"read_parquet({file_list}, hive_partitioning = true, union_by_name = true)"
+
+    # -- ingestion -----------------------------------------------------------------------------
+
+    def read_latest(self, plan: LatestPlan, *, batch_rows: int) -> pa.RecordBatchReader:
+        """Stream the latest row per entity key in ``[start, end)``, normalized for the online store."""
+        cursor = self.cursor()
+        join = plan.join
+        dates = DateRange(first=plan.start.astimezone(UTC).date(), last=plan.end.astimezone(UTC).date())
+        source = self._source_relation(cursor, join, dates, upper=None, lower=plan.start)
+        keys = ", ".join(quote(k) for k in join.join_keys)
+        features = ", ".join(quote(f.name) for f in join.features)
+        sql = (
+            f"SELECT {keys}, {features}, CAST({_EVENT} AS TIMESTAMPTZ) AS {EVENT_TIMESTAMP}, "
+            f"CAST({_CREATED} AS TIMESTAMPTZ) AS {CREATED_TIMESTAMP} FROM ({source}) "
+            f"WHERE {_EVENT} < {_timestamp_literal(plan.end)} "
+            f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {_EVENT} DESC, {_CREATED} DESC NULLS LAST) = 1"
+        )
+        try:
+            return cursor.sql(sql).to_arrow_reader(batch_rows)
+        except duckdb.Error as exc:
+            raise _data_or_backend_error(exc, f"ingestion of feature table {join.name!r}") from exc
+
+
+def _lower(earliest: datetime | None, max_age: timedelta | None) -> datetime | None:
+    return None if earliest is None or max_age is None else earliest - max_age
+
+
+def _time_range(cursor: duckdb.DuckDBPyConnection, entity_sql: str) -> tuple[datetime | None, datetime | None]:
+    stamp = f"CAST({quote(ENTITY_TIMESTAMP)} AS TIMESTAMP)"
+    try:
+        row = cursor.execute(
+            f"SELECT min({stamp}), max({stamp}), count(*) FILTER (WHERE {stamp} IS NULL), "
+            f"min({_ROW_ID}) FILTER (WHERE {stamp} IS NULL) FROM ({entity_sql})"
+        ).fetchall()[0]
+    except duckdb.Error as exc:
+        raise DataError(f"Cannot read the entity source: {exc}") from exc
+    if row[2]:
+        raise DataError(f"The entity source's {ENTITY_TIMESTAMP!r} column is null in {row[2]} row(s), "
+                        f"the first at row {row[3]}; every entity row needs a time.")
+    return row[0], row[1]
+
+
+def compile_retrieval(plan: RetrievalPlan, entity_sql: str, sources: list[str]) -> str:
+    """Compile the retrieval plan to one DuckDB query over the entity and source relations."""
+    keys = sorted({e.name: e for join in plan.joins for e in join.entities}.items())
+    key_casts = [f"CAST({quote(name)} AS {sql_type(e.value_type)}) AS {quote('__key_' + name)}" for name, e in keys]
+    ctes = [f"e AS (SELECT *, CAST({quote(ENTITY_TIMESTAMP)} AS TIMESTAMP) AS {_TS}"
+            f"{''.join(', ' + c for c in key_casts)} FROM ({entity_sql}))"]
+    joins, columns = [], {}
+    for n, (join, source) in enumerate(zip(plan.joins, sources, strict=True)):
+        alias = f"s{n}"
+        ctes.append(f"{alias} AS ({source})")
+        on = [f"e.{quote('__key_' + k)} = {alias}.{quote(k)}" for k in join.join_keys]
+        on.append(f"{{'t': e.{_TS}, 'c': 'infinity'::TIMESTAMP}} >= "
+                  f"{{'t': {alias}.{_EVENT}, 'c': coalesce({alias}.{_CREATED}, '-infinity'::TIMESTAMP)}}")
+        joins.append(f"ASOF LEFT JOIN {alias} ON {' AND '.join(on)}")
+        for feature in join.features:
+            value = f"{alias}.{quote(feature.name)}"
+            if join.max_age is not None:
+                value = f"CASE WHEN {alias}.{_EVENT} >= e.{_TS} - {_interval(join.max_age)} THEN {value} END"
+            columns[join.output_column(feature)] = f"{value} AS {quote(join.output_column(feature))}"
+    select = [f"CAST(e.{_TS} AS TIMESTAMPTZ) AS {quote(c)}" if c == ENTITY_TIMESTAMP else f"e.{quote(c)}"
+              for c in plan.entity_columns]
+    select += [columns[c] for c in plan.output_columns]
+    return (f"WITH {', '.join(ctes)} SELECT {', '.join(select)} FROM e {' '.join(joins)} "
+            f"ORDER BY e.{_ROW_ID}")
+
+
+def _data_or_backend_error(exc: duckdb.Error, what: str) -> Exception:
+    if isinstance(exc, duckdb.ConversionException | duckdb.InvalidInputException | duckdb.IOException):
+        return DataError(f"{what} failed on the source data: {exc}")
+    return BackendError(f"{what} failed in DuckDB: {exc}")
+
+
+class DuckDBRetrievalJob:
+    """A compiled retrieval; each result method runs it (streaming where it can)."""
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection, sql: str) -> None:
+        self._cursor = cursor
+        self.sql = sql
+
+    def to_arrow(self) -> pa.Table:
+        """Run the retrieval and return an Arrow table."""
+        try:
+            return self._cursor.sql(self.sql).to_arrow_table()
+        except duckdb.Error as exc:
+            raise _data_or_backend_error(exc, "historical retrieval") from exc
+
+    def to_arrow_reader(self, batch_rows: int = 1_000_000) -> pa.RecordBatchReader:
+        """Run the retrieval and stream record batches."""
+        try:
+            return self._cursor.sql(self.sql).to_arrow_reader(batch_rows)
+        except duckdb.Error as exc:
+            raise _data_or_backend_error(exc, "historical retrieval") from exc
+
+    def to_parquet(self, path: str | Path) -> int:
+        """Stream the result into a Parquet file without holding it in memory; return its rows."""
+        try:
+            row = self._cursor.execute(f"COPY ({self.sql}) TO {literal(str(path))} (FORMAT parquet)").fetchall()
+        except duckdb.Error as exc:
+            raise _data_or_backend_error(exc, "historical retrieval") from exc
+        return int(row[0][0]) if row else 0

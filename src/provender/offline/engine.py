@@ -1,0 +1,71 @@
+"""The offline engine seam: what DuckDB and Spark each implement."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Protocol, Self
+
+import pyarrow as pa
+
+from provender.offline.plan import LatestPlan, RetrievalPlan
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineCapabilities:
+    """What an engine can do, as data (tests select backends by it)."""
+
+    is_distributed: bool = False
+    spills_to_disk: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EntityRows:
+    """Entity rows for a retrieval: an Arrow table in memory, or Parquet files on disk.
+
+    Exactly one of ``table`` and ``paths`` is set. ``schema`` is always known.
+    """
+
+    schema: pa.Schema
+    table: pa.Table | None = None
+    paths: tuple[str, ...] = ()
+
+
+class RetrievalJob(Protocol):
+    """A planned retrieval; the work runs when a result is asked for."""
+
+    def to_arrow(self) -> pa.Table:
+        """Run the retrieval and return the result as an Arrow table."""
+        ...
+
+    def to_arrow_reader(self) -> pa.RecordBatchReader:
+        """Run the retrieval and stream the result in record batches."""
+        ...
+
+    def to_parquet(self, path: str | Path) -> int:
+        """Run the retrieval and stream the result to a Parquet file; return the row count."""
+        ...
+
+
+class OfflineEngine(Protocol):
+    """Computes point-in-time joins and ingestion batches over batch sources."""
+
+    capabilities: ClassVar[EngineCapabilities]
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, object], *, base_dir: Path) -> Self:
+        """Build the engine from the ``offline:`` section (validated by the engine's Config)."""
+        ...
+
+    def retrieve(self, plan: RetrievalPlan, entity_rows: EntityRows) -> RetrievalJob:
+        """Return a job computing ``plan`` for ``entity_rows``; sources are checked first."""
+        ...
+
+    def read_latest(self, plan: LatestPlan, *, batch_rows: int) -> pa.RecordBatchReader:
+        """Stream, per entity key, the row the rule picks in ``[start, end)``, normalized for writing."""
+        ...
+
+    def close(self) -> None:
+        """Release the engine's resources."""
+        ...

@@ -1,0 +1,86 @@
+"""Finding a file source's files, with date-partition pruning. Shared by every engine."""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from urllib.parse import unquote
+
+from provender.definitions import CsvFormat, FileSource
+from provender.errors import DataError
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DateRange:
+    """Inclusive range of partition dates to read; None on a side means unbounded."""
+
+    first: date | None
+    last: date | None
+
+    @classmethod
+    def for_window(cls, earliest: datetime | None, latest: datetime | None, max_age: timedelta | None) -> DateRange:
+        """Dates that can hold rows with event times in ``[earliest - max_age, latest]``."""
+        first = None if earliest is None or max_age is None else (earliest - max_age).date()
+        return cls(first=first, last=None if latest is None else latest.date())
+
+    def contains(self, day: date) -> bool:
+        """Whether ``day`` is inside the range."""
+        return (self.first is None or day >= self.first) and (self.last is None or day <= self.last)
+
+
+def is_remote(path: str) -> bool:
+    """Whether ``path`` is an object-store URL (``s3://``, ``gs://``...) rather than a local path."""
+    return "://" in path and not path.startswith("file://")
+
+
+def list_source_files(source: FileSource, *, base_dir: Path, dates: DateRange | None = None) -> list[str]:
+    """Return the files of ``source`` to read, skipping date partitions outside ``dates``.
+
+    Remote URLs are returned as given (the engine expands them). A directory means every file
+    of the source's format under it (hive partitions included); a glob is expanded.
+
+    Raises:
+        DataError: the path does not exist or matches no file.
+    """
+    if is_remote(source.path):
+        return [source.path]
+    raw = source.path.removeprefix("file://")
+    path = Path(raw).expanduser()
+    if not path.is_absolute():
+        path = base_dir / path
+    suffix = ".csv" if isinstance(source.file_format, CsvFormat) else ".parquet"
+    if any(char in raw for char in _GLOB_CHARS):
+        files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+    elif path.is_dir():
+        files = sorted(
+            p for p in path.rglob("*")
+            if p.is_file() and not p.name.startswith((".", "_")) and (p.suffix == suffix or not p.suffix)
+        )
+    elif path.is_file():
+        files = [path]
+    else:
+        raise DataError(f"Source path {source.path!r} does not exist (looked at {path}).")
+    if not files:
+        raise DataError(f"Source path {source.path!r} matches no {suffix} files (looked at {path}).")
+    if dates is not None and source.date_partition_column:
+        files = [f for f in files if _partition_date_in(f, source.date_partition_column, dates)]
+    return [str(f) for f in files]
+
+
+def _partition_date_in(file: Path, column: str, dates: DateRange) -> bool:
+    prefix = f"{column}="
+    for part in file.parts:
+        if part.startswith(prefix):
+            text = unquote(part.removeprefix(prefix))
+            try:
+                day = date.fromisoformat(text[:10])
+            except ValueError:
+                raise DataError(
+                    f"Partition directory {part!r} of {file} is not a date (expected {column}=YYYY-MM-DD)."
+                ) from None
+            return dates.contains(day)
+    return True

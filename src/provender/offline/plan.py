@@ -1,0 +1,309 @@
+"""The point-in-time rule, stated once, and the plans every offline engine compiles.
+
+**The rule** (DESIGN.md, "Semantics"). For each entity row (entity key columns and its
+``event_timestamp`` *T*) and each requested feature table:
+
+1. candidates are the table's rows with the same entity key, ``event_timestamp <= T`` and, if the
+   table has a ``max_age``, ``event_timestamp >= T - max_age`` (both bounds inclusive);
+2. the candidate with the greatest ``(event_timestamp, created_timestamp)`` wins, a missing
+   ``created_timestamp`` ranking below any present one; its values are returned;
+3. with no candidate, the table's features are null;
+4. every entity row is kept, duplicates included, in the input's order, with its extra columns.
+
+Timestamps without a time zone are UTC. :data:`RULE` carries the rule as data; engines compile it
+idiomatically (DuckDB: an ``ASOF`` join on the ranking key then the ``max_age`` bound; Spark: a
+window ranked by the same key). Offline-to-online ingestion is the same rule evaluated at
+``end`` over the rows with ``start <= event_timestamp < end`` (:class:`LatestPlan`).
+
+Building a plan validates everything that can be checked without reading data: refs, tables,
+entity columns and their types; so bad input fails before any heavy work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import pyarrow as pa
+
+from provender.definitions import Entity, Feature, FeatureRef, FeatureTable, FileSource
+from provender.errors import DataError, FeatureRefError, FeatureTableNotFoundError, did_you_mean
+
+ENTITY_TIMESTAMP = "event_timestamp"
+"""The entity rows' timestamp column (*T* of the rule)."""
+EVENT_TIMESTAMP = "event_timestamp"
+"""Normalized name of a feature row's event time (ingestion rows)."""
+CREATED_TIMESTAMP = "created_timestamp"
+"""Normalized name of a feature row's created time (ingestion rows)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PointInTimeRule:
+    """The rule as data, for engines and docs: the ranking and the window bounds."""
+
+    ranking: tuple[str, ...] = ("event_timestamp DESC", "created_timestamp DESC NULLS LAST")
+    event_at_most_entity_time: bool = True  # event_timestamp <= T
+    max_age_lower_bound_inclusive: bool = True  # event_timestamp >= T - max_age
+
+
+RULE = PointInTimeRule()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceColumns:
+    """How a feature table's columns are named in its batch source (after ``field_mapping``)."""
+
+    keys: tuple[str, ...]
+    features: tuple[str, ...]
+    event_timestamp: str
+    created_timestamp: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TableJoin:
+    """One feature table's part of a retrieval: its key, requested features, source and window.
+
+    Attributes:
+        entities: the table's entities, in key order (their names are the join columns).
+        features: the requested features, in the order of the refs.
+    """
+
+    table: FeatureTable
+    entities: tuple[Entity, ...]
+    features: tuple[Feature, ...]
+    source: FileSource
+    columns: SourceColumns
+
+    @property
+    def name(self) -> str:
+        """The feature table's name."""
+        return self.table.name
+
+    @property
+    def join_keys(self) -> tuple[str, ...]:
+        """The entity columns the join matches on."""
+        return tuple(e.name for e in self.entities)
+
+    @property
+    def max_age(self) -> timedelta | None:
+        """The table's max_age (None: no lower bound)."""
+        return self.table.max_age
+
+    def output_column(self, feature: Feature) -> str:
+        """The result column of ``feature``: ``<table>__<feature>``."""
+        return f"{self.table.name}__{feature.name}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetrievalPlan:
+    """A validated historical retrieval: entity rows joined with one or more feature tables.
+
+    Attributes:
+        entity_columns: the entity source's columns, in order (all pass through).
+        joins: one per feature table, in order of first appearance in the refs.
+        output_columns: the feature columns, in ref order (after the entity columns).
+    """
+
+    entity_columns: tuple[str, ...]
+    joins: tuple[TableJoin, ...]
+    output_columns: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LatestPlan:
+    """Offline-to-online ingestion: per entity key, the row the rule picks at ``end`` among
+    rows with ``start <= event_timestamp < end``.
+    """
+
+    join: TableJoin
+    start: datetime
+    end: datetime
+
+
+def source_columns(table: FeatureTable, source: FileSource) -> SourceColumns:
+    """Return the source column names of ``table``'s keys and features (``field_mapping`` applied)."""
+    to_source = {target: column for column, target in source.field_mapping.items()}
+    return SourceColumns(
+        keys=tuple(to_source.get(name, name) for name in table.entities),
+        features=tuple(to_source.get(f.name, f.name) for f in table.features),
+        event_timestamp=source.event_timestamp_column,
+        created_timestamp=source.created_timestamp_column,
+    )
+
+
+def expand_refs(
+    refs: Sequence[str], tables: Mapping[str, FeatureTable], *, project: str
+) -> list[tuple[FeatureTable, Feature]]:
+    """Parse and resolve feature refs; a bare ``"<table>"`` expands to all its features.
+
+    Raises:
+        FeatureRefError: a malformed ref, an unknown feature, or a feature requested twice.
+        FeatureTableNotFoundError: an unknown table.
+    """
+    if isinstance(refs, str) or not refs:
+        raise FeatureRefError(str(refs), "feature_refs must be a non-empty list like ['table:feature']")
+    resolved: list[tuple[FeatureTable, Feature]] = []
+    seen: set[str] = set()
+    for text in refs:
+        ref = FeatureRef.parse(text)
+        table = tables.get(ref.table)
+        if table is None:
+            raise FeatureTableNotFoundError(ref.table, project=project, known=list(tables))
+        if ref.feature is None:
+            features = list(table.features)
+        else:
+            feature = table.get_feature(ref.feature)
+            if feature is None:
+                hint = did_you_mean(ref.feature, table.feature_names) or (
+                    f" Its features: {', '.join(table.feature_names)}."
+                )
+                raise FeatureRefError(text, f"feature table {table.name!r} has no feature {ref.feature!r}.{hint}")
+            features = [feature]
+        for feature in features:
+            column = f"{table.name}__{feature.name}"
+            if column in seen:
+                raise FeatureRefError(text, f"feature {column!r} is requested twice")
+            seen.add(column)
+            resolved.append((table, feature))
+    return resolved
+
+
+def table_join(table: FeatureTable, features: Sequence[Feature], entities: Mapping[str, Entity]) -> TableJoin:
+    """Return the join of ``table`` for ``features``; the table needs a batch source."""
+    if table.batch_source is None:
+        raise DataError(
+            f"Feature table {table.name!r} has no batch_source, so it cannot be read offline; "
+            "give it a FileSource (stream-only tables can log to one)."
+        )
+    return TableJoin(
+        table=table,
+        entities=tuple(entities[name] for name in table.entities),
+        features=tuple(features),
+        source=table.batch_source,
+        columns=source_columns(table, table.batch_source),
+    )
+
+
+def build_retrieval_plan(
+    refs: Sequence[str],
+    *,
+    entity_schema: pa.Schema,
+    tables: Mapping[str, FeatureTable],
+    entities: Mapping[str, Entity],
+    project: str,
+) -> RetrievalPlan:
+    """Validate a retrieval against the registry and the entity rows' schema, and plan it.
+
+    Raises:
+        FeatureRefError, FeatureTableNotFoundError: bad refs.
+        DataError: a missing ``event_timestamp`` or entity column, an entity column of the wrong
+            type, or an entity-source column that collides with a result column.
+    """
+    resolved = expand_refs(refs, tables, project=project)
+    by_table: dict[str, list[Feature]] = {}
+    for table, feature in resolved:
+        by_table.setdefault(table.name, []).append(feature)
+    joins = tuple(table_join(tables[name], features, entities) for name, features in by_table.items())
+    output_columns = tuple(f"{table.name}__{feature.name}" for table, feature in resolved)
+    _check_entity_schema(entity_schema, joins, output_columns)
+    return RetrievalPlan(entity_columns=tuple(entity_schema.names), joins=joins, output_columns=output_columns)
+
+
+def _check_entity_schema(schema: pa.Schema, joins: Sequence[TableJoin], output_columns: Sequence[str]) -> None:
+    names = schema.names
+    if ENTITY_TIMESTAMP not in names:
+        raise DataError(
+            f"The entity source has no {ENTITY_TIMESTAMP!r} column (columns: {', '.join(names)}); "
+            "add the time at which each row's features are wanted."
+        )
+    stamp_type = schema.field(ENTITY_TIMESTAMP).type
+    if not (pa.types.is_timestamp(stamp_type) or pa.types.is_date(stamp_type)):
+        raise DataError(
+            f"The entity source's {ENTITY_TIMESTAMP!r} column has type {stamp_type}; expected a timestamp."
+        )
+    for join in joins:
+        for entity in join.entities:
+            if entity.name not in names:
+                raise DataError(
+                    f"The entity source has no column {entity.name!r}, the key of feature table "
+                    f"{join.name!r} (entity columns given: {', '.join(names)})."
+                )
+            check_key_type(entity, schema.field(entity.name).type, where="entity source")
+    clash = sorted(set(names) & set(output_columns))
+    if clash:
+        raise DataError(f"The entity source has columns named like result columns: {', '.join(clash)}; rename them.")
+
+
+def check_key_type(entity: Entity, found: pa.DataType, *, where: str) -> None:
+    """Raise DataError unless an Arrow column of type ``found`` can hold ``entity``'s keys exactly."""
+    declared = entity.value_type.to_arrow()
+    if found == declared or pa.types.is_null(found):
+        return
+    if pa.types.is_integer(declared) and pa.types.is_integer(found) and _int_fits(found, declared):
+        return
+    if pa.types.is_string(declared) and (pa.types.is_large_string(found) or pa.types.is_string_view(found)):
+        return
+    if pa.types.is_binary(declared) and pa.types.is_large_binary(found):
+        return
+    raise DataError(
+        f"Column {entity.name!r} of the {where} has type {found}, but entity {entity.name!r} is "
+        f"{entity.value_type} ({declared}); convert the column."
+    )
+
+
+def _int_fits(found: pa.DataType, declared: pa.DataType) -> bool:
+    if pa.types.is_unsigned_integer(found):
+        return found.bit_width < declared.bit_width
+    return found.bit_width <= declared.bit_width
+
+
+def check_source_schema(join: TableJoin, schema: pa.Schema) -> None:
+    """Raise DataError unless the source has the table's columns with compatible types.
+
+    The message names the table, the column, the declared and the found type.
+    """
+    columns = join.columns
+    where = f"batch source of feature table {join.name!r} ({join.source.path})"
+    expected: list[tuple[str, str, pa.DataType | None]] = [
+        *((column, f"entity {e.name!r}", e.value_type.to_arrow()) for column, e in zip(columns.keys, join.entities, strict=True)),
+        *((column, f"feature {f.name!r}", f.value_type.to_arrow()) for column, f in zip(columns.features, join.table.features, strict=True)),
+        (columns.event_timestamp, "event timestamp", None),
+    ]
+    if columns.created_timestamp:
+        expected.append((columns.created_timestamp, "created timestamp", None))
+    for column, role, declared in expected:
+        if column not in schema.names:
+            raise DataError(f"The {where} has no column {column!r} ({role}); columns: {', '.join(schema.names)}.")
+        found = schema.field(column).type
+        ok = _is_timestamp_like(found) if declared is None else is_compatible(declared, found)
+        if not ok:
+            wanted = "a timestamp" if declared is None else str(declared)
+            raise DataError(
+                f"Column {column!r} ({role}) of the {where} has type {found}, but {wanted} is declared."
+            )
+
+
+def _is_timestamp_like(found: pa.DataType) -> bool:
+    return pa.types.is_timestamp(found) or pa.types.is_date(found) or pa.types.is_null(found)
+
+
+def is_compatible(declared: pa.DataType, found: pa.DataType) -> bool:
+    """Whether values of Arrow type ``found`` convert to ``declared`` without loss."""
+    if found == declared or pa.types.is_null(found):
+        return True
+    if pa.types.is_integer(declared) and pa.types.is_integer(found):
+        return _int_fits(found, declared)
+    if pa.types.is_float64(declared):
+        return pa.types.is_float32(found) or pa.types.is_float16(found)
+    if pa.types.is_float32(declared):
+        return pa.types.is_float16(found)
+    if pa.types.is_string(declared):
+        return pa.types.is_large_string(found) or pa.types.is_string_view(found)
+    if pa.types.is_binary(declared):
+        return pa.types.is_large_binary(found) or pa.types.is_fixed_size_binary(found)
+    if pa.types.is_timestamp(declared):
+        return pa.types.is_timestamp(found)
+    if pa.types.is_list(declared) and (pa.types.is_list(found) or pa.types.is_large_list(found)):
+        return is_compatible(declared.value_type, found.value_type)
+    return False
