@@ -9,9 +9,14 @@ from __future__ import annotations
 
 from enum import StrEnum
 from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
 
 from provender.errors import ConfigError, MissingExtraError, did_you_mean
+
+if TYPE_CHECKING:
+    from provender.offline.engine import OfflineEngine
+    from provender.registry.store import RegistryStore
 
 
 class Role(StrEnum):
@@ -22,7 +27,11 @@ class Role(StrEnum):
     ONLINE_STORE = "provender.online_stores"
 
 
-_SETTING = {Role.REGISTRY: "registry", Role.OFFLINE_ENGINE: "offline.engine", Role.ONLINE_STORE: "online.store"}
+_SETTING = {
+    Role.REGISTRY: "registry",
+    Role.OFFLINE_ENGINE: "offline.engine",
+    Role.ONLINE_STORE: "online.store",
+}
 # The extra that installs each backend's drivers (backends without one need no extra).
 _EXTRAS = {"redis": "redis", "spark": "spark", "postgresql": "postgres", "http": "serving", "kafka": "kafka"}
 _SCHEME_ALIASES = {"postgres": "postgresql", "https": "http"}
@@ -59,5 +68,17 @@ def registry_backend_name(url: str) -> str:
     """Return the registry backend named by a registry URL's scheme (``sqlite:///x`` -> ``sqlite``)."""
     scheme = urlsplit(url).scheme.lower()
     if not scheme:
-        raise ConfigError("registry", f"{url!r} is not a URL; expected e.g. 'sqlite:///.provender/registry.db'")
+        raise ConfigError(
+            "registry", f"{url!r} is not a URL; expected e.g. 'sqlite:///.provender/registry.db'"
+        )
     return _SCHEME_ALIASES.get(scheme, scheme)
+
+
+def load_registry(url: str) -> type[RegistryStore]:
+    """Return the registry backend class for a registry URL (by its scheme)."""
+    return cast("type[RegistryStore]", load_backend(Role.REGISTRY, registry_backend_name(url)))
+
+
+def load_offline_engine(name: str) -> type[OfflineEngine]:
+    """Return the offline engine class registered as ``name`` (``offline.engine``)."""
+    return cast("type[OfflineEngine]", load_backend(Role.OFFLINE_ENGINE, name))

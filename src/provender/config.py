@@ -66,7 +66,9 @@ class Settings(BaseModel):
     @classmethod
     def _check_project(cls, value: str) -> str:
         if not value or not value.replace("_", "a").replace("-", "a").isalnum() or not value[0].isalpha():
-            raise ValueError(f"{value!r} is not a project name (letters, digits, '_' and '-', starting with a letter)")
+            raise ValueError(
+                f"{value!r} is not a project name (letters, digits, '_' and '-', starting with a letter)"
+            )
         return value
 
     def resolve_path(self, path: str | Path) -> Path:
@@ -128,7 +130,9 @@ def _read_file(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError("config", f"{str(path)!r} must hold a mapping of settings, got {type(data).__name__}")
+        raise ConfigError(
+            "config", f"{str(path)!r} must hold a mapping of settings, got {type(data).__name__}"
+        )
     if "base_dir" in data:
         raise ConfigError("base_dir", "is derived from the config file's location and cannot be set")
     return data

@@ -118,8 +118,10 @@ def pid_alive(pid: int) -> bool:
         return True
     try:
         stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False  # exited between the two checks
     except OSError:
-        return True
+        return True  # no /proc: trust os.kill
     return stat_line.rsplit(")", 1)[1].split()[0] != "Z"
 
 
@@ -341,6 +343,15 @@ def as_postgres(argv: Sequence[str]) -> list[str]:
     return list(argv)
 
 
+def _user_exists(name: str) -> bool:
+    """True if the local user ``name`` exists."""
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
 def pg_select_one(psycopg: ModuleType, conninfo: str) -> bool:
     """Return True if ``select 1`` succeeds on ``conninfo``."""
     try:
@@ -421,17 +432,11 @@ def noida_binary() -> str:
 def noida_argv(binary: str, port: int, data: Path) -> list[str]:
     """Command line for a Kafka-only noida-db broker on 127.0.0.1:``port``."""
     return [
-        binary,
-        "start",
-        "--only",
-        "kafka",
-        "--host",
-        HOST,
-        "--kafka-port",
-        str(port),
-        "--data-dir",
-        str(data),
-    ]
+        binary, "start", "--only", "kafka",
+        "--host", HOST,
+        "--kafka-port", str(port),
+        "--data-dir", str(data),
+    ]  # fmt: skip
 
 
 def spawn(argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
@@ -440,6 +445,17 @@ def spawn(argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             list(argv), stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT
         )
+
+
+def popen_stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a child process, SIGKILL it after STOP_TIMEOUT seconds, and reap it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def kafka_metadata_ok(confluent_kafka: ModuleType, bootstrap: str) -> bool:
@@ -576,26 +592,6 @@ class Services:
         wait_until(lambda: kafka_metadata_ok(confluent_kafka, f"{HOST}:{port}"), what, log, alive=alive)
         self._timed("kafka", started)
         return KafkaBroker(port=port, pid=proc.pid, data_dir=data)
-
-
-def _user_exists(name: str) -> bool:
-    """True if the local user ``name`` exists."""
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True
-
-
-def popen_stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM a child process, SIGKILL it after STOP_TIMEOUT seconds, and reap it."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 # --------------------------------------------------------------------------- signals

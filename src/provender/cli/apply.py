@@ -24,7 +24,8 @@ def find_definition_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     return sorted(
-        p for p in path.rglob("*.py")
+        p
+        for p in path.rglob("*.py")
         if not any(part in _SKIP_DIRS or part.startswith(".") for part in p.relative_to(path).parts[:-1])
     )
 
@@ -48,8 +49,10 @@ def read_definitions(path: Path) -> list[Definition]:
             spec.loader.exec_module(module)
         except DefinitionError as exc:
             raise DefinitionError(str(file), exc.field, str(exc)) from exc
-        except Exception as exc:  # noqa: BLE001 - user code may raise anything; name the file
-            raise DefinitionError(str(file), "file", f"failed to import: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            raise DefinitionError(
+                str(file), "file", f"failed to import: {type(exc).__name__}: {exc}"
+            ) from exc
         finally:
             sys.path.remove(str(file.parent))
         for value in vars(module).values():
@@ -84,7 +87,9 @@ def apply(state: CliState, path: Path, dry_run: bool) -> None:
     client = state.client()
     plan = client.plan(definitions)
     click.echo(f"Plan for project {client.project!r}:")
-    echo_table(["ACTION", "KIND", "NAME", "DETAIL"], [(i.action, i.kind, i.name, i.detail) for i in plan.items])
+    echo_table(
+        ["ACTION", "KIND", "NAME", "DETAIL"], [(i.action, i.kind, i.name, i.detail) for i in plan.items]
+    )
     summary = ", ".join(f"{plan.count(a)} {a}" for a in Action)
     if plan.is_refused:
         plan.to_change()  # raises RegistryConflictError naming every conflict
@@ -92,5 +97,7 @@ def apply(state: CliState, path: Path, dry_run: bool) -> None:
         click.echo(f"Dry run: {summary}; nothing applied.")
         return
     applied = client.apply(definitions)
-    click.echo(f"Applied: {', '.join(f'{applied.count(a)} {a}' for a in Action)}. "
-               f"Registry version {client.registry_version()}.")
+    click.echo(
+        f"Applied: {', '.join(f'{applied.count(a)} {a}' for a in Action)}. "
+        f"Registry version {client.registry_version()}."
+    )

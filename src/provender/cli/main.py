@@ -30,7 +30,7 @@ class _Group(click.Group):
             raise click.ClickException(str(exc)) from None
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
-        except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
+        except Exception as exc:
             if _debug(ctx):
                 raise
             raise click.ClickException(
@@ -44,8 +44,13 @@ def _debug(ctx: click.Context) -> bool:
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "-c", type=click.Path(path_type=Path), default=None,
-              help="Path to provender.yaml (default: ./provender.yaml if present, else built-in defaults).")
+@click.option(
+    "--config",
+    "-c",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Path to provender.yaml (default: ./provender.yaml if present, else built-in defaults).",
+)
 @click.option("--project", "-p", default=None, help="Project to work in (default: the 'project' setting).")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.version_option(__version__, prog_name="provender")
@@ -60,19 +65,22 @@ def cli(ctx: click.Context, config: Path | None, project: str | None, debug: boo
       provender apply .
       provender tables list
     """
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     ctx.obj = CliState(config=config, project=project, debug=debug)
     ctx.call_on_close(lambda: ctx.obj._client.close() if ctx.obj._client else None)
 
 
 def _register_commands() -> None:
-    from provender.cli import apply, init, registry
+    from provender.cli import apply, init, registry, retrieve
 
     cli.add_command(init.init)
     cli.add_command(apply.apply)
     cli.add_command(registry.entities)
     cli.add_command(registry.tables)
     cli.add_command(registry.projects)
+    cli.add_command(retrieve.retrieve)
 
 
 _register_commands()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from provender.cli.state import CliState
 from provender.cli.render import echo_json, echo_table
+from provender.cli.state import CliState
 from provender.definitions import FeatureTable
 from provender.registry import codec
 
@@ -64,18 +64,24 @@ def describe_table(state: CliState, name: str, as_json: bool) -> None:
     click.echo(f"  max_age:   {table.max_age or 'none (values never expire)'}")
     if table.batch_source:
         source = table.batch_source
-        click.echo(f"  batch:     {source.path} ({type(source.file_format).__name__}), "
-                   f"event time {source.event_timestamp_column!r}"
-                   + (f", created {source.created_timestamp_column!r}" if source.created_timestamp_column else "")
-                   + (f", partitions {source.date_partition_column!r}" if source.date_partition_column else ""))
+        click.echo(
+            f"  batch:     {source.path} ({type(source.file_format).__name__}), "
+            f"event time {source.event_timestamp_column!r}"
+            + (f", created {source.created_timestamp_column!r}" if source.created_timestamp_column else "")
+            + (f", partitions {source.date_partition_column!r}" if source.date_partition_column else "")
+        )
     if table.stream_source:
         stream = table.stream_source
-        click.echo(f"  stream:    kafka topic {stream.topic!r} on {stream.bootstrap_servers} "
-                   f"({type(stream.message_format).__name__})")
+        click.echo(
+            f"  stream:    kafka topic {stream.topic!r} on {stream.bootstrap_servers} "
+            f"({type(stream.message_format).__name__})"
+        )
     if table.labels:
         click.echo(f"  labels:    {', '.join(f'{k}={v}' for k, v in table.labels.items())}")
     click.echo("  features:")
-    echo_table(["NAME", "TYPE", "DESCRIPTION"], [(f.name, f.value_type, f.description) for f in table.features])
+    echo_table(
+        ["NAME", "TYPE", "DESCRIPTION"], [(f.name, f.value_type, f.description) for f in table.features]
+    )
 
 
 def _source(table: FeatureTable) -> str:
@@ -98,4 +104,6 @@ def list_projects(state: CliState, as_json: bool) -> None:
     if as_json:
         echo_json([{"name": p.name, "version": p.version, "updated_at": p.updated_at} for p in found])
     else:
-        echo_table(["NAME", "VERSION", "UPDATED_AT"], [(p.name, p.version, p.updated_at or "-") for p in found])
+        echo_table(
+            ["NAME", "VERSION", "UPDATED_AT"], [(p.name, p.version, p.updated_at or "-") for p in found]
+        )

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Self
 
 from provender import backends
+from provender.client.historical import HistoricalJob, to_entity_rows
 from provender.config import Settings, load_settings
 from provender.definitions import Definition, Entity, FeatureTable
-from provender.client.historical import HistoricalJob, to_entity_rows
 from provender.errors import EntityNotFoundError, FeatureTableNotFoundError
 from provender.offline.engine import OfflineEngine
 from provender.offline.plan import build_retrieval_plan
@@ -51,7 +51,7 @@ class Client:
         elif project is not None:
             settings = settings.model_copy(update={"project": project})
         self.settings = settings
-        registry_cls = backends.load_backend(backends.Role.REGISTRY, backends.registry_backend_name(settings.registry))
+        registry_cls = backends.load_registry(settings.registry)
         self._registry: RegistryStore = registry_cls.from_url(settings.registry, base_dir=settings.base_dir)
         self._offline: OfflineEngine | None = None
 
@@ -177,7 +177,7 @@ class Client:
     def _offline_engine(self) -> OfflineEngine:
         if self._offline is None:
             section = self.settings.offline
-            engine_cls = backends.load_backend(backends.Role.OFFLINE_ENGINE, section.engine)
+            engine_cls = backends.load_offline_engine(section.engine)
             self._offline = engine_cls.from_options(section.model_dump(), base_dir=self.settings.base_dir)
         return self._offline
 

@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-
 def to_entity_rows(entity_source: object) -> EntityRows:
     """Convert what a user hands ``get_historical_features`` to :class:`EntityRows`, once.
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from collections.abc import Mapping
 
 from provender.definitions._validate import check_identifier, freeze_str_mapping
 from provender.definitions.types import ENTITY_KEY_TYPES, ValueType
@@ -42,7 +42,9 @@ class Entity:
             ) from None
         if value_type not in ENTITY_KEY_TYPES:
             allowed = ", ".join(sorted(ENTITY_KEY_TYPES))
-            raise DefinitionError(what, "value_type", f"{value_type} cannot be an entity key; use one of {allowed}")
+            raise DefinitionError(
+                what, "value_type", f"{value_type} cannot be an entity key; use one of {allowed}"
+            )
         if not isinstance(self.description, str):
             raise DefinitionError(what, "description", "must be a string")
         object.__setattr__(self, "value_type", value_type)

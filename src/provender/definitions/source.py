@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from collections.abc import Mapping
 
 from provender.definitions._validate import check_column, freeze_str_mapping
 from provender.errors import DefinitionError
@@ -50,7 +50,9 @@ class AvroFormat:
         except (TypeError, ValueError) as exc:
             raise DefinitionError("AvroFormat", "schema_json", f"is not valid JSON: {exc}") from None
         if not isinstance(schema, dict) or schema.get("type") != "record" or "fields" not in schema:
-            raise DefinitionError("AvroFormat", "schema_json", 'must be an Avro record schema ({"type": "record", ...})')
+            raise DefinitionError(
+                "AvroFormat", "schema_json", 'must be an Avro record schema ({"type": "record", ...})'
+            )
 
 
 @dataclass(frozen=True, slots=True)

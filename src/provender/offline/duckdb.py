@@ -114,7 +114,9 @@ class DuckDBEngine:
             if config.threads:
                 self._db.execute(f"SET threads = {int(config.threads)}")
         except duckdb.Error as exc:
-            raise BackendError(f"cannot start DuckDB with offline settings {config.model_dump()}: {exc}") from exc
+            raise BackendError(
+                f"cannot start DuckDB with offline settings {config.model_dump()}: {exc}"
+            ) from exc
 
     @classmethod
     def from_options(cls, options: Mapping[str, object], *, base_dir: Path) -> Self:
@@ -141,40 +143,66 @@ class DuckDBEngine:
         cursor = self.cursor()
         entity_sql = self._entity_relation(cursor, entity_rows)
         earliest, latest = _time_range(cursor, entity_sql)
-        sources = [self._source_relation(cursor, join, DateRange.for_window(earliest, latest, join.max_age),
-                                         upper=latest, lower=_lower(earliest, join.max_age))
-                   for join in plan.joins]
+        sources = [
+            self._source_relation(
+                cursor,
+                join,
+                DateRange.for_window(earliest, latest, join.max_age),
+                upper=latest,
+                lower=_lower(earliest, join.max_age),
+            )
+            for join in plan.joins
+        ]
         return DuckDBRetrievalJob(cursor, compile_retrieval(plan, entity_sql, sources))
 
     def _entity_relation(self, cursor: duckdb.DuckDBPyConnection, rows: EntityRows) -> str:
         if rows.table is not None:
-            table = rows.table.append_column(_ROW_ID, pa.array(np.arange(rows.table.num_rows, dtype=np.int64)))
+            table = rows.table.append_column(
+                _ROW_ID, pa.array(np.arange(rows.table.num_rows, dtype=np.int64))
+            )
             cursor.register("provender_entity_rows", table)
             return "SELECT * FROM provender_entity_rows"
         files = ", ".join(literal(p) for p in rows.paths)
         columns = ", ".join(quote(c) for c in rows.schema.names)
-        return (f"SELECT {columns}, row_number() OVER (ORDER BY filename, file_row_number) AS {_ROW_ID} "
-                f"FROM read_parquet([{files}], filename = true, file_row_number = true)")
+        return (
+            f"SELECT {columns}, row_number() OVER (ORDER BY filename, file_row_number) AS {_ROW_ID} "
+            f"FROM read_parquet([{files}], filename = true, file_row_number = true)"
+        )
 
     def _source_relation(
-        self, cursor: duckdb.DuckDBPyConnection, join: TableJoin, dates: DateRange, *,
-        upper: datetime | None, lower: datetime | None,
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        join: TableJoin,
+        dates: DateRange,
+        *,
+        upper: datetime | None,
+        lower: datetime | None,
     ) -> str:
         files = list_source_files(join.source, base_dir=self.base_dir, dates=dates)
         scan = self._scan(join, files)
         try:
             schema = cursor.sql(f"SELECT * FROM {scan} LIMIT 0").to_arrow_table().schema
         except duckdb.Error as exc:
-            raise DataError(f"Cannot read the batch source of feature table {join.name!r} ({join.source.path}): {exc}") from exc
+            raise DataError(
+                f"Cannot read the batch source of feature table {join.name!r} ({join.source.path}): {exc}"
+            ) from exc
         check_source_schema(join, schema)
         columns = join.columns
-        select = [f"CAST({quote(col)} AS {sql_type(e.value_type)}) AS {quote(e.name)}"
-                  for col, e in zip(columns.keys, join.entities, strict=True)]
-        select += [f"CAST({quote(col)} AS {sql_type(f.value_type)}) AS {quote(f.name)}"
-                   for col, f in zip(columns.features, join.table.features, strict=True)
-                   if f in join.features]
+        select = [
+            f"CAST({quote(col)} AS {sql_type(e.value_type)}) AS {quote(e.name)}"
+            for col, e in zip(columns.keys, join.entities, strict=True)
+        ]
+        select += [
+            f"CAST({quote(col)} AS {sql_type(f.value_type)}) AS {quote(f.name)}"
+            for col, f in zip(columns.features, join.table.features, strict=True)
+            if f in join.features
+        ]
         event = f"CAST({quote(columns.event_timestamp)} AS TIMESTAMP)"
-        created = f"CAST({quote(columns.created_timestamp)} AS TIMESTAMP)" if columns.created_timestamp else "NULL::TIMESTAMP"
+        created = (
+            f"CAST({quote(columns.created_timestamp)} AS TIMESTAMP)"
+            if columns.created_timestamp
+            else "NULL::TIMESTAMP"
+        )
         select += [f"{event} AS {_EVENT}", f"{created} AS {_CREATED}"]
         where = [f"{event} IS NOT NULL"]
         if upper is not None:
@@ -186,13 +214,17 @@ class DuckDBEngine:
     def _scan(self, join: TableJoin, files: list[str]) -> str:
         file_list = "[" + ", ".join(literal(f) for f in files) + "]"
         if isinstance(join.source.file_format, CsvFormat):
+            declared = [
+                *zip(join.columns.keys, (e.value_type for e in join.entities), strict=True),
+                *zip(join.columns.features, (f.value_type for f in join.table.features), strict=True),
+            ]
             types = ", ".join(
-                f"{literal(col)}: {literal(sql_type(v.value_type))}"
-                for col, v in [*zip(join.columns.keys, join.entities, strict=True),
-                               *zip(join.columns.features, join.table.features, strict=True)]
+                f"{literal(col)}: {literal(sql_type(value_type))}" for col, value_type in declared
             )
-            return (f"read_csv({file_list}, header = true, delim = {literal(join.source.file_format.delimiter)}, "
-                    f"types = {{{types}}}, union_by_name = true)")
+            return (
+                f"read_csv({file_list}, header = true, delim = {literal(join.source.file_format.delimiter)}, "
+                f"types = {{{types}}}, union_by_name = true)"
+            )
         return f"read_parquet({file_list}, hive_partitioning = true, union_by_name = true)"
 
     # -- ingestion -----------------------------------------------------------------------------
@@ -209,7 +241,8 @@ class DuckDBEngine:
             f"SELECT {keys}, {features}, CAST({_EVENT} AS TIMESTAMPTZ) AS {EVENT_TIMESTAMP}, "
             f"CAST({_CREATED} AS TIMESTAMPTZ) AS {CREATED_TIMESTAMP} FROM ({source}) "
             f"WHERE {_EVENT} < {_timestamp_literal(plan.end)} "
-            f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {_EVENT} DESC, {_CREATED} DESC NULLS LAST) = 1"
+            f"QUALIFY row_number() OVER (PARTITION BY {keys} "
+            f"ORDER BY {_EVENT} DESC, {_CREATED} DESC NULLS LAST) = 1"
         )
         try:
             return cursor.sql(sql).to_arrow_reader(batch_rows)
@@ -221,7 +254,9 @@ def _lower(earliest: datetime | None, max_age: timedelta | None) -> datetime | N
     return None if earliest is None or max_age is None else earliest - max_age
 
 
-def _time_range(cursor: duckdb.DuckDBPyConnection, entity_sql: str) -> tuple[datetime | None, datetime | None]:
+def _time_range(
+    cursor: duckdb.DuckDBPyConnection, entity_sql: str
+) -> tuple[datetime | None, datetime | None]:
     stamp = f"CAST({quote(ENTITY_TIMESTAMP)} AS TIMESTAMP)"
     try:
         row = cursor.execute(
@@ -231,35 +266,44 @@ def _time_range(cursor: duckdb.DuckDBPyConnection, entity_sql: str) -> tuple[dat
     except duckdb.Error as exc:
         raise DataError(f"Cannot read the entity source: {exc}") from exc
     if row[2]:
-        raise DataError(f"The entity source's {ENTITY_TIMESTAMP!r} column is null in {row[2]} row(s), "
-                        f"the first at row {row[3]}; every entity row needs a time.")
+        raise DataError(
+            f"The entity source's {ENTITY_TIMESTAMP!r} column is null in {row[2]} row(s), "
+            f"the first at row {row[3]}; every entity row needs a time."
+        )
     return row[0], row[1]
 
 
 def compile_retrieval(plan: RetrievalPlan, entity_sql: str, sources: list[str]) -> str:
     """Compile the retrieval plan to one DuckDB query over the entity and source relations."""
     keys = sorted({e.name: e for join in plan.joins for e in join.entities}.items())
-    key_casts = [f"CAST({quote(name)} AS {sql_type(e.value_type)}) AS {quote('__key_' + name)}" for name, e in keys]
-    ctes = [f"e AS (SELECT *, CAST({quote(ENTITY_TIMESTAMP)} AS TIMESTAMP) AS {_TS}"
-            f"{''.join(', ' + c for c in key_casts)} FROM ({entity_sql}))"]
+    key_casts = [
+        f"CAST({quote(name)} AS {sql_type(e.value_type)}) AS {quote('__key_' + name)}" for name, e in keys
+    ]
+    ctes = [
+        f"e AS (SELECT *, CAST({quote(ENTITY_TIMESTAMP)} AS TIMESTAMP) AS {_TS}"
+        f"{''.join(', ' + c for c in key_casts)} FROM ({entity_sql}))"
+    ]
     joins, columns = [], {}
     for n, (join, source) in enumerate(zip(plan.joins, sources, strict=True)):
         alias = f"s{n}"
         ctes.append(f"{alias} AS ({source})")
         on = [f"e.{quote('__key_' + k)} = {alias}.{quote(k)}" for k in join.join_keys]
-        on.append(f"{{'t': e.{_TS}, 'c': 'infinity'::TIMESTAMP}} >= "
-                  f"{{'t': {alias}.{_EVENT}, 'c': coalesce({alias}.{_CREATED}, '-infinity'::TIMESTAMP)}}")
+        on.append(
+            f"{{'t': e.{_TS}, 'c': 'infinity'::TIMESTAMP}} >= "
+            f"{{'t': {alias}.{_EVENT}, 'c': coalesce({alias}.{_CREATED}, '-infinity'::TIMESTAMP)}}"
+        )
         joins.append(f"ASOF LEFT JOIN {alias} ON {' AND '.join(on)}")
         for feature in join.features:
             value = f"{alias}.{quote(feature.name)}"
             if join.max_age is not None:
                 value = f"CASE WHEN {alias}.{_EVENT} >= e.{_TS} - {_interval(join.max_age)} THEN {value} END"
             columns[join.output_column(feature)] = f"{value} AS {quote(join.output_column(feature))}"
-    select = [f"CAST(e.{_TS} AS TIMESTAMPTZ) AS {quote(c)}" if c == ENTITY_TIMESTAMP else f"e.{quote(c)}"
-              for c in plan.entity_columns]
+    select = [
+        f"CAST(e.{_TS} AS TIMESTAMPTZ) AS {quote(c)}" if c == ENTITY_TIMESTAMP else f"e.{quote(c)}"
+        for c in plan.entity_columns
+    ]
     select += [columns[c] for c in plan.output_columns]
-    return (f"WITH {', '.join(ctes)} SELECT {', '.join(select)} FROM e {' '.join(joins)} "
-            f"ORDER BY e.{_ROW_ID}")
+    return f"WITH {', '.join(ctes)} SELECT {', '.join(select)} FROM e {' '.join(joins)} ORDER BY e.{_ROW_ID}"
 
 
 def _data_or_backend_error(exc: duckdb.Error, what: str) -> Exception:
@@ -292,7 +336,9 @@ class DuckDBRetrievalJob:
     def to_parquet(self, path: str | Path) -> int:
         """Stream the result into a Parquet file without holding it in memory; return its rows."""
         try:
-            row = self._cursor.execute(f"COPY ({self.sql}) TO {literal(str(path))} (FORMAT parquet)").fetchall()
+            row = self._cursor.execute(
+                f"COPY ({self.sql}) TO {literal(str(path))} (FORMAT parquet)"
+            ).fetchall()
         except duckdb.Error as exc:
             raise _data_or_backend_error(exc, "historical retrieval") from exc
         return int(row[0][0]) if row else 0

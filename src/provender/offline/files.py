@@ -22,7 +22,9 @@ class DateRange:
     last: date | None
 
     @classmethod
-    def for_window(cls, earliest: datetime | None, latest: datetime | None, max_age: timedelta | None) -> DateRange:
+    def for_window(
+        cls, earliest: datetime | None, latest: datetime | None, max_age: timedelta | None
+    ) -> DateRange:
         """Dates that can hold rows with event times in ``[earliest - max_age, latest]``."""
         first = None if earliest is None or max_age is None else (earliest - max_age).date()
         return cls(first=first, last=None if latest is None else latest.date())
@@ -57,7 +59,8 @@ def list_source_files(source: FileSource, *, base_dir: Path, dates: DateRange | 
         files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
     elif path.is_dir():
         files = sorted(
-            p for p in path.rglob("*")
+            p
+            for p in path.rglob("*")
             if p.is_file() and not p.name.startswith((".", "_")) and (p.suffix == suffix or not p.suffix)
         )
     elif path.is_file():

@@ -158,7 +158,9 @@ def expand_refs(
                 hint = did_you_mean(ref.feature, table.feature_names) or (
                     f" Its features: {', '.join(table.feature_names)}."
                 )
-                raise FeatureRefError(text, f"feature table {table.name!r} has no feature {ref.feature!r}.{hint}")
+                raise FeatureRefError(
+                    text, f"feature table {table.name!r} has no feature {ref.feature!r}.{hint}"
+                )
             features = [feature]
         for feature in features:
             column = f"{table.name}__{feature.name}"
@@ -207,10 +209,14 @@ def build_retrieval_plan(
     joins = tuple(table_join(tables[name], features, entities) for name, features in by_table.items())
     output_columns = tuple(f"{table.name}__{feature.name}" for table, feature in resolved)
     _check_entity_schema(entity_schema, joins, output_columns)
-    return RetrievalPlan(entity_columns=tuple(entity_schema.names), joins=joins, output_columns=output_columns)
+    return RetrievalPlan(
+        entity_columns=tuple(entity_schema.names), joins=joins, output_columns=output_columns
+    )
 
 
-def _check_entity_schema(schema: pa.Schema, joins: Sequence[TableJoin], output_columns: Sequence[str]) -> None:
+def _check_entity_schema(
+    schema: pa.Schema, joins: Sequence[TableJoin], output_columns: Sequence[str]
+) -> None:
     names = schema.names
     if ENTITY_TIMESTAMP not in names:
         raise DataError(
@@ -232,7 +238,9 @@ def _check_entity_schema(schema: pa.Schema, joins: Sequence[TableJoin], output_c
             check_key_type(entity, schema.field(entity.name).type, where="entity source")
     clash = sorted(set(names) & set(output_columns))
     if clash:
-        raise DataError(f"The entity source has columns named like result columns: {', '.join(clash)}; rename them.")
+        raise DataError(
+            f"The entity source has columns named like result columns: {', '.join(clash)}; rename them."
+        )
 
 
 def check_key_type(entity: Entity, found: pa.DataType, *, where: str) -> None:
@@ -254,8 +262,8 @@ def check_key_type(entity: Entity, found: pa.DataType, *, where: str) -> None:
 
 def _int_fits(found: pa.DataType, declared: pa.DataType) -> bool:
     if pa.types.is_unsigned_integer(found):
-        return found.bit_width < declared.bit_width
-    return found.bit_width <= declared.bit_width
+        return bool(found.bit_width < declared.bit_width)
+    return bool(found.bit_width <= declared.bit_width)
 
 
 def check_source_schema(join: TableJoin, schema: pa.Schema) -> None:
@@ -266,15 +274,23 @@ def check_source_schema(join: TableJoin, schema: pa.Schema) -> None:
     columns = join.columns
     where = f"batch source of feature table {join.name!r} ({join.source.path})"
     expected: list[tuple[str, str, pa.DataType | None]] = [
-        *((column, f"entity {e.name!r}", e.value_type.to_arrow()) for column, e in zip(columns.keys, join.entities, strict=True)),
-        *((column, f"feature {f.name!r}", f.value_type.to_arrow()) for column, f in zip(columns.features, join.table.features, strict=True)),
+        *(
+            (column, f"entity {e.name!r}", e.value_type.to_arrow())
+            for column, e in zip(columns.keys, join.entities, strict=True)
+        ),
+        *(
+            (column, f"feature {f.name!r}", f.value_type.to_arrow())
+            for column, f in zip(columns.features, join.table.features, strict=True)
+        ),
         (columns.event_timestamp, "event timestamp", None),
     ]
     if columns.created_timestamp:
         expected.append((columns.created_timestamp, "created timestamp", None))
     for column, role, declared in expected:
         if column not in schema.names:
-            raise DataError(f"The {where} has no column {column!r} ({role}); columns: {', '.join(schema.names)}.")
+            raise DataError(
+                f"The {where} has no column {column!r} ({role}); columns: {', '.join(schema.names)}."
+            )
         found = schema.field(column).type
         ok = _is_timestamp_like(found) if declared is None else is_compatible(declared, found)
         if not ok:
@@ -285,11 +301,15 @@ def check_source_schema(join: TableJoin, schema: pa.Schema) -> None:
 
 
 def _is_timestamp_like(found: pa.DataType) -> bool:
-    return pa.types.is_timestamp(found) or pa.types.is_date(found) or pa.types.is_null(found)
+    return bool(pa.types.is_timestamp(found) or pa.types.is_date(found) or pa.types.is_null(found))
 
 
 def is_compatible(declared: pa.DataType, found: pa.DataType) -> bool:
     """Whether values of Arrow type ``found`` convert to ``declared`` without loss."""
+    return bool(_is_compatible(declared, found))
+
+
+def _is_compatible(declared: pa.DataType, found: pa.DataType) -> object:
     if found == declared or pa.types.is_null(found):
         return True
     if pa.types.is_integer(declared) and pa.types.is_integer(found):
@@ -305,5 +325,5 @@ def is_compatible(declared: pa.DataType, found: pa.DataType) -> bool:
     if pa.types.is_timestamp(declared):
         return pa.types.is_timestamp(found)
     if pa.types.is_list(declared) and (pa.types.is_list(found) or pa.types.is_large_list(found)):
-        return is_compatible(declared.value_type, found.value_type)
+        return _is_compatible(declared.value_type, found.value_type)
     return False

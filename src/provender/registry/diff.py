@@ -20,7 +20,6 @@ from provender.definitions import Definition, Entity, FeatureTable
 from provender.errors import (
     EntityNotFoundError,
     FeatureTableNotFoundError,
-
     RegistryConflictError,
 )
 from provender.registry.store import RegistryChange, RegistrySnapshot
@@ -97,8 +96,14 @@ def plan_apply(snapshot: RegistrySnapshot, definitions: Sequence[Definition]) ->
         kind = _kind(definition)
         previous = seen.setdefault((kind, definition.name), definition)
         if previous != definition:
-            items.append(PlanItem(kind=kind, name=definition.name, action=Action.REFUSED,
-                                  detail="defined twice, differently, in the same apply"))
+            items.append(
+                PlanItem(
+                    kind=kind,
+                    name=definition.name,
+                    action=Action.REFUSED,
+                    detail="defined twice, differently, in the same apply",
+                )
+            )
             continue
         if isinstance(definition, Entity):
             items.append(_plan_entity(snapshot, definition))
@@ -117,19 +122,26 @@ def _plan_entity(snapshot: RegistrySnapshot, entity: Entity) -> PlanItem:
         users = sorted(t.name for t in snapshot.feature_tables.values() if entity.name in t.entities)
         if users:
             return PlanItem(
-                kind="entity", name=entity.name, action=Action.REFUSED,
+                kind="entity",
+                name=entity.name,
+                action=Action.REFUSED,
                 detail=f"value_type {old.value_type} -> {entity.value_type} while feature tables use it: "
                 f"{', '.join(users)} (delete them first)",
             )
-    return PlanItem(kind="entity", name=entity.name, action=Action.CHANGED,
-                    detail=", ".join(_changed_fields(old, entity)))
+    return PlanItem(
+        kind="entity", name=entity.name, action=Action.CHANGED, detail=", ".join(_changed_fields(old, entity))
+    )
 
 
 def _plan_table(snapshot: RegistrySnapshot, table: FeatureTable, entities: dict[str, Entity]) -> PlanItem:
     missing = [name for name in table.entities if name not in entities]
     if missing:
-        return PlanItem(kind="feature table", name=table.name, action=Action.REFUSED,
-                        detail=f"uses unregistered entities: {', '.join(missing)} (apply them too)")
+        return PlanItem(
+            kind="feature table",
+            name=table.name,
+            action=Action.REFUSED,
+            detail=f"uses unregistered entities: {', '.join(missing)} (apply them too)",
+        )
     old = snapshot.feature_tables.get(table.name)
     if old is None:
         return PlanItem(kind="feature table", name=table.name, action=Action.ADDED)
@@ -141,12 +153,22 @@ def _plan_table(snapshot: RegistrySnapshot, table: FeatureTable, entities: dict[
     for feature in table.features:
         before = old.get_feature(feature.name)
         if before is not None and before.value_type != feature.value_type:
-            conflicts.append(f"feature {feature.name!r} value_type {before.value_type} -> {feature.value_type}")
+            conflicts.append(
+                f"feature {feature.name!r} value_type {before.value_type} -> {feature.value_type}"
+            )
     if conflicts:
-        return PlanItem(kind="feature table", name=table.name, action=Action.REFUSED,
-                        detail="; ".join(conflicts) + " (delete the feature table first)")
-    return PlanItem(kind="feature table", name=table.name, action=Action.CHANGED,
-                    detail=", ".join(_changed_fields(old, table)))
+        return PlanItem(
+            kind="feature table",
+            name=table.name,
+            action=Action.REFUSED,
+            detail="; ".join(conflicts) + " (delete the feature table first)",
+        )
+    return PlanItem(
+        kind="feature table",
+        name=table.name,
+        action=Action.CHANGED,
+        detail=", ".join(_changed_fields(old, table)),
+    )
 
 
 def plan_delete_feature_table(snapshot: RegistrySnapshot, name: str) -> RegistryChange:

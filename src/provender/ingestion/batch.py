@@ -1,0 +1,184 @@
+"""Offline-to-online ingestion: the latest row per entity key in ``[start, end)`` -> online store.
+
+The offline engine computes the rows with the point-in-time rule of ``offline/plan.py`` (the same
+rule and code as historical retrieval) and streams them as Arrow batches; a reader thread keeps
+the next batches coming while this thread writes the current one (pipelining), so memory is
+bounded by a few batches, never by the source. The online store's event-time guard makes a job
+safe to re-run, and each entity key is written atomically, so a job that fails part-way leaves
+no half-written key: re-running it completes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from enum import StrEnum
+
+import pyarrow as pa
+
+from provender.errors import BackendError, ProvenderError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_ROWS = 100_000
+_QUEUED_BATCHES = 2
+
+
+class JobStatus(StrEnum):
+    """Where a job is in its life."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+class JobCancelledError(ProvenderError):
+    """The job was cancelled before it finished."""
+
+
+class IngestionJob:
+    """A background ingestion job.
+
+    Attributes:
+        id: unique job id.
+        table: the feature table's name.
+        status: a :class:`JobStatus`.
+        rows_written: entity rows written to the online store so far.
+        error: the exception that failed the job, or None.
+    """
+
+    def __init__(self, *, table: str, description: str) -> None:
+        self.id = uuid.uuid4().hex[:12]
+        self.table = table
+        self.description = description
+        self.status = JobStatus.PENDING
+        self.rows_written = 0
+        self.rows_read = 0
+        self.error: BaseException | None = None
+        self.started_at: datetime | None = None
+        self.finished_at: datetime | None = None
+        self._done = threading.Event()
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, run: Callable[[IngestionJob], None]) -> IngestionJob:
+        """Run ``run(self)`` in a background thread and return at once."""
+        self._thread = threading.Thread(
+            target=self._main, args=(run,), name=f"provender-job-{self.id}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def wait(self, timeout_seconds: float | None = None) -> IngestionJob:
+        """Block until the job ends; raise its error if it failed.
+
+        Raises:
+            TimeoutError: the job is still running after ``timeout_seconds``.
+            ProvenderError: the job's own error (e.g. BackendError when the store failed).
+        """
+        if not self._done.wait(timeout_seconds):
+            raise TimeoutError(f"job {self.id} ({self.description}) still running after {timeout_seconds} s")
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def cancel(self) -> None:
+        """Ask the job to stop after the batch it is writing."""
+        self._cancel.set()
+
+    @property
+    def is_cancelled(self) -> bool:
+        """Whether :meth:`cancel` was called."""
+        return self._cancel.is_set()
+
+    @property
+    def is_done(self) -> bool:
+        """Whether the job has ended (in any status)."""
+        return self._done.is_set()
+
+    def __repr__(self) -> str:
+        return (
+            f"IngestionJob(id={self.id!r}, table={self.table!r}, status={self.status}, "
+            f"rows_written={self.rows_written})"
+        )
+
+    def _main(self, run: Callable[[IngestionJob], None]) -> None:
+        self.status = JobStatus.RUNNING
+        self.started_at = datetime.now(UTC)
+        began = time.perf_counter()
+        try:
+            run(self)
+        except JobCancelledError as exc:
+            self.status, self.error = JobStatus.CANCELLED, exc
+        except BaseException as exc:  # noqa: BLE001 - recorded on the job and re-raised by wait()
+            self.status, self.error = JobStatus.FAILED, exc
+            log.warning("ingestion failed job=%s table=%s error=%s", self.id, self.table, exc)
+        else:
+            self.status = JobStatus.SUCCEEDED
+            log.info(
+                "ingested job=%s table=%s rows=%d seconds=%.2f",
+                self.id,
+                self.table,
+                self.rows_written,
+                time.perf_counter() - began,
+            )
+        finally:
+            self.finished_at = datetime.now(UTC)
+            self._done.set()
+
+
+def write_batches(reader: pa.RecordBatchReader, write: Callable[[pa.Table], int], job: IngestionJob) -> None:
+    """Write every batch of ``reader`` with ``write``, reading ahead in another thread.
+
+    Raises:
+        JobCancelledError: the job was cancelled.
+        BackendError: the store failed (the reader is stopped, nothing more is written).
+    """
+    batches: queue.Queue[pa.RecordBatch | BaseException | None] = queue.Queue(maxsize=_QUEUED_BATCHES)
+    stop = threading.Event()
+
+    def read_ahead() -> None:
+        try:
+            for batch in reader:
+                while not stop.is_set():
+                    try:
+                        batches.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            batches.put(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the writing thread
+            batches.put(exc)
+
+    reader_thread = threading.Thread(target=read_ahead, name=f"provender-read-{job.id}", daemon=True)
+    reader_thread.start()
+    try:
+        while True:
+            item = batches.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            if job.is_cancelled:
+                raise JobCancelledError(f"job {job.id} was cancelled after {job.rows_written} rows")
+            job.rows_read += item.num_rows
+            if item.num_rows:
+                job.rows_written += write(pa.Table.from_batches([item]))
+    except (OSError, ConnectionError) as exc:
+        raise BackendError(f"online store failed during {job.description}: {exc}", retryable=True) from exc
+    finally:
+        stop.set()
+        while reader_thread.is_alive():
+            try:
+                batches.get_nowait()
+            except queue.Empty:
+                reader_thread.join(timeout=0.05)
