@@ -27,4 +27,33 @@ provender tables list
 provender tables describe driver_statistics
 provender projects list
 
+step "get_historical_features: a point-in-time correct training set"
+python - <<'PY'
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+
+import provender as pv
+
+client = pv.Client()
+now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+entity_rows = pd.DataFrame({
+    "driver_id": [1001, 1002, 1003, 1001, 4242],
+    "event_timestamp": [now - timedelta(hours=h) for h in (1, 5, 30, 200, 2)],
+    "trip_completed": [1, 0, 1, 1, 0],
+})
+training = client.get_historical_features(
+    feature_refs=["driver_statistics:conv_rate", "driver_statistics:acc_rate", "driver_statistics:avg_daily_trips"],
+    entity_source=entity_rows,
+).to_pandas()
+pd.set_option("display.width", 200)
+pd.set_option("display.max_columns", None)
+print(training.head())
+print("(row 3: before the sample week -> nulls; row 4: driver 4242 has no data -> nulls)")
+entity_rows.to_parquet("entity_rows.parquet")
+PY
+
+step "provender retrieve: the same from the shell, streamed to Parquet"
+provender retrieve -f driver_statistics --entities entity_rows.parquet --out training.parquet
+
 step "demo finished"
