@@ -1,9 +1,10 @@
 """Shared pytest configuration for the Provender test suite.
 
 Real-service fixtures (``redis_server``, ``redis_cluster``, ``postgres_server``,
-``kafka_broker``) live in :mod:`tests.support.services`.
+``kafka_broker``) live in :mod:`tests.support.services`; Spark's
+(``spark_engine``, ``spark_options``, ``spark_standalone``) in :mod:`tests.support.spark`.
 """
 
 from __future__ import annotations
 
-pytest_plugins = ["tests.support.services"]
+pytest_plugins = ["tests.support.services", "tests.support.spark"]

@@ -11,13 +11,14 @@ the rest of the section (see ``backends.py``).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from provender.errors import ConfigError, did_you_mean
 
@@ -42,6 +43,108 @@ class OnlineSection(BaseModel):
     store: str = "sqlite"
 
 
+def _split_names(value: object) -> object:
+    """Accept ``"a,b"`` (from an environment variable) where a list of names is expected."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class RequestLogSection(BaseModel):
+    """``serving.request_log:``: sampled request/response logging as JSON lines.
+
+    Attributes:
+        enabled: log requests at all (off by default).
+        sample_rate: the fraction of requests logged, 0 to 1.
+        path: the file lines are appended to; None writes them to standard output.
+        buffer_lines: lines held for the writer thread; when full, new lines are dropped
+            (and counted) rather than slowing requests down.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    enabled: bool = False
+    sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    path: str | None = None
+    buffer_lines: int = Field(default=10_000, gt=0)
+
+
+class AuthSection(BaseModel):
+    """``serving.auth:``: who may read which project (off by default).
+
+    Attributes:
+        mode: ``none``; ``token`` (static bearer tokens); or ``jwt`` (signed tokens).
+        tokens: for ``token``: each bearer token and the projects it may read (``"*"``: all).
+            A JSON object string is accepted too (for the environment). Never logged.
+        jwt_secret: for ``jwt``: the HS256 shared secret.
+        jwt_public_key: for ``jwt``: the PEM public key verifying RS256 tokens.
+        projects_claim: the JWT claim listing the projects a token may read (a list, or a
+            comma-separated string; ``"*"``: all).
+        jwt_audience: if set, a JWT's ``aud`` must match it.
+        jwt_issuer: if set, a JWT's ``iss`` must match it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    mode: Literal["none", "token", "jwt"] = "none"
+    tokens: dict[str, tuple[str, ...]] = Field(default_factory=dict, repr=False)
+    jwt_secret: SecretStr | None = None
+    jwt_public_key: SecretStr | None = None
+    projects_claim: str = "projects"
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+
+    @field_validator("tokens", mode="before")
+    @classmethod
+    def _parse_tokens(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError:
+                raise ValueError("tokens must be a mapping of token to projects (JSON in the environment)") from None
+        if isinstance(value, Mapping):
+            return {token: _split_names(projects) for token, projects in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _check_mode(self) -> AuthSection:
+        if self.mode == "token" and not self.tokens:
+            raise ValueError("mode 'token' needs at least one entry in 'tokens'")
+        if self.mode == "jwt" and self.jwt_secret is None and self.jwt_public_key is None:
+            raise ValueError("mode 'jwt' needs 'jwt_secret' (HS256) or 'jwt_public_key' (RS256)")
+        return self
+
+
+class ServingSection(BaseModel):
+    """``serving:``: the serving service started by ``provender serve``.
+
+    Attributes:
+        host: the interface both servers listen on (``0.0.0.0`` for every interface).
+        http_port: the HTTP (JSON) port.
+        grpc_port: the gRPC port; None turns gRPC off.
+        workers: worker processes; each serves both protocols on the shared ports.
+        registry_refresh_seconds: how stale the served registry may be: each worker re-reads
+            it this often, so a newly applied table is served within this time.
+        max_entity_rows: the most entity rows one request may ask for.
+        projects: the projects served (None: every project in the registry).
+        graceful_shutdown_seconds: how long in-flight requests may take to finish after SIGTERM.
+        request_log: sampled request/response logging.
+        auth: authentication and per-project authorization.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    host: str = "127.0.0.1"
+    http_port: int = Field(default=6566, ge=0, le=65535)
+    grpc_port: int | None = Field(default=6567, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    registry_refresh_seconds: float = Field(default=5.0, gt=0)
+    max_entity_rows: int = Field(default=1000, gt=0)
+    projects: tuple[str, ...] | None = None
+    graceful_shutdown_seconds: float = Field(default=10.0, ge=0)
+    request_log: RequestLogSection = Field(default_factory=RequestLogSection)
+    auth: AuthSection = Field(default_factory=AuthSection)
+
+    _names = field_validator("projects", mode="before")(_split_names)
+
+
 class Settings(BaseModel):
     """Everything configurable, validated. Build it with :func:`load_settings`.
 
@@ -50,7 +153,10 @@ class Settings(BaseModel):
         registry: where definitions live: ``sqlite:///path``, ``postgresql://...`` or ``http://core:6565``.
         offline: the offline engine's section.
         online: the online store's section.
-        serving_url: when set, online reads go through this serving service.
+        serving_url: when set, online reads go through this serving service
+            (``http://host:6566``, or ``grpc://host:6567`` for gRPC).
+        serving_token: the bearer token sent to the serving service, if it requires one.
+        serving: the serving service's own settings (``provender serve``).
         base_dir: directory that relative paths are resolved against (the config file's).
     """
 
@@ -60,6 +166,8 @@ class Settings(BaseModel):
     offline: OfflineSection = Field(default_factory=OfflineSection)
     online: OnlineSection = Field(default_factory=OnlineSection)
     serving_url: str | None = None
+    serving_token: SecretStr | None = None
+    serving: ServingSection = Field(default_factory=ServingSection)
     base_dir: Path = Field(default_factory=Path.cwd)
 
     @field_validator("project")
@@ -103,8 +211,17 @@ def load_settings(
     for layer in layers:
         merged = _deep_merge(merged, layer)
     merged.setdefault("base_dir", path.parent.resolve() if path else Path.cwd())
+    return validate_settings(merged)
+
+
+def validate_settings(values: Mapping[str, Any]) -> Settings:
+    """Return validated :class:`Settings` built from ``values``.
+
+    Raises:
+        ConfigError: naming the offending key.
+    """
     try:
-        return Settings.model_validate(merged)
+        return Settings.model_validate(dict(values))
     except ValidationError as exc:
         raise _config_error(exc) from None
 
@@ -173,10 +290,22 @@ def _config_error(exc: ValidationError) -> ConfigError:
     error = exc.errors()[0]
     key = ".".join(str(part) for part in error["loc"])
     if error["type"] == "extra_forbidden":
-        known = [name for name in Settings.model_fields if name != "base_dir"]
+        known = [name for name in _model_at(error["loc"][:-1]).model_fields if name != "base_dir"]
         hint = did_you_mean(str(error["loc"][-1]), known) or f" Known settings: {', '.join(known)}."
         return ConfigError(key, f"unknown setting.{hint}")
     return ConfigError(key, f"{error['msg']} (got {error.get('input')!r})")
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel]:
+    """The settings model holding the key at ``loc`` (``("serving", "auth")`` -> AuthSection)."""
+    model: type[BaseModel] = Settings
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        model = annotation
+    return model
 
 
 def validate_backend_config(model: type[BaseModel], section: str, values: Mapping[str, Any]) -> BaseModel:

@@ -35,13 +35,13 @@ def test_defaults(tmp_path: Path) -> None:
     assert settings.offline.engine == "duckdb"
     assert settings.online.store == "sqlite"
     assert settings.serving_url is None
-    assert settings.base_dir == tmp_path
+    assert settings.base_dir == tmp_path.resolve()
 
 
 def test_settings_are_frozen() -> None:
     settings = load_settings(environ={})
     with pytest.raises(ValueError, match="frozen"):
-        settings.project = "other"  # type: ignore[misc]
+        settings.project = "other"
 
 
 def test_yaml_file_values(tmp_path: Path) -> None:
@@ -125,9 +125,9 @@ def test_os_environ_is_the_default_environment(monkeypatch: pytest.MonkeyPatch) 
 def test_relative_config_path_gives_the_config_files_directory_as_base_dir(tmp_path: Path) -> None:
     write_config(tmp_path / "sub" / "repo", "registry: sqlite:///state/registry.db\n")
     settings = load_settings(Path("sub/repo/provender.yaml"), environ={})
-    assert settings.base_dir == tmp_path / "sub" / "repo"
+    assert settings.base_dir == (tmp_path / "sub" / "repo").resolve()
     assert settings.base_dir.is_absolute()
-    assert settings.resolve_path("data/x.parquet") == tmp_path / "sub" / "repo" / "data" / "x.parquet"
+    assert settings.resolve_path("data/x.parquet") == settings.base_dir / "data" / "x.parquet"
     assert settings.resolve_path("/abs/x.parquet") == Path("/abs/x.parquet")
 
 

@@ -73,7 +73,7 @@ def cli(ctx: click.Context, config: Path | None, project: str | None, debug: boo
 
 
 def _register_commands() -> None:
-    from provender.cli import apply, init, registry, retrieve
+    from provender.cli import apply, init, online, registry, retrieve
 
     cli.add_command(init.init)
     cli.add_command(apply.apply)
@@ -81,6 +81,7 @@ def _register_commands() -> None:
     cli.add_command(registry.tables)
     cli.add_command(registry.projects)
     cli.add_command(retrieve.retrieve)
+    cli.add_command(online.online)
 
 
 _register_commands()

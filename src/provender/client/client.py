@@ -6,17 +6,19 @@ The client only wires components together and delegates: registry rules live in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Self
+from typing import Self, cast
 
 from provender import backends
 from provender.client.historical import HistoricalJob, to_entity_rows
-from provender.config import Settings, load_settings
+from provender.config import Settings, load_settings, validate_settings
 from provender.definitions import Definition, Entity, FeatureTable
 from provender.errors import EntityNotFoundError, FeatureTableNotFoundError
 from provender.offline.engine import OfflineEngine
 from provender.offline.plan import build_retrieval_plan
+from provender.online.read import OnlineReader, OnlineResponse
+from provender.online.store import OnlineStore
 from provender.registry.diff import ApplyPlan, plan_apply, plan_delete_entity, plan_delete_feature_table
 from provender.registry.store import ProjectInfo, RegistryChange, RegistrySnapshot, RegistryStore
 
@@ -49,11 +51,13 @@ class Client:
             overrides = {"project": project, "registry": core_url, "serving_url": serving_url}
             settings = load_settings(config, overrides=overrides)
         elif project is not None:
-            settings = settings.model_copy(update={"project": project})
+            settings = validate_settings({**dict(settings), "project": project})  # checks the name
         self.settings = settings
         registry_cls = backends.load_registry(settings.registry)
         self._registry: RegistryStore = registry_cls.from_url(settings.registry, base_dir=settings.base_dir)
         self._offline: OfflineEngine | None = None
+        self._online: OnlineStore | None = None
+        self._online_reader: OnlineReader | None = None
 
     @property
     def project(self) -> str:
@@ -65,6 +69,9 @@ class Client:
         self._registry.close()
         if self._offline is not None:
             self._offline.close()
+        if self._online is not None:
+            self._online.close()
+            self._online, self._online_reader = None, None
 
     def __enter__(self) -> Self:
         return self
@@ -95,6 +102,7 @@ class Client:
             return applied[-1].to_change()
 
         self._registry.update(self.project, decide)
+        self._registry_changed()
         return applied[-1]
 
     def get_entity(self, name: str) -> Entity:
@@ -136,10 +144,12 @@ class Client:
     def delete_feature_table(self, name: str) -> None:
         """Delete a feature table; raise FeatureTableNotFoundError if there is none."""
         self._registry.update(self.project, lambda snapshot: plan_delete_feature_table(snapshot, name))
+        self._registry_changed()
 
     def delete_entity(self, name: str) -> None:
         """Delete an entity; refused (RegistryConflictError) while a feature table uses it."""
         self._registry.update(self.project, lambda snapshot: plan_delete_entity(snapshot, name))
+        self._registry_changed()
 
     # -- offline: historical retrieval -------------------------------------------------------------
 
@@ -180,6 +190,53 @@ class Client:
             engine_cls = backends.load_offline_engine(section.engine)
             self._offline = engine_cls.from_options(section.model_dump(), base_dir=self.settings.base_dir)
         return self._offline
+
+    # -- online: serving -----------------------------------------------------------------------
+
+    def get_online_features(
+        self, feature_refs: Sequence[str], entity_rows: Sequence[Mapping[str, object]]
+    ) -> OnlineResponse:
+        """Return the latest stored values of ``feature_refs`` for each entity row.
+
+        One call reads every table for every row in one round trip to the online store.
+
+        Args:
+            feature_refs: ``"<table>:<feature>"`` refs, or ``"<table>"`` for all its features.
+            entity_rows: one mapping per row with every entity the tables are keyed by, e.g.
+                ``[{"driver_id": 1001}, {"driver_id": 1002}]``; other keys pass through.
+
+        Returns:
+            ``to_dict()`` gives the entity columns (the rows' keys, in order), then
+            ``<table>__<feature>`` in ref order; ``statuses()`` gives PRESENT, NOT_FOUND,
+            OUTSIDE_MAX_AGE (older than now - ``max_age``; the value is null) or NULL_VALUE.
+
+        Raises:
+            FeatureRefError, FeatureTableNotFoundError: a bad ref (with a "did you mean").
+            DataError: a missing entity column or a key of the wrong type, naming row and column.
+            BackendError: the online store failed (``retryable`` for connection errors).
+        """
+        reader = self._online_reader
+        if reader is None:
+            reader = self._online_reader = OnlineReader(
+                self._online_store, load_catalog=lambda: self._registry.read(self.project)
+            )
+        return reader.read(feature_refs, entity_rows)
+
+    @property
+    def _online_store(self) -> OnlineStore:
+        """The online store of ``settings.online``, opened for this project on first use."""
+        if self._online is None:
+            section = self.settings.online
+            loaded = backends.load_backend(backends.Role.ONLINE_STORE, section.store)
+            store_cls = cast("type[OnlineStore]", loaded)
+            self._online = store_cls.from_options(
+                section.model_dump(), base_dir=self.settings.base_dir, project=self.project
+            )
+        return self._online
+
+    def _registry_changed(self) -> None:
+        if self._online_reader is not None:
+            self._online_reader.invalidate()
 
 
 def _as_tuple(definitions: Sequence[Definition] | Definition) -> tuple[Definition, ...]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import glob
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -26,12 +26,34 @@ class DateRange:
         cls, earliest: datetime | None, latest: datetime | None, max_age: timedelta | None
     ) -> DateRange:
         """Dates that can hold rows with event times in ``[earliest - max_age, latest]``."""
-        first = None if earliest is None or max_age is None else (earliest - max_age).date()
-        return cls(first=first, last=None if latest is None else latest.date())
+        lower = lower_event_bound(earliest, max_age)
+        return cls(first=None if lower is None else lower.date(), last=None if latest is None else latest.date())
+
+    @classmethod
+    def for_interval(cls, start: datetime, end: datetime) -> DateRange:
+        """Dates that can hold rows with event times in ``[start, end)`` (ingestion's window).
+
+        Naive times are UTC (``astimezone`` alone would read them as the machine's local time).
+        """
+        start, end = (at if at.tzinfo else at.replace(tzinfo=UTC) for at in (start, end))
+        return cls(first=start.astimezone(UTC).date(), last=end.astimezone(UTC).date())
 
     def contains(self, day: date) -> bool:
         """Whether ``day`` is inside the range."""
         return (self.first is None or day >= self.first) and (self.last is None or day <= self.last)
+
+
+def lower_event_bound(earliest: datetime | None, max_age: timedelta | None) -> datetime | None:
+    """The oldest event time a source row may have to be a candidate for entity rows from ``earliest``.
+
+    None when unbounded (no entity rows, no ``max_age``, or one reaching before year 1).
+    """
+    if earliest is None or max_age is None:
+        return None
+    try:
+        return earliest - max_age
+    except OverflowError:
+        return None
 
 
 def is_remote(path: str) -> bool:

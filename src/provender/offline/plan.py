@@ -224,7 +224,8 @@ def _check_entity_schema(
             "add the time at which each row's features are wanted."
         )
     stamp_type = schema.field(ENTITY_TIMESTAMP).type
-    if not (pa.types.is_timestamp(stamp_type) or pa.types.is_date(stamp_type)):
+    # A null-typed column (an empty or all-null frame) passes here; null times are reported by row later.
+    if not (pa.types.is_timestamp(stamp_type) or pa.types.is_date(stamp_type) or pa.types.is_null(stamp_type)):
         raise DataError(
             f"The entity source's {ENTITY_TIMESTAMP!r} column has type {stamp_type}; expected a timestamp."
         )
@@ -241,6 +242,14 @@ def _check_entity_schema(
         raise DataError(
             f"The entity source has columns named like result columns: {', '.join(clash)}; rename them."
         )
+
+
+def null_entity_times_error(count: int, first: object) -> DataError:
+    """The error for entity rows without a time: ``count`` of them, the first at ``first``."""
+    return DataError(
+        f"The entity source's {ENTITY_TIMESTAMP!r} column is null in {count} row(s), "
+        f"the first at {first}; every entity row needs a time."
+    )
 
 
 def check_key_type(entity: Entity, found: pa.DataType, *, where: str) -> None:

@@ -75,7 +75,7 @@ def from_dict(data: object) -> Definition:
         if kind == "entity":
             return Entity(
                 name=cast(str, spec["name"]),
-                value_type=ValueType(cast(str, spec["value_type"])),
+                value_type=cast(ValueType, spec["value_type"]),  # validated (DefinitionError) by Entity
                 description=cast(str, spec.get("description", "")),
                 labels=_mapping(spec.get("labels", {}), "labels"),  # type: ignore[arg-type]
             )
@@ -120,7 +120,7 @@ def _table_from_spec(spec: Mapping[str, object]) -> FeatureTable:
     features = [
         Feature(
             cast(str, f["name"]),
-            ValueType(cast(str, f["value_type"])),
+            cast(ValueType, f["value_type"]),  # validated (DefinitionError) by Feature
             cast(str, f.get("description", "")),
         )
         for f in (_mapping(item, "features") for item in cast(list[object], spec["features"]))

@@ -70,7 +70,12 @@ class SQLiteRegistry:
     def read(self, project: str) -> RegistrySnapshot:
         """Return the project's current snapshot."""
         with self._lock:
-            return self._read(project)
+            # One read transaction, so the version and the definitions come from the same commit.
+            self._conn.execute("BEGIN")
+            try:
+                return self._read(project)
+            finally:
+                self._conn.execute("COMMIT")
 
     def update(self, project: str, decide: Callable[[RegistrySnapshot], RegistryChange]) -> RegistrySnapshot:
         """Apply ``decide(latest)`` in one write transaction; nothing is written if it raises."""

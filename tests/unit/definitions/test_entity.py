@@ -111,4 +111,4 @@ def test_equality_ignores_label_order_but_not_values() -> None:
 
 def test_entity_is_keyword_only() -> None:
     with pytest.raises(TypeError):
-        Entity("driver_id", ValueType.INT64)  # type: ignore[misc]
+        Entity("driver_id", ValueType.INT64)  # type: ignore[call-arg]

@@ -314,7 +314,7 @@ def kafka_sources(draw: st.DrawFn) -> KafkaSource:
     return KafkaSource(
         bootstrap_servers=draw(columns),
         topic=draw(columns),
-        message_format=draw(st.sampled_from([JsonFormat(), AvroFormat(AVRO_SCHEMA)])),
+        message_format=draw(st.sampled_from([JsonFormat(), AvroFormat(AVRO_SCHEMA)])),  # type: ignore[arg-type]
         event_timestamp_column=event,
         created_timestamp_column=draw(st.none() | columns.filter(lambda column: column != event)),
         field_mapping=draw(string_maps),
@@ -361,3 +361,16 @@ def test_any_valid_entity_round_trips(
     name: str, value_type: ValueType, description: str, labels: dict[str, str]
 ) -> None:
     round_trip(Entity(name=name, value_type=value_type, description=description, labels=labels))
+
+
+@pytest.mark.parametrize("kind", ["entity", "feature_table"])
+def test_unknown_value_type_in_a_record_is_a_definition_error(kind: str) -> None:
+    data = json.loads(codec.to_json(driver() if kind == "entity" else driver_statistics()))
+    if kind == "entity":
+        data["spec"]["value_type"] = "DECIMAL"
+    else:
+        data["spec"]["features"][0]["value_type"] = "DECIMAL"
+    with pytest.raises(DefinitionError) as excinfo:
+        codec.from_dict(data)
+    assert excinfo.value.field == "value_type"
+    assert "'DECIMAL' is not a ValueType" in str(excinfo.value)

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from provender import Client, Settings
+from provender import Client, Entity, FeatureTable, Settings
 from provender.registry.diff import Action
 from tests.unit.registry.definitions import driver, driver_statistics
 
-PROCESSES = 6
-ROUNDS = 8
+PROCESSES = 4
+ROUNDS = 25
 
 
 def table_name(worker: int) -> str:
@@ -33,7 +33,7 @@ def apply_rounds(worker: int, registry_url: str, base_dir: str, barrier: object,
         barrier.wait(timeout=60)  # type: ignore[attr-defined]
         with Client(settings=Settings(registry=registry_url, base_dir=Path(base_dir))) as client:
             for round_number in range(ROUNDS):
-                definitions = [
+                definitions: list[Entity | FeatureTable] = [
                     driver(),
                     driver_statistics(name=table_name(worker), labels={"round": str(round_number)}),
                 ]

@@ -291,3 +291,38 @@ def test_every_change_is_recorded_with_its_version(client: Client, tmp_path: Pat
         (1, "apply entity driver_id, feature table driver_statistics"),
         (2, "delete feature table driver_statistics"),
     ]
+
+
+def test_read_is_one_consistent_snapshot(tmp_path: Path) -> None:
+    """A commit landing between the reads of a snapshot must not tear it (version vs contents)."""
+    reader = SQLiteRegistry(tmp_path / "registry.db")
+    writer = SQLiteRegistry(tmp_path / "registry.db")
+    try:
+        writer.update("default", lambda snapshot: RegistryChange(put=(driver(),), description="1"))
+        interleaved: list[str] = []
+
+        def commit_in_between(statement: str) -> None:
+            if "FROM definitions" in statement and not interleaved:
+                interleaved.append(statement)
+                writer.update("default", lambda snapshot: RegistryChange(put=(customer(),), description="2"))
+
+        reader._conn.set_trace_callback(commit_in_between)
+        snapshot = reader.read("default")
+        reader._conn.set_trace_callback(None)
+        assert interleaved, "the reader's definitions query was not traced"
+        assert (snapshot.version, sorted(snapshot.entities)) == (1, ["driver_id"])
+        latest = reader.read("default")
+        assert (latest.version, sorted(latest.entities)) == (2, ["customer_id", "driver_id"])
+    finally:
+        reader.close()
+        writer.close()
+
+
+def test_project_given_with_settings_is_validated(registry_url: str) -> None:
+    settings = Settings(registry=registry_url)
+    with pytest.raises(ConfigError) as excinfo:
+        Client(settings=settings, project="not a project")
+    assert excinfo.value.key == "project"
+    with Client(settings=settings, project="fraud") as client:
+        assert client.project == "fraud"
+        assert client.settings.registry == registry_url

@@ -1,0 +1,223 @@
+"""Packed rows: how every online store holds one feature table's values for one entity key.
+
+A packed row is ``version (16 bytes) | schema fingerprint (4 bytes) | msgpack array``:
+
+* **version**: ``event_timestamp`` then ``created_timestamp``, each as microseconds since the
+  Unix epoch plus 2**63, big-endian unsigned; a null ``created_timestamp`` is 0. So comparing
+  the first 16 bytes as bytes (memcmp, Lua byte by byte, SQLite blob order) orders rows by
+  ``(event_timestamp, created_timestamp)`` with a missing created time lowest: the event-time
+  guard of every store is the one rule ``new[:16] >= stored[:16]`` (equal versions: the later
+  write wins, like a batch's later duplicate).
+* **fingerprint**: CRC-32 of the table's feature names and types. A row written under another
+  schema (features added, removed or retyped since) reads as missing rather than misread.
+* **values**: one msgpack item per feature in declaration order. msgpack is exact for every
+  ``ValueType``: integers, floats (FLOAT is widened to a double, which holds it exactly),
+  str/bytes kept apart (bin type), bools, nulls and lists with null elements; timestamps are
+  integer microseconds, turned back into UTC datetimes on read. It is also fast: its C decoder
+  unpacks a 5-feature row in about 0.15 us (measured in ``benchmarks/online_read.py``), where
+  Arrow IPC per row costs tens of microseconds and JSON loses bytes and float32 exactness.
+
+:func:`encode_batch` turns a normalized Arrow batch into ``(keys, packed rows)``, keeping per key
+the newest row of the batch; :meth:`RowCodec.decode` turns a packed row back into values.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
+
+import msgpack  # type: ignore[import-untyped]
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from provender.definitions import FeatureTable, ValueType
+from provender.errors import DataError
+from provender.online.keys import encode_arrow_keys
+
+EVENT_TIMESTAMP = "event_timestamp"
+CREATED_TIMESTAMP = "created_timestamp"
+VERSION_BYTES = 16
+HEADER_BYTES = VERSION_BYTES + 4
+TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
+
+_OFFSET = 2**63
+_VERSION = struct.Struct(">QQ")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_unpackb = msgpack.unpackb
+_packb = msgpack.packb
+
+
+class StoredRow(NamedTuple):
+    """One table's stored values for one entity key, as read back.
+
+    Attributes:
+        event_us: the row's ``event_timestamp`` in microseconds since the Unix epoch (UTC).
+        created_us: its ``created_timestamp`` likewise, or None.
+        values: one value per feature of the table, in declaration order (plain Python:
+            int, float, str, bytes, bool, UTC datetime, list, or None).
+    """
+
+    event_us: int
+    created_us: int | None
+    values: list[object]
+
+
+def pack_version(event_us: int, created_us: int | None) -> bytes:
+    """Return the 16 version bytes of a row (see the module docstring)."""
+    return _VERSION.pack(event_us + _OFFSET, 0 if created_us is None else created_us + _OFFSET)
+
+
+def unpack_version(packed: bytes) -> tuple[int, int | None]:
+    """Return ``(event_us, created_us)`` from a packed row's first 16 bytes."""
+    event, created = _VERSION.unpack_from(packed)
+    return event - _OFFSET, (None if created == 0 else created - _OFFSET)
+
+
+def to_datetime(micros: int) -> datetime:
+    """Return the UTC datetime of ``micros`` microseconds since the Unix epoch."""
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def _timestamp_list(values: list[int | None]) -> list[datetime | None]:
+    return [None if v is None else _EPOCH + timedelta(microseconds=v) for v in values]
+
+
+class RowCodec:
+    """Packs and unpacks one feature table's rows. Get one with :func:`codec_for`."""
+
+    __slots__ = ("_converters", "fingerprint", "table")
+
+    def __init__(self, table: FeatureTable) -> None:
+        self.table = table
+        signature = ",".join(f"{f.name}:{f.value_type}" for f in table.features)
+        self.fingerprint = struct.pack(">I", zlib.crc32(signature.encode()))
+        converters: list[tuple[int, Callable[[int], datetime] | Callable[[list[int | None]], object]]] = []
+        for index, feature in enumerate(table.features):
+            if feature.value_type is ValueType.UNIX_TIMESTAMP:
+                converters.append((index, to_datetime))
+            elif feature.value_type is ValueType.UNIX_TIMESTAMP_LIST:
+                converters.append((index, _timestamp_list))
+        self._converters = tuple(converters)
+
+    def decode(self, packed: bytes | None) -> StoredRow | None:
+        """Return the stored row, or None if there is none or it has another schema."""
+        if packed is None or packed[VERSION_BYTES:HEADER_BYTES] != self.fingerprint:
+            return None
+        event, created = _VERSION.unpack_from(packed)
+        values: list[object] = _unpackb(packed[HEADER_BYTES:])
+        for index, convert in self._converters:
+            value = values[index]
+            if value is not None:
+                values[index] = convert(value)  # type: ignore[arg-type]
+        return StoredRow(event - _OFFSET, None if created == 0 else created - _OFFSET, values)
+
+    def pack(self, version: bytes, values: tuple[object, ...] | list[object]) -> bytes:
+        """Return a packed row from its version bytes and its values (timestamps as integers)."""
+        packed: bytes = version + self.fingerprint + _packb(values)
+        return packed
+
+
+_CODECS: dict[tuple[object, ...], RowCodec] = {}
+
+
+def codec_for(table: FeatureTable) -> RowCodec:
+    """Return the (cached) codec of ``table``'s current schema."""
+    cache_key = (table.name, tuple(table.features))
+    codec = _CODECS.get(cache_key)
+    if codec is None:
+        if len(_CODECS) > 4096:
+            _CODECS.clear()
+        codec = _CODECS[cache_key] = RowCodec(table)
+    return codec
+
+
+class EncodedBatch(NamedTuple):
+    """A batch ready to store: distinct entity keys and their packed rows, aligned."""
+
+    keys: list[bytes]
+    rows: list[bytes]
+    event_us: list[int]
+
+
+def encode_batch(table: FeatureTable, rows: pa.Table) -> EncodedBatch:
+    """Encode a normalized ingestion batch, keeping per entity key its newest row.
+
+    ``rows`` has one column per entity and per feature of ``table`` (named as they are), plus
+    ``event_timestamp`` (not null) and optionally ``created_timestamp``. Columns of another but
+    safely castable type (e.g. ``timestamp[ns]``, a naive timestamp taken as UTC, int32 for
+    INT64) are cast; anything else is refused.
+
+    Raises:
+        DataError: a missing column, a type that cannot be cast, a null key or event time;
+            the message names the column (and the first bad row).
+    """
+    codec = codec_for(table)
+    keys = encode_arrow_keys(rows, table.entities)
+    event = _column_as(rows, EVENT_TIMESTAMP, TIMESTAMP_TYPE, table)
+    if event.null_count:
+        first = event.is_null().to_pylist().index(True)
+        raise DataError(
+            f"rows for feature table {table.name!r}: {EVENT_TIMESTAMP!r} is null in "
+            f"{event.null_count} row(s), the first at row {first}."
+        )
+    event_us: list[int] = event.cast(pa.int64()).to_pylist()
+    if CREATED_TIMESTAMP in rows.column_names:
+        created_us: list[int | None] = (
+            _column_as(rows, CREATED_TIMESTAMP, TIMESTAMP_TYPE, table).cast(pa.int64()).to_pylist()
+        )
+    else:
+        created_us = [None] * rows.num_rows
+    versions = [
+        _VERSION.pack(e + _OFFSET, 0 if c is None else c + _OFFSET) for e, c in zip(event_us, created_us, strict=True)
+    ]
+    newest: dict[bytes, int] = {}
+    for index, key in enumerate(keys):
+        best = newest.get(key)
+        if best is None or versions[index] >= versions[best]:
+            newest[key] = index
+    columns = [_feature_values(rows, feature.name, feature.value_type, table) for feature in table.features]
+    fingerprint = codec.fingerprint
+    out_keys, out_rows, out_events = [], [], []
+    for key, index in newest.items():
+        out_keys.append(key)
+        out_rows.append(versions[index] + fingerprint + _packb([column[index] for column in columns]))
+        out_events.append(event_us[index])
+    return EncodedBatch(out_keys, out_rows, out_events)
+
+
+def _column_as(rows: pa.Table, name: str, arrow_type: pa.DataType, table: FeatureTable) -> pa.ChunkedArray:
+    if name not in rows.column_names:
+        raise DataError(
+            f"rows for feature table {table.name!r} lack the column {name!r}; they have {rows.column_names}."
+        )
+    column = rows.column(name)
+    if column.type == arrow_type:
+        return column
+    try:
+        return pc.cast(column, arrow_type, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise DataError(
+            f"rows for feature table {table.name!r}: column {name!r} has type {column.type}, "
+            f"which cannot be stored as {arrow_type}: {exc}"
+        ) from None
+
+
+def _storage_type(value_type: ValueType) -> pa.DataType:
+    """The Arrow type whose Python values msgpack stores (timestamps as int64 microseconds)."""
+    if value_type is ValueType.UNIX_TIMESTAMP:
+        return pa.int64()
+    if value_type is ValueType.UNIX_TIMESTAMP_LIST:
+        return pa.list_(pa.int64())
+    return value_type.to_arrow()
+
+
+def _feature_values(rows: pa.Table, name: str, value_type: ValueType, table: FeatureTable) -> list[object]:
+    column = _column_as(rows, name, value_type.to_arrow(), table)
+    storage = _storage_type(value_type)
+    if storage != column.type:
+        column = column.cast(storage)
+    values: list[object] = column.to_pylist()
+    return values

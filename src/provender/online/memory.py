@@ -1,0 +1,81 @@
+"""An in-process online store: a dict behind a lock. A real store for tests and notebooks.
+
+It passes the same contract suite as SQLite and Redis, holds the same packed rows, and is
+gone when the process ends (``online: {store: memory}``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import ClassVar, Self
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict
+
+from provender.config import validate_backend_config
+from provender.definitions import FeatureTable
+from provender.online.codec import VERSION_BYTES, StoredRow, codec_for, encode_batch
+from provender.online.store import DEFAULT_PROJECT, ReadRequest, StoreCapabilities
+
+
+class MemoryConfig(BaseModel):
+    """``online: {store: memory}`` takes no other options."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class MemoryStore:
+    """The latest packed row per (feature table, entity key), in a dict."""
+
+    capabilities: ClassVar[StoreCapabilities] = StoreCapabilities()
+
+    def __init__(self, *, project: str = DEFAULT_PROJECT) -> None:
+        self.project = project
+        self._rows: dict[tuple[str, bytes], bytes] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, object], *, base_dir: Path, project: str = DEFAULT_PROJECT) -> Self:
+        """Create an empty store (there are no options)."""
+        del base_dir  # nothing is kept in files
+        validate_backend_config(MemoryConfig, "online", {k: v for k, v in options.items() if k != "store"})
+        return cls(project=project)
+
+    def write(self, table: FeatureTable, rows: pa.Table) -> int:
+        """Store the newest row per key unless a newer one is stored (see ``store.py``)."""
+        batch = encode_batch(table, rows)
+        name, written = table.name, 0
+        with self._lock:
+            for key, packed in zip(batch.keys, batch.rows, strict=True):
+                old = self._rows.get((name, key))
+                if old is None or packed[:VERSION_BYTES] >= old[:VERSION_BYTES]:
+                    self._rows[(name, key)] = packed
+                    written += 1
+        return written
+
+    def read(self, requests: Sequence[ReadRequest]) -> list[list[StoredRow | None]]:
+        """Return each request's stored rows, aligned with its keys."""
+        result = []
+        for request in requests:
+            decode, name = codec_for(request.table).decode, request.table.name
+            get = self._rows.get
+            result.append([decode(get((name, key))) for key in request.keys])
+        return result
+
+    def ping(self) -> None:
+        """Always ready."""
+
+    def delete_table(self, table: FeatureTable) -> int:
+        """Delete the table's rows."""
+        with self._lock:
+            doomed = [key for key in self._rows if key[0] == table.name]
+            for key in doomed:
+                del self._rows[key]
+        return len(doomed)
+
+    def close(self) -> None:
+        """Drop every row."""
+        with self._lock:
+            self._rows.clear()

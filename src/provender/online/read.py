@@ -1,0 +1,349 @@
+"""Online reads: feature refs + entity rows -> the latest values, in one store call.
+
+:class:`OnlineReader` is what ``Client.get_online_features`` delegates to. Per call it:
+
+1. resolves the refs against the registry into a cached :class:`_ReadPlan` (refs are parsed and
+   checked once per distinct ref list and registry version, not per call);
+2. encodes each entity row's key once per entity set (tables keyed by the same entities share
+   keys), checking every value against its entity's type;
+3. makes ONE ``store.read`` call for every table and row (one round trip to Redis);
+4. builds plain-Python columns: ``<table>__<feature>`` values, null when the row is missing or
+   older than ``now - max_age``; statuses are derived only when asked for.
+
+The registry snapshot is cached for ``refresh_seconds`` (bounded staleness: a change made by
+another process is seen within that time; :meth:`OnlineReader.invalidate` forgets it at once,
+which the client does after its own registry changes). A ref to a table the cached snapshot
+does not know triggers one re-read before the error.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+import pyarrow as pa
+
+from provender.definitions import Entity, FeatureRef, FeatureTable, ValueType
+from provender.errors import (
+    DataError,
+    EntityNotFoundError,
+    FeatureRefError,
+    FeatureTableNotFoundError,
+    did_you_mean,
+)
+from provender.online.codec import StoredRow
+from provender.online.keys import KeyEncoder
+from provender.online.store import OnlineStore, ReadRequest
+
+REGISTRY_REFRESH_SECONDS = 5.0
+_MAX_CACHED_PLANS = 1024
+
+
+class FeatureStatus(StrEnum):
+    """Why a value is what it is. Compares equal to its name (``"PRESENT"``)."""
+
+    PRESENT = "PRESENT"
+    NOT_FOUND = "NOT_FOUND"
+    OUTSIDE_MAX_AGE = "OUTSIDE_MAX_AGE"
+    NULL_VALUE = "NULL_VALUE"
+
+
+class Catalog(Protocol):
+    """What reads need from the registry (``RegistrySnapshot`` has it)."""
+
+    @property
+    def project(self) -> str: ...
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def entities(self) -> Mapping[str, Entity]: ...
+
+    @property
+    def feature_tables(self) -> Mapping[str, FeatureTable]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _TablePlan:
+    """One requested table: where its keys come from and which features become which columns."""
+
+    table: FeatureTable
+    group: int  # index of its entity set in _ReadPlan.encoders
+    picks: tuple[tuple[str, int], ...]  # (result column, feature index)
+    max_age_us: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _ReadPlan:
+    tables: tuple[_TablePlan, ...]
+    encoders: tuple[KeyEncoder, ...]
+    entity_columns: tuple[str, ...]  # every entity the tables need, first-seen order
+    feature_columns: tuple[str, ...]  # result columns in ref order
+    entity_types: Mapping[str, pa.DataType]
+    feature_types: Mapping[str, pa.DataType]
+
+
+def compile_plan(feature_refs: Sequence[str], catalog: Catalog) -> _ReadPlan:
+    """Resolve refs against the registry: tables, features, entities, result columns.
+
+    Raises:
+        FeatureRefError: a malformed ref, or a feature the table does not have.
+        FeatureTableNotFoundError: an unknown table (with a "did you mean").
+    """
+    if isinstance(feature_refs, str):
+        raise FeatureRefError(feature_refs, "feature_refs must be a list of refs, e.g. ['table:feature']")
+    picks: dict[str, dict[str, int]] = {}
+    columns: list[str] = []
+    for text in feature_refs:
+        ref = FeatureRef.parse(text)
+        table = catalog.feature_tables.get(ref.table)
+        if table is None:
+            raise FeatureTableNotFoundError(ref.table, project=catalog.project, known=list(catalog.feature_tables))
+        names = table.feature_names
+        if ref.feature is None:
+            wanted = names
+        elif ref.feature in names:
+            wanted = (ref.feature,)
+        else:
+            hint = did_you_mean(ref.feature, names) or f" Its features: {', '.join(names)}."
+            raise FeatureRefError(text, f"feature table {table.name!r} has no feature {ref.feature!r}.{hint}")
+        table_picks = picks.setdefault(table.name, {})
+        for feature in wanted:
+            column = f"{table.name}__{feature}"
+            if column not in table_picks:
+                table_picks[column] = names.index(feature)
+                columns.append(column)
+    group_of: dict[tuple[str, ...], int] = {}
+    encoders: list[KeyEncoder] = []
+    entity_columns: dict[str, pa.DataType] = {}
+    plans = []
+    for name, table_picks in picks.items():
+        table = catalog.feature_tables[name]
+        entities = [_entity(catalog, entity) for entity in table.entities]
+        for entity in entities:
+            entity_columns.setdefault(entity.name, entity.value_type.to_arrow())
+        entity_set = tuple(sorted(table.entities))
+        if entity_set not in group_of:
+            group_of[entity_set] = len(encoders)
+            encoders.append(KeyEncoder([(e.name, e.value_type) for e in entities]))
+        max_age_us = None if table.max_age is None else int(table.max_age.total_seconds() * 1_000_000)
+        plans.append(_TablePlan(table, group_of[entity_set], tuple(table_picks.items()), max_age_us))
+    feature_types = {
+        column: table.features[index].value_type.to_arrow()
+        for plan in plans
+        for column, index in plan.picks
+        for table in (plan.table,)
+    }
+    return _ReadPlan(
+        tables=tuple(plans),
+        encoders=tuple(encoders),
+        entity_columns=tuple(entity_columns),
+        feature_columns=tuple(columns),
+        entity_types=entity_columns,
+        feature_types=feature_types,
+    )
+
+
+def _entity(catalog: Catalog, name: str) -> Entity:
+    entity = catalog.entities.get(name)
+    if entity is None:
+        raise EntityNotFoundError(name, project=catalog.project, known=list(catalog.entities))
+    return entity
+
+
+class OnlineResponse:
+    """The result of an online read: columns of plain Python values, one entry per entity row.
+
+    Examples:
+        >>> response.to_dict()  # doctest: +SKIP
+        {'driver_id': [1001, 1002], 'driver_statistics__conv_rate': [0.5, None]}
+        >>> response.statuses()  # doctest: +SKIP
+        {'driver_statistics__conv_rate': ['PRESENT', 'NOT_FOUND']}
+    """
+
+    __slots__ = ("_columns", "_now_us", "_plan", "_stored", "entity_columns", "feature_columns")
+
+    def __init__(
+        self,
+        *,
+        columns: dict[str, list[object]],
+        entity_columns: tuple[str, ...],
+        plan: _ReadPlan,
+        stored: list[list[StoredRow | None]],
+        now_us: int,
+    ) -> None:
+        self._columns = columns
+        self.entity_columns = entity_columns
+        self.feature_columns = plan.feature_columns
+        self._plan, self._stored, self._now_us = plan, stored, now_us
+
+    def __len__(self) -> int:
+        """The number of entity rows."""
+        first = next(iter(self._columns.values()), [])
+        return len(first)
+
+    def to_dict(self) -> dict[str, list[object]]:
+        """Return ``{column: values}``: entity columns first, then ``<table>__<feature>`` in ref order.
+
+        Values are plain Python: int, float, str, bytes, bool, list, UTC datetime, or None.
+        """
+        return {name: list(values) for name, values in self._columns.items()}
+
+    def statuses(self) -> dict[str, list[FeatureStatus]]:
+        """Return ``{<table>__<feature>: [status per entity row]}`` (see :class:`FeatureStatus`)."""
+        result: dict[str, list[FeatureStatus]] = {}
+        for plan, rows in zip(self._plan.tables, self._stored, strict=True):
+            cutoff = None if plan.max_age_us is None else self._now_us - plan.max_age_us
+            for column, index in plan.picks:
+                result[column] = [_status(row, index, cutoff) for row in rows]
+        return {column: result[column] for column in self.feature_columns}
+
+    def to_arrow(self) -> pa.Table:
+        """Return the values as an Arrow table, typed by the registry (entity and feature types)."""
+        plan = self._plan
+        arrays = {}
+        for name, values in self._columns.items():
+            arrow_type = plan.entity_types.get(name) or plan.feature_types.get(name)
+            arrays[name] = pa.array(values, type=arrow_type)
+        return pa.table(arrays)
+
+    def __repr__(self) -> str:
+        return f"OnlineResponse(rows={len(self)}, columns={list(self._columns)})"
+
+
+def _status(row: StoredRow | None, index: int, cutoff: int | None) -> FeatureStatus:
+    if row is None:
+        return FeatureStatus.NOT_FOUND
+    if cutoff is not None and row.event_us < cutoff:
+        return FeatureStatus.OUTSIDE_MAX_AGE
+    if row.values[index] is None:
+        return FeatureStatus.NULL_VALUE
+    return FeatureStatus.PRESENT
+
+
+class OnlineReader:
+    """Reads online features for a client: cached plans over one store.
+
+    Args:
+        store: the online store (opened for the client's project).
+        load_catalog: returns the current registry snapshot of the project.
+        refresh_seconds: how long a snapshot is used before it is re-read.
+        clock: monotonic clock, in seconds (for tests).
+    """
+
+    def __init__(
+        self,
+        store: OnlineStore,
+        *,
+        load_catalog: Callable[[], Catalog],
+        refresh_seconds: float = REGISTRY_REFRESH_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self._load_catalog = load_catalog
+        self._refresh_seconds = refresh_seconds
+        self._clock = clock
+        self._catalog: Catalog | None = None
+        self._expires_at = 0.0
+        self._plans: dict[tuple[str, ...], _ReadPlan] = {}
+
+    def invalidate(self) -> None:
+        """Forget the cached registry snapshot and plans (the next read re-reads the registry)."""
+        self._catalog = None
+        self._plans = {}
+
+    def read(
+        self,
+        feature_refs: Sequence[str],
+        entity_rows: Sequence[Mapping[str, object]],
+        *,
+        now_us: int | None = None,
+    ) -> OnlineResponse:
+        """Return the latest values of ``feature_refs`` for ``entity_rows``.
+
+        Args:
+            feature_refs: ``"<table>:<feature>"`` or ``"<table>"`` (all its features).
+            entity_rows: one mapping per row, holding every entity the tables are keyed by
+                (e.g. ``{"driver_id": 1001}``); other keys pass through to the result.
+            now_us: the current time in Unix microseconds, for ``max_age`` (default: now).
+
+        Raises:
+            FeatureRefError, FeatureTableNotFoundError: a bad ref.
+            DataError: a missing entity column or a key of the wrong type (naming row and column).
+            BackendError: the store failed.
+        """
+        plan = self._plan(feature_refs)
+        if isinstance(entity_rows, Mapping):
+            raise DataError("entity_rows must be a list of mappings, e.g. [{'driver_id': 1001}]; got one mapping.")
+        keys = [encoder.encode_rows(entity_rows) for encoder in plan.encoders]
+        stored = self.store.read([ReadRequest(p.table, keys[p.group]) for p in plan.tables])
+        if now_us is None:
+            now_us = time.time_ns() // 1000
+        columns: dict[str, list[object]] = {}
+        names = tuple(entity_rows[0]) if entity_rows else plan.entity_columns
+        for name in names:
+            columns[name] = [row.get(name) for row in entity_rows]
+        features: dict[str, list[object]] = {}
+        for table_plan, rows in zip(plan.tables, stored, strict=True):
+            if table_plan.max_age_us is not None:
+                cutoff = now_us - table_plan.max_age_us
+                rows = [row if row is not None and row.event_us >= cutoff else None for row in rows]
+            for column, index in table_plan.picks:
+                features[column] = [None if row is None else row.values[index] for row in rows]
+        for column in plan.feature_columns:
+            columns[column] = features[column]
+        return OnlineResponse(columns=columns, entity_columns=names, plan=plan, stored=stored, now_us=now_us)
+
+    def _plan(self, feature_refs: Sequence[str]) -> _ReadPlan:
+        if self._catalog is None or self._clock() >= self._expires_at:
+            self._refresh()
+        cache_key = tuple(feature_refs)
+        plan = self._plans.get(cache_key)
+        if plan is not None:
+            return plan
+        assert self._catalog is not None
+        try:
+            plan = compile_plan(feature_refs, self._catalog)
+        except (FeatureTableNotFoundError, FeatureRefError):
+            # The snapshot may predate an apply made elsewhere: look once more before failing.
+            self._refresh()
+            plan = compile_plan(feature_refs, self._catalog)
+        if len(self._plans) >= _MAX_CACHED_PLANS:
+            self._plans.clear()
+        self._plans[cache_key] = plan
+        return plan
+
+    def _refresh(self) -> None:
+        catalog = self._load_catalog()
+        if self._catalog is None or catalog.version != self._catalog.version:
+            self._plans = {}
+        self._catalog = catalog
+        self._expires_at = self._clock() + self._refresh_seconds
+
+
+def to_entity_value(text: str, entity: Entity) -> object:
+    """Parse a command-line entity value (``"1001"``) as the entity's type.
+
+    Raises:
+        DataError: the text is not a value of that type.
+    """
+    value_type = entity.value_type
+    try:
+        if value_type in (ValueType.INT32, ValueType.INT64):
+            return int(text)
+        if value_type is ValueType.BOOL:
+            lowered = text.strip().lower()
+            if lowered in ("true", "1", "yes"):
+                return True
+            if lowered in ("false", "0", "no"):
+                return False
+            raise ValueError("expected true or false")
+        if value_type is ValueType.BYTES:
+            return bytes.fromhex(text[2:]) if text.startswith("0x") else text.encode("utf-8")
+    except ValueError as exc:
+        raise DataError(f"entity {entity.name!r}: {text!r} is not a valid {value_type} value: {exc}") from None
+    return text

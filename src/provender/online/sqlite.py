@@ -1,0 +1,197 @@
+"""The embedded online store: one SQLite file in WAL mode (``online: {store: sqlite, path: ...}``).
+
+One table holds every project's rows::
+
+    online_rows(project, feature_table, entity_key BLOB, value BLOB)   -- WITHOUT ROWID,
+        PRIMARY KEY (project, feature_table, entity_key)
+
+``entity_key`` is the encoding of ``keys.py`` and ``value`` a packed row of ``codec.py``, whose
+first 16 bytes order rows by ``(event_timestamp, created_timestamp)``. So the event-time guard
+is one conditional upsert, run for a whole batch in one ``BEGIN IMMEDIATE`` transaction::
+
+    INSERT ... ON CONFLICT DO UPDATE SET value = excluded.value
+        WHERE substr(excluded.value, 1, 16) >= substr(online_rows.value, 1, 16)
+
+SQLite compares blobs with memcmp, so the comparison is exact. Several processes may write at
+once: transactions serialize on the database lock (``busy_timeout_seconds``), and each write
+re-checks the stored version, so racing writers converge to the newest rows.
+
+Each thread gets its own connection (WAL lets readers run while a writer commits).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import ClassVar, Self
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from provender.config import validate_backend_config
+from provender.definitions import FeatureTable
+from provender.errors import BackendError
+from provender.online.codec import StoredRow, codec_for, encode_batch
+from provender.online.store import DEFAULT_PROJECT, ReadRequest, StoreCapabilities
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS online_rows (
+    project TEXT NOT NULL,
+    feature_table TEXT NOT NULL,
+    entity_key BLOB NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (project, feature_table, entity_key)
+) WITHOUT ROWID
+"""
+_UPSERT = """
+INSERT INTO online_rows (project, feature_table, entity_key, value) VALUES (?, ?, ?, ?)
+ON CONFLICT (project, feature_table, entity_key) DO UPDATE SET value = excluded.value
+WHERE substr(excluded.value, 1, 16) >= substr(online_rows.value, 1, 16)
+"""
+_SELECT_ONE = "SELECT value FROM online_rows WHERE project = ? AND feature_table = ? AND entity_key = ?"
+_SELECT_MANY = (
+    "SELECT entity_key, value FROM online_rows WHERE project = ? AND feature_table = ? AND entity_key IN ({})"
+)
+# Keys per IN (...) query: well under SQLite's limit of 32766 bound parameters.
+_KEYS_PER_QUERY = 2000
+
+
+class SQLiteConfig(BaseModel):
+    """Options of ``online: {store: sqlite}``.
+
+    Attributes:
+        path: the database file; relative paths are resolved against the config file's directory.
+        busy_timeout_seconds: how long a write waits for another process's transaction.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    path: str = ".provender/online.db"
+    busy_timeout_seconds: float = Field(default=30.0, gt=0)
+
+
+class SQLiteStore:
+    """Online rows in one SQLite file; see the module docstring for the layout."""
+
+    capabilities: ClassVar[StoreCapabilities] = StoreCapabilities(is_shared=True, is_persistent=True)
+
+    def __init__(self, path: Path, *, project: str = DEFAULT_PROJECT, busy_timeout_seconds: float = 30.0) -> None:
+        self.path = path
+        self.project = project
+        self._timeout = busy_timeout_seconds
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._errors("open"):
+            self._connection().execute(_SCHEMA)
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, object], *, base_dir: Path, project: str = DEFAULT_PROJECT) -> Self:
+        """Open (creating if needed) the database at ``path`` (default ``.provender/online.db``)."""
+        config = validate_backend_config(SQLiteConfig, "online", {k: v for k, v in options.items() if k != "store"})
+        assert isinstance(config, SQLiteConfig)
+        path = Path(config.path).expanduser()
+        return cls(
+            path if path.is_absolute() else base_dir / path,
+            project=project,
+            busy_timeout_seconds=config.busy_timeout_seconds,
+        )
+
+    def write(self, table: FeatureTable, rows: pa.Table) -> int:
+        """Upsert the newest row per key under the event-time guard, in one transaction."""
+        batch = encode_batch(table, rows)
+        if not batch.keys:
+            return 0
+        project, name = self.project, table.name
+        params = [(project, name, key, packed) for key, packed in zip(batch.keys, batch.rows, strict=True)]
+        connection = self._connection()
+        with self._errors(f"write to feature table {table.name!r}"):
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = connection.executemany(_UPSERT, params)
+                written = cursor.rowcount
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        return written
+
+    def read(self, requests: Sequence[ReadRequest]) -> list[list[StoredRow | None]]:
+        """Return each request's stored rows, aligned with its keys."""
+        connection = self._connection()
+        result: list[list[StoredRow | None]] = []
+        with self._errors("read"):
+            for request in requests:
+                decode, keys = codec_for(request.table).decode, request.keys
+                head = (self.project, request.table.name)
+                if len(keys) == 1:
+                    found = connection.execute(_SELECT_ONE, (*head, keys[0])).fetchone()
+                    result.append([decode(found[0]) if found else None])
+                    continue
+                stored: dict[bytes, bytes] = {}
+                distinct = list(dict.fromkeys(keys))
+                for start in range(0, len(distinct), _KEYS_PER_QUERY):
+                    chunk = distinct[start : start + _KEYS_PER_QUERY]
+                    sql = _SELECT_MANY.format(",".join("?" * len(chunk)))
+                    stored.update(connection.execute(sql, (*head, *chunk)).fetchall())
+                get = stored.get
+                result.append([decode(get(key)) for key in keys])
+        return result
+
+    def ping(self) -> None:
+        """Run ``SELECT 1``."""
+        with self._errors("ping"):
+            self._connection().execute("SELECT 1").fetchone()
+
+    def delete_table(self, table: FeatureTable) -> int:
+        """Delete the table's rows in this project."""
+        connection = self._connection()
+        with self._errors(f"delete feature table {table.name!r}"):
+            connection.execute("BEGIN IMMEDIATE")
+            cursor = connection.execute(
+                "DELETE FROM online_rows WHERE project = ? AND feature_table = ?", (self.project, table.name)
+            )
+            connection.execute("COMMIT")
+        return cursor.rowcount
+
+    def close(self) -> None:
+        """Close every thread's connection."""
+        with self._lock:
+            self._closed = True
+            connections, self._connections = self._connections, []
+        for connection in connections:
+            connection.close()
+
+    def _connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is not None:
+            return connection
+        with self._lock:
+            if self._closed:
+                raise BackendError(f"the SQLite online store {str(self.path)!r} is closed")
+            with self._errors("open"):
+                connection = sqlite3.connect(
+                    self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+                )
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute("PRAGMA synchronous=NORMAL")
+            self._connections.append(connection)
+        self._local.connection = connection
+        return connection
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            message = str(exc)
+            retryable = "locked" in message or "busy" in message
+            raise BackendError(
+                f"SQLite online store {str(self.path)!r}: {what} failed: {message}", retryable=retryable
+            ) from exc
+        except sqlite3.DatabaseError as exc:
+            raise BackendError(f"SQLite online store {str(self.path)!r}: {what} failed: {exc}") from exc

@@ -1,0 +1,129 @@
+"""The online store seam: the latest feature values per (project, feature table, entity key).
+
+Every store follows the same rules, checked by ``tests/contract/test_online_store.py``:
+
+* **Event-time guard.** A write never replaces a stored row whose ``(event_timestamp,
+  created_timestamp)`` is newer (a missing created time ranks lowest); an equal version is
+  overwritten, so a batch behaves as if its rows were written in order. Within one batch the
+  newest row per key wins. Batch and stream ingestion can therefore run in any order, and
+  writers can race, and all converge to the newest values.
+* **Atomic per entity key.** A key's row is replaced whole or not at all.
+* **Projects are separate.** A store is opened for one project and sees only its rows.
+* Stored bytes are the packed rows of ``codec.py`` and keys those of ``keys.py``, shared by all
+  stores, so every store holds and returns exactly the same values.
+
+Backends (``memory.py``, ``sqlite.py``, ``redis.py``) are found through the
+``provender.online_stores`` entry points (``backends.py``); each validates its own options.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Protocol, Self
+
+import pyarrow as pa
+
+from provender.definitions import FeatureTable
+from provender.online.codec import StoredRow
+
+DEFAULT_PROJECT = "default"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreCapabilities:
+    """What a store can do beyond the contract, as data (tests select stores by it).
+
+    Attributes:
+        supports_key_expiry: can expire values ``max_age`` after their event time
+            (Redis with ``key_ttl_from_max_age: true``); expired values read as NOT_FOUND.
+        is_shared: several processes may open the same store and see each other's writes.
+        is_persistent: values survive closing and reopening the store.
+    """
+
+    supports_key_expiry: bool = False
+    is_shared: bool = False
+    is_persistent: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRequest:
+    """Read one feature table's rows for some entity keys.
+
+    Attributes:
+        table: the feature table (its name and schema select the rows).
+        keys: encoded entity keys (``keys.py``), one per entity row; duplicates are allowed.
+    """
+
+    table: FeatureTable
+    keys: Sequence[bytes]
+
+
+class OnlineStore(Protocol):
+    """Where the latest feature values live, for serving.
+
+    Stores are synchronous and thread-safe: one instance may serve many threads.
+    """
+
+    capabilities: ClassVar[StoreCapabilities]
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, object], *, base_dir: Path, project: str = DEFAULT_PROJECT) -> Self:
+        """Open the store configured by the ``online:`` section, for ``project``.
+
+        Args:
+            options: the section's keys (a ``store`` key is ignored); validated against the
+                backend's pydantic config, so a typo fails naming the key, with a hint.
+            base_dir: relative paths are resolved against it.
+            project: the project (namespace) whose rows this instance reads and writes.
+
+        Raises:
+            ConfigError: an unknown or invalid option.
+        """
+        ...
+
+    def write(self, table: FeatureTable, rows: pa.Table) -> int:
+        """Store a normalized batch of ``table``'s rows under the event-time guard.
+
+        Args:
+            table: the feature table the rows belong to.
+            rows: one column per entity and per feature of ``table`` (named as they are, Arrow
+                type ``ValueType.to_arrow()``), ``event_timestamp`` (timestamp[us, UTC], not
+                null) and ``created_timestamp`` (timestamp[us, UTC], nullable). Several rows
+                per entity key are allowed; the newest wins.
+
+        Returns:
+            How many entity keys were written (keys whose stored row was newer are skipped).
+
+        Raises:
+            DataError: a missing or mistyped column, or a null key or event time; nothing is
+                written.
+            BackendError: the store failed (``retryable`` for connection errors and timeouts);
+                every key is either fully written or untouched, so re-running the batch is safe.
+        """
+        ...
+
+    def read(self, requests: Sequence[ReadRequest]) -> list[list[StoredRow | None]]:
+        """Read several tables for many entity keys, in one round trip to a remote store.
+
+        Returns:
+            For each request, a list aligned with its keys: the stored row, or None when
+            there is none (or it was written under another schema of the table).
+
+        Raises:
+            BackendError: the store failed.
+        """
+        ...
+
+    def ping(self) -> None:
+        """Check that the store answers (a readiness probe); raise BackendError if not."""
+        ...
+
+    def delete_table(self, table: FeatureTable) -> int:
+        """Delete every stored row of ``table`` in this project; return how many were deleted."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and files. The store must not be used afterwards."""
+        ...

@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC modules for ``protos/provender/serving/v1/serving.proto``."""

@@ -1,0 +1,131 @@
+"""Spark for the test suite: one local-mode session per run, and a standalone cluster on loopback.
+
+Registered as a pytest plugin from ``tests/conftest.py``. A Spark session costs about 12 s to
+start, so every local-mode test shares the ``spark_engine`` fixture's session; a client opened
+with ``offline=spark_options`` joins that same session (Spark allows one per process).
+
+``Services``-style cleanup: the standalone master and worker (``start_standalone``) are plain
+``java`` processes from the pyspark package's jars, stopped by pid at session end.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support.services import (
+    HOST,
+    Services,
+    free_port,
+    popen_stop,
+    port_open,
+    read_log,
+    require_binary,
+    require_module,
+    wait_until,
+)
+
+LOCAL_MASTER = "local[2]"
+SPARK_START_TIMEOUT = 60.0
+WORKER_CORES = 1
+WORKER_MEMORY = "1g"
+EXECUTOR_MEMORY = "512m"
+
+
+def spark_home() -> Path:
+    """The pyspark package directory, which holds Spark's jars (``SPARK_HOME``)."""
+    pyspark = require_module("pyspark", "pyspark")
+    return Path(pyspark.__file__).resolve().parent
+
+
+def offline_options(master: str, staging: Path, **conf: str) -> dict[str, object]:
+    """An ``offline:`` section for the Spark engine (small shuffles, driver on loopback)."""
+    return {
+        "engine": "spark",
+        "master": master,
+        "staging_path": str(staging),
+        "conf": {"spark.sql.shuffle.partitions": "4", "spark.driver.memory": "1g", **conf},
+    }
+
+
+@pytest.fixture(scope="session")
+def spark_options(services: Services) -> dict[str, object]:
+    """The ``offline:`` section every local-mode Spark test uses (so they share one session)."""
+    spark_home()
+    require_binary("java", "openjdk-17-jre-headless")
+    return offline_options(LOCAL_MASTER, services.make_dir("spark-staging"))
+
+
+@pytest.fixture(scope="session")
+def spark_engine(spark_options: dict[str, object], services: Services) -> Iterator[object]:
+    """A SparkEngine on ``local[2]``, started once per test session and stopped at its end."""
+    from provender.offline.spark import SparkEngine
+
+    engine = SparkEngine.from_options(spark_options, base_dir=services.make_dir("spark-base"))
+    try:
+        yield engine
+    finally:
+        engine.close()
+
+
+@dataclass(frozen=True)
+class SparkStandalone:
+    """A standalone master and one worker, on loopback."""
+
+    master_url: str
+    master_pid: int
+    worker_pid: int
+    spark_home: Path
+
+
+def start_standalone(services: Services) -> SparkStandalone:
+    """Start a Spark standalone master and a 1-core worker on free loopback ports.
+
+    Uses ``java -cp $SPARK_HOME/jars/*`` directly: the pyspark wheel has the classes but not
+    always the ``sbin`` scripts. Both processes are stopped by pid when ``services`` closes.
+    """
+    java = require_binary("java", "openjdk-17-jre-headless")
+    home = spark_home()
+    base = services.make_dir("spark-standalone")
+    env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": HOST, "SPARK_NO_DAEMONIZE": "1"}
+    classpath = f"{home}/jars/*"
+    port, ui = free_port(), free_port()
+    master_log = base / "master.log"
+    master = _spawn(
+        [java, "-Xmx512m", "-cp", classpath, "org.apache.spark.deploy.master.Master",
+         "--host", HOST, "--port", str(port), "--webui-port", str(ui)],
+        master_log, env,
+    )
+    services.add_cleanup(f"stop spark master (pid {master.pid})", lambda: popen_stop(master))
+    alive = lambda: master.poll() is None  # noqa: E731
+    wait_until(lambda: port_open(port), f"spark master on port {port}", master_log, SPARK_START_TIMEOUT, alive)
+    url = f"spark://{HOST}:{port}"
+    worker_log = base / "worker.log"
+    worker = _spawn(
+        [java, "-Xmx512m", "-cp", classpath, "org.apache.spark.deploy.worker.Worker", url,
+         "--host", HOST, "--cores", str(WORKER_CORES), "--memory", WORKER_MEMORY,
+         "--webui-port", str(free_port()), "--work-dir", str(base / "work")],
+        worker_log, env,
+    )
+    services.add_cleanup(f"stop spark worker (pid {worker.pid})", lambda: popen_stop(worker))
+    wait_until(
+        lambda: "Successfully registered with master" in read_log(worker_log),
+        "spark worker registration", worker_log, SPARK_START_TIMEOUT, lambda: worker.poll() is None,
+    )
+    return SparkStandalone(master_url=url, master_pid=master.pid, worker_pid=worker.pid, spark_home=home)
+
+
+def _spawn(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+@pytest.fixture(scope="session")
+def spark_standalone(services: Services) -> SparkStandalone:
+    """A Spark standalone cluster (master + one worker) on loopback, for the session."""
+    return start_standalone(services)
