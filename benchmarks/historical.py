@@ -49,6 +49,7 @@ import contextlib
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import statistics
@@ -124,6 +125,7 @@ class RunResult:
     """One run of one contender."""
 
     seconds: float | None = None
+    cpu_s: float | None = None
     rows: int | None = None
     peak_rss_mb: float | None = None
     rss_before_mb: float | None = None
@@ -183,7 +185,8 @@ def _bench(args: argparse.Namespace) -> int:
                                    output="parquet" if size.name == "XL" else "arrow")
                 result = _run_child(contender, spec, timeout=timeout, rss_cap_mb=args.rss_cap_gb * 1024)
                 results[name].append(result)
-                what = (f"{result.seconds:7.2f} s  {result.peak_rss_mb:8.0f} MB  {result.rows:,} rows"
+                what = (f"{result.seconds:7.2f} s  {result.cpu_s or 0:6.1f} CPU s  {result.peak_rss_mb:6.0f} MB  "
+                        f"{result.rows:,} rows"
                         if result.error is None else f"FAILED: {_one_line(result.error)}")
                 print(f"  {name:<20} run {i + 1}/{runs}: {what}", flush=True)
                 if result.error is not None:
@@ -288,7 +291,7 @@ def _run_child(contender: Contender, spec: dict[str, object], *, timeout: float,
         tail = err_path.read_text(errors="replace").strip().splitlines()[-12:]
         return RunResult(peak_rss_mb=peak, error=f"exit {proc.returncode}: " + "\n".join(tail))
     data = json.loads(line.removeprefix(RESULT_MARK))
-    return RunResult(seconds=data["seconds"], rows=data["rows"], peak_rss_mb=peak,
+    return RunResult(seconds=data["seconds"], cpu_s=data.get("cpu_s"), rows=data["rows"], peak_rss_mb=peak,
                      rss_before_mb=data.get("rss_before_mb"), info=data.get("info", {}))
 
 
@@ -319,6 +322,12 @@ def _self_rss_mb(field_name: str = "VmRSS") -> float:
     return float("nan")
 
 
+def _cpu_seconds() -> float:
+    """CPU time (user + system, all threads) this process has used so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _child(spec: dict[str, object]) -> int:
     if spec["kind"] == "provender":
         result = _child_provender(spec)
@@ -337,7 +346,7 @@ def _child_provender(spec: dict[str, object]) -> dict[str, object]:
     source: object = pd.read_parquet(entity_path) if spec["entity_as"] == "dataframe" else entity_path
     client = pv.Client(config=str(spec["config"]))
     refs = list(spec["refs"])  # type: ignore[call-overload]
-    rss_before = _self_rss_mb()
+    rss_before, cpu = _self_rss_mb(), _cpu_seconds()
     started = time.perf_counter()
     job = client.get_historical_features(refs, source)
     if spec["output"] == "parquet":
@@ -345,8 +354,9 @@ def _child_provender(spec: dict[str, object]) -> dict[str, object]:
     else:
         rows = job.to_arrow().num_rows
     seconds = time.perf_counter() - started
+    cpu = _cpu_seconds() - cpu
     client.close()
-    return {"seconds": seconds, "rows": rows, "rss_before_mb": rss_before}
+    return {"seconds": seconds, "cpu_s": cpu, "rows": rows, "rss_before_mb": rss_before}
 
 
 def floor_sql(spec: dict[str, object], *, ordered: bool) -> str:
@@ -374,7 +384,7 @@ def _child_floor(spec: dict[str, object]) -> dict[str, object]:
     if spec["memory_limit"]:
         con.execute(f"SET memory_limit = '{spec['memory_limit']}'")
     sql = floor_sql(spec, ordered=bool(spec["ordered"]))
-    rss_before = _self_rss_mb()
+    rss_before, cpu = _self_rss_mb(), _cpu_seconds()
     started = time.perf_counter()
     if spec["output"] == "parquet":
         rows = con.execute(f"COPY ({sql}) TO '{Path(str(spec['work'])) / 'floor.parquet'}' (FORMAT parquet)"
@@ -382,12 +392,12 @@ def _child_floor(spec: dict[str, object]) -> dict[str, object]:
     else:
         rows = con.sql(sql).to_arrow_table().num_rows
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "rows": rows, "rss_before_mb": rss_before}
+    return {"seconds": seconds, "cpu_s": _cpu_seconds() - cpu, "rows": rows, "rss_before_mb": rss_before}
 
 
 FEAST_DRIVER = textwrap.dedent('''\
     """One measured Feast retrieval; run by the peer venv's python with a JSON spec as argv[1]."""
-    import json, logging, sys, time, warnings
+    import json, logging, resource, sys, time, warnings
     from datetime import timedelta
     from pathlib import Path
 
@@ -433,13 +443,18 @@ FEAST_DRIVER = textwrap.dedent('''\
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
 
-    rss_before = rss_mb()
+    def cpu_s():
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    rss_before, cpu = rss_mb(), cpu_s()
     started = time.perf_counter()
     job = store.get_historical_features(entity_df=entity_df, features=spec["refs"])
     table = job.to_arrow()
     seconds = time.perf_counter() - started
+    cpu = cpu_s() - cpu
     info = {"feast": feast.__version__, "duckdb": duckdb.__version__}
-    print("@@RESULT " + json.dumps({"seconds": seconds, "rows": table.num_rows,
+    print("@@RESULT " + json.dumps({"seconds": seconds, "cpu_s": cpu, "rows": table.num_rows,
                                     "rss_before_mb": rss_before, "info": info}), flush=True)
 ''')
 
@@ -559,6 +574,7 @@ def _report(size: str, names: list[str], results: dict[str, list[RunResult]], ch
             "runs": [asdict(r) for r in runs],
             "median_s": statistics.median(times) if times else None,
             "min_s": min(times) if times else None, "max_s": max(times) if times else None,
+            "cpu_s": statistics.median(r.cpu_s for r in ok if r.cpu_s is not None) if ok else None,
             "peak_rss_mb": max((r.peak_rss_mb for r in runs if r.peak_rss_mb is not None), default=None),
             "rows": sorted({r.rows for r in ok}) if ok else [],
             "error": next((r.error for r in runs if r.error is not None), None),
@@ -615,12 +631,12 @@ def _fmt(value: object, spec: str = ".2f") -> str:
 
 
 def _table_lines(report: dict[str, object], *, markdown: bool) -> list[str]:
-    head = ["contender", "size", "median s", "min s", "max s", "peak RSS MB", "rows returned", "x Provender"]
+    head = ["contender", "size", "median s", "min s", "max s", "CPU s", "peak RSS MB", "rows returned", "x Provender"]
     lines = []
     for row in report["contenders"]:  # type: ignore[attr-defined]
         rows = ", ".join(f"{n:,}" for n in row["rows"]) or "-"
         cells = [row["contender"], report["size"], _fmt(row["median_s"]), _fmt(row["min_s"]), _fmt(row["max_s"]),
-                 _fmt(row["peak_rss_mb"], ",.0f"), rows, _fmt(row["x_provender"], ".2f")]
+                 _fmt(row.get("cpu_s"), ".1f"), _fmt(row["peak_rss_mb"], ",.0f"), rows, _fmt(row["x_provender"], ".2f")]
         if row["error"]:
             cells[2] = "FAILED" if row["median_s"] is None else cells[2]
         lines.append(cells)
@@ -652,7 +668,9 @@ def _write_markdown() -> None:
     lines = ["# Historical retrieval benchmark", "",
              "Generated by `benchmarks/historical.py` from `historical_<size>.json`; do not edit by hand. "
              "Seconds are the median (min, max) of the runs of each contender, each run in a fresh process, "
-             "timing only the retrieval; peak RSS is the whole process's (`ru_maxrss`), the highest over its runs; "
+             "timing only the retrieval; CPU s is the median CPU time (user + system, all threads) of the retrieval, "
+             "steadier than wall time on a shared machine; "
+             "peak RSS is the whole process's (`ru_maxrss`), the highest over its runs; "
              "`x Provender` is the contender's median over `provender-df`'s.", ""]
     for report in reports:
         m = report["machine"]

@@ -56,4 +56,10 @@ PY
 step "provender retrieve: the same from the shell, streamed to Parquet"
 provender retrieve -f driver_statistics --entities entity_rows.parquet --out training.parquet
 
+step "provender ingest: the latest values of the week into the online store (SQLite)"
+provender ingest --table driver_statistics --start "$(date -u -d '8 days ago' +%Y-%m-%dT%H:%M)" --end now
+
+step "provender online get: a low-latency online lookup (same values as training at the same time)"
+provender online get --features driver_statistics --entity driver_id=1001 --entity driver_id=1002 --entity driver_id=4242
+
 step "demo finished"

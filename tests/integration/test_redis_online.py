@@ -17,7 +17,15 @@ from provender.online.keys import KeyEncoder
 from provender.online.redis import RedisStore
 from provender.online.store import ReadRequest
 from tests.support.online import CUSTOMER, DRIVER, SOURCE, batch
-from tests.support.services import RedisCluster, RedisServer, Services, require_module
+from tests.support.services import (
+    RedisCluster,
+    RedisServer,
+    Services,
+    free_port,
+    require_binary,
+    require_module,
+    run_checked,
+)
 
 pytestmark = pytest.mark.service
 redis = require_module("redis", "redis")
@@ -202,6 +210,69 @@ def test_password_option_and_secrets_kept_out_of_messages(
             bad.ping()
         assert not error.value.retryable
         assert "wrong" not in str(error.value)
+
+
+def make_certificates(directory: Path) -> None:
+    """A CA and a server certificate for 127.0.0.1 signed by it (openssl)."""
+    openssl = require_binary("openssl", "openssl")
+    run = [openssl, "req", "-nodes", "-newkey", "rsa:2048", "-subj"]
+    run_checked(
+        [*run, "/CN=test-ca", "-x509", "-days", "1", "-keyout", f"{directory}/ca.key", "-out", f"{directory}/ca.crt"],
+        "openssl ca",
+    )
+    run_checked(
+        [*run, "/CN=127.0.0.1", "-keyout", f"{directory}/server.key", "-out", f"{directory}/server.csr"], "openssl csr"
+    )
+    (directory / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    run_checked(
+        [
+            openssl,
+            "x509",
+            "-req",
+            "-in",
+            f"{directory}/server.csr",
+            "-CA",
+            f"{directory}/ca.crt",
+            "-CAkey",
+            f"{directory}/ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-out",
+            f"{directory}/server.crt",
+            "-extfile",
+            f"{directory}/ext.cnf",
+        ],
+        "openssl sign",
+    )
+
+
+def test_tls(services: Services, tmp_path: Path, open_store: Callable[..., RedisStore]) -> None:
+    make_certificates(tmp_path)
+    tls_port = free_port()
+    services.start_redis(
+        f"redis-tls-{time.monotonic_ns()}",
+        [
+            "--tls-port",
+            str(tls_port),
+            "--tls-cert-file",
+            str(tmp_path / "server.crt"),
+            "--tls-key-file",
+            str(tmp_path / "server.key"),
+            "--tls-ca-cert-file",
+            str(tmp_path / "ca.crt"),
+            "--tls-auth-clients",
+            "no",
+        ],
+    )
+    url = f"redis://127.0.0.1:{tls_port}/0"
+    store = open_store(url, ssl=True, ssl_ca_certs="ca.crt")  # relative to the config file's directory
+    assert store.write(STATS, batch(STATS, [{"driver_id": 1, "trips": 1}])) == 1
+    open_store(f"rediss://127.0.0.1:{tls_port}/0", ssl_ca_certs=str(tmp_path / "ca.crt")).ping()
+    with pytest.raises(pv.BackendError):
+        open_store(url, retries=0, socket_timeout_seconds=1).ping()  # plain text to a TLS port
+    with pytest.raises(pv.BackendError, match="certificate verify failed"):
+        open_store(url, ssl=True, retries=0).ping()  # the server's CA is not trusted
 
 
 def test_settings_from_the_environment(

@@ -73,7 +73,7 @@ def cli(ctx: click.Context, config: Path | None, project: str | None, debug: boo
 
 
 def _register_commands() -> None:
-    from provender.cli import apply, init, online, registry, retrieve
+    from provender.cli import apply, ingest, init, online, registry, retrieve, serve
 
     cli.add_command(init.init)
     cli.add_command(apply.apply)
@@ -81,7 +81,9 @@ def _register_commands() -> None:
     cli.add_command(registry.tables)
     cli.add_command(registry.projects)
     cli.add_command(retrieve.retrieve)
+    cli.add_command(ingest.ingest)
     cli.add_command(online.online)
+    cli.add_command(serve.serve)
 
 
 _register_commands()

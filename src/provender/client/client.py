@@ -7,6 +7,7 @@ The client only wires components together and delegates: registry rules live in
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self, cast
 
@@ -14,9 +15,10 @@ from provender import backends
 from provender.client.historical import HistoricalJob, to_entity_rows
 from provender.config import Settings, load_settings, validate_settings
 from provender.definitions import Definition, Entity, FeatureTable
-from provender.errors import EntityNotFoundError, FeatureTableNotFoundError
-from provender.offline.engine import OfflineEngine
-from provender.offline.plan import build_retrieval_plan
+from provender.errors import DataError, EntityNotFoundError, FeatureTableNotFoundError
+from provender.ingestion.batch import DEFAULT_BATCH_ROWS, IngestionJob, write_batches
+from provender.offline.engine import DistributedIngestion, OfflineEngine
+from provender.offline.plan import LatestPlan, build_retrieval_plan, table_join
 from provender.online.read import OnlineReader, OnlineResponse
 from provender.online.store import OnlineStore
 from provender.registry.diff import ApplyPlan, plan_apply, plan_delete_entity, plan_delete_feature_table
@@ -191,6 +193,61 @@ class Client:
             self._offline = engine_cls.from_options(section.model_dump(), base_dir=self.settings.base_dir)
         return self._offline
 
+    # -- ingestion ---------------------------------------------------------------------------------
+
+    def start_offline_to_online_ingestion(
+        self,
+        table: FeatureTable | str,
+        *,
+        start: datetime,
+        end: datetime,
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+    ) -> IngestionJob:
+        """Start writing, per entity key, the latest row with ``start <= event_timestamp < end``.
+
+        The rows are those the point-in-time rule picks at ``end`` (the same rule and code as
+        :meth:`get_historical_features`). Stored values with a newer (event, created) time are
+        never replaced, so jobs may be re-run, overlap, and race stream ingestion.
+
+        Args:
+            table: the feature table (its registered definition is used) or its name.
+            start: window start, inclusive; naive times are UTC.
+            end: window end, exclusive; naive times are UTC.
+            batch_rows: rows per batch streamed from the engine to the store (bounds memory).
+
+        Returns:
+            A running job: ``wait()`` (raises the job's error), ``status``, ``rows_written``,
+            ``error``, ``cancel()``.
+        """
+        start_at, end_at = as_utc(start, "start"), as_utc(end, "end")
+        if start_at >= end_at:
+            raise DataError(f"start ({start_at.isoformat()}) must be before end ({end_at.isoformat()}).")
+        snapshot = self._registry.read(self.project)
+        name = table if isinstance(table, str) else table.name
+        definition = snapshot.feature_tables.get(name)
+        if definition is None:
+            raise FeatureTableNotFoundError(name, project=self.project, known=list(snapshot.feature_tables))
+        join = table_join(definition, definition.features, snapshot.entities)
+        plan = LatestPlan(join=join, start=start_at, end=end_at)
+        engine = self._offline_engine()
+        job = IngestionJob(
+            table=name, description=f"ingestion of {name} [{start_at:%Y-%m-%d %H:%M}, {end_at:%Y-%m-%d %H:%M})"
+        )
+        if engine.capabilities.is_distributed:
+            options = self.settings.online.model_dump()
+            distributed = cast("DistributedIngestion", engine)
+            return job.start(
+                lambda j: distributed.ingest_to_online(plan, online_options=options, project=self.project, job=j)
+            )
+        store = self._online_store
+
+        def run(j: IngestionJob) -> None:
+            write_batches(
+                engine.read_latest(plan, batch_rows=batch_rows), lambda rows: store.write(definition, rows), j
+            )
+
+        return job.start(run)
+
     # -- online: serving -----------------------------------------------------------------------
 
     def get_online_features(
@@ -239,8 +296,14 @@ class Client:
             self._online_reader.invalidate()
 
 
+def as_utc(at: datetime, name: str) -> datetime:
+    """Return ``at`` as an aware UTC datetime (naive times are UTC)."""
+    if not isinstance(at, datetime):
+        raise DataError(f"{name} must be a datetime, got {type(at).__name__}")
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
 def _as_tuple(definitions: Sequence[Definition] | Definition) -> tuple[Definition, ...]:
     if isinstance(definitions, Entity | FeatureTable):
         return (definitions,)
     return tuple(definitions)
-

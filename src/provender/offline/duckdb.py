@@ -12,7 +12,7 @@ spills to ``temp_directory``.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import ClassVar, Self
@@ -40,6 +40,7 @@ from provender.offline.plan import (
 _ROW_ID = "__provender_row_id"
 _TS = "__provender_ts"
 _TS_CEIL = "__provender_ts_ceil"
+_ENTITY_COLUMN = "__provender_e{}"
 _EVENT = "__provender_event_ts"
 _CREATED = "__provender_created_ts"
 # A max_age this long bounds nothing, and T - max_age would overflow DuckDB's interval arithmetic.
@@ -182,7 +183,7 @@ class DuckDBEngine:
         """Check the sources and return a job computing ``plan`` (run lazily)."""
         cursor = self.cursor()
         entity_sql = self._entity_relation(cursor, entity_rows)
-        earliest, latest = _time_range(cursor, entity_sql)
+        earliest, latest = _time_range(cursor, entity_sql, entity_column(plan.entity_columns, ENTITY_TIMESTAMP))
         sources = [
             self._source_relation(
                 cursor,
@@ -197,17 +198,19 @@ class DuckDBEngine:
         return DuckDBRetrievalJob(cursor, compile_retrieval(plan, entity_sql, sources, entity_time_type=time_type))
 
     def _entity_relation(self, cursor: duckdb.DuckDBPyConnection, rows: EntityRows) -> str:
+        """SQL for the entity rows, their columns renamed by position (see :func:`entity_column`)."""
+        internal = [_ENTITY_COLUMN.format(n) for n in range(len(rows.schema.names))]
         if rows.table is not None:
-            table = rows.table.append_column(
+            table = rows.table.rename_columns(internal).append_column(
                 _ROW_ID, pa.array(np.arange(rows.table.num_rows, dtype=np.int64))
             )
             cursor.register("provender_entity_rows", table)
             return "SELECT * FROM provender_entity_rows"
         files = ", ".join(literal(p) for p in rows.paths)
-        columns = ", ".join(quote(c) for c in rows.schema.names)
+        columns = ", ".join(quote(c) for c in internal)
         return (
             f"SELECT {columns}, row_number() OVER (ORDER BY filename, file_row_number) - 1 AS {_ROW_ID} "
-            f"FROM read_parquet([{files}], filename = true, file_row_number = true)"
+            f"FROM read_parquet([{files}], filename = true, file_row_number = true) AS f({columns})"
         )
 
     def _source_relation(
@@ -306,10 +309,20 @@ def _empty_source_relation(join: TableJoin) -> str:
     return f"SELECT {', '.join(select)} WHERE false"
 
 
+def entity_column(columns: Sequence[str], name: str) -> str:
+    """The quoted SQL name of the entity rows' column ``name`` (``columns``: the entity source's).
+
+    Entity columns are renamed by position because DuckDB binds identifiers case-insensitively:
+    with columns ``Driver_Id`` and ``driver_id`` (or ``EVENT_TIMESTAMP``), the wrong one could be
+    joined on or passed through. Results get the original names back.
+    """
+    return quote(_ENTITY_COLUMN.format(list(columns).index(name)))
+
+
 def _time_range(
-    cursor: duckdb.DuckDBPyConnection, entity_sql: str
+    cursor: duckdb.DuckDBPyConnection, entity_sql: str, stamp_column: str
 ) -> tuple[datetime | None, datetime | None]:
-    stamp = f"CAST({quote(ENTITY_TIMESTAMP)} AS TIMESTAMP)"
+    stamp = f"CAST({stamp_column} AS TIMESTAMP)"
     try:
         row = cursor.execute(
             f"SELECT min({stamp}), max({stamp}), count(*) FILTER (WHERE {stamp} IS NULL), "
@@ -330,14 +343,18 @@ def compile_retrieval(
 ) -> str:
     """Compile the retrieval plan to one DuckDB query over the entity and source relations.
 
+    ``entity_sql`` names the entity columns by position (:func:`entity_column`) and has a row id.
+
     ``entity_time_type`` is the Arrow type of the entity rows' ``event_timestamp``: with
     nanoseconds, T is rounded down for ``event <= T`` and up for ``event >= T - max_age``.
     """
     keys = sorted({e.name: e for join in plan.joins for e in join.entities}.items())
+    names = plan.entity_columns
     key_casts = [
-        f"CAST({quote(name)} AS {sql_type(e.value_type)}) AS {quote('__key_' + name)}" for name, e in keys
+        f"CAST({entity_column(names, name)} AS {sql_type(e.value_type)}) AS {quote('__key_' + name)}"
+        for name, e in keys
     ]
-    stamp, stamp_type = quote(ENTITY_TIMESTAMP), entity_time_type or pa.timestamp("us")
+    stamp, stamp_type = entity_column(names, ENTITY_TIMESTAMP), entity_time_type or pa.timestamp("us")
     ctes = [
         f"e AS (SELECT *, {_floor_timestamp(stamp, stamp_type)} AS {_TS}, "
         f"{_ceil_timestamp(stamp, stamp_type)} AS {_TS_CEIL}"
@@ -360,7 +377,9 @@ def compile_retrieval(
                 value = f"CASE WHEN {alias}.{_EVENT} >= {bound} THEN {value} END"
             columns[join.output_column(feature)] = f"{value} AS {quote(join.output_column(feature))}"
     select = [
-        f"CAST(e.{_TS} AS TIMESTAMPTZ) AS {quote(c)}" if c == ENTITY_TIMESTAMP else f"e.{quote(c)}"
+        f"CAST(e.{_TS} AS TIMESTAMPTZ) AS {quote(c)}"
+        if c == ENTITY_TIMESTAMP
+        else f"e.{entity_column(names, c)} AS {quote(c)}"
         for c in plan.entity_columns
     ]
     select += [columns[c] for c in plan.output_columns]

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Protocol, Self
+from typing import TYPE_CHECKING, ClassVar, Protocol, Self
 
 import pyarrow as pa
 
 from provender.offline.plan import LatestPlan, RetrievalPlan
+
+if TYPE_CHECKING:
+    from provender.ingestion.batch import IngestionJob
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,4 +71,15 @@ class OfflineEngine(Protocol):
 
     def close(self) -> None:
         """Release the engine's resources."""
+        ...
+
+
+class DistributedIngestion(Protocol):
+    """An engine (``capabilities.is_distributed``) whose workers write to the online store
+    themselves, so the driver never collects the rows."""
+
+    def ingest_to_online(
+        self, plan: LatestPlan, *, online_options: Mapping[str, object], project: str, job: IngestionJob
+    ) -> None:
+        """Write the rows of ``plan`` to the online store of ``online_options``; count them on ``job``."""
         ...

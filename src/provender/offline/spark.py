@@ -1,26 +1,23 @@
 """The distributed offline engine: Apache Spark (``offline: {engine: spark, master: ...}``).
 
-Compiles :mod:`provender.offline.plan` to DataFrame jobs; only where the work runs differs
-from DuckDB, never the answer.
+Compiles :mod:`provender.offline.plan` to DataFrame jobs; where the work runs changes, never
+the answer. **Retrieval**, per feature table: entity rows and source rows go in one frame,
+partitioned by entity key and sorted by time, a feature row before an entity row at equal
+times (``event_timestamp <= T``); a running ``max`` of the ranking key ``struct(event
+timestamp, created timestamp, values)`` (a missing created time orders lowest, as in the rule)
+gives each entity row its winning row, whose ``max_age`` bound is then checked, as DuckDB's
+``ASOF`` join does. One sort per table, no fan-out per key; tables are chained, the result is
+sorted in the entity rows' order and written as Parquet under ``staging_path``
+(:mod:`provender.offline.spark_jobs` reads it back). **Ingestion**: ``max`` of the same key
+per entity key over ``[start, end)``; :meth:`SparkEngine.ingest_to_online` writes it to the
+online store from the executors (``mapInArrow``), the driver never holding the rows.
 
-* **Retrieval**, per feature table: the entity rows and the table's source rows are put in one
-  frame, partitioned by the entity key and sorted by time, a feature row before an entity row
-  at the same time (``event_timestamp <= T``). A running ``max`` over the ranking key
-  ``struct(event_timestamp, created_timestamp, values)`` then gives every entity row the
-  candidate the rule picks (a missing created time orders lowest, as in the rule), and the
-  ``max_age`` bound is checked on the picked row, as DuckDB's ``ASOF`` join does. No
-  key-by-key fan-out: the cost is one sort per table, linear in rows. Tables are chained, each
-  step carrying the previous columns; the result is sorted by the entity rows' order and
-  written as Parquet under ``staging_path``, and the job handle streams those files.
-* **Ingestion**: the same ranking key, ``max`` per entity key over ``[start, end)``. With
-  :meth:`SparkEngine.ingest_to_online` the executors write their partitions to the online
-  store themselves (``mapInArrow``), so the driver never holds the data.
-
-Entity rows from pandas/Arrow are staged as Parquet (row id, keys, ``event_timestamp``) under
-``staging_path``; their other columns never leave the driver and are put back beside the
-result in order. Parquet entity sources are read where they are, ordered by file and row.
-Timestamps: the session runs in UTC, naive values are UTC, nanoseconds are read as integers
-and rounded down (``T`` rounded up for the ``max_age`` bound), exactly as the DuckDB engine does.
+Entity rows from pandas/Arrow are staged as Parquet (row id, keys, ``event_timestamp``); their
+other columns stay on the driver and are put back beside the result. Parquet entity sources
+are read in place, ordered by file and row. Sources' schemas are read on the driver (a footer
+or a CSV header) and given to Spark, which then starts no schema-inference job. The session
+runs in UTC; naive times are UTC; nanosecond columns arrive as integers and are rounded down
+(``T`` up, for the ``max_age`` bound), as the DuckDB engine does.
 """
 
 from __future__ import annotations
@@ -30,30 +27,29 @@ import sys
 import threading
 import uuid
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Self, TypeVar, cast
+from typing import TYPE_CHECKING, ClassVar, Self, cast
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from py4j.protocol import Py4JError, Py4JJavaError  # type: ignore[import-untyped]
+from py4j.protocol import Py4JError  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pyspark import InheritableThread, SparkContext
-from pyspark.errors import AnalysisException, PySparkException
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.errors import PySparkException
+from pyspark.sql import Column, DataFrame, DataFrameReader, SparkSession, Window
 from pyspark.sql import functions as F
 
 from provender.backends import Role, load_backend
 from provender.config import validate_backend_config
 from provender.definitions import CsvFormat, FeatureTable, ValueType
 from provender.errors import BackendError, ConfigError, DataError, ProvenderError
-from provender.ingestion.batch import IngestionJob, JobCancelledError, JobStatus, write_batches
+from provender.ingestion.batch import IngestionJob, JobCancelledError, write_batches
 from provender.offline.engine import EngineCapabilities, EntityRows
 from provender.offline.files import DateRange, is_remote, list_source_files, lower_event_bound
 from provender.offline.plan import (
@@ -66,6 +62,7 @@ from provender.offline.plan import (
     check_source_schema,
     null_entity_times_error,
 )
+from provender.offline.spark_jobs import ROW_ID, SparkRetrievalJob, Staging, cast_batch, run_in_group, spark_message
 from provender.registry import codec
 
 if TYPE_CHECKING:
@@ -73,7 +70,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_ROW_ID = "__provender_row_id"
+_ORDER = "__provender_order"  # the entity rows' order (row id, or file and row of a Parquet source)
 _TS = "__provender_ts"  # T, nanoseconds rounded down
 _TS_CEIL = "__provender_ts_ceil"  # T, nanoseconds rounded up (the max_age bound)
 _EVENT = "__provender_event_ts"
@@ -83,6 +80,7 @@ _VERSION = "__provender_version"  # struct(event, created, values): the ranking 
 _ROW = "__provender_row"
 _IS_ENTITY = "__provender_is_entity"
 _AT = "__provender_at"
+_STAMP = pa.timestamp("us", tz="UTC")
 
 _SPARK_TYPES = {
     ValueType.BOOL: "boolean",
@@ -94,14 +92,19 @@ _SPARK_TYPES = {
     ValueType.BYTES: "binary",
     ValueType.UNIX_TIMESTAMP: "timestamp",
 }
+# How Spark's Parquet reader sees Arrow types (unsigned integers widen; see _read_type).
+_READ_TYPES = {
+    pa.bool_(): "boolean", pa.int8(): "tinyint", pa.int16(): "smallint", pa.int32(): "int", pa.int64(): "bigint",
+    pa.uint8(): "smallint", pa.uint16(): "int", pa.uint32(): "bigint", pa.uint64(): "decimal(20,0)",
+    pa.float32(): "float", pa.float64(): "double", pa.string(): "string", pa.large_string(): "string",
+    pa.binary(): "binary", pa.large_binary(): "binary", pa.date32(): "date",
+}  # fmt: skip
 # Settings the engine relies on: results are read back as UTC microseconds.
 _FIXED_CONF = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     "spark.sql.legacy.parquet.nanosAsLong": "true",  # else Spark refuses nanosecond Parquet columns
 }
-_STAMP = pa.timestamp("us", tz="UTC")
-_T = TypeVar("_T")
 
 
 def spark_type(value_type: ValueType) -> str:
@@ -113,18 +116,21 @@ def spark_type(value_type: ValueType) -> str:
 
 def col(name: str) -> Column:
     """Return a column by its exact name (dots and backticks are not special)."""
-    return F.col("`" + name.replace("`", "``") + "`")
+    return F.col(_quote(name))
+
+
+def _quote(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
 
 
 class SparkConfig(BaseModel):
     """``offline: {engine: spark, ...}`` options.
 
     Attributes:
-        master: where jobs run: ``local[N]``, ``spark://host:7077``, ``k8s://https://...``,
-            ``yarn``.
+        master: where jobs run: ``local[N]``, ``spark://host:7077``, ``k8s://https://...``, ``yarn``.
         conf: Spark settings (``spark.executor.memory: 4g``...), applied when the session starts.
         staging_path: where entity rows and results are staged; relative paths are resolved
-            against the project; on a cluster, an object-store URL every executor can reach.
+            against the project; on a cluster, a URL every executor and the driver can reach.
         app_name: the Spark application's name.
     """
 
@@ -163,55 +169,19 @@ def session_conf(config: SparkConfig) -> dict[str, str]:
     return conf | _FIXED_CONF
 
 
-class _Staging:
-    """A directory (local or object store) for entity rows and results, seen by Spark and Arrow."""
-
-    def __init__(self, location: str, *, base_dir: Path) -> None:
-        if is_remote(location):
-            arrow_url = location.replace("s3a://", "s3://", 1)
-            self.fs, self.root = pafs.FileSystem.from_uri(arrow_url)
-            self.spark_root = location.rstrip("/")
-        else:
-            path = Path(location.removeprefix("file://")).expanduser()
-            path = path if path.is_absolute() else base_dir / path
-            self.fs, self.root = pafs.LocalFileSystem(), str(path)
-            self.spark_root = path.as_uri()
-        self.root = self.root.rstrip("/")
-
-    def new_dir(self, kind: str) -> str:
-        """Create and return a fresh directory name (relative to the root)."""
-        name = f"{kind}-{uuid.uuid4().hex[:12]}"
-        self.fs.create_dir(f"{self.root}/{name}", recursive=True)
-        return name
-
-    def arrow_path(self, name: str) -> str:
-        return f"{self.root}/{name}"
-
-    def spark_path(self, name: str) -> str:
-        return f"{self.spark_root}/{name}"
-
-    def parquet_files(self, name: str) -> list[str]:
-        """The Parquet files Spark wrote under ``name``, in partition order."""
-        infos = self.fs.get_file_info(pafs.FileSelector(self.arrow_path(name), allow_not_found=True))
-        names = [i.path for i in infos if i.is_file and i.path.endswith(".parquet")]
-        return sorted(n for n in names if not n.rsplit("/", 1)[-1].startswith(("_", ".")))
-
-    def remove(self, name: str) -> None:
-        try:
-            self.fs.delete_dir(self.arrow_path(name))
-        except (OSError, FileNotFoundError):  # already gone, or the store is unreachable
-            log.debug("could not remove staged %s", name)
-
-
 class SparkEngine:
-    """Point-in-time retrieval and ingestion as Spark jobs; see the module docstring."""
+    """Point-in-time retrieval and ingestion as Spark jobs; see the module docstring.
+
+    Spark allows one session per process: the engine joins a running one (and then leaves it
+    running on :meth:`close`), else starts it with :func:`session_conf`.
+    """
 
     capabilities: ClassVar[EngineCapabilities] = EngineCapabilities(is_distributed=True, spills_to_disk=True)
 
     def __init__(self, config: SparkConfig, *, base_dir: Path) -> None:
         self.config = config
         self.base_dir = base_dir
-        self.staging = _Staging(config.staging_path, base_dir=base_dir)
+        self.staging = Staging(config.staging_path, base_dir=base_dir)
         conf = session_conf(config)
         self._owns_session = SparkContext._active_spark_context is None
         builder = SparkSession.builder.master(config.master).appName(config.app_name)
@@ -224,43 +194,33 @@ class SparkEngine:
         context = self.session.sparkContext
         if not self._owns_session and context.master != config.master:
             log.warning("spark session reused master=%s configured=%s", context.master, config.master)
-        # Python workers (ingestion) run this interpreter unless told otherwise: a bare
-        # "python3" on PATH rarely has pyarrow and Provender.
-        context.pythonExec = conf.get("spark.pyspark.python", context.pythonExec)
-        if "spark.pyspark.python" not in conf and context.pythonExec == "python3":
+        # Python workers (ingestion) run this interpreter unless configured: PySpark's default,
+        # a bare "python3" on PATH, rarely has pyarrow and Provender.
+        if "spark.pyspark.python" in conf:
+            context.pythonExec = conf["spark.pyspark.python"]
+        elif context.pythonExec == "python3":
             context.pythonExec = sys.executable
         self._jobs: weakref.WeakSet[SparkRetrievalJob] = weakref.WeakSet()
         log.info("spark session master=%s app=%s", context.master, context.applicationId)
 
     @classmethod
     def from_options(cls, options: Mapping[str, object], *, base_dir: Path) -> Self:
-        """Build the engine (and start or join the process's Spark session) from ``offline:``."""
+        """Build the engine (starting or joining the process's Spark session) from ``offline:``."""
         config = validate_backend_config(SparkConfig, "offline", options)
         assert isinstance(config, SparkConfig)
         return cls(config, base_dir=base_dir)
 
     @property
     def application_id(self) -> str:
-        """The Spark application id (as shown by the cluster's master)."""
+        """The Spark application id (as the cluster's master shows it)."""
         return str(self.session.sparkContext.applicationId)
 
     def close(self) -> None:
-        """Remove staged results of this engine's jobs; stop the session if this engine started it."""
+        """Delete this engine's staged results; stop the session if this engine started it."""
         for job in list(self._jobs):
             job.close()
         if self._owns_session:
             self.session.stop()
-
-    def run_in_group(self, group: str, description: str, action: Callable[[], _T]) -> _T:
-        """Run a Spark action under job group ``group`` (so it can be cancelled); map its errors."""
-        context = self.session.sparkContext
-        context.setJobGroup(group, description, interruptOnCancel=True)
-        try:
-            return action()
-        except (PySparkException, Py4JError) as exc:
-            raise spark_error(exc, description) from exc
-        finally:
-            context.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]
 
     # -- retrieval -----------------------------------------------------------------------------
 
@@ -268,7 +228,7 @@ class SparkEngine:
         """Check the sources, stage the entity rows and start the Spark job computing ``plan``."""
         job_dir = self.staging.new_dir("retrieval")
         try:
-            entities, order, (earliest, latest) = self._entity_frame(plan, entity_rows, job_dir)
+            entities, (earliest, latest) = self._entity_frame(plan, entity_rows, job_dir)
             sources = [
                 self._source_frame(
                     join,
@@ -282,95 +242,89 @@ class SparkEngine:
             self.staging.remove(job_dir)
             raise
         staged = entity_rows.table is not None
-        result = compile_retrieval(plan, entities, sources, order=order, passthrough=not staged)
+        result = compile_retrieval(plan, entities, sources, passthrough=not staged)
         job = SparkRetrievalJob(
-            self, result, staging=job_dir, schema=_result_schema(plan, entity_rows), entity_table=entity_rows.table
+            self.session,
+            result,
+            staging=self.staging,
+            job_dir=job_dir,
+            schema=_result_schema(plan, entity_rows),
+            entity_table=entity_rows.table,
         )
         self._jobs.add(job)
         return job
 
     def _entity_frame(
         self, plan: RetrievalPlan, rows: EntityRows, job_dir: str
-    ) -> tuple[DataFrame, str, tuple[datetime | None, datetime | None]]:
+    ) -> tuple[DataFrame, tuple[datetime | None, datetime | None]]:
+        """The entity rows with ``_ORDER``, ``_TS``/``_TS_CEIL`` and ``__key_<entity>``; their time range."""
         keys = {e.name: e for join in plan.joins for e in join.entities}
-        stamp_type = rows.schema.field(ENTITY_TIMESTAMP).type
         if rows.table is not None:
             times = _arrow_time_range(rows.table.column(ENTITY_TIMESTAMP))
-            columns = {_ROW_ID: pa.array(np.arange(rows.table.num_rows, dtype=np.int64))}
+            columns = {ROW_ID: pa.array(np.arange(rows.table.num_rows, dtype=np.int64))}
             columns |= {name: rows.table.column(name).cast(e.value_type.to_arrow()) for name, e in keys.items()}
-            columns[ENTITY_TIMESTAMP] = rows.table.column(ENTITY_TIMESTAMP)
-            path = f"{self.staging.arrow_path(job_dir)}/entities.parquet"
-            pq.write_table(pa.table(columns), path, filesystem=self.staging.fs)
-            frame = self.session.read.parquet(f"{self.staging.spark_path(job_dir)}/entities.parquet")
-            order = _ROW_ID
+            staged = pa.table(columns | {ENTITY_TIMESTAMP: rows.table.column(ENTITY_TIMESTAMP)})
+            pq.write_table(staged, f"{self.staging.arrow_path(job_dir)}/entities.parquet", filesystem=self.staging.fs)
+            view = staged.schema
+            frame = self._reader(view, view.names).parquet(self.staging.spark_path(f"{job_dir}/entities.parquet"))
+            frame = frame.withColumn(_ORDER, F.col(ROW_ID))
         else:
-            order = "__provender_order"
-            frame = self.session.read.parquet(*rows.paths).select(
-                *(col(c) for c in rows.schema.names),
-                F.struct(F.col("_metadata.file_path"), F.col("_metadata.row_index")).alias(order),
-            )
+            view = _spark_view(rows.schema, rows.paths[0] if rows.paths else None)
+            frame = self._reader(view, view.names).parquet(*rows.paths)
+            order = F.struct(F.col("_metadata.file_path"), F.col("_metadata.row_index"))
+            frame = frame.select(*(col(c) for c in rows.schema.names), order.alias(_ORDER))
             times = None
-        floor, ceil = _timestamps(col(ENTITY_TIMESTAMP), stamp_type)
-        frame = frame.select("*", floor.alias(_TS), ceil.alias(_TS_CEIL))
-        frame = frame.select("*", *(col(n).cast(spark_type(e.value_type)).alias(f"__key_{n}") for n, e in keys.items()))
-        if times is None:
-            times = self._spark_time_range(frame, order)
-        return frame, order, times
+        floor, ceil = _timestamps(col(ENTITY_TIMESTAMP), view.field(ENTITY_TIMESTAMP).type)
+        frame = frame.select(
+            "*",
+            floor.alias(_TS),
+            ceil.alias(_TS_CEIL),
+            *(col(n).cast(spark_type(e.value_type)).alias(f"__key_{n}") for n, e in keys.items()),
+        )
+        return frame, times if times is not None else self._spark_time_range(frame)
 
-    def _spark_time_range(self, frame: DataFrame, order: str) -> tuple[datetime | None, datetime | None]:
+    def _spark_time_range(self, frame: DataFrame) -> tuple[datetime | None, datetime | None]:
         missing = F.col(_TS).isNull()
-        agg = frame.agg(F.min(_TS), F.max(_TS), F.count_if(missing), F.min(F.when(missing, F.col(order))))
-        row = self.run_in_group(f"provender-{uuid.uuid4().hex[:12]}", "reading the entity rows", agg.first)
+        agg = frame.agg(F.min(_TS), F.max(_TS), F.count_if(missing), F.min(F.when(missing, F.col(_ORDER))))
+        group = f"provender-{uuid.uuid4().hex[:12]}"
+        row = run_in_group(self.session, group, "reading the entity rows", agg.first)
         assert row is not None
         if row[2]:
-            first = row[3]
-            raise null_entity_times_error(int(row[2]), f"{first[0]} row {first[1]}")
+            raise null_entity_times_error(int(row[2]), f"{row[3][0]} row {row[3][1]}")
         return _aware(row[0]), _aware(row[1])
+
+    def _reader(self, view: pa.Schema, names: Iterable[str]) -> DataFrameReader:
+        """A reader given the columns' types (Spark then infers nothing), when Spark can read them all."""
+        fields = [(name, _read_type(view.field(name).type)) for name in names]
+        if any(kind is None for _, kind in fields):
+            return self.session.read
+        return self.session.read.schema(", ".join(f"{_quote(name)} {kind}" for name, kind in fields))
 
     def _source_frame(
         self, join: TableJoin, dates: DateRange, *, lower: datetime | None, upper: datetime | None
     ) -> DataFrame:
-        """The table's source rows that can be candidates: keys, features, event and created times."""
+        """The table's rows that can be candidates: keys and features (named as the table's), times."""
         columns = join.columns
         files = list_source_files(join.source, base_dir=self.base_dir, dates=dates)
         if not files:  # every date partition was pruned: no row can be a candidate
-            return self._empty_source(join)
-        schema = _arrow_source_schema(join, files, base_dir=self.base_dir)
-        check_source_schema(join, schema)
-        fmt = join.source.file_format
-        reader = self.session.read
-        root = _local_source_dir(join, base_dir=self.base_dir)
-        if root is not None:
-            reader = reader.option("basePath", root.as_uri())  # hive partition columns, as DuckDB reads them
-        try:
-            if isinstance(fmt, CsvFormat):
-                frame = reader.csv(files, header=True, sep=fmt.delimiter)
-            else:
-                frame = reader.parquet(*files)
-        except (PySparkException, Py4JError) as exc:
-            raise DataError(
-                f"Cannot read the batch source of feature table {join.name!r} ({join.source.path}): "
-                f"{spark_message(exc)}"
-            ) from exc
+            fields = [f"{_quote(e.name)} {spark_type(e.value_type)}" for e in join.entities]
+            fields += [f"{_quote(f.name)} {spark_type(f.value_type)}" for f in join.features]
+            return self.session.createDataFrame(
+                [], ", ".join([*fields, f"{_EVENT} timestamp", f"{_CREATED} timestamp"])
+            )
+        frame, view = self._read_source(join, files)
         wanted = {f.name for f in join.features}
-        select = [
-            _as(c, schema.field(c).type, e.value_type).alias(e.name)
-            for c, e in zip(columns.keys, join.entities, strict=True)
-        ]
+        select = [_as(c, view, e.value_type).alias(e.name) for c, e in zip(columns.keys, join.entities, strict=True)]
         select += [
-            _as(c, schema.field(c).type, f.value_type).alias(f.name)
+            _as(c, view, f.value_type).alias(f.name)
             for c, f in zip(columns.features, join.table.features, strict=True)
             if f.name in wanted
         ]
-        event = _timestamps(col(columns.event_timestamp), schema.field(columns.event_timestamp).type)[0]
-        select.append(event.alias(_EVENT))
-        created = (
-            _timestamps(col(columns.created_timestamp), schema.field(columns.created_timestamp).type)[0]
-            if columns.created_timestamp
-            else F.lit(None).cast("timestamp")
+        select.append(_as(columns.event_timestamp, view, ValueType.UNIX_TIMESTAMP).alias(_EVENT))
+        created = columns.created_timestamp
+        select.append(
+            (_as(created, view, ValueType.UNIX_TIMESTAMP) if created else F.lit(None).cast("timestamp")).alias(_CREATED)
         )
-        select.append(created.alias(_CREATED))
-        frame = frame.select(*select)
         where = F.col(_EVENT).isNotNull()
         for key in join.join_keys:  # a null key matches nothing
             where &= col(key).isNotNull()
@@ -378,13 +332,40 @@ class SparkEngine:
             where &= F.col(_EVENT) <= _timestamp_literal(upper)
         if lower is not None:
             where &= F.col(_EVENT) >= _timestamp_literal(lower)
-        return frame.where(where)
+        return frame.select(*select).where(where)
 
-    def _empty_source(self, join: TableJoin) -> DataFrame:
-        fields = [f"`{e.name}` {spark_type(e.value_type)}" for e in join.entities]
-        fields += [f"`{f.name}` {spark_type(f.value_type)}" for f in join.features]
-        fields += [f"{_EVENT} timestamp", f"{_CREATED} timestamp"]
-        return self.session.createDataFrame([], ", ".join(fields))
+    def _read_source(self, join: TableJoin, files: list[str]) -> tuple[DataFrame, pa.Schema]:
+        """Check the source's schema (read on the driver) and return its frame and Spark's view of it."""
+        source = join.source
+        root = _local_dir(source.path, base_dir=self.base_dir)
+        fmt = source.file_format
+        try:
+            dataset = ds.dataset(
+                files[0] if is_remote(files[0]) else files,
+                format=_arrow_format(join) if isinstance(fmt, CsvFormat) else "parquet",
+                partitioning="hive",
+                partition_base_dir=None if root is None else str(root),
+            )
+            check_source_schema(join, dataset.schema)
+            partitions = _partition_names(files, root)
+            view = _spark_view(dataset.schema, dataset.files[0] if dataset.files else None, dataset.filesystem)
+            c = join.columns
+            needed = [*c.keys, *c.features, c.event_timestamp, *([c.created_timestamp] if c.created_timestamp else [])]
+            if isinstance(fmt, CsvFormat):  # all text, cast afterwards, as the header names them
+                view = pa.schema([pa.field(name, pa.string()) for name in view.names])
+                reader = self._reader(view, [n for n in view.names if n not in partitions])
+                reader = reader.options(header=True, sep=fmt.delimiter, enforceSchema=False)
+            else:
+                reader = self._reader(view, [n for n in view.names if n in needed])
+            if root is not None:
+                reader = reader.option("basePath", root.as_uri())  # hive partition columns, as DuckDB reads them
+            frame = reader.csv(files) if isinstance(fmt, CsvFormat) else reader.parquet(*files)
+        except (OSError, pa.ArrowInvalid, PySparkException, Py4JError) as exc:
+            message = spark_message(exc) if isinstance(exc, PySparkException | Py4JError) else str(exc)
+            raise DataError(
+                f"Cannot read the batch source of feature table {join.name!r} ({source.path}): {message}"
+            ) from exc
+        return frame, view
 
     # -- ingestion -----------------------------------------------------------------------------
 
@@ -395,29 +376,24 @@ class SparkEngine:
         return compile_latest(plan, source)
 
     def read_latest(self, plan: LatestPlan, *, batch_rows: int) -> pa.RecordBatchReader:
-        """Stream the latest row per entity key in ``[start, end)``, through the driver.
+        """Stream the latest row per entity key in ``[start, end)`` through the driver.
 
-        The Spark job writes the rows under ``staging_path``; the reader streams those files and
-        removes them at the end. :meth:`ingest_to_online` avoids the driver altogether.
+        Spark writes the rows under ``staging_path``; the reader streams those files and deletes
+        them when done. :meth:`ingest_to_online` keeps the rows off the driver altogether.
         """
         frame = self._latest_frame(plan)
         job_dir = self.staging.new_dir("latest")
-        group = f"provender-{uuid.uuid4().hex[:12]}"
-        what = f"ingestion of feature table {plan.join.name!r}"
+        group, what = f"provender-{job_dir}", f"ingestion of feature table {plan.join.name!r}"
         try:
-            self.run_in_group(group, what, lambda: frame.write.parquet(self.staging.spark_path(job_dir)))
+            run_in_group(self.session, group, what, lambda: frame.write.parquet(self.staging.spark_path(job_dir)))
         except BaseException:
             self.staging.remove(job_dir)
             raise
-        schema = _latest_schema(plan.join)
-        files = self.staging.parquet_files(job_dir)
+        schema = latest_schema(plan.join)
 
         def batches() -> Iterator[pa.RecordBatch]:
             try:
-                for path in files:
-                    with self.staging.fs.open_input_file(path) as handle:
-                        for batch in pq.ParquetFile(handle).iter_batches(batch_size=batch_rows):
-                            yield _cast_batch(batch, schema)
+                yield from self.staging.read(job_dir, schema, batch_rows=batch_rows)
             finally:
                 self.staging.remove(job_dir)
 
@@ -429,52 +405,46 @@ class SparkEngine:
         """Write the latest row per entity key in ``[start, end)`` to the online store, from the executors.
 
         Each partition opens the store from ``online_options`` on its executor and writes its
-        rows in Arrow batches, reading ahead while it writes, under the store's event-time
-        guard. Only the per-partition counts come back to the driver. Runs in the calling
-        thread (the ingestion job's); ``job.cancel()`` cancels the Spark job.
+        rows in Arrow batches under the store's event-time guard, reading the next batch while
+        it writes one. Only per-partition counts reach the driver (``job.rows_read``,
+        ``job.rows_written``). Runs in the calling thread; ``job.cancel()`` cancels the Spark job.
 
         Raises:
-            ConfigError: the store cannot be reached from executors (SQLite: a local file).
+            ConfigError: a store the executors cannot share (SQLite, a local file; memory).
             JobCancelledError: the job was cancelled.
             DataError, BackendError: Spark's or the store's error, with its message.
         """
         name = str(online_options.get("store", "sqlite"))
-        if name == "sqlite":
+        store_cls = cast("type[OnlineStore]", load_backend(Role.ONLINE_STORE, name))
+        if name == "sqlite" or not store_cls.capabilities.is_shared:
             raise ConfigError(
                 "online.store",
-                "the Spark engine writes from its executors, and a SQLite online store is one local "
-                "file they cannot share; use `online: {store: redis, url: ...}`, or the DuckDB engine.",
+                f"the Spark engine writes from its executors, which cannot share a {name!r} online store "
+                "(one local file or process); use `online: {store: redis, url: ...}`, or the DuckDB engine.",
             )
-        store_cls = cast("type[OnlineStore]", load_backend(Role.ONLINE_STORE, name))
-        if not store_cls.capabilities.is_shared:
-            raise ConfigError(
-                "online.store", f"store {name!r} lives in one process; Spark executors cannot write to it."
-            )
-        store_cls.from_options(online_options, base_dir=self.base_dir, project=project).close()  # validates
-        writer = _PartitionWriter(
+        store_cls.from_options(online_options, base_dir=self.base_dir, project=project).close()  # validates options
+        writer = PartitionWriter(
             store=name,
             options=dict(online_options),
             base_dir=str(self.base_dir),
             project=project,
             table_json=codec.to_json(plan.join.table),
-            schema=_latest_schema(plan.join),
+            schema=latest_schema(plan.join),
         )
         counts = self._latest_frame(plan).mapInArrow(writer, "rows_read long, rows_written long")
         total = counts.agg(F.sum("rows_read"), F.sum("rows_written"))
-        group = f"provender-ingest-{job.id}"
+        group, done = f"provender-ingest-{job.id}", threading.Event()
         log.info("spark ingestion table=%s app=%s group=%s", plan.join.name, self.application_id, group)
-        done = threading.Event()
 
         def watch() -> None:
-            while not done.wait(0.2):
+            while not done.wait(0.1):
                 if job.is_cancelled:
                     self.session.sparkContext.cancelJobGroup(group)
                     return
 
-        watcher = InheritableThread(target=watch, daemon=True)
-        watcher.start()
+        InheritableThread(target=watch, daemon=True).start()
         try:
-            row = self.run_in_group(group, f"ingestion of feature table {plan.join.name!r}", total.first)
+            row = run_in_group(self.session, group, f"ingestion of feature table {plan.join.name!r}", total.first)
         except ProvenderError as exc:
             if job.is_cancelled:
                 raise JobCancelledError(f"job {job.id} was cancelled: {exc}") from exc
@@ -485,8 +455,12 @@ class SparkEngine:
         job.rows_read, job.rows_written = int(row[0] or 0), int(row[1] or 0)
 
 
-class _PartitionWriter:
-    """``mapInArrow`` function: write one partition's rows to the online store, on the executor."""
+class PartitionWriter:
+    """The ``mapInArrow`` function of ingestion: one partition's rows to the online store, on its executor.
+
+    Picklable by reference (a module-level class with plain attributes); the feature table
+    travels as its registry JSON.
+    """
 
     def __init__(
         self, *, store: str, options: dict[str, object], base_dir: str, project: str, table_json: str, schema: pa.Schema
@@ -495,13 +469,14 @@ class _PartitionWriter:
         self.project, self.table_json, self.schema = project, table_json, schema
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """Write every batch; yield one row: how many rows were read and written."""
         table = codec.from_json(self.table_json)
         assert isinstance(table, FeatureTable)
         store_cls = cast("type[OnlineStore]", load_backend(Role.ONLINE_STORE, self.store))
         store = store_cls.from_options(self.options, base_dir=Path(self.base_dir), project=self.project)
         job = IngestionJob(table=table.name, description=f"a Spark partition of {table.name!r}")
         try:
-            reader = pa.RecordBatchReader.from_batches(self.schema, (_cast_batch(b, self.schema) for b in batches))
+            reader = pa.RecordBatchReader.from_batches(self.schema, (cast_batch(b, self.schema) for b in batches))
             write_batches(reader, lambda rows: store.write(table, rows), job)
         finally:
             store.close()
@@ -515,23 +490,24 @@ class _PartitionWriter:
 
 
 def compile_retrieval(
-    plan: RetrievalPlan, entities: DataFrame, sources: list[DataFrame], *, order: str, passthrough: bool
+    plan: RetrievalPlan, entities: DataFrame, sources: list[DataFrame], *, passthrough: bool
 ) -> DataFrame:
-    """Compile the retrieval plan to one DataFrame, sorted by ``order``.
+    """Compile the retrieval plan to one DataFrame, sorted in the entity rows' order.
 
     Args:
-        entities: the entity rows with ``_TS``/``_TS_CEIL`` (T rounded down/up), ``__key_<entity>``
-            (keys cast to their declared types) and ``order``.
-        sources: per join, the source rows from :meth:`SparkEngine._source_frame`.
-        passthrough: keep every entity column; else only ``order`` (kept, to stitch the entity
+        entities: the entity rows with ``_ORDER``, ``_TS``/``_TS_CEIL`` (T rounded down/up) and
+            ``__key_<entity>`` (keys cast to their declared types).
+        sources: per join, the rows of :meth:`SparkEngine._source_frame`.
+        passthrough: keep every entity column; else only the row id (to stitch the entity
             rows back in on the driver) and ``event_timestamp``.
     """
     current = entities
     for join, source in zip(plan.joins, sources, strict=True):
         keys = [f"__provender_k{n}" for n in range(len(join.join_keys))]
         row = F.struct(*(col(c) for c in current.columns))
-        values = F.struct(*(col(f.name) for f in join.features)).alias(_VALUES)
-        version = F.struct(F.col(_EVENT), F.col(_CREATED), values)
+        version = F.struct(
+            F.col(_EVENT), F.col(_CREATED), F.struct(*(col(f.name) for f in join.features)).alias(_VALUES)
+        )
         entity_side = current.select(
             *(col(f"__key_{k}").alias(alias) for k, alias in zip(join.join_keys, keys, strict=True)),
             F.col(_TS).alias(_AT),
@@ -546,30 +522,25 @@ def compile_retrieval(
             F.lit(None).cast(current.select(row).schema[0].dataType).alias(_ROW),
             version.alias(_VERSION),
         )
-        # Rows of one key by time, feature rows before entity rows at equal times (event <= T):
-        # the running max of the ranking key is the winner among the rows up to T.
-        window = (
-            Window.partitionBy(*keys).orderBy(_AT, _IS_ENTITY).rowsBetween(Window.unboundedPreceding, Window.currentRow)
+        # A key's rows by time, feature rows before entity rows at equal times (event <= T):
+        # the running max of the ranking key at an entity row is the rule's winner.
+        window = Window.partitionBy(*keys).orderBy(_AT, _IS_ENTITY).rowsBetween(Window.unboundedPreceding, 0)
+        won = entity_side.unionByName(feature_side).select(
+            _IS_ENTITY, _ROW, F.max(_VERSION).over(window).alias(_VERSION)
         )
-        both = entity_side.unionByName(feature_side, allowMissingColumns=False)
-        won = both.select(_IS_ENTITY, _ROW, F.max(_VERSION).over(window).alias(_VERSION))
-        won = won.where(F.col(_IS_ENTITY) == 1)
         picked = F.col(_VERSION).isNotNull()
         if join.max_age is not None:
-            age = join.max_age // timedelta(microseconds=1)
-            bound = F.unix_micros(F.col(f"{_ROW}.{_TS_CEIL}")) - F.lit(age)
+            bound = F.unix_micros(F.col(f"{_ROW}.{_TS_CEIL}")) - F.lit(join.max_age // timedelta(microseconds=1))
             picked &= F.unix_micros(F.col(f"{_VERSION}.{_EVENT}")) >= bound
-        current = won.select(
-            f"{_ROW}.*",
-            *(F.when(picked, F.col(_VERSION)[_VALUES][f.name]).alias(join.output_column(f)) for f in join.features),
-        )
+        values = [F.when(picked, F.col(_VERSION)[_VALUES][f.name]).alias(join.output_column(f)) for f in join.features]
+        current = won.where(F.col(_IS_ENTITY) == 1).select(f"{_ROW}.*", *values)
     stamp = F.col(_TS).alias(ENTITY_TIMESTAMP)
     if passthrough:
         select = [stamp if c == ENTITY_TIMESTAMP else col(c) for c in plan.entity_columns]
     else:
-        select = [col(order), stamp]
-    result = current.select(*select, *(col(c) for c in plan.output_columns), col(order).alias("__provender_sort"))
-    return result.orderBy("__provender_sort").drop("__provender_sort")
+        select = [col(ROW_ID), stamp]
+    result = current.select(*select, *(col(c) for c in plan.output_columns), F.col(_ORDER))
+    return result.orderBy(_ORDER).drop(_ORDER)
 
 
 def compile_latest(plan: LatestPlan, source: DataFrame) -> DataFrame:
@@ -587,10 +558,10 @@ def compile_latest(plan: LatestPlan, source: DataFrame) -> DataFrame:
 
 
 def _timestamps(column: Column, found: pa.DataType) -> tuple[Column, Column]:
-    """Return ``column`` (Arrow type ``found`` on disk) as a Spark timestamp, rounded down and up.
+    """Return ``column`` (Arrow type ``found`` as Spark reads it) as a timestamp, rounded down and up.
 
     Nanosecond Parquet columns arrive as integers (``nanosAsLong``); everything else (dates,
-    naive or aware timestamps, CSV text) casts, naive values being UTC.
+    naive or aware timestamps, text) casts, naive values being UTC.
     """
     if pa.types.is_timestamp(found) and found.unit == "ns":
         micros = column.cast("decimal(20,0)") / F.lit(1000)
@@ -599,16 +570,16 @@ def _timestamps(column: Column, found: pa.DataType) -> tuple[Column, Column]:
     return stamp, stamp
 
 
-def _as(name: str, found: pa.DataType, value_type: ValueType) -> Column:
+def _as(name: str, view: pa.Schema, value_type: ValueType) -> Column:
+    """Source column ``name`` as ``value_type`` (timestamps rounded down)."""
     if value_type is ValueType.UNIX_TIMESTAMP:
-        return _timestamps(col(name), found)[0]
+        return _timestamps(col(name), view.field(name).type)[0]
     return col(name).cast(spark_type(value_type))
 
 
 def _timestamp_literal(at: datetime) -> Column:
     aware = at if at.tzinfo else at.replace(tzinfo=UTC)
-    micros = (aware - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
-    return F.timestamp_micros(F.lit(micros))
+    return F.timestamp_micros(F.lit((aware - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)))
 
 
 def _aware(at: datetime | None) -> datetime | None:
@@ -619,19 +590,68 @@ def _aware(at: datetime | None) -> datetime | None:
 
 
 def _arrow_time_range(stamps: pa.ChunkedArray) -> tuple[datetime | None, datetime | None]:
-    """Min and max of the entity rows' times (a DataError if one is null), on the driver."""
+    """Min and max of the entity rows' times (DataError if one is null), on the driver."""
     if stamps.null_count:
-        first = pc.index(pc.is_null(stamps), True).as_py()
-        raise null_entity_times_error(stamps.null_count, f"row {first}")
+        raise null_entity_times_error(stamps.null_count, f"row {pc.index(pc.is_null(stamps), True).as_py()}")
     if len(stamps) == 0:
         return None, None
-    as_utc = stamps.cast(_STAMP, safe=False)
-    bounds = pc.min_max(as_utc)
+    bounds = pc.min_max(stamps.cast(_STAMP, safe=False))
     return bounds["min"].as_py(), bounds["max"].as_py()
 
 
-def _local_source_dir(join: TableJoin, *, base_dir: Path) -> Path | None:
-    path = join.source.path
+# -- schemas -------------------------------------------------------------------------------------
+
+
+def _read_type(found: pa.DataType) -> str | None:
+    """The Spark type Spark's Parquet reader gives Arrow type ``found`` (None: let Spark infer)."""
+    if pa.types.is_timestamp(found):
+        return "bigint" if found.unit == "ns" else "timestamp" if found.tz else "timestamp_ntz"
+    if pa.types.is_dictionary(found):
+        return _read_type(found.value_type)
+    if pa.types.is_list(found) or pa.types.is_large_list(found):
+        element = _read_type(found.value_type)
+        return None if element is None else f"array<{element}>"
+    if pa.types.is_decimal(found):
+        return f"decimal({found.precision},{found.scale})"
+    return _READ_TYPES.get(found)
+
+
+def _spark_view(schema: pa.Schema, first_file: str | None, filesystem: object = None) -> pa.Schema:
+    """``schema`` as Spark reads it: nanosecond columns stored as legacy INT96 are timestamps, not integers.
+
+    Only opens a footer when a nanosecond column is present (INT96 reads as nanoseconds in Arrow).
+    """
+    nanos = [f.name for f in schema if pa.types.is_timestamp(f.type) and f.type.unit == "ns"]
+    if not nanos or first_file is None:
+        return schema
+    parquet = pq.ParquetFile(first_file, filesystem=filesystem).schema
+    int96 = {parquet.column(i).name for i in range(len(parquet)) if parquet.column(i).physical_type == "INT96"}
+    return pa.schema([f.with_type(_STAMP) if f.name in int96 else f for f in schema])
+
+
+def _arrow_format(join: TableJoin) -> ds.CsvFileFormat:
+    """CSV as DuckDB reads it for the check: declared types for keys and features, times sniffed."""
+    assert isinstance(join.source.file_format, CsvFormat)
+    c = join.columns
+    declared = {col: e.value_type for col, e in zip(c.keys, join.entities, strict=True)}
+    declared |= {col: f.value_type for col, f in zip(c.features, join.table.features, strict=True)}
+    types = {name: t.to_arrow() for name, t in declared.items() if not t.is_list and t is not ValueType.UNIX_TIMESTAMP}
+    return ds.CsvFileFormat(
+        parse_options=pacsv.ParseOptions(delimiter=join.source.file_format.delimiter),
+        convert_options=pacsv.ConvertOptions(column_types=types),
+    )
+
+
+def _partition_names(files: list[str], root: Path | None) -> set[str]:
+    """The hive partition columns (``name=value`` directories) of ``files`` under ``root``."""
+    if root is None:
+        return set()
+    parts = (part for f in files for part in Path(f).relative_to(root).parts[:-1])
+    return {part.split("=", 1)[0] for part in parts if "=" in part}
+
+
+def _local_dir(path: str, *, base_dir: Path) -> Path | None:
+    """The local directory ``path`` names (None for a file, a glob or a URL)."""
     if is_remote(path) or any(c in path for c in "*?["):
         return None
     local = Path(path.removeprefix("file://")).expanduser()
@@ -639,37 +659,7 @@ def _local_source_dir(join: TableJoin, *, base_dir: Path) -> Path | None:
     return local if local.is_dir() else None
 
 
-def _arrow_source_schema(join: TableJoin, files: list[str], *, base_dir: Path) -> pa.Schema:
-    """Read the source's schema on the driver (one file's footer or header), as DuckDB sees it."""
-    fmt = join.source.file_format
-    root = _local_source_dir(join, base_dir=base_dir)
-    if isinstance(fmt, CsvFormat):
-        columns = join.columns
-        declared = {c: e.value_type for c, e in zip(columns.keys, join.entities, strict=True)}
-        declared |= {c: f.value_type for c, f in zip(columns.features, join.table.features, strict=True)}
-        types = {c: t.to_arrow() for c, t in declared.items() if not t.is_list and t is not ValueType.UNIX_TIMESTAMP}
-        file_format: ds.FileFormat = ds.CsvFileFormat(
-            parse_options=pacsv.ParseOptions(delimiter=fmt.delimiter),
-            convert_options=pacsv.ConvertOptions(column_types=types),
-        )
-    else:
-        file_format = ds.ParquetFileFormat()
-    source: str | list[str] = files[0] if is_remote(files[0]) else files
-    try:
-        dataset = ds.dataset(
-            source,
-            format=file_format,
-            partitioning="hive",
-            partition_base_dir=None if root is None else str(root),
-        )
-        return dataset.schema
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise DataError(
-            f"Cannot read the batch source of feature table {join.name!r} ({join.source.path}): {exc}"
-        ) from exc
-
-
-def _latest_schema(join: TableJoin) -> pa.Schema:
+def latest_schema(join: TableJoin) -> pa.Schema:
     """The normalized rows the online store writes: keys, features, event and created times."""
     return pa.schema(
         [
@@ -682,162 +672,10 @@ def _latest_schema(join: TableJoin) -> pa.Schema:
 
 
 def _result_schema(plan: RetrievalPlan, rows: EntityRows) -> pa.Schema:
-    """The retrieval's Arrow schema: entity columns as given (T as UTC), then declared features."""
+    """The retrieval's Arrow schema: entity columns as given (T as UTC), then the declared features."""
     fields = [
         pa.field(ENTITY_TIMESTAMP, _STAMP) if name == ENTITY_TIMESTAMP else rows.schema.field(name).remove_metadata()
         for name in plan.entity_columns
     ]
     declared = {j.output_column(f): f.value_type.to_arrow() for j in plan.joins for f in j.features}
-    fields += [pa.field(c, declared[c]) for c in plan.output_columns]
-    return pa.schema(fields)
-
-
-def _cast_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """Give a batch read back from Spark the expected Arrow types (Spark has no uint, ns...)."""
-    arrays = []
-    for field in schema:
-        array = batch.column(field.name)
-        if array.type != field.type:
-            try:
-                array = array.cast(field.type)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                log.debug("keeping column=%s type=%s (cannot cast to %s)", field.name, array.type, field.type)
-        arrays.append(array)
-    return pa.RecordBatch.from_arrays(arrays, names=schema.names)
-
-
-def spark_message(exc: BaseException) -> str:
-    """Spark's own message for ``exc``, without the JVM stack trace."""
-    text = str(exc.java_exception.toString()) if isinstance(exc, Py4JJavaError) else str(exc)
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("at ")]
-    return "\n".join(lines[:12]).strip()
-
-
-_DATA_CONDITIONS = ("CAST_", "PATH_NOT_FOUND", "USER_RAISED_EXCEPTION", "DATETIME", "FAILED_READ_FILE", "PARQUET_")
-
-
-def spark_error(exc: BaseException, what: str) -> ProvenderError:
-    """Map a Spark failure to DataError (the data) or BackendError (Spark), keeping Spark's message."""
-    message = spark_message(exc)
-    condition = ""
-    if isinstance(exc, PySparkException):
-        get = getattr(exc, "getCondition", None) or exc.getErrorClass  # getCondition: Spark 4
-        condition = str(get() or "")
-    elif "[" in message:
-        condition = message.split("[", 1)[1].split("]", 1)[0]
-    if isinstance(exc, AnalysisException) or condition.startswith(_DATA_CONDITIONS) or "DataError" in message:
-        return DataError(f"{what} failed on the data: {message}")
-    return BackendError(f"{what} failed in Spark: {message}")
-
-
-class SparkRetrievalJob:
-    """A retrieval running as a Spark job; results are read from its staged Parquet files.
-
-    Attributes:
-        id: the job's id; ``job_group`` is the Spark job group it runs under.
-        application_id: the Spark application running it.
-        status: PENDING, RUNNING, SUCCEEDED, FAILED or CANCELLED.
-    """
-
-    def __init__(
-        self,
-        engine: SparkEngine,
-        frame: DataFrame,
-        *,
-        staging: str,
-        schema: pa.Schema,
-        entity_table: pa.Table | None,
-    ) -> None:
-        self.id = staging.rsplit("-", 1)[-1]
-        self.job_group = f"provender-{self.id}"
-        self.application_id = engine.application_id
-        self.status = JobStatus.RUNNING
-        self.error: ProvenderError | None = None
-        self.schema = schema
-        self._engine, self._staging, self._entity_table = engine, staging, entity_table
-        self._cancelled = False
-        self._done = threading.Event()
-        self._finalizer = weakref.finalize(self, engine.staging.remove, staging)
-        result = engine.staging.spark_path(f"{staging}/result")
-        self._thread = InheritableThread(target=self._run, args=(frame, result), daemon=True)
-        self._thread.start()
-
-    def _run(self, frame: DataFrame, result: str) -> None:
-        try:
-            self._engine.run_in_group(self.job_group, "historical retrieval", lambda: frame.write.parquet(result))
-        except ProvenderError as exc:
-            if self._cancelled:
-                self.status, self.error = JobStatus.CANCELLED, JobCancelledError(f"retrieval {self.id} was cancelled")
-            else:
-                self.status, self.error = JobStatus.FAILED, exc
-        except BaseException as exc:  # noqa: BLE001 - reported by wait()
-            self.status, self.error = JobStatus.FAILED, BackendError(f"historical retrieval failed: {exc!r}")
-        else:
-            self.status = JobStatus.SUCCEEDED
-        finally:
-            self._done.set()
-
-    def wait(self, timeout_seconds: float | None = None) -> Self:
-        """Block until the Spark job ends; raise its error (Spark's message kept) if it failed."""
-        if not self._done.wait(timeout_seconds):
-            raise TimeoutError(f"retrieval {self.id} still running after {timeout_seconds} s")
-        if self.error is not None:
-            raise self.error
-        return self
-
-    def cancel(self) -> None:
-        """Cancel the Spark job (its job group); :meth:`wait` then raises JobCancelledError."""
-        if not self._done.is_set():
-            self._cancelled = True
-            self._engine.session.sparkContext.cancelJobGroup(self.job_group)
-
-    def close(self) -> None:
-        """Delete the staged files; the results cannot be read afterwards."""
-        self.cancel()
-        self._done.wait()
-        self._finalizer()
-
-    def to_arrow_reader(self) -> pa.RecordBatchReader:
-        """Wait for the job and stream the result in the entity rows' order."""
-        self.wait()
-        files = self._engine.staging.parquet_files(f"{self._staging}/result")
-        return pa.RecordBatchReader.from_batches(self.schema, self._batches(files))
-
-    def to_arrow(self) -> pa.Table:
-        """Wait for the job and return the result as an Arrow table."""
-        return self.to_arrow_reader().read_all()
-
-    def to_parquet(self, path: str | Path) -> int:
-        """Wait for the job and copy the result into one Parquet file, batch by batch; return its rows."""
-        rows = 0
-        with pq.ParquetWriter(str(path), self.schema) as writer:
-            for batch in self.to_arrow_reader():
-                writer.write_batch(batch)
-                rows += batch.num_rows
-        return rows
-
-    def _batches(self, files: list[str]) -> Iterator[pa.RecordBatch]:
-        offset = 0
-        fs = self._engine.staging.fs
-        for path in files:
-            with fs.open_input_file(path) as handle:
-                for batch in pq.ParquetFile(handle).iter_batches():
-                    if self._entity_table is not None:
-                        batch = self._stitch(batch, offset)
-                    offset += batch.num_rows
-                    yield _cast_batch(batch, self.schema)
-        if self._entity_table is not None and offset != self._entity_table.num_rows:
-            raise BackendError(f"retrieval {self.id}: Spark returned {offset} rows for {self._entity_table.num_rows}")
-
-    def _stitch(self, batch: pa.RecordBatch, offset: int) -> pa.RecordBatch:
-        """Put the entity rows' own columns beside Spark's rows ``offset...`` (sorted by row id)."""
-        assert self._entity_table is not None
-        ids = batch.column(_ROW_ID)
-        if len(ids) and (ids[0].as_py() != offset or ids[-1].as_py() != offset + len(ids) - 1):
-            raise BackendError(f"retrieval {self.id}: result rows out of order at row {offset}")
-        rows = self._entity_table.slice(offset, batch.num_rows)
-        columns = {
-            name: batch.column(name) if name in batch.schema.names else rows.column(name).combine_chunks()
-            for name in self.schema.names
-        }
-        return pa.RecordBatch.from_arrays(list(columns.values()), names=list(columns))
+    return pa.schema([*fields, *(pa.field(c, declared[c]) for c in plan.output_columns)])

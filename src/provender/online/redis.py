@@ -63,6 +63,15 @@ from provender.errors import BackendError
 from provender.online.codec import StoredRow, codec_for, encode_batch
 from provender.online.store import DEFAULT_PROJECT, ReadRequest, StoreCapabilities
 
+_hiredis_pack: Callable[[tuple[bytes | str, ...]], bytes] | None
+try:
+    import hiredis
+
+    # Its stub types the argument as a 1-tuple; it takes any tuple of arguments.
+    _hiredis_pack = cast("Callable[[tuple[bytes | str, ...]], bytes]", hiredis.pack_command)
+except ImportError:  # pragma: no cover - hiredis is part of the redis extra
+    _hiredis_pack = None
+
 # KEYS[i]: a row's key; ARGV[i]: its packed row; ARGV[n + i] (only when expiring): the absolute
 # expiry time in Unix milliseconds. Returns how many keys were written.
 _WRITE_SCRIPT = """
@@ -295,9 +304,10 @@ class RedisStore:
             connection = cast(_Connection, pooled)
             try:
                 if len(commands) == 1:
-                    connection.send_packed_command(connection.pack_command(*commands[0]), check_health=False)
+                    connection.send_packed_command(self._pack(connection, commands[0]), check_health=False)
                     return cast(list[bytes | None], connection.read_response())
-                connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+                packed = b"".join(b"".join(self._pack(connection, command)) for command in commands)
+                connection.send_packed_command([packed], check_health=False)
                 values: list[bytes | None] = []
                 for _ in commands:
                     values += cast(list[bytes | None], connection.read_response())
@@ -312,6 +322,13 @@ class RedisStore:
             finally:
                 pool.release(pooled)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _pack(connection: _Connection, command: tuple[bytes | str, ...]) -> list[bytes]:
+        """Serialize a command; hiredis directly when present (redis-py's wrapper re-checks every argument)."""
+        if _hiredis_pack is not None:
+            return [_hiredis_pack(command)]
+        return connection.pack_command(*command)
 
     # -- admin
 

@@ -21,6 +21,7 @@ Each thread gets its own connection (WAL lets readers run while a writer commits
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -57,6 +58,11 @@ _SELECT_MANY = (
 )
 # Keys per IN (...) query: well under SQLite's limit of 32766 bound parameters.
 _KEYS_PER_QUERY = 2000
+
+
+@functools.cache
+def _select_many(count: int) -> str:
+    return _SELECT_MANY.format(",".join("?" * count))
 
 
 class SQLiteConfig(BaseModel):
@@ -133,11 +139,11 @@ class SQLiteStore:
                     result.append([decode(found[0]) if found else None])
                     continue
                 stored: dict[bytes, bytes] = {}
-                distinct = list(dict.fromkeys(keys))
+                # Duplicates are harmless in IN (...); remove them only when it saves queries.
+                distinct = keys if len(keys) <= _KEYS_PER_QUERY else list(dict.fromkeys(keys))
                 for start in range(0, len(distinct), _KEYS_PER_QUERY):
                     chunk = distinct[start : start + _KEYS_PER_QUERY]
-                    sql = _SELECT_MANY.format(",".join("?" * len(chunk)))
-                    stored.update(connection.execute(sql, (*head, *chunk)).fetchall())
+                    stored.update(connection.execute(_select_many(len(chunk)), (*head, *chunk)).fetchall())
                 get = stored.get
                 result.append([decode(get(key)) for key in keys])
         return result

@@ -325,7 +325,7 @@ def check_properties(result: pa.Table, case: Case) -> None:
             assert seen_at >= at - stats.max_age, f"row {row['row_no']}: value from {seen_at} is older than max_age"
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=cases())
 def test_duckdb_engine_agrees_with_oracle(case: Case) -> None:
     with tempfile.TemporaryDirectory() as tmp:

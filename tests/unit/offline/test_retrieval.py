@@ -608,3 +608,49 @@ def test_csv_with_an_empty_created_column(tmp_path: Path) -> None:
         result = client.get_historical_features(["driver_stats"], entity_frame()).to_arrow()
     expected = pit_oracle.retrieve(entity_rows(), [pit_oracle.SourceData(table, rows)], ["driver_stats"])
     pit_oracle.assert_matches(result, expected)
+
+
+@pytest.mark.parametrize("kind", ["pandas", "parquet"])
+def test_columns_differing_only_in_case_stay_apart(
+    project: tuple[pv.Client, pv.FeatureTable], tmp_path: Path, kind: str
+) -> None:
+    """DuckDB binds names case-insensitively: ``Driver_Id`` must neither be joined on nor replace ``driver_id``."""
+    client, _ = project
+    frame = pd.DataFrame(
+        {
+            "Driver_Id": [2, 2],
+            "EVENT_TIMESTAMP": [datetime(2023, 1, 1), datetime(2023, 1, 1)],
+            "driver_id": [1, 1],
+            "event_timestamp": [datetime(2024, 3, 2, 7), datetime(2024, 3, 3)],
+            "label": [1, 2],
+            "LABEL": [3, 4],
+        }
+    )
+    source: object = frame
+    if kind == "parquet":
+        source = write_parquet(pa.Table.from_pandas(frame, preserve_index=False), tmp_path / "entities.parquet")
+    result = client.get_historical_features(["driver_stats:trips"], source).to_arrow()
+    assert result.column_names == [*frame.columns, "driver_stats__trips"]
+    assert result.column("Driver_Id").to_pylist() == [2, 2]
+    assert result.column("EVENT_TIMESTAMP").to_pylist() == [datetime(2023, 1, 1)] * 2
+    assert result.column("label").to_pylist() == [1, 2]
+    assert result.column("LABEL").to_pylist() == [3, 4]
+    assert result.column("event_timestamp").to_pylist() == [
+        datetime(2024, 3, 2, 7, tzinfo=UTC),
+        datetime(2024, 3, 3, tzinfo=UTC),
+    ]
+    assert result.column("driver_stats__trips").to_pylist() == [51, 81]  # driver 1's, not driver 2's
+
+
+def test_null_keys_match_nothing(tmp_path: Path) -> None:
+    rows = [
+        {"driver_id": None, "trips": 1, "rate": 1.0, "event_ts": DAY0, "created": None},
+        {"driver_id": 1, "trips": 2, "rate": 2.0, "event_ts": DAY0, "created": None},
+    ]
+    table = write_table(driver_stats(max_age=None), rows, entities=ENTITIES, root=tmp_path / "data")
+    frame = pd.DataFrame({"driver_id": pd.array([None, 1], dtype="Int64"), "event_timestamp": [DAY0, DAY0]})
+    with make_client(tmp_path / "project") as client:
+        client.apply([DRIVER, table])
+        result = client.get_historical_features(["driver_stats:trips"], frame).to_arrow()
+    assert result.column("driver_id").to_pylist() == [None, 1]
+    assert result.column("driver_stats__trips").to_pylist() == [None, 2]

@@ -12,7 +12,7 @@ import pytest
 
 import provender as pv
 from provender.online.memory import MemoryStore
-from provender.online.read import FeatureStatus, OnlineReader
+from provender.online.read import FeatureStatus, OnlineReader, to_entity_value
 from tests.support.online import CUSTOMER, DRIVER, DRIVER_STATS, SOURCE, at, batch
 
 NOW_US = int(at(100).timestamp() * 1_000_000)
@@ -240,3 +240,24 @@ def test_invalidate_forgets_the_snapshot(reader: OnlineReader, catalog: Catalog)
     reader.invalidate()
     reader.read(["driver_stats"], [{"driver_id": 1}])
     assert catalog.reads == 2
+
+
+@pytest.mark.parametrize(
+    ("value_type", "text", "value"),
+    [
+        (pv.ValueType.INT64, "1001", 1001),
+        (pv.ValueType.INT32, "-5", -5),
+        (pv.ValueType.STRING, "a,b", "a,b"),
+        (pv.ValueType.BYTES, "0x00ff", b"\x00\xff"),
+        (pv.ValueType.BYTES, "abc", b"abc"),
+        (pv.ValueType.BOOL, "true", True),
+        (pv.ValueType.BOOL, "0", False),
+    ],
+)
+def test_command_line_entity_values_parse_by_type(value_type: pv.ValueType, text: str, value: object) -> None:
+    assert to_entity_value(text, pv.Entity(name="k", value_type=value_type)) == value
+
+
+def test_unparseable_command_line_values() -> None:
+    with pytest.raises(pv.DataError, match="'maybe' is not a valid BOOL value"):
+        to_entity_value("maybe", pv.Entity(name="k", value_type=pv.ValueType.BOOL))

@@ -25,35 +25,35 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"provender/serving/v1/serving.proto\x12\x14provender.serving.v1\"\xdc\x03\n\x06\x43olumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x37\n\x0b\x62ool_values\x18\x02 \x01(\x0b\x32 .provender.serving.v1.BoolValuesH\x00\x12\x39\n\x0cint64_values\x18\x03 \x01(\x0b\x32!.provender.serving.v1.Int64ValuesH\x00\x12;\n\rdouble_values\x18\x04 \x01(\x0b\x32\".provender.serving.v1.DoubleValuesH\x00\x12;\n\rstring_values\x18\x05 \x01(\x0b\x32\".provender.serving.v1.StringValuesH\x00\x12\x39\n\x0c\x62ytes_values\x18\x06 \x01(\x0b\x32!.provender.serving.v1.BytesValuesH\x00\x12\x45\n\x18unix_timestamp_us_values\x18\x07 \x01(\x0b\x32!.provender.serving.v1.Int64ValuesH\x00\x12\x37\n\x0blist_values\x18\x08 \x01(\x0b\x32 .provender.serving.v1.ListValuesH\x00\x12\x11\n\tnull_rows\x18\t \x03(\rB\x08\n\x06values\"\x1c\n\nBoolValues\x12\x0e\n\x06values\x18\x01 \x03(\x08\"\x1d\n\x0bInt64Values\x12\x0e\n\x06values\x18\x01 \x03(\x03\"\x1e\n\x0c\x44oubleValues\x12\x0e\n\x06values\x18\x01 \x03(\x01\"\x1e\n\x0cStringValues\x12\x0e\n\x06values\x18\x01 \x03(\t\"\x1d\n\x0b\x42ytesValues\x12\x0e\n\x06values\x18\x01 \x03(\x0c\"9\n\nListValues\x12+\n\x05lists\x18\x01 \x03(\x0b\x32\x1c.provender.serving.v1.Column\"S\n\x0cStatusColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x35\n\x08statuses\x18\x02 \x03(\x0e\x32#.provender.serving.v1.FeatureStatus\"\x87\x01\n\x18GetOnlineFeaturesRequest\x12\x10\n\x08\x66\x65\x61tures\x18\x01 \x03(\t\x12.\n\x08\x65ntities\x18\x02 \x03(\x0b\x32\x1c.provender.serving.v1.Column\x12\x0f\n\x07project\x18\x03 \x01(\t\x12\x18\n\x10include_statuses\x18\x04 \x01(\x08\"\x80\x01\n\x19GetOnlineFeaturesResponse\x12-\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x1c.provender.serving.v1.Column\x12\x34\n\x08statuses\x18\x02 \x03(\x0b\x32\".provender.serving.v1.StatusColumn*\xac\x01\n\rFeatureStatus\x12\x1e\n\x1a\x46\x45\x41TURE_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x46\x45\x41TURE_STATUS_PRESENT\x10\x01\x12\x1c\n\x18\x46\x45\x41TURE_STATUS_NOT_FOUND\x10\x02\x12\"\n\x1e\x46\x45\x41TURE_STATUS_OUTSIDE_MAX_AGE\x10\x03\x12\x1d\n\x19\x46\x45\x41TURE_STATUS_NULL_VALUE\x10\x04\x32\x86\x01\n\x0eServingService\x12t\n\x11GetOnlineFeatures\x12..provender.serving.v1.GetOnlineFeaturesRequest\x1a/.provender.serving.v1.GetOnlineFeaturesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"provender/serving/v1/serving.proto\x12\x14provender.serving.v1\"\xf0\x03\n\x06\x43olumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x37\n\x0b\x62ool_values\x18\x02 \x01(\x0b\x32 .provender.serving.v1.BoolValuesH\x00\x12\x39\n\x0cint64_values\x18\x03 \x01(\x0b\x32!.provender.serving.v1.Int64ValuesH\x00\x12;\n\rdouble_values\x18\x04 \x01(\x0b\x32\".provender.serving.v1.DoubleValuesH\x00\x12;\n\rstring_values\x18\x05 \x01(\x0b\x32\".provender.serving.v1.StringValuesH\x00\x12\x39\n\x0c\x62ytes_values\x18\x06 \x01(\x0b\x32!.provender.serving.v1.BytesValuesH\x00\x12\x45\n\x18unix_timestamp_us_values\x18\x07 \x01(\x0b\x32!.provender.serving.v1.Int64ValuesH\x00\x12\x37\n\x0blist_values\x18\x08 \x01(\x0b\x32 .provender.serving.v1.ListValuesH\x00\x12\x11\n\tnull_rows\x18\t \x03(\r\x12\x12\n\nvalue_type\x18\n \x01(\tB\x08\n\x06values\"\x1c\n\nBoolValues\x12\x0e\n\x06values\x18\x01 \x03(\x08\"\x1d\n\x0bInt64Values\x12\x0e\n\x06values\x18\x01 \x03(\x03\"\x1e\n\x0c\x44oubleValues\x12\x0e\n\x06values\x18\x01 \x03(\x01\"\x1e\n\x0cStringValues\x12\x0e\n\x06values\x18\x01 \x03(\t\"\x1d\n\x0b\x42ytesValues\x12\x0e\n\x06values\x18\x01 \x03(\x0c\"9\n\nListValues\x12+\n\x05lists\x18\x01 \x03(\x0b\x32\x1c.provender.serving.v1.Column\"S\n\x0cStatusColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x35\n\x08statuses\x18\x02 \x03(\x0e\x32#.provender.serving.v1.FeatureStatus\"\x87\x01\n\x18GetOnlineFeaturesRequest\x12\x10\n\x08\x66\x65\x61tures\x18\x01 \x03(\t\x12.\n\x08\x65ntities\x18\x02 \x03(\x0b\x32\x1c.provender.serving.v1.Column\x12\x0f\n\x07project\x18\x03 \x01(\t\x12\x18\n\x10include_statuses\x18\x04 \x01(\x08\"\x80\x01\n\x19GetOnlineFeaturesResponse\x12-\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x1c.provender.serving.v1.Column\x12\x34\n\x08statuses\x18\x02 \x03(\x0b\x32\".provender.serving.v1.StatusColumn*\xac\x01\n\rFeatureStatus\x12\x1e\n\x1a\x46\x45\x41TURE_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x46\x45\x41TURE_STATUS_PRESENT\x10\x01\x12\x1c\n\x18\x46\x45\x41TURE_STATUS_NOT_FOUND\x10\x02\x12\"\n\x1e\x46\x45\x41TURE_STATUS_OUTSIDE_MAX_AGE\x10\x03\x12\x1d\n\x19\x46\x45\x41TURE_STATUS_NULL_VALUE\x10\x04\x32\x86\x01\n\x0eServingService\x12t\n\x11GetOnlineFeatures\x12..provender.serving.v1.GetOnlineFeaturesRequest\x1a/.provender.serving.v1.GetOnlineFeaturesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'provender.serving.v1.serving_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FEATURESTATUS']._serialized_start=1109
-  _globals['_FEATURESTATUS']._serialized_end=1281
+  _globals['_FEATURESTATUS']._serialized_start=1129
+  _globals['_FEATURESTATUS']._serialized_end=1301
   _globals['_COLUMN']._serialized_start=61
-  _globals['_COLUMN']._serialized_end=537
-  _globals['_BOOLVALUES']._serialized_start=539
-  _globals['_BOOLVALUES']._serialized_end=567
-  _globals['_INT64VALUES']._serialized_start=569
-  _globals['_INT64VALUES']._serialized_end=598
-  _globals['_DOUBLEVALUES']._serialized_start=600
-  _globals['_DOUBLEVALUES']._serialized_end=630
-  _globals['_STRINGVALUES']._serialized_start=632
-  _globals['_STRINGVALUES']._serialized_end=662
-  _globals['_BYTESVALUES']._serialized_start=664
-  _globals['_BYTESVALUES']._serialized_end=693
-  _globals['_LISTVALUES']._serialized_start=695
-  _globals['_LISTVALUES']._serialized_end=752
-  _globals['_STATUSCOLUMN']._serialized_start=754
-  _globals['_STATUSCOLUMN']._serialized_end=837
-  _globals['_GETONLINEFEATURESREQUEST']._serialized_start=840
-  _globals['_GETONLINEFEATURESREQUEST']._serialized_end=975
-  _globals['_GETONLINEFEATURESRESPONSE']._serialized_start=978
-  _globals['_GETONLINEFEATURESRESPONSE']._serialized_end=1106
-  _globals['_SERVINGSERVICE']._serialized_start=1284
-  _globals['_SERVINGSERVICE']._serialized_end=1418
+  _globals['_COLUMN']._serialized_end=557
+  _globals['_BOOLVALUES']._serialized_start=559
+  _globals['_BOOLVALUES']._serialized_end=587
+  _globals['_INT64VALUES']._serialized_start=589
+  _globals['_INT64VALUES']._serialized_end=618
+  _globals['_DOUBLEVALUES']._serialized_start=620
+  _globals['_DOUBLEVALUES']._serialized_end=650
+  _globals['_STRINGVALUES']._serialized_start=652
+  _globals['_STRINGVALUES']._serialized_end=682
+  _globals['_BYTESVALUES']._serialized_start=684
+  _globals['_BYTESVALUES']._serialized_end=713
+  _globals['_LISTVALUES']._serialized_start=715
+  _globals['_LISTVALUES']._serialized_end=772
+  _globals['_STATUSCOLUMN']._serialized_start=774
+  _globals['_STATUSCOLUMN']._serialized_end=857
+  _globals['_GETONLINEFEATURESREQUEST']._serialized_start=860
+  _globals['_GETONLINEFEATURESREQUEST']._serialized_end=995
+  _globals['_GETONLINEFEATURESRESPONSE']._serialized_start=998
+  _globals['_GETONLINEFEATURESRESPONSE']._serialized_end=1126
+  _globals['_SERVINGSERVICE']._serialized_start=1304
+  _globals['_SERVINGSERVICE']._serialized_end=1438
 # @@protoc_insertion_point(module_scope)

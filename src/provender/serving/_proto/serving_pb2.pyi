@@ -22,7 +22,7 @@ FEATURE_STATUS_OUTSIDE_MAX_AGE: FeatureStatus
 FEATURE_STATUS_NULL_VALUE: FeatureStatus
 
 class Column(_message.Message):
-    __slots__ = ("name", "bool_values", "int64_values", "double_values", "string_values", "bytes_values", "unix_timestamp_us_values", "list_values", "null_rows")
+    __slots__ = ("name", "bool_values", "int64_values", "double_values", "string_values", "bytes_values", "unix_timestamp_us_values", "list_values", "null_rows", "value_type")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BOOL_VALUES_FIELD_NUMBER: _ClassVar[int]
     INT64_VALUES_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,7 @@ class Column(_message.Message):
     UNIX_TIMESTAMP_US_VALUES_FIELD_NUMBER: _ClassVar[int]
     LIST_VALUES_FIELD_NUMBER: _ClassVar[int]
     NULL_ROWS_FIELD_NUMBER: _ClassVar[int]
+    VALUE_TYPE_FIELD_NUMBER: _ClassVar[int]
     name: str
     bool_values: BoolValues
     int64_values: Int64Values
@@ -41,7 +42,8 @@ class Column(_message.Message):
     unix_timestamp_us_values: Int64Values
     list_values: ListValues
     null_rows: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, name: _Optional[str] = ..., bool_values: _Optional[_Union[BoolValues, _Mapping]] = ..., int64_values: _Optional[_Union[Int64Values, _Mapping]] = ..., double_values: _Optional[_Union[DoubleValues, _Mapping]] = ..., string_values: _Optional[_Union[StringValues, _Mapping]] = ..., bytes_values: _Optional[_Union[BytesValues, _Mapping]] = ..., unix_timestamp_us_values: _Optional[_Union[Int64Values, _Mapping]] = ..., list_values: _Optional[_Union[ListValues, _Mapping]] = ..., null_rows: _Optional[_Iterable[int]] = ...) -> None: ...
+    value_type: str
+    def __init__(self, name: _Optional[str] = ..., bool_values: _Optional[_Union[BoolValues, _Mapping]] = ..., int64_values: _Optional[_Union[Int64Values, _Mapping]] = ..., double_values: _Optional[_Union[DoubleValues, _Mapping]] = ..., string_values: _Optional[_Union[StringValues, _Mapping]] = ..., bytes_values: _Optional[_Union[BytesValues, _Mapping]] = ..., unix_timestamp_us_values: _Optional[_Union[Int64Values, _Mapping]] = ..., list_values: _Optional[_Union[ListValues, _Mapping]] = ..., null_rows: _Optional[_Iterable[int]] = ..., value_type: _Optional[str] = ...) -> None: ...
 
 class BoolValues(_message.Message):
     __slots__ = ("values",)

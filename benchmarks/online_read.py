@@ -1,0 +1,459 @@
+"""Benchmark: in-process online reads, Redis and SQLite (issue 4, "Performance").
+
+The driver scenario of ``_data.py`` (size S by default: 10k drivers, 10k customers) is loaded
+into a Redis server this script starts on a free loopback port and into a SQLite file, through
+``OnlineStore.write`` (every source row, in Parquet batches: the store keeps the newest row per
+key). Then, on the same data, it times single calls of:
+
+- ``provender-redis``, ``provender-sqlite``: ``Client.get_online_features(refs, rows).to_dict()``
+  in-process, where ``refs`` are 5 features (the 3 of ``driver_hourly_stats`` and 2 of
+  ``customer_profile``) and each entity row is ``{driver_id, customer_id}``: two tables, two
+  entity keys per row;
+- ``raw-hmget`` (the floor named by the issue): redis-py pipelined ``HMGET`` of the same
+  payloads laid out as one hash per entity key with a field per table, one ``HMGET`` per
+  (row, table), no decoding;
+- ``raw-mget``: redis-py ``MGET`` of Provender's own keys (its layout, one string key per
+  (entity key, table)), no decoding: Provender's round trip without Provender's work;
+- ``raw-lua-hmget``: the hash layout read by one ``EVALSHA`` whose Lua script runs the
+  ``HMGET`` calls server-side (the other one-command alternative for the hash layout).
+
+Cases: 1 entity row x 5 features and 100 entity rows x 5 features, ``--calls`` timed calls each
+(default 2000, after 200 warm-up calls), over 64 pre-drawn random request sets. Each run times
+every contender in turn; the figures are the medians over ``--runs`` runs (default 3) of each
+run's p50 and p99. The feature tables are declared with a long ``max_age`` (10 years) so the
+scenario's 2025 values read as PRESENT while the max_age check still runs.
+
+Usage::
+
+    .venv/bin/python benchmarks/online_read.py            # size S, 3 runs x 2000 calls
+    .venv/bin/python benchmarks/online_read.py --runs 5 --calls 5000
+
+Writes ``benchmarks/results/online_read.json`` and ``benchmarks/results/online_read.md``.
+Feast is not run here (see the markdown's note).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import os
+import platform
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import redis
+import yaml
+from _data import CREATED_TIMESTAMP, CUSTOMER_PROFILE, DRIVER_STATS, SIZES, ScenarioFiles, TableSpec, ensure_scenario
+
+import provender as pv
+from provender.online.keys import KeyEncoder
+
+RESULTS = Path(__file__).resolve().parent / "results"
+WARMUP_CALLS = 200
+REQUEST_SETS = 64
+SEED = 4
+CASES = {"1x5": 1, "100x5": 100}
+REFS = [*DRIVER_STATS.refs(), *CUSTOMER_PROFILE.refs()[:2]]
+LONG_MAX_AGE = timedelta(days=3650)
+TARGETS_MS = {("1x5", "p50"): 0.10, ("1x5", "p99"): 0.25, ("100x5", "p50"): 1.2, ("100x5", "p99"): 2.5}
+# Feast 0.67's in-process get_online_features on Redis, as measured in issue 4 (not re-measured here).
+FEAST_ISSUE_MS = {("1x5", "p50"): 0.34, ("1x5", "p99"): 0.70, ("100x5", "p50"): 7.3, ("100x5", "p99"): 25.0}
+_TYPES = {"int64": pv.ValueType.INT64, "float32": pv.ValueType.FLOAT, "float64": pv.ValueType.DOUBLE}
+_LUA_HMGET = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  out[i] = redis.call('HMGET', key, ARGV[i])
+end
+return out
+"""
+
+Call = Callable[[list[dict[str, int]]], object]
+
+
+# ----------------------------------------------------------------------------- set-up
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def redis_server(directory: Path) -> Iterator[str]:
+    """Run a throw-away redis-server on a free loopback port; stop it by pid at the end."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.exit("redis-server not found: apt-get install redis-server")
+    port = free_port()
+    argv = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(directory),
+    ]
+    with (directory / "redis.log").open("wb") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with redis.Redis.from_url(url) as probe:
+                    probe.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+                time.sleep(0.02)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def definitions() -> list[pv.Entity | pv.FeatureTable]:
+    source = pv.FileSource(path="unused.parquet", event_timestamp_column="event_timestamp")
+    result: list[pv.Entity | pv.FeatureTable] = []
+    for spec in (DRIVER_STATS, CUSTOMER_PROFILE):
+        result.append(pv.Entity(name=spec.key, value_type=pv.ValueType.INT64))
+        result.append(
+            pv.FeatureTable(
+                name=spec.name,
+                entities=[spec.key],
+                batch_source=source,
+                max_age=LONG_MAX_AGE,
+                features=[pv.Feature(f.name, _TYPES[f.dtype]) for f in spec.features],
+            )
+        )
+    return result
+
+
+def open_client(root: Path, online: dict[str, object]) -> pv.Client:
+    root.mkdir(parents=True)
+    config = {"registry": "sqlite:///registry.db", "online": online}
+    (root / "provender.yaml").write_text(yaml.safe_dump(config))
+    return pv.Client(config=root / "provender.yaml")
+
+
+def load(client: pv.Client, files: ScenarioFiles, specs: tuple[TableSpec, ...]) -> float:
+    """Write every source row through the store (it keeps the newest per key); return seconds."""
+    started = time.perf_counter()
+    for spec in specs:
+        table = client.get_feature_table(spec.name)
+        for batch in pq.ParquetFile(files.source(spec)).iter_batches(batch_size=250_000):
+            names = ["created_timestamp" if n == CREATED_TIMESTAMP else n for n in batch.schema.names]
+            client._online_store.write(table, pa.Table.from_batches([batch]).rename_columns(names))
+    return time.perf_counter() - started
+
+
+# ----------------------------------------------------------------------------- contenders
+
+
+def provender_call(client: pv.Client) -> Call:
+    def call(rows: list[dict[str, int]]) -> object:
+        return client.get_online_features(REFS, rows).to_dict()
+
+    return call
+
+
+def hash_layout(r: redis.Redis, project: str) -> None:
+    """Copy Provender's rows into the hash-per-entity layout under ``floor:`` keys."""
+    prefix = f"pv:{project}:{{".encode()
+    pipe = r.pipeline(transaction=False)
+    for key in r.scan_iter(match=prefix + b"*", count=10_000):
+        entity, table = key[len(prefix) :].rsplit(b"}:", 1)
+        pipe.hset(b"floor:" + entity, table, r.get(key))
+        if len(pipe) >= 5000:
+            pipe.execute()
+    pipe.execute()
+
+
+def key_parts(rows: list[dict[str, int]]) -> list[tuple[bytes, bytes]]:
+    """(encoded entity key, table name) of every value a request needs, driver's then customer's."""
+    drivers = KeyEncoder([(DRIVER_STATS.key, pv.ValueType.INT64)]).encode_rows(rows)
+    customers = KeyEncoder([(CUSTOMER_PROFILE.key, pv.ValueType.INT64)]).encode_rows(rows)
+    return [(k, DRIVER_STATS.name.encode()) for k in drivers] + [(k, CUSTOMER_PROFILE.name.encode()) for k in customers]
+
+
+def raw_calls(r: redis.Redis, project: str) -> dict[str, Call]:
+    """The floors; their keys are computed outside the timed call (pre-encoded per request)."""
+    sha = r.script_load(_LUA_HMGET)
+    prefix = f"pv:{project}:{{".encode()
+    cache: dict[int, list[tuple[bytes, bytes]]] = {}
+
+    def parts(rows: list[dict[str, int]]) -> list[tuple[bytes, bytes]]:
+        found = cache.get(id(rows))
+        if found is None:
+            found = cache[id(rows)] = key_parts(rows)
+        return found
+
+    def hmget(rows: list[dict[str, int]]) -> object:
+        pipe = r.pipeline(transaction=False)
+        for entity, table in parts(rows):
+            pipe.hmget(b"floor:" + entity, [table])
+        return pipe.execute()
+
+    def mget(rows: list[dict[str, int]]) -> object:
+        return r.mget([prefix + entity + b"}:" + table for entity, table in parts(rows)])
+
+    def lua(rows: list[dict[str, int]]) -> object:
+        pairs = parts(rows)
+        return r.evalsha(sha, len(pairs), *(b"floor:" + e for e, _ in pairs), *(t for _, t in pairs))
+
+    return {"raw-hmget": hmget, "raw-mget": mget, "raw-lua-hmget": lua}
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+def request_sets(rng: random.Random, n_rows: int) -> list[list[dict[str, int]]]:
+    def row() -> dict[str, int]:
+        return {
+            DRIVER_STATS.key: DRIVER_STATS.key_base + rng.randrange(SIZE.drivers),
+            CUSTOMER_PROFILE.key: CUSTOMER_PROFILE.key_base + rng.randrange(SIZE.customers),
+        }
+
+    return [[row() for _ in range(n_rows)] for _ in range(REQUEST_SETS)]
+
+
+def time_calls(call: Call, requests: list[list[dict[str, int]]], calls: int) -> list[float]:
+    """Milliseconds per call, after warm-up calls."""
+    for i in range(WARMUP_CALLS):
+        call(requests[i % len(requests)])
+    clock = time.perf_counter_ns
+    timings = []
+    for i in range(calls):
+        rows = requests[i % len(requests)]
+        started = clock()
+        call(rows)
+        timings.append((clock() - started) / 1e6)
+    return timings
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def check_answers(clients: dict[str, pv.Client], requests: list[list[dict[str, int]]]) -> None:
+    """Redis and SQLite must return the same values, all PRESENT (the data covers every key)."""
+    for rows in requests[:8]:
+        answers = [clients[name].get_online_features(REFS, rows) for name in clients]
+        first = answers[0].to_dict()
+        if any(a.to_dict() != first for a in answers[1:]):
+            sys.exit("the stores disagree")
+        statuses = answers[0].statuses()
+        if any(s != "PRESENT" for column in statuses.values() for s in column):
+            sys.exit(f"unexpected statuses: {statuses}")
+
+
+# ----------------------------------------------------------------------------- reporting
+
+
+def machine() -> dict[str, object]:
+    with contextlib.suppress(OSError):
+        model = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            "?",
+        )
+    return {
+        "cpu": model,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "redis_py": redis.__version__,
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def render_markdown(report: dict[str, object]) -> str:
+    figures: dict[str, dict[str, float]] = report["figures"]  # type: ignore[assignment]
+    lines = [
+        "# Online reads (in-process)",
+        "",
+        f"Run {report['date']} on {report['machine']['cpus']} CPUs ({report['machine']['cpu']}), "  # type: ignore[index]
+        f"Python {report['machine']['python']}, redis-server {report['redis_version']}, size "  # type: ignore[index]
+        f"{report['size']}; medians of {report['runs']} runs x {report['calls']} calls (p50 / p99, ms). "
+        "Command: `.venv/bin/python benchmarks/online_read.py`.",
+        "",
+        "| contender | 1 x 5 p50 | 1 x 5 p99 | 100 x 5 p50 | 100 x 5 p99 |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, row in figures.items():
+        cells = [f"{row[f'{case}_{q}']:.3f}" for case in CASES for q in ("p50", "p99")]
+        lines.append(f"| {name} | {' | '.join(cells)} |")
+    lines.append(
+        "| target (Provender, Redis) | "
+        + " | ".join(f"<= {TARGETS_MS[(case, q)]}" for case in CASES for q in ("p50", "p99"))
+        + " |"
+    )
+    lines.append(
+        "| Feast 0.67, Redis (issue 4, not re-measured) | "
+        + " | ".join(f"{FEAST_ISSUE_MS[(case, q)]}" for case in CASES for q in ("p50", "p99"))
+        + " |"
+    )
+    lines += ["", "Ratios (median p50 / p99):", ""]
+    for line in report["ratios"]:  # type: ignore[attr-defined]
+        lines.append(f"- {line}")
+    lines += ["", "Targets:", ""]
+    for line in report["verdicts"]:  # type: ignore[attr-defined]
+        lines.append(f"- {line}")
+    lines += [
+        "",
+        f"Memory per value (Redis `MEMORY USAGE`, mean over 200 keys): string key per (entity, table) "
+        f"{report['memory_bytes']['string_key']:.0f} B, hash per entity with one field "  # type: ignore[index]
+        f"{report['memory_bytes']['hash_field']:.0f} B.",  # type: ignore[index]
+        "Load (every source row through `OnlineStore.write`): "
+        + ", ".join(f"{k} {v:.2f} s" for k, v in report["load_seconds"].items())  # type: ignore[attr-defined]
+        + f" for {report['source_rows']:,} source rows.",
+        "",
+        "Feast was not run here: its peer virtualenv (`benchmarks/peers/feast`) was not part of this "
+        "run; its row above is the figure measured in issue 4 on a similar machine.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def summarize(raw: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, float]]:
+    return {
+        name: {metric: statistics.median(values) for metric, values in metrics.items()} for name, metrics in raw.items()
+    }
+
+
+def verdicts(figures: dict[str, dict[str, float]]) -> tuple[list[str], list[str]]:
+    ratios, results = [], []
+    ours, floor = figures["provender-redis"], figures["raw-hmget"]
+    for case in CASES:
+        for q in ("p50", "p99"):
+            key = f"{case}_{q}"
+            target = TARGETS_MS[(case, q)]
+            verdict = "met" if ours[key] <= target else f"MISSED by {ours[key] / target:.2f}x"
+            results.append(f"Redis {case} {q}: {ours[key]:.3f} ms vs target {target} ms: {verdict}")
+            sqlite = figures["provender-sqlite"][key]
+            results.append(
+                f"SQLite {case} {q}: {sqlite:.3f} ms, {'no slower than' if sqlite <= ours[key] else 'SLOWER than'} "
+                f"Redis ({sqlite / ours[key]:.2f}x)"
+            )
+            ratios.append(
+                f"{case} {q}: provender-redis / raw-hmget = {ours[key] / floor[key]:.2f}; "
+                f"provender-redis / raw-mget = {ours[key] / figures['raw-mget'][key]:.2f}; "
+                f"Feast (issue figure) / provender-redis = {FEAST_ISSUE_MS[(case, q)] / ours[key]:.1f}"
+            )
+    return ratios, results
+
+
+def print_table(figures: dict[str, dict[str, float]]) -> None:
+    header = f"{'contender':<18}" + "".join(f"{case + ' ' + q:>14}" for case in CASES for q in ("p50", "p99"))
+    print(header)
+    print("-" * len(header))
+    for name, row in figures.items():
+        print(f"{name:<18}" + "".join(f"{row[f'{case}_{q}']:>14.3f}" for case in CASES for q in ("p50", "p99")))
+
+
+# ----------------------------------------------------------------------------- main
+
+SIZE = SIZES["S"]
+
+
+def main() -> None:
+    global SIZE
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=sorted(SIZES), default="S")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--calls", type=int, default=2000)
+    args = parser.parse_args()
+    SIZE = SIZES[args.size]
+    files = ensure_scenario(SIZE)
+    report: dict[str, object] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "size": args.size,
+        "runs": args.runs,
+        "calls": args.calls,
+        "machine": machine(),
+        "refs": REFS,
+    }
+    with tempfile.TemporaryDirectory(prefix="provender-bench-") as tmp, redis_server(Path(tmp)) as url:
+        clients = {
+            "provender-redis": open_client(Path(tmp) / "redis", {"store": "redis", "url": url}),
+            "provender-sqlite": open_client(Path(tmp) / "sqlite", {"store": "sqlite"}),
+        }
+        specs = (DRIVER_STATS, CUSTOMER_PROFILE)
+        load_seconds = {}
+        for name, client in clients.items():
+            client.apply(definitions())
+            load_seconds[name.removeprefix("provender-")] = load(client, files, specs)
+        report["load_seconds"] = load_seconds
+        report["source_rows"] = SIZE.driver_rows + SIZE.customer_rows
+        r = redis.Redis.from_url(url)
+        report["redis_version"] = r.info("server")["redis_version"]
+        hash_layout(r, clients["provender-redis"].project)
+        rng = random.Random(SEED)
+        requests = {case: request_sets(rng, n) for case, n in CASES.items()}
+        check_answers(clients, requests["100x5"])
+        sample = key_parts(requests["100x5"][0])
+        prefix = f"pv:{clients['provender-redis'].project}:{{".encode()
+        report["memory_bytes"] = {
+            "string_key": statistics.mean(r.memory_usage(prefix + e + b"}:" + t) for e, t in sample),
+            "hash_field": statistics.mean(r.memory_usage(b"floor:" + e) for e, _ in sample),
+        }
+        contenders: dict[str, Call] = {name: provender_call(client) for name, client in clients.items()}
+        contenders.update(raw_calls(r, clients["provender-redis"].project))
+        raw: dict[str, dict[str, list[float]]] = {name: {} for name in contenders}
+        gc.collect()
+        for run in range(args.runs):
+            for name, call in contenders.items():
+                for case in CASES:
+                    timings = time_calls(call, requests[case], args.calls)
+                    raw[name].setdefault(f"{case}_p50", []).append(percentile(timings, 0.50))
+                    raw[name].setdefault(f"{case}_p99", []).append(percentile(timings, 0.99))
+            print(f"run {run + 1}/{args.runs} done", file=sys.stderr)
+        for client in clients.values():
+            client.close()
+        r.close()
+    figures = summarize(raw)
+    ratios, results = verdicts(figures)
+    report.update(
+        figures=figures,
+        per_run=raw,
+        ratios=ratios,
+        verdicts=results,
+        targets_ms={f"{case}_{q}": value for (case, q), value in TARGETS_MS.items()},
+        feast_issue_ms={f"{case}_{q}": value for (case, q), value in FEAST_ISSUE_MS.items()},
+    )
+    print_table(figures)
+    print()
+    for line in [*ratios, *results]:
+        print(line)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "online_read.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / "online_read.md").write_text(render_markdown(report))
+    print(f"\nwrote {RESULTS / 'online_read.json'} and {RESULTS / 'online_read.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""``provender serve``: the online serving service (HTTP and gRPC)."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from provender.cli.state import CliState
+from provender.config import load_settings
+from provender.errors import MissingExtraError
+
+
+@click.command()
+@click.option("--host", default=None, help="Interface to listen on (default: serving.host, 127.0.0.1).")
+@click.option("--http-port", type=click.IntRange(0, 65535), default=None, help="HTTP port (default: 6566).")
+@click.option("--grpc-port", type=click.IntRange(0, 65535), default=None, help="gRPC port (default: 6567).")
+@click.option("--no-grpc", is_flag=True, help="Serve HTTP only.")
+@click.option(
+    "--workers", type=click.IntRange(1, 64), default=None, help="Worker processes sharing the ports (default: 1)."
+)
+@click.pass_obj
+def serve(
+    state: CliState,
+    host: str | None,
+    http_port: int | None,
+    grpc_port: int | None,
+    no_grpc: bool,
+    workers: int | None,
+) -> None:
+    """Serve online features over HTTP (JSON) and gRPC until SIGTERM or Ctrl-C.
+
+    Every project of the registry is served (or those listed in serving.projects); registry
+    changes are picked up within serving.registry_refresh_seconds. Endpoints: POST
+    /v1/online-features, GET /v1/health, /v1/ready, /metrics, /v1/openapi.json; gRPC
+    provender.serving.v1.ServingService and grpc.health.v1.Health. Settings: the serving:
+    section of provender.yaml (docs/serving.md).
+
+    \b
+    Example:
+      provender serve --http-port 6566 --grpc-port 6567 --workers 2
+      curl -s localhost:6566/v1/online-features \\
+        -d '{"features": ["driver_statistics:conv_rate"], "entities": {"driver_id": [1001]}}'
+    """
+    try:
+        from provender.serving.server import configure_logging, run  # noqa: PLC0415 - needs the serving extra
+    except ImportError as exc:
+        raise MissingExtraError("serve", extra="serving", missing=exc.name or "?") from exc
+
+    overrides: dict[str, object] = {"host": host, "http_port": http_port, "grpc_port": grpc_port, "workers": workers}
+    serving: dict[str, object] = {key: value for key, value in overrides.items() if value is not None}
+    if no_grpc:
+        serving["grpc_port"] = None
+    settings = load_settings(state.config, overrides={"project": state.project, "serving": serving})
+    configure_logging(logging.DEBUG if state.debug else logging.INFO)
+    code = run(settings, log_level=logging.DEBUG if state.debug else logging.INFO)
+    if code:
+        raise click.exceptions.Exit(code)

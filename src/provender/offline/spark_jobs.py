@@ -1,0 +1,261 @@
+"""The Spark engine's jobs: staging files, the retrieval job handle, and Spark's errors.
+
+Split from :mod:`provender.offline.spark` (which compiles and submits the work) because this
+part only moves files and states: a job runs in a background thread under its own Spark job
+group (so :meth:`SparkRetrievalJob.cancel` can stop it), writes Parquet under the staging
+directory, and is read back batch by batch in the entity rows' order.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+import weakref
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Self, TypeVar
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from py4j.protocol import Py4JError, Py4JJavaError  # type: ignore[import-untyped]
+from pyspark import InheritableThread
+from pyspark.errors import AnalysisException, PySparkException
+from pyspark.sql import DataFrame, SparkSession
+
+from provender.errors import BackendError, DataError, ProvenderError
+from provender.ingestion.batch import JobCancelledError, JobStatus
+from provender.offline.files import is_remote
+
+log = logging.getLogger(__name__)
+
+ROW_ID = "__provender_row_id"
+"""The entity rows' position, staged with them and kept in the result to stitch them back."""
+_T = TypeVar("_T")
+_DATA_CONDITIONS = ("CAST_", "PATH_NOT_FOUND", "USER_RAISED_EXCEPTION", "DATETIME", "FAILED_READ_FILE", "PARQUET_")
+
+
+class Staging:
+    """A directory (local or object store) for entity rows and results, seen by Spark and Arrow."""
+
+    def __init__(self, location: str, *, base_dir: Path) -> None:
+        if is_remote(location):
+            self.fs, root = pafs.FileSystem.from_uri(location.replace("s3a://", "s3://", 1))
+            self.spark_root = location.rstrip("/")
+        else:
+            path = Path(location.removeprefix("file://")).expanduser()
+            path = path if path.is_absolute() else base_dir / path
+            self.fs, root = pafs.LocalFileSystem(), str(path)
+            self.spark_root = path.as_uri()
+        self.root = root.rstrip("/")
+
+    def new_dir(self, kind: str) -> str:
+        """Create a fresh directory and return its name (relative to the root)."""
+        name = f"{kind}-{uuid.uuid4().hex[:12]}"
+        self.fs.create_dir(f"{self.root}/{name}", recursive=True)
+        return name
+
+    def arrow_path(self, name: str) -> str:
+        """``name``'s path for :attr:`fs`."""
+        return f"{self.root}/{name}"
+
+    def spark_path(self, name: str) -> str:
+        """``name``'s URI for Spark."""
+        return f"{self.spark_root}/{name}"
+
+    def parquet_files(self, name: str) -> list[str]:
+        """The Parquet files Spark wrote under ``name``, in partition order (``part-00000...``)."""
+        infos = self.fs.get_file_info(pafs.FileSelector(self.arrow_path(name), allow_not_found=True))
+        paths = [i.path for i in infos if i.is_file and i.path.endswith(".parquet")]
+        return sorted(p for p in paths if not p.rsplit("/", 1)[-1].startswith(("_", ".")))
+
+    def read(self, name: str, schema: pa.Schema, *, batch_rows: int | None = None) -> Iterator[pa.RecordBatch]:
+        """Stream the Parquet files under ``name``, in order, cast to ``schema``."""
+        for path in self.parquet_files(name):
+            with self.fs.open_input_file(path) as handle:
+                kwargs = {} if batch_rows is None else {"batch_size": batch_rows}
+                for batch in pq.ParquetFile(handle).iter_batches(**kwargs):
+                    yield cast_batch(batch, schema)
+
+    def remove(self, name: str) -> None:
+        """Delete ``name`` and everything under it (quietly, if it is already gone)."""
+        try:
+            self.fs.delete_dir(self.arrow_path(name))
+        except OSError:
+            log.debug("could not remove staged %s", name)
+
+
+def cast_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """Select ``schema``'s columns of ``batch``, in order, with its types where they cast.
+
+    Spark has no unsigned integers, and nanosecond columns come back as integers; casting
+    restores the types the user's data had, and the declared types of features.
+    """
+    arrays = []
+    for field in schema:
+        array = batch.column(field.name)
+        if array.type != field.type:
+            try:
+                array = array.cast(field.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                log.debug("keeping column=%s type=%s (cannot cast to %s)", field.name, array.type, field.type)
+        arrays.append(array)
+    return pa.RecordBatch.from_arrays(arrays, names=schema.names)
+
+
+def spark_message(exc: BaseException) -> str:
+    """Spark's own message for ``exc``, without the JVM stack trace."""
+    text = str(exc.java_exception.toString()) if isinstance(exc, Py4JJavaError) else str(exc)
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("at ")]
+    return "\n".join(lines[:12]).strip()
+
+
+def spark_error(exc: BaseException, what: str) -> ProvenderError:
+    """Map a Spark failure to DataError (the data) or BackendError (Spark), keeping Spark's message."""
+    message = spark_message(exc)
+    condition = ""
+    if isinstance(exc, PySparkException):
+        get = getattr(exc, "getCondition", None) or exc.getErrorClass  # getCondition: Spark 4
+        condition = str(get() or "")
+    elif "[" in message:
+        condition = message.split("[", 1)[1].split("]", 1)[0]
+    if isinstance(exc, AnalysisException) or condition.startswith(_DATA_CONDITIONS) or "DataError" in message:
+        return DataError(f"{what} failed on the data: {message}")
+    return BackendError(f"{what} failed in Spark: {message}")
+
+
+def run_in_group(session: SparkSession, group: str, description: str, action: Callable[[], _T]) -> _T:
+    """Run a Spark action under job group ``group`` (so it can be cancelled); map its errors."""
+    context = session.sparkContext
+    context.setJobGroup(group, description, interruptOnCancel=True)
+    try:
+        return action()
+    except (PySparkException, Py4JError) as exc:
+        raise spark_error(exc, description) from exc
+    finally:
+        context.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]
+
+
+class SparkRetrievalJob:
+    """A historical retrieval running as a Spark job; results are read from its staged files.
+
+    The job starts at once, in a background thread. Result methods wait for it.
+
+    Attributes:
+        id: the job's id; ``job_group`` is the Spark job group it runs under.
+        application_id: the Spark application running it.
+        status: RUNNING, then SUCCEEDED, FAILED or CANCELLED.
+        error: why it failed (Spark's message kept), or None.
+        schema: the result's Arrow schema.
+    """
+
+    def __init__(
+        self,
+        session: SparkSession,
+        frame: DataFrame,
+        *,
+        staging: Staging,
+        job_dir: str,
+        schema: pa.Schema,
+        entity_table: pa.Table | None,
+    ) -> None:
+        self.id = job_dir.rsplit("-", 1)[-1]
+        self.job_group = f"provender-{self.id}"
+        self.application_id = str(session.sparkContext.applicationId)
+        self.status = JobStatus.RUNNING
+        self.error: ProvenderError | None = None
+        self.schema = schema
+        self._session, self._staging, self._dir, self._entity_table = session, staging, job_dir, entity_table
+        self._cancelled = False
+        self._done = threading.Event()
+        self._finalizer = weakref.finalize(self, staging.remove, job_dir)
+        result = staging.spark_path(f"{job_dir}/result")
+        self._thread = InheritableThread(target=self._run, args=(frame, result), daemon=True)
+        self._thread.start()
+
+    def _run(self, frame: DataFrame, result: str) -> None:
+        try:
+            run_in_group(self._session, self.job_group, "historical retrieval", lambda: frame.write.parquet(result))
+        except ProvenderError as exc:
+            if self._cancelled:
+                self.status, self.error = JobStatus.CANCELLED, JobCancelledError(f"retrieval {self.id} was cancelled")
+            else:
+                self.status, self.error = JobStatus.FAILED, exc
+        except BaseException as exc:  # noqa: BLE001 - reported by wait()
+            self.status, self.error = JobStatus.FAILED, BackendError(f"historical retrieval failed: {exc!r}")
+        else:
+            self.status = JobStatus.SUCCEEDED
+        finally:
+            self._done.set()
+
+    def wait(self, timeout_seconds: float | None = None) -> Self:
+        """Block until the Spark job ends; raise its error (Spark's message kept) if it failed.
+
+        Raises:
+            TimeoutError: still running after ``timeout_seconds``.
+            JobCancelledError: :meth:`cancel` stopped it.
+            DataError, BackendError: the job failed.
+        """
+        if not self._done.wait(timeout_seconds):
+            raise TimeoutError(f"retrieval {self.id} still running after {timeout_seconds} s")
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def cancel(self) -> None:
+        """Cancel the Spark job (its job group); :meth:`wait` then raises JobCancelledError."""
+        if not self._done.is_set():
+            self._cancelled = True
+            self._session.sparkContext.cancelJobGroup(self.job_group)
+
+    def close(self) -> None:
+        """Cancel the job if it runs and delete its staged files; results cannot be read afterwards."""
+        self.cancel()
+        self._done.wait()
+        self._finalizer()
+
+    def to_arrow_reader(self) -> pa.RecordBatchReader:
+        """Wait for the job and stream the result in the entity rows' order."""
+        self.wait()
+        batches = self._staging.read(f"{self._dir}/result", self._spark_schema())
+        if self._entity_table is not None:
+            batches = self._stitch(batches)
+        return pa.RecordBatchReader.from_batches(self.schema, (cast_batch(b, self.schema) for b in batches))
+
+    def to_arrow(self) -> pa.Table:
+        """Wait for the job and return the result as an Arrow table."""
+        return self.to_arrow_reader().read_all()
+
+    def to_parquet(self, path: str | Path) -> int:
+        """Wait for the job and copy the result into one Parquet file, batch by batch; return its rows."""
+        rows = 0
+        with pq.ParquetWriter(str(path), self.schema) as writer:
+            for batch in self.to_arrow_reader():
+                writer.write_batch(batch)
+                rows += batch.num_rows
+        return rows
+
+    def _spark_schema(self) -> pa.Schema:
+        """The columns Spark wrote: all of :attr:`schema`, or (entity rows staged) the row id and its own."""
+        if self._entity_table is None:
+            return self.schema
+        own = [f for f in self.schema if f.name not in self._entity_table.schema.names or f.name == "event_timestamp"]
+        return pa.schema([pa.field(ROW_ID, pa.int64()), *own])
+
+    def _stitch(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """Put the entity rows' own columns beside Spark's rows (sorted by row id), checking the order."""
+        table = self._entity_table
+        assert table is not None
+        offset = 0
+        for batch in batches:
+            ids = batch.column(ROW_ID)
+            if len(ids) and (ids[0].as_py() != offset or ids[-1].as_py() != offset + len(ids) - 1):
+                raise BackendError(f"retrieval {self.id}: result rows out of order at row {offset}")
+            rows = table.slice(offset, batch.num_rows)
+            offset += batch.num_rows
+            names = self.schema.names
+            arrays = [batch.column(n) if n in batch.schema.names else rows.column(n).combine_chunks() for n in names]
+            yield pa.RecordBatch.from_arrays(arrays, names=names)
+        if offset != table.num_rows:
+            raise BackendError(f"retrieval {self.id}: Spark returned {offset} rows for {table.num_rows} entity rows")

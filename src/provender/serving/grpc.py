@@ -1,0 +1,242 @@
+"""The gRPC API (``protos/provender/serving/v1/serving.proto``) over a :class:`FeatureService`.
+
+``provender.serving.v1.ServingService/GetOnlineFeatures`` is the same read as HTTP's
+``POST /v1/online-features``; the standard ``grpc.health.v1.Health`` service answers SERVING
+for ``""`` always and for the serving service while the online store is up.
+
+The server is a ``grpc.aio`` server on the worker's event loop (next to the HTTP server), so a
+worker is one thread serving both protocols, and reads run inline as they do for HTTP.
+Errors set the status code of the table in :mod:`~provender.serving.errors` and name the error
+type in the trailing metadata key ``provender-error``; the bearer token is read from the
+``authorization`` metadata key.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from provender.errors import DataError
+from provender.online.read import FeatureStatus
+from provender.serving._proto import serving_pb2 as pb
+from provender.serving.codec import fill_column, read_column
+from provender.serving.errors import is_expected, status_of
+from provender.serving.service import FeatureQuery, FeatureService, QueryResult
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "provender.serving.v1.ServingService"
+METHOD = "GetOnlineFeatures"
+ERROR_METADATA_KEY = "provender-error"
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+STATUS_CODES = {
+    FeatureStatus.PRESENT: pb.FEATURE_STATUS_PRESENT,
+    FeatureStatus.NOT_FOUND: pb.FEATURE_STATUS_NOT_FOUND,
+    FeatureStatus.OUTSIDE_MAX_AGE: pb.FEATURE_STATUS_OUTSIDE_MAX_AGE,
+    FeatureStatus.NULL_VALUE: pb.FEATURE_STATUS_NULL_VALUE,
+}
+
+
+class ServingServicer:
+    """Answers ``GetOnlineFeatures`` from a :class:`FeatureService`."""
+
+    def __init__(self, service: FeatureService) -> None:
+        self.service = service
+        self._metrics = service.metrics
+        self._auth = service.auth
+        self._request_log = service.request_log
+        self._default_project = service.default_project
+        self._max_rows = service.serving.max_entity_rows
+
+    async def get_online_features(
+        self, request: pb.GetOnlineFeaturesRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.GetOnlineFeaturesResponse:
+        """Read the request's features; errors set the status code (see the module docstring)."""
+        started = time.perf_counter()
+        metrics = self._metrics
+        metrics.started("grpc")
+        project = request.project or self._default_project
+        entities: dict[str, list[object]] = {}
+        result: QueryResult | None = None
+        error: BaseException | None = None
+        code = "OK"
+        try:
+            if self._auth.is_enabled:
+                self._auth.check(_metadata(context, "authorization"), project)
+            entities = self._entities(request)
+            result = self.service.read(
+                FeatureQuery(
+                    project=project,
+                    features=tuple(request.features),
+                    entities=entities,
+                    include_statuses=request.include_statuses,
+                )
+            )
+            response = _response(request, result)
+        except Exception as exc:  # noqa: BLE001 - every failure, even a bug, must get an answer
+            error = exc
+            status = status_of(exc)
+            code = status.grpc
+            if not is_expected(exc):
+                log.error("request failed unexpectedly error=%r", exc, exc_info=exc)
+            message = str(exc) if is_expected(exc) else f"Internal error ({type(exc).__name__}); see the server log."
+            context.set_code(grpc.StatusCode[code])
+            context.set_details(message)
+            context.set_trailing_metadata(((ERROR_METADATA_KEY, type(exc).__name__),))
+            response = pb.GetOnlineFeaturesResponse()
+        seconds = time.perf_counter() - started
+        metrics.finished("grpc", METHOD, code, seconds)
+        if self._request_log.is_sampled():
+            self._request_log.submit(_log_record(project, request, entities, result, code, seconds, error))
+        return response
+
+    def _entities(self, request: pb.GetOnlineFeaturesRequest) -> dict[str, list[object]]:
+        if not request.features:
+            raise DataError("'features' must name at least one feature ref, e.g. 'driver_statistics:conv_rate'.")
+        entities: dict[str, list[object]] = {}
+        rows = -1
+        for column in request.entities:
+            values = read_column(column)
+            if rows < 0:
+                rows = len(values)
+            elif len(values) != rows:
+                raise DataError(
+                    f"The entity columns differ in length: {column.name!r} has {len(values)} values, "
+                    f"the first column {rows}."
+                )
+            entities[column.name] = values
+        if rows > self._max_rows:
+            raise DataError(
+                f"The request has {rows} entity rows, more than this server's limit of {self._max_rows} "
+                "(serving.max_entity_rows); split it into smaller requests."
+            )
+        return entities
+
+
+def _response(request: pb.GetOnlineFeaturesRequest, result: QueryResult) -> pb.GetOnlineFeaturesResponse:
+    response = pb.GetOnlineFeaturesResponse()
+    types = result.plan.types
+    names = result.plan.feature_columns
+    if request.entities:
+        response.columns.extend(request.entities)
+    else:  # no rows: the entity columns of the requested tables, empty
+        for name in result.columns:
+            if name not in names:
+                response.columns.add().name = name
+    for column in response.columns:
+        entity_type = types.get(column.name)
+        if entity_type is not None:
+            column.value_type = entity_type.value
+    for name in names:
+        column = response.columns.add()
+        column.name = name
+        column.value_type = types[name].value
+        fill_column(column, result.columns[name], types[name])
+    if result.statuses is not None:
+        codes = STATUS_CODES
+        for name in names:
+            statuses = response.statuses.add()
+            statuses.name = name
+            statuses.statuses.extend([codes[status] for status in result.statuses[name]])
+    return response
+
+
+def _metadata(context: grpc.aio.ServicerContext[object, object], key: str) -> str | None:
+    for name, value in context.invocation_metadata() or ():
+        if name == key:
+            return value if isinstance(value, str) else value.decode("latin-1")
+    return None
+
+
+def _log_record(
+    project: str,
+    request: pb.GetOnlineFeaturesRequest,
+    entities: dict[str, list[object]],
+    result: QueryResult | None,
+    code: str,
+    seconds: float,
+    error: BaseException | None,
+) -> dict[str, object]:
+    record: dict[str, object] = {
+        "time": datetime.now(UTC).isoformat(),
+        "protocol": "grpc",
+        "endpoint": METHOD,
+        "project": project,
+        "status": code,
+        "duration_ms": round(seconds * 1000, 3),
+        "request": {"features": list(request.features), "entities": entities},
+    }
+    if result is not None:
+        answer: dict[str, object] = {"columns": result.columns}
+        if result.statuses is not None:
+            answer["statuses"] = result.statuses
+        record["response"] = answer
+    if error is not None:
+        record["error"] = str(error) if is_expected(error) else type(error).__name__
+    return record
+
+
+class ServingHealth:
+    """The standard health service; the serving service is NOT_SERVING while the store is down."""
+
+    def __init__(self, service: FeatureService) -> None:
+        self.service = service
+        self.servicer = health.aio.HealthServicer()
+        self._serving: bool | None = None
+
+    async def update(self) -> None:
+        """Publish the current status (call periodically on the event loop)."""
+        serving = not self.service.breaker.is_open
+        if serving != self._serving:
+            self._serving = serving
+            status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+            await self.servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+            await self.servicer.set(SERVICE_NAME, status)
+
+    async def shutdown(self) -> None:
+        """Answer NOT_SERVING for everything (the server is stopping)."""
+        await self.servicer.enter_graceful_shutdown()
+
+
+def create_grpc_server(
+    service: FeatureService, *, address: str, reuse_port: bool
+) -> tuple[grpc.aio.Server, ServingHealth, int]:
+    """Build (not start) the gRPC server on ``address`` (``host:port``).
+
+    Args:
+        service: what to serve.
+        address: where to listen; port 0 picks a free one.
+        reuse_port: let several worker processes listen on the same port (SO_REUSEPORT).
+
+    Returns:
+        The server, its health service, and the port it listens on.
+    """
+    server = grpc.aio.server(
+        options=[
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ]
+    )
+    servicer = ServingServicer(service)
+    handler = grpc.method_handlers_generic_handler(
+        SERVICE_NAME,
+        {
+            METHOD: grpc.unary_unary_rpc_method_handler(
+                servicer.get_online_features,  # type: ignore[arg-type]
+                request_deserializer=pb.GetOnlineFeaturesRequest.FromString,
+                response_serializer=pb.GetOnlineFeaturesResponse.SerializeToString,
+            )
+        },
+    )
+    server.add_generic_rpc_handlers((handler,))
+    checks = ServingHealth(service)
+    health_pb2_grpc.add_HealthServicer_to_server(checks.servicer, server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot listen for gRPC on {address}")
+    return server, checks, port
