@@ -43,7 +43,7 @@ def serve(
         -d '{"features": ["driver_statistics:conv_rate"], "entities": {"driver_id": [1001]}}'
     """
     try:
-        from provender.serving.server import configure_logging, run  # noqa: PLC0415 - needs the serving extra
+        from provender.serving.server import configure_logging, run
     except ImportError as exc:
         raise MissingExtraError("serve", extra="serving", missing=exc.name or "?") from exc
 

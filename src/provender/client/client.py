@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Self, cast
+from typing import TYPE_CHECKING, Self, cast
 
 from provender import backends
 from provender.client.historical import HistoricalJob, to_entity_rows
@@ -23,6 +23,9 @@ from provender.online.read import OnlineReader, OnlineResponse
 from provender.online.store import OnlineStore
 from provender.registry.diff import ApplyPlan, plan_apply, plan_delete_entity, plan_delete_feature_table
 from provender.registry.store import ProjectInfo, RegistryChange, RegistrySnapshot, RegistryStore
+
+if TYPE_CHECKING:
+    from provender.client.remote import RemoteReader
 
 
 class Client:
@@ -60,6 +63,7 @@ class Client:
         self._offline: OfflineEngine | None = None
         self._online: OnlineStore | None = None
         self._online_reader: OnlineReader | None = None
+        self._remote: RemoteReader | None = None
 
     @property
     def project(self) -> str:
@@ -74,6 +78,9 @@ class Client:
         if self._online is not None:
             self._online.close()
             self._online, self._online_reader = None, None
+        if self._remote is not None:
+            self._remote.close()
+            self._remote = None
 
     def __enter__(self) -> Self:
         return self
@@ -271,13 +278,31 @@ class Client:
             FeatureRefError, FeatureTableNotFoundError: a bad ref (with a "did you mean").
             DataError: a missing entity column or a key of the wrong type, naming row and column.
             BackendError: the online store failed (``retryable`` for connection errors).
+
+        With ``serving_url`` set, the read goes through the serving service (HTTP, or gRPC for
+        ``grpc://`` URLs) and returns the same values and raises the same errors.
         """
+        if self.settings.serving_url is not None:
+            return self._remote_reader().read(feature_refs, entity_rows)
         reader = self._online_reader
         if reader is None:
             reader = self._online_reader = OnlineReader(
                 self._online_store, load_catalog=lambda: self._registry.read(self.project)
             )
         return reader.read(feature_refs, entity_rows)
+
+    def _remote_reader(self) -> RemoteReader:
+        """The serving-service reader of ``settings.serving_url``, connected on first use."""
+        if self._remote is None:
+            from provender.client import remote
+
+            token = self.settings.serving_token
+            url = self.settings.serving_url
+            assert url is not None
+            self._remote = remote.connect(
+                url, project=self.project, token=None if token is None else token.get_secret_value()
+            )
+        return self._remote
 
     @property
     def _online_store(self) -> OnlineStore:

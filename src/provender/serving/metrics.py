@@ -111,9 +111,7 @@ class Metrics:
         key = (protocol, endpoint, status)
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = _Child(
-                self.requests.labels(*key), self.latency.labels(*key)
-            )
+            child = self._children[key] = _Child(self.requests.labels(*key), self.latency.labels(*key))
         child.count.inc()
         child.latency.observe(seconds)
 

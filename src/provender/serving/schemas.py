@@ -112,9 +112,7 @@ def parse_online_request(body: bytes, *, max_entity_rows: int) -> OnlineRequest:
         raise DataError(f"Unknown field(s) {unknown} in the request; expected {', '.join(_FIELDS)}.")
     features = data.get("features")
     if type(features) is not list or not features or not all(type(ref) is str for ref in features):
-        raise DataError(
-            "'features' must be a non-empty list of feature refs, e.g. [\"driver_statistics:conv_rate\"]."
-        )
+        raise DataError("'features' must be a non-empty list of feature refs, e.g. [\"driver_statistics:conv_rate\"].")
     entities = data.get("entities")
     if type(entities) is not dict:
         raise DataError("'entities' must be an object of entity columns, e.g. {\"driver_id\": [1001, 1002]}.")
@@ -158,7 +156,7 @@ def _json_type(value: object) -> str:
 
 def openapi_document() -> dict[str, Any]:
     """Return the OpenAPI 3.1 document of the HTTP API (served at ``GET /v1/openapi.json``)."""
-    models = [OnlineFeaturesRequest, OnlineFeaturesResponse, ErrorResponse, HealthResponse]
+    models: list[type[BaseModel]] = [OnlineFeaturesRequest, OnlineFeaturesResponse, ErrorResponse, HealthResponse]
     _, definitions = models_json_schema(
         [(model, "validation") for model in models], ref_template="#/components/schemas/{model}"
     )

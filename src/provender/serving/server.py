@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import multiprocessing
 import os
 import shutil
@@ -111,9 +112,9 @@ def _worker_main(settings: Settings, log_level: int) -> None:  # pragma: no cove
 
 def bind_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
     """Return a TCP socket bound to ``host:port`` (not yet listening)."""
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
+        0
+    ]
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuse_port:
@@ -128,7 +129,7 @@ def bind_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
 
 
 async def _serve(settings: Settings, *, reuse_port: bool) -> None:
-    from provender.serving.grpc import create_grpc_server  # noqa: PLC0415 - grpc only when serving it
+    from provender.serving.grpc import create_grpc_server
 
     serving = settings.serving
     service = FeatureService(settings)
@@ -144,13 +145,17 @@ async def _serve(settings: Settings, *, reuse_port: bool) -> None:
             server_header=False,
             backlog=BACKLOG,
             timeout_keep_alive=KEEP_ALIVE_SECONDS,
-            timeout_graceful_shutdown=serving.graceful_shutdown_seconds,
+            timeout_graceful_shutdown=math.ceil(serving.graceful_shutdown_seconds),
         )
         http = _HttpServer(config)
         grpc_server = health = None
         grpc_port: int | None = None
         if serving.grpc_port is not None:
-            address = f"[{serving.host}]:{serving.grpc_port}" if ":" in serving.host else f"{serving.host}:{serving.grpc_port}"
+            address = (
+                f"[{serving.host}]:{serving.grpc_port}"
+                if ":" in serving.host
+                else f"{serving.host}:{serving.grpc_port}"
+            )
             grpc_server, health, grpc_port = create_grpc_server(service, address=address, reuse_port=reuse_port)
             await grpc_server.start()
             await health.update()
@@ -237,7 +242,7 @@ class _Supervisor:
                 self.workers[index] = self._start()
         return 0
 
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:  # noqa: ARG002 - signal handler signature
         self.stopping = True
 
     def _stop_all(self) -> None:

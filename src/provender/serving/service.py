@@ -424,7 +424,7 @@ _ROW_STATUS = {
 def _plan_columns(snapshot: RegistrySnapshot, features: Sequence[str]) -> ColumnPlan:
     """Resolve the result columns' types (the refs were already checked by the read)."""
     types: dict[str, ValueType] = {}
-    features: dict[str, None] = {}
+    feature_columns: dict[str, None] = {}
     tables: dict[str, str] = {}
     for text in features:
         ref = FeatureRef.parse(text)
@@ -438,7 +438,7 @@ def _plan_columns(snapshot: RegistrySnapshot, features: Sequence[str]) -> Column
             if ref.feature is None or feature.name == ref.feature:
                 column = f"{table.name}__{feature.name}"
                 types[column] = feature.value_type
-                features[column] = None
+                feature_columns[column] = None
                 tables.setdefault(table.name, column)
     floats = tuple(name for name, value_type in types.items() if value_type in FLOAT_TYPES)
-    return ColumnPlan(types, floats, tuple(features), tuple(tables.items()))
+    return ColumnPlan(types, floats, tuple(feature_columns), tuple(tables.items()))

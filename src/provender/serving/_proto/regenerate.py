@@ -29,7 +29,7 @@ def generate() -> dict[str, str]:
         RuntimeError: protoc failed, or grpcio-tools is not installed.
     """
     try:
-        from grpc_tools import protoc  # noqa: PLC0415 - a development dependency, only needed here
+        from grpc_tools import protoc
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise RuntimeError("regenerating the gRPC code needs grpcio-tools: pip install grpcio-tools") from exc
     include = Path(protoc.__file__).parent / "_proto"
