@@ -97,7 +97,7 @@ class AuthSection(BaseModel):
     def _parse_tokens(cls, value: object) -> object:
         if isinstance(value, str):
             try:
-                return json.loads(value)
+                value = json.loads(value)
             except ValueError:
                 raise ValueError("tokens must be a mapping of token to projects (JSON in the environment)") from None
         if isinstance(value, Mapping):

@@ -288,13 +288,17 @@ class DuckDBEngine:
         dates = DateRange.for_interval(plan.start, plan.end)
         source = self._source_relation(cursor, join, dates, upper=None, lower=plan.start)
         keys = ", ".join(quote(k) for k in join.join_keys)
-        features = ", ".join(quote(f.name) for f in join.features)
+        # The rule's ranking, (event, created) with a missing created lowest, as one struct key;
+        # arg_max keeps the winning row per key in one hash aggregation (no sort).
+        rank = f"{{'t': {_EVENT}, 'c': coalesce({_CREATED}, '-infinity'::TIMESTAMP)}}"
+        packed = ", ".join([*(f"{quote(f.name)} := {quote(f.name)}" for f in join.features),
+                            f"{_EVENT} := {_EVENT}", f"{_CREATED} := {_CREATED}"])
+        unpacked = ", ".join(f"latest.{quote(f.name)} AS {quote(f.name)}" for f in join.features)
         sql = (
-            f"SELECT {keys}, {features}, CAST({_EVENT} AS TIMESTAMPTZ) AS {EVENT_TIMESTAMP}, "
-            f"CAST({_CREATED} AS TIMESTAMPTZ) AS {CREATED_TIMESTAMP} FROM ({source}) "
-            f"WHERE {_EVENT} < {_timestamp_literal(plan.end)} "
-            f"QUALIFY row_number() OVER (PARTITION BY {keys} "
-            f"ORDER BY {_EVENT} DESC, {_CREATED} DESC NULLS LAST) = 1"
+            f"SELECT {keys}, {unpacked}, CAST(latest.{_EVENT} AS TIMESTAMPTZ) AS {EVENT_TIMESTAMP}, "
+            f"CAST(latest.{_CREATED} AS TIMESTAMPTZ) AS {CREATED_TIMESTAMP} FROM ("
+            f"SELECT {keys}, arg_max(struct_pack({packed}), {rank}) AS latest FROM ({source}) "
+            f"WHERE {_EVENT} < {_timestamp_literal(plan.end)} GROUP BY {keys})"
         )
         try:
             return cursor.sql(sql).to_arrow_reader(batch_rows)

@@ -24,7 +24,7 @@ StatusName = Literal["PRESENT", "NOT_FOUND", "OUTSIDE_MAX_AGE", "NULL_VALUE"]
 class OnlineFeaturesRequest(BaseModel):
     """``POST /v1/online-features``: the latest values of some features for some entity rows."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     features: list[str] = Field(
         min_length=1,
         description="Feature refs: '<table>:<feature>', or '<table>' for all of a table's features.",
