@@ -72,8 +72,9 @@ def child_provender(files: ScenarioFiles, work: Path, online: dict[str, object])
     import provender as pv
     from provender.config import load_settings
 
-    (work / "provender.yaml").write_text(yaml.safe_dump({"registry": "sqlite:///.provender/registry.db",
-                                                        "online": online}))
+    (work / "provender.yaml").write_text(
+        yaml.safe_dump({"registry": "sqlite:///.provender/registry.db", "online": online})
+    )
     client = pv.Client(settings=load_settings(work / "provender.yaml", environ={}))
     definitions: list[pv.Entity | pv.FeatureTable] = []
     for spec in TABLES:
@@ -81,8 +82,9 @@ def child_provender(files: ScenarioFiles, work: Path, online: dict[str, object])
         definitions.append(_provender_table(pv, spec, files.source(spec)))
     client.apply(definitions)
     # Warm-up: an empty window loads the engine and store modules once, as a long-lived process has.
-    client.start_offline_to_online_ingestion(TABLES[0].name, start=WINDOW_START - timedelta(days=2),
-                                             end=WINDOW_START - timedelta(days=1)).wait()
+    client.start_offline_to_online_ingestion(
+        TABLES[0].name, start=WINDOW_START - timedelta(days=2), end=WINDOW_START - timedelta(days=1)
+    ).wait()
     began = time.perf_counter()
     written = 0
     for spec in TABLES:
@@ -99,8 +101,11 @@ def _provender_table(pv: object, spec: TableSpec, path: Path) -> object:
         name=spec.name,
         entities=[spec.key],
         features=[pv.Feature(f.name, pv.ValueType[types[f.dtype]]) for f in spec.features],  # type: ignore[attr-defined]
-        batch_source=pv.FileSource(path=str(path), event_timestamp_column=EVENT_TIMESTAMP,  # type: ignore[attr-defined]
-                                   created_timestamp_column=CREATED_TIMESTAMP),
+        batch_source=pv.FileSource(
+            path=str(path),
+            event_timestamp_column=EVENT_TIMESTAMP,  # type: ignore[attr-defined]
+            created_timestamp_column=CREATED_TIMESTAMP,
+        ),
         max_age=spec.max_age,
     )
 
@@ -179,9 +184,20 @@ def run_feast(files: ScenarioFiles, work: Path, redis_url: str, timeout: float) 
     script.write_text(FEAST_DRIVER)
     host_port = redis_url.removeprefix("redis://").split("/")[0]
     spec = {
-        "work": str(work), "redis": host_port, "start": WINDOW_START.isoformat(), "end": WINDOW_END.isoformat(),
-        "tables": [{"name": t.name, "key": t.key, "path": str(files.source(t)), "max_age_days": t.max_age.days,
-                    "features": [[f.name, f.dtype] for f in t.features]} for t in TABLES],
+        "work": str(work),
+        "redis": host_port,
+        "start": WINDOW_START.isoformat(),
+        "end": WINDOW_END.isoformat(),
+        "tables": [
+            {
+                "name": t.name,
+                "key": t.key,
+                "path": str(files.source(t)),
+                "max_age_days": t.max_age.days,
+                "features": [[f.name, f.dtype] for f in t.features],
+            }
+            for t in TABLES
+        ],
     }
     return _run([str(FEAST_PYTHON), str(script), json.dumps(spec)], timeout=timeout, cwd=work)
 
@@ -234,8 +250,18 @@ def bench(args: argparse.Namespace) -> int:
                     if contender == "feast-redis":
                         result = run_feast(files, work, redis_url, TIMEOUT_SECONDS[args.size])
                     else:
-                        argv = [sys.executable, __file__, "--child", contender, "--size", args.size,
-                                "--work", str(work), "--redis-url", redis_url]
+                        argv = [
+                            sys.executable,
+                            __file__,
+                            "--child",
+                            contender,
+                            "--size",
+                            args.size,
+                            "--work",
+                            str(work),
+                            "--redis-url",
+                            redis_url,
+                        ]
                         result = _run(argv, timeout=TIMEOUT_SECONDS[args.size], cwd=work)
                     results[contender].append(result)
                     shown = f"{result['seconds']:.2f} s" if "seconds" in result else result.get("error")
@@ -256,7 +282,10 @@ def summarize(results: dict[str, list[dict[str, object]]], *, source_rows: int) 
         seconds = sorted(float(r["seconds"]) for r in ok)  # type: ignore[arg-type]
         median = statistics.median(seconds)
         summary[contender] = {
-            "median_s": median, "min_s": seconds[0], "max_s": seconds[-1], "runs": len(ok),
+            "median_s": median,
+            "min_s": seconds[0],
+            "max_s": seconds[-1],
+            "runs": len(ok),
             "peak_rss_mb": max(float(r["peak_rss_mb"]) for r in ok),  # type: ignore[arg-type]
             "keys_written": ok[-1].get("keys_written"),
             "source_rows_per_s": source_rows / median,
@@ -266,8 +295,10 @@ def summarize(results: dict[str, list[dict[str, object]]], *, source_rows: int) 
 
 def report(size: str, summary: dict[str, dict[str, object]], *, source_rows: int) -> None:
     reference = summary.get("provender-redis", {}).get("median_s")
-    lines = [f"| contender | median s | min s | max s | peak RSS MB | keys written | source rows/s | vs provender-redis |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| contender | median s | min s | max s | peak RSS MB | keys written | source rows/s | vs provender-redis |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for contender, s in summary.items():
         if "error" in s:
             lines.append(f"| {contender} | failed: {s['error']} | | | | | | |")
@@ -278,11 +309,16 @@ def report(size: str, summary: dict[str, dict[str, object]], *, source_rows: int
             f"| {s['keys_written'] or '-'} | {s['source_rows_per_s']:,.0f} | {ratio} |"
         )
     target = TARGETS[size]
-    verdict = (f"target {target} s: " + ("met" if reference and reference <= target else f"missed ({reference:.2f} s)")
-               if reference else "provender-redis did not run")
-    header = (f"## Ingestion, size {size} ({source_rows:,} source rows)\n\nRun {datetime.now(UTC):%Y-%m-%dT%H:%M}Z on "
-              f"{os.cpu_count()} CPUs, Python {platform.python_version()}; medians of the runs; each contender in "
-              f"its own process. Command: `.venv/bin/python benchmarks/ingestion.py --size {size}`.\n")
+    verdict = (
+        f"target {target} s: " + ("met" if reference and reference <= target else f"missed ({reference:.2f} s)")
+        if reference
+        else "provender-redis did not run"
+    )
+    header = (
+        f"## Ingestion, size {size} ({source_rows:,} source rows)\n\nRun {datetime.now(UTC):%Y-%m-%dT%H:%M}Z on "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}; medians of the runs; each contender in "
+        f"its own process. Command: `.venv/bin/python benchmarks/ingestion.py --size {size}`.\n"
+    )
     notes = [f"\n- {verdict}"]
     if size == "L":
         notes.append(f"- Feast's anchor figure for L (issue 4, similar machine): {FEAST_L_ANCHOR_SECONDS} s")
