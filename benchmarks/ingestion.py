@@ -296,7 +296,7 @@ def summarize(results: dict[str, list[dict[str, object]]], *, source_rows: int) 
 def report(size: str, summary: dict[str, dict[str, object]], *, source_rows: int) -> None:
     reference = summary.get("provender-redis", {}).get("median_s")
     lines = [
-        "| contender | median s | min s | max s | peak RSS MB | keys written | source rows/s | vs provender-redis |",
+        "| contender | median s | min s | max s | peak RSS MB | keys written | rows/s | vs provender-redis |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for contender, s in summary.items():
