@@ -62,4 +62,22 @@ provender ingest --table driver_statistics --start "$(date -u -d '8 days ago' +%
 step "provender online get: a low-latency online lookup (same values as training at the same time)"
 provender online get --features driver_statistics --entity driver_id=1001 --entity driver_id=1002 --entity driver_id=4242
 
+step "provender serve: the same lookup over HTTP (gRPC listens too), then a graceful stop"
+free_port() { python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+HTTP_PORT=$(free_port); GRPC_PORT=$(free_port)
+provender serve --http-port "$HTTP_PORT" --grpc-port "$GRPC_PORT" > serve.log 2>&1 &
+SERVE_PID=$!
+for _ in $(seq 1 300); do
+    curl -fsS "http://127.0.0.1:$HTTP_PORT/v1/ready" > /dev/null 2>&1 && break
+    kill -0 "$SERVE_PID" 2> /dev/null || { cat serve.log; exit 1; }
+    sleep 0.1
+done
+curl -fsS -X POST "http://127.0.0.1:$HTTP_PORT/v1/online-features" -H 'Content-Type: application/json' \
+    -d '{"features": ["driver_statistics:conv_rate", "driver_statistics:acc_rate", "driver_statistics:avg_daily_trips"],
+         "entities": {"driver_id": [1001, 1002, 4242]}, "include_statuses": true}'
+echo
+kill -TERM "$SERVE_PID"
+wait "$SERVE_PID"
+echo "(server stopped on SIGTERM; its JSON log is in $DEMO/serve.log)"
+
 step "demo finished"

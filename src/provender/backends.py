@@ -42,12 +42,11 @@ def available(role: Role) -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=role.value)}
 
 
-def load_backend(role: Role, name: str) -> type:
-    """Import and return the backend class registered as ``name`` for ``role``.
+def find_backend(role: Role, name: str) -> EntryPoint:
+    """Return the entry point of backend ``name`` without importing it.
 
     Raises:
-        ConfigError: no backend of that name (with a hint).
-        MissingExtraError: the backend's optional dependency is not installed.
+        ConfigError: no backend of that name (with a hint and the choices).
     """
     backends = available(role)
     entry = backends.get(name)
@@ -55,6 +54,17 @@ def load_backend(role: Role, name: str) -> type:
         hint = did_you_mean(name, backends) or ""
         choices = ", ".join(sorted(backends)) or "(none installed)"
         raise ConfigError(_SETTING[role], f"unknown backend {name!r}.{hint} Available: {choices}.")
+    return entry
+
+
+def load_backend(role: Role, name: str) -> type:
+    """Import and return the backend class registered as ``name`` for ``role``.
+
+    Raises:
+        ConfigError: no backend of that name (with a hint).
+        MissingExtraError: the backend's optional dependency is not installed.
+    """
+    entry = find_backend(role, name)
     try:
         backend: type = entry.load()
     except ModuleNotFoundError as exc:

@@ -105,9 +105,7 @@ def test_init_writes_the_three_files(tmp_path: Path) -> None:
     templates = resources.files("provender.cli") / "templates"
     assert sorted(p.name for p in directory.iterdir()) == sorted(TEMPLATE_FILES)
     for name in TEMPLATE_FILES:
-        assert (directory / name).read_text(encoding="utf-8") == (templates / name).read_text(
-            encoding="utf-8"
-        )
+        assert (directory / name).read_text(encoding="utf-8") == (templates / name).read_text(encoding="utf-8")
         assert f"wrote {directory / name}" in result.stdout
     assert "python generate_data.py" in result.stdout
 
@@ -188,8 +186,7 @@ def test_generated_data_matches_the_definitions(project: Path) -> None:
     )
     # each row sits in the partition of its event's UTC date, so partition pruning is exact
     assert all(
-        str(date) == event.date().isoformat()
-        for date, event in zip(rows["date"], rows["datetime"], strict=True)
+        str(date) == event.date().isoformat() for date, event in zip(rows["date"], rows["datetime"], strict=True)
     )
     assert all(0 <= trips < 1000 for trips in rows["avg_daily_trips"])
     assert all(0.0 <= rate < 1.0 for rate in rows["conv_rate"] + rows["acc_rate"])
@@ -223,9 +220,7 @@ def test_apply_registers_and_reapply_is_unchanged(project: Path) -> None:
     assert registry_of(project) == (1, [entity], [table])
 
 
-def test_apply_from_the_project_directory_without_config(
-    project: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_apply_from_the_project_directory_without_config(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(project)
     result = CliRunner().invoke(cli, ["apply", "driver_repo.py"])
     assert result.exit_code == 0, result.output
@@ -250,8 +245,7 @@ def test_refused_apply_fails_cleanly(applied: Path) -> None:
     set_feature_type(applied, '"conv_rate", pv.ValueType.FLOAT', '"conv_rate", pv.ValueType.DOUBLE')
     result = run(applied, "apply", str(applied), exit_code=1)
     assert any(
-        line.split()[:4] == ["refused", "feature", "table", "driver_statistics"]
-        for line in result.stdout.splitlines()
+        line.split()[:4] == ["refused", "feature", "table", "driver_statistics"] for line in result.stdout.splitlines()
     )
     assert "Refused (project 'default', nothing was changed)" in result.stderr
     assert "'conv_rate' value_type FLOAT -> DOUBLE" in result.stderr
@@ -266,9 +260,7 @@ def test_refused_apply_fails_cleanly(applied: Path) -> None:
 
 def test_refused_apply_with_debug_raises(applied: Path) -> None:
     set_feature_type(applied, '"conv_rate", pv.ValueType.FLOAT', '"conv_rate", pv.ValueType.DOUBLE')
-    result = CliRunner().invoke(
-        cli, ["--debug", "--config", str(applied / "provender.yaml"), "apply", str(applied)]
-    )
+    result = CliRunner().invoke(cli, ["--debug", "--config", str(applied / "provender.yaml"), "apply", str(applied)])
     assert result.exit_code == 1
     assert isinstance(result.exception, RegistryConflictError)
 
@@ -346,8 +338,7 @@ def test_tables_describe(applied: Path) -> None:
     assert "entities:  driver_id" in text
     assert "max_age:   1 day, 0:00:00" in text
     assert (
-        "data/driver_statistics/ (ParquetFormat), event time 'datetime', created 'created', partitions 'date'"
-        in text
+        "data/driver_statistics/ (ParquetFormat), event time 'datetime', created 'created', partitions 'date'" in text
     )
     assert "labels:    owner=ride-team" in text
     rows = [line.split() for line in text.splitlines()]

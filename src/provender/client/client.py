@@ -58,6 +58,9 @@ class Client:
         elif project is not None:
             settings = validate_settings({**dict(settings), "project": project})  # checks the name
         self.settings = settings
+        # Fail at start-up, naming the key, rather than at the first retrieval or read.
+        backends.find_backend(backends.Role.OFFLINE_ENGINE, settings.offline.engine)
+        backends.find_backend(backends.Role.ONLINE_STORE, settings.online.store)
         registry_cls = backends.load_registry(settings.registry)
         self._registry: RegistryStore = registry_cls.from_url(settings.registry, base_dir=settings.base_dir)
         self._offline: OfflineEngine | None = None

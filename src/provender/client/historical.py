@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 
 from provender.errors import DataError
 from provender.offline.engine import EntityRows, RetrievalJob
@@ -39,6 +38,8 @@ def to_entity_rows(entity_source: object) -> EntityRows:
 
 
 def _parquet_rows(path: str) -> EntityRows:
+    import pyarrow.dataset as ds  # imports pandas: only when a path is given
+
     try:
         if any(c in path for c in "*?["):
             import glob

@@ -26,7 +26,7 @@ from provender.config import validate_backend_config
 from provender.definitions import CsvFormat, ValueType
 from provender.errors import BackendError, DataError
 from provender.offline.engine import EngineCapabilities, EntityRows
-from provender.offline.files import DateRange, list_source_files, lower_event_bound
+from provender.offline.files import DateRange, list_table_files, lower_event_bound
 from provender.offline.plan import (
     CREATED_TIMESTAMP,
     ENTITY_TIMESTAMP,
@@ -222,10 +222,7 @@ class DuckDBEngine:
         upper: datetime | None,
         lower: datetime | None,
     ) -> str:
-        try:
-            files = list_source_files(join.source, base_dir=self.base_dir, dates=dates)
-        except DataError as exc:
-            raise DataError(f"Feature table {join.name!r}: {exc}") from exc
+        files = list_table_files(join.name, join.source, base_dir=self.base_dir, dates=dates)
         if not files:  # every date partition was pruned: no row can be a candidate
             return _empty_source_relation(join)
         scan = self._scan(join, files)

@@ -96,6 +96,14 @@ def list_source_files(source: FileSource, *, base_dir: Path, dates: DateRange | 
     return [str(f) for f in files]
 
 
+def list_table_files(table: str, source: FileSource, *, base_dir: Path, dates: DateRange | None = None) -> list[str]:
+    """:func:`list_source_files` for feature table ``table``'s batch source; errors name the table."""
+    try:
+        return list_source_files(source, base_dir=base_dir, dates=dates)
+    except DataError as exc:
+        raise DataError(f"Feature table {table!r}: {exc}") from exc
+
+
 def _partition_date_in(file: Path, column: str, dates: DateRange) -> bool:
     prefix = f"{column}="
     for part in file.parts:

@@ -51,7 +51,7 @@ from provender.definitions import CsvFormat, FeatureTable, ValueType
 from provender.errors import BackendError, ConfigError, DataError, ProvenderError
 from provender.ingestion.batch import IngestionJob, JobCancelledError, write_batches
 from provender.offline.engine import EngineCapabilities, EntityRows
-from provender.offline.files import DateRange, is_remote, list_source_files, lower_event_bound
+from provender.offline.files import DateRange, is_remote, list_table_files, lower_event_bound
 from provender.offline.plan import (
     CREATED_TIMESTAMP,
     ENTITY_TIMESTAMP,
@@ -81,6 +81,7 @@ _ROW = "__provender_row"
 _IS_ENTITY = "__provender_is_entity"
 _AT = "__provender_at"
 _STAMP = pa.timestamp("us", tz="UTC")
+_NO_BOUND = 2**62  # microseconds: more than Spark's timestamps span (years 1..9999), no overflow
 
 _SPARK_TYPES = {
     ValueType.BOOL: "boolean",
@@ -104,6 +105,7 @@ _FIXED_CONF = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     "spark.sql.legacy.parquet.nanosAsLong": "true",  # else Spark refuses nanosecond Parquet columns
+    "spark.sql.caseSensitive": "true",  # column names are exact: "Driver_Id" is not "driver_id"
 }
 
 
@@ -263,7 +265,9 @@ class SparkEngine:
             times = _arrow_time_range(rows.table.column(ENTITY_TIMESTAMP))
             columns = {ROW_ID: pa.array(np.arange(rows.table.num_rows, dtype=np.int64))}
             columns |= {name: rows.table.column(name).cast(e.value_type.to_arrow()) for name, e in keys.items()}
-            staged = pa.table(columns | {ENTITY_TIMESTAMP: rows.table.column(ENTITY_TIMESTAMP)})
+            stamps = rows.table.column(ENTITY_TIMESTAMP)
+            stamps = stamps.cast(_STAMP) if pa.types.is_null(stamps.type) else stamps  # an empty, untyped frame
+            staged = pa.table(columns | {ENTITY_TIMESTAMP: stamps})
             pq.write_table(staged, f"{self.staging.arrow_path(job_dir)}/entities.parquet", filesystem=self.staging.fs)
             view = staged.schema
             frame = self._reader(view, view.names).parquet(self.staging.spark_path(f"{job_dir}/entities.parquet"))
@@ -289,8 +293,14 @@ class SparkEngine:
         group = f"provender-{uuid.uuid4().hex[:12]}"
         row = run_in_group(self.session, group, "reading the entity rows", agg.first)
         assert row is not None
-        if row[2]:
-            raise null_entity_times_error(int(row[2]), f"{row[3][0]} row {row[3][1]}")
+        if row[2]:  # name the first such row by its position across the files, as DuckDB does
+            first = frame.where(
+                F.col(_ORDER)
+                < F.struct(F.lit(row[3][0]).alias("file_path"), F.lit(row[3][1]).cast("bigint").alias("row_index"))
+            )
+            raise null_entity_times_error(
+                int(row[2]), f"row {run_in_group(self.session, group, 'counting', first.count)}"
+            )
         return _aware(row[0]), _aware(row[1])
 
     def _reader(self, view: pa.Schema, names: Iterable[str]) -> DataFrameReader:
@@ -305,7 +315,7 @@ class SparkEngine:
     ) -> DataFrame:
         """The table's rows that can be candidates: keys and features (named as the table's), times."""
         columns = join.columns
-        files = list_source_files(join.source, base_dir=self.base_dir, dates=dates)
+        files = list_table_files(join.name, join.source, base_dir=self.base_dir, dates=dates)
         if not files:  # every date partition was pruned: no row can be a candidate
             fields = [f"{_quote(e.name)} {spark_type(e.value_type)}" for e in join.entities]
             fields += [f"{_quote(f.name)} {spark_type(f.value_type)}" for f in join.features]
@@ -346,9 +356,13 @@ class SparkEngine:
                 partitioning="hive",
                 partition_base_dir=None if root is None else str(root),
             )
-            check_source_schema(join, dataset.schema)
+            schema = dataset.schema
+            if isinstance(fmt, CsvFormat):
+                stamps = _csv_stamps(join)
+                schema = pa.schema([f.with_type(_STAMP) if f.name in stamps else f for f in schema])
+            check_source_schema(join, schema)
             partitions = _partition_names(files, root)
-            view = _spark_view(dataset.schema, dataset.files[0] if dataset.files else None, dataset.filesystem)
+            view = _spark_view(schema, dataset.files[0] if dataset.files else None, dataset.filesystem)
             c = join.columns
             needed = [*c.keys, *c.features, c.event_timestamp, *([c.created_timestamp] if c.created_timestamp else [])]
             if isinstance(fmt, CsvFormat):  # all text, cast afterwards, as the header names them
@@ -530,7 +544,8 @@ def compile_retrieval(
         )
         picked = F.col(_VERSION).isNotNull()
         if join.max_age is not None:
-            bound = F.unix_micros(F.col(f"{_ROW}.{_TS_CEIL}")) - F.lit(join.max_age // timedelta(microseconds=1))
+            age = min(join.max_age // timedelta(microseconds=1), _NO_BOUND)
+            bound = F.unix_micros(F.col(f"{_ROW}.{_TS_CEIL}")) - F.lit(age)
             picked &= F.unix_micros(F.col(f"{_VERSION}.{_EVENT}")) >= bound
         values = [F.when(picked, F.col(_VERSION)[_VALUES][f.name]).alias(join.output_column(f)) for f in join.features]
         current = won.where(F.col(_IS_ENTITY) == 1).select(f"{_ROW}.*", *values)
@@ -629,13 +644,26 @@ def _spark_view(schema: pa.Schema, first_file: str | None, filesystem: object = 
     return pa.schema([f.with_type(_STAMP) if f.name in int96 else f for f in schema])
 
 
+def _csv_stamps(join: TableJoin) -> set[str]:
+    """The CSV columns read as timestamps: event and created times, UNIX_TIMESTAMP features."""
+    c = join.columns
+    stamps = {c.event_timestamp, *([c.created_timestamp] if c.created_timestamp else [])}
+    features = zip(c.features, join.table.features, strict=True)
+    return stamps | {name for name, f in features if f.value_type is ValueType.UNIX_TIMESTAMP}
+
+
 def _arrow_format(join: TableJoin) -> ds.CsvFileFormat:
-    """CSV as DuckDB reads it for the check: declared types for keys and features, times sniffed."""
+    """CSV as DuckDB reads it for the check: declared types for keys and features, timestamps typed.
+
+    Timestamp columns are read as text here (naive and offset values may mix) and declared
+    timestamps in :meth:`SparkEngine._read_source`; Spark casts them, failing on a bad value.
+    """
     assert isinstance(join.source.file_format, CsvFormat)
     c = join.columns
     declared = {col: e.value_type for col, e in zip(c.keys, join.entities, strict=True)}
     declared |= {col: f.value_type for col, f in zip(c.features, join.table.features, strict=True)}
-    types = {name: t.to_arrow() for name, t in declared.items() if not t.is_list and t is not ValueType.UNIX_TIMESTAMP}
+    types = {name: t.to_arrow() for name, t in declared.items() if not t.is_list}
+    types |= dict.fromkeys(_csv_stamps(join), pa.string())
     return ds.CsvFileFormat(
         parse_options=pacsv.ParseOptions(delimiter=join.source.file_format.delimiter),
         convert_options=pacsv.ConvertOptions(column_types=types),

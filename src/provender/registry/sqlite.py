@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,11 +57,24 @@ class SQLiteRegistry:
             self._conn = sqlite3.connect(
                 path, timeout=_LOCK_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
             )
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.executescript(_SCHEMA)
+            self._set_up()
         except (sqlite3.Error, OSError) as exc:
             raise BackendError(f"cannot open the SQLite registry at {path}: {exc}") from exc
+
+    def _set_up(self) -> None:
+        # Processes opening a new file together race to switch it to WAL, and SQLite answers
+        # SQLITE_BUSY at once, without waiting (that could deadlock): retry until the timeout.
+        deadline = time.monotonic() + _LOCK_TIMEOUT_SECONDS
+        while True:
+            try:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+                self._conn.executescript(_SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     @classmethod
     def from_url(cls, url: str, *, base_dir: Path) -> Self:

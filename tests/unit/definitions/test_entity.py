@@ -15,9 +15,7 @@ BAD_NAMES = ["driver id", "1driver", "driver-id", "", "class", "None", "driver__
 
 
 def test_valid_entity() -> None:
-    entity = Entity(
-        name="driver_id", value_type=ValueType.INT64, description="Driver id", labels={"team": "ride"}
-    )
+    entity = Entity(name="driver_id", value_type=ValueType.INT64, description="Driver id", labels={"team": "ride"})
     assert entity.name == "driver_id"
     assert entity.value_type is ValueType.INT64
     assert entity.description == "Driver id"
@@ -103,9 +101,7 @@ def test_equality_ignores_label_order_but_not_values() -> None:
     first = Entity(name="driver_id", value_type=ValueType.INT64, labels={"a": "1", "b": "2"})
     assert first == Entity(name="driver_id", value_type=ValueType.INT64, labels={"b": "2", "a": "1"})
     assert first != Entity(name="driver_id", value_type=ValueType.INT64, labels={"a": "1", "b": "3"})
-    assert first != Entity(
-        name="driver_id", value_type=ValueType.INT64, labels={"a": "1", "b": "2"}, description="x"
-    )
+    assert first != Entity(name="driver_id", value_type=ValueType.INT64, labels={"a": "1", "b": "2"}, description="x")
     assert first != Entity(name="driver_id", value_type=ValueType.INT32, labels={"a": "1", "b": "2"})
 
 

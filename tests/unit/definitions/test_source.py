@@ -168,9 +168,7 @@ def test_formats_are_frozen() -> None:
 
 @pytest.mark.parametrize("message_format", [JsonFormat(), AvroFormat(AVRO_SCHEMA)])
 def test_kafka_source(message_format: object) -> None:
-    source = kafka(
-        message_format=message_format, created_timestamp_column="created", field_mapping={"a": "b"}
-    )
+    source = kafka(message_format=message_format, created_timestamp_column="created", field_mapping={"a": "b"})
     assert source.message_format == message_format
     assert source.bootstrap_servers == "localhost:9092"
     assert source.topic == "driver_trips"

@@ -69,9 +69,7 @@ def test_every_value_type_round_trips_as_a_feature(value_type: ValueType) -> Non
 
 @pytest.mark.parametrize("value_type", sorted(ENTITY_KEY_TYPES))
 def test_entities_of_every_key_type_round_trip(value_type: ValueType) -> None:
-    entity = Entity(
-        name="key", value_type=value_type, description="the key", labels={"team": "ride", "tier": "1"}
-    )
+    entity = Entity(name="key", value_type=value_type, description="the key", labels={"team": "ride", "tier": "1"})
     restored = round_trip(entity)
     assert isinstance(restored, Entity)
     assert restored.value_type is value_type
@@ -207,10 +205,7 @@ def test_newer_format_version_is_refused_clearly() -> None:
         codec.from_json(json.dumps(data))
     assert excinfo.value.field == "format_version"
     message = str(excinfo.value)
-    assert (
-        f"{codec.FORMAT_VERSION + 1} is newer than this Provender understands ({codec.FORMAT_VERSION})"
-        in message
-    )
+    assert f"{codec.FORMAT_VERSION + 1} is newer than this Provender understands ({codec.FORMAT_VERSION})" in message
     assert "upgrade provender" in message
 
 
@@ -327,9 +322,7 @@ def feature_tables(draw: st.DrawFn) -> FeatureTable:
     feature_names = draw(
         st.lists(identifiers.filter(lambda name: name not in entities), min_size=1, max_size=6, unique=True)
     )
-    features = [
-        Feature(name, draw(st.sampled_from(list(ValueType))), draw(free_text)) for name in feature_names
-    ]
+    features = [Feature(name, draw(st.sampled_from(list(ValueType))), draw(free_text)) for name in feature_names]
     has_batch, has_stream = draw(st.sampled_from([(True, False), (False, True), (True, True)]))
     batch = draw(file_sources()) if has_batch else None
     stream = draw(kafka_sources()) if has_stream else None

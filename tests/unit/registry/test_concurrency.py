@@ -44,9 +44,7 @@ def apply_rounds(worker: int, registry_url: str, base_dir: str, barrier: object,
                     {Action.ADDED, Action.UNCHANGED} if round_number == 0 else {Action.UNCHANGED}
                 )
                 again = client.apply(definitions)
-                assert [item.action for item in again.items] == [Action.UNCHANGED, Action.UNCHANGED], (
-                    again.items
-                )
+                assert [item.action for item in again.items] == [Action.UNCHANGED, Action.UNCHANGED], again.items
     except BaseException:
         errors.put(f"worker {worker}:\n{traceback.format_exc()}")  # type: ignore[attr-defined]
         raise
@@ -59,9 +57,7 @@ def test_concurrent_applies_from_processes_lose_nothing(tmp_path: Path) -> None:
     barrier = context.Barrier(PROCESSES)
     errors = context.Queue()
     workers = [
-        context.Process(
-            target=apply_rounds, args=(n, registry_url, str(tmp_path), barrier, errors), daemon=True
-        )
+        context.Process(target=apply_rounds, args=(n, registry_url, str(tmp_path), barrier, errors), daemon=True)
         for n in range(PROCESSES)
     ]
     for worker in workers:
@@ -86,9 +82,7 @@ def test_concurrent_applies_from_processes_lose_nothing(tmp_path: Path) -> None:
         tables = {table.name: table for table in client.list_feature_tables()}
         assert sorted(tables) == sorted(table_name(n) for n in range(PROCESSES))
         for n in range(PROCESSES):
-            assert tables[table_name(n)] == driver_statistics(
-                name=table_name(n), labels={"round": str(ROUNDS - 1)}
-            )
+            assert tables[table_name(n)] == driver_statistics(name=table_name(n), labels={"round": str(ROUNDS - 1)})
         # The entity is added together with the first table that wins the race (no version of its own),
         # every round changes one table's labels (one version each), and re-applies change nothing.
         assert client.registry_version() == PROCESSES * ROUNDS

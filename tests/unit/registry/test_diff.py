@@ -169,9 +169,7 @@ def test_feature_type_change_is_refused_until_the_table_is_deleted(client: Clien
 
 def test_removing_and_adding_features_is_allowed(client: Client) -> None:
     client.apply([driver(), driver_statistics()])
-    reduced = driver_statistics(
-        features=[Feature("conv_rate", ValueType.FLOAT), Feature("trips", ValueType.INT64)]
-    )
+    reduced = driver_statistics(features=[Feature("conv_rate", ValueType.FLOAT), Feature("trips", ValueType.INT64)])
     assert client.apply([reduced]).items[0].action is Action.CHANGED
     assert client.get_feature_table("driver_statistics").feature_names == ("conv_rate", "trips")
 
@@ -252,9 +250,7 @@ def test_unknown_names_get_a_did_you_mean_hint(
 
 def test_delete_plans_on_a_snapshot() -> None:
     snapshot = snapshot_of(driver(), customer(), driver_statistics())
-    assert plan_delete_feature_table(snapshot, "driver_statistics").delete_feature_tables == (
-        "driver_statistics",
-    )
+    assert plan_delete_feature_table(snapshot, "driver_statistics").delete_feature_tables == ("driver_statistics",)
     assert plan_delete_entity(snapshot, "customer_id").delete_entities == ("customer_id",)
     with pytest.raises(RegistryConflictError):
         plan_delete_entity(snapshot, "driver_id")

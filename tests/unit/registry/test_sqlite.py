@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -69,9 +70,7 @@ def test_apply_accepts_a_single_definition(client: Client) -> None:
     assert client.list_entities() == [driver()]
 
 
-def test_definitions_persist_across_clients(
-    make_client: MakeClient, registry_url: str, tmp_path: Path
-) -> None:
+def test_definitions_persist_across_clients(make_client: MakeClient, registry_url: str, tmp_path: Path) -> None:
     writer = make_client()
     writer.apply([driver(), customer(), driver_statistics(), customer_profile()])
     writer.close()
@@ -134,9 +133,7 @@ def test_changed_feature_description_and_max_age_bump_the_version(client: Client
 def test_every_effective_change_bumps_the_version_once(client: Client) -> None:
     client.apply([driver()])
     client.apply([driver(), driver_statistics()])  # entity unchanged, table added
-    client.apply(
-        [driver(labels={"v": "2"}), driver_statistics(labels={"v": "2"})]
-    )  # both changed: one version
+    client.apply([driver(labels={"v": "2"}), driver_statistics(labels={"v": "2"})])  # both changed: one version
     client.apply([driver(labels={"v": "2"}), driver_statistics(labels={"v": "2"})])  # unchanged
     client.delete_feature_table("driver_statistics")
     client.delete_entity("driver_id")
@@ -259,9 +256,7 @@ def test_update_that_raises_writes_nothing(tmp_path: Path) -> None:
         assert snapshot.version == 1
         assert dict(snapshot.entities) == {"driver_id": driver()}
         # the connection is usable again after the rollback
-        registry.update(
-            "default", lambda snapshot: RegistryChange(delete_entities=("driver_id",), description="d")
-        )
+        registry.update("default", lambda snapshot: RegistryChange(delete_entities=("driver_id",), description="d"))
         assert registry.read("default").version == 2
     finally:
         registry.close()
@@ -326,3 +321,27 @@ def test_project_given_with_settings_is_validated(registry_url: str) -> None:
     with Client(settings=settings, project="fraud") as client:
         assert client.project == "fraud"
         assert client.settings.registry == registry_url
+
+
+def test_opening_waits_for_another_writer_of_a_new_file(tmp_path: Path) -> None:
+    """Switching a new file to WAL while another process writes it must wait, not fail."""
+    path = tmp_path / "registry.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE unrelated (a)")  # a rollback-journal file, as a racing process sees it
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO unrelated VALUES (1)")
+    release = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    release.start()
+    started = time.monotonic()
+    try:
+        registry = SQLiteRegistry(path)
+    finally:
+        release.join()
+        other.close()
+    try:
+        assert time.monotonic() - started >= 0.25
+        assert registry._conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        registry.update("default", lambda snapshot: RegistryChange(put=(driver(),), description="add"))
+        assert registry.read("default").version == 1
+    finally:
+        registry.close()

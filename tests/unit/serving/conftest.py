@@ -47,7 +47,13 @@ def seed(settings: Settings) -> None:
             batch(
                 DRIVER_STATS,
                 [
-                    {"driver_id": 1001, "conv_rate": 0.5, "acc_rate": float("nan"), "trips": 7, "event_timestamp": at(0)},
+                    {
+                        "driver_id": 1001,
+                        "conv_rate": 0.5,
+                        "acc_rate": float("nan"),
+                        "trips": 7,
+                        "event_timestamp": at(0),
+                    },
                     {"driver_id": 1002, "conv_rate": 0.25, "acc_rate": 1.0, "trips": None, "event_timestamp": at(0)},
                 ],
                 entities={"driver_id": DRIVER},
@@ -71,7 +77,9 @@ class Answer:
         return data
 
 
-def call(app: ServingApp, method: str, path: str, body: bytes = b"", headers: Mapping[str, str] | None = None) -> Answer:
+def call(
+    app: ServingApp, method: str, path: str, body: bytes = b"", headers: Mapping[str, str] | None = None
+) -> Answer:
     """Call the ASGI app once, as uvicorn would."""
     messages: list[Mapping[str, object]] = []
     sent = False

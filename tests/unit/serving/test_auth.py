@@ -28,9 +28,11 @@ def rsa_keys() -> tuple[str, str]:
     private = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     return private, public
 
 
@@ -88,7 +90,7 @@ def test_expired_and_unsigned_jwts_are_refused() -> None:
     expired = jwt.encode(claims(["default"], exp=int(time.time()) - 10), SECRET, algorithm="HS256")
     with pytest.raises(AuthenticationError, match="expired"):
         auth.check(bearer(expired), "default")
-    unsigned = jwt.encode(claims(["default"]), None, algorithm="none")
+    unsigned = jwt.encode(claims(["default"]), None, algorithm="none")  # type: ignore[arg-type]
     with pytest.raises(AuthenticationError, match="not accepted"):
         auth.check(bearer(unsigned), "default")
     with pytest.raises(AuthenticationError):

@@ -65,7 +65,7 @@ def test_protobuf_round_trip(column: tuple[ValueType, list[object]]) -> None:
 
 
 def test_non_finite_floats_have_names_in_json() -> None:
-    columns = {"c": [math.nan, math.inf, -math.inf, 1.0, None], "l": [[math.nan, None]]}
+    columns: dict[str, list[object]] = {"c": [math.nan, math.inf, -math.inf, 1.0, None], "l": [[math.nan, None]]}
     codec.name_non_finite(columns, ["c", "l"])
     assert columns == {"c": ["NaN", "Infinity", "-Infinity", 1.0, None], "l": [["NaN", None]]}
 

@@ -46,7 +46,7 @@ def test_status_of(error: BaseException, http: int, grpc: str) -> None:
 
 
 def test_domain_errors_know_no_web_framework() -> None:
-    import provender.errors as domain  # noqa: PLC0415
+    import provender.errors as domain
 
     source = Path(domain.__file__).read_text(encoding="utf-8")
     for framework in ("grpc", "starlette", "uvicorn", "fastapi", "http."):

@@ -18,7 +18,9 @@ Served = tuple[FeatureService, ServingApp]
 
 def test_online_features_answers_columns_in_ref_order(served: Served) -> None:
     _, app = served
-    answer = post(app, {"features": ["driver_stats:trips", "driver_stats:conv_rate"], "entities": {"driver_id": [1001, 9]}})
+    answer = post(
+        app, {"features": ["driver_stats:trips", "driver_stats:conv_rate"], "entities": {"driver_id": [1001, 9]}}
+    )
     assert answer.status == 200
     assert answer.headers["content-type"] == "application/json"
     assert list(answer.json()) == ["columns"]

@@ -66,7 +66,7 @@ def test_the_service_logs_sampled_requests_and_counts_them(tmp_path: Path) -> No
     service = FeatureService(settings)
     service.start()
     try:
-        from provender.serving.http import create_app  # noqa: PLC0415
+        from provender.serving.http import create_app
 
         app = create_app(service)
         headers = {"Authorization": "Bearer secret-token-1"}

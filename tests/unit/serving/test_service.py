@@ -44,7 +44,9 @@ def test_projects_outside_serving_projects_are_not_served(tmp_path: Path) -> Non
         query = FeatureQuery(project="fraud", features=("driver_stats",), entities={"driver_id": [1]})
         with pytest.raises(ProjectNotServedError, match="served projects: default"):
             service.read(query)
-        result = service.read(FeatureQuery(project="default", features=("driver_stats:trips",), entities={"driver_id": [1001]}))
+        result = service.read(
+            FeatureQuery(project="default", features=("driver_stats:trips",), entities={"driver_id": [1001]})
+        )
         assert result.columns == {"driver_id": [1001], "driver_stats__trips": [7]}
         assert result.statuses is None
     finally:
