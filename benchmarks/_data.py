@@ -78,13 +78,19 @@ class Size:
 
 
 SIZES: dict[str, Size] = {
-    "S": Size("S", driver_rows=1_000_000, drivers=10_000, customer_rows=100_000, customers=10_000,
-              entity_rows=100_000),
-    "L": Size("L", driver_rows=10_000_000, drivers=100_000, customer_rows=1_000_000, customers=100_000,
-              entity_rows=1_000_000),
+    "S": Size("S", driver_rows=1_000_000, drivers=10_000, customer_rows=100_000, customers=10_000, entity_rows=100_000),
+    "L": Size(
+        "L", driver_rows=10_000_000, drivers=100_000, customer_rows=1_000_000, customers=100_000, entity_rows=1_000_000
+    ),
     # The spill scenario: a 100M-row feature table and 10M entity rows.
-    "XL": Size("XL", driver_rows=100_000_000, drivers=1_000_000, customer_rows=10_000_000,
-               customers=1_000_000, entity_rows=10_000_000),
+    "XL": Size(
+        "XL",
+        driver_rows=100_000_000,
+        drivers=1_000_000,
+        customer_rows=10_000_000,
+        customers=1_000_000,
+        entity_rows=10_000_000,
+    ),
 }
 
 
@@ -120,16 +126,22 @@ DRIVER_STATS = TableSpec(
     name="driver_hourly_stats",
     key="driver_id",
     key_base=1_001,
-    features=(FeatureSpec("conv_rate", "float32"), FeatureSpec("acc_rate", "float32"),
-              FeatureSpec("avg_daily_trips", "int64")),
+    features=(
+        FeatureSpec("conv_rate", "float32"),
+        FeatureSpec("acc_rate", "float32"),
+        FeatureSpec("avg_daily_trips", "int64"),
+    ),
     max_age=timedelta(days=7),
 )
 CUSTOMER_PROFILE = TableSpec(
     name="customer_profile",
     key="customer_id",
     key_base=10_000_001,
-    features=(FeatureSpec("current_balance", "float64"), FeatureSpec("avg_passenger_count", "float32"),
-              FeatureSpec("lifetime_trip_count", "int64")),
+    features=(
+        FeatureSpec("current_balance", "float64"),
+        FeatureSpec("avg_passenger_count", "float32"),
+        FeatureSpec("lifetime_trip_count", "int64"),
+    ),
     max_age=timedelta(days=30),
 )
 TABLES = (DRIVER_STATS, CUSTOMER_PROFILE)
@@ -159,19 +171,29 @@ class ScenarioFiles:
 def scenario_files(size: Size, data_dir: Path = DATA_DIR) -> ScenarioFiles:
     """Return where ``size``'s files are (or will be); generates nothing."""
     root = data_dir / size.name
-    return ScenarioFiles(size=size, root=root, driver_stats=root / f"{DRIVER_STATS.name}.parquet",
-                         customer_profile=root / f"{CUSTOMER_PROFILE.name}.parquet",
-                         entity_rows=root / "entity_rows.parquet")
+    return ScenarioFiles(
+        size=size,
+        root=root,
+        driver_stats=root / f"{DRIVER_STATS.name}.parquet",
+        customer_profile=root / f"{CUSTOMER_PROFILE.name}.parquet",
+        entity_rows=root / "entity_rows.parquet",
+    )
 
 
 def _manifest(size: Size) -> dict[str, object]:
-    return {"generator_version": GENERATOR_VERSION, "seed": SEED, "size": asdict(size),
-            "start": SCENARIO_START.isoformat(), "days": SCENARIO_DAYS, "tie_fraction": TIE_FRACTION,
-            "chunk_rows": CHUNK_ROWS, "numpy": np.__version__}
+    return {
+        "generator_version": GENERATOR_VERSION,
+        "seed": SEED,
+        "size": asdict(size),
+        "start": SCENARIO_START.isoformat(),
+        "days": SCENARIO_DAYS,
+        "tie_fraction": TIE_FRACTION,
+        "chunk_rows": CHUNK_ROWS,
+        "numpy": np.__version__,
+    }
 
 
-def ensure_scenario(size: Size, data_dir: Path = DATA_DIR, *,
-                    log: Callable[[str], None] = print) -> ScenarioFiles:
+def ensure_scenario(size: Size, data_dir: Path = DATA_DIR, *, log: Callable[[str], None] = print) -> ScenarioFiles:
     """Generate ``size``'s files unless an identical cached copy exists; return their paths.
 
     Safe to interrupt: files are written under a temporary directory and renamed into place.
@@ -182,8 +204,9 @@ def ensure_scenario(size: Size, data_dir: Path = DATA_DIR, *,
     if manifest_path.is_file():
         cached = json.loads(manifest_path.read_text())
         cached.pop("seconds", None)
-        if cached == manifest and all(p.is_file() for p in (files.driver_stats, files.customer_profile,
-                                                            files.entity_rows)):
+        if cached == manifest and all(
+            p.is_file() for p in (files.driver_stats, files.customer_profile, files.entity_rows)
+        ):
             return files
     started = time.perf_counter()
     staging = data_dir / f".tmp-{size.name}-{os.getpid()}"
@@ -193,8 +216,7 @@ def ensure_scenario(size: Size, data_dir: Path = DATA_DIR, *,
     rng = np.random.default_rng(SEED)
     log(f"generating size {size.name} under {files.root} ...")
     _write_table(staged.driver_stats, DRIVER_STATS, rows=size.driver_rows, keys=size.drivers, rng=rng)
-    _write_table(staged.customer_profile, CUSTOMER_PROFILE, rows=size.customer_rows, keys=size.customers,
-                 rng=rng)
+    _write_table(staged.customer_profile, CUSTOMER_PROFILE, rows=size.customer_rows, keys=size.customers, rng=rng)
     _write_entity_rows(staged.entity_rows, size, rng=rng)
     seconds = time.perf_counter() - started
     (staged.root / "manifest.json").write_text(json.dumps({**manifest, "seconds": round(seconds, 1)}, indent=2))
@@ -233,9 +255,14 @@ def _feature_values(rng: np.random.Generator, spec: FeatureSpec, n: int) -> pa.A
 
 
 def _write_table(path: Path, table: TableSpec, *, rows: int, keys: int, rng: np.random.Generator) -> None:
-    schema = pa.schema([(table.key, pa.int64()),
-                        *((f.name, pa.from_numpy_dtype(np.dtype(f.dtype))) for f in table.features),
-                        (EVENT_TIMESTAMP, _TS_TYPE), (CREATED_TIMESTAMP, _TS_TYPE)])
+    schema = pa.schema(
+        [
+            (table.key, pa.int64()),
+            *((f.name, pa.from_numpy_dtype(np.dtype(f.dtype))) for f in table.features),
+            (EVENT_TIMESTAMP, _TS_TYPE),
+            (CREATED_TIMESTAMP, _TS_TYPE),
+        ]
+    )
     lag_us = int(CREATED_LAG_MAX / timedelta(microseconds=1))
     with pq.ParquetWriter(path, schema) as writer:
         for n in _chunks(rows):
@@ -247,14 +274,19 @@ def _write_table(path: Path, table: TableSpec, *, rows: int, keys: int, rng: np.
             key[tied] = key[origin]
             event[tied] = event[origin]
             created = event + rng.integers(0, lag_us, size=n, dtype=np.int64)
-            columns = [pa.array(key), *(_feature_values(rng, f, n) for f in table.features),
-                       _timestamps(event), _timestamps(created)]
+            columns = [
+                pa.array(key),
+                *(_feature_values(rng, f, n) for f in table.features),
+                _timestamps(event),
+                _timestamps(created),
+            ]
             writer.write_table(pa.Table.from_arrays(columns, schema=schema), row_group_size=ROW_GROUP_ROWS)
 
 
 def _write_entity_rows(path: Path, size: Size, *, rng: np.random.Generator) -> None:
-    schema = pa.schema([(DRIVER_STATS.key, pa.int64()), (CUSTOMER_PROFILE.key, pa.int64()),
-                        (EVENT_TIMESTAMP, _TS_TYPE)])
+    schema = pa.schema(
+        [(DRIVER_STATS.key, pa.int64()), (CUSTOMER_PROFILE.key, pa.int64()), (EVENT_TIMESTAMP, _TS_TYPE)]
+    )
     with pq.ParquetWriter(path, schema) as writer:
         for n in _chunks(size.entity_rows):
             driver = DRIVER_STATS.key_base + rng.integers(0, size.drivers, size=n, dtype=np.int64)

@@ -38,8 +38,10 @@ Usage::
     .venv/bin/python benchmarks/historical.py --size L --runs 3 --peers feast
     .venv/bin/python benchmarks/historical.py --size XL        # minutes; spills
 
-Writes ``benchmarks/results/historical_<size>.json`` and regenerates
-``benchmarks/results/historical.md`` from every ``historical_*.json`` present.
+A complete run (default contenders, at least the default number of runs, the guard, and every
+contender the recorded file already has) writes ``benchmarks/results/historical_<size>.json``
+and regenerates ``benchmarks/results/historical.md`` from every ``historical_*.json`` present; a
+partial run writes ``benchmarks/data/results/historical_<size>.json`` instead (``--save`` forces).
 """
 
 from __future__ import annotations
@@ -64,11 +66,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _data import (  # noqa: E402  (the benchmarks folder is not a package)
+from _data import (
     CREATED_TIMESTAMP,
-    CUSTOMER_PROFILE,
     DATA_DIR,
-    DRIVER_STATS,
     EVENT_TIMESTAMP,
     SIZES,
     TABLES,
@@ -81,6 +81,8 @@ from _data import (  # noqa: E402  (the benchmarks folder is not a package)
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 PEERS_DIR = BENCH_DIR / "peers"
+ADHOC_DIR = DATA_DIR / "results"
+"""Where partial runs write their JSON (gitignored), so they never replace recorded figures."""
 DEFAULT_RUNS = {"S": 3, "L": 3, "XL": 1}
 TIMEOUT_SECONDS = {"S": 120, "L": 300, "XL": 3_600}
 """Per-run limit; a run past it is killed and recorded as failed."""
@@ -108,16 +110,22 @@ CONTENDERS = {
     for c in (
         Contender("provender-df", "Provender, entity rows as DataFrame", "provender", {"entity_as": "dataframe"}),
         Contender("provender-path", "Provender, entity rows as Parquet path", "provender", {"entity_as": "path"}),
-        Contender("duckdb-asof", "floor: plain DuckDB ASOF JOIN (no tie-break, no max_age, unordered)", "floor",
-                  {"ordered": False}),
+        Contender(
+            "duckdb-asof",
+            "floor: plain DuckDB ASOF JOIN (no tie-break, no max_age, unordered)",
+            "floor",
+            {"ordered": False},
+        ),
         Contender("duckdb-asof-ordered", "floor, in entity-row order", "floor", {"ordered": True}),
         Contender("feast-duckdb", "Feast 0.67, duckdb offline store", "feast", {"store": "duckdb"}, peer="feast"),
         Contender("feast-file", "Feast 0.67, file (dask) offline store", "feast", {"store": "file"}, peer="feast"),
     )
 }
-DEFAULT_CONTENDERS = {"S": ["provender-df", "provender-path", "duckdb-asof", "duckdb-asof-ordered"],
-                      "L": ["provender-df", "provender-path", "duckdb-asof", "duckdb-asof-ordered"],
-                      "XL": ["provender-path"]}
+DEFAULT_CONTENDERS = {
+    "S": ["provender-df", "provender-path", "duckdb-asof", "duckdb-asof-ordered"],
+    "L": ["provender-df", "provender-path", "duckdb-asof", "duckdb-asof-ordered"],
+    "XL": ["provender-path"],
+}
 
 
 @dataclass(slots=True)
@@ -141,13 +149,27 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="Point-in-time historical retrieval benchmark.")
     parser.add_argument("--size", choices=list(SIZES), default="S")
     parser.add_argument("--runs", type=int, help="runs per contender (default: 3; XL: 1)")
-    parser.add_argument("--peers", action="append", default=[], choices=["feast"],
-                        help="also measure a peer (needs `bash benchmarks/peers_setup.sh`)")
+    parser.add_argument(
+        "--peers",
+        action="append",
+        default=[],
+        choices=["feast"],
+        help="also measure a peer (needs `bash benchmarks/peers_setup.sh`)",
+    )
     parser.add_argument("--contenders", help=f"comma-separated subset of: {', '.join(CONTENDERS)}")
     parser.add_argument("--timeout", type=float, help="seconds per run before it is killed")
     parser.add_argument("--rss-cap-gb", type=float, default=RSS_CAP_GB, help="kill a run above this RSS")
-    parser.add_argument("--check", action=argparse.BooleanOptionalAction, default=None,
-                        help="run the correctness guard (default: on for S and L, off for XL)")
+    parser.add_argument(
+        "--check",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run the correctness guard (default: on for S and L, off for XL)",
+    )
+    parser.add_argument(
+        "--save",
+        action="store_true",
+        help="record in benchmarks/results/ even a partial run (subset, fewer runs, no guard)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -174,20 +196,31 @@ def _bench(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix=f"bench-{size.name}-", dir=DATA_DIR))
     try:
         config = _provender_project(work / "project", files, memory_limit=memory_limit)
-        print(f"size {size.name}: {size.driver_rows:,} driver rows, {size.customer_rows:,} customer rows, "
-              f"{size.entity_rows:,} entity rows; {runs} run(s) per contender, timeout {timeout:.0f} s")
+        print(
+            f"size {size.name}: {size.driver_rows:,} driver rows, {size.customer_rows:,} customer rows, "
+            f"{size.entity_rows:,} entity rows; {runs} run(s) per contender, timeout {timeout:.0f} s"
+        )
         results: dict[str, list[RunResult]] = {}
         for name in names:
             contender = CONTENDERS[name]
             results[name] = []
             for i in range(runs):
-                spec = _child_spec(contender, files, config, work, memory_limit=memory_limit,
-                                   output="parquet" if size.name == "XL" else "arrow")
+                spec = _child_spec(
+                    contender,
+                    files,
+                    config,
+                    work,
+                    memory_limit=memory_limit,
+                    output="parquet" if size.name == "XL" else "arrow",
+                )
                 result = _run_child(contender, spec, timeout=timeout, rss_cap_mb=args.rss_cap_gb * 1024)
                 results[name].append(result)
-                what = (f"{result.seconds:7.2f} s  {result.cpu_s or 0:6.1f} CPU s  {result.peak_rss_mb:6.0f} MB  "
-                        f"{result.rows:,} rows"
-                        if result.error is None else f"FAILED: {_one_line(result.error)}")
+                what = (
+                    f"{result.seconds:7.2f} s  {result.cpu_s or 0:6.1f} CPU s  {result.peak_rss_mb:6.0f} MB  "
+                    f"{result.rows:,} rows"
+                    if result.error is None
+                    else f"FAILED: {_one_line(result.error)}"
+                )
                 print(f"  {name:<20} run {i + 1}/{runs}: {what}", flush=True)
                 if result.error is not None:
                     break
@@ -195,18 +228,58 @@ def _bench(args: argparse.Namespace) -> int:
         if args.check if args.check is not None else size.name != "XL":
             print("correctness guard ...", flush=True)
             check = correctness_guard(files, config)
-        report = _report(size.name, names, results, check, files=files, runs=runs, timeout=timeout,
-                         memory_limit=memory_limit, started_at=started_at, load=(load_before, os.getloadavg()),
-                         gen_seconds=gen_seconds)
+        report = _report(
+            size.name,
+            names,
+            results,
+            check,
+            files=files,
+            runs=runs,
+            timeout=timeout,
+            memory_limit=memory_limit,
+            started_at=started_at,
+            load=(load_before, os.getloadavg()),
+            gen_seconds=gen_seconds,
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    RESULTS_DIR.mkdir(exist_ok=True)
-    out = RESULTS_DIR / f"historical_{size.name}.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
     _print_table(report)
-    _write_markdown()
-    print(f"wrote {out.relative_to(BENCH_DIR.parent)} and benchmarks/results/historical.md")
+    why_not = _why_not_recorded(args, size.name, runs, names, check)
+    if why_not and not args.save:
+        ADHOC_DIR.mkdir(parents=True, exist_ok=True)
+        out = ADHOC_DIR / f"historical_{size.name}.json"
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {out.relative_to(BENCH_DIR.parent)} only ({why_not}; --save records it in benchmarks/results/)")
+    else:
+        RESULTS_DIR.mkdir(exist_ok=True)
+        out = RESULTS_DIR / f"historical_{size.name}.json"
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        _write_markdown()
+        print(f"wrote {out.relative_to(BENCH_DIR.parent)} and benchmarks/results/historical.md")
     return 1 if check is not None and not check["ok"] else 0
+
+
+def _why_not_recorded(
+    args: argparse.Namespace, size: str, runs: int, names: list[str], check: dict[str, object] | None
+) -> str | None:
+    """Why this run should not replace the recorded results (None: it should).
+
+    The recorded figures are complete runs: the default contenders, at least the default number
+    of runs, the guard (S, L), and every contender the recorded file already has (peers).
+    """
+    if args.contenders:
+        return "a subset of contenders"
+    if runs < DEFAULT_RUNS[size]:
+        return f"fewer than {DEFAULT_RUNS[size]} runs"
+    if check is None and size != "XL":
+        return "no correctness guard"
+    recorded = RESULTS_DIR / f"historical_{size}.json"
+    if recorded.is_file():
+        before = {c["contender"] for c in json.loads(recorded.read_text())["contenders"]}
+        missing = sorted(before - set(names))
+        if missing:
+            return f"the recorded results also have {', '.join(missing)}"
+    return None
 
 
 def _provender_project(root: Path, files: ScenarioFiles, *, memory_limit: str | None) -> Path:
@@ -221,30 +294,49 @@ def _provender_project(root: Path, files: ScenarioFiles, *, memory_limit: str | 
     definitions: list[object] = []
     for table in TABLES:
         definitions.append(pv.Entity(name=table.key, value_type=pv.ValueType.INT64))
-        definitions.append(pv.FeatureTable(
-            name=table.name,
-            entities=[table.key],
-            features=[pv.Feature(f.name, types[f.dtype]) for f in table.features],
-            batch_source=pv.FileSource(path=str(files.source(table)), file_format=pv.ParquetFormat(),
-                                       event_timestamp_column=EVENT_TIMESTAMP,
-                                       created_timestamp_column=CREATED_TIMESTAMP),
-            max_age=table.max_age,
-        ))
+        definitions.append(
+            pv.FeatureTable(
+                name=table.name,
+                entities=[table.key],
+                features=[pv.Feature(f.name, types[f.dtype]) for f in table.features],
+                batch_source=pv.FileSource(
+                    path=str(files.source(table)),
+                    file_format=pv.ParquetFormat(),
+                    event_timestamp_column=EVENT_TIMESTAMP,
+                    created_timestamp_column=CREATED_TIMESTAMP,
+                ),
+                max_age=table.max_age,
+            )
+        )
     with pv.Client(config=config) as client:
         client.apply(definitions)
     return config
 
 
-def _child_spec(contender: Contender, files: ScenarioFiles, config: Path, work: Path, *,
-                memory_limit: str | None, output: str) -> dict[str, object]:
+def _child_spec(
+    contender: Contender, files: ScenarioFiles, config: Path, work: Path, *, memory_limit: str | None, output: str
+) -> dict[str, object]:
     return {
-        "contender": contender.name, "kind": contender.kind, **contender.options,
-        "config": str(config), "entity_rows": str(files.entity_rows),
+        "contender": contender.name,
+        "kind": contender.kind,
+        **contender.options,
+        "config": str(config),
+        "entity_rows": str(files.entity_rows),
         "sources": {t.name: str(files.source(t)) for t in TABLES},
-        "tables": [{"name": t.name, "key": t.key, "features": [asdict(f) for f in t.features],
-                    "max_age_s": t.max_age.total_seconds()} for t in TABLES],
-        "refs": all_refs(), "memory_limit": memory_limit, "output": output,
-        "work": str(work), "temp_directory": str(work / "spill"),
+        "tables": [
+            {
+                "name": t.name,
+                "key": t.key,
+                "features": [asdict(f) for f in t.features],
+                "max_age_s": t.max_age.total_seconds(),
+            }
+            for t in TABLES
+        ],
+        "refs": all_refs(),
+        "memory_limit": memory_limit,
+        "output": output,
+        "work": str(work),
+        "temp_directory": str(work / "spill"),
     }
 
 
@@ -291,8 +383,14 @@ def _run_child(contender: Contender, spec: dict[str, object], *, timeout: float,
         tail = err_path.read_text(errors="replace").strip().splitlines()[-12:]
         return RunResult(peak_rss_mb=peak, error=f"exit {proc.returncode}: " + "\n".join(tail))
     data = json.loads(line.removeprefix(RESULT_MARK))
-    return RunResult(seconds=data["seconds"], cpu_s=data.get("cpu_s"), rows=data["rows"], peak_rss_mb=peak,
-                     rss_before_mb=data.get("rss_before_mb"), info=data.get("info", {}))
+    return RunResult(
+        seconds=data["seconds"],
+        cpu_s=data.get("cpu_s"),
+        rows=data["rows"],
+        peak_rss_mb=peak,
+        rss_before_mb=data.get("rss_before_mb"),
+        info=data.get("info", {}),
+    )
 
 
 def _proc_rss_mb(pid: int) -> float | None:
@@ -329,10 +427,7 @@ def _cpu_seconds() -> float:
 
 
 def _child(spec: dict[str, object]) -> int:
-    if spec["kind"] == "provender":
-        result = _child_provender(spec)
-    else:
-        result = _child_floor(spec)
+    result = _child_provender(spec) if spec["kind"] == "provender" else _child_floor(spec)
     print(RESULT_MARK + json.dumps(result), flush=True)
     return 0
 
@@ -366,10 +461,12 @@ def floor_sql(spec: dict[str, object], *, ordered: bool) -> str:
     joins = []
     for n, table in enumerate(spec["tables"]):  # type: ignore[attr-defined]
         alias = f"s{n}"
-        select += [f'{alias}.{f["name"]} AS {table["name"]}__{f["name"]}' for f in table["features"]]
-        joins.append(f"ASOF LEFT JOIN read_parquet('{sources[table['name']]}') {alias} "
-                     f"ON e.{table['key']} = {alias}.{table['key']} "
-                     f"AND e.event_timestamp >= {alias}.{EVENT_TIMESTAMP}")
+        select += [f"{alias}.{f['name']} AS {table['name']}__{f['name']}" for f in table["features"]]
+        joins.append(
+            f"ASOF LEFT JOIN read_parquet('{sources[table['name']]}') {alias} "
+            f"ON e.{table['key']} = {alias}.{table['key']} "
+            f"AND e.event_timestamp >= {alias}.{EVENT_TIMESTAMP}"
+        )
     entity = f"read_parquet('{spec['entity_rows']}', file_row_number = {str(ordered).lower()})"
     order = " ORDER BY e.file_row_number" if ordered else ""
     return f"SELECT {', '.join(select)} FROM {entity} e {' '.join(joins)}{order}"
@@ -387,8 +484,9 @@ def _child_floor(spec: dict[str, object]) -> dict[str, object]:
     rss_before, cpu = _self_rss_mb(), _cpu_seconds()
     started = time.perf_counter()
     if spec["output"] == "parquet":
-        rows = con.execute(f"COPY ({sql}) TO '{Path(str(spec['work'])) / 'floor.parquet'}' (FORMAT parquet)"
-                           ).fetchall()[0][0]
+        rows = con.execute(
+            f"COPY ({sql}) TO '{Path(str(spec['work'])) / 'floor.parquet'}' (FORMAT parquet)"
+        ).fetchall()[0][0]
     else:
         rows = con.sql(sql).to_arrow_table().num_rows
     seconds = time.perf_counter() - started
@@ -480,9 +578,14 @@ def correctness_guard(files: ScenarioFiles, config: Path) -> dict[str, object]:
     entity_rows, order_mismatches = con.execute(
         f"SELECT count(*), count(*) FILTER (WHERE p.__rid IS NULL OR p.driver_id IS DISTINCT FROM e.driver_id "
         f"OR p.customer_id IS DISTINCT FROM e.customer_id OR p.event_timestamp IS DISTINCT FROM e.event_timestamp) "
-        f"FROM {entity} e LEFT JOIN p ON p.__rid = e.file_row_number").fetchone()
-    check: dict[str, object] = {"entity_rows": entity_rows, "rows_returned": result.num_rows,
-                                "order_mismatches": order_mismatches, "tables": {}}
+        f"FROM {entity} e LEFT JOIN p ON p.__rid = e.file_row_number"
+    ).fetchone()
+    check: dict[str, object] = {
+        "entity_rows": entity_rows,
+        "rows_returned": result.num_rows,
+        "order_mismatches": order_mismatches,
+        "tables": {},
+    }
     ok = entity_rows == result.num_rows and order_mismatches == 0
     for table in TABLES:
         kinds = _guard_table(con, table, entity, str(files.source(table)))
@@ -492,9 +595,11 @@ def correctness_guard(files: ScenarioFiles, config: Path) -> dict[str, object]:
     exact = sum(t["exact"]["compared"] for t in check["tables"].values())  # type: ignore[attr-defined]
     bad = sum(k["mismatches"] for t in check["tables"].values() for k in t.values())  # type: ignore[attr-defined]
     tied = sum(t.get("tied", {}).get("compared", 0) for t in check["tables"].values())  # type: ignore[attr-defined]
-    print(f"  compared {entity_rows:,} rows x {len(TABLES)} tables: {exact:,} exact matches, {tied:,} tied "
-          f"(tie-break), the rest null by rule; order mismatches {order_mismatches}, value mismatches {bad}"
-          f" -> {'OK' if ok else 'FAILED'}")
+    print(
+        f"  compared {entity_rows:,} rows x {len(TABLES)} tables: {exact:,} exact matches, {tied:,} tied "
+        f"(tie-break), the rest null by rule; order mismatches {order_mismatches}, value mismatches {bad}"
+        f" -> {'OK' if ok else 'FAILED'}"
+    )
     return check
 
 
@@ -507,7 +612,10 @@ def _guard_table(con: object, table: TableSpec, entity: str, source: str) -> dic
     """
     f = table.feature_names
     out = [f"p.{table.name}__{name}" for name in f]
-    differs = lambda ref: " OR ".join(f"{o} IS DISTINCT FROM {ref}.{n}" for o, n in zip(out, f, strict=True))  # noqa: E731
+
+    def differs(ref: str, prefix: str = "") -> str:
+        return " OR ".join(f"{o} IS DISTINCT FROM {ref}.{prefix}{n}" for o, n in zip(out, f, strict=True))
+
     nonnull = " OR ".join(f"{o} IS NOT NULL" for o in out)
     winners = ", ".join(f"arg_max({n}, {CREATED_TIMESTAMP}) AS {n}" for n in f)
     sql = f"""
@@ -525,7 +633,7 @@ def _guard_table(con: object, table: TableSpec, entity: str, source: str) -> dic
             FROM matched a LEFT JOIN ties t ON a.k = t.k AND a.ev = t.ev)
     SELECT kind, count(*),
            count(*) FILTER (WHERE CASE kind WHEN 'exact' THEN ({differs("c")})
-                                            WHEN 'tied' THEN ({" OR ".join(f"{o} IS DISTINCT FROM c.w_{n}" for o, n in zip(out, f, strict=True))})
+                                            WHEN 'tied' THEN ({differs("c", "w_")})
                                             WHEN 'ambiguous' THEN false
                                             ELSE ({nonnull}) END),
            count(*) FILTER (WHERE kind = 'tied' AND ({" OR ".join(f"c.{n} IS DISTINCT FROM c.w_{n}" for n in f)}))
@@ -551,46 +659,72 @@ def _machine() -> dict[str, object]:
 
     import provender
 
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
-    mem_kb = next(int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines()
-                  if ln.startswith("MemTotal:"))
-    return {"nproc": len(os.sched_getaffinity(0)), "cpu": cpu, "ram_gb": round(mem_kb / 2**20, 1),
-            "python": platform.python_version(), "duckdb": duckdb.__version__, "pyarrow": pyarrow.__version__,
-            "pandas": pandas.__version__, "numpy": numpy.__version__, "provender": provender.__version__,
-            "platform": platform.platform()}
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem_kb = next(
+        int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal:")
+    )
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": cpu,
+        "ram_gb": round(mem_kb / 2**20, 1),
+        "python": platform.python_version(),
+        "duckdb": duckdb.__version__,
+        "pyarrow": pyarrow.__version__,
+        "pandas": pandas.__version__,
+        "numpy": numpy.__version__,
+        "provender": provender.__version__,
+        "platform": platform.platform(),
+    }
 
 
-def _report(size: str, names: list[str], results: dict[str, list[RunResult]], check: dict[str, object] | None,
-            **meta: object) -> dict[str, object]:
+def _report(
+    size: str, names: list[str], results: dict[str, list[RunResult]], check: dict[str, object] | None, **meta: object
+) -> dict[str, object]:
     files: ScenarioFiles = meta.pop("files")  # type: ignore[assignment]
     rows = []
     for name in names:
         runs = results[name]
         ok = [r for r in runs if r.error is None]
         times = [r.seconds for r in ok if r.seconds is not None]
-        rows.append({
-            "contender": name, "label": CONTENDERS[name].label,
-            "runs": [asdict(r) for r in runs],
-            "median_s": statistics.median(times) if times else None,
-            "min_s": min(times) if times else None, "max_s": max(times) if times else None,
-            "cpu_s": statistics.median(r.cpu_s for r in ok if r.cpu_s is not None) if ok else None,
-            "peak_rss_mb": max((r.peak_rss_mb for r in runs if r.peak_rss_mb is not None), default=None),
-            "rows": sorted({r.rows for r in ok}) if ok else [],
-            "error": next((r.error for r in runs if r.error is not None), None),
-            "info": next((r.info for r in ok if r.info), {}),
-        })
+        rows.append(
+            {
+                "contender": name,
+                "label": CONTENDERS[name].label,
+                "runs": [asdict(r) for r in runs],
+                "median_s": statistics.median(times) if times else None,
+                "min_s": min(times) if times else None,
+                "max_s": max(times) if times else None,
+                "cpu_s": statistics.median(r.cpu_s for r in ok if r.cpu_s is not None) if ok else None,
+                "peak_rss_mb": max((r.peak_rss_mb for r in runs if r.peak_rss_mb is not None), default=None),
+                "rows": sorted({r.rows for r in ok}) if ok else [],
+                "error": next((r.error for r in runs if r.error is not None), None),
+                "info": next((r.info for r in ok if r.info), {}),
+            }
+        )
     ref = next((r["median_s"] for r in rows if r["contender"] == REFERENCE), None)
     for row in rows:
         row["x_provender"] = row["median_s"] / ref if ref and row["median_s"] else None
     load_before, load_after = meta.pop("load")  # type: ignore[misc]
     report: dict[str, object] = {
-        "benchmark": "historical", "size": size, "date": meta.pop("started_at").isoformat(timespec="seconds"),  # type: ignore[attr-defined]
+        "benchmark": "historical",
+        "size": size,
+        "date": meta.pop("started_at").isoformat(timespec="seconds"),  # type: ignore[attr-defined]
         "machine": {**_machine(), "loadavg_before": load_before, "loadavg_after": load_after},
-        "scenario": {**asdict(files.size), "tables": [{"name": t.name, "max_age_days": t.max_age.days}
-                                                      for t in TABLES],
-                     "generate_s": round(meta.pop("gen_seconds"), 1)},  # type: ignore[arg-type]
-        "settings": meta, "contenders": rows, "check": check,
+        "scenario": {
+            **asdict(files.size),
+            "tables": [{"name": t.name, "max_age_days": t.max_age.days} for t in TABLES],
+            "generate_s": round(meta.pop("gen_seconds"), 1),
+        },  # type: ignore[arg-type]
+        "settings": meta,
+        "contenders": rows,
+        "check": check,
     }
     if size == "L":
         report["targets"] = _targets(rows, check)
@@ -613,16 +747,31 @@ def _targets(rows: list[dict[str, object]], check: dict[str, object] | None) -> 
 
     tied = sum(t.get("tied", {}).get("compared", 0) for t in (check or {}).get("tables", {}).values())  # type: ignore[attr-defined]
     return {
-        "median_s": {"target": f"<= {TARGETS_L['median_s']} s", "value": median,
-                     "verdict": verdict(median, TARGETS_L["median_s"], at_most=True)},
-        "x_feast_duckdb": {"target": f">= {TARGETS_L['x_feast_duckdb']}x", "value": ratio("feast-duckdb"),
-                           "verdict": verdict(ratio("feast-duckdb"), TARGETS_L["x_feast_duckdb"], at_most=False)},
-        "x_feast_file": {"target": f">= {TARGETS_L['x_feast_file']}x", "value": ratio("feast-file"),
-                         "verdict": verdict(ratio("feast-file"), TARGETS_L["x_feast_file"], at_most=False)},
-        "peak_rss_mb": {"target": f"<= {TARGETS_L['peak_rss_mb']:.0f} MB", "value": rss,
-                        "verdict": verdict(rss, TARGETS_L["peak_rss_mb"], at_most=True)},
-        "tie_break": {"target": "honoured (0 mismatches on tied rows)", "value": tied,
-                      "verdict": "not checked" if check is None else ("met" if check["ok"] else "missed")},
+        "median_s": {
+            "target": f"<= {TARGETS_L['median_s']} s",
+            "value": median,
+            "verdict": verdict(median, TARGETS_L["median_s"], at_most=True),
+        },
+        "x_feast_duckdb": {
+            "target": f">= {TARGETS_L['x_feast_duckdb']}x",
+            "value": ratio("feast-duckdb"),
+            "verdict": verdict(ratio("feast-duckdb"), TARGETS_L["x_feast_duckdb"], at_most=False),
+        },
+        "x_feast_file": {
+            "target": f">= {TARGETS_L['x_feast_file']}x",
+            "value": ratio("feast-file"),
+            "verdict": verdict(ratio("feast-file"), TARGETS_L["x_feast_file"], at_most=False),
+        },
+        "peak_rss_mb": {
+            "target": f"<= {TARGETS_L['peak_rss_mb']:.0f} MB",
+            "value": rss,
+            "verdict": verdict(rss, TARGETS_L["peak_rss_mb"], at_most=True),
+        },
+        "tie_break": {
+            "target": "honoured (0 mismatches on tied rows)",
+            "value": tied,
+            "verdict": "not checked" if check is None else ("met" if check["ok"] else "missed"),
+        },
     }
 
 
@@ -635,16 +784,32 @@ def _table_lines(report: dict[str, object], *, markdown: bool) -> list[str]:
     lines = []
     for row in report["contenders"]:  # type: ignore[attr-defined]
         rows = ", ".join(f"{n:,}" for n in row["rows"]) or "-"
-        cells = [row["contender"], report["size"], _fmt(row["median_s"]), _fmt(row["min_s"]), _fmt(row["max_s"]),
-                 _fmt(row.get("cpu_s"), ".1f"), _fmt(row["peak_rss_mb"], ",.0f"), rows, _fmt(row["x_provender"], ".2f")]
+        cells = [
+            row["contender"],
+            report["size"],
+            _fmt(row["median_s"]),
+            _fmt(row["min_s"]),
+            _fmt(row["max_s"]),
+            _fmt(row.get("cpu_s"), ".1f"),
+            _fmt(row["peak_rss_mb"], ",.0f"),
+            rows,
+            _fmt(row["x_provender"], ".2f"),
+        ]
         if row["error"]:
             cells[2] = "FAILED" if row["median_s"] is None else cells[2]
         lines.append(cells)
     if markdown:
-        return ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|",
-                *("| " + " | ".join(c) + " |" for c in lines)]
+        return [
+            "| " + " | ".join(head) + " |",
+            "|" + "|".join("---" for _ in head) + "|",
+            *("| " + " | ".join(c) + " |" for c in lines),
+        ]
     widths = [max(len(h), *(len(c[i]) for c in lines)) for i, h in enumerate(head)]
-    fmt = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+
+    def fmt(cells: list[str]) -> str:
+        padded = (c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+        return "  ".join(padded)
+
     return [fmt(head), fmt(["-" * w for w in widths]), *(fmt(c) for c in lines)]
 
 
@@ -665,26 +830,36 @@ def _write_markdown() -> None:
         path = RESULTS_DIR / f"historical_{size}.json"
         if path.is_file():
             reports.append(json.loads(path.read_text()))
-    lines = ["# Historical retrieval benchmark", "",
-             "Generated by `benchmarks/historical.py` from `historical_<size>.json`; do not edit by hand. "
-             "Seconds are the median (min, max) of the runs of each contender, each run in a fresh process, "
-             "timing only the retrieval; CPU s is the median CPU time (user + system, all threads) of the retrieval, "
-             "steadier than wall time on a shared machine; "
-             "peak RSS is the whole process's (`ru_maxrss`), the highest over its runs; "
-             "`x Provender` is the contender's median over `provender-df`'s.", ""]
+    lines = [
+        "# Historical retrieval benchmark",
+        "",
+        "Generated by `benchmarks/historical.py` from `historical_<size>.json`; do not edit by hand. "
+        "Seconds are the median (min, max) of the runs of each contender, each run in a fresh process, "
+        "timing only the retrieval; CPU s is the median CPU time (user + system, all threads) of the retrieval, "
+        "steadier than wall time on a shared machine; "
+        "peak RSS is the whole process's (`ru_maxrss`), the highest over its runs; "
+        "`x Provender` is the contender's median over `provender-df`'s.",
+        "",
+    ]
     for report in reports:
         m = report["machine"]
         sc = report["scenario"]
-        lines += [f"## Size {report['size']}", "",
-                  f"{sc['driver_rows']:,} driver rows over {sc['drivers']:,} drivers, {sc['customer_rows']:,} customer "
-                  f"rows over {sc['customers']:,} customers, {sc['entity_rows']:,} entity rows; "
-                  f"{report['settings']['runs']} run(s) per contender"
-                  + (f"; `memory_limit: {report['settings']['memory_limit']}`" if report["settings"]["memory_limit"]
-                     else "") + ".", "",
-                  f"Run {report['date']} on {m['nproc']} cores ({m['cpu']}), {m['ram_gb']} GB RAM, shared with "
-                  f"other work (load average {m['loadavg_before'][0]:.1f} before, {m['loadavg_after'][0]:.1f} after); "
-                  f"Python {m['python']}, DuckDB {m['duckdb']}, pyarrow {m['pyarrow']}, pandas {m['pandas']}"
-                  + _peer_versions(report) + ".", ""]
+        lines += [
+            f"## Size {report['size']}",
+            "",
+            f"{sc['driver_rows']:,} driver rows over {sc['drivers']:,} drivers, {sc['customer_rows']:,} customer "
+            f"rows over {sc['customers']:,} customers, {sc['entity_rows']:,} entity rows; "
+            f"{report['settings']['runs']} run(s) per contender"
+            + (f"; `memory_limit: {report['settings']['memory_limit']}`" if report["settings"]["memory_limit"] else "")
+            + ".",
+            "",
+            f"Run {report['date']} on {m['nproc']} cores ({m['cpu']}), {m['ram_gb']} GB RAM, shared with "
+            f"other work (load average {m['loadavg_before'][0]:.1f} before, {m['loadavg_after'][0]:.1f} after); "
+            f"Python {m['python']}, DuckDB {m['duckdb']}, pyarrow {m['pyarrow']}, pandas {m['pandas']}"
+            + _peer_versions(report)
+            + ".",
+            "",
+        ]
         lines += _table_lines(report, markdown=True)
         lines.append("")
         for row in report["contenders"]:
@@ -694,7 +869,8 @@ def _write_markdown() -> None:
         if check:
             lines.append(_check_line(check))
         for name, target in (report.get("targets") or {}).items():
-            lines.append(f"- target `{name}` {target['target']}: {_fmt(target['value'], '.2f')} -> **{target['verdict']}**")
+            value = _fmt(target["value"], ".2f")
+            lines.append(f"- target `{name}` {target['target']}: {value} -> **{target['verdict']}**")
         lines.append("")
     (RESULTS_DIR / "historical.md").write_text("\n".join(lines))
 
@@ -707,13 +883,18 @@ def _peer_versions(report: dict[str, object]) -> str:
 def _check_line(check: dict[str, object]) -> str:
     parts = []
     for name, kinds in check["tables"].items():  # type: ignore[attr-defined]
-        detail = ", ".join(f"{kind} {v['compared']:,} ({v['mismatches']} wrong"
-                           + (f"; plain ASOF wrong on {v['floor_wrong']:,}" if "floor_wrong" in v else "") + ")"
-                           for kind, v in kinds.items())
+        detail = ", ".join(
+            f"{kind} {v['compared']:,} ({v['mismatches']} wrong"
+            + (f"; plain ASOF wrong on {v['floor_wrong']:,}" if "floor_wrong" in v else "")
+            + ")"
+            for kind, v in kinds.items()
+        )
         parts.append(f"`{name}`: {detail}")
     verdict = "OK" if check["ok"] else "FAILED"
-    return (f"- correctness guard ({verdict}): {check['rows_returned']:,} of {check['entity_rows']:,} rows returned, "
-            f"{check['order_mismatches']} out of order; " + "; ".join(parts) + ".")
+    return (
+        f"- correctness guard ({verdict}): {check['rows_returned']:,} of {check['entity_rows']:,} rows returned, "
+        f"{check['order_mismatches']} out of order; " + "; ".join(parts) + "."
+    )
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from tests.unit.offline.test_duckdb_differential import (
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 
-SPARK_EXAMPLES = 25
+SPARK_EXAMPLES = 15
 
 
 def _same(spark: pa.Table, duck: pa.Table) -> None:
@@ -39,16 +39,27 @@ def _same(spark: pa.Table, duck: pa.Table) -> None:
     assert spark.to_pylist() == duck.to_pylist()
 
 
-@settings(max_examples=SPARK_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                          HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=SPARK_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(case=cases())
-def test_spark_engine_agrees_with_oracle_and_duckdb(case: Case, spark_engine: object,
-                                                     spark_options: dict[str, object]) -> None:
+def test_spark_engine_agrees_with_oracle_and_duckdb(
+    case: Case, spark_engine: object, spark_options: dict[str, object]
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         tables = [
-            write_table(t.table, t.rows, entities=ENTITIES, root=root / "data", layout=t.layout,
-                        file_format=t.file_format, schema=t.schema)
+            write_table(
+                t.table,
+                t.rows,
+                entities=ENTITIES,
+                root=root / "data",
+                layout=t.layout,
+                file_format=t.file_format,
+                schema=t.schema,
+            )
             for t in case.tables
         ]
         frame = entity_frame(case)

@@ -100,7 +100,9 @@ def test_cancel_stops_the_spark_job(tmp_path: Path, spark_engine: object, redis_
         ),
         tmp_path / "src" / "part-0.parquet",
     )
-    plan = LatestPlan(join=table_join(table, table.features, {"driver_id": DRIVER}), start=NOW - timedelta(days=1), end=NOW)
+    plan = LatestPlan(
+        join=table_join(table, table.features, {"driver_id": DRIVER}), start=NOW - timedelta(days=1), end=NOW
+    )
     job = IngestionJob(table=table.name, description="a job to cancel")
     online = {"store": "redis", "url": redis_server.url}
     job.start(lambda j: spark_engine.ingest_to_online(plan, online_options=online, project="cancelled", job=j))

@@ -21,8 +21,6 @@ import provender as pv
 from tests.support import builders
 from tests.unit.offline import test_bad_input, test_retrieval
 from tests.unit.offline.test_bad_input import (  # noqa: F401 - collected here, with their fixtures
-    client,
-    sourceless,
     test_missing_source_path_names_the_table,
     test_null_event_timestamp_names_the_row,
     test_source_column_of_the_wrong_type,
@@ -35,8 +33,6 @@ from tests.unit.offline.test_bad_input import (  # noqa: F401 - collected here, 
 )
 from tests.unit.offline.test_retrieval import (  # noqa: F401 - collected here, with their fixtures
     DAY0,
-    local_time_zone,
-    project,
     test_a_max_age_longer_than_any_calendar_means_no_bound,
     test_an_empty_entity_source_gives_an_empty_typed_result,
     test_aware_entity_times_are_converted_to_utc,
@@ -66,6 +62,12 @@ from tests.unit.offline.test_retrieval import (  # noqa: F401 - collected here, 
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 
+# Their fixtures, found by pytest in this module's namespace.
+client = test_bad_input.client
+sourceless = test_bad_input.sourceless
+project = test_retrieval.project
+local_time_zone = test_retrieval.local_time_zone
+
 
 @pytest.fixture(autouse=True)
 def on_spark(monkeypatch: pytest.MonkeyPatch, spark_engine: object, spark_options: dict[str, object]) -> Iterator[None]:
@@ -73,9 +75,9 @@ def on_spark(monkeypatch: pytest.MonkeyPatch, spark_engine: object, spark_option
 
     def make_client(project_dir: Path, *, offline: dict[str, object] | None = None) -> pv.Client:
         assert offline is None, "a test with its own offline settings is DuckDB-specific"
-        client = builders.make_client(project_dir, offline=spark_options)
-        assert client.settings.offline.engine == "spark"
-        return client
+        opened = builders.make_client(project_dir, offline=spark_options)
+        assert opened.settings.offline.engine == "spark"
+        return opened
 
     for module in (test_retrieval, test_bad_input):
         monkeypatch.setattr(module, "make_client", make_client)
@@ -91,7 +93,7 @@ def test_extra_columns_of_exotic_types_pass_through(
     project: tuple[pv.Client, pv.FeatureTable], column: pd.Series
 ) -> None:
     """Entity rows staged from memory keep their own columns on the driver: any Arrow type passes."""
-    client, _ = project
+    opened, _ = project
     frame = pd.DataFrame({"driver_id": [1, 2], "event_timestamp": [DAY0, DAY0], "extra": column})
-    result = client.get_historical_features(["driver_stats:trips"], frame).to_pandas()
+    result = opened.get_historical_features(["driver_stats:trips"], frame).to_pandas()
     pd.testing.assert_series_equal(result["extra"], frame["extra"])

@@ -97,9 +97,21 @@ def start_standalone(services: Services) -> SparkStandalone:
     port, ui = free_port(), free_port()
     master_log = base / "master.log"
     master = _spawn(
-        [java, "-Xmx512m", "-cp", classpath, "org.apache.spark.deploy.master.Master",
-         "--host", HOST, "--port", str(port), "--webui-port", str(ui)],
-        master_log, env,
+        [
+            java,
+            "-Xmx512m",
+            "-cp",
+            classpath,
+            "org.apache.spark.deploy.master.Master",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--webui-port",
+            str(ui),
+        ],
+        master_log,
+        env,
     )
     services.add_cleanup(f"stop spark master (pid {master.pid})", lambda: popen_stop(master))
     alive = lambda: master.poll() is None  # noqa: E731
@@ -107,15 +119,34 @@ def start_standalone(services: Services) -> SparkStandalone:
     url = f"spark://{HOST}:{port}"
     worker_log = base / "worker.log"
     worker = _spawn(
-        [java, "-Xmx512m", "-cp", classpath, "org.apache.spark.deploy.worker.Worker", url,
-         "--host", HOST, "--cores", str(WORKER_CORES), "--memory", WORKER_MEMORY,
-         "--webui-port", str(free_port()), "--work-dir", str(base / "work")],
-        worker_log, env,
+        [
+            java,
+            "-Xmx512m",
+            "-cp",
+            classpath,
+            "org.apache.spark.deploy.worker.Worker",
+            url,
+            "--host",
+            HOST,
+            "--cores",
+            str(WORKER_CORES),
+            "--memory",
+            WORKER_MEMORY,
+            "--webui-port",
+            str(free_port()),
+            "--work-dir",
+            str(base / "work"),
+        ],
+        worker_log,
+        env,
     )
     services.add_cleanup(f"stop spark worker (pid {worker.pid})", lambda: popen_stop(worker))
     wait_until(
         lambda: "Successfully registered with master" in read_log(worker_log),
-        "spark worker registration", worker_log, SPARK_START_TIMEOUT, lambda: worker.poll() is None,
+        "spark worker registration",
+        worker_log,
+        SPARK_START_TIMEOUT,
+        lambda: worker.poll() is None,
     )
     return SparkStandalone(master_url=url, master_pid=master.pid, worker_pid=worker.pid, spark_home=home)
 
@@ -129,3 +160,40 @@ def _spawn(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[
 def spark_standalone(services: Services) -> SparkStandalone:
     """A Spark standalone cluster (master + one worker) on loopback, for the session."""
     return start_standalone(services)
+
+
+def run_on_cluster(spec: dict[str, object]) -> dict[str, object]:
+    """Run a retrieval and an ingestion through a project's client (in a process of its own).
+
+    Spark allows one session per process and the test session holds a local one, so the
+    standalone-cluster test calls this through ``python -m tests.support.spark SPEC_JSON``.
+    """
+    from datetime import datetime
+
+    import provender as pv
+    from provender.config import load_settings
+
+    offline = dict(spec["offline"])  # type: ignore[call-overload]
+    settings = load_settings(str(spec["config"]), environ={}, overrides={"offline": offline})
+    with pv.Client(settings=settings) as client:
+        engine = client._offline_engine()  # private, to report the application id
+        job = client.get_historical_features(list(spec["refs"]), str(spec["entities"]))  # type: ignore[call-overload]
+        rows = job.to_parquet(str(spec["out"]))
+        ingestion = client.start_offline_to_online_ingestion(
+            str(spec["table"]),
+            start=datetime.fromisoformat(str(spec["start"])),
+            end=datetime.fromisoformat(str(spec["end"])),
+        ).wait(timeout_seconds=300)
+        return {
+            "rows": rows,
+            "rows_written": ingestion.rows_written,
+            "application_id": getattr(engine, "application_id", None),
+            "master": client.settings.offline.model_dump()["master"],
+        }
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    print("@@RESULT " + json.dumps(run_on_cluster(json.loads(sys.argv[1]))), flush=True)  # noqa: T201

@@ -114,8 +114,9 @@ def _naive_utc(column: str, found: pa.DataType) -> str:
     included (they take the CAST branch).
     """
     if pa.types.is_timestamp(found) and found.tz is not None:
-        return (f"CASE WHEN isfinite({column}) THEN make_timestamp(epoch_us({column})) "
-                f"ELSE CAST({column} AS TIMESTAMP) END")
+        return (
+            f"CASE WHEN isfinite({column}) THEN make_timestamp(epoch_us({column})) ELSE CAST({column} AS TIMESTAMP) END"
+        )
     return f"CAST({column} AS TIMESTAMP)"
 
 
@@ -155,9 +156,7 @@ class DuckDBEngine:
             if config.threads:
                 self._db.execute(f"SET threads = {int(config.threads)}")
         except duckdb.Error as exc:
-            raise BackendError(
-                f"cannot start DuckDB with offline settings {config.model_dump()}: {exc}"
-            ) from exc
+            raise BackendError(f"cannot start DuckDB with offline settings {config.model_dump()}: {exc}") from exc
 
     @classmethod
     def from_options(cls, options: Mapping[str, object], *, base_dir: Path) -> Self:
@@ -195,7 +194,11 @@ class DuckDBEngine:
             for join in plan.joins
         ]
         time_type = entity_rows.schema.field(ENTITY_TIMESTAMP).type
-        return DuckDBRetrievalJob(cursor, compile_retrieval(plan, entity_sql, sources, entity_time_type=time_type))
+        sql = compile_retrieval(plan, entity_sql, sources, entity_time_type=time_type)
+        if entity_rows.table is None:
+            return DuckDBRetrievalJob(cursor, sql)
+        features_sql = compile_retrieval(plan, entity_sql, sources, entity_time_type=time_type, features_only=True)
+        return DuckDBRetrievalJob(cursor, sql, features_sql=features_sql, entity_table=entity_rows.table)
 
     def _entity_relation(self, cursor: duckdb.DuckDBPyConnection, rows: EntityRows) -> str:
         """SQL for the entity rows, their columns renamed by position (see :func:`entity_column`)."""
@@ -264,9 +267,7 @@ class DuckDBEngine:
                 *zip(join.columns.keys, (e.value_type for e in join.entities), strict=True),
                 *zip(join.columns.features, (f.value_type for f in join.table.features), strict=True),
             ]
-            types = ", ".join(
-                f"{literal(col)}: {literal(sql_type(value_type))}" for col, value_type in declared
-            )
+            types = ", ".join(f"{literal(col)}: {literal(sql_type(value_type))}" for col, value_type in declared)
             # Timestamps are typed too: a column that is empty in a file would be sniffed as text.
             stamps = [join.columns.event_timestamp, join.columns.created_timestamp]
             types += "".join(f", {literal(col)}: 'TIMESTAMPTZ'" for col in stamps if col)
@@ -288,8 +289,13 @@ class DuckDBEngine:
         # The rule's ranking, (event, created) with a missing created lowest, as one struct key;
         # arg_max keeps the winning row per key in one hash aggregation (no sort).
         rank = f"{{'t': {_EVENT}, 'c': coalesce({_CREATED}, '-infinity'::TIMESTAMP)}}"
-        packed = ", ".join([*(f"{quote(f.name)} := {quote(f.name)}" for f in join.features),
-                            f"{_EVENT} := {_EVENT}", f"{_CREATED} := {_CREATED}"])
+        packed = ", ".join(
+            [
+                *(f"{quote(f.name)} := {quote(f.name)}" for f in join.features),
+                f"{_EVENT} := {_EVENT}",
+                f"{_CREATED} := {_CREATED}",
+            ]
+        )
         unpacked = ", ".join(f"latest.{quote(f.name)} AS {quote(f.name)}" for f in join.features)
         sql = (
             f"SELECT {keys}, {unpacked}, CAST(latest.{_EVENT} AS TIMESTAMPTZ) AS {EVENT_TIMESTAMP}, "
@@ -340,11 +346,19 @@ def _time_range(
 
 
 def compile_retrieval(
-    plan: RetrievalPlan, entity_sql: str, sources: list[str], *, entity_time_type: pa.DataType | None = None
+    plan: RetrievalPlan,
+    entity_sql: str,
+    sources: list[str],
+    *,
+    entity_time_type: pa.DataType | None = None,
+    features_only: bool = False,
 ) -> str:
     """Compile the retrieval plan to one DuckDB query over the entity and source relations.
 
     ``entity_sql`` names the entity columns by position (:func:`entity_column`) and has a row id.
+    By default the query returns the entity columns then the features, in the entity rows'
+    order. With ``features_only`` it returns the row id, the UTC ``event_timestamp`` and the
+    features, unordered: the caller puts them in order and beside the entity columns it holds.
 
     ``entity_time_type`` is the Arrow type of the entity rows' ``event_timestamp``: with
     nanoseconds, T is rounded down for ``event <= T`` and up for ``event >= T - max_age``.
@@ -383,7 +397,11 @@ def compile_retrieval(
         else f"e.{entity_column(names, c)} AS {quote(c)}"
         for c in plan.entity_columns
     ]
-    select += [columns[c] for c in plan.output_columns]
+    features = [columns[c] for c in plan.output_columns]
+    if features_only:
+        select = [f"e.{_ROW_ID}", f"CAST(e.{_TS} AS TIMESTAMPTZ) AS {quote(ENTITY_TIMESTAMP)}", *features]
+        return f"WITH {', '.join(ctes)} SELECT {', '.join(select)} FROM e {' '.join(joins)}"
+    select += features
     return f"WITH {', '.join(ctes)} SELECT {', '.join(select)} FROM e {' '.join(joins)} ORDER BY e.{_ROW_ID}"
 
 
@@ -394,18 +412,36 @@ def _data_or_backend_error(exc: duckdb.Error, what: str) -> Exception:
 
 
 class DuckDBRetrievalJob:
-    """A compiled retrieval; each result method runs it (streaming where it can)."""
+    """A compiled retrieval; each result method runs it (streaming where it can).
 
-    def __init__(self, cursor: duckdb.DuckDBPyConnection, sql: str) -> None:
+    When the entity rows are an Arrow table in memory, :meth:`to_arrow` runs ``features_sql``:
+    DuckDB joins only the keys and times and returns the features unordered; they are put back
+    in the rows' order by their row ids (a permutation, so one scatter, no sort) and set beside
+    the caller's own columns, which thus pass through exactly as given.
+    """
+
+    def __init__(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        sql: str,
+        *,
+        features_sql: str | None = None,
+        entity_table: pa.Table | None = None,
+    ) -> None:
         self._cursor = cursor
         self.sql = sql
+        self.features_sql = features_sql
+        self._entity_table = entity_table
 
     def to_arrow(self) -> pa.Table:
         """Run the retrieval and return an Arrow table."""
         try:
-            return self._cursor.sql(self.sql).to_arrow_table()
+            if self.features_sql is None or self._entity_table is None:
+                return self._cursor.sql(self.sql).to_arrow_table()
+            features = self._cursor.sql(self.features_sql).to_arrow_table()
         except duckdb.Error as exc:
             raise _data_or_backend_error(exc, "historical retrieval") from exc
+        return _beside_entity_rows(self._entity_table, features)
 
     def to_arrow_reader(self, batch_rows: int = 1_000_000) -> pa.RecordBatchReader:
         """Run the retrieval and stream record batches."""
@@ -417,9 +453,19 @@ class DuckDBRetrievalJob:
     def to_parquet(self, path: str | Path) -> int:
         """Stream the result into a Parquet file without holding it in memory; return its rows."""
         try:
-            row = self._cursor.execute(
-                f"COPY ({self.sql}) TO {literal(str(path))} (FORMAT parquet)"
-            ).fetchall()
+            row = self._cursor.execute(f"COPY ({self.sql}) TO {literal(str(path))} (FORMAT parquet)").fetchall()
         except duckdb.Error as exc:
             raise _data_or_backend_error(exc, "historical retrieval") from exc
         return int(row[0][0]) if row else 0
+
+
+def _beside_entity_rows(entity_table: pa.Table, features: pa.Table) -> pa.Table:
+    """Order ``features`` (row id, event_timestamp, features...) by row id; join them to the entity rows."""
+    rows = entity_table.num_rows
+    order = np.empty(rows, dtype=np.int64)
+    order[features.column(0).to_numpy()] = np.arange(rows, dtype=np.int64)
+    ordered = features.take(order)
+    columns = list(entity_table.columns)
+    columns[entity_table.schema.names.index(ENTITY_TIMESTAMP)] = ordered.column(1)
+    columns += ordered.columns[2:]
+    return pa.Table.from_arrays(columns, names=[*entity_table.schema.names, *ordered.schema.names[2:]])

@@ -62,7 +62,15 @@ from provender.offline.plan import (
     check_source_schema,
     null_entity_times_error,
 )
-from provender.offline.spark_jobs import ROW_ID, SparkRetrievalJob, Staging, cast_batch, run_in_group, spark_message
+from provender.offline.spark_jobs import (
+    ROW_ID,
+    SparkRetrievalJob,
+    Staging,
+    cast_batch,
+    executor_error,
+    run_in_group,
+    spark_message,
+)
 from provender.registry import codec
 
 if TYPE_CHECKING:
@@ -303,10 +311,10 @@ class SparkEngine:
             )
         return _aware(row[0]), _aware(row[1])
 
-    def _reader(self, view: pa.Schema, names: Iterable[str]) -> DataFrameReader:
+    def _reader(self, view: pa.Schema, names: Iterable[str] | None) -> DataFrameReader:
         """A reader given the columns' types (Spark then infers nothing), when Spark can read them all."""
-        fields = [(name, _read_type(view.field(name).type)) for name in names]
-        if any(kind is None for _, kind in fields):
+        fields = [(name, _read_type(view.field(name).type)) for name in names or ()]
+        if names is None or any(kind is None for _, kind in fields):
             return self.session.read
         return self.session.read.schema(", ".join(f"{_quote(name)} {kind}" for name, kind in fields))
 
@@ -346,38 +354,25 @@ class SparkEngine:
 
     def _read_source(self, join: TableJoin, files: list[str]) -> tuple[DataFrame, pa.Schema]:
         """Check the source's schema (read on the driver) and return its frame and Spark's view of it."""
-        source = join.source
-        root = _local_dir(source.path, base_dir=self.base_dir)
-        fmt = source.file_format
+        fmt, root = join.source.file_format, _local_dir(join.source.path, base_dir=self.base_dir)
         try:
-            dataset = ds.dataset(
-                files[0] if is_remote(files[0]) else files,
-                format=_arrow_format(join) if isinstance(fmt, CsvFormat) else "parquet",
-                partitioning="hive",
-                partition_base_dir=None if root is None else str(root),
-            )
-            schema = dataset.schema
-            if isinstance(fmt, CsvFormat):
-                stamps = _csv_stamps(join)
-                schema = pa.schema([f.with_type(_STAMP) if f.name in stamps else f for f in schema])
-            check_source_schema(join, schema)
-            partitions = _partition_names(files, root)
-            view = _spark_view(schema, dataset.files[0] if dataset.files else None, dataset.filesystem)
+            view, uniform = _source_schema(join, files, root)
             c = join.columns
-            needed = [*c.keys, *c.features, c.event_timestamp, *([c.created_timestamp] if c.created_timestamp else [])]
+            needed = {*c.keys, *c.features, c.event_timestamp, *([c.created_timestamp] if c.created_timestamp else [])}
             if isinstance(fmt, CsvFormat):  # all text, cast afterwards, as the header names them
+                partitions = _partition_names(files, root)
                 view = pa.schema([pa.field(name, pa.string()) for name in view.names])
-                reader = self._reader(view, [n for n in view.names if n not in partitions])
+                reader = self._reader(view, [n for n in view.names if n not in partitions] if uniform else None)
                 reader = reader.options(header=True, sep=fmt.delimiter, enforceSchema=False)
             else:
-                reader = self._reader(view, [n for n in view.names if n in needed])
+                reader = self._reader(view, [n for n in view.names if n in needed] if uniform else None)
             if root is not None:
                 reader = reader.option("basePath", root.as_uri())  # hive partition columns, as DuckDB reads them
             frame = reader.csv(files) if isinstance(fmt, CsvFormat) else reader.parquet(*files)
-        except (OSError, pa.ArrowInvalid, PySparkException, Py4JError) as exc:
+        except (OSError, pa.ArrowException, PySparkException, Py4JError) as exc:
             message = spark_message(exc) if isinstance(exc, PySparkException | Py4JError) else str(exc)
             raise DataError(
-                f"Cannot read the batch source of feature table {join.name!r} ({source.path}): {message}"
+                f"Cannot read the batch source of feature table {join.name!r} ({join.source.path}): {message}"
             ) from exc
         return frame, view
 
@@ -399,7 +394,9 @@ class SparkEngine:
         job_dir = self.staging.new_dir("latest")
         group, what = f"provender-{job_dir}", f"ingestion of feature table {plan.join.name!r}"
         try:
-            run_in_group(self.session, group, what, lambda: frame.write.parquet(self.staging.spark_path(job_dir)))
+            run_in_group(
+                self.session, group, what, lambda: frame.write.parquet(self.staging.spark_path(f"{job_dir}/rows"))
+            )
         except BaseException:
             self.staging.remove(job_dir)
             raise
@@ -407,7 +404,7 @@ class SparkEngine:
 
         def batches() -> Iterator[pa.RecordBatch]:
             try:
-                yield from self.staging.read(job_dir, schema, batch_rows=batch_rows)
+                yield from self.staging.read(f"{job_dir}/rows", schema, batch_rows=batch_rows)
             finally:
                 self.staging.remove(job_dir)
 
@@ -492,6 +489,8 @@ class PartitionWriter:
         try:
             reader = pa.RecordBatchReader.from_batches(self.schema, (cast_batch(b, self.schema) for b in batches))
             write_batches(reader, lambda rows: store.write(table, rows), job)
+        except ProvenderError as exc:
+            raise executor_error(exc) from exc
         finally:
             store.close()
         yield pa.RecordBatch.from_pydict(
@@ -642,6 +641,34 @@ def _spark_view(schema: pa.Schema, first_file: str | None, filesystem: object = 
     parquet = pq.ParquetFile(first_file, filesystem=filesystem).schema
     int96 = {parquet.column(i).name for i in range(len(parquet)) if parquet.column(i).physical_type == "INT96"}
     return pa.schema([f.with_type(_STAMP) if f.name in int96 else f for f in schema])
+
+
+def _source_schema(join: TableJoin, files: list[str], root: Path | None) -> tuple[pa.Schema, bool]:
+    """Check the source's schema and return it as Spark reads it, and whether all files share it.
+
+    Every local file's footer (or CSV header) is read, as DuckDB's ``union_by_name`` does, so a
+    file whose columns conflict fails here; of a remote source only the first file is read.
+    """
+    fmt = join.source.file_format
+    dataset = ds.dataset(
+        files[0] if is_remote(files[0]) else files,
+        format=_arrow_format(join) if isinstance(fmt, CsvFormat) else "parquet",
+        partitioning="hive",
+        partition_base_dir=None if root is None else str(root),
+    )
+    schema, uniform = dataset.schema, True
+    if not is_remote(files[0]):
+        schemas = [fragment.physical_schema for fragment in dataset.get_fragments()]
+        uniform = all(s.equals(schemas[0]) for s in schemas)
+        if not uniform:
+            schema = pa.unify_schemas([schema, *schemas], promote_options="permissive")
+    if isinstance(fmt, CsvFormat):
+        stamps = _csv_stamps(join)
+        schema = pa.schema([f.with_type(_STAMP) if f.name in stamps else f for f in schema])
+        check_source_schema(join, schema)
+        return schema, uniform
+    check_source_schema(join, schema)
+    return _spark_view(schema, dataset.files[0] if dataset.files else None, dataset.filesystem), uniform
 
 
 def _csv_stamps(join: TableJoin) -> set[str]:

@@ -9,6 +9,7 @@ directory, and is read back batch by batch in the entity rows' order.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import uuid
 import weakref
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 ROW_ID = "__provender_row_id"
 """The entity rows' position, staged with them and kept in the result to stitch them back."""
 _T = TypeVar("_T")
+_EXECUTOR_ERROR = re.compile(r"\[provender (?P<kind>\w+) retryable=(?P<retryable>[01])\] (?P<message>.*)", re.DOTALL)
 _DATA_CONDITIONS = ("CAST_", "PATH_NOT_FOUND", "USER_RAISED_EXCEPTION", "DATETIME", "FAILED_READ_FILE", "PARQUET_")
 
 
@@ -104,16 +106,32 @@ def cast_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, names=schema.names)
 
 
+def executor_error(exc: ProvenderError) -> RuntimeError:
+    """Wrap an error raised on an executor so the driver can raise it again, same type and flags."""
+    kind = "DataError" if isinstance(exc, DataError) else "BackendError"
+    retryable = int(isinstance(exc, BackendError) and exc.retryable)
+    return RuntimeError(f"[provender {kind} retryable={retryable}] {exc}")
+
+
 def spark_message(exc: BaseException) -> str:
-    """Spark's own message for ``exc``, without the JVM stack trace."""
+    """Spark's own message for ``exc``, without the JVM stack trace (or the Python worker's)."""
     text = str(exc.java_exception.toString()) if isinstance(exc, Py4JJavaError) else str(exc)
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("at ")]
+    if any(ln.startswith("Traceback (most recent call last)") for ln in lines):  # keep the exception, not the frames
+        last = max(n for n, ln in enumerate(lines) if ln.startswith("Traceback"))
+        raised = [ln for ln in lines[last + 1 :] if not ln.startswith((" ", "\t"))]
+        lines = [lines[0], *raised] if raised else lines
     return "\n".join(lines[:12]).strip()
 
 
 def spark_error(exc: BaseException, what: str) -> ProvenderError:
     """Map a Spark failure to DataError (the data) or BackendError (Spark), keeping Spark's message."""
     message = spark_message(exc)
+    marked = _EXECUTOR_ERROR.search(message)
+    if marked is not None:  # a Provender error raised on an executor (see executor_error)
+        if marked["kind"] == "DataError":
+            return DataError(f"{what} failed on the data: {marked['message']}")
+        return BackendError(f"{what} failed: {marked['message']}", retryable=marked["retryable"] == "1")
     condition = ""
     if isinstance(exc, PySparkException):
         get = getattr(exc, "getCondition", None) or exc.getErrorClass  # getCondition: Spark 4
