@@ -681,7 +681,26 @@ def _machine() -> dict[str, object]:
         "numpy": numpy.__version__,
         "provender": provender.__version__,
         "platform": platform.platform(),
+        "git": _git_revision(),
     }
+
+
+def _git_revision() -> str | None:
+    """The checkout's commit, ``-dirty`` when src/ has uncommitted changes (the engine measured)."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=BENCH_DIR, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"],
+            cwd=BENCH_DIR.parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
 
 
 def _report(
@@ -708,7 +727,12 @@ def _report(
                 "info": next((r.info for r in ok if r.info), {}),
             }
         )
-    ref = next((r["median_s"] for r in rows if r["contender"] == REFERENCE), None)
+    # The ratio's base: provender-df, else (XL) the first Provender contender measured.
+    bases = sorted(
+        (r for r in rows if CONTENDERS[r["contender"]].kind == "provender" and r["median_s"]),
+        key=lambda r: r["contender"] != REFERENCE,
+    )
+    ref = bases[0]["median_s"] if bases else None
     for row in rows:
         row["x_provender"] = row["median_s"] / ref if ref and row["median_s"] else None
     load_before, load_after = meta.pop("load")  # type: ignore[misc]
@@ -838,7 +862,7 @@ def _write_markdown() -> None:
         "timing only the retrieval; CPU s is the median CPU time (user + system, all threads) of the retrieval, "
         "steadier than wall time on a shared machine; "
         "peak RSS is the whole process's (`ru_maxrss`), the highest over its runs; "
-        "`x Provender` is the contender's median over `provender-df`'s.",
+        "`x Provender` is the contender's median over `provender-df`'s (XL: `provender-path`'s).",
         "",
     ]
     for report in reports:
@@ -855,6 +879,7 @@ def _write_markdown() -> None:
             "",
             f"Run {report['date']} on {m['nproc']} cores ({m['cpu']}), {m['ram_gb']} GB RAM, shared with "
             f"other work (load average {m['loadavg_before'][0]:.1f} before, {m['loadavg_after'][0]:.1f} after); "
+            f"Provender at {m.get('git') or 'an unrecorded revision'}; "
             f"Python {m['python']}, DuckDB {m['duckdb']}, pyarrow {m['pyarrow']}, pandas {m['pandas']}"
             + _peer_versions(report)
             + ".",
@@ -865,6 +890,11 @@ def _write_markdown() -> None:
         for row in report["contenders"]:
             if row["error"]:
                 lines.append(f"- `{row['contender']}` failed: {_one_line(row['error'])}")
+        if report["size"] == "XL":
+            lines.append(
+                "- the spill scenario: the result is streamed with `to_parquet`, and DuckDB spills what exceeds "
+                "`memory_limit` to the project's `.provender/duckdb_tmp`; peak RSS covers the whole process."
+            )
         check = report.get("check")
         if check:
             lines.append(_check_line(check))

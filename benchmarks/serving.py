@@ -46,6 +46,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -146,7 +147,19 @@ def redis_server(directory: Path) -> Iterator[str]:
         raise SystemExit("redis-server not found: apt-get install redis-server")
     port = free_port()
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(directory)],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(directory),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -223,7 +236,7 @@ def setup_provender(directory: Path, redis_url: str, data: dict[int, Path]) -> P
     return config
 
 
-FEAST_REPO = '''
+FEAST_REPO = """
 import sys
 from datetime import timedelta
 import pandas as pd
@@ -243,7 +256,7 @@ store.apply([driver, *views])
 for view, path in zip(views, features.values()):
     store.write_to_online_store(view.name, pd.read_parquet(path))
 print("feast repo ready")
-'''
+"""
 
 
 def setup_feast(directory: Path, redis_url: str, data: dict[int, Path]) -> str | None:
@@ -351,6 +364,7 @@ class Run:
     p50_ms: float
     p99_ms: float
     errors: int
+    error_statuses: dict[str, int]
     rss_mb: float
     load_average: float
 
@@ -363,9 +377,9 @@ def grpc_errors(target: Target) -> int:
         text = response.read().decode()
     total = 0
     for line in text.splitlines():
-        if line.startswith("provender_serving_requests_total{") and 'protocol="grpc"' in line:
-            if 'status="OK"' not in line:
-                total += int(float(line.rsplit(" ", 1)[1]))
+        is_grpc = line.startswith("provender_serving_requests_total{") and 'protocol="grpc"' in line
+        if is_grpc and 'status="OK"' not in line:
+            total += int(float(line.rsplit(" ", 1)[1]))
     return total
 
 
@@ -391,15 +405,19 @@ def measure(target: Target, case: str, concurrency: int, number: int, args: argp
             raise RuntimeError(f"h2load failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
         rss = tree_rss_mb(target.pid)
         measured_from = (started + args.warmup) * 1e6
-        latencies, errors = [], 0
+        latencies, statuses = [], Counter[str]()
         for line in log.read_text().splitlines():
             start_us, status, duration_us = line.split("\t")
             if float(start_us) < measured_from:
                 continue
             latencies.append(int(duration_us) / 1000)
-            errors += not 200 <= int(status) < 300
+            if not 200 <= int(status) < 300:
+                statuses[status] += 1  # h2load logs status -1 for a request that got no answer
         if target.protocol == "grpc":
-            errors += grpc_errors(target) - errors_before
+            failed = grpc_errors(target) - errors_before
+            if failed:
+                statuses["grpc-non-OK"] += failed
+        errors = sum(statuses.values())
     latencies.sort()
     count = len(latencies)
     quantile = lambda q: latencies[min(count - 1, int(q * count))] if count else float("nan")  # noqa: E731
@@ -413,6 +431,7 @@ def measure(target: Target, case: str, concurrency: int, number: int, args: argp
         p50_ms=quantile(0.50),
         p99_ms=quantile(0.99),
         errors=errors,
+        error_statuses=dict(statuses),
         rss_mb=round(rss, 1),
         load_average=round(load, 2),
     )
@@ -495,7 +514,8 @@ def write_report(result: dict[str, object]) -> None:
         f"`benchmarks/serving.py`, {result['finished_at']}: {machine['cpus']} CPUs ({machine['cpu']}), "
         f"Python {machine['python']}, h2load {machine['h2load']}. {result['runs']} run(s) of "
         f"{result['duration_seconds']:g} s (after {result['warmup_seconds']:g} s warm-up) per point, medians; "
-        "one server process with one worker per contender; load generator, servers and Redis on the same machine.",
+        "one server process with one worker per contender; load generator, servers and Redis on the same machine"
+        + (f", all at niceness {result['niceness']}." if result.get("niceness") else "."),
         "",
     ]
     if result.get("feast_error"):
@@ -545,7 +565,15 @@ def main() -> int:
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     parser.add_argument("--concurrency", nargs="*", type=int, default=list(CONCURRENCY))
     parser.add_argument("--no-write", action="store_true", help="print, do not write results/")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="run Redis, the servers and h2load at this niceness (e.g. -10 on a machine shared with other work)",
+    )
     args = parser.parse_args()
+    if args.nice:
+        os.setpriority(os.PRIO_PROCESS, 0, args.nice)  # inherited by every process started below
     if args.quick:
         args.runs, args.duration, args.warmup = 1, 3.0, 1.0
     if shutil.which("h2load") is None:
@@ -612,6 +640,7 @@ def main() -> int:
             "redis": tool_version(["redis-server", "--version"]),
         },
         "runs": args.runs,
+        "niceness": args.nice,
         "duration_seconds": args.duration,
         "warmup_seconds": args.warmup,
         "anchor_feast_tuned": ANCHOR_FEAST_TUNED,
@@ -638,4 +667,3 @@ def _cpu_model() -> str:
 
 if __name__ == "__main__":
     sys.exit(main())
-

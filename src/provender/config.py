@@ -120,6 +120,8 @@ class ServingSection(BaseModel):
         host: the interface both servers listen on (``0.0.0.0`` for every interface).
         http_port: the HTTP (JSON) port.
         grpc_port: the gRPC port; None turns gRPC off.
+        threads: threads per worker running online-store reads: HTTP requests hand their read
+            to them (the event loop keeps parsing and answering meanwhile), gRPC requests run on them.
         workers: worker processes; each serves both protocols on the shared ports.
         registry_refresh_seconds: how stale the served registry may be: each worker re-reads
             it this often, so a newly applied table is served within this time.
@@ -134,6 +136,7 @@ class ServingSection(BaseModel):
     host: str = "127.0.0.1"
     http_port: int = Field(default=6566, ge=0, le=65535)
     grpc_port: int | None = Field(default=6567, ge=0, le=65535)
+    threads: int = Field(default=2, ge=1, le=256)
     workers: int = Field(default=1, ge=1, le=64)
     registry_refresh_seconds: float = Field(default=5.0, gt=0)
     max_entity_rows: int = Field(default=1000, gt=0)
@@ -143,6 +146,38 @@ class ServingSection(BaseModel):
     auth: AuthSection = Field(default_factory=AuthSection)
 
     _names = field_validator("projects", mode="before")(_split_names)
+
+
+class StreamSection(BaseModel):
+    """``stream:``: stream-to-online ingestion jobs (``provender ingest-stream``).
+
+    Attributes:
+        batch_rows: the most records in one micro-batch (one store write, one commit).
+        linger_ms: how long a micro-batch waits for more records after its first one; the
+            bound on the time a record waits before it is written.
+        dead_letter_suffix: bad records go to ``<topic><suffix>`` (``<topic>.dlq``).
+        schema_registry_url: when set, Avro messages are in the Confluent wire format (magic
+            byte, schema id) and writer schemas are fetched from this registry.
+        session_timeout_ms: how long the group waits for a silent member before giving its
+            partitions to the others.
+        fetch_wait_max_ms: the longest the broker holds a fetch waiting for new records.
+        offline_log_max_rows: the offline log writes a file once this many rows are buffered...
+        offline_log_max_seconds: ...or once the oldest buffered row has waited this long;
+            offsets are committed only after their rows are in a file.
+        consumer_options: extra librdkafka properties for the consumer and the dead-letter
+            producer, e.g. ``security.protocol``, ``sasl.mechanism``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    batch_rows: int = Field(default=10_000, gt=0, le=1_000_000)
+    linger_ms: int = Field(default=20, ge=0, le=60_000)
+    dead_letter_suffix: str = Field(default=".dlq", min_length=1)
+    schema_registry_url: str | None = None
+    session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    fetch_wait_max_ms: int = Field(default=100, ge=0)
+    offline_log_max_rows: int = Field(default=500_000, gt=0)
+    offline_log_max_seconds: float = Field(default=60.0, gt=0)
+    consumer_options: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
 
 class Settings(BaseModel):
@@ -157,6 +192,7 @@ class Settings(BaseModel):
             (``http://host:6566``, or ``grpc://host:6567`` for gRPC).
         serving_token: the bearer token sent to the serving service, if it requires one.
         serving: the serving service's own settings (``provender serve``).
+        stream: stream ingestion jobs' settings (``provender ingest-stream``).
         base_dir: directory that relative paths are resolved against (the config file's).
     """
 
@@ -168,15 +204,14 @@ class Settings(BaseModel):
     serving_url: str | None = None
     serving_token: SecretStr | None = None
     serving: ServingSection = Field(default_factory=ServingSection)
+    stream: StreamSection = Field(default_factory=StreamSection)
     base_dir: Path = Field(default_factory=Path.cwd)
 
     @field_validator("project")
     @classmethod
     def _check_project(cls, value: str) -> str:
         if not value or not value.replace("_", "a").replace("-", "a").isalnum() or not value[0].isalpha():
-            raise ValueError(
-                f"{value!r} is not a project name (letters, digits, '_' and '-', starting with a letter)"
-            )
+            raise ValueError(f"{value!r} is not a project name (letters, digits, '_' and '-', starting with a letter)")
         return value
 
     def resolve_path(self, path: str | Path) -> Path:
@@ -247,9 +282,7 @@ def _read_file(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(
-            "config", f"{str(path)!r} must hold a mapping of settings, got {type(data).__name__}"
-        )
+        raise ConfigError("config", f"{str(path)!r} must hold a mapping of settings, got {type(data).__name__}")
     if "base_dir" in data:
         raise ConfigError("base_dir", "is derived from the config file's location and cannot be set")
     return data

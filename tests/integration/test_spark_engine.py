@@ -22,7 +22,7 @@ from provender.ingestion.batch import JobCancelledError, JobStatus
 from provender.offline.duckdb import DuckDBEngine
 from provender.offline.plan import LatestPlan, build_retrieval_plan, table_join
 from provender.offline.spark import SparkConfig, SparkEngine, session_conf
-from provender.offline.spark_jobs import SparkRetrievalJob
+from provender.offline.spark_io import SparkRetrievalJob
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 

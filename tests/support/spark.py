@@ -87,68 +87,39 @@ def start_standalone(services: Services) -> SparkStandalone:
     """Start a Spark standalone master and a 1-core worker on free loopback ports.
 
     Uses ``java -cp $SPARK_HOME/jars/*`` directly: the pyspark wheel has the classes but not
-    always the ``sbin`` scripts. Both processes are stopped by pid when ``services`` closes.
+    always the ``sbin`` scripts. ``SPARK_SCALA_VERSION`` lets the worker's launcher find the
+    wheel's jars when it starts executors. Both are stopped by pid when ``services`` closes.
     """
     java = require_binary("java", "openjdk-17-jre-headless")
     home = spark_home()
     base = services.make_dir("spark-standalone")
-    env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": HOST, "SPARK_NO_DAEMONIZE": "1"}
-    classpath = f"{home}/jars/*"
-    port, ui = free_port(), free_port()
-    master_log = base / "master.log"
-    master = _spawn(
-        [
-            java,
-            "-Xmx512m",
-            "-cp",
-            classpath,
-            "org.apache.spark.deploy.master.Master",
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--webui-port",
-            str(ui),
-        ],
-        master_log,
-        env,
-    )
+    env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": HOST, "SPARK_SCALA_VERSION": _scala_version(home)}
+    jvm = [java, "-Xmx512m", "-Dspark.master.rest.enabled=false", "-cp", f"{home}/jars/*"]
+    port = free_port()
+    master_log, worker_log = base / "master.log", base / "worker.log"
+    master_args = ["--host", HOST, "--port", str(port), "--webui-port", str(free_port())]
+    master = _spawn([*jvm, "org.apache.spark.deploy.master.Master", *master_args], master_log, env)
     services.add_cleanup(f"stop spark master (pid {master.pid})", lambda: popen_stop(master))
-    alive = lambda: master.poll() is None  # noqa: E731
-    wait_until(lambda: port_open(port), f"spark master on port {port}", master_log, SPARK_START_TIMEOUT, alive)
+    wait_until(
+        lambda: port_open(port), f"spark master on port {port}", master_log, SPARK_START_TIMEOUT,
+        lambda: master.poll() is None,
+    )  # fmt: skip
     url = f"spark://{HOST}:{port}"
-    worker_log = base / "worker.log"
-    worker = _spawn(
-        [
-            java,
-            "-Xmx512m",
-            "-cp",
-            classpath,
-            "org.apache.spark.deploy.worker.Worker",
-            url,
-            "--host",
-            HOST,
-            "--cores",
-            str(WORKER_CORES),
-            "--memory",
-            WORKER_MEMORY,
-            "--webui-port",
-            str(free_port()),
-            "--work-dir",
-            str(base / "work"),
-        ],
-        worker_log,
-        env,
-    )
+    worker_args = ["--host", HOST, "--cores", str(WORKER_CORES), "--memory", WORKER_MEMORY]
+    worker_args += ["--webui-port", str(free_port()), "--work-dir", str(base / "work")]
+    worker = _spawn([*jvm, "org.apache.spark.deploy.worker.Worker", url, *worker_args], worker_log, env)
     services.add_cleanup(f"stop spark worker (pid {worker.pid})", lambda: popen_stop(worker))
     wait_until(
-        lambda: "Successfully registered with master" in read_log(worker_log),
-        "spark worker registration",
-        worker_log,
-        SPARK_START_TIMEOUT,
-        lambda: worker.poll() is None,
-    )
+        lambda: "Successfully registered with master" in read_log(worker_log), "spark worker registration",
+        worker_log, SPARK_START_TIMEOUT, lambda: worker.poll() is None,
+    )  # fmt: skip
     return SparkStandalone(master_url=url, master_pid=master.pid, worker_pid=worker.pid, spark_home=home)
+
+
+def _scala_version(pyspark: Path) -> str:
+    """The Scala version of the wheel's jars (``spark-core_2.13-...jar`` -> ``2.13``)."""
+    core = next(pyspark.glob("jars/spark-core_*.jar"))
+    return core.name.removeprefix("spark-core_").split("-", 1)[0]
 
 
 def _spawn(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:

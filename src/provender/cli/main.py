@@ -73,7 +73,7 @@ def cli(ctx: click.Context, config: Path | None, project: str | None, debug: boo
 
 
 def _register_commands() -> None:
-    from provender.cli import apply, ingest, init, online, registry, retrieve, serve
+    from provender.cli import apply, ingest, ingest_stream, init, online, registry, retrieve, serve
 
     cli.add_command(init.init)
     cli.add_command(apply.apply)
@@ -82,6 +82,7 @@ def _register_commands() -> None:
     cli.add_command(registry.projects)
     cli.add_command(retrieve.retrieve)
     cli.add_command(ingest.ingest)
+    cli.add_command(ingest_stream.ingest_stream)
     cli.add_command(online.online)
     cli.add_command(serve.serve)
 

@@ -26,6 +26,7 @@ from provender.registry.store import ProjectInfo, RegistryChange, RegistrySnapsh
 
 if TYPE_CHECKING:
     from provender.client.remote import RemoteReader
+    from provender.ingestion.stream import StreamIngestionJob
 
 
 class Client:
@@ -257,6 +258,67 @@ class Client:
             )
 
         return job.start(run)
+
+    def start_stream_to_online_ingestion(
+        self,
+        table: FeatureTable | str,
+        *,
+        group_id: str | None = None,
+        instance_id: str | None = None,
+        offline_log: str | Path | None = None,
+        batch_rows: int | None = None,
+        linger_ms: int | None = None,
+    ) -> StreamIngestionJob:
+        """Start consuming the table's ``stream_source`` into the online store, in the background.
+
+        Records are validated against the table's types, written in micro-batches under the
+        event-time guard (so stream and batch ingestion converge to the newest values), and
+        their offsets committed after the write: at-least-once, and replays are harmless. Bad
+        records go to ``<topic>.dlq`` with the reason in their headers. Settings not given here
+        come from the ``stream:`` section of the configuration.
+
+        Args:
+            table: the feature table (its registered definition is used) or its name.
+            group_id: the Kafka consumer group (default ``provender-<project>-<table>``); jobs
+                and processes with the same group share the topic's partitions.
+            instance_id: a static group member id, stable across restarts of this consumer
+                (e.g. a pod name): a restart then takes its partitions back at once.
+            offline_log: also append the records to date-partitioned Parquet files under this
+                path (relative to the config file), for historical retrieval.
+            batch_rows: the most records in one micro-batch.
+            linger_ms: how long a micro-batch waits for more records after its first.
+
+        Returns:
+            The running job: ``stop()``, ``status``, ``records_consumed``, ``records_written``,
+            ``records_dead_lettered``, ``batches``, ``lag``, ``freshness_seconds()``.
+
+        Raises:
+            FeatureTableNotFoundError: no such table.
+            DefinitionError: the table has no stream source.
+            DataError: its Avro schema lacks a field of the table, or the type does not fit.
+            MissingExtraError: the ``kafka`` extra is not installed.
+        """
+        from provender.ingestion.stream import StreamJobSpec, start_stream_job
+
+        snapshot = self._registry.read(self.project)
+        name = table if isinstance(table, str) else table.name
+        definition = snapshot.feature_tables.get(name)
+        if definition is None:
+            raise FeatureTableNotFoundError(name, project=self.project, known=list(snapshot.feature_tables))
+        overrides = {"batch_rows": batch_rows, "linger_ms": linger_ms}
+        options = self.settings.stream.model_validate(
+            {**self.settings.stream.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
+        )
+        spec = StreamJobSpec(
+            table=definition,
+            entity_types={name: entity.value_type for name, entity in snapshot.entities.items()},
+            group_id=group_id or f"provender-{self.project}-{name}",
+            instance_id=instance_id,
+            offline_log=None if offline_log is None else self.settings.resolve_path(offline_log),
+            options=options,
+        )
+        store = self._online_store
+        return start_stream_job(spec, lambda rows: store.write(definition, rows))
 
     # -- online: serving -----------------------------------------------------------------------
 

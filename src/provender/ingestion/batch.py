@@ -70,9 +70,7 @@ class IngestionJob:
 
     def start(self, run: Callable[[IngestionJob], None]) -> IngestionJob:
         """Run ``run(self)`` in a background thread and return at once."""
-        self._thread = threading.Thread(
-            target=self._main, args=(run,), name=f"provender-job-{self.id}", daemon=True
-        )
+        self._thread = threading.Thread(target=self._main, args=(run,), name=f"provender-job-{self.id}", daemon=True)
         self._thread.start()
         return self
 

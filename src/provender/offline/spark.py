@@ -8,7 +8,7 @@ timestamp, created timestamp, values)`` (a missing created time orders lowest, a
 gives each entity row its winning row, whose ``max_age`` bound is then checked, as DuckDB's
 ``ASOF`` join does. One sort per table, no fan-out per key; tables are chained, the result is
 sorted in the entity rows' order and written as Parquet under ``staging_path``
-(:mod:`provender.offline.spark_jobs` reads it back). **Ingestion**: ``max`` of the same key
+(:mod:`provender.offline.spark_io` reads it back). **Ingestion**: ``max`` of the same key
 per entity key over ``[start, end)``; :meth:`SparkEngine.ingest_to_online` writes it to the
 online store from the executors (``mapInArrow``), the driver never holding the rows.
 
@@ -34,9 +34,6 @@ from typing import TYPE_CHECKING, ClassVar, Self, cast
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from py4j.protocol import Py4JError  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -51,7 +48,7 @@ from provender.definitions import CsvFormat, FeatureTable, ValueType
 from provender.errors import BackendError, ConfigError, DataError, ProvenderError
 from provender.ingestion.batch import IngestionJob, JobCancelledError, write_batches
 from provender.offline.engine import EngineCapabilities, EntityRows
-from provender.offline.files import DateRange, is_remote, list_table_files, lower_event_bound
+from provender.offline.files import DateRange, list_table_files, lower_event_bound
 from provender.offline.plan import (
     CREATED_TIMESTAMP,
     ENTITY_TIMESTAMP,
@@ -59,17 +56,25 @@ from provender.offline.plan import (
     LatestPlan,
     RetrievalPlan,
     TableJoin,
-    check_source_schema,
     null_entity_times_error,
 )
-from provender.offline.spark_jobs import (
+from provender.offline.spark_io import (
     ROW_ID,
+    STAMP,
     SparkRetrievalJob,
     Staging,
+    arrow_time_range,
     cast_batch,
     executor_error,
+    latest_schema,
+    local_dir,
+    partition_names,
+    read_type,
+    result_schema,
     run_in_group,
+    source_schema,
     spark_message,
+    spark_view,
 )
 from provender.registry import codec
 
@@ -88,7 +93,6 @@ _VERSION = "__provender_version"  # struct(event, created, values): the ranking 
 _ROW = "__provender_row"
 _IS_ENTITY = "__provender_is_entity"
 _AT = "__provender_at"
-_STAMP = pa.timestamp("us", tz="UTC")
 _NO_BOUND = 2**62  # microseconds: more than Spark's timestamps span (years 1..9999), no overflow
 
 _SPARK_TYPES = {
@@ -101,13 +105,6 @@ _SPARK_TYPES = {
     ValueType.BYTES: "binary",
     ValueType.UNIX_TIMESTAMP: "timestamp",
 }
-# How Spark's Parquet reader sees Arrow types (unsigned integers widen; see _read_type).
-_READ_TYPES = {
-    pa.bool_(): "boolean", pa.int8(): "tinyint", pa.int16(): "smallint", pa.int32(): "int", pa.int64(): "bigint",
-    pa.uint8(): "smallint", pa.uint16(): "int", pa.uint32(): "bigint", pa.uint64(): "decimal(20,0)",
-    pa.float32(): "float", pa.float64(): "double", pa.string(): "string", pa.large_string(): "string",
-    pa.binary(): "binary", pa.large_binary(): "binary", pa.date32(): "date",
-}  # fmt: skip
 # Settings the engine relies on: results are read back as UTC microseconds.
 _FIXED_CONF = {
     "spark.sql.session.timeZone": "UTC",
@@ -258,7 +255,7 @@ class SparkEngine:
             result,
             staging=self.staging,
             job_dir=job_dir,
-            schema=_result_schema(plan, entity_rows),
+            schema=result_schema(plan, entity_rows),
             entity_table=entity_rows.table,
         )
         self._jobs.add(job)
@@ -270,18 +267,18 @@ class SparkEngine:
         """The entity rows with ``_ORDER``, ``_TS``/``_TS_CEIL`` and ``__key_<entity>``; their time range."""
         keys = {e.name: e for join in plan.joins for e in join.entities}
         if rows.table is not None:
-            times = _arrow_time_range(rows.table.column(ENTITY_TIMESTAMP))
+            times = arrow_time_range(rows.table.column(ENTITY_TIMESTAMP))
             columns = {ROW_ID: pa.array(np.arange(rows.table.num_rows, dtype=np.int64))}
             columns |= {name: rows.table.column(name).cast(e.value_type.to_arrow()) for name, e in keys.items()}
             stamps = rows.table.column(ENTITY_TIMESTAMP)
-            stamps = stamps.cast(_STAMP) if pa.types.is_null(stamps.type) else stamps  # an empty, untyped frame
+            stamps = stamps.cast(STAMP) if pa.types.is_null(stamps.type) else stamps  # an empty, untyped frame
             staged = pa.table(columns | {ENTITY_TIMESTAMP: stamps})
             pq.write_table(staged, f"{self.staging.arrow_path(job_dir)}/entities.parquet", filesystem=self.staging.fs)
             view = staged.schema
             frame = self._reader(view, view.names).parquet(self.staging.spark_path(f"{job_dir}/entities.parquet"))
             frame = frame.withColumn(_ORDER, F.col(ROW_ID))
         else:
-            view = _spark_view(rows.schema, rows.paths[0] if rows.paths else None)
+            view = spark_view(rows.schema, rows.paths[0] if rows.paths else None)
             frame = self._reader(view, view.names).parquet(*rows.paths)
             order = F.struct(F.col("_metadata.file_path"), F.col("_metadata.row_index"))
             frame = frame.select(*(col(c) for c in rows.schema.names), order.alias(_ORDER))
@@ -313,7 +310,7 @@ class SparkEngine:
 
     def _reader(self, view: pa.Schema, names: Iterable[str] | None) -> DataFrameReader:
         """A reader given the columns' types (Spark then infers nothing), when Spark can read them all."""
-        fields = [(name, _read_type(view.field(name).type)) for name in names or ()]
+        fields = [(name, read_type(view.field(name).type)) for name in names or ()]
         if names is None or any(kind is None for _, kind in fields):
             return self.session.read
         return self.session.read.schema(", ".join(f"{_quote(name)} {kind}" for name, kind in fields))
@@ -354,13 +351,13 @@ class SparkEngine:
 
     def _read_source(self, join: TableJoin, files: list[str]) -> tuple[DataFrame, pa.Schema]:
         """Check the source's schema (read on the driver) and return its frame and Spark's view of it."""
-        fmt, root = join.source.file_format, _local_dir(join.source.path, base_dir=self.base_dir)
+        fmt, root = join.source.file_format, local_dir(join.source.path, base_dir=self.base_dir)
         try:
-            view, uniform = _source_schema(join, files, root)
+            view, uniform = source_schema(join, files, root)
             c = join.columns
             needed = {*c.keys, *c.features, c.event_timestamp, *([c.created_timestamp] if c.created_timestamp else [])}
             if isinstance(fmt, CsvFormat):  # all text, cast afterwards, as the header names them
-                partitions = _partition_names(files, root)
+                partitions = partition_names(files, root)
                 view = pa.schema([pa.field(name, pa.string()) for name in view.names])
                 reader = self._reader(view, [n for n in view.names if n not in partitions] if uniform else None)
                 reader = reader.options(header=True, sep=fmt.delimiter, enforceSchema=False)
@@ -601,136 +598,3 @@ def _aware(at: datetime | None) -> datetime | None:
     if at is None:
         return None
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
-
-
-def _arrow_time_range(stamps: pa.ChunkedArray) -> tuple[datetime | None, datetime | None]:
-    """Min and max of the entity rows' times (DataError if one is null), on the driver."""
-    if stamps.null_count:
-        raise null_entity_times_error(stamps.null_count, f"row {pc.index(pc.is_null(stamps), True).as_py()}")
-    if len(stamps) == 0:
-        return None, None
-    bounds = pc.min_max(stamps.cast(_STAMP, safe=False))
-    return bounds["min"].as_py(), bounds["max"].as_py()
-
-
-# -- schemas -------------------------------------------------------------------------------------
-
-
-def _read_type(found: pa.DataType) -> str | None:
-    """The Spark type Spark's Parquet reader gives Arrow type ``found`` (None: let Spark infer)."""
-    if pa.types.is_timestamp(found):
-        return "bigint" if found.unit == "ns" else "timestamp" if found.tz else "timestamp_ntz"
-    if pa.types.is_dictionary(found):
-        return _read_type(found.value_type)
-    if pa.types.is_list(found) or pa.types.is_large_list(found):
-        element = _read_type(found.value_type)
-        return None if element is None else f"array<{element}>"
-    if pa.types.is_decimal(found):
-        return f"decimal({found.precision},{found.scale})"
-    return _READ_TYPES.get(found)
-
-
-def _spark_view(schema: pa.Schema, first_file: str | None, filesystem: object = None) -> pa.Schema:
-    """``schema`` as Spark reads it: nanosecond columns stored as legacy INT96 are timestamps, not integers.
-
-    Only opens a footer when a nanosecond column is present (INT96 reads as nanoseconds in Arrow).
-    """
-    nanos = [f.name for f in schema if pa.types.is_timestamp(f.type) and f.type.unit == "ns"]
-    if not nanos or first_file is None:
-        return schema
-    parquet = pq.ParquetFile(first_file, filesystem=filesystem).schema
-    int96 = {parquet.column(i).name for i in range(len(parquet)) if parquet.column(i).physical_type == "INT96"}
-    return pa.schema([f.with_type(_STAMP) if f.name in int96 else f for f in schema])
-
-
-def _source_schema(join: TableJoin, files: list[str], root: Path | None) -> tuple[pa.Schema, bool]:
-    """Check the source's schema and return it as Spark reads it, and whether all files share it.
-
-    Every local file's footer (or CSV header) is read, as DuckDB's ``union_by_name`` does, so a
-    file whose columns conflict fails here; of a remote source only the first file is read.
-    """
-    fmt = join.source.file_format
-    dataset = ds.dataset(
-        files[0] if is_remote(files[0]) else files,
-        format=_arrow_format(join) if isinstance(fmt, CsvFormat) else "parquet",
-        partitioning="hive",
-        partition_base_dir=None if root is None else str(root),
-    )
-    schema, uniform = dataset.schema, True
-    if not is_remote(files[0]):
-        schemas = [fragment.physical_schema for fragment in dataset.get_fragments()]
-        uniform = all(s.equals(schemas[0]) for s in schemas)
-        if not uniform:
-            schema = pa.unify_schemas([schema, *schemas], promote_options="permissive")
-    if isinstance(fmt, CsvFormat):
-        stamps = _csv_stamps(join)
-        schema = pa.schema([f.with_type(_STAMP) if f.name in stamps else f for f in schema])
-        check_source_schema(join, schema)
-        return schema, uniform
-    check_source_schema(join, schema)
-    return _spark_view(schema, dataset.files[0] if dataset.files else None, dataset.filesystem), uniform
-
-
-def _csv_stamps(join: TableJoin) -> set[str]:
-    """The CSV columns read as timestamps: event and created times, UNIX_TIMESTAMP features."""
-    c = join.columns
-    stamps = {c.event_timestamp, *([c.created_timestamp] if c.created_timestamp else [])}
-    features = zip(c.features, join.table.features, strict=True)
-    return stamps | {name for name, f in features if f.value_type is ValueType.UNIX_TIMESTAMP}
-
-
-def _arrow_format(join: TableJoin) -> ds.CsvFileFormat:
-    """CSV as DuckDB reads it for the check: declared types for keys and features, timestamps typed.
-
-    Timestamp columns are read as text here (naive and offset values may mix) and declared
-    timestamps in :meth:`SparkEngine._read_source`; Spark casts them, failing on a bad value.
-    """
-    assert isinstance(join.source.file_format, CsvFormat)
-    c = join.columns
-    declared = {col: e.value_type for col, e in zip(c.keys, join.entities, strict=True)}
-    declared |= {col: f.value_type for col, f in zip(c.features, join.table.features, strict=True)}
-    types = {name: t.to_arrow() for name, t in declared.items() if not t.is_list}
-    types |= dict.fromkeys(_csv_stamps(join), pa.string())
-    return ds.CsvFileFormat(
-        parse_options=pacsv.ParseOptions(delimiter=join.source.file_format.delimiter),
-        convert_options=pacsv.ConvertOptions(column_types=types),
-    )
-
-
-def _partition_names(files: list[str], root: Path | None) -> set[str]:
-    """The hive partition columns (``name=value`` directories) of ``files`` under ``root``."""
-    if root is None:
-        return set()
-    parts = (part for f in files for part in Path(f).relative_to(root).parts[:-1])
-    return {part.split("=", 1)[0] for part in parts if "=" in part}
-
-
-def _local_dir(path: str, *, base_dir: Path) -> Path | None:
-    """The local directory ``path`` names (None for a file, a glob or a URL)."""
-    if is_remote(path) or any(c in path for c in "*?["):
-        return None
-    local = Path(path.removeprefix("file://")).expanduser()
-    local = local if local.is_absolute() else base_dir / local
-    return local if local.is_dir() else None
-
-
-def latest_schema(join: TableJoin) -> pa.Schema:
-    """The normalized rows the online store writes: keys, features, event and created times."""
-    return pa.schema(
-        [
-            *((e.name, e.value_type.to_arrow()) for e in join.entities),
-            *((f.name, f.value_type.to_arrow()) for f in join.features),
-            (EVENT_TIMESTAMP, _STAMP),
-            (CREATED_TIMESTAMP, _STAMP),
-        ]
-    )
-
-
-def _result_schema(plan: RetrievalPlan, rows: EntityRows) -> pa.Schema:
-    """The retrieval's Arrow schema: entity columns as given (T as UTC), then the declared features."""
-    fields = [
-        pa.field(ENTITY_TIMESTAMP, _STAMP) if name == ENTITY_TIMESTAMP else rows.schema.field(name).remove_metadata()
-        for name in plan.entity_columns
-    ]
-    declared = {j.output_column(f): f.value_type.to_arrow() for j in plan.joins for f in j.features}
-    return pa.schema([*fields, *(pa.field(c, declared[c]) for c in plan.output_columns)])

@@ -16,7 +16,8 @@ Errors answer ``{"error": {"code", "type", "message"}}`` with the status of the 
 Why raw ASGI and no framework: a routing layer, a request object and response classes cost
 about as much per request as the whole feature read, and this app has five fixed routes. The
 body is parsed with orjson and checked by hand (``schemas.parse_online_request``); the pydantic
-models in ``schemas.py`` only describe the API.
+models in ``schemas.py`` only describe the API. The store read itself runs on the service's
+read threads (``serving.threads``), so the loop keeps serving while it waits for the store.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class ServingApp:
         self._default_project = service.default_project
         self._max_rows = service.serving.max_entity_rows
         self._max_body = max(_MIN_BODY_BYTES, service.serving.max_entity_rows * 512)
+        self._executor = service.executor
         self._openapi = orjson.dumps(openapi_document())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -122,14 +124,13 @@ class ServingApp:
                     name: [decode_base64(value) for value in values] if name in encoded else values
                     for name, values in entities.items()
                 }
-            result = self.service.read(
-                FeatureQuery(
-                    project=project,
-                    features=request.features,
-                    entities=entities,
-                    include_statuses=request.include_statuses,
-                )
+            query = FeatureQuery(
+                project=project,
+                features=request.features,
+                entities=entities,
+                include_statuses=request.include_statuses,
             )
+            result = await asyncio.get_running_loop().run_in_executor(self._executor, self.service.read, query)
             if result.plan.float_columns:
                 name_non_finite(result.columns, result.plan.float_columns)
             answer: dict[str, object] = {"columns": result.columns}
@@ -190,6 +191,8 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    # A Content-Length spares the chunked framing the server would otherwise add.
+    headers = [*headers, (b"content-length", b"%d" % len(body))]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -115,14 +115,14 @@ class Metrics:
         child.count.inc()
         child.latency.observe(seconds)
 
-    def count_lookups(self, project: str, table: str, statuses: Iterable[str]) -> None:
-        """Count one table's row lookups by status."""
+    def count_lookups(self, project: str, table: str, statuses: Iterable[str], repeat: int = 1) -> None:
+        """Count one table's row lookups by status (each of ``statuses`` ``repeat`` times)."""
         for status, count in Tally(statuses).items():
             key = (project, table, status)
             child = self._lookups.get(key)
             if child is None:
                 child = self._lookups[key] = self.lookups.labels(*key)
-            child.inc(count)
+            child.inc(count * repeat)
 
     def store_error(self, project: str, *, retryable: bool) -> None:
         """Count a failed store read."""

@@ -1,4 +1,4 @@
-"""Running the service: worker processes, each serving HTTP and gRPC on one event loop.
+"""Running the service: worker processes, each serving HTTP and gRPC.
 
 ``provender serve`` calls :func:`run`. With ``workers: 1`` the process itself is the worker.
 With more, it becomes a supervisor: it starts the workers (``spawn``), each of which listens on
@@ -6,10 +6,11 @@ the same HTTP and gRPC ports with ``SO_REUSEPORT`` (the kernel spreads connectio
 restarts a worker that dies, and on SIGTERM or SIGINT passes SIGTERM on and waits for them.
 Workers share nothing but the stores, so any number of replicas can run side by side.
 
-A worker is one uvloop event loop running uvicorn (httptools parser, no access log) and a
-``grpc.aio`` server. On SIGTERM it stops accepting connections, lets in-flight requests finish
-(at most ``graceful_shutdown_seconds``), reports NOT_SERVING on the gRPC health service, and
-exits. Metrics from several workers are summed through ``PROMETHEUS_MULTIPROC_DIR``.
+A worker is one uvloop event loop running uvicorn (httptools parser, no access log), grpcio's
+threaded server, and the service's read threads that both use. On SIGTERM it stops accepting
+connections, lets in-flight requests finish (at most ``graceful_shutdown_seconds``), reports
+NOT_SERVING on the gRPC health service, and exits. Metrics from several workers are summed
+through ``PROMETHEUS_MULTIPROC_DIR``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from multiprocessing.process import BaseProcess
@@ -157,8 +158,8 @@ async def _serve(settings: Settings, *, reuse_port: bool) -> None:
                 else f"{serving.host}:{serving.grpc_port}"
             )
             grpc_server, health, grpc_port = create_grpc_server(service, address=address, reuse_port=reuse_port)
-            await grpc_server.start()
-            await health.update()
+            grpc_server.start()
+            health.update()
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
         for signum in _STOP_SIGNALS:
@@ -176,14 +177,15 @@ async def _serve(settings: Settings, *, reuse_port: bool) -> None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), HEALTH_UPDATE_SECONDS)
             if health is not None:
-                await health.update()
+                health.update()
         log.info("stopping: finishing in-flight requests (at most %.0fs)", serving.graceful_shutdown_seconds)
         http.should_exit = True
         if health is not None:
-            await health.shutdown()
-        stops = [http_task]
+            health.shutdown()
+        stops: list[Awaitable[object]] = [http_task]
         if grpc_server is not None:
-            stops.append(asyncio.ensure_future(grpc_server.stop(serving.graceful_shutdown_seconds)))
+            stopped = grpc_server.stop(serving.graceful_shutdown_seconds)
+            stops.append(loop.run_in_executor(None, stopped.wait))
         await asyncio.gather(*stops)
         for signum in _STOP_SIGNALS:
             loop.remove_signal_handler(signum)
