@@ -800,6 +800,8 @@ def _targets(rows: list[dict[str, object]], check: dict[str, object] | None) -> 
 
 
 def _fmt(value: object, spec: str = ".2f") -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
     return "-" if value is None else format(value, spec)
 
 

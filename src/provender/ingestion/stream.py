@@ -19,7 +19,8 @@ A retryable store, registry or broker failure is retried with backoff (the batch
 nothing is committed); any other failure ends the job with status FAILED.
 
 The broker is behind :class:`StreamSource` (``kafka.py`` is the Kafka implementation), so the
-loop is tested without one.
+loop (``stream_loop.py``: a consumer thread that batches, decodes and validates, and a writer
+thread that writes and commits, so that the two overlap) is tested without one.
 """
 
 from __future__ import annotations
@@ -30,32 +31,23 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from provender.definitions import FeatureTable, KafkaSource, ValueType
-from provender.errors import BackendError, DataError, DefinitionError, MissingExtraError
+from provender.errors import DefinitionError, MissingExtraError
 from provender.ingestion.batch import IngestionJob
 from provender.ingestion.offline_log import OfflineLog
-from provender.ingestion.rows import EVENT_TIMESTAMP, DeadLetterReason, RowBuilder, check_avro_schema, column_specs
-from provender.ingestion.stream_metrics import StreamMetrics, stream_metrics
+from provender.ingestion.rows import DeadLetterReason, RowBuilder, check_avro_schema, column_specs
 
 if TYPE_CHECKING:
     from provender.config import StreamSection
-    from provender.ingestion.formats import MessageDecoder
 
 log = logging.getLogger(__name__)
 
-IDLE_POLL_SECONDS = 0.1
-TICK_SECONDS = 1.0
 FRESHNESS_WINDOW_SECONDS = 10.0
-_RETRY_FIRST_SECONDS = 0.2
-_RETRY_MAX_SECONDS = 5.0
-
-T = TypeVar("T")
 
 
 class Polled(NamedTuple):
@@ -242,7 +234,8 @@ class StreamIngestionJob(IngestionJob):
             f"records_written={self.records_written}, records_dead_lettered={self.records_dead_lettered})"
         )
 
-    def _record_freshness(self, seconds: np.ndarray[Any, Any]) -> None:
+    def record_freshness(self, seconds: np.ndarray[Any, Any]) -> None:
+        """Remember the freshness (seconds) of a written batch's records, for the last 10 s."""
         now = time.monotonic()
         self._freshness.append((now, seconds))
         while self._freshness and self._freshness[0][0] < now - FRESHNESS_WINDOW_SECONDS:
@@ -266,6 +259,7 @@ def start_stream_job(spec: StreamJobSpec, write: Callable[[pa.Table], int]) -> S
     try:
         from provender.ingestion import formats
         from provender.ingestion.kafka import KafkaStream
+        from provender.ingestion.stream_loop import StreamLoop
     except ImportError as exc:
         raise MissingExtraError("stream ingestion", extra="kafka", missing=exc.name or "confluent-kafka") from None
     decoder = formats.decoder_for(source.message_format, schema_registry_url=spec.options.schema_registry_url)
@@ -301,198 +295,3 @@ def start_stream_job(spec: StreamJobSpec, write: Callable[[pa.Table], int]) -> S
     log.info("starting %s", job.description)
     job.start(lambda _: loop.run())
     return job
-
-
-class StreamLoop:
-    """The consume -> decode -> validate -> write -> commit loop of one job (see the module doc)."""
-
-    def __init__(
-        self,
-        *,
-        job: StreamIngestionJob,
-        source: StreamSource,
-        decoder: MessageDecoder,
-        builder: RowBuilder,
-        write: Callable[[pa.Table], int],
-        options: StreamSection,
-        offline_log: OfflineLog | None = None,
-    ) -> None:
-        self._job, self._source, self._decoder, self._builder = job, source, decoder, builder
-        self._write, self._log = write, offline_log
-        self._batch_rows = options.batch_rows
-        self._linger = options.linger_ms / 1000
-        self._metrics: StreamMetrics | None = stream_metrics()
-        self._pending = Polled([], [], [], [])
-        self._first_at: float | None = None
-        self._uncommitted: dict[int, int] = {}
-        self._next_tick = 0.0
-
-    def run(self) -> None:
-        """Consume until the job is stopped; then write and commit what was read."""
-        self._source.subscribe(self._on_revoke)
-        try:
-            while not self._job.is_cancelled:
-                self._step()
-            self._flush_all()
-        finally:
-            self._source.close()
-
-    def _step(self) -> None:
-        pending = len(self._pending.values)
-        if not pending:  # wait for the first record; the batch's linger starts with it
-            polled = self._source.poll(1, IDLE_POLL_SECONDS)
-        else:
-            assert self._first_at is not None
-            # Short polls even with a long linger, so that a stop is noticed promptly.
-            wait = min(IDLE_POLL_SECONDS, max(0.0, self._first_at + self._linger - time.monotonic()))
-            polled = self._source.poll(self._batch_rows - pending, wait)
-        if polled.values:
-            if self._first_at is None:
-                self._first_at = time.monotonic()
-            pending_batch = self._pending
-            pending_batch.values.extend(polled.values)
-            pending_batch.partitions.extend(polled.partitions)
-            pending_batch.offsets.extend(polled.offsets)
-            pending_batch.keys.extend(polled.keys)
-        pending = len(self._pending.values)
-        if pending and (pending >= self._batch_rows or time.monotonic() >= (self._first_at or 0.0) + self._linger):
-            self._write_batch()
-        if self._log is not None and self._log.due():
-            self._retrying(self._log.flush)
-            self._commit()
-        now = time.monotonic()
-        if now >= self._next_tick:
-            self._next_tick = now + TICK_SECONDS
-            self._tick()
-
-    def _flush_all(self) -> None:
-        if self._pending.values:
-            self._write_batch()
-        if self._log is not None:
-            self._retrying(self._log.flush)
-        self._commit()
-        self._tick()
-
-    def _on_revoke(self, partitions: Sequence[int], lost: bool) -> None:
-        if lost:  # another member owns them already: drop what we hold, the owner re-reads it
-            gone = set(partitions)
-            held = self._pending
-            keep = [i for i, p in enumerate(held.partitions) if p not in gone]
-            self._pending = Polled(
-                [held.values[i] for i in keep],
-                [held.partitions[i] for i in keep],
-                [held.offsets[i] for i in keep],
-                [held.keys[i] for i in keep],
-            )
-            self._first_at = self._first_at if keep else None
-            for partition in gone:
-                self._uncommitted.pop(partition, None)
-        else:
-            self._flush_all()
-        for partition in partitions:
-            self._job.lag.pop(partition, None)
-        log.info("partitions revoked table=%s partitions=%s lost=%s", self._job.table, list(partitions), lost)
-
-    def _write_batch(self) -> None:
-        batch, self._pending, self._first_at = self._pending, Polled([], [], [], []), None
-        decoded = self._retrying(lambda: self._decoder.decode(batch.values))
-        built = self._builder.build(decoded.records)
-        letters = [_letter(batch, i, DeadLetterReason.UNDECODABLE, error) for i, error in decoded.errors]
-        for j, error in built.errors.items():
-            letters.append(_letter(batch, decoded.positions[j], error.reason, error.message))
-        rows = built.rows
-        if rows.num_rows:
-            positions = [p for j, p in enumerate(decoded.positions) if j not in built.errors]
-            rows = self._store(rows, positions, batch, letters)
-        if self._log is not None:
-            self._log.append(rows)
-        if letters:
-            self._retrying(lambda: self._source.dead_letter(letters))
-        for partition, offset in zip(batch.partitions, batch.offsets, strict=True):
-            self._uncommitted[partition] = offset + 1
-        self._count(len(batch.values), rows, letters)
-        if self._log is None:
-            self._commit()
-
-    def _store(self, rows: pa.Table, positions: list[int], batch: Polled, letters: list[DeadLetter]) -> pa.Table:
-        """Write ``rows``; if the store refuses the batch, write row by row and dead-letter the refused."""
-        try:
-            self._job.rows_written += self._retrying(lambda: self._write(rows))
-            return rows
-        except DataError:
-            log.warning("store refused a batch table=%s rows=%d; retrying row by row", self._job.table, rows.num_rows)
-        keep = np.ones(rows.num_rows, dtype=bool)
-        for k in range(rows.num_rows):
-            row = rows.slice(k, 1)
-            try:
-                self._job.rows_written += self._retrying(lambda row=row: self._write(row))  # type: ignore[misc]
-            except DataError as exc:
-                keep[k] = False
-                letters.append(_letter(batch, positions[k], DeadLetterReason.REJECTED_BY_STORE, str(exc)))
-        return rows.filter(pa.array(keep))
-
-    def _retrying(self, action: Callable[[], T]) -> T:
-        """Run ``action``, retrying retryable BackendErrors with backoff until the job is stopped."""
-        delay = _RETRY_FIRST_SECONDS
-        while True:
-            try:
-                return action()
-            except BackendError as exc:
-                if not exc.retryable or self._job.is_cancelled:
-                    raise
-                log.warning("stream ingestion retrying table=%s in=%.1fs error=%s", self._job.table, delay, exc)
-                self._job.pause(delay)
-                delay = min(delay * 2, _RETRY_MAX_SECONDS)
-
-    def _commit(self) -> None:
-        if not self._uncommitted:
-            return
-        offsets = dict(self._uncommitted)
-        try:
-            self._source.commit(offsets)
-        except BackendError as exc:
-            if not exc.retryable:
-                raise
-            log.warning("commit failed, will retry with the next batch table=%s error=%s", self._job.table, exc)
-            return
-        for partition, offset in offsets.items():
-            if self._uncommitted.get(partition) == offset:
-                del self._uncommitted[partition]
-        self._job.commits += 1
-
-    def _count(self, consumed: int, rows: pa.Table, letters: list[DeadLetter]) -> None:
-        job, metrics, table = self._job, self._metrics, self._job.table
-        job.records_consumed += consumed
-        job.rows_read += consumed
-        job.records_written += rows.num_rows
-        job.records_dead_lettered += len(letters)
-        job.batches += 1
-        for letter in letters:
-            reason = str(letter.reason)
-            job.dead_letters_by_reason[reason] = job.dead_letters_by_reason.get(reason, 0) + 1
-        freshness = None
-        if rows.num_rows:
-            event_us = pc.cast(rows.column(EVENT_TIMESTAMP), pa.int64()).to_numpy()
-            freshness = (time.time_ns() // 1000 - event_us) / 1e6
-            job._record_freshness(freshness)
-        if metrics is not None:
-            metrics.consumed.labels(table).inc(consumed)
-            metrics.written.labels(table).inc(rows.num_rows)
-            metrics.batches.labels(table).inc()
-            for letter in letters:
-                metrics.dead_letters.labels(table, letter.reason).inc()
-            if freshness is not None:
-                metrics.observe_freshness(table, freshness)
-
-    def _tick(self) -> None:
-        lag = self._source.lag()
-        self._job.lag = lag
-        if self._metrics is not None:
-            for partition, records in lag.items():
-                self._metrics.lag.labels(self._job.table, self._source.topic, str(partition)).set(records)
-
-
-def _letter(batch: Polled, index: int, reason: DeadLetterReason, error: str) -> DeadLetter:
-    return DeadLetter(
-        batch.partitions[index], batch.offsets[index], batch.keys[index], batch.values[index], reason, error
-    )

@@ -43,6 +43,7 @@ _TS_CEIL = "__provender_ts_ceil"
 _ENTITY_COLUMN = "__provender_e{}"
 _EVENT = "__provender_event_ts"
 _CREATED = "__provender_created_ts"
+_RANK = "__provender_rank"
 # A max_age this long bounds nothing, and T - max_age would overflow DuckDB's interval arithmetic.
 _AGE_WITHOUT_BOUND = timedelta(days=100_000 * 365)
 
@@ -378,18 +379,18 @@ def compile_retrieval(
     joins, columns = [], {}
     for n, (join, source) in enumerate(zip(plan.joins, sources, strict=True)):
         alias = f"s{n}"
-        ctes.append(f"{alias} AS ({source})")
+        # The rule's ranking key, built once per source row; the join carries it, and max_age is
+        # checked on its event time, so the event and created columns are not carried twice.
+        rank = f"{{'t': {_EVENT}, 'c': coalesce({_CREATED}, '-infinity'::TIMESTAMP)}} AS {_RANK}"
+        ctes.append(f"{alias} AS (SELECT * EXCLUDE ({_EVENT}, {_CREATED}), {rank} FROM ({source}))")
         on = [f"e.{quote('__key_' + k)} = {alias}.{quote(k)}" for k in join.join_keys]
-        on.append(
-            f"{{'t': e.{_TS}, 'c': 'infinity'::TIMESTAMP}} >= "
-            f"{{'t': {alias}.{_EVENT}, 'c': coalesce({alias}.{_CREATED}, '-infinity'::TIMESTAMP)}}"
-        )
+        on.append(f"{{'t': e.{_TS}, 'c': 'infinity'::TIMESTAMP}} >= {alias}.{_RANK}")
         joins.append(f"ASOF LEFT JOIN {alias} ON {' AND '.join(on)}")
         for feature in join.features:
             value = f"{alias}.{quote(feature.name)}"
             if join.max_age is not None and join.max_age < _AGE_WITHOUT_BOUND:
                 bound = f"e.{_TS_CEIL} - {_interval(join.max_age)}"
-                value = f"CASE WHEN {alias}.{_EVENT} >= {bound} THEN {value} END"
+                value = f"CASE WHEN {alias}.{_RANK}.t >= {bound} THEN {value} END"
             columns[join.output_column(feature)] = f"{value} AS {quote(join.output_column(feature))}"
     select = [
         f"CAST(e.{_TS} AS TIMESTAMPTZ) AS {quote(c)}"

@@ -22,7 +22,8 @@ from provender.ingestion.batch import JobStatus
 from provender.ingestion.formats import JsonDecoder
 from provender.ingestion.offline_log import OfflineLog
 from provender.ingestion.rows import RowBuilder
-from provender.ingestion.stream import DeadLetter, Polled, RevokeHandler, StreamIngestionJob, StreamLoop
+from provender.ingestion.stream import DeadLetter, Polled, RevokeHandler, StreamIngestionJob
+from provender.ingestion.stream_loop import StreamLoop
 from provender.online.keys import encode_arrow_keys
 from provender.online.memory import MemoryStore
 from provender.online.store import ReadRequest

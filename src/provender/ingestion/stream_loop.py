@@ -1,0 +1,360 @@
+"""The loop of a stream job: a consumer thread and a writer thread, committing after the write.
+
+The **consumer** (the job's thread) polls the source, gathers micro-batches (``batch_rows``
+records, or ``linger_ms`` after a batch's first record), decodes and validates them into
+normalized rows and hands each to the **writer** (:class:`BatchWriter`, its own thread), which
+writes the rows to the online store (and the offline log), publishes the dead letters, and then
+commits the batch's offsets. While the writer waits for the store, the consumer prepares the
+next batch; at most one batch waits between them, so memory stays bounded.
+
+Offsets are committed in batch order and only after everything before them is written (with an
+offline log, after the rows are in a Parquet file). On a rebalance the consumer hands over what
+it holds and waits for the writer to write and commit it before the partitions are given up.
+A writer failure stops the consumer: nothing after it is committed, and the job fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from provender.errors import BackendError, DataError
+from provender.ingestion.rows import EVENT_TIMESTAMP, DeadLetterReason, RowBuilder
+from provender.ingestion.stream import DeadLetter, Polled, StreamIngestionJob, StreamSource
+from provender.ingestion.stream_metrics import stream_metrics
+
+if TYPE_CHECKING:
+    from provender.config import StreamSection
+    from provender.ingestion.formats import MessageDecoder
+    from provender.ingestion.offline_log import OfflineLog
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL_SECONDS = 0.1
+TICK_SECONDS = 1.0
+_RETRY_FIRST_SECONDS = 0.2
+_RETRY_MAX_SECONDS = 5.0
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A decoded and validated micro-batch, ready to write.
+
+    Attributes:
+        batch: the messages as polled.
+        rows: normalized rows of the good records.
+        positions: for each row, the index of its message in ``batch``.
+        letters: the bad records.
+        offsets: per partition, the offset after the batch's last message.
+    """
+
+    batch: Polled
+    rows: pa.Table
+    positions: list[int]
+    letters: list[DeadLetter]
+    offsets: dict[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class _Sync:
+    """Ask the writer to flush the offline log and commit everything written (dropping ``lost``)."""
+
+    lost: frozenset[int] = frozenset()
+
+
+_STOP = object()
+
+
+def retrying(job: StreamIngestionJob, action: Callable[[], T]) -> T:
+    """Run ``action``, retrying retryable BackendErrors with backoff until the job is stopped."""
+    delay = _RETRY_FIRST_SECONDS
+    while True:
+        try:
+            return action()
+        except BackendError as exc:
+            if not exc.retryable or job.is_cancelled:
+                raise
+            log.warning("stream ingestion retrying table=%s in=%.1fs error=%s", job.table, delay, exc)
+            job.pause(delay)
+            delay = min(delay * 2, _RETRY_MAX_SECONDS)
+
+
+class StreamLoop:
+    """The consumer side of a job: poll, batch, decode, validate, hand over (see the module doc)."""
+
+    def __init__(
+        self,
+        *,
+        job: StreamIngestionJob,
+        source: StreamSource,
+        decoder: MessageDecoder,
+        builder: RowBuilder,
+        write: Callable[[pa.Table], int],
+        options: StreamSection,
+        offline_log: OfflineLog | None = None,
+    ) -> None:
+        self._job, self._source, self._decoder, self._builder = job, source, decoder, builder
+        self._batch_rows = options.batch_rows
+        self._linger = options.linger_ms / 1000
+        self._writer = BatchWriter(job=job, source=source, write=write, offline_log=offline_log)
+        self._pending = Polled([], [], [], [])
+        self._first_at: float | None = None
+        self._next_tick = 0.0
+
+    def run(self) -> None:
+        """Consume until the job is stopped; then write and commit what was read."""
+        self._writer.start()
+        clean = False
+        try:
+            self._source.subscribe(self._on_revoke)
+            while not self._job.is_cancelled:
+                self._step()
+            self._hand_over()
+            clean = True
+        finally:
+            if not clean:
+                self._job.cancel()  # ends the writer's retries: nothing more is written or committed
+            self._writer.close(flush=clean)
+            self._source.close()
+
+    def _step(self) -> None:
+        self._writer.raise_failure()
+        pending = len(self._pending.values)
+        if not pending:  # wait for the first record; the batch's linger starts with it
+            polled = self._source.poll(1, IDLE_POLL_SECONDS)
+        else:
+            assert self._first_at is not None
+            # Short polls even with a long linger, so that a stop is noticed promptly.
+            wait = min(IDLE_POLL_SECONDS, max(0.0, self._first_at + self._linger - time.monotonic()))
+            polled = self._source.poll(self._batch_rows - pending, wait)
+        if polled.values:
+            if self._first_at is None:
+                self._first_at = time.monotonic()
+            held = self._pending
+            held.values.extend(polled.values)
+            held.partitions.extend(polled.partitions)
+            held.offsets.extend(polled.offsets)
+            held.keys.extend(polled.keys)
+        pending = len(self._pending.values)
+        if pending and (pending >= self._batch_rows or time.monotonic() >= (self._first_at or 0.0) + self._linger):
+            self._hand_over()
+        now = time.monotonic()
+        if now >= self._next_tick:
+            self._next_tick = now + TICK_SECONDS
+            self._tick()
+
+    def _hand_over(self) -> None:
+        """Prepare the pending batch (if any) and queue it for the writer."""
+        if not self._pending.values:
+            return
+        batch, self._pending, self._first_at = self._pending, Polled([], [], [], []), None
+        self._writer.submit(self._prepare(batch))
+
+    def _prepare(self, batch: Polled) -> Prepared:
+        decoded = retrying(self._job, lambda: self._decoder.decode(batch.values))
+        built = self._builder.build(decoded.records)
+        letters = [_letter(batch, i, DeadLetterReason.UNDECODABLE, error) for i, error in decoded.errors]
+        letters.extend(_letter(batch, decoded.positions[j], e.reason, e.message) for j, e in built.errors.items())
+        positions = decoded.positions
+        if built.errors:
+            positions = [p for j, p in enumerate(positions) if j not in built.errors]
+        offsets: dict[int, int] = {}
+        for partition, offset in zip(batch.partitions, batch.offsets, strict=True):
+            offsets[partition] = offset + 1
+        return Prepared(batch, built.rows, positions, letters, offsets)
+
+    def _on_revoke(self, partitions: Sequence[int], lost: bool) -> None:
+        """Before partitions go: write and commit what we hold (or, if already lost, drop it)."""
+        if lost:
+            gone = frozenset(partitions)
+            held = self._pending
+            keep = [i for i, p in enumerate(held.partitions) if p not in gone]
+            self._pending = Polled(
+                [held.values[i] for i in keep],
+                [held.partitions[i] for i in keep],
+                [held.offsets[i] for i in keep],
+                [held.keys[i] for i in keep],
+            )
+            self._first_at = self._first_at if keep else None
+            self._writer.sync(lost=gone)
+        else:
+            self._hand_over()
+            self._writer.sync()
+        for partition in partitions:
+            self._job.lag.pop(partition, None)
+        log.info("partitions revoked table=%s partitions=%s lost=%s", self._job.table, list(partitions), lost)
+
+    def _tick(self) -> None:
+        lag = self._source.lag()
+        self._job.lag = lag
+        metrics = stream_metrics()
+        if metrics is not None:
+            for partition, records in lag.items():
+                metrics.lag.labels(self._job.table, self._source.topic, str(partition)).set(records)
+
+
+class BatchWriter:
+    """The writer side of a job: write prepared batches in order, then commit (its own thread)."""
+
+    def __init__(
+        self,
+        *,
+        job: StreamIngestionJob,
+        source: StreamSource,
+        write: Callable[[pa.Table], int],
+        offline_log: OfflineLog | None,
+    ) -> None:
+        self._job, self._source, self._write, self._log = job, source, write, offline_log
+        self._queue: queue.Queue[Prepared | _Sync | object] = queue.Queue(maxsize=1)
+        self._uncommitted: dict[int, int] = {}
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"provender-write-{job.id}", daemon=True)
+
+    def start(self) -> None:
+        """Start the writer thread."""
+        self._thread.start()
+
+    def submit(self, prepared: Prepared) -> None:
+        """Queue a batch (waits while another batch is already waiting)."""
+        self.raise_failure()
+        self._queue.put(prepared)
+
+    def sync(self, lost: frozenset[int] = frozenset()) -> None:
+        """Wait until every queued batch is written and committed (after dropping ``lost`` partitions)."""
+        self._queue.put(_Sync(lost))
+        self._queue.join()
+        self.raise_failure()
+
+    def close(self, *, flush: bool) -> None:
+        """Stop the thread; with ``flush``, write and commit everything queued first."""
+        if flush:
+            self.sync()
+        self._queue.put(_STOP)
+        self._thread.join()
+        if flush:
+            self.raise_failure()
+
+    def raise_failure(self) -> None:
+        """Raise the error that stopped the writer, if any."""
+        if self._failure is not None:
+            raise self._failure
+
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=IDLE_POLL_SECONDS)
+            except queue.Empty:
+                item = None
+            try:
+                if self._failure is None:
+                    self._handle(item)
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread, which raises it
+                self._failure = exc
+            finally:
+                if item is not None:
+                    self._queue.task_done()
+            if item is _STOP:
+                return
+
+    def _handle(self, item: Prepared | _Sync | object | None) -> None:
+        if isinstance(item, Prepared):
+            self._apply(item)
+        elif isinstance(item, _Sync):
+            for partition in item.lost:
+                self._uncommitted.pop(partition, None)
+            if self._log is not None:
+                retrying(self._job, self._log.flush)
+            self._commit()
+        elif item is None and self._log is not None and self._log.due():
+            retrying(self._job, self._log.flush)
+            self._commit()
+
+    def _apply(self, prepared: Prepared) -> None:
+        rows, letters = prepared.rows, prepared.letters
+        if rows.num_rows:
+            rows = self._store(prepared)
+        if self._log is not None:
+            self._log.append(rows)
+        if letters:
+            retrying(self._job, lambda: self._source.dead_letter(letters))
+        self._uncommitted.update(prepared.offsets)
+        self._count(len(prepared.batch.values), rows, letters)
+        if self._log is None:
+            self._commit()
+
+    def _store(self, prepared: Prepared) -> pa.Table:
+        """Write the rows; if the store refuses the batch, write row by row and dead-letter the refused."""
+        rows = prepared.rows
+        try:
+            self._job.rows_written += retrying(self._job, lambda: self._write(rows))
+            return rows
+        except DataError:
+            log.warning("store refused a batch table=%s rows=%d; retrying row by row", self._job.table, rows.num_rows)
+        keep = np.ones(rows.num_rows, dtype=bool)
+        for k in range(rows.num_rows):
+            row = rows.slice(k, 1)
+            try:
+                self._job.rows_written += retrying(self._job, lambda row=row: self._write(row))  # type: ignore[misc]
+            except DataError as exc:
+                keep[k] = False
+                where = prepared.positions[k]
+                prepared.letters.append(_letter(prepared.batch, where, DeadLetterReason.REJECTED_BY_STORE, str(exc)))
+        return rows.filter(pa.array(keep))
+
+    def _commit(self) -> None:
+        if not self._uncommitted:
+            return
+        offsets = dict(self._uncommitted)
+        try:
+            self._source.commit(offsets)
+        except BackendError as exc:
+            if not exc.retryable:
+                raise
+            log.warning("commit failed, will retry with the next batch table=%s error=%s", self._job.table, exc)
+            return
+        for partition, offset in offsets.items():
+            if self._uncommitted.get(partition) == offset:
+                del self._uncommitted[partition]
+        self._job.commits += 1
+
+    def _count(self, consumed: int, rows: pa.Table, letters: list[DeadLetter]) -> None:
+        job, table = self._job, self._job.table
+        job.records_consumed += consumed
+        job.rows_read += consumed
+        job.records_written += rows.num_rows
+        job.records_dead_lettered += len(letters)
+        job.batches += 1
+        for letter in letters:
+            reason = str(letter.reason)
+            job.dead_letters_by_reason[reason] = job.dead_letters_by_reason.get(reason, 0) + 1
+        freshness = None
+        if rows.num_rows:
+            event_us = pc.cast(rows.column(EVENT_TIMESTAMP), pa.int64()).to_numpy()
+            freshness = (time.time_ns() // 1000 - event_us) / 1e6
+            job.record_freshness(freshness)
+        metrics = stream_metrics()
+        if metrics is not None:
+            metrics.consumed.labels(table).inc(consumed)
+            metrics.written.labels(table).inc(rows.num_rows)
+            metrics.batches.labels(table).inc()
+            for letter in letters:
+                metrics.dead_letters.labels(table, str(letter.reason)).inc()
+            if freshness is not None:
+                metrics.observe_freshness(table, freshness)
+
+
+def _letter(batch: Polled, index: int, reason: DeadLetterReason, error: str) -> DeadLetter:
+    return DeadLetter(
+        batch.partitions[index], batch.offsets[index], batch.keys[index], batch.values[index], reason, error
+    )
