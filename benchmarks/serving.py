@@ -412,12 +412,12 @@ def measure(target: Target, case: str, concurrency: int, number: int, args: argp
                 continue
             latencies.append(int(duration_us) / 1000)
             if not 200 <= int(status) < 300:
-                statuses[status] += 1  # h2load logs status -1 for a request that got no answer
+                statuses[status] += 1
         if target.protocol == "grpc":
             failed = grpc_errors(target) - errors_before
             if failed:
                 statuses["grpc-non-OK"] += failed
-        errors = sum(statuses.values())
+        errors = count_errors(dict(statuses))
     latencies.sort()
     count = len(latencies)
     quantile = lambda q: latencies[min(count - 1, int(q * count))] if count else float("nan")  # noqa: E731
@@ -440,6 +440,11 @@ def measure(target: Target, case: str, concurrency: int, number: int, args: argp
 # ------------------------------------------------------------------------------ report
 
 
+def count_errors(statuses: dict[str, int]) -> int:
+    """Failed requests; h2load logs status 0 for the requests still in flight when time is up."""
+    return sum(count for status, count in statuses.items() if status != "0")
+
+
 def summarize(runs: list[Run]) -> list[dict[str, object]]:
     points: dict[tuple[str, str, int], list[Run]] = {}
     for run in runs:
@@ -455,7 +460,7 @@ def summarize(runs: list[Run]) -> list[dict[str, object]]:
                 "rps": round(statistics.median(r.rps for r in group), 1),
                 "p50_ms": round(statistics.median(r.p50_ms for r in group), 3),
                 "p99_ms": round(statistics.median(r.p99_ms for r in group), 3),
-                "errors": sum(r.errors for r in group),
+                "errors": sum(count_errors(r.error_statuses) for r in group),
                 "rss_mb": max(r.rss_mb for r in group),
             }
         )
@@ -512,7 +517,7 @@ def write_report(result: dict[str, object]) -> None:
         "# Serving benchmark",
         "",
         f"`benchmarks/serving.py`, {result['finished_at']}: {machine['cpus']} CPUs ({machine['cpu']}), "
-        f"Python {machine['python']}, h2load {machine['h2load']}. {result['runs']} run(s) of "
+        f"Python {machine['python']}, {machine['h2load']}, {machine['redis']}. {result['runs']} run(s) of "
         f"{result['duration_seconds']:g} s (after {result['warmup_seconds']:g} s warm-up) per point, medians; "
         "one server process with one worker per contender; load generator, servers and Redis on the same machine"
         + (f", all at niceness {result['niceness']}." if result.get("niceness") else "."),
@@ -565,6 +570,7 @@ def main() -> int:
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     parser.add_argument("--concurrency", nargs="*", type=int, default=list(CONCURRENCY))
     parser.add_argument("--no-write", action="store_true", help="print, do not write results/")
+    parser.add_argument("--report-only", action="store_true", help="rewrite serving.md from serving.json")
     parser.add_argument(
         "--nice",
         type=int,
@@ -574,6 +580,16 @@ def main() -> int:
     args = parser.parse_args()
     if args.nice:
         os.setpriority(os.PRIO_PROCESS, 0, args.nice)  # inherited by every process started below
+    if args.report_only:
+        saved = json.loads((RESULTS / "serving.json").read_text())
+        for point in saved["points"]:
+            point["errors"] = count_errors(point["error_statuses"])
+        saved["machine"]["redis"] = _short_redis_version(saved["machine"]["redis"])
+        saved_runs = [Run(**point) for point in saved["points"]]
+        saved["summary"] = summarize(saved_runs)
+        saved["notes"] = load_notes([run.load_average for run in saved_runs])
+        write_report(saved)
+        return 0
     if args.quick:
         args.runs, args.duration, args.warmup = 1, 3.0, 1.0
     if shutil.which("h2load") is None:
@@ -625,11 +641,7 @@ def main() -> int:
             finally:
                 for proc in procs:
                     stop(proc)
-    if max((run.load_average for run in runs), default=0) > 2.5:
-        notes.append(
-            "The 1-minute load average exceeded 2.5 during some runs (see serving.json): other work shared "
-            "the 2 cores, so those figures understate the service."
-        )
+    notes += load_notes([run.load_average for run in runs])
     result: dict[str, object] = {
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
@@ -637,7 +649,7 @@ def main() -> int:
             "cpu": platform.processor() or _cpu_model(),
             "python": platform.python_version(),
             "h2load": tool_version(["h2load", "--version"]),
-            "redis": tool_version(["redis-server", "--version"]),
+            "redis": _short_redis_version(tool_version(["redis-server", "--version"])),
         },
         "runs": args.runs,
         "niceness": args.nice,
@@ -655,6 +667,26 @@ def main() -> int:
         write_report(result)
         print(f"wrote {RESULTS / 'serving.json'} and {RESULTS / 'serving.md'}")
     return 0
+
+
+def load_notes(loads: list[float]) -> list[str]:
+    """A note on how busy the machine was, from the 1-minute load average at each point's start."""
+    if not loads or max(loads) <= 2.5:
+        return []
+    return [
+        f"The machine was busy with other work: the 1-minute load average was {min(loads):.1f} to "
+        f"{max(loads):.1f} on its 2 cores during the runs (median {statistics.median(loads):.1f}); "
+        "all contenders shared that, so absolute figures understate each server, and ratios are the "
+        "fairer reading."
+    ]
+
+
+def _short_redis_version(text: str) -> str:
+    """``Redis server v=7.0.15 sha=...`` -> ``Redis 7.0.15``."""
+    for part in text.split():
+        if part.startswith("v="):
+            return f"Redis {part[2:]}"
+    return text
 
 
 def _cpu_model() -> str:

@@ -4,17 +4,14 @@ The tests are those of ``tests/unit/offline/test_retrieval.py`` and ``test_bad_i
 reach the offline engine (the others test the plan, which both engines share), imported here
 unchanged. An autouse fixture makes their ``make_client`` open projects with the session's
 local Spark engine, so the same assertions hold for both engines. Tests about DuckDB's own
-settings stay DuckDB-only; DuckDB's known limit with exotic extra columns (a strict xfail
-there) is asserted as working here, since staged entity rows keep their columns on the driver.
+settings stay DuckDB-only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 import provender as pv
@@ -22,6 +19,7 @@ from tests.support import builders
 from tests.unit.offline import test_bad_input, test_retrieval
 from tests.unit.offline.test_bad_input import (  # noqa: F401 - collected here, with their fixtures
     test_missing_source_path_names_the_table,
+    test_narrower_entity_keys_are_accepted,
     test_null_event_timestamp_names_the_row,
     test_source_column_of_the_wrong_type,
     test_source_directory_without_files,
@@ -44,6 +42,7 @@ from tests.unit.offline.test_retrieval import (  # noqa: F401 - collected here, 
     test_csv_with_another_delimiter,
     test_date_entity_times_mean_midnight_utc,
     test_entity_source_kinds_give_the_same_result,
+    test_extra_columns_of_exotic_types_pass_through,
     test_extra_columns_pass_through_unchanged,
     test_field_mapping_renames_source_columns,
     test_max_age_exactly_at_the_bound,
@@ -82,18 +81,3 @@ def on_spark(monkeypatch: pytest.MonkeyPatch, spark_engine: object, spark_option
     for module in (test_retrieval, test_bad_input):
         monkeypatch.setattr(module, "make_client", make_client)
     yield
-
-
-@pytest.mark.parametrize(
-    "column",
-    [pd.Series([timedelta(hours=1), timedelta(days=2)]), pd.Series(pd.Categorical(["a", "b"]))],
-    ids=["duration", "categorical"],
-)
-def test_extra_columns_of_exotic_types_pass_through(
-    project: tuple[pv.Client, pv.FeatureTable], column: pd.Series
-) -> None:
-    """Entity rows staged from memory keep their own columns on the driver: any Arrow type passes."""
-    opened, _ = project
-    frame = pd.DataFrame({"driver_id": [1, 2], "event_timestamp": [DAY0, DAY0], "extra": column})
-    result = opened.get_historical_features(["driver_stats:trips"], frame).to_pandas()
-    pd.testing.assert_series_equal(result["extra"], frame["extra"])

@@ -219,6 +219,7 @@ class BatchWriter:
         self._queue: queue.Queue[Prepared | _Sync | object] = queue.Queue(maxsize=1)
         self._uncommitted: dict[int, int] = {}
         self._failure: BaseException | None = None
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name=f"provender-write-{job.id}", daemon=True)
 
     def start(self) -> None:
@@ -231,7 +232,12 @@ class BatchWriter:
         self._queue.put(prepared)
 
     def sync(self, lost: frozenset[int] = frozenset()) -> None:
-        """Wait until every queued batch is written and committed (after dropping ``lost`` partitions)."""
+        """Wait until every queued batch is written and committed (after dropping ``lost`` partitions).
+
+        A no-op once the writer is closed (closing the consumer revokes its partitions last).
+        """
+        if self._closed:
+            return
         self._queue.put(_Sync(lost))
         self._queue.join()
         self.raise_failure()
@@ -240,6 +246,7 @@ class BatchWriter:
         """Stop the thread; with ``flush``, write and commit everything queued first."""
         if flush:
             self.sync()
+        self._closed = True
         self._queue.put(_STOP)
         self._thread.join()
         if flush:

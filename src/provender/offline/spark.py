@@ -444,11 +444,10 @@ class SparkEngine:
         group, done = f"provender-ingest-{job.id}", threading.Event()
         log.info("spark ingestion table=%s app=%s group=%s", plan.join.name, self.application_id, group)
 
-        def watch() -> None:
+        def watch() -> None:  # cancels until the job ends: a job submitted after a cancel is not yet in the group
             while not done.wait(0.1):
                 if job.is_cancelled:
                     self.session.sparkContext.cancelJobGroup(group)
-                    return
 
         InheritableThread(target=watch, daemon=True).start()
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterator
@@ -358,6 +359,8 @@ class SparkRetrievalJob:
 
     def _run(self, frame: DataFrame, result: str) -> None:
         try:
+            if self._cancelled:
+                raise JobCancelledError(f"retrieval {self.id} was cancelled")
             run_in_group(self._session, self.job_group, "historical retrieval", lambda: frame.write.parquet(result))
         except ProvenderError as exc:
             if self._cancelled:
@@ -385,11 +388,17 @@ class SparkRetrievalJob:
             raise self.error
         return self
 
-    def cancel(self) -> None:
-        """Cancel the Spark job (its job group); :meth:`wait` then raises JobCancelledError."""
-        if not self._done.is_set():
-            self._cancelled = True
+    def cancel(self, timeout_seconds: float = 10.0) -> None:
+        """Cancel the Spark job (its job group) and wait until it has stopped, up to ``timeout_seconds``.
+
+        :meth:`wait` then raises JobCancelledError (unless the job had already finished).
+        """
+        self._cancelled = True
+        deadline = time.monotonic() + timeout_seconds
+        # Repeated: a job the thread submits right after a cancel would not be in the group yet.
+        while not self._done.is_set() and time.monotonic() < deadline:
             self._session.sparkContext.cancelJobGroup(self.job_group)
+            self._done.wait(0.1)
 
     def close(self) -> None:
         """Cancel the job if it runs and delete its staged files; results cannot be read afterwards."""

@@ -383,7 +383,14 @@ class RedisStore:
     def close(self) -> None:
         """Close the connection pool(s)."""
         if self._cluster is not None:
+            # A cluster client made by from_url gives each node a pool that RedisCluster.close()
+            # leaves open (redis-py 8), so disconnect them here (startup nodes included).
+            manager = self._cluster.nodes_manager
+            nodes = [*manager.nodes_cache.values(), *manager.startup_nodes.values()]
             self._cluster.close()
+            for node in nodes:
+                if node.redis_connection is not None:
+                    node.redis_connection.connection_pool.disconnect()
         if self._redis is not None:
             self._redis.close()
 
