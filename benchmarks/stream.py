@@ -103,15 +103,15 @@ def services(workdir: Path) -> Iterator[tuple[str, str]]:
 
     noida = os.path.join(os.path.dirname(noida_db.__file__ or ""), "noida-db")
     kafka_port, redis_port = free_port(), free_port()
+    data_dir = ["--data-dir", str(workdir / "kafka")]
+    redis_opts = ["--save", "", "--appendonly", "no", "--dir", str(workdir)]
     kafka = subprocess.Popen(
-        [noida, "start", "--only", "kafka", "--host", HOST, "--kafka-port", str(kafka_port)]
-        + ["--data-dir", str(workdir / "kafka")],
+        [noida, "start", "--only", "kafka", "--host", HOST, "--kafka-port", str(kafka_port), *data_dir],
         stdout=(workdir / "kafka.log").open("wb"),
         stderr=subprocess.STDOUT,
     )
     redis_server = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", str(redis_port), "--bind", HOST]
-        + ["--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        [shutil.which("redis-server") or "redis-server", "--port", str(redis_port), "--bind", HOST, *redis_opts],
         stdout=(workdir / "redis.log").open("wb"),
         stderr=subprocess.STDOUT,
     )
@@ -246,26 +246,32 @@ def role_consume(
         "driver_trips", group_id=f"bench-{uuid.uuid4().hex}", offline_log=log_dir
     )
     first_at = first_count = None
+    first_cpu = 0.0
     while job.records_consumed < records:
         if job.is_done:
             job.wait()
         if first_at is None and job.records_consumed:
-            first_at, first_count = time.monotonic(), job.records_consumed
+            first_at, first_count, first_cpu = time.monotonic(), job.records_consumed, cpu_seconds()
         time.sleep(0.002)
-    ended = time.monotonic()
-    cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+    ended, cpu = time.monotonic(), cpu_seconds() - first_cpu
     job.stop()
     assert first_at is not None and first_count is not None
-    cpu = cpu_before.ru_utime + cpu_before.ru_stime
     return {
         "rate": (job.records_consumed - first_count) / (ended - first_at),
+        "records_per_cpu_second": (job.records_consumed - first_count) / cpu,
         "seconds": ended - first_at,
         "written": job.records_written,
         "dead_letters": job.records_dead_lettered,
         "batches": job.batches,
-        "process_cpu_seconds": cpu,
+        "cpu_seconds": cpu,
         "offline_log_files": sum(1 for _ in log_dir.rglob("*.parquet")) if log_dir else 0,
     }
+
+
+def cpu_seconds() -> float:
+    """User plus system CPU seconds of this process so far (all its threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def role_fresh(bootstrap: str, topic: str, redis_url: str, records: int, workdir: str) -> dict[str, Any]:
@@ -357,7 +363,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"produced {args.bulk_records:,} records in {produced['seconds']:.1f} s", flush=True)
             for run_index in range(args.runs):
                 figures["floor"].append(result_of(child("floor", bootstrap, bulk, str(args.bulk_records))))
-                for name, log in (("redis", "0"), ("redis+offline_log", "1")):
+                variants = [("redis", "0"), ("redis+offline_log", "1")]
+                for name, log in variants if run_index % 2 == 0 else variants[::-1]:  # no order bias
                     flush_redis(redis_url)
                     directory = str(workdir / f"{name}-{run_index}")
                     proc = child("consume", bootstrap, bulk, redis_url, str(args.bulk_records), directory, log)
@@ -398,14 +405,19 @@ def median(runs: list[dict[str, Any]], key: str) -> float:
 def summarize(
     args: argparse.Namespace, figures: dict[str, list[dict[str, Any]]], load: tuple[float, ...]
 ) -> dict[str, Any]:
-    import confluent_kafka
-    import noida_db  # noqa: F401 - only its version is read
     from importlib.metadata import version
 
+    import confluent_kafka
+
+    from provender.config import StreamSection
+
+    defaults = StreamSection()
     summary = {
         "floor_rate": median(figures["floor"], "rate"),
         "redis_rate": median(figures["redis"], "rate"),
         "redis_offline_log_rate": median(figures["redis+offline_log"], "rate"),
+        "redis_records_per_cpu_second": median(figures["redis"], "records_per_cpu_second"),
+        "redis_offline_log_records_per_cpu_second": median(figures["redis+offline_log"], "records_per_cpu_second"),
         "freshness_p50_ms": median(figures["freshness"], "p50_ms"),
         "freshness_p99_ms": median(figures["freshness"], "p99_ms"),
     }
@@ -429,7 +441,7 @@ def summarize(
             "steady_rate": STEADY_RATE,
             "steady_seconds": args.steady_seconds,
             "runs": args.runs,
-            "batch": "defaults (stream.batch_rows=10000, stream.linger_ms=20)",
+            "batch": f"stream.batch_rows={defaults.batch_rows}, stream.linger_ms={defaults.linger_ms}",
         },
         "targets": {"rate": TARGET_RATE, "freshness_p99_ms": TARGET_P99_MS},
         "summary": summary,
@@ -464,6 +476,13 @@ def markdown(result: dict[str, Any]) -> str:
         f"| one process into Redis, records/s | {s['redis_rate']:,.0f} | {rates('redis')} | >= {t['rate']:,} |",
         f"| one process into Redis + offline log, records/s | {s['redis_offline_log_rate']:,.0f} | "
         f"{rates('redis+offline_log')} | |",
+        f"| into Redis, records per CPU-second of the consumer process | {s['redis_records_per_cpu_second']:,.0f} | "
+        + ", ".join(f"{r['records_per_cpu_second']:,.0f}" for r in runs["redis"])
+        + " | |",
+        "| into Redis + offline log, records per CPU-second | "
+        f"{s['redis_offline_log_records_per_cpu_second']:,.0f} | "
+        + ", ".join(f"{r['records_per_cpu_second']:,.0f}" for r in runs["redis+offline_log"])
+        + " | |",
         f"| freshness p50 at {STEADY_RATE:,}/s, ms | {s['freshness_p50_ms']:.1f} | "
         + ", ".join(f"{r['p50_ms']:.1f}" for r in runs["freshness"])
         + " | |",

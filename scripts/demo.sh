@@ -80,4 +80,97 @@ kill -TERM "$SERVE_PID"
 wait "$SERVE_PID"
 echo "(server stopped on SIGTERM; its JSON log is in $DEMO/serve.log)"
 
+if python -c 'import noida_db, confluent_kafka, fastavro' 2> /dev/null; then
+    step "optional: stream ingestion from Kafka (a local noida-db broker; trips_today changes online)"
+    NOIDA=$(python -c 'import noida_db, os; print(os.path.join(os.path.dirname(noida_db.__file__), "noida-db"))')
+    KAFKA_PORT=$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    KAFKA_DIR=$(mktemp -d)
+    "$NOIDA" start --only kafka --host 127.0.0.1 --kafka-port "$KAFKA_PORT" --data-dir "$KAFKA_DIR/data" \
+        > "$KAFKA_DIR/kafka.log" 2>&1 &
+    KAFKA_PID=$!
+    INGEST_PID=""
+    stop_streaming() {
+        [ -n "$INGEST_PID" ] && kill -TERM "$INGEST_PID" 2> /dev/null && wait "$INGEST_PID" || true
+        kill -TERM "$KAFKA_PID" 2> /dev/null && wait "$KAFKA_PID" 2> /dev/null || true
+        rm -rf "$KAFKA_DIR"
+    }
+    trap stop_streaming EXIT
+    for _ in $(seq 200); do (exec 3<> "/dev/tcp/127.0.0.1/$KAFKA_PORT") 2> /dev/null && break; sleep 0.05; done
+    export KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$KAFKA_PORT"
+
+    # A stream-only feature table: trips so far today, published on the driver_trips topic as JSON.
+    cat > driver_trips.py <<'PY'
+"""Trips today per driver, from the driver_trips Kafka topic (JSON messages)."""
+
+import os
+from datetime import timedelta
+
+import provender as pv
+
+driver_trips = pv.FeatureTable(
+    name="driver_trips",
+    entities=["driver_id"],
+    features=[pv.Feature("trips_today", pv.ValueType.INT64)],
+    stream_source=pv.KafkaSource(
+        bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092"),
+        topic="driver_trips",
+        message_format=pv.JsonFormat(),
+        event_timestamp_column="datetime",
+    ),
+    max_age=timedelta(days=1),
+)
+PY
+    provender apply driver_trips.py
+    cat > produce_trips.py <<'PY'
+"""Publish one driver_trips message per driver: python produce_trips.py 1001=3 1002=7"""
+
+import json
+import sys
+from datetime import UTC, datetime
+
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+servers = {"bootstrap.servers": sys.argv[1]}
+admin = AdminClient(servers)
+if "driver_trips" not in admin.list_topics(timeout=10).topics:
+    admin.create_topics([NewTopic("driver_trips", num_partitions=2, replication_factor=1)])["driver_trips"].result(10)
+producer = Producer(servers)
+for pair in sys.argv[2:]:
+    driver, trips = pair.split("=")
+    message = {"driver_id": int(driver), "trips_today": int(trips), "datetime": datetime.now(UTC).isoformat()}
+    producer.produce("driver_trips", json.dumps(message).encode())
+    print(f"  produced {message}")
+producer.flush(10)
+PY
+    python produce_trips.py "$KAFKA_BOOTSTRAP_SERVERS" 1001=3 1002=7
+    provender ingest-stream --table driver_trips --status-interval 2 > ingest-stream.log 2>&1 &
+    INGEST_PID=$!
+    wait_for_trips() {  # until driver 1001's trips_today reads $1 online
+        for _ in $(seq 150); do
+            provender online get --features driver_trips --entity driver_id=1001 --json 2> /dev/null \
+                | grep -q "\"driver_trips__trips_today\": \[$1\]" && return 0
+            kill -0 "$INGEST_PID" 2> /dev/null || { cat ingest-stream.log; return 1; }
+            sleep 0.2
+        done
+        cat ingest-stream.log
+        return 1
+    }
+    wait_for_trips 3
+    provender online get --features driver_trips --entity driver_id=1001 --entity driver_id=1002
+    echo "(two more trips for driver 1001)"
+    python produce_trips.py "$KAFKA_BOOTSTRAP_SERVERS" 1001=5
+    wait_for_trips 5
+    provender online get --features driver_trips --entity driver_id=1001 --entity driver_id=1002
+    kill -TERM "$INGEST_PID"
+    wait "$INGEST_PID"
+    INGEST_PID=""
+    tail -n 2 ingest-stream.log
+    stop_streaming
+    trap - EXIT
+else
+    step "optional streaming step skipped (pip install 'provender[kafka]' noida-db==0.2.3 to run it)"
+fi
+
 step "demo finished"

@@ -170,7 +170,7 @@ class StreamSection(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     batch_rows: int = Field(default=10_000, gt=0, le=1_000_000)
-    linger_ms: int = Field(default=20, ge=0, le=60_000)
+    linger_ms: int = Field(default=10, ge=0, le=60_000)
     dead_letter_suffix: str = Field(default=".dlq", min_length=1)
     schema_registry_url: str | None = None
     session_timeout_ms: int = Field(default=10_000, ge=1_000)

@@ -3,14 +3,15 @@
 The **consumer** (the job's thread) polls the source, gathers micro-batches (``batch_rows``
 records, or ``linger_ms`` after a batch's first record), decodes and validates them into
 normalized rows and hands each to the **writer** (:class:`BatchWriter`, its own thread), which
-writes the rows to the online store (and the offline log), publishes the dead letters, and then
-commits the batch's offsets. While the writer waits for the store, the consumer prepares the
-next batch; at most one batch waits between them, so memory stays bounded.
+writes the rows to the online store (and the offline log) and publishes the dead letters. The
+consumer then commits the offsets of what the writer has finished (a Kafka consumer is used
+from one thread only). While the writer waits for the store, the consumer prepares the next
+batch; at most one batch waits between them, so memory stays bounded.
 
-Offsets are committed in batch order and only after everything before them is written (with an
-offline log, after the rows are in a Parquet file). On a rebalance the consumer hands over what
-it holds and waits for the writer to write and commit it before the partitions are given up.
-A writer failure stops the consumer: nothing after it is committed, and the job fails.
+Offsets are committed only after everything before them is written (with an offline log,
+after the rows are in a Parquet file). On a rebalance the consumer hands over what it holds,
+waits for the writer to finish it and commits before the partitions are given up. A writer
+failure stops the consumer: nothing after it is committed, and the job fails.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ log = logging.getLogger(__name__)
 
 IDLE_POLL_SECONDS = 0.1
 TICK_SECONDS = 1.0
+# How often written offsets are committed while consuming (a commit is a broker round trip);
+# a rebalance or a stop commits at once. A crash replays at most this much more.
+COMMIT_INTERVAL_SECONDS = 0.5
 _RETRY_FIRST_SECONDS = 0.2
 _RETRY_MAX_SECONDS = 5.0
 
@@ -111,6 +115,7 @@ class StreamLoop:
         self._pending = Polled([], [], [], [])
         self._first_at: float | None = None
         self._next_tick = 0.0
+        self._next_commit = 0.0
 
     def run(self) -> None:
         """Consume until the job is stopped; then write and commit what was read."""
@@ -121,11 +126,13 @@ class StreamLoop:
             while not self._job.is_cancelled:
                 self._step()
             self._hand_over()
+            self._writer.sync()
+            self._commit()
             clean = True
         finally:
             if not clean:
                 self._job.cancel()  # ends the writer's retries: nothing more is written or committed
-            self._writer.close(flush=clean)
+            self._writer.close()
             self._source.close()
 
     def _step(self) -> None:
@@ -150,6 +157,9 @@ class StreamLoop:
         if pending and (pending >= self._batch_rows or time.monotonic() >= (self._first_at or 0.0) + self._linger):
             self._hand_over()
         now = time.monotonic()
+        if now >= self._next_commit:
+            self._next_commit = now + COMMIT_INTERVAL_SECONDS
+            self._commit()
         if now >= self._next_tick:
             self._next_tick = now + TICK_SECONDS
             self._tick()
@@ -191,9 +201,25 @@ class StreamLoop:
         else:
             self._hand_over()
             self._writer.sync()
+            self._commit()
         for partition in partitions:
             self._job.lag.pop(partition, None)
         log.info("partitions revoked table=%s partitions=%s lost=%s", self._job.table, list(partitions), lost)
+
+    def _commit(self) -> None:
+        """Commit the offsets of what the writer has written (in this thread: the consumer's own)."""
+        offsets = self._writer.committable()
+        if not offsets:
+            return
+        try:
+            self._source.commit(offsets)
+        except BackendError as exc:
+            if not exc.retryable:
+                raise
+            log.warning("commit failed, will retry table=%s error=%s", self._job.table, exc)
+            return
+        self._writer.committed(offsets)
+        self._job.commits += 1
 
     def _tick(self) -> None:
         lag = self._source.lag()
@@ -205,7 +231,11 @@ class StreamLoop:
 
 
 class BatchWriter:
-    """The writer side of a job: write prepared batches in order, then commit (its own thread)."""
+    """The writer side of a job: write prepared batches in order, in its own thread.
+
+    It never touches the consumer (a Kafka consumer belongs to one thread): it reports the
+    offsets whose records are written (:meth:`committable`), and the consumer commits them.
+    """
 
     def __init__(
         self,
@@ -217,7 +247,9 @@ class BatchWriter:
     ) -> None:
         self._job, self._source, self._write, self._log = job, source, write, offline_log
         self._queue: queue.Queue[Prepared | _Sync | object] = queue.Queue(maxsize=1)
-        self._uncommitted: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._unlogged: dict[int, int] = {}  # written online, waiting for the offline log's next file
+        self._committable: dict[int, int] = {}
         self._failure: BaseException | None = None
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=f"provender-write-{job.id}", daemon=True)
@@ -232,7 +264,7 @@ class BatchWriter:
         self._queue.put(prepared)
 
     def sync(self, lost: frozenset[int] = frozenset()) -> None:
-        """Wait until every queued batch is written and committed (after dropping ``lost`` partitions).
+        """Wait until every queued batch is written (and the offline log flushed); drop ``lost`` partitions.
 
         A no-op once the writer is closed (closing the consumer revokes its partitions last).
         """
@@ -242,15 +274,23 @@ class BatchWriter:
         self._queue.join()
         self.raise_failure()
 
-    def close(self, *, flush: bool) -> None:
-        """Stop the thread; with ``flush``, write and commit everything queued first."""
-        if flush:
-            self.sync()
+    def committable(self) -> dict[int, int]:
+        """Per partition, the offset after the last record written (everything before it is stored)."""
+        with self._lock:
+            return dict(self._committable)
+
+    def committed(self, offsets: dict[int, int]) -> None:
+        """Forget offsets that were committed (unless a later batch moved them on meanwhile)."""
+        with self._lock:
+            for partition, offset in offsets.items():
+                if self._committable.get(partition) == offset:
+                    del self._committable[partition]
+
+    def close(self) -> None:
+        """Stop the thread (after the batch it is writing, if any)."""
         self._closed = True
         self._queue.put(_STOP)
         self._thread.join()
-        if flush:
-            self.raise_failure()
 
     def raise_failure(self) -> None:
         """Raise the error that stopped the writer, if any."""
@@ -278,14 +318,20 @@ class BatchWriter:
         if isinstance(item, Prepared):
             self._apply(item)
         elif isinstance(item, _Sync):
-            for partition in item.lost:
-                self._uncommitted.pop(partition, None)
-            if self._log is not None:
-                retrying(self._job, self._log.flush)
-            self._commit()
+            with self._lock:
+                for partition in item.lost:
+                    self._unlogged.pop(partition, None)
+                    self._committable.pop(partition, None)
+            self._flush_log()
         elif item is None and self._log is not None and self._log.due():
+            self._flush_log()
+
+    def _flush_log(self) -> None:
+        if self._log is not None:
             retrying(self._job, self._log.flush)
-            self._commit()
+        with self._lock:
+            self._committable.update(self._unlogged)
+        self._unlogged.clear()
 
     def _apply(self, prepared: Prepared) -> None:
         rows, letters = prepared.rows, prepared.letters
@@ -295,10 +341,12 @@ class BatchWriter:
             self._log.append(rows)
         if letters:
             retrying(self._job, lambda: self._source.dead_letter(letters))
-        self._uncommitted.update(prepared.offsets)
         self._count(len(prepared.batch.values), rows, letters)
         if self._log is None:
-            self._commit()
+            with self._lock:
+                self._committable.update(prepared.offsets)
+        else:
+            self._unlogged.update(prepared.offsets)
 
     def _store(self, prepared: Prepared) -> pa.Table:
         """Write the rows; if the store refuses the batch, write row by row and dead-letter the refused."""
@@ -318,22 +366,6 @@ class BatchWriter:
                 where = prepared.positions[k]
                 prepared.letters.append(_letter(prepared.batch, where, DeadLetterReason.REJECTED_BY_STORE, str(exc)))
         return rows.filter(pa.array(keep))
-
-    def _commit(self) -> None:
-        if not self._uncommitted:
-            return
-        offsets = dict(self._uncommitted)
-        try:
-            self._source.commit(offsets)
-        except BackendError as exc:
-            if not exc.retryable:
-                raise
-            log.warning("commit failed, will retry with the next batch table=%s error=%s", self._job.table, exc)
-            return
-        for partition, offset in offsets.items():
-            if self._uncommitted.get(partition) == offset:
-                del self._uncommitted[partition]
-        self._job.commits += 1
 
     def _count(self, consumed: int, rows: pa.Table, letters: list[DeadLetter]) -> None:
         job, table = self._job, self._job.table

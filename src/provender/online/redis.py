@@ -56,6 +56,7 @@ import redis
 import redis.cluster
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from redis.backoff import ExponentialBackoff
+from redis.connection import SSLConnection, parse_url
 from redis.retry import Retry
 
 from provender.config import validate_backend_config
@@ -198,7 +199,7 @@ class RedisStore:
             kwargs["max_connections"] = config.max_connections
         with self._errors("connect"):
             if config.cluster:
-                self._cluster: redis.cluster.RedisCluster | None = redis.cluster.RedisCluster.from_url(url, **kwargs)
+                self._cluster: redis.cluster.RedisCluster | None = _cluster_client(url, kwargs)
                 self._redis: redis.Redis | None = None
             else:
                 self._cluster = None
@@ -409,6 +410,20 @@ class RedisStore:
             ) from exc
         except redis.RedisError as exc:
             raise BackendError(f"Redis online store {self._where}: {what} failed: {exc}") from exc
+
+
+def _cluster_client(url: str, options: dict[str, object]) -> redis.cluster.RedisCluster:
+    """A cluster client from a node's URL, whose node clients own (and close) their pools.
+
+    ``RedisCluster.from_url`` gives node clients shared-style pools that they never close, so
+    their sockets outlive the client and are only reclaimed by the garbage collector.
+    """
+    params = dict(cast("Callable[[str], dict[str, object]]", parse_url)(url))
+    if params.pop("connection_class", None) is SSLConnection:
+        params["ssl"] = True
+    params.pop("db", None)  # a cluster has only database 0
+    params.update(options)
+    return redis.cluster.RedisCluster(**params)  # type: ignore[arg-type]
 
 
 def _script_calls(

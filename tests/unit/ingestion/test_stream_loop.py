@@ -56,6 +56,7 @@ class MemoryStream:
         self.closed = False
         self.lock = threading.Lock()
         self.before_poll: Callable[[], None] = lambda: None
+        self.consumer_thread: threading.Thread | None = None
 
     def produce(self, record: dict[str, object] | bytes, partition: int = 0) -> None:
         value = record if isinstance(record, bytes) else json.dumps(record).encode()
@@ -66,6 +67,7 @@ class MemoryStream:
         self.on_revoke = on_revoke
 
     def poll(self, max_records: int, timeout_seconds: float) -> Polled:
+        self.consumer_thread = threading.current_thread()
         self.before_poll()
         deadline = time.monotonic() + timeout_seconds
         out = Polled([], [], [], [])
@@ -84,6 +86,8 @@ class MemoryStream:
             time.sleep(0.001)
 
     def commit(self, offsets: Mapping[int, int]) -> None:
+        # A Kafka consumer belongs to one thread: commits must come from the polling thread.
+        assert threading.current_thread() is self.consumer_thread
         self.committed.update(offsets)
         self.commits.append(dict(offsets))
 
