@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -35,7 +36,7 @@ from confluent_kafka.cimpl import NewTopic
 import provender as pv
 from provender.config import load_settings
 from provender.ingestion.batch import JobStatus
-from tests.support.services import KafkaBroker, RedisServer
+from tests.support.services import KafkaBroker, RedisServer, free_port
 from tests.unit.ingestion.test_stream_formats import Registry
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(120)]
@@ -460,8 +461,13 @@ def test_a_rebalance_between_two_processes_loses_nothing(
         producer = SteadyProducer(kafka_broker, topic, count, rate=2000)
         producer.start()
         wait_for(lambda: present(client, range(count)) >= 1000, 60, "the first process to write")
-        ingesters.append(second := Ingester(directory, "shared"))  # 1 -> 2 members
+        metrics_port = free_port()
+        ingesters.append(second := Ingester(directory, "shared", "--metrics-port", str(metrics_port)))  # 1 -> 2
         wait_for(lambda: second.progress() > 0, 30, "the second process to get partitions and write")
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+        assert re.search(r'provender_stream_records_written_total\{table="trips"\} [1-9]', metrics), metrics
+        assert re.search(r'provender_stream_lag_records\{partition="\d",table="trips",topic=', metrics), metrics
+        assert 'provender_stream_freshness_seconds_bucket{le="0.1",table="trips"}' in metrics
         first.terminate()  # 2 -> 1: the second takes every partition
         assert producer.sent < count, "the rebalance should come mid-stream"
         producer.join(30)

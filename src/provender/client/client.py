@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Self, cast
 
 from provender import backends
 from provender.client.historical import HistoricalJob, to_entity_rows
-from provender.config import Settings, load_settings, validate_settings
+from provender.config import (
+    Settings,
+    StreamSection,
+    load_settings,
+    validate_backend_config,
+    validate_settings,
+)
 from provender.definitions import Definition, Entity, FeatureTable
 from provender.errors import DataError, EntityNotFoundError, FeatureTableNotFoundError
 from provender.ingestion.batch import DEFAULT_BATCH_ROWS, IngestionJob, write_batches
@@ -305,13 +311,12 @@ class Client:
         definition = snapshot.feature_tables.get(name)
         if definition is None:
             raise FeatureTableNotFoundError(name, project=self.project, known=list(snapshot.feature_tables))
-        overrides = {"batch_rows": batch_rows, "linger_ms": linger_ms}
-        options = self.settings.stream.model_validate(
-            {**self.settings.stream.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
-        )
+        overrides = {k: v for k, v in {"batch_rows": batch_rows, "linger_ms": linger_ms}.items() if v is not None}
+        values = {**self.settings.stream.model_dump(), **overrides}
+        options = cast("StreamSection", validate_backend_config(StreamSection, "stream", values))
         spec = StreamJobSpec(
             table=definition,
-            entity_types={name: entity.value_type for name, entity in snapshot.entities.items()},
+            entity_types={entity.name: entity.value_type for entity in snapshot.entities.values()},
             group_id=group_id or f"provender-{self.project}-{name}",
             instance_id=instance_id,
             offline_log=None if offline_log is None else self.settings.resolve_path(offline_log),

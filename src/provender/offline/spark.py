@@ -276,16 +276,16 @@ class SparkEngine:
             pq.write_table(staged, f"{self.staging.arrow_path(job_dir)}/entities.parquet", filesystem=self.staging.fs)
             view = staged.schema
             frame = self._reader(view, view.names).parquet(self.staging.spark_path(f"{job_dir}/entities.parquet"))
-            frame = frame.withColumn(_ORDER, F.col(ROW_ID))
+            columns_and_order = [F.col("*"), F.col(ROW_ID).alias(_ORDER)]
         else:
             view = spark_view(rows.schema, rows.paths[0] if rows.paths else None)
             frame = self._reader(view, view.names).parquet(*rows.paths)
             order = F.struct(F.col("_metadata.file_path"), F.col("_metadata.row_index"))
-            frame = frame.select(*(col(c) for c in rows.schema.names), order.alias(_ORDER))
+            columns_and_order = [*(col(c) for c in rows.schema.names), order.alias(_ORDER)]
             times = None
         floor, ceil = _timestamps(col(ENTITY_TIMESTAMP), view.field(ENTITY_TIMESTAMP).type)
         frame = frame.select(
-            "*",
+            *columns_and_order,
             floor.alias(_TS),
             ceil.alias(_TS_CEIL),
             *(col(n).cast(spark_type(e.value_type)).alias(f"__key_{n}") for n, e in keys.items()),
@@ -513,28 +513,23 @@ def compile_retrieval(
     current = entities
     for join, source in zip(plan.joins, sources, strict=True):
         keys = [f"__provender_k{n}" for n in range(len(join.join_keys))]
-        row = F.struct(*(col(c) for c in current.columns))
-        version = F.struct(
-            F.col(_EVENT), F.col(_CREATED), F.struct(*(col(f.name) for f in join.features)).alias(_VALUES)
-        )
         entity_side = current.select(
             *(col(f"__key_{k}").alias(alias) for k, alias in zip(join.join_keys, keys, strict=True)),
             F.col(_TS).alias(_AT),
             F.lit(1).alias(_IS_ENTITY),
-            row.alias(_ROW),
-            F.lit(None).cast(source.select(version).schema[0].dataType).alias(_VERSION),
+            F.struct(*(col(c) for c in current.columns)).alias(_ROW),
         )
+        values = F.struct(*(col(f.name) for f in join.features)).alias(_VALUES)
         feature_side = source.select(
             *(col(k).alias(alias) for k, alias in zip(join.join_keys, keys, strict=True)),
             F.col(_EVENT).alias(_AT),
             F.lit(0).alias(_IS_ENTITY),
-            F.lit(None).cast(current.select(row).schema[0].dataType).alias(_ROW),
-            version.alias(_VERSION),
+            F.struct(F.col(_EVENT), F.col(_CREATED), values).alias(_VERSION),
         )
         # A key's rows by time, feature rows before entity rows at equal times (event <= T):
         # the running max of the ranking key at an entity row is the rule's winner.
         window = Window.partitionBy(*keys).orderBy(_AT, _IS_ENTITY).rowsBetween(Window.unboundedPreceding, 0)
-        won = entity_side.unionByName(feature_side).select(
+        won = entity_side.unionByName(feature_side, allowMissingColumns=True).select(  # missing sides are null
             _IS_ENTITY, _ROW, F.max(_VERSION).over(window).alias(_VERSION)
         )
         picked = F.col(_VERSION).isNotNull()
@@ -542,8 +537,8 @@ def compile_retrieval(
             age = min(join.max_age // timedelta(microseconds=1), _NO_BOUND)
             bound = F.unix_micros(F.col(f"{_ROW}.{_TS_CEIL}")) - F.lit(age)
             picked &= F.unix_micros(F.col(f"{_VERSION}.{_EVENT}")) >= bound
-        values = [F.when(picked, F.col(_VERSION)[_VALUES][f.name]).alias(join.output_column(f)) for f in join.features]
-        current = won.where(F.col(_IS_ENTITY) == 1).select(f"{_ROW}.*", *values)
+        picks = [F.when(picked, F.col(_VERSION)[_VALUES][f.name]).alias(join.output_column(f)) for f in join.features]
+        current = won.where(F.col(_IS_ENTITY) == 1).select(f"{_ROW}.*", *picks)
     stamp = F.col(_TS).alias(ENTITY_TIMESTAMP)
     if passthrough:
         select = [stamp if c == ENTITY_TIMESTAMP else col(c) for c in plan.entity_columns]
