@@ -274,6 +274,41 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def role_fresh_floor(bootstrap: str, topic: str, records: int) -> dict[str, Any]:
+    """The broker's own latency: produce time to a bare consumer's receipt, per record, beside the job."""
+    import fastavro
+    import numpy as np
+    from confluent_kafka import Consumer
+
+    from provender.ingestion.formats import strip_timestamp_logical_types
+
+    parsed = fastavro.parse_schema(strip_timestamp_logical_types(SCHEMA)[0], named_schemas={})  # event_ts: int us
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"fresh-floor-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 100,
+        }
+    )
+    consumer.subscribe([topic])
+    print(json.dumps({"ready": True}), flush=True)
+    samples: list[tuple[float, float]] = []
+    while len(samples) < records:
+        message = consumer.poll(0.1)
+        if message is None or message.error() is not None:
+            continue
+        now_us = time.time_ns() // 1000
+        event = fastavro.schemaless_reader(io.BytesIO(message.value() or b""), parsed, None)
+        event_us = event["event_ts"]  # type: ignore[index,call-overload]
+        samples.append((time.monotonic(), (now_us - event_us) / 1000.0))
+    consumer.close()
+    start = samples[0][0] + WARMUP_SECONDS
+    values = np.array([ms for at, ms in samples if at >= start])
+    return {"p50_ms": float(np.percentile(values, 50)), "p99_ms": float(np.percentile(values, 99))}
+
+
 def role_fresh(bootstrap: str, topic: str, redis_url: str, records: int, workdir: str) -> dict[str, Any]:
     """Run the stream job (default settings) and record write time minus event time per record."""
     import numpy as np
@@ -354,7 +389,13 @@ def flush_redis(url: str) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="provender-bench-stream-"))
     load_before = os.getloadavg()
-    figures: dict[str, list[dict[str, Any]]] = {"floor": [], "redis": [], "redis+offline_log": [], "freshness": []}
+    figures: dict[str, list[dict[str, Any]]] = {
+        "floor": [],
+        "redis": [],
+        "redis+offline_log": [],
+        "freshness": [],
+        "freshness_floor": [],
+    }
     try:
         with services(workdir) as (bootstrap, redis_url):
             bulk = f"bulk-{uuid.uuid4().hex[:6]}"
@@ -383,14 +424,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 consumer = child(
                     "fresh", bootstrap, steady, redis_url, str(records), str(workdir / f"fresh-{run_index}")
                 )
+                floor = child("fresh-floor", bootstrap, steady, str(records))  # same records, same time
                 wait_ready(consumer)
-                time.sleep(1.5)  # the consumer joins the group and is assigned the partitions
+                wait_ready(floor)
+                time.sleep(1.5)  # the consumers join their groups and are assigned the partitions
                 producer = child("produce", bootstrap, steady, str(records), str(STEADY_RATE))
                 result_of(producer)
                 figures["freshness"].append(result_of(consumer))
-                last = figures["freshness"][-1]
+                figures["freshness_floor"].append(result_of(floor))
+                last, bare = figures["freshness"][-1], figures["freshness_floor"][-1]
                 print(
-                    f"freshness run {run_index + 1}: p50 {last['p50_ms']:.1f} ms, p99 {last['p99_ms']:.1f} ms",
+                    f"freshness run {run_index + 1}: p50 {last['p50_ms']:.1f} ms, p99 {last['p99_ms']:.1f} ms "
+                    f"(bare consumer: p50 {bare['p50_ms']:.1f} ms, p99 {bare['p99_ms']:.1f} ms)",
                     flush=True,
                 )
     finally:
@@ -420,6 +465,8 @@ def summarize(
         "redis_offline_log_records_per_cpu_second": median(figures["redis+offline_log"], "records_per_cpu_second"),
         "freshness_p50_ms": median(figures["freshness"], "p50_ms"),
         "freshness_p99_ms": median(figures["freshness"], "p99_ms"),
+        "floor_freshness_p50_ms": median(figures["freshness_floor"], "p50_ms"),
+        "floor_freshness_p99_ms": median(figures["freshness_floor"], "p99_ms"),
     }
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -489,6 +536,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"| freshness p99 at {STEADY_RATE:,}/s, ms | {s['freshness_p99_ms']:.1f} | "
         + ", ".join(f"{r['p99_ms']:.1f}" for r in runs["freshness"])
         + f" | <= {t['freshness_p99_ms']:.0f} |",
+        f"| floor: bare consumer's receipt, p50 / p99 ms | {s['floor_freshness_p50_ms']:.1f} / "
+        f"{s['floor_freshness_p99_ms']:.1f} | "
+        + ", ".join(f"{r['p50_ms']:.1f} / {r['p99_ms']:.1f}" for r in runs["freshness_floor"])
+        + " | |",
         "",
         "Targets:",
         "",
@@ -524,6 +575,7 @@ def main() -> None:
             "floor": lambda: role_floor(p[0], p[1], int(p[2])),
             "consume": lambda: role_consume(p[0], p[1], p[2], int(p[3]), p[4], p[5] == "1"),
             "fresh": lambda: role_fresh(p[0], p[1], p[2], int(p[3]), p[4]),
+            "fresh-floor": lambda: role_fresh_floor(p[0], p[1], int(p[2])),
         }
         print(json.dumps(roles[args.role]()), flush=True)
         return

@@ -31,7 +31,7 @@ from tests.unit.offline.test_duckdb_differential import (
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 
-SPARK_EXAMPLES = 15
+SPARK_EXAMPLES = 12
 
 
 def _same(spark: pa.Table, duck: pa.Table) -> None:

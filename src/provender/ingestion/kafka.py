@@ -88,6 +88,7 @@ class KafkaStream:
             "session.timeout.ms": options.session_timeout_ms,
             "fetch.wait.max.ms": options.fetch_wait_max_ms,
             "error_cb": self._on_error,
+            "on_commit": self._on_commit,
         }
         if instance_id:
             config["group.instance.id"] = instance_id
@@ -137,10 +138,14 @@ class KafkaStream:
             [m.key() for m in messages],
         )
 
-    def commit(self, offsets: Mapping[int, int]) -> None:
-        """Commit the next offsets per partition, synchronously."""
+    def commit(self, offsets: Mapping[int, int], *, wait: bool = True) -> None:
+        """Commit the next offsets per partition; without ``wait``, in the background."""
         partitions = [TopicPartition(self.topic, partition, offset) for partition, offset in offsets.items()]
         try:
+            if not wait:  # the outcome arrives in _on_commit, from a later poll
+                self._consumer.commit(offsets=partitions, asynchronous=True)
+                self._committed.update(offsets)
+                return
             results = self._consumer.commit(offsets=partitions, asynchronous=False) or []
         except KafkaException as exc:
             error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
@@ -152,11 +157,7 @@ class KafkaStream:
             retryable = error is None or error.retriable()
             raise BackendError(f"commit to {self.topic!r} failed: {exc}", retryable=retryable) from None
         self._committed.update(offsets)
-        failed = [tp for tp in results if tp.error is not None]
-        if failed:
-            log.warning(
-                "commit refused for some partitions topic=%s errors=%s", self.topic, [str(tp.error) for tp in failed]
-            )
+        self._on_commit(None, results)
 
     def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
         """Publish ``letters`` to the dead-letter topic and wait until the broker has them all."""
@@ -245,6 +246,12 @@ class KafkaStream:
             elif error.code() not in _QUIET_ERRORS:
                 self._warn(error)
         return kept
+
+    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """Log a refused commit: its records are re-read later (by us or by the new owner), never lost."""
+        failed = [f"{tp.partition}: {tp.error}" for tp in partitions if tp.error is not None]
+        if error is not None or failed:
+            log.warning("commit refused topic=%s error=%s partitions=%s", self.topic, error, failed)
 
     def _on_error(self, error: KafkaError) -> None:
         if error.fatal():

@@ -75,7 +75,11 @@ RevokeHandler = Callable[[Sequence[int], bool], None]
 
 
 class StreamSource(Protocol):
-    """A partitioned topic read as a member of a consumer group, with a dead-letter destination."""
+    """A partitioned topic read as a member of a consumer group, with a dead-letter destination.
+
+    ``subscribe``, ``poll``, ``commit``, ``lag`` and ``close`` are called from one thread (a
+    Kafka consumer belongs to one thread); ``dead_letter`` from another (the job's writer).
+    """
 
     topic: str
 
@@ -91,9 +95,11 @@ class StreamSource(Protocol):
         """
         ...
 
-    def commit(self, offsets: Mapping[int, int]) -> None:
-        """Commit, per partition, the offset of the next record to read (synchronously).
+    def commit(self, offsets: Mapping[int, int], *, wait: bool = True) -> None:
+        """Commit, per partition, the offset of the next record to read.
 
+        With ``wait`` the commit is done on return; without, it is sent in the background (a
+        failed background commit only means that more records are re-read after a restart).
         A commit refused because the partition moved to another member is not an error: the
         new owner re-reads those records.
 

@@ -116,6 +116,7 @@ class StreamLoop:
         self._first_at: float | None = None
         self._next_tick = 0.0
         self._next_commit = 0.0
+        self._last_sent: dict[int, int] = {}
 
     def run(self) -> None:
         """Consume until the job is stopped; then write and commit what was read."""
@@ -159,7 +160,7 @@ class StreamLoop:
         now = time.monotonic()
         if now >= self._next_commit:
             self._next_commit = now + COMMIT_INTERVAL_SECONDS
-            self._commit()
+            self._commit(wait=False)
         if now >= self._next_tick:
             self._next_tick = now + TICK_SECONDS
             self._tick()
@@ -206,19 +207,26 @@ class StreamLoop:
             self._job.lag.pop(partition, None)
         log.info("partitions revoked table=%s partitions=%s lost=%s", self._job.table, list(partitions), lost)
 
-    def _commit(self) -> None:
-        """Commit the offsets of what the writer has written (in this thread: the consumer's own)."""
+    def _commit(self, *, wait: bool = True) -> None:
+        """Commit the offsets of what the writer has written (in this thread: the consumer's own).
+
+        While consuming, commits go in the background (``wait=False``) so that polling never
+        waits for the broker, and the offsets stay pending until a waited-for commit; before
+        partitions are given up, and at a stop, the commit is waited for.
+        """
         offsets = self._writer.committable()
-        if not offsets:
+        if not offsets or (not wait and offsets == self._last_sent):
             return
         try:
-            self._source.commit(offsets)
+            self._source.commit(offsets, wait=wait)
         except BackendError as exc:
             if not exc.retryable:
                 raise
             log.warning("commit failed, will retry table=%s error=%s", self._job.table, exc)
             return
-        self._writer.committed(offsets)
+        self._last_sent = offsets
+        if wait:
+            self._writer.committed(offsets)
         self._job.commits += 1
 
     def _tick(self) -> None:

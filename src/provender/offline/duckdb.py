@@ -35,6 +35,7 @@ from provender.offline.plan import (
     RetrievalPlan,
     TableJoin,
     check_source_schema,
+    null_entity_times_error,
 )
 
 _ROW_ID = "__provender_row_id"
@@ -339,10 +340,7 @@ def _time_range(
     except duckdb.Error as exc:
         raise DataError(f"Cannot read the entity source: {exc}") from exc
     if row[2]:
-        raise DataError(
-            f"The entity source's {ENTITY_TIMESTAMP!r} column is null in {row[2]} row(s), "
-            f"the first at row {row[3]}; every entity row needs a time."
-        )
+        raise null_entity_times_error(row[2], f"row {row[3]}")
     return row[0], row[1]
 
 

@@ -44,9 +44,9 @@ from pyspark.sql import functions as F
 
 from provender.backends import Role, load_backend
 from provender.config import validate_backend_config
-from provender.definitions import CsvFormat, FeatureTable, ValueType
+from provender.definitions import CsvFormat, ValueType
 from provender.errors import BackendError, ConfigError, DataError, ProvenderError
-from provender.ingestion.batch import IngestionJob, JobCancelledError, write_batches
+from provender.ingestion.batch import IngestionJob, JobCancelledError
 from provender.offline.engine import EngineCapabilities, EntityRows
 from provender.offline.files import DateRange, list_table_files, lower_event_bound
 from provender.offline.plan import (
@@ -61,11 +61,10 @@ from provender.offline.plan import (
 from provender.offline.spark_io import (
     ROW_ID,
     STAMP,
+    PartitionWriter,
     SparkRetrievalJob,
     Staging,
     arrow_time_range,
-    cast_batch,
-    executor_error,
     latest_schema,
     local_dir,
     partition_names,
@@ -179,9 +178,14 @@ def session_conf(config: SparkConfig) -> dict[str, str]:
 class SparkEngine:
     """Point-in-time retrieval and ingestion as Spark jobs; see the module docstring.
 
-    Spark allows one session per process: the engine joins a running one (and then leaves it
-    running on :meth:`close`), else starts it with :func:`session_conf`.
+    Spark allows one session per process: the engine joins a running one, else starts it with
+    :func:`session_conf`. A session the engines started stops when the last of them closes; one
+    started by someone else is left running.
     """
+
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+    _open: ClassVar[int] = 0  # engines open in this process
+    _started: ClassVar[bool] = False  # whether an engine started the running session
 
     capabilities: ClassVar[EngineCapabilities] = EngineCapabilities(is_distributed=True, spills_to_disk=True)
 
@@ -190,16 +194,20 @@ class SparkEngine:
         self.base_dir = base_dir
         self.staging = Staging(config.staging_path, base_dir=base_dir)
         conf = session_conf(config)
-        self._owns_session = SparkContext._active_spark_context is None
         builder = SparkSession.builder.master(config.master).appName(config.app_name)
         for key, value in conf.items():
             builder = builder.config(key, value)
-        try:
-            self.session = builder.getOrCreate()
-        except (PySparkException, Py4JError, OSError) as exc:
-            raise BackendError(f"cannot start Spark (master {config.master!r}): {exc}") from exc
+        with SparkEngine._lock:
+            starting = SparkContext._active_spark_context is None
+            try:
+                self.session = builder.getOrCreate()
+            except (PySparkException, Py4JError, OSError) as exc:
+                raise BackendError(f"cannot start Spark (master {config.master!r}): {exc}") from exc
+            SparkEngine._started = SparkEngine._started or starting
+            SparkEngine._open += 1
+        self._closed = False
         context = self.session.sparkContext
-        if not self._owns_session and context.master != config.master:
+        if not starting and context.master != config.master:
             log.warning("spark session reused master=%s configured=%s", context.master, config.master)
         # Python workers (ingestion) run this interpreter unless configured: PySpark's default,
         # a bare "python3" on PATH, rarely has pyarrow and Provender.
@@ -223,11 +231,17 @@ class SparkEngine:
         return str(self.session.sparkContext.applicationId)
 
     def close(self) -> None:
-        """Delete this engine's staged results; stop the session if this engine started it."""
+        """Delete this engine's staged results; the last engine open stops the session engines started."""
         for job in list(self._jobs):
             job.close()
-        if self._owns_session:
-            self.session.stop()
+        with SparkEngine._lock:
+            if self._closed:
+                return
+            self._closed = True
+            SparkEngine._open -= 1
+            if SparkEngine._open == 0 and SparkEngine._started:
+                SparkEngine._started = False
+                self.session.stop()
 
     # -- retrieval -----------------------------------------------------------------------------
 
@@ -460,39 +474,6 @@ class SparkEngine:
             done.set()
         assert row is not None
         job.rows_read, job.rows_written = int(row[0] or 0), int(row[1] or 0)
-
-
-class PartitionWriter:
-    """The ``mapInArrow`` function of ingestion: one partition's rows to the online store, on its executor.
-
-    Picklable by reference (a module-level class with plain attributes); the feature table
-    travels as its registry JSON.
-    """
-
-    def __init__(
-        self, *, store: str, options: dict[str, object], base_dir: str, project: str, table_json: str, schema: pa.Schema
-    ) -> None:
-        self.store, self.options, self.base_dir = store, options, base_dir
-        self.project, self.table_json, self.schema = project, table_json, schema
-
-    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        """Write every batch; yield one row: how many rows were read and written."""
-        table = codec.from_json(self.table_json)
-        assert isinstance(table, FeatureTable)
-        store_cls = cast("type[OnlineStore]", load_backend(Role.ONLINE_STORE, self.store))
-        store = store_cls.from_options(self.options, base_dir=Path(self.base_dir), project=self.project)
-        job = IngestionJob(table=table.name, description=f"a Spark partition of {table.name!r}")
-        try:
-            reader = pa.RecordBatchReader.from_batches(self.schema, (cast_batch(b, self.schema) for b in batches))
-            write_batches(reader, lambda rows: store.write(table, rows), job)
-        except ProvenderError as exc:
-            raise executor_error(exc) from exc
-        finally:
-            store.close()
-        yield pa.RecordBatch.from_pydict(
-            {"rows_read": [job.rows_read], "rows_written": [job.rows_written]},
-            schema=pa.schema([("rows_read", pa.int64()), ("rows_written", pa.int64())]),
-        )
 
 
 # -- compiling the plan ------------------------------------------------------------------------

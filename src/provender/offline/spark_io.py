@@ -1,4 +1,5 @@
-"""What the Spark engine reads and writes: source schemas, staged files, the job, Spark's errors.
+"""What the Spark engine reads and writes: source schemas, staged files, online-store writes from
+the executors, the job handle, Spark's errors.
 
 Split from :mod:`provender.offline.spark` (which compiles and submits the work) because this
 part moves files and states. Sources' schemas are read on the driver with Arrow (a footer or a
@@ -19,7 +20,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Self, TypeVar
+from typing import TYPE_CHECKING, Self, TypeVar, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -32,9 +33,10 @@ from pyspark import InheritableThread
 from pyspark.errors import AnalysisException, PySparkException
 from pyspark.sql import DataFrame, SparkSession
 
-from provender.definitions import CsvFormat, ValueType
+from provender.backends import Role, load_backend
+from provender.definitions import CsvFormat, FeatureTable, ValueType
 from provender.errors import BackendError, DataError, ProvenderError
-from provender.ingestion.batch import JobCancelledError, JobStatus
+from provender.ingestion.batch import IngestionJob, JobCancelledError, JobStatus, write_batches
 from provender.offline.engine import EntityRows
 from provender.offline.files import is_remote
 from provender.offline.plan import (
@@ -46,6 +48,10 @@ from provender.offline.plan import (
     check_source_schema,
     null_entity_times_error,
 )
+from provender.registry import codec
+
+if TYPE_CHECKING:
+    from provender.online.store import OnlineStore
 
 log = logging.getLogger(__name__)
 
@@ -318,6 +324,39 @@ def run_in_group(session: SparkSession, group: str, description: str, action: Ca
         raise spark_error(exc, description) from exc
     finally:
         context.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]
+
+
+class PartitionWriter:
+    """The ``mapInArrow`` function of ingestion: one partition's rows to the online store, on its executor.
+
+    Picklable by reference (a module-level class with plain attributes); the feature table
+    travels as its registry JSON.
+    """
+
+    def __init__(
+        self, *, store: str, options: dict[str, object], base_dir: str, project: str, table_json: str, schema: pa.Schema
+    ) -> None:
+        self.store, self.options, self.base_dir = store, options, base_dir
+        self.project, self.table_json, self.schema = project, table_json, schema
+
+    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """Write every batch; yield one row: how many rows were read and written."""
+        table = codec.from_json(self.table_json)
+        assert isinstance(table, FeatureTable)
+        store_cls = cast("type[OnlineStore]", load_backend(Role.ONLINE_STORE, self.store))
+        store = store_cls.from_options(self.options, base_dir=Path(self.base_dir), project=self.project)
+        job = IngestionJob(table=table.name, description=f"a Spark partition of {table.name!r}")
+        try:
+            reader = pa.RecordBatchReader.from_batches(self.schema, (cast_batch(b, self.schema) for b in batches))
+            write_batches(reader, lambda rows: store.write(table, rows), job)
+        except ProvenderError as exc:
+            raise executor_error(exc) from exc
+        finally:
+            store.close()
+        yield pa.RecordBatch.from_pydict(
+            {"rows_read": [job.rows_read], "rows_written": [job.rows_written]},
+            schema=pa.schema([("rows_read", pa.int64()), ("rows_written", pa.int64())]),
+        )
 
 
 class SparkRetrievalJob:

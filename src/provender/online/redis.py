@@ -17,25 +17,26 @@ Why string keys and ``MGET`` rather than one hash per entity holding a field per
 a read of any number of tables for any number of entity rows is then a single ``MGET`` (split
 into a few ``MGET`` commands sent back-to-back for very large reads): one round trip, one
 command for Redis to execute, one flat reply for hiredis to parse. ``benchmarks/online_read.py``
-measures the alternatives on the same data (figures in ``benchmarks/results/online_read.md``):
-for 100 entities, ``MGET`` of string keys needs about a fifth of the time of pipelined
-``HMGET`` over hashes (redis-py pipelines cost microseconds per command) and is faster than a
-Lua script doing the ``HMGET`` calls server-side; a hash per entity saves some memory when many
-tables share an entity key, which matters less than latency here. Per-table keys also expire
+measures the alternatives on the same data and payloads (``benchmarks/results/online_read.md``;
+100 entity rows x 2 tables = 200 values, p50): ``MGET`` of these keys 0.20 ms, one Lua script
+running the ``HMGET`` calls over hashes 0.49 ms, pipelined ``HMGET`` over hashes 1.08 ms; for one
+entity row all three take 0.03-0.04 ms. A hash per entity saves memory only when several tables
+share an entity key (with one table: 152 B per value either way). Per-table keys also expire
 exactly: with ``key_ttl_from_max_age: true`` a row expires ``max_age`` after its event time
 (``SET ... PXAT``), which a shared hash (one TTL per key, on Redis 7.0) could not do.
 
 Writes go through a Lua script (``_WRITE_SCRIPT``), so the event-time guard runs atomically on
 the server: for each key it compares the stored row's 16 version bytes with the new row's, byte
 by byte, and ``SET``s only if the new one is not older. Keys are sent in chunks of
-``_KEYS_PER_SCRIPT`` per script call and many calls per pipeline. In a cluster, a script call
-only holds keys of one slot. A failure part-way leaves every key either old or new, never
-half-written, and re-running the batch is safe.
+``_KEYS_PER_SCRIPT`` per script call and ``_CALLS_PER_ROUND_TRIP`` calls per round trip. In a
+cluster, a script call only holds keys of one slot and names the script by SHA (``EVALSHA``,
+loading it on every node on ``NOSCRIPT``). A failure part-way leaves every key either old or
+new, never half-written, and re-running the batch is safe.
 
-Reads on a standalone server bypass redis-py's command layer: ``MGET`` is packed and sent on a
-pooled connection directly, which saves about 15 us per call on a 60 us round trip (measured).
-In a cluster, redis-py's ``mget_nonatomic`` groups keys by slot and pipelines one ``MGET`` per
-slot (one round trip per node).
+On a standalone server, reads and writes bypass redis-py's command layer: commands are packed
+by hiredis and sent on a pooled connection directly (see :meth:`RedisStore._execute`). In a
+cluster, redis-py's ``mget_nonatomic`` groups keys by slot and pipelines one ``MGET`` per slot
+(one round trip per node).
 
 Connection errors and timeouts become :class:`~provender.errors.BackendError` with
 ``retryable=True``.

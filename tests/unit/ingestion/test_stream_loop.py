@@ -85,7 +85,7 @@ class MemoryStream:
                 return out
             time.sleep(0.001)
 
-    def commit(self, offsets: Mapping[int, int]) -> None:
+    def commit(self, offsets: Mapping[int, int], *, wait: bool = True) -> None:
         # A Kafka consumer belongs to one thread: commits must come from the polling thread.
         assert threading.current_thread() is self.consumer_thread
         self.committed.update(offsets)
