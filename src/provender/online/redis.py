@@ -18,12 +18,13 @@ a read of any number of tables for any number of entity rows is then a single ``
 into a few ``MGET`` commands sent back-to-back for very large reads): one round trip, one
 command for Redis to execute, one flat reply for hiredis to parse. ``benchmarks/online_read.py``
 measures the alternatives on the same data and payloads (``benchmarks/results/online_read.md``;
-100 entity rows x 2 tables = 200 values, p50): ``MGET`` of these keys 0.20 ms, one Lua script
-running the ``HMGET`` calls over hashes 0.49 ms, pipelined ``HMGET`` over hashes 1.08 ms; for one
-entity row all three take 0.03-0.04 ms. A hash per entity saves memory only when several tables
-share an entity key (with one table: 152 B per value either way). Per-table keys also expire
-exactly: with ``key_ttl_from_max_age: true`` a row expires ``max_age`` after its event time
-(``SET ... PXAT``), which a shared hash (one TTL per key, on Redis 7.0) could not do.
+100 entity rows x 2 tables = 200 values, p50 over two runs): ``MGET`` of these keys 0.20-0.27 ms,
+one Lua script running the ``HMGET`` calls over hashes 0.49-0.55 ms, pipelined ``HMGET`` over
+hashes 1.08-1.21 ms; for one entity row all three take 0.03-0.04 ms. A hash per entity saves
+memory only when several tables share an entity key (with one table: 152 B per value either
+way). Per-table keys also expire exactly: with ``key_ttl_from_max_age: true`` a row expires
+``max_age`` after its event time (``SET ... PXAT``), which a shared hash (one TTL per key, on
+Redis 7.0) could not do.
 
 Writes go through a Lua script (``_WRITE_SCRIPT``), so the event-time guard runs atomically on
 the server: for each key it compares the stored row's 16 version bytes with the new row's, byte
