@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import signal
 import threading
 import time
@@ -89,6 +90,10 @@ def ingest_stream(
     click.echo(
         f"Consuming {job.topic!r} into {table} (group {job.group_id!r}); SIGTERM or Ctrl-C stops cleanly.", err=True
     )
+    # Everything allocated so far (modules, client, job) lives as long as the process: moving it out
+    # of the garbage collector's view makes its full collections a few ms instead of tens of ms,
+    # which would otherwise stall the stream (freshness p99) several times a minute.
+    gc.freeze()
     with _stop_on_signals(job):
         status = StatusLine(job)
         while not job.is_done:
