@@ -29,7 +29,7 @@ Usage::
     .venv/bin/python benchmarks/online_read.py --runs 5 --calls 5000
 
 Writes ``benchmarks/results/online_read.json`` and ``benchmarks/results/online_read.md``.
-Feast is not run here (see the markdown's note).
+Feast 0.67 runs from the peer virtualenv (benchmarks/peers_setup.sh) via peer_feast_online.py.
 """
 
 from __future__ import annotations
@@ -339,8 +339,8 @@ def render_markdown(report: dict[str, object]) -> str:
         "- SQLite reads run on the calling thread: 100 rows x 2 tables are 200 B-tree lookups through "
         "Python's sqlite3 (about 1.4 us each, measured alone), where Redis executes one `MGET` on its own "
         "core. So SQLite is faster for a single row and slower for 100.",
-        "- Feast was not run here (no peer run for online reads); its row above is the figure measured in "
-        "issue 4 on a similar machine.",
+        "- The Feast row above is the figure measured in issue 4 on a similar machine; Feast measured in "
+        "this run, when its peer virtualenv exists, is in the section below.",
         "",
     ]
     return "\n".join(lines)
@@ -387,12 +387,60 @@ def print_table(figures: dict[str, dict[str, float]]) -> None:
 SIZE = SIZES["S"]
 
 
+FEAST_PYTHON = Path(__file__).resolve().parent / "peers" / "feast" / "bin" / "python"
+
+
+def run_feast(
+    tmp: Path, url: str, files: ScenarioFiles, requests: dict[str, list[list[dict[str, int]]]], *, calls: int, runs: int
+) -> dict[str, object]:
+    """Feast 0.67's get_online_features on the same Redis (db 1), data and requests; median ms per case."""
+    if not FEAST_PYTHON.exists():
+        return {"error": "peer venv missing: bash benchmarks/peers_setup.sh"}
+    scenario_start = datetime(2025, 1, 1, tzinfo=UTC)
+    spec = {
+        "work": str(tmp / "feast"), "redis": url.removeprefix("redis://").split("/")[0],
+        "start": (scenario_start - timedelta(days=1)).isoformat(),
+        "end": (scenario_start + timedelta(days=92)).isoformat(),
+        "tables": [{"name": t.name, "key": t.key, "path": str(files.source(t)),
+                    "features": [[f.name, f.dtype] for f in t.features]} for t in (DRIVER_STATS, CUSTOMER_PROFILE)],
+        "refs": REFS, "requests": requests, "calls": calls, "runs": runs,
+    }
+    spec_path = tmp / "feast_spec.json"
+    spec_path.write_text(json.dumps(spec))
+    script = Path(__file__).resolve().parent / "peer_feast_online.py"
+    done = subprocess.run([str(FEAST_PYTHON), str(script), str(spec_path)], capture_output=True, text=True,
+                          timeout=900, check=False)
+    for line in done.stdout.splitlines():
+        if line.startswith("@@RESULT "):
+            per_run: dict[str, list[float]] = json.loads(line.removeprefix("@@RESULT "))
+            return {key: statistics.median(values) for key, values in per_run.items()}
+    return {"error": " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])}
+
+
+def render_feast(report: dict[str, object]) -> str:
+    """A markdown section with Feast measured in this run, beside Provender on Redis."""
+    feast = report.get("feast_measured_ms") or {}
+    assert isinstance(feast, dict)
+    if "error" in feast:
+        return f"\n## Feast 0.67 measured in this run\n\nFailed: {feast['error']}\n"
+    ours = report["figures"]["provender-redis"]  # type: ignore[index]
+    lines = ["", "## Feast 0.67 measured in this run (same Redis server, data and requests)", "",
+             "| case | Feast p50 ms | Feast p99 ms | Provender p50 ms | Provender p99 ms | Feast / Provender (p50) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for case in CASES:
+        p50, p99 = feast[f"{case}_p50"], feast[f"{case}_p99"]
+        mine50, mine99 = ours[f"{case}_p50"], ours[f"{case}_p99"]
+        lines.append(f"| {case} | {p50:.3f} | {p99:.3f} | {mine50:.3f} | {mine99:.3f} | {p50 / mine50:.1f}x |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     global SIZE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="S")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--feast-calls", type=int, default=500, help="calls per case for Feast (it is slower)")
     args = parser.parse_args()
     SIZE = SIZES[args.size]
     files = ensure_scenario(SIZE)
@@ -442,6 +490,7 @@ def main() -> None:
         for client in clients.values():
             client.close()
         r.close()
+        report["feast_measured_ms"] = run_feast(Path(tmp), url, files, requests, calls=args.feast_calls, runs=args.runs)
     figures = summarize(raw)
     ratios, results = verdicts(figures)
     report.update(
@@ -458,7 +507,7 @@ def main() -> None:
         print(line)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "online_read.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "online_read.md").write_text(render_markdown(report))
+    (RESULTS / "online_read.md").write_text(render_markdown(report) + render_feast(report))
     print(f"\nwrote {RESULTS / 'online_read.json'} and {RESULTS / 'online_read.md'}")
 
 
