@@ -56,7 +56,11 @@ def _parquet_rows(path: str) -> EntityRows:
         raise DataError(f"Cannot read the entity source {path!r} as Parquet: {exc}") from exc
     if not dataset.files:
         raise DataError(f"The entity source {path!r} holds no Parquet files.")
-    return EntityRows(schema=dataset.schema, paths=tuple(sorted(dataset.files)))
+    files = sorted(dataset.files)
+    scheme = path.split("://", 1)[0] if "://" in path else "file"
+    if scheme != "file":  # pyarrow lists object-store files without their scheme; engines need it back
+        files = [f if "://" in f else f"{scheme}://{f}" for f in files]
+    return EntityRows(schema=dataset.schema, paths=tuple(files))
 
 
 class HistoricalJob:
