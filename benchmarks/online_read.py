@@ -41,14 +41,12 @@ import json
 import os
 import platform
 import random
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -57,6 +55,7 @@ import pyarrow.parquet as pq
 import redis
 import yaml
 from _data import CREATED_TIMESTAMP, CUSTOMER_PROFILE, DRIVER_STATS, SIZES, ScenarioFiles, TableSpec, ensure_scenario
+from _services import redis_server
 
 import provender as pv
 from provender.online.keys import KeyEncoder
@@ -84,53 +83,6 @@ Call = Callable[[list[dict[str, int]]], object]
 
 
 # ----------------------------------------------------------------------------- set-up
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def redis_server(directory: Path) -> Iterator[str]:
-    """Run a throw-away redis-server on a free loopback port; stop it by pid at the end."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("redis-server not found: apt-get install redis-server")
-    port = free_port()
-    argv = [
-        binary,
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        str(directory),
-    ]
-    with (directory / "redis.log").open("wb") as log:
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with redis.Redis.from_url(url) as probe:
-                    probe.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise
-                time.sleep(0.02)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def definitions() -> list[pv.Entity | pv.FeatureTable]:
