@@ -21,7 +21,7 @@ SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # help: list the targets.
 help:
-	@echo "make venv       - create .venv and install provender[dev] (editable)"
+	@echo "make venv       - create .venv and install provender[dev,serving] (editable)"
 	@echo "make demo       - run scripts/demo.sh with the venv on PATH"
 	@echo "make test-deps  - install Redis/PostgreSQL/Java (apt) and provender[all,dev] + noida-db"
 	@echo "make test       - run the full pytest suite (PYTEST_ARGS='...' to pass options)"
@@ -38,11 +38,12 @@ venv: $(VENV)/.stamp-dev
 
 $(VENV)/.stamp-dev: pyproject.toml Makefile | $(VPY)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev,serving]'
 	touch $@
 
 # demo: run the end-to-end demo script with the venv's tools first on PATH.
 demo: venv
+	@command -v curl >/dev/null || { $(SUDO) $(APT_GET) update && $(SUDO) $(APT_GET) install curl; }
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
 
 # test-deps: everything the full suite needs on a fresh Debian 12 machine (run as root).
