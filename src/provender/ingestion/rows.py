@@ -285,19 +285,7 @@ def _scalar_column(values: list[Any], value_type: ValueType, required: bool) -> 
             return pa.array(values, type=arrow_type), {}
         except _ARROW_ERRORS:
             pass  # out of range somewhere: find it below
-    errors: dict[int, str] = {}
-    clean: list[Any] = []
-    for index, value in enumerate(values):
-        if value is None:
-            if required:
-                errors[index] = _MISSING
-            clean.append(None)
-            continue
-        try:
-            clean.append(_scalar_value(value, value_type))
-        except ValueError as exc:
-            errors[index] = str(exc)
-            clean.append(None)
+    clean, errors = _convert_each(values, lambda value: _scalar_value(value, value_type), required=required)
     return pa.array(clean, type=arrow_type), errors
 
 
@@ -336,19 +324,7 @@ def _timestamp_column(values: list[Any], unit: str | None, required: bool) -> tu
             micros = _ints_to_micros(raw, unit)
             if micros is not None:
                 return pa.array(micros, type=TIMESTAMP_TYPE), {}
-    errors: dict[int, str] = {}
-    clean: list[int | None] = []
-    for index, value in enumerate(values):
-        if value is None:
-            if required:
-                errors[index] = _MISSING
-            clean.append(None)
-            continue
-        try:
-            clean.append(_to_micros(value, unit))
-        except ValueError as exc:
-            errors[index] = str(exc)
-            clean.append(None)
+    clean, errors = _convert_each(values, lambda value: _to_micros(value, unit), required=required)
     return pa.array(clean, type=pa.int64()).cast(TIMESTAMP_TYPE), errors
 
 
@@ -500,3 +476,24 @@ def _branch_fits(branch: Any, value_type: ValueType, named: Mapping[str, Any], c
 def json_type(avro_type: Any) -> str:
     """An Avro type as compact text, for messages."""
     return avro_type if isinstance(avro_type, str) else repr(avro_type)
+
+
+def _convert_each(
+    values: Sequence[Any], convert: Callable[[Any], Any], *, required: bool
+) -> tuple[list[Any], dict[int, str]]:
+    """Convert each value; a value that fails (or is missing while required) becomes null, its
+    row index mapped to the reason."""
+    errors: dict[int, str] = {}
+    clean: list[Any] = []
+    for index, value in enumerate(values):
+        if value is None:
+            if required:
+                errors[index] = _MISSING
+            clean.append(None)
+            continue
+        try:
+            clean.append(convert(value))
+        except ValueError as exc:
+            errors[index] = str(exc)
+            clean.append(None)
+    return clean, errors
