@@ -350,18 +350,30 @@ def run_feast(
         return {"error": "peer venv missing: bash benchmarks/peers_setup.sh"}
     scenario_start = datetime(2025, 1, 1, tzinfo=UTC)
     spec = {
-        "work": str(tmp / "feast"), "redis": url.removeprefix("redis://").split("/")[0],
+        "work": str(tmp / "feast"),
+        "redis": url.removeprefix("redis://").split("/")[0],
         "start": (scenario_start - timedelta(days=1)).isoformat(),
         "end": (scenario_start + timedelta(days=92)).isoformat(),
-        "tables": [{"name": t.name, "key": t.key, "path": str(files.source(t)),
-                    "features": [[f.name, f.dtype] for f in t.features]} for t in (DRIVER_STATS, CUSTOMER_PROFILE)],
-        "refs": REFS, "requests": requests, "calls": calls, "runs": runs,
+        "tables": [
+            {
+                "name": t.name,
+                "key": t.key,
+                "path": str(files.source(t)),
+                "features": [[f.name, f.dtype] for f in t.features],
+            }
+            for t in (DRIVER_STATS, CUSTOMER_PROFILE)
+        ],
+        "refs": REFS,
+        "requests": requests,
+        "calls": calls,
+        "runs": runs,
     }
     spec_path = tmp / "feast_spec.json"
     spec_path.write_text(json.dumps(spec))
     script = Path(__file__).resolve().parent / "peer_feast_online.py"
-    done = subprocess.run([str(FEAST_PYTHON), str(script), str(spec_path)], capture_output=True, text=True,
-                          timeout=900, check=False)
+    done = subprocess.run(
+        [str(FEAST_PYTHON), str(script), str(spec_path)], capture_output=True, text=True, timeout=900, check=False
+    )
     for line in done.stdout.splitlines():
         if line.startswith("@@RESULT "):
             per_run: dict[str, list[float]] = json.loads(line.removeprefix("@@RESULT "))
@@ -376,9 +388,13 @@ def render_feast(report: dict[str, object]) -> str:
     if "error" in feast:
         return f"\n## Feast 0.67 measured in this run\n\nFailed: {feast['error']}\n"
     ours = report["figures"]["provender-redis"]  # type: ignore[index]
-    lines = ["", "## Feast 0.67 measured in this run (same Redis server, data and requests)", "",
-             "| case | Feast p50 ms | Feast p99 ms | Provender p50 ms | Provender p99 ms | Feast / Provender (p50) |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "",
+        "## Feast 0.67 measured in this run (same Redis server, data and requests)",
+        "",
+        "| case | Feast p50 ms | Feast p99 ms | Provender p50 ms | Provender p99 ms | Feast / Provender (p50) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for case in CASES:
         p50, p99 = feast[f"{case}_p50"], feast[f"{case}_p99"]
         mine50, mine99 = ours[f"{case}_p50"], ours[f"{case}_p99"]

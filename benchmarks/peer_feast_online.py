@@ -16,7 +16,7 @@ repo = Path(spec["work"])
 repo.mkdir(parents=True, exist_ok=True)
 (repo / "feature_store.yaml").write_text(
     f"project: bench\nregistry: {repo}/registry.db\nprovider: local\n"
-    f"online_store:\n  type: redis\n  connection_string: \"{spec['redis']},db=1\"\n"
+    f'online_store:\n  type: redis\n  connection_string: "{spec["redis"]},db=1"\n'
     "offline_store:\n  type: file\nentity_key_serialization_version: 3\n"
 )
 from feast import Entity, FeatureStore, FeatureView, Field, FileSource  # noqa: E402
@@ -27,8 +27,14 @@ objects = []
 for t in spec["tables"]:
     entity = Entity(name=t["key"], join_keys=[t["key"]])
     source = FileSource(path=t["path"], timestamp_field="event_timestamp", created_timestamp_column="created")
-    view = FeatureView(name=t["name"], entities=[entity], ttl=timedelta(days=3650), online=True, source=source,
-                       schema=[Field(name=f, dtype=types[d]) for f, d in t["features"]])
+    view = FeatureView(
+        name=t["name"],
+        entities=[entity],
+        ttl=timedelta(days=3650),
+        online=True,
+        source=source,
+        schema=[Field(name=f, dtype=types[d]) for f, d in t["features"]],
+    )
     objects += [entity, view]
 store = FeatureStore(repo_path=str(repo))
 store.apply(objects)

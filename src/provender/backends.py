@@ -78,9 +78,7 @@ def registry_backend_name(url: str) -> str:
     """Return the registry backend named by a registry URL's scheme (``sqlite:///x`` -> ``sqlite``)."""
     scheme = urlsplit(url).scheme.lower()
     if not scheme:
-        raise ConfigError(
-            "registry", f"{url!r} is not a URL; expected e.g. 'sqlite:///.provender/registry.db'"
-        )
+        raise ConfigError("registry", f"{url!r} is not a URL; expected e.g. 'sqlite:///.provender/registry.db'")
     return _SCHEME_ALIASES.get(scheme, scheme)
 
 

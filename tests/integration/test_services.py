@@ -94,9 +94,7 @@ def test_kafka_topic_produce_consume_commit(kafka_broker: KafkaBroker) -> None:
         producer.produce(topic, key=f"k{i}".encode(), value=f"v{i}".encode())
     assert producer.flush(30) == 0
 
-    consumer = Consumer(
-        {**bootstrap, "group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False}
-    )
+    consumer = Consumer({**bootstrap, "group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False})
     try:
         consumer.subscribe([topic])
         values: list[bytes] = []

@@ -442,9 +442,7 @@ def noida_argv(binary: str, port: int, data: Path) -> list[str]:
 def spawn(argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
     """Start a foreground server as a child process with stdout and stderr going to ``log``."""
     with log.open("wb") as log_file:
-        return subprocess.Popen(
-            list(argv), stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT
-        )
+        return subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
 
 
 def popen_stop(proc: subprocess.Popen[bytes]) -> None:
@@ -558,9 +556,7 @@ class Services:
         initdb = require_binary("initdb", "postgresql-15", PG_BINDIRS)
         pg_ctl = require_binary("pg_ctl", "postgresql-15", PG_BINDIRS)
         if os.geteuid() == 0 and not _user_exists("postgres"):
-            service_unavailable(
-                "running as root, but no `postgres` user exists (Debian package postgresql-15)"
-            )
+            service_unavailable("running as root, but no `postgres` user exists (Debian package postgresql-15)")
         base = self.make_dir("pg")
         if os.geteuid() == 0:
             shutil.chown(base, "postgres", "postgres")

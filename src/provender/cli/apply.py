@@ -50,9 +50,7 @@ def read_definitions(path: Path) -> list[Definition]:
         except DefinitionError as exc:
             raise DefinitionError(str(file), exc.field, str(exc)) from exc
         except Exception as exc:
-            raise DefinitionError(
-                str(file), "file", f"failed to import: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise DefinitionError(str(file), "file", f"failed to import: {type(exc).__name__}: {exc}") from exc
         finally:
             sys.path.remove(str(file.parent))
         for value in vars(module).values():
@@ -87,9 +85,7 @@ def apply(state: CliState, path: Path, dry_run: bool) -> None:
     client = state.client()
     plan = client.plan(definitions)
     click.echo(f"Plan for project {client.project!r}:")
-    echo_table(
-        ["ACTION", "KIND", "NAME", "DETAIL"], [(i.action, i.kind, i.name, i.detail) for i in plan.items]
-    )
+    echo_table(["ACTION", "KIND", "NAME", "DETAIL"], [(i.action, i.kind, i.name, i.detail) for i in plan.items])
     summary = ", ".join(f"{plan.count(a)} {a}" for a in Action)
     if plan.is_refused:
         plan.to_change()  # raises RegistryConflictError naming every conflict

@@ -24,9 +24,7 @@ def init(directory: Path, force: bool) -> None:
     """
     existing = [name for name in TEMPLATE_FILES if (directory / name).exists()]
     if existing and not force:
-        raise click.ClickException(
-            f"{directory}: {', '.join(existing)} already exist(s); use --force to overwrite"
-        )
+        raise click.ClickException(f"{directory}: {', '.join(existing)} already exist(s); use --force to overwrite")
     directory.mkdir(parents=True, exist_ok=True)
     templates = resources.files("provender.cli") / "templates"
     for name in TEMPLATE_FILES:

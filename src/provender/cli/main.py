@@ -65,9 +65,7 @@ def cli(ctx: click.Context, config: Path | None, project: str | None, debug: boo
       provender apply .
       provender tables list
     """
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     ctx.obj = CliState(config=config, project=project, debug=debug)
     ctx.call_on_close(lambda: ctx.obj._client.close() if ctx.obj._client else None)
 

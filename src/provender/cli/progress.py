@@ -51,7 +51,5 @@ class Progress:
         spinner = "|/-\\"
         n = 0
         while not self._stop.wait(self._interval):
-            click.echo(
-                f"\r\033[K{spinner[n % 4]} {self._message()} {self.elapsed_seconds:.1f}s", nl=False, err=True
-            )
+            click.echo(f"\r\033[K{spinner[n % 4]} {self._message()} {self.elapsed_seconds:.1f}s", nl=False, err=True)
             n += 1

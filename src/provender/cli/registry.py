@@ -79,9 +79,7 @@ def describe_table(state: CliState, name: str, as_json: bool) -> None:
     if table.labels:
         click.echo(f"  labels:    {', '.join(f'{k}={v}' for k, v in table.labels.items())}")
     click.echo("  features:")
-    echo_table(
-        ["NAME", "TYPE", "DESCRIPTION"], [(f.name, f.value_type, f.description) for f in table.features]
-    )
+    echo_table(["NAME", "TYPE", "DESCRIPTION"], [(f.name, f.value_type, f.description) for f in table.features])
 
 
 def _source(table: FeatureTable) -> str:
@@ -104,6 +102,4 @@ def list_projects(state: CliState, as_json: bool) -> None:
     if as_json:
         echo_json([{"name": p.name, "version": p.version, "updated_at": p.updated_at} for p in found])
     else:
-        echo_table(
-            ["NAME", "VERSION", "UPDATED_AT"], [(p.name, p.version, p.updated_at or "-") for p in found]
-        )
+        echo_table(["NAME", "VERSION", "UPDATED_AT"], [(p.name, p.version, p.updated_at or "-") for p in found])

@@ -52,7 +52,4 @@ def retrieve(state: CliState, features: tuple[str, ...], entities: str, out: Pat
     with Progress(lambda: "retrieving") as progress:
         job = client.get_historical_features(split_refs(features), entities)
         rows = job.to_parquet(out)
-    click.echo(
-        f"Wrote {rows} rows x {len(job.output_columns)} features to {out} "
-        f"in {progress.elapsed_seconds:.2f} s."
-    )
+    click.echo(f"Wrote {rows} rows x {len(job.output_columns)} features to {out} in {progress.elapsed_seconds:.2f} s.")

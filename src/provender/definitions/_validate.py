@@ -20,9 +20,7 @@ def check_identifier(obj: str, field: str, value: object) -> None:
             obj, field, f"{value!r} is not an identifier (letters, digits and '_', not starting with a digit)"
         )
     if "__" in value:
-        raise DefinitionError(
-            obj, field, f"{value!r} contains '__', which separates table and feature in results"
-        )
+        raise DefinitionError(obj, field, f"{value!r} contains '__', which separates table and feature in results")
 
 
 def check_column(obj: str, field: str, value: object) -> None:
@@ -38,9 +36,7 @@ def freeze_str_mapping(obj: str, field: str, value: object) -> tuple[tuple[str, 
     if isinstance(value, tuple):
         value = dict(value)
     if not isinstance(value, Mapping):
-        raise DefinitionError(
-            obj, field, f"must be a mapping of strings to strings, got {type(value).__name__}"
-        )
+        raise DefinitionError(obj, field, f"must be a mapping of strings to strings, got {type(value).__name__}")
     for key, item in value.items():
         if not isinstance(key, str) or not isinstance(item, str):
             raise DefinitionError(obj, field, f"entry {key!r}: {item!r} must map a string to a string")

@@ -42,9 +42,7 @@ class Entity:
             ) from None
         if value_type not in ENTITY_KEY_TYPES:
             allowed = ", ".join(sorted(ENTITY_KEY_TYPES))
-            raise DefinitionError(
-                what, "value_type", f"{value_type} cannot be an entity key; use one of {allowed}"
-            )
+            raise DefinitionError(what, "value_type", f"{value_type} cannot be an entity key; use one of {allowed}")
         if not isinstance(self.description, str):
             raise DefinitionError(what, "description", "must be a string")
         object.__setattr__(self, "value_type", value_type)

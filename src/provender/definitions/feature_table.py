@@ -68,23 +68,15 @@ class FeatureTable:
         self._check_entities(what)
         self._check_features(what)
         if self.batch_source is None and self.stream_source is None:
-            raise DefinitionError(
-                what, "batch_source", "a feature table needs a batch_source or a stream_source"
-            )
+            raise DefinitionError(what, "batch_source", "a feature table needs a batch_source or a stream_source")
         if self.batch_source is not None and not isinstance(self.batch_source, FileSource):
-            raise DefinitionError(
-                what, "batch_source", f"must be a FileSource, got {type(self.batch_source).__name__}"
-            )
+            raise DefinitionError(what, "batch_source", f"must be a FileSource, got {type(self.batch_source).__name__}")
         if self.stream_source is not None and not isinstance(self.stream_source, KafkaSource):
             raise DefinitionError(
                 what, "stream_source", f"must be a KafkaSource, got {type(self.stream_source).__name__}"
             )
-        if self.max_age is not None and (
-            not isinstance(self.max_age, timedelta) or self.max_age <= timedelta(0)
-        ):
-            raise DefinitionError(
-                what, "max_age", f"must be a positive timedelta or None, got {self.max_age!r}"
-            )
+        if self.max_age is not None and (not isinstance(self.max_age, timedelta) or self.max_age <= timedelta(0)):
+            raise DefinitionError(what, "max_age", f"must be a positive timedelta or None, got {self.max_age!r}")
         labels = freeze_str_mapping(what, "labels", self.labels)
         object.__setattr__(self, "labels", MappingProxyType(dict(labels)))
 
@@ -109,9 +101,7 @@ class FeatureTable:
         seen: set[str] = set()
         for feature in features:
             if not isinstance(feature, Feature):
-                raise DefinitionError(
-                    what, "features", f"must hold Feature objects, got {type(feature).__name__}"
-                )
+                raise DefinitionError(what, "features", f"must hold Feature objects, got {type(feature).__name__}")
             if feature.name in seen:
                 raise DefinitionError(what, "features", f"feature name {feature.name!r} appears twice")
             if feature.name in self.entities:

@@ -58,7 +58,5 @@ _SCALAR_ARROW: dict[ValueType, pa.DataType] = {
     ValueType.UNIX_TIMESTAMP: pa.timestamp("us", tz="UTC"),
 }
 
-ENTITY_KEY_TYPES = frozenset(
-    {ValueType.INT32, ValueType.INT64, ValueType.STRING, ValueType.BYTES, ValueType.BOOL}
-)
+ENTITY_KEY_TYPES = frozenset({ValueType.INT32, ValueType.INT64, ValueType.STRING, ValueType.BYTES, ValueType.BOOL})
 """Types an entity key may have: lists, floats and timestamps make poor keys."""

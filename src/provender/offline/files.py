@@ -22,9 +22,7 @@ class DateRange:
     last: date | None
 
     @classmethod
-    def for_window(
-        cls, earliest: datetime | None, latest: datetime | None, max_age: timedelta | None
-    ) -> DateRange:
+    def for_window(cls, earliest: datetime | None, latest: datetime | None, max_age: timedelta | None) -> DateRange:
         """Dates that can hold rows with event times in ``[earliest - max_age, latest]``."""
         lower = lower_event_bound(earliest, max_age)
         return cls(first=None if lower is None else lower.date(), last=None if latest is None else latest.date())

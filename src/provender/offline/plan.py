@@ -158,9 +158,7 @@ def expand_refs(
                 hint = did_you_mean(ref.feature, table.feature_names) or (
                     f" Its features: {', '.join(table.feature_names)}."
                 )
-                raise FeatureRefError(
-                    text, f"feature table {table.name!r} has no feature {ref.feature!r}.{hint}"
-                )
+                raise FeatureRefError(text, f"feature table {table.name!r} has no feature {ref.feature!r}.{hint}")
             features = [feature]
         for feature in features:
             column = f"{table.name}__{feature.name}"
@@ -209,14 +207,10 @@ def build_retrieval_plan(
     joins = tuple(table_join(tables[name], features, entities) for name, features in by_table.items())
     output_columns = tuple(f"{table.name}__{feature.name}" for table, feature in resolved)
     _check_entity_schema(entity_schema, joins, output_columns)
-    return RetrievalPlan(
-        entity_columns=tuple(entity_schema.names), joins=joins, output_columns=output_columns
-    )
+    return RetrievalPlan(entity_columns=tuple(entity_schema.names), joins=joins, output_columns=output_columns)
 
 
-def _check_entity_schema(
-    schema: pa.Schema, joins: Sequence[TableJoin], output_columns: Sequence[str]
-) -> None:
+def _check_entity_schema(schema: pa.Schema, joins: Sequence[TableJoin], output_columns: Sequence[str]) -> None:
     names = schema.names
     if ENTITY_TIMESTAMP not in names:
         raise DataError(
@@ -226,9 +220,7 @@ def _check_entity_schema(
     stamp_type = schema.field(ENTITY_TIMESTAMP).type
     # A null-typed column (an empty or all-null frame) passes here; null times are reported by row later.
     if not (pa.types.is_timestamp(stamp_type) or pa.types.is_date(stamp_type) or pa.types.is_null(stamp_type)):
-        raise DataError(
-            f"The entity source's {ENTITY_TIMESTAMP!r} column has type {stamp_type}; expected a timestamp."
-        )
+        raise DataError(f"The entity source's {ENTITY_TIMESTAMP!r} column has type {stamp_type}; expected a timestamp.")
     for join in joins:
         for entity in join.entities:
             if entity.name not in names:
@@ -239,9 +231,7 @@ def _check_entity_schema(
             check_key_type(entity, schema.field(entity.name).type, where="entity source")
     clash = sorted(set(names) & set(output_columns))
     if clash:
-        raise DataError(
-            f"The entity source has columns named like result columns: {', '.join(clash)}; rename them."
-        )
+        raise DataError(f"The entity source has columns named like result columns: {', '.join(clash)}; rename them.")
 
 
 def null_entity_times_error(count: int, first: object) -> DataError:
@@ -297,16 +287,12 @@ def check_source_schema(join: TableJoin, schema: pa.Schema) -> None:
         expected.append((columns.created_timestamp, "created timestamp", None))
     for column, role, declared in expected:
         if column not in schema.names:
-            raise DataError(
-                f"The {where} has no column {column!r} ({role}); columns: {', '.join(schema.names)}."
-            )
+            raise DataError(f"The {where} has no column {column!r} ({role}); columns: {', '.join(schema.names)}.")
         found = schema.field(column).type
         ok = _is_timestamp_like(found) if declared is None else is_compatible(declared, found)
         if not ok:
             wanted = "a timestamp" if declared is None else str(declared)
-            raise DataError(
-                f"Column {column!r} ({role}) of the {where} has type {found}, but {wanted} is declared."
-            )
+            raise DataError(f"Column {column!r} ({role}) of the {where} has type {found}, but {wanted} is declared.")
 
 
 def _is_timestamp_like(found: pa.DataType) -> bool:

@@ -106,8 +106,7 @@ def _table_spec(table: FeatureTable) -> JsonDict:
         "name": table.name,
         "entities": list(table.entities),
         "features": [
-            {"name": f.name, "value_type": f.value_type.value, "description": f.description}
-            for f in table.features
+            {"name": f.name, "value_type": f.value_type.value, "description": f.description} for f in table.features
         ],
         "batch_source": _file_source_spec(table.batch_source) if table.batch_source else None,
         "stream_source": _kafka_source_spec(table.stream_source) if table.stream_source else None,

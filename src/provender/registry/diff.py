@@ -153,9 +153,7 @@ def _plan_table(snapshot: RegistrySnapshot, table: FeatureTable, entities: dict[
     for feature in table.features:
         before = old.get_feature(feature.name)
         if before is not None and before.value_type != feature.value_type:
-            conflicts.append(
-                f"feature {feature.name!r} value_type {before.value_type} -> {feature.value_type}"
-            )
+            conflicts.append(f"feature {feature.name!r} value_type {before.value_type} -> {feature.value_type}")
     if conflicts:
         return PlanItem(
             kind="feature table",

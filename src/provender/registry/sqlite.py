@@ -39,9 +39,7 @@ def path_from_url(url: str, *, base_dir: Path) -> Path:
     """Return the file path of a ``sqlite:///...`` URL, resolved against ``base_dir``."""
     prefix = "sqlite:///"
     if not url.startswith(prefix) or url == prefix:
-        raise ConfigError(
-            "registry", f"{url!r} is not a SQLite URL; expected 'sqlite:///path/to/registry.db'"
-        )
+        raise ConfigError("registry", f"{url!r} is not a SQLite URL; expected 'sqlite:///path/to/registry.db'")
     path = Path(url.removeprefix(prefix))
     return path if path.is_absolute() else base_dir / path
 
@@ -115,9 +113,7 @@ class SQLiteRegistry:
         """Return ``default`` and every project written to, sorted by name."""
         with self._lock:
             rows = self._conn.execute("SELECT name, version, updated_at FROM projects").fetchall()
-        projects = {
-            name: ProjectInfo(name=name, version=v, updated_at=_parse_time(at)) for name, v, at in rows
-        }
+        projects = {name: ProjectInfo(name=name, version=v, updated_at=_parse_time(at)) for name, v, at in rows}
         projects.setdefault(DEFAULT_PROJECT, ProjectInfo(name=DEFAULT_PROJECT, version=0, updated_at=None))
         return sorted(projects.values(), key=lambda p: p.name)
 
@@ -127,9 +123,7 @@ class SQLiteRegistry:
             self._conn.close()
 
     def _read(self, project: str) -> RegistrySnapshot:
-        row = self._conn.execute(
-            "SELECT version, updated_at FROM projects WHERE name = ?", (project,)
-        ).fetchone()
+        row = self._conn.execute("SELECT version, updated_at FROM projects WHERE name = ?", (project,)).fetchone()
         entities: dict[str, Entity] = {}
         tables: dict[str, FeatureTable] = {}
         for (spec,) in self._conn.execute(

@@ -41,7 +41,9 @@ def main() -> None:
     )
     out = Path(args.out)
     pq.write_to_dataset(table, out, partition_cols=["date"], existing_data_behavior="delete_matching")
-    print(f"wrote {n} rows for {len(driver_ids)} drivers, {hours[0]:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC, to {out}/")
+    print(
+        f"wrote {n} rows for {len(driver_ids)} drivers, {hours[0]:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC, to {out}/"
+    )
 
 
 if __name__ == "__main__":
