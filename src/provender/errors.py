@@ -8,12 +8,18 @@ derives from the builtin it refines, so ``except LookupError`` keeps working::
     ├── FeatureRefError(ValueError)        a malformed or unknown "<table>:<feature>" ref
     ├── ConfigError(ValueError)            provender.yaml / PROVENDER_* / arguments
     ├── RegistryConflictError(ValueError)  an apply or delete that would break a reference
+    │   ├── RegistryVersionConflictError   planned against a version that is no longer current
+    │   └── ProjectArchivedError           a write to an archived project
+    ├── JobStateError(ValueError)          a job update that its current status does not allow
     ├── DataError(ValueError)              bad input data: missing column, wrong type, bad row
     ├── NotFoundError(LookupError)
     │   ├── EntityNotFoundError
-    │   └── FeatureTableNotFoundError
+    │   ├── FeatureTableNotFoundError
+    │   ├── ProjectNotFoundError
+    │   └── JobNotFoundError
     ├── MissingExtraError(ImportError)     a backend whose optional dependency is absent
     └── BackendError                       a store / engine / broker failed (``retryable``)
+        └── RegistrySchemaError            a registry written by a newer Provender
 
 Errors keep their inputs as attributes and say what failed, the offending value and the
 next step.
@@ -82,6 +88,47 @@ class RegistryConflictError(ProvenderError, ValueError):
         super().__init__(f"Refused (project {project!r}, nothing was changed):\n  - {lines}")
 
 
+class RegistryVersionConflictError(RegistryConflictError):
+    """A change was planned against a registry version that is no longer the current one.
+
+    Attributes:
+        expected_version: the version the change was planned against.
+        actual_version: the project's current version.
+    """
+
+    def __init__(self, *, project: str, expected_version: int, actual_version: int) -> None:
+        self.expected_version, self.actual_version = expected_version, actual_version
+        super().__init__(
+            [
+                f"the change was planned against version {expected_version}, but the registry is at version "
+                f"{actual_version} (someone else changed it): plan and apply again"
+            ],
+            project=project,
+        )
+
+
+class ProjectArchivedError(RegistryConflictError):
+    """A write to an archived project; its definitions are kept and can still be read."""
+
+    def __init__(self, *, project: str) -> None:
+        super().__init__(
+            [f"project {project!r} is archived: its definitions can be read but not changed"], project=project
+        )
+
+
+class JobStateError(ProvenderError, ValueError):
+    """A job record cannot be written in its current state (e.g. finishing a cancelled job).
+
+    Attributes:
+        job_id: the job's id.
+        status: the job's current status (None if the record is new).
+    """
+
+    def __init__(self, job_id: str, problem: str, *, status: str | None = None) -> None:
+        self.job_id, self.status = job_id, status
+        super().__init__(f"Job {job_id!r}: {problem}")
+
+
 class DataError(ProvenderError, ValueError):
     """Input data is unusable: a missing column, a wrong type, a bad row."""
 
@@ -109,6 +156,27 @@ class FeatureTableNotFoundError(NotFoundError):
     kind = "feature table"
 
 
+class ProjectNotFoundError(NotFoundError):
+    """No project of that name has been written to."""
+
+    kind = "project"
+
+    def __init__(self, name: str, *, known: Sequence[str] = ()) -> None:
+        self.name, self.project = name, name
+        hint = did_you_mean(name, known) or " `provender projects list` shows the projects."
+        super(NotFoundError, self).__init__(f"No project {name!r}.{hint}")
+
+
+class JobNotFoundError(NotFoundError):
+    """No job of that id is recorded."""
+
+    kind = "job"
+
+    def __init__(self, job_id: str) -> None:
+        self.name, self.project = job_id, ""
+        super(NotFoundError, self).__init__(f"No job {job_id!r}. `provender jobs list` shows the recorded jobs.")
+
+
 class MissingExtraError(ProvenderError, ImportError):
     """A backend needs an optional dependency that is not installed."""
 
@@ -132,3 +200,19 @@ class BackendError(ProvenderError):
     def __init__(self, message: str, *, retryable: bool = False) -> None:
         self.retryable = retryable
         super().__init__(message)
+
+
+class RegistrySchemaError(BackendError):
+    """The registry's storage schema is newer than this Provender understands.
+
+    Attributes:
+        found: the schema version stored in the registry.
+        supported: the newest schema version this Provender knows.
+    """
+
+    def __init__(self, location: str, *, found: int, supported: int) -> None:
+        self.found, self.supported = found, supported
+        super().__init__(
+            f"The registry at {location} has schema version {found}, newer than this Provender supports "
+            f"({supported}): upgrade provender (it was written by a newer release)"
+        )

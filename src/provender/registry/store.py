@@ -1,22 +1,30 @@
 """The registry's storage seam: a snapshot per project and one atomic read-modify-write.
 
-Backends (``sqlite.py``, later PostgreSQL and the core service) only persist; the rules of what
-may change live in ``diff.py`` and run inside :meth:`RegistryStore.update`, against the latest
-state, under the backend's exclusive lock. So concurrent applies serialize and none is lost.
+Backends (``sqlite.py``, ``postgres.py``, the core service) only persist; the rules of what may
+change live in ``diff.py`` and run inside :meth:`RegistryStore.update`, against the latest state,
+under the backend's exclusive lock. So concurrent applies serialize and none is lost.
+
+Every change is audited (:class:`RegistryChangeRecord`: who, when, the version before and after,
+what changed); archived projects are read-only; job records (``jobs.py``) live beside the
+definitions so that every process sharing a registry sees the same jobs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
-from typing import Protocol, Self
+from typing import Protocol, Self, Unpack
 
 from provender.definitions import Definition, Entity, FeatureTable
+from provender.registry.jobs import JobFields, JobRecord, JobStatus
 
 DEFAULT_PROJECT = "default"
+ANONYMOUS = "anonymous"
+DEFAULT_HISTORY_LIMIT = 100
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -26,11 +34,13 @@ class RegistrySnapshot:
     Attributes:
         version: bumped by every change; 0 for a project never written to.
         updated_at: when the last change happened (UTC), or None.
+        archived_at: when the project was archived (read-only since), or None.
     """
 
     project: str
     version: int = 0
     updated_at: datetime | None = None
+    archived_at: datetime | None = None
     entities: Mapping[str, Entity] = field(default_factory=lambda: MappingProxyType({}))
     feature_tables: Mapping[str, FeatureTable] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -52,11 +62,83 @@ class RegistryChange:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProjectInfo:
-    """A project's name, registry version and time of its last change."""
+    """A project's name, registry version, time of its last change and of its archiving."""
 
     name: str
     version: int
     updated_at: datetime | None
+    archived_at: datetime | None = None
+
+
+class ItemAction(StrEnum):
+    """What a change did to one definition."""
+
+    ADDED = "added"
+    CHANGED = "changed"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChangedItem:
+    """One definition a change touched; ``fields`` names the changed fields of a changed one."""
+
+    kind: str  # "entity" | "feature_table" | "project"
+    name: str
+    action: ItemAction
+    fields: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, object]:
+        """Return the JSON-ready form stored by the backends."""
+        return {"kind": self.kind, "name": self.name, "action": self.action.value, "fields": list(self.fields)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> ChangedItem:
+        """Rebuild an item from :meth:`to_dict`'s output."""
+        names = data.get("fields", [])
+        return cls(
+            kind=str(data["kind"]),
+            name=str(data["name"]),
+            action=ItemAction(str(data["action"])),
+            fields=tuple(str(n) for n in names) if isinstance(names, list) else (),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegistryChangeRecord:
+    """One audited registry change: who made it, when, between which versions, and what it did."""
+
+    project: str
+    version_before: int
+    version_after: int
+    changed_at: datetime
+    actor: str
+    description: str
+    items: tuple[ChangedItem, ...] = ()
+
+    def names(self, action: ItemAction) -> list[str]:
+        """Return ``kind:name`` of the items with ``action`` (e.g. ``["feature_table:trips"]``)."""
+        return [f"{item.kind}:{item.name}" for item in self.items if item.action is action]
+
+
+def describe_change(snapshot: RegistrySnapshot, change: RegistryChange) -> tuple[ChangedItem, ...]:
+    """Return what ``change`` does to ``snapshot``, item by item (for the audit trail)."""
+    items: list[ChangedItem] = []
+    for definition in change.put:
+        is_entity = isinstance(definition, Entity)
+        kind = "entity" if is_entity else "feature_table"
+        old: Definition | None = (
+            snapshot.entities.get(definition.name) if is_entity else snapshot.feature_tables.get(definition.name)
+        )
+        if old is None:
+            items.append(ChangedItem(kind=kind, name=definition.name, action=ItemAction.ADDED))
+        else:
+            changed = tuple(f.name for f in fields(old) if getattr(old, f.name) != getattr(definition, f.name))
+            items.append(ChangedItem(kind=kind, name=definition.name, action=ItemAction.CHANGED, fields=changed))
+    items += [ChangedItem(kind="entity", name=n, action=ItemAction.DELETED) for n in change.delete_entities]
+    items += [
+        ChangedItem(kind="feature_table", name=n, action=ItemAction.DELETED) for n in change.delete_feature_tables
+    ]
+    return tuple(items)
 
 
 class RegistryStore(Protocol):
@@ -71,16 +153,89 @@ class RegistryStore(Protocol):
         """Return the project's current snapshot (empty if it was never written)."""
         ...
 
-    def update(self, project: str, decide: Callable[[RegistrySnapshot], RegistryChange]) -> RegistrySnapshot:
+    def update(
+        self,
+        project: str,
+        decide: Callable[[RegistrySnapshot], RegistryChange],
+        *,
+        actor: str = ANONYMOUS,
+        expected_version: int | None = None,
+    ) -> RegistrySnapshot:
         """Atomically apply ``decide(latest snapshot)`` and return the new snapshot.
 
         ``decide`` runs under an exclusive lock on the latest state. If it raises, nothing is
-        written. A non-empty change bumps the project's version and records when it happened.
+        written. A non-empty change bumps the project's version by one and is recorded in the
+        history with ``actor``.
+
+        Raises:
+            RegistryVersionConflictError: ``expected_version`` is given and is not the current
+                version (checked before ``decide`` runs; nothing is written).
+            ProjectArchivedError: the project is archived.
         """
         ...
 
-    def list_projects(self) -> list[ProjectInfo]:
-        """Return every project that has been written to, plus ``default``, sorted by name."""
+    def list_projects(self, *, include_archived: bool = False) -> list[ProjectInfo]:
+        """Return every project that has been written to, plus ``default``, sorted by name.
+
+        Archived projects are left out unless ``include_archived``.
+        """
+        ...
+
+    def archive_project(self, project: str, *, actor: str = ANONYMOUS) -> ProjectInfo:
+        """Make a project read-only and hide it from :meth:`list_projects`; its data is kept.
+
+        Archiving bumps the version and is recorded in the history.
+
+        Raises:
+            ProjectNotFoundError: the project was never written to.
+            ProjectArchivedError: it is archived already.
+            RegistryConflictError: it is the ``default`` project.
+        """
+        ...
+
+    def history(self, project: str | None = None, *, limit: int = DEFAULT_HISTORY_LIMIT) -> list[RegistryChangeRecord]:
+        """Return the latest ``limit`` changes, newest first, of one project or of all (``None``)."""
+        ...
+
+    def put_job(self, job: JobRecord) -> JobRecord:
+        """Record a new job.
+
+        Raises:
+            JobStateError: a job with that id is already recorded.
+            ProjectArchivedError: the job's project is archived.
+        """
+        ...
+
+    def update_job(
+        self, job_id: str, *, if_status: Collection[JobStatus] | None = None, **changes: Unpack[JobFields]
+    ) -> JobRecord:
+        """Atomically set some fields of a job and return the new record.
+
+        Args:
+            job_id: the job.
+            if_status: write only if the job's current status is one of these.
+            **changes: the fields to set.
+
+        Raises:
+            JobNotFoundError: no job has that id.
+            JobStateError: the job's status is not in ``if_status`` (nothing is written).
+        """
+        ...
+
+    def get_job(self, job_id: str) -> JobRecord:
+        """Return a job; raise JobNotFoundError if there is none with that id."""
+        ...
+
+    def list_jobs(self, project: str, *, table: str | None = None, include_finished: bool = False) -> list[JobRecord]:
+        """Return a project's jobs (of one table if given), newest first; unfinished only by default."""
+        ...
+
+    def fail_stale_jobs(self, older_than: timedelta) -> list[JobRecord]:
+        """Mark FAILED every RUNNING job whose last heartbeat is older than ``older_than``.
+
+        Returns:
+            The jobs it failed (their runner died or lost its connection).
+        """
         ...
 
     def close(self) -> None:
