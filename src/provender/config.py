@@ -11,8 +11,11 @@ the rest of the section (see ``backends.py``).
 
 from __future__ import annotations
 
+import difflib
 import json
+import logging
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -25,8 +28,20 @@ from provender.errors import ConfigError, did_you_mean
 CONFIG_FILE_NAME = "provender.yaml"
 ENV_PREFIX = "PROVENDER_"
 ENV_NESTING = "__"
-# PROVENDER_* variables that are not settings: the config file's path, and the test harness switch.
-_ENV_NOT_SETTINGS = frozenset({"CONFIG", "REQUIRE_SERVICES"})
+# The one PROVENDER_* variable that is not a setting: the config file's path.
+_ENV_CONFIG = "CONFIG"
+# What Kubernetes injects into every pod for each Service in the namespace (a Service named
+# "provender" gives PROVENDER_SERVICE_HOST, PROVENDER_PORT_6566_TCP_ADDR, ...): never a typo.
+_KUBERNETES_SERVICE_LINK = re.compile(
+    r"(^|_)(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_[0-9]+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)$"
+)
+# How close an unknown variable's first name must be to a setting's to be reported as a typo.
+_TYPO_CUTOFF = 0.8
+# Each section's selector and its default: when a higher layer names another backend, the lower
+# layers' options (for the backend no longer selected) are dropped.
+_SELECTORS = {"online": ("store", "sqlite"), "offline": ("engine", "duckdb")}
+
+log = logging.getLogger(__name__)
 
 
 class OfflineSection(BaseModel):
@@ -244,7 +259,7 @@ def load_settings(
     layers.append({k: v for k, v in (overrides or {}).items() if v is not None})
     merged: dict[str, Any] = {}
     for layer in layers:
-        merged = _deep_merge(merged, layer)
+        merged = _deep_merge(_drop_replaced_backends(merged, layer), layer)
     merged.setdefault("base_dir", path.parent.resolve() if path else Path.cwd())
     return validate_settings(merged)
 
@@ -289,21 +304,64 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 
 def _read_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The settings named by ``PROVENDER_*`` variables; other variables with the prefix are ignored.
+
+    A variable that is not a setting is not an error (Kubernetes, for one, injects
+    ``PROVENDER_SERVICE_HOST`` and ``PROVENDER_PORT_6566_TCP...`` for a Service named provender),
+    but one that looks like a mistyped setting (``PROVENDER_ONLNE__STORE``) is logged as a warning.
+    """
     known = [name for name in Settings.model_fields if name != "base_dir"]
     result: dict[str, Any] = {}
     for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX) or name.removeprefix(ENV_PREFIX) in _ENV_NOT_SETTINGS:
+        suffix = name.removeprefix(ENV_PREFIX)
+        if not name.startswith(ENV_PREFIX) or suffix == _ENV_CONFIG:
             continue
-        keys = name.removeprefix(ENV_PREFIX).lower().split(ENV_NESTING)
+        keys = suffix.lower().split(ENV_NESTING)
         if keys[0] not in known:
-            hint = did_you_mean(keys[0], known) or f" Known settings: {', '.join(known)}."
-            raise ConfigError(".".join(keys), f"unknown setting from environment variable {name}.{hint}")
+            _warn_if_typo(name, keys, known)
+            continue
         node = result
         for key in keys[:-1]:
             node = node.setdefault(key, {})
             if not isinstance(node, dict):
                 raise ConfigError(".".join(keys), f"environment variable {name} nests under a plain value")
         node[keys[-1]] = value
+    return result
+
+
+def _warn_if_typo(name: str, keys: list[str], known: list[str]) -> None:
+    """Log a warning when ``name`` (not a setting, ignored) looks like a mistyped setting."""
+    suffix = name.removeprefix(ENV_PREFIX)
+    if _KUBERNETES_SERVICE_LINK.search(suffix):
+        return
+    guess = difflib.get_close_matches(keys[0], [*known, _ENV_CONFIG.lower()], n=1, cutoff=_TYPO_CUTOFF)
+    if guess:
+        meant = ENV_NESTING.join([guess[0], *keys[1:]]).upper()
+        log.warning("ignoring environment variable %s: not a setting. Did you mean %s%s?", name, ENV_PREFIX, meant)
+    elif len(keys) > 1:
+        log.warning(
+            "ignoring environment variable %s: %r is not a setting (settings: %s)", name, keys[0], ", ".join(known)
+        )
+
+
+def _drop_replaced_backends(merged: dict[str, Any], layer: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop the sections of ``merged`` whose backend ``layer`` replaces by another one.
+
+    ``online: {store: sqlite, path: ...}`` in the file and ``PROVENDER_ONLINE__STORE=redis`` give
+    the Redis store without the SQLite ``path``: options belong to the backend that was selected.
+    """
+    result = dict(merged)
+    for section, (selector, default) in _SELECTORS.items():
+        top = layer.get(section)
+        if isinstance(top, BaseModel):
+            top = top.model_dump()
+        below = result.get(section)
+        if not isinstance(top, Mapping) or selector not in top or below is None:
+            continue
+        below_values = below.model_dump() if isinstance(below, BaseModel) else below
+        current = below_values.get(selector, default) if isinstance(below_values, Mapping) else default
+        if str(top[selector]) != str(current):
+            del result[section]
     return result
 
 

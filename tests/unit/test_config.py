@@ -97,7 +97,27 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
     settings = load_settings(path, environ=environ)
     assert settings.project == "fraud"
     assert settings.online.store == "redis"
-    assert settings.online.model_extra == {"path": "online.db", "url": "redis://host:6379/0"}
+    # the file's SQLite options are dropped with the SQLite store (the Redis store has no `path`)
+    assert settings.online.model_extra == {"url": "redis://host:6379/0"}
+
+
+def test_environment_keeps_the_files_options_for_the_same_store(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "online: {store: redis, url: 'redis://file:6379/0', ssl: true}\n")
+    settings = load_settings(path, environ={"PROVENDER_ONLINE__STORE": "redis", "PROVENDER_ONLINE__URL": "redis://env"})
+    assert settings.online.model_extra == {"url": "redis://env", "ssl": True}
+
+
+def test_default_store_options_are_dropped_when_the_environment_names_another(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "online: {path: online.db}\noffline: {memory_limit: 2GB}\n")
+    settings = load_settings(path, environ={"PROVENDER_ONLINE__STORE": "redis", "PROVENDER_OFFLINE__ENGINE": "spark"})
+    assert (settings.online.store, settings.online.model_extra) == ("redis", {})
+    assert (settings.offline.engine, settings.offline.model_extra) == ("spark", {})
+
+
+def test_an_argument_that_changes_the_engine_drops_the_files_engine_options(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "offline: {engine: duckdb, memory_limit: 2GB}\n")
+    settings = load_settings(path, environ={}, overrides={"offline": {"engine": "spark", "master": "local[2]"}})
+    assert settings.offline.model_extra == {"master": "local[2]"}
 
 
 def test_arguments_override_the_environment(tmp_path: Path) -> None:
@@ -160,17 +180,79 @@ def test_unknown_key_without_a_close_match_lists_the_known_ones(tmp_path: Path) 
     assert "Known settings: project, registry, offline, online, serving_url" in str(excinfo.value)
 
 
-def test_unknown_environment_variable_is_named_with_a_hint() -> None:
-    with pytest.raises(ConfigError) as excinfo:
-        load_settings(environ={"PROVENDER_ONLIN__STORE": "redis"})
-    assert excinfo.value.key == "onlin.store"
-    assert "PROVENDER_ONLIN__STORE" in str(excinfo.value)
-    assert "Did you mean 'online'?" in str(excinfo.value)
+# Exactly what Kubernetes injects into every pod of a namespace holding a Service named "provender"
+# (and one named "provender-serving") listening on 6566.
+KUBERNETES_SERVICE_LINKS = {
+    "PROVENDER_SERVICE_HOST": "10.96.0.12",
+    "PROVENDER_SERVICE_PORT": "6566",
+    "PROVENDER_SERVICE_PORT_HTTP": "6566",
+    "PROVENDER_PORT": "tcp://10.96.0.12:6566",
+    "PROVENDER_PORT_6566_TCP": "tcp://10.96.0.12:6566",
+    "PROVENDER_PORT_6566_TCP_PROTO": "tcp",
+    "PROVENDER_PORT_6566_TCP_PORT": "6566",
+    "PROVENDER_PORT_6566_TCP_ADDR": "10.96.0.12",
+    "PROVENDER_SERVING_SERVICE_HOST": "10.96.0.13",
+    "PROVENDER_SERVING_SERVICE_PORT": "6566",
+    "PROVENDER_SERVING_PORT": "tcp://10.96.0.13:6566",
+    "PROVENDER_SERVING_PORT_6566_TCP": "tcp://10.96.0.13:6566",
+    "PROVENDER_SERVING_PORT_6566_TCP_PROTO": "tcp",
+    "PROVENDER_SERVING_PORT_6566_TCP_PORT": "6566",
+    "PROVENDER_SERVING_PORT_6566_TCP_ADDR": "10.96.0.13",
+}
 
 
-def test_other_environment_variables_are_ignored() -> None:
-    settings = load_settings(environ={"PROVENDERX": "1", "HOME": "/root", "PROVENDER_REQUIRE_SERVICES": "1"})
+def test_kubernetes_service_variables_are_ignored_silently(caplog: pytest.LogCaptureFixture) -> None:
+    settings = load_settings(environ={**KUBERNETES_SERVICE_LINKS, "PROVENDER_PROJECT": "fraud"})
+    assert settings.project == "fraud"
+    assert settings == load_settings(environ={"PROVENDER_PROJECT": "fraud"})
+    assert caplog.records == []
+
+
+def test_kubernetes_service_variables_do_not_stop_the_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in KUBERNETES_SERVICE_LINKS.items():
+        monkeypatch.setenv(name, value)
+    with Client() as client:
+        assert client.list_feature_tables() == []
+
+
+@pytest.mark.parametrize(
+    ("name", "meant"),
+    [
+        ("PROVENDER_ONLNE__STORE", "PROVENDER_ONLINE__STORE"),
+        ("PROVENDER_ONLIN__STORE", "PROVENDER_ONLINE__STORE"),
+        ("PROVENDER_PROJCT", "PROVENDER_PROJECT"),
+        ("PROVENDER_SERVNG_URL", "PROVENDER_SERVING_URL"),
+        ("PROVENDER_CONFG", "PROVENDER_CONFIG"),
+    ],
+)
+def test_a_likely_typo_is_ignored_with_a_warning(name: str, meant: str, caplog: pytest.LogCaptureFixture) -> None:
+    settings = load_settings(environ={name: "redis"})
+    assert settings.online.store == "sqlite"
+    [record] = caplog.records
+    assert record.levelname == "WARNING"
+    assert name in record.getMessage()
+    assert f"Did you mean {meant}?" in record.getMessage()
+
+
+def test_a_nested_variable_that_is_no_setting_is_ignored_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    load_settings(environ={"PROVENDER_CACHE__SIZE": "10"})
+    [record] = caplog.records
+    assert "PROVENDER_CACHE__SIZE" in record.getMessage()
+    assert "settings: project, registry" in record.getMessage()
+
+
+def test_other_environment_variables_are_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    settings = load_settings(
+        environ={"PROVENDERX": "1", "HOME": "/root", "PROVENDER_REQUIRE_SERVICES": "1", "PROVENDER_DEBUG": "1"}
+    )
     assert settings.project == "default"
+    assert caplog.records == []
+
+
+def test_config_py_has_no_test_switch() -> None:
+    import provender.config
+
+    assert "REQUIRE_SERVICES" not in Path(provender.config.__file__).read_text(encoding="utf-8")
 
 
 def test_environment_cannot_nest_under_a_plain_value() -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 import click
 
 from provender.cli.progress import Progress
+from provender.cli.render import plural
 from provender.cli.state import CliState
 
 
@@ -38,16 +40,18 @@ def ingest(state: CliState, table: str, start: str, end: str) -> None:
     client = state.client()
     started = parse_time(start)
     ended = parse_time(end)
+    job = client.start_offline_to_online_ingestion(table, start=started, end=ended)
+
+    began = time.perf_counter()
 
     def status() -> str:
-        rate = job.rows_written / max(progress.elapsed_seconds, 1e-9)
-        return f"ingesting {table}: {job.rows_written:,} rows written ({rate:,.0f} rows/s)"
+        rate = job.rows_written / max(time.perf_counter() - began, 1e-9)
+        return f"ingesting {table}: {plural(job.rows_written, 'entity key')} written ({rate:,.0f} keys/s)"
 
     with Progress(status) as progress:
-        job = client.start_offline_to_online_ingestion(table, start=started, end=ended)
         job.wait()
-    seconds = progress.elapsed_seconds
     click.echo(
-        f"Ingested {table}: {job.rows_written:,} entity keys written from {job.rows_read:,} rows "
-        f"in {seconds:.2f} s ({job.rows_written / max(seconds, 1e-9):,.0f} rows/s)."
+        f"Ingested {table}: {plural(job.rows_written, 'entity key')} written, the latest row of each key "
+        f"with {started.astimezone(UTC):%Y-%m-%d %H:%M} <= event time < {ended.astimezone(UTC):%Y-%m-%d %H:%M} UTC, "
+        f"in {progress.elapsed_seconds:.2f} s."
     )

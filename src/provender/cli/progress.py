@@ -50,6 +50,8 @@ class Progress:
     def _run(self) -> None:
         spinner = "|/-\\"
         n = 0
-        while not self._stop.wait(self._interval):
+        while True:  # draw at once, then every interval until stopped
             click.echo(f"\r\033[K{spinner[n % 4]} {self._message()} {self.elapsed_seconds:.1f}s", nl=False, err=True)
             n += 1
+            if self._stop.wait(self._interval):
+                return

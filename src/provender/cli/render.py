@@ -24,3 +24,14 @@ def echo_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None
 def echo_json(value: object) -> None:
     """Print ``value`` as indented JSON."""
     click.echo(json.dumps(value, indent=2, sort_keys=False, default=str))
+
+
+def plural(count: int, noun: str, plural_noun: str | None = None) -> str:
+    """Return ``"1 row"`` / ``"2 rows"``, with thousands separators.
+
+    Examples:
+        >>> plural(1, "row"), plural(1680, "row"), plural(2, "entity key")
+        ('1 row', '1,680 rows', '2 entity keys')
+    """
+    word = noun if count == 1 else (plural_noun or f"{noun}s")
+    return f"{count:,} {word}"
