@@ -324,7 +324,7 @@ def test_projects_are_separate(case: StoreCase) -> None:
     first, same_project, other = case.open(project), case.open(project), case.open()
     [i] = next_ids(1)
     write_stats(first, i, trips=1, event_s=1)
-    if case.cls.capabilities.is_shared:
+    if first.capabilities.is_shared:
         assert trips_of(same_project, i) == 1
     assert trips_of(other, i) is None
 
@@ -348,6 +348,18 @@ def test_delete_table_removes_only_that_table(store: OnlineStore) -> None:
     assert store.delete_table(DRIVER_STATS) >= 1
     assert trips_of(store, i) is None
     assert read_one(store, ALL_TYPES_TABLE, [i]) != [None]
+
+
+def test_values_survive_reopening_when_the_store_is_persistent(case: StoreCase) -> None:
+    project = fresh_project()
+    first = case.open(project)
+    if not first.capabilities.is_persistent:
+        pytest.skip(f"{case.backend} keeps values only while it is open")
+    [i] = next_ids(1)
+    write_stats(first, i, trips=4, event_s=1)
+    first.close()
+    case.opened.remove(first)
+    assert trips_of(case.open(project), i) == 4
 
 
 def test_ping(store: OnlineStore) -> None:
@@ -440,7 +452,7 @@ def _race_row(i: int, event: int, seed: int) -> dict[str, object]:
 
 
 def test_two_processes_racing_converge_to_the_newest_values(case: StoreCase) -> None:
-    if not case.cls.capabilities.is_shared:
+    if not case.open().capabilities.is_shared:
         pytest.skip(f"{case.backend} is not shared between processes")
     project = fresh_project()
     context = multiprocessing.get_context("spawn")

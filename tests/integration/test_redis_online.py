@@ -158,6 +158,7 @@ def test_rows_expire_max_age_after_their_event_time(
     redis_server: RedisServer, open_store: Callable[..., RedisStore]
 ) -> None:
     store = open_store(redis_server.url, key_ttl_from_max_age=True)
+    assert store.capabilities.supports_key_expiry
     now = datetime.now(UTC)
     event = now.replace(microsecond=123_000)
     store.write(
@@ -183,6 +184,7 @@ def test_rows_expire_max_age_after_their_event_time(
 
 def test_without_the_option_rows_never_expire(redis_server: RedisServer, open_store: Callable[..., RedisStore]) -> None:
     store = open_store(redis_server.url)
+    assert not store.capabilities.supports_key_expiry
     old = datetime.now(UTC) - timedelta(days=9)
     store.write(STATS, batch(STATS, [{"driver_id": 1, "trips": 1, "event_timestamp": old}]))
     with redis.Redis.from_url(redis_server.url) as admin:

@@ -9,6 +9,7 @@ import click
 from provender.cli.state import CliState
 from provender.config import load_settings
 from provender.errors import MissingExtraError
+from provender.runtime import Runtime
 
 
 @click.command()
@@ -52,6 +53,7 @@ def serve(
     if no_grpc:
         serving["grpc_port"] = None
     settings = load_settings(state.config, overrides={"project": state.project, "serving": serving})
+    Runtime(settings)  # validates every section before any worker starts
     configure_logging(logging.DEBUG if state.debug else logging.INFO)
     code = run(settings, log_level=logging.DEBUG if state.debug else logging.INFO)
     if code:

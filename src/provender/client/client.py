@@ -1,7 +1,8 @@
-"""The SDK's entry point: :class:`Client` composes the registry, engines and stores.
+"""The SDK's entry point: :class:`Client` delegates to the registry, engines and stores.
 
-The client only wires components together and delegates: registry rules live in
-``registry/diff.py``, retrieval in ``offline/``, online reads and writes in ``online/``.
+The backends come from the composition root (:class:`~provender.runtime.Runtime`); the client
+only delegates: registry rules live in ``registry/diff.py``, retrieval in ``offline/``, online
+reads and writes in ``online/``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Self, cast
 
-from provender import backends
 from provender.client.historical import HistoricalJob, to_entity_rows
 from provender.config import (
     Settings,
@@ -29,6 +29,7 @@ from provender.online.read import OnlineReader, OnlineResponse
 from provender.online.store import OnlineStore
 from provender.registry.diff import ApplyPlan, plan_apply, plan_delete_entity, plan_delete_feature_table
 from provender.registry.store import ProjectInfo, RegistryChange, RegistrySnapshot, RegistryStore
+from provender.runtime import Runtime
 
 if TYPE_CHECKING:
     from provender.client.remote import RemoteReader
@@ -65,11 +66,9 @@ class Client:
         elif project is not None:
             settings = validate_settings({**dict(settings), "project": project})  # checks the name
         self.settings = settings
-        # Fail at start-up, naming the key, rather than at the first retrieval or read.
-        backends.find_backend(backends.Role.OFFLINE_ENGINE, settings.offline.engine)
-        backends.find_backend(backends.Role.ONLINE_STORE, settings.online.store)
-        registry_cls = backends.load_registry(settings.registry)
-        self._registry: RegistryStore = registry_cls.from_url(settings.registry, base_dir=settings.base_dir)
+        # Validates every section at start-up, naming the key, rather than at the first retrieval or read.
+        self._runtime = Runtime(settings)
+        self._registry: RegistryStore = self._runtime.open_registry()
         self._offline: OfflineEngine | None = None
         self._online: OnlineStore | None = None
         self._online_reader: OnlineReader | None = None
@@ -205,9 +204,7 @@ class Client:
 
     def _offline_engine(self) -> OfflineEngine:
         if self._offline is None:
-            section = self.settings.offline
-            engine_cls = backends.load_offline_engine(section.engine)
-            self._offline = engine_cls.from_options(section.model_dump(), base_dir=self.settings.base_dir)
+            self._offline = self._runtime.open_offline_engine()
         return self._offline
 
     # -- ingestion ---------------------------------------------------------------------------------
@@ -251,7 +248,7 @@ class Client:
             table=name, description=f"ingestion of {name} [{start_at:%Y-%m-%d %H:%M}, {end_at:%Y-%m-%d %H:%M})"
         )
         if engine.capabilities.is_distributed:
-            options = self.settings.online.model_dump()
+            options = self._runtime.online_options
             distributed = cast("DistributedIngestion", engine)
             return job.start(
                 lambda j: distributed.ingest_to_online(plan, online_options=options, project=self.project, job=j)
@@ -378,12 +375,7 @@ class Client:
     def _online_store(self) -> OnlineStore:
         """The online store of ``settings.online``, opened for this project on first use."""
         if self._online is None:
-            section = self.settings.online
-            loaded = backends.load_backend(backends.Role.ONLINE_STORE, section.store)
-            store_cls = cast("type[OnlineStore]", loaded)
-            self._online = store_cls.from_options(
-                section.model_dump(), base_dir=self.settings.base_dir, project=self.project
-            )
+            self._online = self._runtime.open_online_store(self.project)
         return self._online
 
     def _registry_changed(self) -> None:

@@ -141,7 +141,8 @@ class DuckDBConfig(BaseModel):
 class DuckDBEngine:
     """Point-in-time retrieval and ingestion batches with an embedded DuckDB."""
 
-    capabilities: ClassVar[EngineCapabilities] = EngineCapabilities(is_distributed=False, spills_to_disk=True)
+    capabilities: ClassVar[EngineCapabilities] = EngineCapabilities(is_distributed=False)
+    config_model: ClassVar[type[BaseModel]] = DuckDBConfig
 
     def __init__(self, config: DuckDBConfig, *, base_dir: Path) -> None:
         self.config = config

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Protocol, Self
 
 import pyarrow as pa
+from pydantic import BaseModel
 
 from provender.offline.plan import LatestPlan, RetrievalPlan
 
@@ -17,10 +18,14 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EngineCapabilities:
-    """What an engine can do, as data (tests select backends by it)."""
+    """What an engine can do, as data (callers and tests select engines by it, never by name).
+
+    Attributes:
+        is_distributed: the engine runs on a cluster and writes ingestion batches from its
+            executors (it implements :class:`DistributedIngestion`).
+    """
 
     is_distributed: bool = False
-    spills_to_disk: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,6 +60,8 @@ class OfflineEngine(Protocol):
     """Computes point-in-time joins and ingestion batches over batch sources."""
 
     capabilities: ClassVar[EngineCapabilities]
+    config_model: ClassVar[type[BaseModel]]
+    """The pydantic model of the engine's options (the whole ``offline:`` section)."""
 
     @classmethod
     def from_options(cls, options: Mapping[str, object], *, base_dir: Path) -> Self:

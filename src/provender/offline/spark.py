@@ -187,7 +187,8 @@ class SparkEngine:
     _open: ClassVar[int] = 0  # engines open in this process
     _started: ClassVar[bool] = False  # whether an engine started the running session
 
-    capabilities: ClassVar[EngineCapabilities] = EngineCapabilities(is_distributed=True, spills_to_disk=True)
+    capabilities: ClassVar[EngineCapabilities] = EngineCapabilities(is_distributed=True)
+    config_model: ClassVar[type[BaseModel]] = SparkConfig
 
     def __init__(self, config: SparkConfig, *, base_dir: Path) -> None:
         self.config = config
@@ -438,13 +439,15 @@ class SparkEngine:
         """
         name = str(online_options.get("store", "sqlite"))
         store_cls = cast("type[OnlineStore]", load_backend(Role.ONLINE_STORE, name))
-        if name == "sqlite" or not store_cls.capabilities.is_shared:
+        store = store_cls.from_options(online_options, base_dir=self.base_dir, project=project)  # validates options
+        reachable = store.capabilities.reachable_from_executors
+        store.close()
+        if not reachable:
             raise ConfigError(
                 "online.store",
-                f"the Spark engine writes from its executors, which cannot share a {name!r} online store "
+                f"the Spark engine writes from its executors, which cannot reach a {name!r} online store "
                 "(one local file or process); use `online: {store: redis, url: ...}`, or the DuckDB engine.",
             )
-        store_cls.from_options(online_options, base_dir=self.base_dir, project=project).close()  # validates options
         writer = PartitionWriter(
             store=name,
             options=dict(online_options),

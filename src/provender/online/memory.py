@@ -29,7 +29,8 @@ class MemoryConfig(BaseModel):
 class MemoryStore:
     """The latest packed row per (feature table, entity key), in a dict."""
 
-    capabilities: ClassVar[StoreCapabilities] = StoreCapabilities()
+    capabilities = StoreCapabilities()
+    config_model: ClassVar[type[BaseModel]] = MemoryConfig
 
     def __init__(self, *, project: str = DEFAULT_PROJECT) -> None:
         self.project = project

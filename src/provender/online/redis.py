@@ -173,12 +173,16 @@ class RedisConfig(BaseModel):
 class RedisStore:
     """Online rows in Redis; see the module docstring for the key layout and the guard."""
 
-    capabilities: ClassVar[StoreCapabilities] = StoreCapabilities(
-        supports_key_expiry=True, is_shared=True, is_persistent=True
-    )
+    config_model: ClassVar[type[BaseModel]] = RedisConfig
 
     def __init__(self, config: RedisConfig, *, base_dir: Path, project: str = DEFAULT_PROJECT) -> None:
         self.config = config
+        self.capabilities = StoreCapabilities(
+            is_shared=True,
+            is_persistent=True,
+            reachable_from_executors=True,
+            supports_key_expiry=config.key_ttl_from_max_age,
+        )
         self.project = project
         self._prefix = f"{config.key_prefix}:{project}:{{".encode()
         self._where = _redacted(config.url)

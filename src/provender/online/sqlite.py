@@ -81,7 +81,8 @@ class SQLiteConfig(BaseModel):
 class SQLiteStore:
     """Online rows in one SQLite file; see the module docstring for the layout."""
 
-    capabilities: ClassVar[StoreCapabilities] = StoreCapabilities(is_shared=True, is_persistent=True)
+    capabilities = StoreCapabilities(is_shared=True, is_persistent=True)
+    config_model: ClassVar[type[BaseModel]] = SQLiteConfig
 
     def __init__(self, path: Path, *, project: str = DEFAULT_PROJECT, busy_timeout_seconds: float = 30.0) -> None:
         self.path = path

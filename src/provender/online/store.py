@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import ClassVar, Protocol, Self
 
 import pyarrow as pa
+from pydantic import BaseModel
 
 from provender.definitions import FeatureTable
 from provender.online.codec import StoredRow
@@ -33,18 +34,24 @@ DEFAULT_PROJECT = "default"
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StoreCapabilities:
-    """What a store can do beyond the contract, as data (tests select stores by it).
+    """What a store can do beyond the contract, as data: callers and tests ask these, never a name.
+
+    A store's ``capabilities`` may depend on its options, so read them from an opened store.
 
     Attributes:
-        supports_key_expiry: can expire values ``max_age`` after their event time
+        supports_key_expiry: this store expires values ``max_age`` after their event time
             (Redis with ``key_ttl_from_max_age: true``); expired values read as NOT_FOUND.
-        is_shared: several processes may open the same store and see each other's writes.
+        is_shared: several processes on this machine may open the same store and see each
+            other's writes.
         is_persistent: values survive closing and reopening the store.
+        reachable_from_executors: processes on other machines (Spark executors) can open the
+            store from the same options and write to it (a network server, not a local file).
     """
 
     supports_key_expiry: bool = False
     is_shared: bool = False
     is_persistent: bool = False
+    reachable_from_executors: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +73,9 @@ class OnlineStore(Protocol):
     Stores are synchronous and thread-safe: one instance may serve many threads.
     """
 
-    capabilities: ClassVar[StoreCapabilities]
+    capabilities: StoreCapabilities
+    config_model: ClassVar[type[BaseModel]]
+    """The pydantic model of the store's options (the ``online:`` section without ``store``)."""
 
     @classmethod
     def from_options(cls, options: Mapping[str, object], *, base_dir: Path, project: str = DEFAULT_PROJECT) -> Self:

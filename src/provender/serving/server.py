@@ -38,6 +38,7 @@ import uvicorn
 import uvloop
 
 from provender.config import Settings
+from provender.runtime import Runtime
 from provender.serving.http import create_app
 from provender.serving.metrics import MULTIPROC_ENV, mark_worker_dead
 from provender.serving.service import FeatureService
@@ -133,7 +134,7 @@ async def _serve(settings: Settings, *, reuse_port: bool) -> None:
     from provender.serving.grpc import create_grpc_server
 
     serving = settings.serving
-    service = FeatureService(settings)
+    service = FeatureService(Runtime(settings))
     try:
         service.start()
         sock = bind_socket(serving.host, serving.http_port, reuse_port=reuse_port)

@@ -32,15 +32,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import cast
 
-from provender import backends
-from provender.config import Settings
 from provender.definitions import FeatureRef, ValueType
 from provender.errors import BackendError, DataError, ProvenderError
 from provender.online.read import FeatureStatus, OnlineReader
 from provender.online.store import OnlineStore
 from provender.registry.store import RegistrySnapshot, RegistryStore
+from provender.runtime import Runtime
 from provender.serving.auth import Authenticator
 from provender.serving.codec import FLOAT_TYPES
 from provender.serving.errors import ProjectNotServedError
@@ -267,11 +265,14 @@ class FeatureService:
     """Serve online reads for every project of one configuration.
 
     Args:
-        settings: the configuration (``online``, ``registry`` and ``serving`` sections are used).
+        runtime: the backends of the configuration (its ``online``, ``registry`` and
+            ``serving`` sections are used).
         metrics: where to count (default: a fresh :class:`Metrics`).
     """
 
-    def __init__(self, settings: Settings, *, metrics: Metrics | None = None) -> None:
+    def __init__(self, runtime: Runtime, *, metrics: Metrics | None = None) -> None:
+        settings = runtime.settings
+        self.runtime = runtime
         self.settings = settings
         self.serving = settings.serving
         self.default_project = settings.project
@@ -283,15 +284,11 @@ class FeatureService:
             on_written=self.metrics.log_written.inc,
             on_dropped=self.metrics.log_dropped.inc,
         )
-        registry_cls = backends.load_registry(settings.registry)
-        self._registry = registry_cls.from_url(settings.registry, base_dir=settings.base_dir)
+        self._registry = runtime.open_registry()
         self.watcher = RegistryWatcher(
             self._registry,
             refresh_seconds=self.serving.registry_refresh_seconds,
             on_error=self.metrics.registry_refresh_errors.inc,
-        )
-        self._store_cls = cast(
-            "type[OnlineStore]", backends.load_backend(backends.Role.ONLINE_STORE, settings.online.store)
         )
         self._projects: dict[str, _Project] = {}
         self._served = None if self.serving.projects is None else frozenset(self.serving.projects)
@@ -394,9 +391,7 @@ class FeatureService:
         with self._lock:
             project = self._projects.get(name)
             if project is None:
-                store = self._store_cls.from_options(
-                    self.settings.online.model_dump(), base_dir=self.settings.base_dir, project=name
-                )
+                store = self.runtime.open_online_store(name)
                 reader = OnlineReader(store, load_catalog=lambda: self.watcher.snapshot(name), refresh_seconds=0.0)
                 project = self._projects[name] = _Project(name, store, reader)
                 log.info("serving project=%s", name)

@@ -168,13 +168,10 @@ def test_the_store_is_opened_lazily_from_settings_and_closed(tmp_path: Path) -> 
     assert client._online is None
 
 
-def test_a_misspelt_store_option_fails_naming_it(tmp_path: Path) -> None:
+def test_a_misspelt_store_option_fails_at_start_up_naming_it(tmp_path: Path) -> None:
     (tmp_path / "provender.yaml").write_text(yaml.safe_dump({"online": {"store": "sqlite", "pth": "x.db"}}))
-    with (
-        pv.Client(config=tmp_path / "provender.yaml") as client,
-        pytest.raises(pv.ConfigError, match=r"online\.pth.*Did you mean 'path'"),
-    ):
-        client.get_online_features(["driver_statistics"], [])
+    with pytest.raises(pv.ConfigError, match=r"online\.pth.*Did you mean 'path'"):
+        pv.Client(config=tmp_path / "provender.yaml")
 
 
 def test_projects_read_their_own_rows(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 import provender as pv
 from provender.config import Settings, load_settings
+from provender.runtime import Runtime
 from provender.serving.http import ServingApp, create_app
 from provender.serving.service import FeatureService
 from tests.support.online import DRIVER, DRIVER_STATS, SOURCE, at, batch
@@ -120,7 +121,7 @@ def served(tmp_path: Path) -> Iterator[tuple[FeatureService, ServingApp]]:
     """A started service (auth off) over the seeded project, and its app."""
     settings = project_settings(tmp_path, {"max_entity_rows": 10, "registry_refresh_seconds": 0.1})
     seed(settings)
-    service = FeatureService(settings)
+    service = FeatureService(Runtime(settings))
     service.start()
     try:
         yield service, create_app(service)

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from provender.config import AuthSection
 from provender.errors import ConfigError
+from provender.runtime import Runtime
 from provender.serving.auth import Authenticator
 from provender.serving.errors import AuthenticationError, PermissionDeniedError
 from provender.serving.http import create_app
@@ -129,7 +130,7 @@ def test_jwt_mode_needs_a_key() -> None:
 def test_http_answers_401_and_403_without_echoing_the_token(tmp_path: Path) -> None:
     settings = project_settings(tmp_path, {"auth": {"mode": "token", "tokens": {TOKEN: ["default"]}}})
     seed(settings)
-    service = FeatureService(settings)
+    service = FeatureService(Runtime(settings))
     service.start()
     try:
         app = create_app(service)

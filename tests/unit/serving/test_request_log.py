@@ -8,6 +8,7 @@ from pathlib import Path
 import orjson
 
 from provender.config import RequestLogSection
+from provender.runtime import Runtime
 from provender.serving.request_log import RequestLog
 from provender.serving.service import FeatureService
 from tests.unit.serving.conftest import post, project_settings, seed
@@ -63,7 +64,7 @@ def test_the_service_logs_sampled_requests_and_counts_them(tmp_path: Path) -> No
         },
     )
     seed(settings)
-    service = FeatureService(settings)
+    service = FeatureService(Runtime(settings))
     service.start()
     try:
         from provender.serving.http import create_app

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from provender.errors import BackendError
+from provender.runtime import Runtime
 from provender.serving.errors import ProjectNotServedError
 from provender.serving.service import FeatureQuery, FeatureService, StoreBreaker, StoreUnavailableError
 from tests.unit.serving.conftest import project_settings, seed
@@ -38,7 +39,7 @@ def test_breaker_fails_fast_until_a_ping_succeeds() -> None:
 def test_projects_outside_serving_projects_are_not_served(tmp_path: Path) -> None:
     settings = project_settings(tmp_path, {"projects": ["default"]})
     seed(settings)
-    service = FeatureService(settings)
+    service = FeatureService(Runtime(settings))
     service.start()
     try:
         query = FeatureQuery(project="fraud", features=("driver_stats",), entities={"driver_id": [1]})
