@@ -22,9 +22,9 @@ from click.testing import CliRunner, Result
 
 from provender import Client, Entity, FeatureTable, RegistryConflictError
 from provender.cli.apply import read_definitions
+from provender.cli.init import TEMPLATE_FILES
 from provender.cli.main import cli
 
-TEMPLATE_FILES = ("provender.yaml", "driver_repo.py", "generate_data.py")
 CONSOLE_SCRIPT = Path(sys.executable).parent / "provender"
 
 
@@ -98,14 +98,16 @@ def set_feature_type(project: Path, old: str, new: str) -> None:
 # -- init ---------------------------------------------------------------------------------------
 
 
-def test_init_writes_the_three_files(tmp_path: Path) -> None:
+def test_init_writes_the_template_files(tmp_path: Path) -> None:
     directory = tmp_path / "new" / "driver_project"
     result = CliRunner().invoke(cli, ["init", str(directory)])
     assert result.exit_code == 0, result.output
     templates = resources.files("provender.cli") / "templates"
-    assert sorted(p.name for p in directory.iterdir()) == sorted(TEMPLATE_FILES)
-    for name in TEMPLATE_FILES:
-        assert (directory / name).read_text(encoding="utf-8") == (templates / name).read_text(encoding="utf-8")
+    assert sorted(p.name for p in directory.iterdir()) == sorted(
+        ["provender.yaml", "driver_repo.py", "generate_data.py", ".provenderignore"]
+    )
+    for template, name in TEMPLATE_FILES.items():
+        assert (directory / name).read_text(encoding="utf-8") == (templates / template).read_text(encoding="utf-8")
         assert f"wrote {directory / name}" in result.stdout
     assert "python generate_data.py" in result.stdout
 
@@ -114,7 +116,8 @@ def test_init_refuses_to_overwrite_without_force(project: Path) -> None:
     (project / "driver_repo.py").write_text("# my edits\n", encoding="utf-8")
     result = CliRunner().invoke(cli, ["init", str(project)])
     assert result.exit_code == 1
-    assert "already exist" in result.stderr
+    assert "already exist; use --force" in result.stderr
+    assert "exist(s)" not in result.stderr
     assert "--force" in result.stderr
     assert "Traceback" not in result.output
     assert (project / "driver_repo.py").read_text(encoding="utf-8") == "# my edits\n"
@@ -128,7 +131,7 @@ def test_init_refuses_when_any_one_file_exists(tmp_path: Path) -> None:
     (tmp_path / "generate_data.py").write_text("# mine\n", encoding="utf-8")
     result = CliRunner().invoke(cli, ["init", str(tmp_path)])
     assert result.exit_code == 1
-    assert "generate_data.py" in result.stderr
+    assert "generate_data.py already exists; use --force" in result.stderr
     assert not (tmp_path / "provender.yaml").exists()
 
 

@@ -8,26 +8,21 @@ from pathlib import Path
 
 import click
 
-from provender.cli.render import echo_table
+from provender.cli.ignore import python_files
+from provender.cli.render import echo_table, plural
 from provender.cli.state import CliState
 from provender.definitions import Definition, Entity, FeatureTable
 from provender.errors import DefinitionError
-from provender.registry.diff import Action
-
-_SKIP_DIRS = {".venv", "venv", ".git", "__pycache__", ".provender", "data", "node_modules"}
+from provender.registry.diff import MissingPolicy
 
 
 def find_definition_files(path: Path) -> list[Path]:
-    """Return the Python files under ``path`` (or ``path`` itself), skipping venvs and data."""
+    """Return ``path`` itself, or the Python files under it that ``.provenderignore`` does not exclude."""
     if not path.exists():
         raise DefinitionError(str(path), "path", "does not exist")
     if path.is_file():
         return [path]
-    return sorted(
-        p
-        for p in path.rglob("*.py")
-        if not any(part in _SKIP_DIRS or part.startswith(".") for part in p.relative_to(path).parts[:-1])
-    )
+    return python_files(path)
 
 
 def read_definitions(path: Path) -> list[Definition]:
@@ -67,33 +62,47 @@ def read_definitions(path: Path) -> list[Definition]:
 
 @click.command()
 @click.argument("path", type=click.Path(path_type=Path), default=".")
-@click.option("--dry-run", is_flag=True, help="Show the plan without applying it.")
+@click.option("--dry-run", is_flag=True, help="Show the plan without applying it (the files are still imported).")
+@click.option(
+    "--prune", is_flag=True, help="Also delete registered tables and entities that no file defines (and their rows)."
+)
 @click.pass_obj
-def apply(state: CliState, path: Path, dry_run: bool) -> None:
+def apply(state: CliState, path: Path, dry_run: bool, prune: bool) -> None:
     """Register the Entity and FeatureTable objects defined in Python files under PATH.
 
-    Shows a plan (added / changed / unchanged / refused) and applies it, all or nothing.
+    Every .py file under PATH is imported, that is executed, even with --dry-run, except files
+    matching PATH/.provenderignore (gitignore syntax) and the defaults: hidden folders,
+    venv/, env/, site-packages/, __pycache__/, build/, dist/, node_modules/. Keep scripts
+    out of PATH, list them in .provenderignore, or guard them with `if __name__ == "__main__":`.
+
+    Shows a plan (added / changed / unchanged / refused; registered objects that no file
+    defines any more as "not defined", or "deleted" with --prune) and applies it, all or
+    nothing. A deleted feature table's online rows are deleted too.
 
     \b
     Example:
-      provender apply driver_repo.py --dry-run
+      provender apply . --dry-run
       provender apply .
+      provender apply . --prune
     """
+    files = find_definition_files(path)
     definitions = read_definitions(path)
     if not definitions:
         raise click.ClickException(f"no Entity or FeatureTable objects found in {path}")
+    click.echo(f"Imported {plural(len(files), 'file')}: {', '.join(_shown(f, path) for f in files)}")
     client = state.client()
-    plan = client.plan(definitions)
+    missing: MissingPolicy = "prune" if prune else "report"
+    plan = client.plan(definitions, missing=missing)
     click.echo(f"Plan for project {client.project!r}:")
     echo_table(["ACTION", "KIND", "NAME", "DETAIL"], [(i.action, i.kind, i.name, i.detail) for i in plan.items])
-    summary = ", ".join(f"{plan.count(a)} {a}" for a in Action)
     if plan.is_refused:
         plan.to_change()  # raises RegistryConflictError naming every conflict
     if dry_run:
-        click.echo(f"Dry run: {summary}; nothing applied.")
+        click.echo(f"Dry run: {plan.summary()}; nothing applied.")
         return
-    applied = client.apply(definitions)
-    click.echo(
-        f"Applied: {', '.join(f'{applied.count(a)} {a}' for a in Action)}. "
-        f"Registry version {client.registry_version()}."
-    )
+    applied = client.apply(definitions, missing=missing)
+    click.echo(f"Applied: {applied.summary()}. Registry version {client.registry_version()}.")
+
+
+def _shown(file: Path, root: Path) -> str:
+    return str(file.relative_to(root)) if root.is_dir() else str(file)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from provender.cli.render import echo_json, echo_table
+from provender.cli.render import echo_json, echo_table, plural
 from provender.cli.state import CliState
 from provender.definitions import FeatureTable
 from provender.registry import codec
@@ -29,6 +29,28 @@ def list_entities(state: CliState, as_json: bool) -> None:
         echo_table(["NAME", "TYPE", "DESCRIPTION"], [(e.name, e.value_type, e.description) for e in found])
 
 
+yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+
+
+@entities.command("delete")
+@click.argument("name")
+@yes_option
+@click.pass_obj
+def delete_entity(state: CliState, name: str, yes: bool) -> None:
+    """Delete entity NAME from the registry (refused while a feature table uses it).
+
+    \b
+    Example:
+      provender entities delete driver_id --yes
+    """
+    client = state.client()
+    client.get_entity(name)  # not found: an error with a hint, before asking
+    if not yes:
+        click.confirm(f"Delete entity {name!r} from project {client.project!r}?", abort=True)
+    client.delete_entity(name)
+    click.echo(f"Deleted entity {name!r}. Registry version {client.registry_version()}.")
+
+
 @click.group()
 def tables() -> None:
     """Registered feature tables."""
@@ -46,6 +68,30 @@ def list_tables(state: CliState, as_json: bool) -> None:
     echo_table(
         ["NAME", "ENTITIES", "FEATURES", "MAX_AGE", "SOURCE"],
         [(t.name, ",".join(t.entities), len(t.features), t.max_age or "-", _source(t)) for t in found],
+    )
+
+
+@tables.command("delete")
+@click.argument("name")
+@yes_option
+@click.pass_obj
+def delete_table(state: CliState, name: str, yes: bool) -> None:
+    """Delete feature table NAME from the registry, and its rows from the online store.
+
+    The batch source's files are not touched; apply the definition again to re-create it.
+
+    \b
+    Example:
+      provender tables delete driver_statistics --yes
+    """
+    client = state.client()
+    client.get_feature_table(name)  # not found: an error with a hint, before asking
+    if not yes:
+        click.confirm(f"Delete feature table {name!r} of project {client.project!r} and its online rows?", abort=True)
+    rows = client.delete_feature_table(name)
+    click.echo(
+        f"Deleted feature table {name!r} and {plural(rows, 'online row')}. "
+        f"Registry version {client.registry_version()}."
     )
 
 

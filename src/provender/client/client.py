@@ -27,7 +27,7 @@ from provender.offline.engine import DistributedIngestion, OfflineEngine
 from provender.offline.plan import LatestPlan, build_retrieval_plan, table_join
 from provender.online.read import OnlineReader, OnlineResponse
 from provender.online.store import OnlineStore
-from provender.registry.diff import ApplyPlan, plan_apply, plan_delete_entity, plan_delete_feature_table
+from provender.registry.diff import ApplyPlan, MissingPolicy, plan_apply, plan_delete_entity, plan_delete_feature_table
 from provender.registry.store import ProjectInfo, RegistryChange, RegistrySnapshot, RegistryStore
 from provender.runtime import Runtime
 
@@ -99,12 +99,22 @@ class Client:
 
     # -- registry ------------------------------------------------------------------------------
 
-    def plan(self, definitions: Sequence[Definition] | Definition) -> ApplyPlan:
-        """Return what :meth:`apply` would do (added, changed, unchanged, refused), changing nothing."""
-        return plan_apply(self._registry.read(self.project), _as_tuple(definitions))
+    def plan(self, definitions: Sequence[Definition] | Definition, *, missing: MissingPolicy = "ignore") -> ApplyPlan:
+        """Return what :meth:`apply` would do (added, changed, unchanged, refused, ...), changing nothing.
 
-    def apply(self, definitions: Sequence[Definition] | Definition) -> ApplyPlan:
+        ``missing="report"`` adds a ``not defined`` item for each registered object that is not
+        among ``definitions``; ``"prune"`` plans to delete them.
+        """
+        return plan_apply(self._registry.read(self.project), _as_tuple(definitions), missing=missing)
+
+    def apply(self, definitions: Sequence[Definition] | Definition, *, missing: MissingPolicy = "ignore") -> ApplyPlan:
         """Create or update entities and feature tables, all or none; idempotent.
+
+        Args:
+            definitions: the entities and feature tables to register.
+            missing: what to do with the registered entities and feature tables that are not
+                among ``definitions``: keep them (``"ignore"``), keep them and list them in the plan
+                (``"report"``), or delete them (``"prune"``; the deleted tables' online rows too).
 
         Returns:
             The plan that was applied.
@@ -113,10 +123,14 @@ class Client:
             RegistryConflictError: the apply would break a reference; nothing was changed.
         """
         items = _as_tuple(definitions)
+        if missing == "prune":  # online rows first: a failure below leaves the tables registered (re-ingest them)
+            planned = self.plan(items, missing="prune")
+            for name in () if planned.is_refused else planned.deleted("feature table"):
+                self._online_store.delete_table(self.get_feature_table(name))
         applied: list[ApplyPlan] = []
 
         def decide(snapshot: RegistrySnapshot) -> RegistryChange:
-            applied.append(plan_apply(snapshot, items))
+            applied.append(plan_apply(snapshot, items, missing=missing))
             return applied[-1].to_change()
 
         self._registry.update(self.project, decide)
@@ -159,10 +173,19 @@ class Client:
         """Return the project's registry version (bumped by every change)."""
         return self._registry.read(self.project).version
 
-    def delete_feature_table(self, name: str) -> None:
-        """Delete a feature table; raise FeatureTableNotFoundError if there is none."""
+    def delete_feature_table(self, name: str) -> int:
+        """Delete a feature table and its online rows; return how many online rows were deleted.
+
+        The online rows go first: if the registry then fails, the table stays registered (and
+        can be re-ingested or deleted again).
+
+        Raises:
+            FeatureTableNotFoundError: there is no such table.
+        """
+        deleted = self._online_store.delete_table(self.get_feature_table(name))
         self._registry.update(self.project, lambda snapshot: plan_delete_feature_table(snapshot, name))
         self._registry_changed()
+        return deleted
 
     def delete_entity(self, name: str) -> None:
         """Delete an entity; refused (RegistryConflictError) while a feature table uses it."""

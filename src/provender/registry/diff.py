@@ -5,7 +5,9 @@ These rules are the registry's contract, shared by every backend:
 - a feature table's entities must be registered, before or in the same apply;
 - an entity's value type cannot change while a feature table uses it;
 - a feature's value type, and a table's entity key, cannot change (delete the table first);
-- an entity cannot be deleted while a feature table uses it.
+- an entity cannot be deleted while a feature table uses it;
+- registered objects missing from an apply's definitions are kept and not mentioned, or reported
+  as ``not defined`` (``missing="report"``), or deleted (``missing="prune"``).
 
 A plan with any refused item is refused whole.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from enum import StrEnum
+from typing import Literal
 
 from provender.definitions import Definition, Entity, FeatureTable
 from provender.errors import (
@@ -24,6 +27,9 @@ from provender.errors import (
 )
 from provender.registry.store import RegistryChange, RegistrySnapshot
 
+# What an apply does with registered objects its definitions do not include (see plan_apply).
+MissingPolicy = Literal["ignore", "report", "prune"]
+
 
 class Action(StrEnum):
     """What an apply does to one definition."""
@@ -32,6 +38,8 @@ class Action(StrEnum):
     CHANGED = "changed"
     UNCHANGED = "unchanged"
     REFUSED = "refused"
+    NOT_DEFINED = "not defined"  # registered, but not among the applied definitions (kept)
+    DELETED = "deleted"  # registered, not among the applied definitions, and pruned
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,11 +76,27 @@ class ApplyPlan:
             raise RegistryConflictError(conflicts, project=self.project)
         put = tuple(
             d
-            for d, item in zip(self.definitions, self.items, strict=True)
+            for d, item in zip(self.definitions, self.items, strict=False)
             if item.action in (Action.ADDED, Action.CHANGED)
         )
-        names = ", ".join(f"{i.kind} {i.name}" for i in self.items if i.action is not Action.UNCHANGED)
-        return RegistryChange(put=put, description=f"apply {names}" if names else "")
+        names = ", ".join(
+            f"{i.kind} {i.name}" for i in self.items if i.action not in (Action.UNCHANGED, Action.NOT_DEFINED)
+        )
+        return RegistryChange(
+            put=put,
+            delete_entities=self.deleted("entity"),
+            delete_feature_tables=self.deleted("feature table"),
+            description=f"apply {names}" if names else "",
+        )
+
+    def deleted(self, kind: str) -> tuple[str, ...]:
+        """The names of the ``kind`` (``"entity"``, ``"feature table"``) objects the plan deletes."""
+        return tuple(i.name for i in self.items if i.action is Action.DELETED and i.kind == kind)
+
+    def summary(self) -> str:
+        """``"1 added, 0 changed, 1 unchanged, 0 refused"`` (and any not defined or deleted)."""
+        counts = [(a, self.count(a)) for a in Action]
+        return ", ".join(f"{n} {a}" for a, n in counts if n or a not in (Action.NOT_DEFINED, Action.DELETED))
 
 
 def _kind(definition: Definition) -> str:
@@ -83,8 +107,16 @@ def _changed_fields(old: Definition, new: Definition) -> list[str]:
     return [f.name for f in fields(old) if getattr(old, f.name) != getattr(new, f.name)]
 
 
-def plan_apply(snapshot: RegistrySnapshot, definitions: Sequence[Definition]) -> ApplyPlan:
-    """Return what applying ``definitions`` to ``snapshot`` would do, refusals included."""
+def plan_apply(
+    snapshot: RegistrySnapshot, definitions: Sequence[Definition], *, missing: MissingPolicy = "ignore"
+) -> ApplyPlan:
+    """Return what applying ``definitions`` to ``snapshot`` would do, refusals included.
+
+    Registered objects missing from ``definitions`` are left out (``missing="ignore"``), or are
+    ``NOT_DEFINED`` items (``"report"``), or ``DELETED`` ones (``"prune"``; refused for an entity
+    that a kept feature table still uses). They come after the items of ``definitions``, which
+    keep their order.
+    """
     definitions = tuple(definitions)
     for definition in definitions:
         if not isinstance(definition, Entity | FeatureTable):
@@ -109,7 +141,39 @@ def plan_apply(snapshot: RegistrySnapshot, definitions: Sequence[Definition]) ->
             items.append(_plan_entity(snapshot, definition))
         else:
             items.append(_plan_table(snapshot, definition, entities))
+    if missing != "ignore":
+        items.extend(_plan_missing(snapshot, definitions, prune=missing == "prune"))
     return ApplyPlan(project=snapshot.project, items=tuple(items), definitions=definitions)
+
+
+def _plan_missing(snapshot: RegistrySnapshot, definitions: Sequence[Definition], *, prune: bool) -> list[PlanItem]:
+    defined = {(_kind(d), d.name) for d in definitions}
+    kept_tables = [t for t in snapshot.feature_tables.values() if ("feature table", t.name) in defined]
+    items = []
+    for name in sorted(snapshot.feature_tables):
+        if ("feature table", name) not in defined:
+            items.append(_missing_item("feature table", name, prune=prune, users=[]))
+    for name in sorted(snapshot.entities):
+        if ("entity", name) not in defined:
+            users = sorted(t.name for t in kept_tables if name in t.entities)
+            items.append(_missing_item("entity", name, prune=prune, users=users))
+    return items
+
+
+def _missing_item(kind: str, name: str, *, prune: bool, users: list[str]) -> PlanItem:
+    if not prune:
+        return PlanItem(
+            kind=kind, name=name, action=Action.NOT_DEFINED, detail="registered, but no definition (--prune deletes it)"
+        )
+    if users:
+        return PlanItem(
+            kind=kind,
+            name=name,
+            action=Action.REFUSED,
+            detail=f"cannot be pruned: used by feature tables {', '.join(users)} (define it too)",
+        )
+    detail = "its online rows are deleted too" if kind == "feature table" else ""
+    return PlanItem(kind=kind, name=name, action=Action.DELETED, detail=detail)
 
 
 def _plan_entity(snapshot: RegistrySnapshot, entity: Entity) -> PlanItem:
@@ -192,6 +256,7 @@ def plan_delete_entity(snapshot: RegistrySnapshot, name: str) -> RegistryChange:
 __all__ = [
     "Action",
     "ApplyPlan",
+    "MissingPolicy",
     "PlanItem",
     "plan_apply",
     "plan_delete_entity",
