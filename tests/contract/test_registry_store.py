@@ -48,6 +48,7 @@ def _postgres_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 # How to give each registry backend a fresh, empty registry; the URL's scheme selects the backend.
 PROVISIONERS: dict[str, Provisioner] = {
     "sqlite": lambda request, tmp_path: f"sqlite:///{tmp_path}/registry.db",
+    "postgresql": _postgres_url,
 }
 NEEDS_SERVER = {"postgresql"}
 

@@ -25,6 +25,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -316,23 +317,70 @@ def cluster_state_ok(redis_cli: str, port: int) -> bool:
 
 @dataclass(frozen=True)
 class PostgresServer:
-    """A throw-away PostgreSQL cluster with an empty ``provender_test`` database."""
+    """A throw-away PostgreSQL cluster with an empty ``provender_test`` database.
+
+    ``stop()``/``start()`` simulate an outage (data is kept); ``create_database`` gives a test
+    a database of its own.
+    """
 
     port: int
     data_dir: Path
     database: str = PG_DATABASE
     user: str = "postgres"
     host: str = HOST
+    pg_ctl: str = "pg_ctl"
+    log: Path | None = None
 
     @property
     def dsn(self) -> str:
         """``postgresql://postgres@127.0.0.1:PORT/provender_test``."""
-        return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
+        return self.url_for(self.database)
+
+    def url_for(self, database: str) -> str:
+        """``postgresql://postgres@127.0.0.1:PORT/<database>``."""
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
 
     @property
     def pid(self) -> int:
         """The postmaster pid (first line of ``postmaster.pid``)."""
         return int((self.data_dir / "postmaster.pid").read_text().split()[0])
+
+    @property
+    def running(self) -> bool:
+        """True while the postmaster is alive."""
+        try:
+            return pid_alive(self.pid)
+        except (OSError, ValueError, IndexError):
+            return False
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown: sessions are cut) and wait until it is gone."""
+        pg_stop(self.pg_ctl, self.data_dir)
+
+    def start(self) -> None:
+        """Start the stopped server again on the same port and data; wait until it answers."""
+        if self.running:
+            return
+        log = self.log or self.data_dir.parent / "postgres.log"
+        pg_start(self.pg_ctl, self.data_dir, log, self.port, socket_dir=self.data_dir.parent)
+        psycopg = require_module("psycopg", "psycopg[binary]")
+        admin = f"host={self.host} port={self.port} user={self.user} dbname=postgres"
+        wait_until(lambda: pg_select_one(psycopg, admin), f"postgres on port {self.port}", log)
+
+    def create_database(self, name: str) -> str:
+        """Create an empty database ``name`` and return its URL."""
+        psycopg = require_module("psycopg", "psycopg[binary]")
+        admin = f"host={self.host} port={self.port} user={self.user} dbname=postgres"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'create database "{name}"')
+        return self.url_for(name)
+
+    def drop_database(self, name: str) -> None:
+        """Drop database ``name``, cutting any session still connected to it."""
+        psycopg = require_module("psycopg", "psycopg[binary]")
+        admin = f"host={self.host} port={self.port} user={self.user} dbname=postgres"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'drop database if exists "{name}" with (force)')
 
 
 def as_postgres(argv: Sequence[str]) -> list[str]:
@@ -569,7 +617,7 @@ class Services:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f"create database {PG_DATABASE}")
         self._timed("postgres", started)
-        return PostgresServer(port=port, data_dir=data)
+        return PostgresServer(port=port, data_dir=data, pg_ctl=pg_ctl, log=log)
 
     # -- Kafka
 
@@ -648,6 +696,15 @@ def redis_cluster(services: Services) -> RedisCluster:
 def postgres_server(services: Services) -> PostgresServer:
     """A PostgreSQL 15 server with an empty ``provender_test`` database (user postgres, trust)."""
     return services.start_postgres()
+
+
+@pytest.fixture
+def postgres_database(postgres_server: PostgresServer) -> Iterator[str]:
+    """The URL of a fresh, empty database on the session's PostgreSQL server (dropped after the test)."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    url = postgres_server.create_database(name)
+    yield url
+    postgres_server.drop_database(name)
 
 
 @pytest.fixture(scope="session")
