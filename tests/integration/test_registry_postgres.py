@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -97,6 +98,31 @@ def test_a_newer_schema_is_refused_naming_both_versions(open_registry: Callable[
     assert (excinfo.value.found, excinfo.value.supported) == (SCHEMA_VERSION + 3, SCHEMA_VERSION)
     assert f"schema version {SCHEMA_VERSION + 3}" in str(excinfo.value)
     assert f"({SCHEMA_VERSION})" in str(excinfo.value)
+
+
+def test_opening_a_new_database_from_many_threads_migrates_once(postgres_database: str) -> None:
+    opened: list[PostgresRegistry] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(6)
+
+    def open_one() -> None:
+        try:
+            barrier.wait(10)
+            opened.append(PostgresRegistry(postgres_database))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    try:
+        assert errors == []
+        assert [registry.schema_version() for registry in opened] == [SCHEMA_VERSION] * 6
+    finally:
+        for registry in opened:
+            registry.close()
 
 
 def test_tables_are_prefixed_and_other_tables_are_left_alone(

@@ -411,7 +411,12 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
 
 
 def _schema_version(conn: psycopg.Connection[Any]) -> int:
-    row = conn.execute("SELECT to_regclass('provender_schema_version') IS NOT NULL").fetchone()
+    # A plain MVCC query, not to_regclass(): a catalog cache lookup may miss a table that the
+    # process holding the migration lock has just committed.
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM information_schema.tables "
+        "WHERE table_schema = current_schema() AND table_name = 'provender_schema_version')"
+    ).fetchone()
     if row is None or not row[0]:
         return 0
     found = conn.execute("SELECT max(version) FROM provender_schema_version").fetchone()
