@@ -21,8 +21,7 @@ from provender.client.historical import to_entity_rows
 from provender.ingestion.batch import JobCancelledError, JobStatus
 from provender.offline.duckdb import DuckDBEngine
 from provender.offline.plan import LatestPlan, build_retrieval_plan, table_join
-from provender.offline.spark import SparkConfig, SparkEngine, session_conf
-from provender.offline.spark_io import SparkRetrievalJob
+from provender.offline.spark import SparkConfig, SparkEngine, SparkRetrievalJob, session_conf
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 

@@ -1,0 +1,93 @@
+"""Compiling :mod:`provender.offline.plan` to Spark DataFrames: retrieval and latest rows.
+
+**Retrieval**, per feature table: entity rows and source rows go in one frame, partitioned by
+entity key and sorted by time, a feature row before an entity row at equal times
+(``event_timestamp <= T``); a running ``max`` of the ranking key ``struct(event timestamp,
+created timestamp, values)`` (a missing created time orders lowest, as in the rule) gives each
+entity row its winning row, whose ``max_age`` bound is then checked, as DuckDB's ``ASOF`` join
+does. One sort per table, no fan-out per key; tables are chained and the result is sorted in
+the entity rows' order. **Ingestion**: ``max`` of the same key per entity key over
+``[start, end)``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from provender.offline.plan import CREATED_TIMESTAMP, ENTITY_TIMESTAMP, EVENT_TIMESTAMP, LatestPlan, RetrievalPlan
+from provender.offline.spark.columns import CREATED, EVENT, ORDER, TS, TS_CEIL, col, timestamp_literal
+from provender.offline.spark.schemas import ROW_ID
+
+_VALUES = "__provender_values"
+_VERSION = "__provender_version"  # struct(event, created, values): the ranking key, then the values
+_ROW = "__provender_row"
+_IS_ENTITY = "__provender_is_entity"
+_AT = "__provender_at"
+_NO_BOUND = 2**62  # microseconds: more than Spark's timestamps span (years 1..9999), no overflow
+
+
+def compile_retrieval(
+    plan: RetrievalPlan, entities: DataFrame, sources: list[DataFrame], *, passthrough: bool
+) -> DataFrame:
+    """Compile the retrieval plan to one DataFrame, sorted in the entity rows' order.
+
+    Args:
+        entities: the entity rows with ``ORDER``, ``TS``/``TS_CEIL`` (T rounded down/up) and
+            ``__key_<entity>`` (keys cast to their declared types).
+        sources: per join, the rows of :func:`provender.offline.spark.sources.source_frame`.
+        passthrough: keep every entity column; else only the row id (to stitch the entity
+            rows back in on the driver) and ``event_timestamp``.
+    """
+    current = entities
+    for join, source in zip(plan.joins, sources, strict=True):
+        keys = [f"__provender_k{n}" for n in range(len(join.join_keys))]
+        entity_side = current.select(
+            *(col(f"__key_{k}").alias(alias) for k, alias in zip(join.join_keys, keys, strict=True)),
+            F.col(TS).alias(_AT),
+            F.lit(1).alias(_IS_ENTITY),
+            F.struct(*(col(c) for c in current.columns)).alias(_ROW),
+        )
+        values = F.struct(*(col(f.name) for f in join.features)).alias(_VALUES)
+        feature_side = source.select(
+            *(col(k).alias(alias) for k, alias in zip(join.join_keys, keys, strict=True)),
+            F.col(EVENT).alias(_AT),
+            F.lit(0).alias(_IS_ENTITY),
+            F.struct(F.col(EVENT), F.col(CREATED), values).alias(_VERSION),
+        )
+        # A key's rows by time, feature rows before entity rows at equal times (event <= T):
+        # the running max of the ranking key at an entity row is the rule's winner.
+        window = Window.partitionBy(*keys).orderBy(_AT, _IS_ENTITY).rowsBetween(Window.unboundedPreceding, 0)
+        won = entity_side.unionByName(feature_side, allowMissingColumns=True).select(  # missing sides are null
+            _IS_ENTITY, _ROW, F.max(_VERSION).over(window).alias(_VERSION)
+        )
+        picked = F.col(_VERSION).isNotNull()
+        if join.max_age is not None:
+            age = min(join.max_age // timedelta(microseconds=1), _NO_BOUND)
+            bound = F.unix_micros(F.col(f"{_ROW}.{TS_CEIL}")) - F.lit(age)
+            picked &= F.unix_micros(F.col(f"{_VERSION}.{EVENT}")) >= bound
+        picks = [F.when(picked, F.col(_VERSION)[_VALUES][f.name]).alias(join.output_column(f)) for f in join.features]
+        current = won.where(F.col(_IS_ENTITY) == 1).select(f"{_ROW}.*", *picks)
+    stamp = F.col(TS).alias(ENTITY_TIMESTAMP)
+    if passthrough:
+        select = [stamp if c == ENTITY_TIMESTAMP else col(c) for c in plan.entity_columns]
+    else:
+        select = [col(ROW_ID), stamp]
+    result = current.select(*select, *(col(c) for c in plan.output_columns), F.col(ORDER))
+    return result.orderBy(ORDER).drop(ORDER)
+
+
+def compile_latest(plan: LatestPlan, source: DataFrame) -> DataFrame:
+    """Compile offline-to-online ingestion: per key, the max of the ranking key in ``[start, end)``."""
+    join = plan.join
+    values = F.struct(*(col(f.name) for f in join.features)).alias(_VALUES)
+    version = F.max(F.struct(F.col(EVENT), F.col(CREATED), values)).alias(_VERSION)
+    latest = source.where(F.col(EVENT) < timestamp_literal(plan.end)).groupBy(*join.join_keys).agg(version)
+    return latest.select(
+        *(col(k) for k in join.join_keys),
+        *(F.col(_VERSION)[_VALUES][f.name].alias(f.name) for f in join.features),
+        F.col(f"{_VERSION}.{EVENT}").alias(EVENT_TIMESTAMP),
+        F.col(f"{_VERSION}.{CREATED}").alias(CREATED_TIMESTAMP),
+    )

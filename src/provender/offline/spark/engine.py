@@ -1,0 +1,244 @@
+"""The distributed offline engine: Apache Spark (``offline: {engine: spark, master: ...}``).
+
+Compiles :mod:`provender.offline.plan` to DataFrame jobs (:mod:`.compile`); where the work runs
+changes, never the answer. A retrieval's result is written as Parquet under ``staging_path``
+and read back by its job handle (:mod:`.retrieval`). Ingestion either streams the latest rows
+through the driver (:meth:`SparkEngine.read_latest`) or has the executors write them to the
+online store (:meth:`SparkEngine.ingest_to_online`, :mod:`.executors`), the driver never
+holding the rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import weakref
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Self, cast
+
+import pyarrow as pa
+from py4j.protocol import Py4JError  # type: ignore[import-untyped]
+from pydantic import BaseModel
+from pyspark import InheritableThread, SparkContext
+from pyspark.errors import PySparkException
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from provender.backends import Role, load_backend
+from provender.config import validate_backend_config
+from provender.errors import BackendError, ConfigError, ProvenderError
+from provender.ingestion.batch import IngestionJob, JobCancelledError
+from provender.offline.engine import EngineCapabilities, EntityRows
+from provender.offline.files import DateRange, lower_event_bound
+from provender.offline.plan import LatestPlan, RetrievalPlan
+from provender.offline.spark.compile import compile_latest, compile_retrieval
+from provender.offline.spark.executors import PartitionWriter
+from provender.offline.spark.failures import run_in_group
+from provender.offline.spark.retrieval import SparkRetrievalJob
+from provender.offline.spark.schemas import latest_schema, result_schema
+from provender.offline.spark.session import SparkConfig, session_conf
+from provender.offline.spark.sources import entity_frame, source_frame
+from provender.offline.spark.staging import Staging
+from provender.registry import codec
+
+if TYPE_CHECKING:
+    from provender.online.store import OnlineStore
+
+log = logging.getLogger(__name__)
+
+
+class SparkEngine:
+    """Point-in-time retrieval and ingestion as Spark jobs; see the module docstring.
+
+    Spark allows one session per process: the engine joins a running one, else starts it with
+    :func:`session_conf`. A session the engines started stops when the last of them closes; one
+    started by someone else is left running.
+    """
+
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+    _open: ClassVar[int] = 0  # engines open in this process
+    _started: ClassVar[bool] = False  # whether an engine started the running session
+
+    capabilities: ClassVar[EngineCapabilities] = EngineCapabilities(is_distributed=True)
+    config_model: ClassVar[type[BaseModel]] = SparkConfig
+
+    def __init__(self, config: SparkConfig, *, base_dir: Path) -> None:
+        self.config = config
+        self.base_dir = base_dir
+        self.staging = Staging(config.staging_path, base_dir=base_dir)
+        conf = session_conf(config)
+        builder = SparkSession.builder.master(config.master).appName(config.app_name)
+        for key, value in conf.items():
+            builder = builder.config(key, value)
+        with SparkEngine._lock:
+            starting = SparkContext._active_spark_context is None
+            try:
+                self.session = builder.getOrCreate()
+            except (PySparkException, Py4JError, OSError) as exc:
+                raise BackendError(f"cannot start Spark (master {config.master!r}): {exc}") from exc
+            SparkEngine._started = SparkEngine._started or starting
+            SparkEngine._open += 1
+        self._closed = False
+        context = self.session.sparkContext
+        if not starting and context.master != config.master:
+            log.warning("spark session reused master=%s configured=%s", context.master, config.master)
+        # Python workers (ingestion) run this interpreter unless configured: PySpark's default,
+        # a bare "python3" on PATH, rarely has pyarrow and Provender.
+        if "spark.pyspark.python" in conf:
+            context.pythonExec = conf["spark.pyspark.python"]
+        elif context.pythonExec == "python3":
+            context.pythonExec = sys.executable
+        self._jobs: weakref.WeakSet[SparkRetrievalJob] = weakref.WeakSet()
+        log.info("spark session master=%s app=%s", context.master, context.applicationId)
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, object], *, base_dir: Path) -> Self:
+        """Build the engine (starting or joining the process's Spark session) from ``offline:``."""
+        config = validate_backend_config(SparkConfig, "offline", options)
+        assert isinstance(config, SparkConfig)
+        return cls(config, base_dir=base_dir)
+
+    @property
+    def application_id(self) -> str:
+        """The Spark application id (as the cluster's master shows it)."""
+        return str(self.session.sparkContext.applicationId)
+
+    def close(self) -> None:
+        """Delete this engine's staged results; the last engine open stops the session engines started."""
+        for job in list(self._jobs):
+            job.close()
+        with SparkEngine._lock:
+            if self._closed:
+                return
+            self._closed = True
+            SparkEngine._open -= 1
+            if SparkEngine._open == 0 and SparkEngine._started:
+                SparkEngine._started = False
+                self.session.stop()
+
+    # -- retrieval -----------------------------------------------------------------------------
+
+    def retrieve(self, plan: RetrievalPlan, entity_rows: EntityRows) -> SparkRetrievalJob:
+        """Check the sources, stage the entity rows and start the Spark job computing ``plan``."""
+        job_dir = self.staging.new_dir("retrieval")
+        try:
+            entities, (earliest, latest) = entity_frame(
+                self.session, plan, entity_rows, staging=self.staging, job_dir=job_dir
+            )
+            sources = [
+                source_frame(
+                    self.session,
+                    join,
+                    DateRange.for_window(earliest, latest, join.max_age),
+                    base_dir=self.base_dir,
+                    lower=lower_event_bound(earliest, join.max_age),
+                    upper=latest,
+                )
+                for join in plan.joins
+            ]
+        except BaseException:
+            self.staging.remove(job_dir)
+            raise
+        staged = entity_rows.table is not None
+        result = compile_retrieval(plan, entities, sources, passthrough=not staged)
+        job = SparkRetrievalJob(
+            self.session,
+            result,
+            staging=self.staging,
+            job_dir=job_dir,
+            schema=result_schema(plan, entity_rows),
+            entity_table=entity_rows.table,
+        )
+        self._jobs.add(job)
+        return job
+
+    # -- ingestion -----------------------------------------------------------------------------
+
+    def _latest_frame(self, plan: LatestPlan) -> DataFrame:
+        dates = DateRange.for_interval(plan.start, plan.end)
+        source = source_frame(self.session, plan.join, dates, base_dir=self.base_dir, lower=plan.start, upper=None)
+        return compile_latest(plan, source)
+
+    def read_latest(self, plan: LatestPlan, *, batch_rows: int) -> pa.RecordBatchReader:
+        """Stream the latest row per entity key in ``[start, end)`` through the driver.
+
+        Spark writes the rows under ``staging_path``; the reader streams those files and deletes
+        them when done. :meth:`ingest_to_online` keeps the rows off the driver altogether.
+        """
+        frame = self._latest_frame(plan)
+        job_dir = self.staging.new_dir("latest")
+        group, what = f"provender-{job_dir}", f"ingestion of feature table {plan.join.name!r}"
+        try:
+            run_in_group(
+                self.session, group, what, lambda: frame.write.parquet(self.staging.spark_path(f"{job_dir}/rows"))
+            )
+        except BaseException:
+            self.staging.remove(job_dir)
+            raise
+        schema = latest_schema(plan.join)
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            try:
+                yield from self.staging.read(f"{job_dir}/rows", schema, batch_rows=batch_rows)
+            finally:
+                self.staging.remove(job_dir)
+
+        return pa.RecordBatchReader.from_batches(schema, batches())
+
+    def ingest_to_online(
+        self, plan: LatestPlan, *, online_options: Mapping[str, object], project: str, job: IngestionJob
+    ) -> None:
+        """Write the latest row per entity key in ``[start, end)`` to the online store, from the executors.
+
+        Each partition opens the store from ``online_options`` on its executor and writes its
+        rows in Arrow batches under the store's event-time guard, reading the next batch while
+        it writes one. Only per-partition counts reach the driver (``job.rows_read``,
+        ``job.rows_written``). Runs in the calling thread; ``job.cancel()`` cancels the Spark job.
+
+        Raises:
+            ConfigError: a store the executors cannot share (SQLite, a local file; memory).
+            JobCancelledError: the job was cancelled.
+            DataError, BackendError: Spark's or the store's error, with its message.
+        """
+        name = str(online_options.get("store", "sqlite"))
+        store_cls = cast("type[OnlineStore]", load_backend(Role.ONLINE_STORE, name))
+        store = store_cls.from_options(online_options, base_dir=self.base_dir, project=project)  # validates options
+        reachable = store.capabilities.reachable_from_executors
+        store.close()
+        if not reachable:
+            raise ConfigError(
+                "online.store",
+                f"the Spark engine writes from its executors, which cannot reach a {name!r} online store "
+                "(one local file or process); use `online: {store: redis, url: ...}`, or the DuckDB engine.",
+            )
+        writer = PartitionWriter(
+            store=name,
+            options=dict(online_options),
+            base_dir=str(self.base_dir),
+            project=project,
+            table_json=codec.to_json(plan.join.table),
+            schema=latest_schema(plan.join),
+        )
+        counts = self._latest_frame(plan).mapInArrow(writer, "rows_read long, rows_written long")
+        total = counts.agg(F.sum("rows_read"), F.sum("rows_written"))
+        group, done = f"provender-ingest-{job.id}", threading.Event()
+        log.info("spark ingestion table=%s app=%s group=%s", plan.join.name, self.application_id, group)
+
+        def watch() -> None:  # cancels until the job ends: a job submitted after a cancel is not yet in the group
+            while not done.wait(0.1):
+                if job.is_cancelled:
+                    self.session.sparkContext.cancelJobGroup(group)
+
+        InheritableThread(target=watch, daemon=True).start()
+        try:
+            row = run_in_group(self.session, group, f"ingestion of feature table {plan.join.name!r}", total.first)
+        except ProvenderError as exc:
+            if job.is_cancelled:
+                raise JobCancelledError(f"job {job.id} was cancelled: {exc}") from exc
+            raise
+        finally:
+            done.set()
+        assert row is not None
+        job.rows_read, job.rows_written = int(row[0] or 0), int(row[1] or 0)

@@ -1,0 +1,175 @@
+"""Reading sources into Spark frames: the entity rows (staged or read in place) and feature tables.
+
+Entity rows from pandas/Arrow are staged as Parquet (row id, keys, ``event_timestamp``); their
+other columns stay on the driver and are put back beside the result. Parquet entity sources
+are read in place, ordered by file and row. Sources' schemas are read on the driver (a footer
+or a CSV header) and given to Spark, which then starts no schema-inference job.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from py4j.protocol import Py4JError  # type: ignore[import-untyped]
+from pyspark.errors import PySparkException
+from pyspark.sql import DataFrame, DataFrameReader, SparkSession
+from pyspark.sql import functions as F
+
+from provender.definitions import CsvFormat, ValueType
+from provender.errors import DataError
+from provender.offline.engine import EntityRows
+from provender.offline.files import DateRange, list_table_files
+from provender.offline.plan import ENTITY_TIMESTAMP, RetrievalPlan, TableJoin, null_entity_times_error
+from provender.offline.spark.columns import (
+    CREATED,
+    EVENT,
+    ORDER,
+    TS,
+    TS_CEIL,
+    as_type,
+    aware,
+    col,
+    quote,
+    spark_type,
+    timestamp_literal,
+    timestamps,
+)
+from provender.offline.spark.failures import run_in_group, spark_message
+from provender.offline.spark.schemas import (
+    ROW_ID,
+    STAMP,
+    arrow_time_range,
+    local_dir,
+    partition_names,
+    read_type,
+    source_schema,
+    spark_view,
+)
+from provender.offline.spark.staging import Staging
+
+
+def entity_frame(
+    session: SparkSession, plan: RetrievalPlan, rows: EntityRows, *, staging: Staging, job_dir: str
+) -> tuple[DataFrame, tuple[datetime | None, datetime | None]]:
+    """The entity rows with ``ORDER``, ``TS``/``TS_CEIL`` and ``__key_<entity>``; their time range."""
+    keys = {e.name: e for join in plan.joins for e in join.entities}
+    if rows.table is not None:
+        times = arrow_time_range(rows.table.column(ENTITY_TIMESTAMP))
+        columns = {ROW_ID: pa.array(np.arange(rows.table.num_rows, dtype=np.int64))}
+        columns |= {name: rows.table.column(name).cast(e.value_type.to_arrow()) for name, e in keys.items()}
+        stamps = rows.table.column(ENTITY_TIMESTAMP)
+        stamps = stamps.cast(STAMP) if pa.types.is_null(stamps.type) else stamps  # an empty, untyped frame
+        staged = pa.table(columns | {ENTITY_TIMESTAMP: stamps})
+        pq.write_table(staged, f"{staging.arrow_path(job_dir)}/entities.parquet", filesystem=staging.fs)
+        view = staged.schema
+        frame = reader(session, view, view.names).parquet(staging.spark_path(f"{job_dir}/entities.parquet"))
+        columns_and_order = [F.col("*"), F.col(ROW_ID).alias(ORDER)]
+    else:
+        view = spark_view(rows.schema, rows.paths[0] if rows.paths else None)
+        frame = reader(session, view, view.names).parquet(*rows.paths)
+        order = F.struct(F.col("_metadata.file_path"), F.col("_metadata.row_index"))
+        columns_and_order = [*(col(c) for c in rows.schema.names), order.alias(ORDER)]
+        times = None
+    floor, ceil = timestamps(col(ENTITY_TIMESTAMP), view.field(ENTITY_TIMESTAMP).type)
+    frame = frame.select(
+        *columns_and_order,
+        floor.alias(TS),
+        ceil.alias(TS_CEIL),
+        *(col(n).cast(spark_type(e.value_type)).alias(f"__key_{n}") for n, e in keys.items()),
+    )
+    return frame, times if times is not None else _spark_time_range(session, frame)
+
+
+def _spark_time_range(session: SparkSession, frame: DataFrame) -> tuple[datetime | None, datetime | None]:
+    missing = F.col(TS).isNull()
+    agg = frame.agg(F.min(TS), F.max(TS), F.count_if(missing), F.min(F.when(missing, F.col(ORDER))))
+    group = f"provender-{uuid.uuid4().hex[:12]}"
+    row = run_in_group(session, group, "reading the entity rows", agg.first)
+    assert row is not None
+    if row[2]:  # name the first such row by its position across the files, as DuckDB does
+        first = frame.where(
+            F.col(ORDER)
+            < F.struct(F.lit(row[3][0]).alias("file_path"), F.lit(row[3][1]).cast("bigint").alias("row_index"))
+        )
+        raise null_entity_times_error(int(row[2]), f"row {run_in_group(session, group, 'counting', first.count)}")
+    return aware(row[0]), aware(row[1])
+
+
+def reader(session: SparkSession, view: pa.Schema, names: Iterable[str] | None) -> DataFrameReader:
+    """A reader given the columns' types (Spark then infers nothing), when Spark can read them all."""
+    fields = [(name, read_type(view.field(name).type)) for name in names or ()]
+    if names is None or any(kind is None for _, kind in fields):
+        return session.read
+    return session.read.schema(", ".join(f"{quote(name)} {kind}" for name, kind in fields))
+
+
+def source_frame(
+    session: SparkSession,
+    join: TableJoin,
+    dates: DateRange,
+    *,
+    base_dir: Path,
+    lower: datetime | None,
+    upper: datetime | None,
+) -> DataFrame:
+    """The table's rows that can be candidates: keys and features (named as the table's), times."""
+    columns = join.columns
+    files = list_table_files(join.name, join.source, base_dir=base_dir, dates=dates)
+    if not files:  # every date partition was pruned: no row can be a candidate
+        fields = [f"{quote(e.name)} {spark_type(e.value_type)}" for e in join.entities]
+        fields += [f"{quote(f.name)} {spark_type(f.value_type)}" for f in join.features]
+        return session.createDataFrame([], ", ".join([*fields, f"{EVENT} timestamp", f"{CREATED} timestamp"]))
+    frame, view = _read_source(session, join, files, base_dir=base_dir)
+    wanted = {f.name for f in join.features}
+    select = [as_type(c, view, e.value_type).alias(e.name) for c, e in zip(columns.keys, join.entities, strict=True)]
+    select += [
+        as_type(c, view, f.value_type).alias(f.name)
+        for c, f in zip(columns.features, join.table.features, strict=True)
+        if f.name in wanted
+    ]
+    select.append(as_type(columns.event_timestamp, view, ValueType.UNIX_TIMESTAMP).alias(EVENT))
+    created = columns.created_timestamp
+    select.append(
+        (as_type(created, view, ValueType.UNIX_TIMESTAMP) if created else F.lit(None).cast("timestamp")).alias(CREATED)
+    )
+    where = F.col(EVENT).isNotNull()
+    for key in join.join_keys:  # a null key matches nothing
+        where &= col(key).isNotNull()
+    if upper is not None:
+        where &= F.col(EVENT) <= timestamp_literal(upper)
+    if lower is not None:
+        where &= F.col(EVENT) >= timestamp_literal(lower)
+    return frame.select(*select).where(where)
+
+
+def _read_source(
+    session: SparkSession, join: TableJoin, files: list[str], *, base_dir: Path
+) -> tuple[DataFrame, pa.Schema]:
+    """Check the source's schema (read on the driver) and return its frame and Spark's view of it."""
+    fmt, root = join.source.file_format, local_dir(join.source.path, base_dir=base_dir)
+    try:
+        view, uniform = source_schema(join, files, root)
+        c = join.columns
+        needed = {*c.keys, *c.features, c.event_timestamp, *([c.created_timestamp] if c.created_timestamp else [])}
+        if isinstance(fmt, CsvFormat):  # all text, cast afterwards, as the header names them
+            partitions = partition_names(files, root)
+            view = pa.schema([pa.field(name, pa.string()) for name in view.names])
+            read = reader(session, view, [n for n in view.names if n not in partitions] if uniform else None)
+            read = read.options(header=True, sep=fmt.delimiter, enforceSchema=False)
+        else:
+            read = reader(session, view, [n for n in view.names if n in needed] if uniform else None)
+        if root is not None:
+            read = read.option("basePath", root.as_uri())  # hive partition columns, as DuckDB reads them
+        frame = read.csv(files) if isinstance(fmt, CsvFormat) else read.parquet(*files)
+    except (OSError, pa.ArrowException, PySparkException, Py4JError) as exc:
+        message = spark_message(exc) if isinstance(exc, PySparkException | Py4JError) else str(exc)
+        raise DataError(
+            f"Cannot read the batch source of feature table {join.name!r} ({join.source.path}): {message}"
+        ) from exc
+    return frame, view
