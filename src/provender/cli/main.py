@@ -78,6 +78,7 @@ def _register_commands() -> None:
     cli.add_command(registry.entities)
     cli.add_command(registry.tables)
     cli.add_command(registry.projects)
+    cli.add_command(registry.history)
     cli.add_command(retrieve.retrieve)
     cli.add_command(ingest.ingest)
     cli.add_command(ingest_stream.ingest_stream)

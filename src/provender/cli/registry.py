@@ -1,4 +1,4 @@
-"""``provender entities|tables|projects``: read the registry."""
+"""``provender entities|tables|projects|history``: read and manage the registry."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from provender.cli.render import echo_json, echo_table, plural
 from provender.cli.state import CliState
 from provender.definitions import FeatureTable
 from provender.registry import codec
+from provender.registry.store import DEFAULT_HISTORY_LIMIT, ItemAction, RegistryChangeRecord
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
@@ -141,11 +142,84 @@ def projects() -> None:
 
 @projects.command("list")
 @json_option
+@click.option("--archived", "include_archived", is_flag=True, help="Include archived projects.")
 @click.pass_obj
-def list_projects(state: CliState, as_json: bool) -> None:
+def list_projects(state: CliState, as_json: bool, include_archived: bool) -> None:
     """List projects with their registry version and last change."""
-    found = state.client().describe_projects()
+    found = state.client().describe_projects(include_archived=include_archived)
     if as_json:
-        echo_json([{"name": p.name, "version": p.version, "updated_at": p.updated_at} for p in found])
+        rows = [{"name": p.name, "version": p.version, "updated_at": p.updated_at} for p in found]
+        if include_archived:
+            rows = [{**row, "archived_at": p.archived_at} for row, p in zip(rows, found, strict=True)]
+        echo_json(rows)
+    elif include_archived:
+        echo_table(
+            ["NAME", "VERSION", "UPDATED_AT", "ARCHIVED_AT"],
+            [(p.name, p.version, p.updated_at or "-", p.archived_at or "-") for p in found],
+        )
     else:
         echo_table(["NAME", "VERSION", "UPDATED_AT"], [(p.name, p.version, p.updated_at or "-") for p in found])
+
+
+@projects.command("archive")
+@click.argument("name")
+@yes_option
+@click.pass_obj
+def archive_project(state: CliState, name: str, yes: bool) -> None:
+    """Archive project NAME: hidden from listings and read-only; its definitions are kept.
+
+    \b
+    Example:
+      provender projects archive old_experiments --yes
+    """
+    client = state.client()
+    if not yes:
+        click.confirm(f"Archive project {name!r} (it becomes read-only and hidden)?", abort=True)
+    info = client.archive_project(name)
+    click.echo(f"Archived project {name!r} at version {info.version}; its definitions are kept.")
+
+
+@click.command()
+@click.option("--limit", "-n", type=click.IntRange(min=1), default=DEFAULT_HISTORY_LIMIT, show_default=True)
+@click.option("--all-projects", is_flag=True, help="Show the changes of every project.")
+@json_option
+@click.pass_obj
+def history(state: CliState, limit: int, all_projects: bool, as_json: bool) -> None:
+    """Show the registry's changes, newest first: who, when, versions and what changed.
+
+    \b
+    Example:
+      provender history --limit 20
+    """
+    records = state.client().registry_history(limit, all_projects=all_projects)
+    if as_json:
+        echo_json([_record_json(r) for r in records])
+        return
+    headers = ["VERSION", "CHANGED_AT", "ACTOR", "WHAT"]
+    rows: list[tuple[object, ...]] = [
+        (f"{r.version_before}->{r.version_after}", r.changed_at.isoformat(timespec="seconds"), r.actor, _what(r))
+        for r in records
+    ]
+    if all_projects:
+        headers.insert(0, "PROJECT")
+        rows = [(r.project, *row) for r, row in zip(records, rows, strict=True)]
+    echo_table(headers, rows)
+
+
+def _what(record: RegistryChangeRecord) -> str:
+    if record.description and all(item.kind == "project" for item in record.items):
+        return record.description  # e.g. "archive project fraud"
+    parts = [f"{action.value} {', '.join(names)}" for action in ItemAction if (names := record.names(action))]
+    return "; ".join(parts) or record.description or "-"
+
+
+def _record_json(record: RegistryChangeRecord) -> dict[str, object]:
+    return {
+        "project": record.project,
+        "version_before": record.version_before,
+        "version_after": record.version_after,
+        "changed_at": record.changed_at.isoformat(),
+        "actor": record.actor,
+        "description": record.description,
+        "items": [item.to_dict() for item in record.items],
+    }

@@ -28,7 +28,15 @@ from provender.offline.plan import LatestPlan, build_retrieval_plan, table_join
 from provender.online.read import OnlineReader, OnlineResponse
 from provender.online.store import OnlineStore
 from provender.registry.diff import ApplyPlan, MissingPolicy, plan_apply, plan_delete_entity, plan_delete_feature_table
-from provender.registry.store import ProjectInfo, RegistryChange, RegistrySnapshot, RegistryStore
+from provender.registry.store import (
+    ANONYMOUS,
+    DEFAULT_HISTORY_LIMIT,
+    ProjectInfo,
+    RegistryChange,
+    RegistryChangeRecord,
+    RegistrySnapshot,
+    RegistryStore,
+)
 from provender.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -69,6 +77,8 @@ class Client:
         # Validates every section at start-up, naming the key, rather than at the first retrieval or read.
         self._runtime = Runtime(settings)
         self._registry: RegistryStore = self._runtime.open_registry()
+        # Who the registry's history records changes as (the core service records the token subject).
+        self.actor = ANONYMOUS
         self._offline: OfflineEngine | None = None
         self._online: OnlineStore | None = None
         self._online_reader: OnlineReader | None = None
@@ -107,7 +117,13 @@ class Client:
         """
         return plan_apply(self._registry.read(self.project), _as_tuple(definitions), missing=missing)
 
-    def apply(self, definitions: Sequence[Definition] | Definition, *, missing: MissingPolicy = "ignore") -> ApplyPlan:
+    def apply(
+        self,
+        definitions: Sequence[Definition] | Definition,
+        *,
+        missing: MissingPolicy = "ignore",
+        expected_version: int | None = None,
+    ) -> ApplyPlan:
         """Create or update entities and feature tables, all or none; idempotent.
 
         Args:
@@ -115,12 +131,16 @@ class Client:
             missing: what to do with the registered entities and feature tables that are not
                 among ``definitions``: keep them (``"ignore"``), keep them and list them in the plan
                 (``"report"``), or delete them (``"prune"``; the deleted tables' online rows too).
+            expected_version: apply only if the project is still at this registry version (the
+                one a plan was made against).
 
         Returns:
             The plan that was applied.
 
         Raises:
             RegistryConflictError: the apply would break a reference; nothing was changed.
+            RegistryVersionConflictError: the project is no longer at ``expected_version``.
+            ProjectArchivedError: the project is archived.
         """
         items = _as_tuple(definitions)
         if missing == "prune":  # online rows first: a failure below leaves the tables registered (re-ingest them)
@@ -133,7 +153,7 @@ class Client:
             applied.append(plan_apply(snapshot, items, missing=missing))
             return applied[-1].to_change()
 
-        self._registry.update(self.project, decide)
+        self._registry.update(self.project, decide, actor=self.actor, expected_version=expected_version)
         self._registry_changed()
         return applied[-1]
 
@@ -162,12 +182,31 @@ class Client:
         return sorted(self._registry.read(self.project).feature_tables.values(), key=lambda t: t.name)
 
     def list_projects(self) -> list[str]:
-        """Return the names of all projects (``default`` always among them)."""
+        """Return the names of all projects but archived ones (``default`` always among them)."""
         return [p.name for p in self._registry.list_projects()]
 
-    def describe_projects(self) -> list[ProjectInfo]:
-        """Return every project with its registry version and last change time."""
-        return self._registry.list_projects()
+    def describe_projects(self, *, include_archived: bool = False) -> list[ProjectInfo]:
+        """Return every project with its registry version, last change and archiving time."""
+        return self._registry.list_projects(include_archived=include_archived)
+
+    def archive_project(self, name: str) -> ProjectInfo:
+        """Archive project ``name``: hidden from listings, read-only, its definitions kept.
+
+        Raises:
+            ProjectNotFoundError: no such project.
+            ProjectArchivedError: it is archived already.
+        """
+        return self._registry.archive_project(name, actor=self.actor)
+
+    def registry_history(
+        self, limit: int = DEFAULT_HISTORY_LIMIT, *, all_projects: bool = False
+    ) -> list[RegistryChangeRecord]:
+        """Return the latest registry changes of this project (or of all), newest first.
+
+        Each record says who made the change, when, the version before and after, and what it
+        added, changed or deleted.
+        """
+        return self._registry.history(None if all_projects else self.project, limit=limit)
 
     def registry_version(self) -> int:
         """Return the project's registry version (bumped by every change)."""
@@ -183,13 +222,15 @@ class Client:
             FeatureTableNotFoundError: there is no such table.
         """
         deleted = self._online_store.delete_table(self.get_feature_table(name))
-        self._registry.update(self.project, lambda snapshot: plan_delete_feature_table(snapshot, name))
+        self._registry.update(
+            self.project, lambda snapshot: plan_delete_feature_table(snapshot, name), actor=self.actor
+        )
         self._registry_changed()
         return deleted
 
     def delete_entity(self, name: str) -> None:
         """Delete an entity; refused (RegistryConflictError) while a feature table uses it."""
-        self._registry.update(self.project, lambda snapshot: plan_delete_entity(snapshot, name))
+        self._registry.update(self.project, lambda snapshot: plan_delete_entity(snapshot, name), actor=self.actor)
         self._registry_changed()
 
     # -- offline: historical retrieval -------------------------------------------------------------

@@ -1,0 +1,77 @@
+"""`provender history` and `provender projects archive`, through the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from provender.cli.main import cli
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run in tmp_path with no PROVENDER_* settings from the outer environment."""
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("PROVENDER_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A project written by `provender init`, with its definitions applied."""
+    directory = tmp_path / "driver_project"
+    assert CliRunner().invoke(cli, ["init", str(directory)]).exit_code == 0
+    run(directory, "apply", str(directory))
+    return directory
+
+
+def run(project: Path, *args: str, exit_code: int = 0, stdin: str | None = None) -> Result:
+    result = CliRunner().invoke(cli, ["--config", str(project / "provender.yaml"), *args], input=stdin)
+    assert result.exit_code == exit_code, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
+    return result
+
+
+def test_history_lists_changes_newest_first(project: Path) -> None:
+    run(project, "tables", "delete", "driver_statistics", "--yes")
+    lines = run(project, "history").output.splitlines()
+    assert lines[0].split() == ["VERSION", "CHANGED_AT", "ACTOR", "WHAT"]
+    assert lines[2].split()[0] == "1->2"
+    assert "deleted feature_table:driver_statistics" in lines[2]
+    assert lines[3].split()[0] == "0->1"
+    assert "anonymous" in lines[3] and "added entity:driver_id" in lines[3]
+    assert len(run(project, "history", "--limit", "1").output.splitlines()) == 3
+
+
+def test_history_as_json(project: Path) -> None:
+    records = json.loads(run(project, "history", "--json").output)
+    assert len(records) == 1
+    record = records[0]
+    assert (record["project"], record["version_before"], record["version_after"], record["actor"]) == (
+        "default",
+        0,
+        1,
+        "anonymous",
+    )
+    assert {"kind": "entity", "name": "driver_id", "action": "added", "fields": []} in record["items"]
+
+
+def test_archive_a_project(project: Path) -> None:
+    run(project, "--project", "fraud", "apply", str(project))
+    run(project, "projects", "archive", "fraud", stdin="n\n", exit_code=1)  # declined: nothing happens
+    assert "fraud" in run(project, "projects", "list").output
+    result = run(project, "projects", "archive", "fraud", "--yes")
+    assert "Archived project 'fraud' at version 2" in result.output
+    assert "fraud" not in run(project, "projects", "list").output
+    listed = json.loads(run(project, "projects", "list", "--archived", "--json").output)
+    assert [(p["name"], p["archived_at"] is not None) for p in listed] == [("default", False), ("fraud", True)]
+    assert "driver_statistics" in run(project, "--project", "fraud", "tables", "list").output
+    refused = run(project, "--project", "fraud", "apply", str(project), exit_code=1)
+    assert "archived" in refused.output
+    everything = run(project, "history", "--all-projects").output
+    assert "archive project fraud" in everything
+    assert everything.splitlines()[0].split()[0] == "PROJECT"
