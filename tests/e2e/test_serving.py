@@ -350,7 +350,8 @@ def test_bad_requests_are_invalid_argument_naming_the_problem(project: Project, 
 
 
 def test_health_ready_openapi_and_metrics(server: Server) -> None:
-    assert server.request("GET", "/v1/health")[:2] == (200, b'{"status":"ok"}')
+    status, raw, _ = server.request("GET", "/v1/health")
+    assert (status, orjson.loads(raw)) == (200, {"status": "ok", "version": pv.__version__})
     assert server.request("GET", "/v1/ready")[0] == 200
     status, raw, _ = server.request("GET", "/v1/openapi.json")
     assert status == 200 and orjson.loads(raw)["paths"]["/v1/online-features"]["post"]

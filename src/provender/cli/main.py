@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
-from provender import __version__
 from provender.cli.state import CliState
+from provender.cli.version import print_version as _print_version
 from provender.errors import ProvenderError
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,14 @@ def _debug(ctx: click.Context) -> bool:
 )
 @click.option("--project", "-p", default=None, help="Project to work in (default: the 'project' setting).")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
-@click.version_option(__version__, prog_name="provender")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the versions of Provender, its libraries and the configured servers, and exit.",
+)
 @click.pass_context
 def cli(ctx: click.Context, config: Path | None, project: str | None, debug: bool) -> None:
     """Provender: define features once, train on point-in-time correct data, serve them online.
@@ -71,7 +78,7 @@ def cli(ctx: click.Context, config: Path | None, project: str | None, debug: boo
 
 
 def _register_commands() -> None:
-    from provender.cli import apply, ingest, ingest_stream, init, online, registry, retrieve, serve
+    from provender.cli import apply, ingest, ingest_stream, init, online, registry, retrieve, serve, version
 
     cli.add_command(init.init)
     cli.add_command(apply.apply)
@@ -84,6 +91,7 @@ def _register_commands() -> None:
     cli.add_command(ingest_stream.ingest_stream)
     cli.add_command(online.online)
     cli.add_command(serve.serve)
+    cli.add_command(version.version)
 
 
 _register_commands()

@@ -363,6 +363,18 @@ class RedisStore:
                 assert self._redis is not None
                 self._redis.ping()
 
+    def server_version(self) -> str:
+        """Return the server's ``redis_version`` (``INFO server``; for a cluster, one primary's)."""
+        with self._errors("INFO server"):
+            if self._cluster is not None:
+                info = cast(
+                    "dict[str, object]", self._cluster.info("server", target_nodes=redis.cluster.RedisCluster.RANDOM)
+                )
+            else:
+                assert self._redis is not None
+                info = cast("dict[str, object]", self._redis.info("server"))
+        return str(info["redis_version"])
+
     def delete_table(self, table: FeatureTable) -> int:
         """Delete the table's keys in this project (``SCAN`` + ``UNLINK``)."""
         pattern = self._prefix + b"*" + self._suffix(table)

@@ -4,7 +4,7 @@
 ``POST /v1/online-features``  ``{"features": [...], "entities": {"driver_id": [1001]}, "project": ...,
                            "include_statuses": bool, "include_types": bool}`` -> ``{"columns": {...},
                            "statuses": {...}, "types": {...}}`` (see :mod:`~provender.serving.schemas`)
-``GET /v1/health``         liveness: 200 while the process answers
+``GET /v1/health``         liveness: 200 while the process answers, with the package version
 ``GET /v1/ready``          readiness: 200 when the online store answers a ping, else 503
 ``GET /metrics``           Prometheus exposition (:mod:`~provender.serving.metrics`)
 ``GET /v1/openapi.json``   the OpenAPI 3.1 document
@@ -31,6 +31,7 @@ from typing import cast
 
 import orjson
 
+from provender import __version__
 from provender.errors import ProvenderError
 from provender.serving.codec import decode_base64, json_default, name_non_finite
 from provender.serving.errors import RequestTooLargeError, is_expected, status_of
@@ -48,7 +49,7 @@ ONLINE_FEATURES = "/v1/online-features"
 READY_TIMEOUT_SECONDS = 5.0
 _MIN_BODY_BYTES = 4 * 1024 * 1024
 _JSON = [(b"content-type", b"application/json")]
-_HEALTH = b'{"status":"ok"}'
+_HEALTH = orjson.dumps({"status": "ok", "version": __version__})
 _ROUTES = {
     ONLINE_FEATURES: "POST",
     "/v1/health": "GET",

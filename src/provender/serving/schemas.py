@@ -75,6 +75,7 @@ class HealthResponse(BaseModel):
 
     status: Literal["ok", "ready", "unavailable"]
     detail: str | None = None
+    version: str | None = Field(default=None, description="The serving package's version (on /v1/health).")
 
 
 # -- the hand-written parser -----------------------------------------------------------------------

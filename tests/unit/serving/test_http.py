@@ -111,7 +111,7 @@ def test_unknown_project_is_404(served: Served) -> None:
 
 def test_routes_health_ready_openapi_and_unknown(served: Served) -> None:
     _, app = served
-    assert call(app, "GET", "/v1/health").json() == {"status": "ok"}
+    assert call(app, "GET", "/v1/health").json() == {"status": "ok", "version": pv.__version__}
     assert call(app, "GET", "/v1/ready").json() == {"status": "ready"}
     document = call(app, "GET", "/v1/openapi.json").json()
     assert document["openapi"] == "3.1.0"
