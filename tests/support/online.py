@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pyarrow as pa
 
 import provender as pv
-from provender.online.codec import CREATED_TIMESTAMP, EVENT_TIMESTAMP, TIMESTAMP_TYPE
+from provender.definitions.request import CREATED_TIMESTAMP, EVENT_TIMESTAMP, TIMESTAMP_TYPE
 
 BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
 SOURCE = pv.FileSource(path="unused.parquet", event_timestamp_column="ts")

@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from provender import errors
 from provender.definitions import ValueType
+from provender.definitions.request import ref_list
 from provender.online.read import FeatureStatus, OnlineResponse
 
 try:
@@ -196,8 +197,7 @@ class HttpReader:
 
     def read(self, feature_refs: Sequence[str], entity_rows: Sequence[Mapping[str, object]]) -> OnlineResponse:
         """Return the service's answer for ``feature_refs`` and ``entity_rows``."""
-        if isinstance(feature_refs, str):
-            raise errors.FeatureRefError(feature_refs, "feature_refs must be a list of refs, e.g. ['table:feature']")
+        feature_refs = ref_list(feature_refs)  # the request model's check, before anything is sent
         columns, names = _entity_columns(entity_rows)
         request = {
             "features": list(feature_refs),
@@ -296,8 +296,7 @@ class GrpcReader:
 
     def read(self, feature_refs: Sequence[str], entity_rows: Sequence[Mapping[str, object]]) -> OnlineResponse:
         """Return the service's answer for ``feature_refs`` and ``entity_rows``."""
-        if isinstance(feature_refs, str):
-            raise errors.FeatureRefError(feature_refs, "feature_refs must be a list of refs, e.g. ['table:feature']")
+        feature_refs = ref_list(feature_refs)  # the request model's check, before anything is sent
         columns, names = _entity_columns(entity_rows)
         request = pb.GetOnlineFeaturesRequest(project=self.project, include_statuses=True)
         request.features.extend(feature_refs)

@@ -6,6 +6,21 @@ from dataclasses import dataclass
 
 from provender.errors import FeatureRefError
 
+COLUMN_SEPARATOR = "__"
+
+
+def result_column(table: str, feature: str) -> str:
+    """Return the result column of ``feature`` of ``table``: ``<table>__<feature>``.
+
+    The one place this name is built; every path (historical, online, HTTP, gRPC) uses it,
+    through :class:`~provender.definitions.request.FeatureRequest`.
+
+    Examples:
+        >>> result_column("driver_statistics", "conv_rate")
+        'driver_statistics__conv_rate'
+    """
+    return f"{table}{COLUMN_SEPARATOR}{feature}"
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FeatureRef:
@@ -36,7 +51,7 @@ class FeatureRef:
         """The result column name, ``<table>__<feature>``."""
         if self.feature is None:
             raise FeatureRefError(self.table, "a bare table ref has no single column; expand it first")
-        return f"{self.table}__{self.feature}"
+        return result_column(self.table, self.feature)
 
     def __str__(self) -> str:
         return self.table if self.feature is None else f"{self.table}:{self.feature}"

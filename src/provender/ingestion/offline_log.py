@@ -33,8 +33,8 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from provender.definitions.request import EVENT_TIMESTAMP
 from provender.errors import BackendError
-from provender.ingestion.rows import EVENT_TIMESTAMP
 
 log = logging.getLogger(__name__)
 

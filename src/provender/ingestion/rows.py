@@ -41,11 +41,8 @@ import numpy as np
 import pyarrow as pa
 
 from provender.definitions import FeatureTable, KafkaSource, ValueType
+from provender.definitions.request import CREATED_TIMESTAMP, EVENT_TIMESTAMP, TIMESTAMP_TYPE, row_schema
 from provender.errors import DataError
-
-EVENT_TIMESTAMP = "event_timestamp"
-CREATED_TIMESTAMP = "created_timestamp"
-TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
@@ -156,10 +153,7 @@ class RowBuilder:
         self._converters: list[tuple[ColumnSpec, Callable[[list[Any]], tuple[pa.Array, dict[int, str]]]]] = [
             (spec, _converter(spec.value_type, units.get(spec.field), spec.required)) for spec in self.specs
         ]
-        fields = [pa.field(spec.column, spec.value_type.to_arrow()) for spec in self.specs]
-        if source.created_timestamp_column is None:
-            fields.append(pa.field(CREATED_TIMESTAMP, TIMESTAMP_TYPE))
-        self.schema = pa.schema(fields)
+        self.schema = row_schema(table, entity_types)  # the specs' columns, in the same order
         names = [spec.field for spec in self.specs]
         self._message_schema: pa.Schema | None = None
         if names and set(names) <= trusted_fields and len(set(names)) == len(names):

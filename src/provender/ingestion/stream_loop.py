@@ -28,8 +28,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from provender.definitions.request import EVENT_TIMESTAMP
 from provender.errors import BackendError, DataError
-from provender.ingestion.rows import EVENT_TIMESTAMP, DeadLetterReason, RowBuilder
+from provender.ingestion.rows import DeadLetterReason, RowBuilder
 from provender.ingestion.stream import DeadLetter, Polled, StreamIngestionJob, StreamSource
 from provender.ingestion.stream_metrics import stream_metrics
 

@@ -15,7 +15,8 @@ idiomatically (DuckDB: an ``ASOF`` join on the ranking key then the ``max_age`` 
 window ranked by the same key). Offline-to-online ingestion is the same rule evaluated at
 ``end`` over the rows with ``start <= event_timestamp < end`` (:class:`LatestPlan`).
 
-Building a plan validates everything that can be checked without reading data: refs, tables,
+Building a plan validates everything that can be checked without reading data: refs (resolved
+by the one request model, :class:`~provender.definitions.request.FeatureRequest`), tables,
 entity columns and their types; so bad input fails before any heavy work.
 """
 
@@ -27,15 +28,31 @@ from datetime import datetime, timedelta
 
 import pyarrow as pa
 
-from provender.definitions import Entity, Feature, FeatureRef, FeatureTable, FileSource
-from provender.errors import DataError, FeatureRefError, FeatureTableNotFoundError, did_you_mean
+from provender.definitions import Entity, Feature, FeatureTable, FileSource
+from provender.definitions.request import CREATED_TIMESTAMP, EVENT_TIMESTAMP, FeatureRequest, result_column
+from provender.errors import DataError
 
-ENTITY_TIMESTAMP = "event_timestamp"
+ENTITY_TIMESTAMP = EVENT_TIMESTAMP
 """The entity rows' timestamp column (*T* of the rule)."""
-EVENT_TIMESTAMP = "event_timestamp"
-"""Normalized name of a feature row's event time (ingestion rows)."""
-CREATED_TIMESTAMP = "created_timestamp"
-"""Normalized name of a feature row's created time (ingestion rows)."""
+
+__all__ = [
+    "CREATED_TIMESTAMP",
+    "ENTITY_TIMESTAMP",
+    "EVENT_TIMESTAMP",
+    "RULE",
+    "LatestPlan",
+    "PointInTimeRule",
+    "RetrievalPlan",
+    "SourceColumns",
+    "TableJoin",
+    "build_retrieval_plan",
+    "check_key_type",
+    "check_source_schema",
+    "is_compatible",
+    "null_entity_times_error",
+    "source_columns",
+    "table_join",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,7 +109,7 @@ class TableJoin:
 
     def output_column(self, feature: Feature) -> str:
         """The result column of ``feature``: ``<table>__<feature>``."""
-        return f"{self.table.name}__{feature.name}"
+        return result_column(self.table.name, feature.name)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,43 +149,6 @@ def source_columns(table: FeatureTable, source: FileSource) -> SourceColumns:
     )
 
 
-def expand_refs(
-    refs: Sequence[str], tables: Mapping[str, FeatureTable], *, project: str
-) -> list[tuple[FeatureTable, Feature]]:
-    """Parse and resolve feature refs; a bare ``"<table>"`` expands to all its features.
-
-    Raises:
-        FeatureRefError: a malformed ref, an unknown feature, or a feature requested twice.
-        FeatureTableNotFoundError: an unknown table.
-    """
-    if isinstance(refs, str) or not refs:
-        raise FeatureRefError(str(refs), "feature_refs must be a non-empty list like ['table:feature']")
-    resolved: list[tuple[FeatureTable, Feature]] = []
-    seen: set[str] = set()
-    for text in refs:
-        ref = FeatureRef.parse(text)
-        table = tables.get(ref.table)
-        if table is None:
-            raise FeatureTableNotFoundError(ref.table, project=project, known=list(tables))
-        if ref.feature is None:
-            features = list(table.features)
-        else:
-            feature = table.get_feature(ref.feature)
-            if feature is None:
-                hint = did_you_mean(ref.feature, table.feature_names) or (
-                    f" Its features: {', '.join(table.feature_names)}."
-                )
-                raise FeatureRefError(text, f"feature table {table.name!r} has no feature {ref.feature!r}.{hint}")
-            features = [feature]
-        for feature in features:
-            column = f"{table.name}__{feature.name}"
-            if column in seen:
-                raise FeatureRefError(text, f"feature {column!r} is requested twice")
-            seen.add(column)
-            resolved.append((table, feature))
-    return resolved
-
-
 def table_join(table: FeatureTable, features: Sequence[Feature], entities: Mapping[str, Entity]) -> TableJoin:
     """Return the join of ``table`` for ``features``; the table needs a batch source."""
     if table.batch_source is None:
@@ -196,16 +176,14 @@ def build_retrieval_plan(
     """Validate a retrieval against the registry and the entity rows' schema, and plan it.
 
     Raises:
-        FeatureRefError, FeatureTableNotFoundError: bad refs.
+        FeatureRefError, FeatureTableNotFoundError, EntityNotFoundError: bad refs
+            (:meth:`FeatureRequest.resolve`).
         DataError: a missing ``event_timestamp`` or entity column, an entity column of the wrong
             type, or an entity-source column that collides with a result column.
     """
-    resolved = expand_refs(refs, tables, project=project)
-    by_table: dict[str, list[Feature]] = {}
-    for table, feature in resolved:
-        by_table.setdefault(table.name, []).append(feature)
-    joins = tuple(table_join(tables[name], features, entities) for name, features in by_table.items())
-    output_columns = tuple(f"{table.name}__{feature.name}" for table, feature in resolved)
+    request = FeatureRequest.resolve(refs, feature_tables=tables, entities=entities, project=project)
+    joins = tuple(table_join(requested.table, requested.features, entities) for requested in request.tables)
+    output_columns = request.columns
     _check_entity_schema(entity_schema, joins, output_columns)
     return RetrievalPlan(entity_columns=tuple(entity_schema.names), joins=joins, output_columns=output_columns)
 

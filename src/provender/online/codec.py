@@ -36,14 +36,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from provender.definitions import FeatureTable, ValueType
+from provender.definitions.request import CREATED_TIMESTAMP, EVENT_TIMESTAMP, TIMESTAMP_TYPE
 from provender.errors import DataError
 from provender.online.keys import encode_arrow_keys
 
-EVENT_TIMESTAMP = "event_timestamp"
-CREATED_TIMESTAMP = "created_timestamp"
 VERSION_BYTES = 16
 HEADER_BYTES = VERSION_BYTES + 4
-TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
 
 _OFFSET = 2**63
 _VERSION = struct.Struct(">QQ")

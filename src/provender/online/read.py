@@ -2,8 +2,9 @@
 
 :class:`OnlineReader` is what ``Client.get_online_features`` delegates to. Per call it:
 
-1. resolves the refs against the registry into a cached :class:`_ReadPlan` (refs are parsed and
-   checked once per distinct ref list and registry version, not per call);
+1. resolves the refs against the registry (:class:`~provender.definitions.request.FeatureRequest`,
+   the same resolver as historical retrieval) into a cached :class:`_ReadPlan` (refs are parsed
+   and checked once per distinct ref list and registry version, not per call);
 2. encodes each entity row's key once per entity set (tables keyed by the same entities share
    keys), checking every value against its entity's type;
 3. makes ONE ``store.read`` call for every table and row (one round trip to Redis);
@@ -26,14 +27,9 @@ from typing import Protocol
 
 import pyarrow as pa
 
-from provender.definitions import Entity, FeatureRef, FeatureTable, ValueType
-from provender.errors import (
-    DataError,
-    EntityNotFoundError,
-    FeatureRefError,
-    FeatureTableNotFoundError,
-    did_you_mean,
-)
+from provender.definitions import Entity, FeatureTable, ValueType
+from provender.definitions.request import FeatureRequest, ref_list
+from provender.errors import DataError, EntityNotFoundError, FeatureRefError, FeatureTableNotFoundError
 from provender.online.codec import StoredRow
 from provender.online.keys import KeyEncoder
 from provender.online.store import OnlineStore, ReadRequest
@@ -85,74 +81,43 @@ class _ReadPlan:
     feature_columns: tuple[str, ...]  # result columns in ref order
     entity_types: Mapping[str, pa.DataType]
     feature_types: Mapping[str, pa.DataType]
+    request: FeatureRequest
 
 
 def compile_plan(feature_refs: Sequence[str], catalog: Catalog) -> _ReadPlan:
-    """Resolve refs against the registry: tables, features, entities, result columns.
+    """Resolve refs against the registry (:class:`FeatureRequest`) and plan the store reads.
 
     Raises:
-        FeatureRefError: a malformed ref, or a feature the table does not have.
+        FeatureRefError: an empty list, a malformed ref, an unknown feature, or one requested twice.
         FeatureTableNotFoundError: an unknown table (with a "did you mean").
+        EntityNotFoundError: a requested table's entity is not registered.
     """
-    if isinstance(feature_refs, str):
-        raise FeatureRefError(feature_refs, "feature_refs must be a list of refs, e.g. ['table:feature']")
-    picks: dict[str, dict[str, int]] = {}
-    columns: list[str] = []
-    for text in feature_refs:
-        ref = FeatureRef.parse(text)
-        table = catalog.feature_tables.get(ref.table)
-        if table is None:
-            raise FeatureTableNotFoundError(ref.table, project=catalog.project, known=list(catalog.feature_tables))
-        names = table.feature_names
-        if ref.feature is None:
-            wanted = names
-        elif ref.feature in names:
-            wanted = (ref.feature,)
-        else:
-            hint = did_you_mean(ref.feature, names) or f" Its features: {', '.join(names)}."
-            raise FeatureRefError(text, f"feature table {table.name!r} has no feature {ref.feature!r}.{hint}")
-        table_picks = picks.setdefault(table.name, {})
-        for feature in wanted:
-            column = f"{table.name}__{feature}"
-            if column not in table_picks:
-                table_picks[column] = names.index(feature)
-                columns.append(column)
+    request = FeatureRequest.resolve(
+        feature_refs, feature_tables=catalog.feature_tables, entities=catalog.entities, project=catalog.project
+    )
     group_of: dict[tuple[str, ...], int] = {}
     encoders: list[KeyEncoder] = []
-    entity_columns: dict[str, pa.DataType] = {}
     plans = []
-    for name, table_picks in picks.items():
-        table = catalog.feature_tables[name]
-        entities = [_entity(catalog, entity) for entity in table.entities]
-        for entity in entities:
-            entity_columns.setdefault(entity.name, entity.value_type.to_arrow())
+    for requested in request.tables:
+        table = requested.table
         entity_set = tuple(sorted(table.entities))
         if entity_set not in group_of:
             group_of[entity_set] = len(encoders)
-            encoders.append(KeyEncoder([(e.name, e.value_type) for e in entities]))
+            encoders.append(KeyEncoder([(e.name, e.value_type) for e in requested.entities]))
         max_age_us = None if table.max_age is None else int(table.max_age.total_seconds() * 1_000_000)
-        plans.append(_TablePlan(table, group_of[entity_set], tuple(table_picks.items()), max_age_us))
-    feature_types = {
-        column: table.features[index].value_type.to_arrow()
-        for plan in plans
-        for column, index in plan.picks
-        for table in (plan.table,)
-    }
+        picks = tuple(zip(requested.columns, requested.indexes, strict=True))
+        plans.append(_TablePlan(table, group_of[entity_set], picks, max_age_us))
+    arrow_types = {name: value_type.to_arrow() for name, value_type in request.types.items()}
+    entity_columns = tuple(entity.name for entity in request.entities)
     return _ReadPlan(
         tables=tuple(plans),
         encoders=tuple(encoders),
-        entity_columns=tuple(entity_columns),
-        feature_columns=tuple(columns),
-        entity_types=entity_columns,
-        feature_types=feature_types,
+        entity_columns=entity_columns,
+        feature_columns=request.columns,
+        entity_types={name: arrow_types[name] for name in entity_columns},
+        feature_types={name: arrow_types[name] for name in request.columns},
+        request=request,
     )
-
-
-def _entity(catalog: Catalog, name: str) -> Entity:
-    entity = catalog.entities.get(name)
-    if entity is None:
-        raise EntityNotFoundError(name, project=catalog.project, known=list(catalog.entities))
-    return entity
 
 
 class OnlineResponse:
@@ -301,14 +266,14 @@ class OnlineReader:
     def _plan(self, feature_refs: Sequence[str]) -> _ReadPlan:
         if self._catalog is None or self._clock() >= self._expires_at:
             self._refresh()
-        cache_key = tuple(feature_refs)
+        cache_key = ref_list(feature_refs)
         plan = self._plans.get(cache_key)
         if plan is not None:
             return plan
         assert self._catalog is not None
         try:
             plan = compile_plan(feature_refs, self._catalog)
-        except (FeatureTableNotFoundError, FeatureRefError):
+        except (FeatureTableNotFoundError, FeatureRefError, EntityNotFoundError):
             # The snapshot may predate an apply made elsewhere: look once more before failing.
             self._refresh()
             plan = compile_plan(feature_refs, self._catalog)

@@ -98,8 +98,6 @@ class ServingServicer:
         return response
 
     def _entities(self, request: pb.GetOnlineFeaturesRequest) -> dict[str, list[object]]:
-        if not request.features:
-            raise DataError("'features' must name at least one feature ref, e.g. 'driver_statistics:conv_rate'.")
         entities: dict[str, list[object]] = {}
         rows = -1
         for column in request.entities:

@@ -26,8 +26,8 @@ class OnlineFeaturesRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
     features: list[str] = Field(
-        min_length=1,
-        description="Feature refs: '<table>:<feature>', or '<table>' for all of a table's features.",
+        description="Feature refs: '<table>:<feature>', or '<table>' for all of a table's features; an empty "
+        "list, a malformed or unknown ref, or a feature named twice is a FeatureRefError.",
         examples=[["driver_statistics:conv_rate", "driver_statistics:acc_rate"]],
     )
     entities: dict[str, list[Any]] = Field(
@@ -112,8 +112,9 @@ def parse_online_request(body: bytes, *, max_entity_rows: int) -> OnlineRequest:
         unknown = sorted(set(data) - _FIELD_SET)
         raise DataError(f"Unknown field(s) {unknown} in the request; expected {', '.join(_FIELDS)}.")
     features = data.get("features")
-    if type(features) is not list or not features or not all(type(ref) is str for ref in features):
-        raise DataError("'features' must be a non-empty list of feature refs, e.g. [\"driver_statistics:conv_rate\"].")
+    # An empty list is the request model's to refuse (FeatureRefError), as on every other path.
+    if type(features) is not list or not all(type(ref) is str for ref in features):
+        raise DataError("'features' must be a list of feature refs, e.g. [\"driver_statistics:conv_rate\"].")
     entities = data.get("entities")
     if type(entities) is not dict:
         raise DataError("'entities' must be an object of entity columns, e.g. {\"driver_id\": [1001, 1002]}.")

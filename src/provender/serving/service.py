@@ -33,8 +33,9 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from provender.definitions import FeatureRef, ValueType
-from provender.errors import BackendError, DataError, ProvenderError
+from provender.definitions import ValueType
+from provender.definitions.request import FeatureRequest
+from provender.errors import BackendError, ProvenderError
 from provender.online.read import FeatureStatus, OnlineReader
 from provender.online.store import OnlineStore
 from provender.registry.store import RegistrySnapshot, RegistryStore
@@ -430,23 +431,11 @@ _ROW_STATUS = {
 
 
 def _plan_columns(snapshot: RegistrySnapshot, features: Sequence[str]) -> ColumnPlan:
-    """Resolve the result columns' types (the refs were already checked by the read)."""
-    types: dict[str, ValueType] = {}
-    feature_columns: dict[str, None] = {}
-    tables: dict[str, str] = {}
-    for text in features:
-        ref = FeatureRef.parse(text)
-        table = snapshot.feature_tables.get(ref.table)
-        if table is None:
-            raise DataError(f"feature table {ref.table!r} vanished from the registry; retry")
-        for entity in table.entities:
-            if entity in snapshot.entities:
-                types.setdefault(entity, snapshot.entities[entity].value_type)
-        for feature in table.features:
-            if ref.feature is None or feature.name == ref.feature:
-                column = f"{table.name}__{feature.name}"
-                types[column] = feature.value_type
-                feature_columns[column] = None
-                tables.setdefault(table.name, column)
-    floats = tuple(name for name, value_type in types.items() if value_type in FLOAT_TYPES)
-    return ColumnPlan(types, floats, tuple(feature_columns), tuple(tables.items()))
+    """Resolve the result columns' types with the one resolver (the refs were already checked by the read)."""
+    request = FeatureRequest.resolve(
+        features, feature_tables=snapshot.feature_tables, entities=snapshot.entities, project=snapshot.project
+    )
+    types = request.types
+    floats = tuple(name for name in request.columns if types[name] in FLOAT_TYPES)
+    tables = tuple((requested.name, requested.columns[0]) for requested in request.tables)
+    return ColumnPlan(types, floats, request.columns, tables)

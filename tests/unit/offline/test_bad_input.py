@@ -119,7 +119,7 @@ def test_refs_must_be_a_non_empty_list(sourceless: pv.Client, refs: object) -> N
 
 
 def test_a_feature_requested_twice(sourceless: pv.Client) -> None:
-    with pytest.raises(pv.FeatureRefError, match="'driver_stats__trips' is requested twice"):
+    with pytest.raises(pv.FeatureRefError, match="'driver_stats:trips': requested twice"):
         sourceless.get_historical_features(["driver_stats", "driver_stats:trips"], entities())
 
 

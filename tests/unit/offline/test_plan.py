@@ -15,7 +15,6 @@ from provender.offline.plan import (
     build_retrieval_plan,
     check_key_type,
     check_source_schema,
-    expand_refs,
     is_compatible,
     source_columns,
     table_join,
@@ -63,65 +62,6 @@ ENTITY_SCHEMA = pa.schema(
         ("customer_id", pa.string()),
     ]
 )
-
-
-def names(resolved: list[tuple[pv.FeatureTable, pv.Feature]]) -> list[str]:
-    return [f"{table.name}:{feature.name}" for table, feature in resolved]
-
-
-# -- expand_refs -----------------------------------------------------------------------------------
-
-
-def test_expand_refs_keeps_ref_order_and_expands_bare_tables_in_declaration_order() -> None:
-    refs = [
-        "pair_stats:score",
-        "driver_stats",
-    ]
-    assert names(expand_refs(refs, TABLES, project="p")) == [
-        "pair_stats:score",
-        "driver_stats:trips",
-        "driver_stats:rate",
-        "driver_stats:tags",
-    ]
-    refs = ["driver_stats:rate", "pair_stats:score", "driver_stats:trips"]
-    assert names(expand_refs(tuple(refs), TABLES, project="p")) == refs
-
-
-def test_expand_refs_unknown_table() -> None:
-    with pytest.raises(
-        pv.FeatureTableNotFoundError,
-        match=r"No feature table 'pair_stat' in project 'proj'\. "
-        r"Did you mean 'pair_stats'\?",
-    ) as info:
-        expand_refs(["pair_stat:score"], TABLES, project="proj")
-    assert (info.value.name, info.value.project) == ("pair_stat", "proj")
-
-
-def test_expand_refs_unknown_feature() -> None:
-    with pytest.raises(pv.FeatureRefError, match="Did you mean 'rate'") as info:
-        expand_refs(["driver_stats:rates"], TABLES, project="p")
-    assert info.value.ref == "driver_stats:rates"
-    with pytest.raises(pv.FeatureRefError, match="Its features: trips, rate, tags"):
-        expand_refs(["driver_stats:zzz"], TABLES, project="p")
-
-
-@pytest.mark.parametrize("ref", ["a:b:c", "driver_stats:", ":x", "", "driver_stats :trips"])
-def test_expand_refs_malformed(ref: str) -> None:
-    with pytest.raises(pv.FeatureRefError) as info:
-        expand_refs([ref], TABLES, project="p")
-    assert info.value.ref == ref
-
-
-@pytest.mark.parametrize("refs", ["driver_stats", [], ()])
-def test_expand_refs_needs_a_non_empty_list(refs: object) -> None:
-    with pytest.raises(pv.FeatureRefError, match="non-empty list"):
-        expand_refs(refs, TABLES, project="p")  # type: ignore[arg-type]
-
-
-def test_expand_refs_refuses_duplicates() -> None:
-    for refs in (["driver_stats:rate", "driver_stats:rate"], ["driver_stats:rate", "driver_stats"]):
-        with pytest.raises(pv.FeatureRefError, match="'driver_stats__rate' is requested twice"):
-            expand_refs(refs, TABLES, project="p")
 
 
 # -- build_retrieval_plan --------------------------------------------------------------------------

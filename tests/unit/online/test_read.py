@@ -145,15 +145,12 @@ def test_to_arrow_is_typed_by_the_registry(reader: OnlineReader) -> None:
     )
 
 
-def test_duplicate_refs_and_rows(reader: OnlineReader) -> None:
-    response = reader.read(["driver_stats:trips", "driver_stats", "driver_stats:trips"], [{"driver_id": 1}] * 3)
-    assert list(response.to_dict()) == [
-        "driver_id",
-        "driver_stats__trips",
-        "driver_stats__conv_rate",
-        "driver_stats__acc_rate",
-    ]
+def test_duplicate_rows_are_read_but_a_feature_named_twice_is_refused(reader: OnlineReader) -> None:
+    response = reader.read(["driver_stats:trips"], [{"driver_id": 1}] * 3)
     assert response.to_dict()["driver_stats__trips"] == [10, 10, 10]
+    with pytest.raises(pv.FeatureRefError, match="requested twice") as info:
+        reader.read(["driver_stats:trips", "driver_stats"], [{"driver_id": 1}])
+    assert info.value.ref == "driver_stats:trips"
 
 
 def test_no_entity_rows_give_empty_columns(reader: OnlineReader) -> None:
@@ -179,7 +176,7 @@ def test_to_dict_returns_fresh_lists(reader: OnlineReader) -> None:
         (["driver_stats:trip"], pv.FeatureRefError, "has no feature 'trip'. Did you mean 'trips'"),
         (["driver_stats:zzz"], pv.FeatureRefError, "Its features: conv_rate, acc_rate, trips"),
         (["a:b:c"], pv.FeatureRefError, "expected '<table>:<feature>'"),
-        ("driver_stats", pv.FeatureRefError, "must be a list of refs"),
+        ("driver_stats", pv.FeatureRefError, "must be a non-empty list"),
     ],
 )
 def test_bad_refs(reader: OnlineReader, refs: list[str], error: type[Exception], message: str) -> None:

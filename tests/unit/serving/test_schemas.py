@@ -13,11 +13,11 @@ GOOD = [
     {"features": ["t:f"], "entities": {"driver_id": [1, 2]}},
     {"features": ["t"], "entities": {"a": ["x"], "b": [1]}, "project": "p", "include_statuses": True},
     {"features": ["t:f"], "entities": {}, "include_types": False},
+    {"features": [], "entities": {"a": [1]}},  # parses; the request model refuses it (FeatureRefError)
 ]
 BAD = [
     [],
     {"entities": {"a": [1]}},
-    {"features": [], "entities": {"a": [1]}},
     {"features": ["t"], "entities": [1]},
     {"features": ["t"], "entities": {"a": 1}},
     {"features": [1], "entities": {"a": [1]}},
