@@ -216,3 +216,7 @@ class RegistrySchemaError(BackendError):
             f"The registry at {location} has schema version {found}, newer than this Provender supports "
             f"({supported}): upgrade provender (it was written by a newer release)"
         )
+
+
+class JobCancelledError(ProvenderError):
+    """The job was cancelled before it finished."""

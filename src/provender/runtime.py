@@ -25,7 +25,7 @@ Examples:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
 
@@ -35,11 +35,9 @@ from provender.errors import ConfigError
 
 if TYPE_CHECKING:
     from provender.offline.engine import OfflineEngine
-    from provender.online.store import OnlineStore
+    from provender.online.store import OnlineStore, OnlineStoreFactory
     from provender.registry.store import RegistryStore
 
-OnlineStoreFactory = Callable[[], "OnlineStore"]
-"""A picklable callable opening the online store of one project (e.g. on a Spark executor)."""
 
 _SERVING_SCHEMES = ("http", "https", "grpc", "grpcs")
 

@@ -9,6 +9,7 @@ does: stores the executors cannot share are refused, and a job can be cancelled.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ import provender as pv
 from provender.config import load_settings
 from provender.ingestion.batch import IngestionJob, JobCancelledError, JobStatus
 from provender.offline.plan import LatestPlan, table_join
+from provender.online.redis import RedisStore
 from tests.support.ingestion import DRIVER, driver_table, hour, write_driver_rows
 from tests.support.services import RedisServer
 from tests.unit.ingestion.test_batch import (  # noqa: F401 - collected here, with this module's client
@@ -72,7 +74,7 @@ def test_stores_the_executors_cannot_share_are_refused(
     with spark_client(tmp_path / "p", offline=spark_options, online=online) as client:
         client.apply([DRIVER, driver_table(tmp_path / "src")])
         job = client.start_offline_to_online_ingestion("driver_stats", start=NOW - timedelta(days=1), end=NOW)
-        with pytest.raises(pv.ConfigError, match=rf"online\.store.*executors.*{online['store']}.*redis"):
+        with pytest.raises(pv.ConfigError, match=rf"(?i)online\.store.*executors.*{online['store']}.*redis"):
             job.wait(timeout_seconds=30)
         assert job.status is JobStatus.FAILED
 
@@ -104,8 +106,8 @@ def test_cancel_stops_the_spark_job(tmp_path: Path, spark_engine: object, redis_
         join=table_join(table, table.features, {"driver_id": DRIVER}), start=NOW - timedelta(days=1), end=NOW
     )
     job = IngestionJob(table=table.name, description="a job to cancel")
-    online = {"store": "redis", "url": redis_server.url}
-    job.start(lambda j: spark_engine.ingest_to_online(plan, online_options=online, project="cancelled", job=j))
+    factory = functools.partial(RedisStore.from_options, {"url": redis_server.url}, base_dir=tmp_path, project="cancel")
+    job.start(lambda j: spark_engine.ingest_to_online(plan, store_factory=factory, progress=j))
     time.sleep(2.0)
     started = time.monotonic()
     job.cancel()

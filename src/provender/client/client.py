@@ -312,11 +312,9 @@ class Client:
             table=name, description=f"ingestion of {name} [{start_at:%Y-%m-%d %H:%M}, {end_at:%Y-%m-%d %H:%M})"
         )
         if engine.capabilities.is_distributed:
-            options = self._runtime.online_options
+            factory = self._runtime.online_store_factory(self.project)
             distributed = cast("DistributedIngestion", engine)
-            return job.start(
-                lambda j: distributed.ingest_to_online(plan, online_options=options, project=self.project, job=j)
-            )
+            return job.start(lambda j: distributed.ingest_to_online(plan, store_factory=factory, progress=j))
         store = self._online_store
 
         def run(j: IngestionJob) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import keyword
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
 
 from provender.errors import DefinitionError
 
@@ -41,3 +44,20 @@ def freeze_str_mapping(obj: str, field: str, value: object) -> tuple[tuple[str, 
         if not isinstance(key, str) or not isinstance(item, str):
             raise DefinitionError(obj, field, f"entry {key!r}: {item!r} must map a string to a string")
     return tuple(sorted(value.items()))
+
+
+def reduce_definition(obj: Any) -> tuple[Callable[..., object], tuple[object, ...]]:
+    """``__reduce__`` of a frozen definition: rebuilt by its constructor, read-only mappings as dicts.
+
+    Definitions are pickled to reach other processes (Spark executors); a ``MappingProxyType``
+    cannot be pickled itself, and the constructor checks and freezes the values again.
+    """
+    values = {}
+    for item in dataclasses.fields(obj):
+        value = getattr(obj, item.name)
+        values[item.name] = dict(value) if isinstance(value, MappingProxyType) else value
+    return _rebuild, (type(obj), values)
+
+
+def _rebuild(cls: Callable[..., object], values: dict[str, object]) -> object:
+    return cls(**values)

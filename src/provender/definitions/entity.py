@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from provender.definitions._validate import check_identifier, freeze_str_mapping
+from provender.definitions._validate import check_identifier, freeze_str_mapping, reduce_definition
 from provender.definitions.types import ENTITY_KEY_TYPES, ValueType
 from provender.errors import DefinitionError
 
@@ -30,6 +30,8 @@ class Entity:
     value_type: ValueType
     description: str = ""
     labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    __reduce__ = reduce_definition
 
     def __post_init__(self) -> None:
         what = f"Entity {self.name!r}"

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from types import MappingProxyType
 
-from provender.definitions._validate import check_identifier, freeze_str_mapping
+from provender.definitions._validate import check_identifier, freeze_str_mapping, reduce_definition
 from provender.definitions.source import FileSource, KafkaSource
 from provender.definitions.types import ValueType
 from provender.errors import DefinitionError
@@ -61,6 +61,8 @@ class FeatureTable:
     stream_source: KafkaSource | None = None
     max_age: timedelta | None = None
     labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    __reduce__ = reduce_definition
 
     def __post_init__(self) -> None:
         what = f"FeatureTable {self.name!r}"

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from provender.definitions._validate import check_column, freeze_str_mapping
+from provender.definitions._validate import check_column, freeze_str_mapping, reduce_definition
 from provender.errors import DefinitionError
 
 
@@ -92,6 +92,8 @@ class FileSource:
     date_partition_column: str | None = None
     field_mapping: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
+    __reduce__ = reduce_definition
+
     def __post_init__(self) -> None:
         what = "FileSource"
         if not isinstance(self.path, str) or not self.path.strip():
@@ -124,6 +126,8 @@ class KafkaSource:
     event_timestamp_column: str
     created_timestamp_column: str | None = None
     field_mapping: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    __reduce__ = reduce_definition
 
     def __post_init__(self) -> None:
         what = "KafkaSource"

@@ -2,8 +2,9 @@
 
 The offline engine computes the rows with the point-in-time rule of ``offline/plan.py`` (the same
 rule and code as historical retrieval) and streams them as Arrow batches; a reader thread keeps
-the next batches coming while this thread writes the current one (pipelining), so memory is
-bounded by a few batches, never by the source. The online store's event-time guard makes a job
+the next batches coming while this thread writes the current one (pipelining, in
+:func:`provender.online.write.write_batches`), so memory is bounded by a few batches, never by
+the source. The online store's event-time guard makes a job
 safe to re-run, and each entity key is written atomically, so a job that fails part-way leaves
 no half-written key: re-running it completes it.
 """
@@ -11,36 +12,21 @@ no half-written key: re-running it completes it.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from enum import StrEnum
 
-import pyarrow as pa
+from provender.errors import JobCancelledError
+from provender.offline.engine import JobStatus
+from provender.online.write import write_batches
 
-from provender.errors import BackendError, ProvenderError
+__all__ = ["DEFAULT_BATCH_ROWS", "IngestionJob", "JobCancelledError", "JobStatus", "write_batches"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_ROWS = 100_000
-_QUEUED_BATCHES = 2
-
-
-class JobStatus(StrEnum):
-    """Where a job is in its life."""
-
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-
-
-class JobCancelledError(ProvenderError):
-    """The job was cancelled before it finished."""
 
 
 class IngestionJob:
@@ -130,53 +116,3 @@ class IngestionJob:
         finally:
             self.finished_at = datetime.now(UTC)
             self._done.set()
-
-
-def write_batches(reader: pa.RecordBatchReader, write: Callable[[pa.Table], int], job: IngestionJob) -> None:
-    """Write every batch of ``reader`` with ``write``, reading ahead in another thread.
-
-    Raises:
-        JobCancelledError: the job was cancelled.
-        BackendError: the store failed (the reader is stopped, nothing more is written).
-    """
-    batches: queue.Queue[pa.RecordBatch | BaseException | None] = queue.Queue(maxsize=_QUEUED_BATCHES)
-    stop = threading.Event()
-
-    def read_ahead() -> None:
-        try:
-            for batch in reader:
-                while not stop.is_set():
-                    try:
-                        batches.put(batch, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            batches.put(None)
-        except BaseException as exc:  # noqa: BLE001 - handed to the writing thread
-            batches.put(exc)
-
-    reader_thread = threading.Thread(target=read_ahead, name=f"provender-read-{job.id}", daemon=True)
-    reader_thread.start()
-    try:
-        while True:
-            item = batches.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            if job.is_cancelled:
-                raise JobCancelledError(f"job {job.id} was cancelled after {job.rows_written} rows")
-            job.rows_read += item.num_rows
-            if item.num_rows:
-                job.rows_written += write(pa.Table.from_batches([item]))
-    except (OSError, ConnectionError) as exc:
-        raise BackendError(f"online store failed during {job.description}: {exc}", retryable=True) from exc
-    finally:
-        stop.set()
-        while reader_thread.is_alive():
-            try:
-                batches.get_nowait()
-            except queue.Empty:
-                reader_thread.join(timeout=0.05)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Protocol, Self
 
@@ -13,7 +14,17 @@ from pydantic import BaseModel
 from provender.offline.plan import LatestPlan, RetrievalPlan
 
 if TYPE_CHECKING:
-    from provender.ingestion.batch import IngestionJob
+    from provender.online.store import OnlineStoreFactory
+
+
+class JobStatus(StrEnum):
+    """Where a job (a retrieval on a cluster, an ingestion) is in its life."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,12 +92,46 @@ class OfflineEngine(Protocol):
         ...
 
 
+class IngestionProgress(Protocol):
+    """What a distributed ingestion reports to, and asks of, the job it runs for (an ``IngestionJob``).
+
+    Attributes:
+        rows_read: rows the workers read, set when the work ends.
+        rows_written: rows the workers wrote, set when the work ends.
+    """
+
+    rows_read: int
+    rows_written: int
+
+    @property
+    def id(self) -> str:
+        """The job's id (the engine names its own work after it)."""
+        ...
+
+    @property
+    def is_cancelled(self) -> bool:
+        """Whether the job was asked to stop (the engine then cancels its work)."""
+        ...
+
+
 class DistributedIngestion(Protocol):
     """An engine (``capabilities.is_distributed``) whose workers write to the online store
     themselves, so the driver never collects the rows."""
 
     def ingest_to_online(
-        self, plan: LatestPlan, *, online_options: Mapping[str, object], project: str, job: IngestionJob
+        self, plan: LatestPlan, *, store_factory: OnlineStoreFactory, progress: IngestionProgress
     ) -> None:
-        """Write the rows of ``plan`` to the online store of ``online_options``; count them on ``job``."""
+        """Write the rows of ``plan`` to the online store each worker opens with ``store_factory``.
+
+        Args:
+            plan: the latest row per entity key in ``[start, end)``.
+            store_factory: a picklable zero-argument callable opening the online store (see
+                :meth:`provender.runtime.Runtime.online_store_factory`); called on the driver
+                to check the store is ``reachable_from_executors``, then on every worker.
+            progress: the job, counted on and watched for cancellation.
+
+        Raises:
+            ConfigError: a store the workers cannot reach.
+            JobCancelledError: the job was cancelled.
+        """
         ...

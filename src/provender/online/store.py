@@ -18,7 +18,7 @@ Backends (``memory.py``, ``sqlite.py``, ``redis.py``) are found through the
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Protocol, Self
@@ -136,3 +136,7 @@ class OnlineStore(Protocol):
     def close(self) -> None:
         """Release connections and files. The store must not be used afterwards."""
         ...
+
+
+OnlineStoreFactory = Callable[[], OnlineStore]
+"""A picklable callable opening the online store of one project (e.g. on a Spark executor)."""

@@ -16,7 +16,7 @@ import threading
 import weakref
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Self, cast
+from typing import TYPE_CHECKING, ClassVar, Self
 
 import pyarrow as pa
 from py4j.protocol import Py4JError  # type: ignore[import-untyped]
@@ -26,11 +26,9 @@ from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from provender.backends import Role, load_backend
 from provender.config import validate_backend_config
-from provender.errors import BackendError, ConfigError, ProvenderError
-from provender.ingestion.batch import IngestionJob, JobCancelledError
-from provender.offline.engine import EngineCapabilities, EntityRows
+from provender.errors import BackendError, ConfigError, JobCancelledError, ProvenderError
+from provender.offline.engine import EngineCapabilities, EntityRows, IngestionProgress
 from provender.offline.files import DateRange, lower_event_bound
 from provender.offline.plan import LatestPlan, RetrievalPlan
 from provender.offline.spark.compile import compile_latest, compile_retrieval
@@ -41,10 +39,9 @@ from provender.offline.spark.schemas import latest_schema, result_schema
 from provender.offline.spark.session import SparkConfig, session_conf
 from provender.offline.spark.sources import entity_frame, source_frame
 from provender.offline.spark.staging import Staging
-from provender.registry import codec
 
 if TYPE_CHECKING:
-    from provender.online.store import OnlineStore
+    from provender.online.store import OnlineStoreFactory
 
 log = logging.getLogger(__name__)
 
@@ -188,57 +185,50 @@ class SparkEngine:
         return pa.RecordBatchReader.from_batches(schema, batches())
 
     def ingest_to_online(
-        self, plan: LatestPlan, *, online_options: Mapping[str, object], project: str, job: IngestionJob
+        self, plan: LatestPlan, *, store_factory: OnlineStoreFactory, progress: IngestionProgress
     ) -> None:
         """Write the latest row per entity key in ``[start, end)`` to the online store, from the executors.
 
-        Each partition opens the store from ``online_options`` on its executor and writes its
-        rows in Arrow batches under the store's event-time guard, reading the next batch while
-        it writes one. Only per-partition counts reach the driver (``job.rows_read``,
-        ``job.rows_written``). Runs in the calling thread; ``job.cancel()`` cancels the Spark job.
+        ``store_factory`` is called once here, to check that the store is
+        ``reachable_from_executors`` (and its options good), then pickled to the executors: each
+        partition opens its own store and writes its rows in Arrow batches under the store's
+        event-time guard, reading the next batch while it writes one. Only per-partition counts
+        reach the driver (``progress.rows_read``, ``progress.rows_written``). Runs in the calling
+        thread; a cancelled ``progress`` cancels the Spark progress.
 
         Raises:
-            ConfigError: a store the executors cannot share (SQLite, a local file; memory).
+            ConfigError: a store the executors cannot reach (a local file; one process's memory).
             JobCancelledError: the job was cancelled.
             DataError, BackendError: Spark's or the store's error, with its message.
         """
-        name = str(online_options.get("store", "sqlite"))
-        store_cls = cast("type[OnlineStore]", load_backend(Role.ONLINE_STORE, name))
-        store = store_cls.from_options(online_options, base_dir=self.base_dir, project=project)  # validates options
-        reachable = store.capabilities.reachable_from_executors
+        store = store_factory()
+        reachable, kind = store.capabilities.reachable_from_executors, type(store).__name__
         store.close()
         if not reachable:
             raise ConfigError(
                 "online.store",
-                f"the Spark engine writes from its executors, which cannot reach a {name!r} online store "
+                f"the Spark engine writes from its executors, which cannot reach a {kind} "
                 "(one local file or process); use `online: {store: redis, url: ...}`, or the DuckDB engine.",
             )
-        writer = PartitionWriter(
-            store=name,
-            options=dict(online_options),
-            base_dir=str(self.base_dir),
-            project=project,
-            table_json=codec.to_json(plan.join.table),
-            schema=latest_schema(plan.join),
-        )
+        writer = PartitionWriter(store_factory=store_factory, table=plan.join.table, schema=latest_schema(plan.join))
         counts = self._latest_frame(plan).mapInArrow(writer, "rows_read long, rows_written long")
         total = counts.agg(F.sum("rows_read"), F.sum("rows_written"))
-        group, done = f"provender-ingest-{job.id}", threading.Event()
+        group, done = f"provender-ingest-{progress.id}", threading.Event()
         log.info("spark ingestion table=%s app=%s group=%s", plan.join.name, self.application_id, group)
 
         def watch() -> None:  # cancels until the job ends: a job submitted after a cancel is not yet in the group
             while not done.wait(0.1):
-                if job.is_cancelled:
+                if progress.is_cancelled:
                     self.session.sparkContext.cancelJobGroup(group)
 
         InheritableThread(target=watch, daemon=True).start()
         try:
             row = run_in_group(self.session, group, f"ingestion of feature table {plan.join.name!r}", total.first)
         except ProvenderError as exc:
-            if job.is_cancelled:
-                raise JobCancelledError(f"job {job.id} was cancelled: {exc}") from exc
+            if progress.is_cancelled:
+                raise JobCancelledError(f"job {progress.id} was cancelled: {exc}") from exc
             raise
         finally:
             done.set()
         assert row is not None
-        job.rows_read, job.rows_written = int(row[0] or 0), int(row[1] or 0)
+        progress.rows_read, progress.rows_written = int(row[0] or 0), int(row[1] or 0)

@@ -3,51 +3,52 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from dataclasses import dataclass
 
 import pyarrow as pa
 
-from provender.backends import Role, load_backend
 from provender.definitions import FeatureTable
 from provender.errors import ProvenderError
-from provender.ingestion.batch import IngestionJob, write_batches
 from provender.offline.spark.failures import executor_error
 from provender.offline.spark.staging import cast_batch
-from provender.registry import codec
+from provender.online.store import OnlineStoreFactory
+from provender.online.write import write_batches
 
-if TYPE_CHECKING:
-    from provender.online.store import OnlineStore
+_COUNTS = pa.schema([("rows_read", pa.int64()), ("rows_written", pa.int64())])
 
 
 class PartitionWriter:
     """The ``mapInArrow`` function of ingestion: one partition's rows to the online store, on its executor.
 
-    Picklable by reference (a module-level class with plain attributes); the feature table
-    travels as its registry JSON.
+    Pickled to the executors with what it holds: the store factory (a store class by reference
+    and its options), the feature table (a frozen definition) and the rows' schema.
     """
 
-    def __init__(
-        self, *, store: str, options: dict[str, object], base_dir: str, project: str, table_json: str, schema: pa.Schema
-    ) -> None:
-        self.store, self.options, self.base_dir = store, options, base_dir
-        self.project, self.table_json, self.schema = project, table_json, schema
+    def __init__(self, *, store_factory: OnlineStoreFactory, table: FeatureTable, schema: pa.Schema) -> None:
+        self.store_factory, self.table, self.schema = store_factory, table, schema
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         """Write every batch; yield one row: how many rows were read and written."""
-        table = codec.from_json(self.table_json)
-        assert isinstance(table, FeatureTable)
-        store_cls = cast("type[OnlineStore]", load_backend(Role.ONLINE_STORE, self.store))
-        store = store_cls.from_options(self.options, base_dir=Path(self.base_dir), project=self.project)
-        job = IngestionJob(table=table.name, description=f"a Spark partition of {table.name!r}")
+        store = self.store_factory()
+        counts = _PartitionCounts(id=self.table.name, description=f"a Spark partition of {self.table.name!r}")
         try:
             reader = pa.RecordBatchReader.from_batches(self.schema, (cast_batch(b, self.schema) for b in batches))
-            write_batches(reader, lambda rows: store.write(table, rows), job)
+            write_batches(reader, lambda rows: store.write(self.table, rows), counts)
         except ProvenderError as exc:
             raise executor_error(exc) from exc
         finally:
             store.close()
         yield pa.RecordBatch.from_pydict(
-            {"rows_read": [job.rows_read], "rows_written": [job.rows_written]},
-            schema=pa.schema([("rows_read", pa.int64()), ("rows_written", pa.int64())]),
+            {"rows_read": [counts.rows_read], "rows_written": [counts.rows_written]}, schema=_COUNTS
         )
+
+
+@dataclass
+class _PartitionCounts:
+    """A partition's progress; cancelling is Spark's (the driver cancels the job group)."""
+
+    id: str
+    description: str
+    rows_read: int = 0
+    rows_written: int = 0
+    is_cancelled: bool = False

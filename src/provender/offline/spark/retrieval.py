@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 from pyspark import InheritableThread
 from pyspark.sql import DataFrame, SparkSession
 
-from provender.errors import BackendError, ProvenderError
-from provender.ingestion.batch import JobCancelledError, JobStatus
+from provender.errors import BackendError, JobCancelledError, ProvenderError
+from provender.offline.engine import JobStatus
 from provender.offline.spark.failures import run_in_group
 from provender.offline.spark.schemas import ROW_ID
 from provender.offline.spark.staging import Staging, cast_batch
