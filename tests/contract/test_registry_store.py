@@ -153,6 +153,19 @@ def test_definitions_persist_across_stores(open_store: Callable[[], RegistryStor
     }
 
 
+def test_every_read_sees_the_latest_change_of_another_store(open_store: Callable[[], RegistryStore]) -> None:
+    reader, writer = open_store(), open_store()
+    assert reader.read("fraud").version == 0
+    for n in range(3):
+        apply(writer, "fraud", customer(description=f"v{n}"))
+        assert reader.read("fraud") == writer.read("fraud")
+        assert reader.read("fraud").entities["customer_id"].description == f"v{n}"
+    writer.archive_project("fraud")
+    assert reader.read("fraud").archived_at is not None
+    with pytest.raises(ProjectArchivedError):
+        apply(reader, "fraud", customer(description="late"))
+
+
 def test_refused_change_leaves_everything_unchanged(store: RegistryStore) -> None:
     apply(store, "default", driver(), driver_statistics())
     before = state(store)

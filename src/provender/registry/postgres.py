@@ -59,6 +59,7 @@ from provender.registry.store import (
     RegistryChange,
     RegistryChangeRecord,
     RegistrySnapshot,
+    SnapshotCache,
     describe_change,
 )
 
@@ -85,6 +86,7 @@ _MIGRATION_LOCK = 0x70726F76  # pg_advisory_xact_lock key ("prov")
 _POOL_OPTIONS = {"pool_min_size": 1, "pool_max_size": 8, "pool_timeout": 5.0}
 _CONNECT_TIMEOUT_SECONDS = 5
 _JOB_COLUMNS = ", ".join(jobs.COLUMNS)
+_PROJECT_ROW = "SELECT version, updated_at, archived_at FROM provender_projects WHERE name = %s"
 
 
 def split_url(url: str) -> tuple[str, dict[str, float]]:
@@ -120,6 +122,7 @@ class PostgresRegistry:
     def __init__(self, url: str) -> None:
         conninfo, pool = split_url(url)
         self.location = redacted(url)
+        self._cache = SnapshotCache()
         kwargs: dict[str, Any] = {"autocommit": True}
         if "connect_timeout" not in conninfo:
             kwargs["connect_timeout"] = _CONNECT_TIMEOUT_SECONDS
@@ -177,12 +180,6 @@ class PostgresRegistry:
         with self._connection() as conn, conn.transaction():
             yield conn
 
-    @contextmanager
-    def _reading(self) -> Iterator[psycopg.Connection[Any]]:
-        with self._connection() as conn, conn.transaction():
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            yield conn
-
     def _migrate(self) -> None:
         with self._connection() as conn:
             if _schema_version(conn) == SCHEMA_VERSION:
@@ -207,12 +204,11 @@ class PostgresRegistry:
     # -- definitions
 
     def read(self, project: str) -> RegistrySnapshot:
-        """Return the project's current snapshot (one consistent read)."""
-        with self._reading() as conn:
-            row = conn.execute(
-                "SELECT version, updated_at, archived_at FROM provender_projects WHERE name = %s", (project,)
-            ).fetchone()
-            return _snapshot(conn, project, row)
+        """Return the project's current snapshot (one consistent read, or the cached one if current)."""
+        with self._connection() as conn:
+            row = conn.execute(_PROJECT_ROW, (project,)).fetchone()
+            cached = self._cached(project, row)
+            return cached if cached is not None else self._read_on(conn, project)
 
     def update(
         self,
@@ -229,11 +225,8 @@ class PostgresRegistry:
                     "INSERT INTO provender_projects (name, version) VALUES (%s, 0) ON CONFLICT (name) DO NOTHING",
                     (project,),
                 )
-                row = conn.execute(
-                    "SELECT version, updated_at, archived_at FROM provender_projects WHERE name = %s FOR UPDATE",
-                    (project,),
-                ).fetchone()
-                snapshot = _snapshot(conn, project, row)
+                row = conn.execute(_PROJECT_ROW + " FOR UPDATE", (project,)).fetchone()
+                snapshot = self._snapshot(conn, project, row)
                 _check_writable(snapshot, expected_version)
                 change = decide(snapshot)
                 if change.is_empty:
@@ -246,10 +239,40 @@ class PostgresRegistry:
     def _read_on(self, conn: psycopg.Connection[Any], project: str) -> RegistrySnapshot:
         with conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            row = conn.execute(
-                "SELECT version, updated_at, archived_at FROM provender_projects WHERE name = %s", (project,)
-            ).fetchone()
-            return _snapshot(conn, project, row)
+            row = conn.execute(_PROJECT_ROW, (project,)).fetchone()
+            return self._snapshot(conn, project, row)
+
+    def _cached(self, project: str, row: tuple[Any, ...] | None) -> RegistrySnapshot | None:
+        if row is None:
+            return RegistrySnapshot(project=project)  # never written: no definitions
+        return self._cache.get(project, row[0], row[1], row[2])
+
+    def _snapshot(self, conn: psycopg.Connection[Any], project: str, row: tuple[Any, ...] | None) -> RegistrySnapshot:
+        """The snapshot ``row`` describes: cached, or read on ``conn`` (in the caller's transaction)."""
+        if row is None:
+            return RegistrySnapshot(project=project)  # never written: no definitions
+        cached = self._cache.get(project, row[0], row[1], row[2])
+        if cached is not None:
+            return cached
+        entities: dict[str, Entity] = {}
+        tables: dict[str, FeatureTable] = {}
+        for (spec,) in conn.execute(
+            "SELECT spec FROM provender_definitions WHERE project = %s ORDER BY kind, name", (project,)
+        ):
+            definition = codec.from_json(spec)
+            if isinstance(definition, Entity):
+                entities[definition.name] = definition
+            else:
+                tables[definition.name] = definition
+        snapshot = RegistrySnapshot(
+            project=project,
+            version=row[0],
+            updated_at=row[1],
+            archived_at=row[2],
+            entities=MappingProxyType(entities),
+            feature_tables=MappingProxyType(tables),
+        )
+        return self._cache.put(snapshot)
 
     def list_projects(self, *, include_archived: bool = False) -> list[ProjectInfo]:
         """Return ``default`` and every project written to (archived ones if asked), sorted by name."""
@@ -421,27 +444,6 @@ def _schema_version(conn: psycopg.Connection[Any]) -> int:
         return 0
     found = conn.execute("SELECT max(version) FROM provender_schema_version").fetchone()
     return 0 if found is None or found[0] is None else int(found[0])
-
-
-def _snapshot(conn: psycopg.Connection[Any], project: str, row: tuple[Any, ...] | None) -> RegistrySnapshot:
-    entities: dict[str, Entity] = {}
-    tables: dict[str, FeatureTable] = {}
-    for (spec,) in conn.execute(
-        "SELECT spec FROM provender_definitions WHERE project = %s ORDER BY kind, name", (project,)
-    ):
-        definition = codec.from_json(spec)
-        if isinstance(definition, Entity):
-            entities[definition.name] = definition
-        else:
-            tables[definition.name] = definition
-    return RegistrySnapshot(
-        project=project,
-        version=row[0] if row else 0,
-        updated_at=row[1] if row else None,
-        archived_at=row[2] if row else None,
-        entities=MappingProxyType(entities),
-        feature_tables=MappingProxyType(tables),
-    )
 
 
 def _check_writable(snapshot: RegistrySnapshot, expected_version: int | None) -> None:

@@ -46,6 +46,7 @@ from provender.registry.store import (
     RegistryChange,
     RegistryChangeRecord,
     RegistrySnapshot,
+    SnapshotCache,
     describe_change,
 )
 
@@ -91,6 +92,7 @@ class SQLiteRegistry:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._cache = SnapshotCache()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(
@@ -271,6 +273,11 @@ class SQLiteRegistry:
         row = self._conn.execute(
             "SELECT version, updated_at, archived_at FROM projects WHERE name = ?", (project,)
         ).fetchone()
+        if row is None:
+            return RegistrySnapshot(project=project)
+        cached = self._cache.get(project, row[0], _parse_time(row[1]), _parse_time(row[2]))
+        if cached is not None:
+            return cached
         entities: dict[str, Entity] = {}
         tables: dict[str, FeatureTable] = {}
         for (spec,) in self._conn.execute(
@@ -281,14 +288,15 @@ class SQLiteRegistry:
                 entities[definition.name] = definition
             else:
                 tables[definition.name] = definition
-        return RegistrySnapshot(
+        snapshot = RegistrySnapshot(
             project=project,
-            version=row[0] if row else 0,
-            updated_at=_parse_time(row[1]) if row else None,
-            archived_at=_parse_time(row[2]) if row else None,
+            version=row[0],
+            updated_at=_parse_time(row[1]),
+            archived_at=_parse_time(row[2]),
             entities=MappingProxyType(entities),
             feature_tables=MappingProxyType(tables),
         )
+        return self._cache.put(snapshot)
 
     def _write(self, project: str, snapshot: RegistrySnapshot, change: RegistryChange, actor: str) -> None:
         now = datetime.now(UTC)

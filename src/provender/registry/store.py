@@ -120,6 +120,36 @@ class RegistryChangeRecord:
         return [f"{item.kind}:{item.name}" for item in self.items if item.action is action]
 
 
+class SnapshotCache:
+    """The last snapshot read of each project, reused while the project's row is unchanged.
+
+    Every change bumps the version and sets ``updated_at`` (archiving sets ``archived_at`` too), so a
+    snapshot whose three match the project row just read is the current one: a backend then reads
+    one row instead of every definition. Snapshots are immutable, so sharing them is safe.
+    """
+
+    def __init__(self) -> None:
+        self._snapshots: dict[str, RegistrySnapshot] = {}
+
+    def get(
+        self, project: str, version: int, updated_at: datetime | None, archived_at: datetime | None
+    ) -> RegistrySnapshot | None:
+        """Return the cached snapshot of ``project`` if it is the one this row describes."""
+        cached = self._snapshots.get(project)
+        if cached is not None and (cached.version, cached.updated_at, cached.archived_at) == (
+            version,
+            updated_at,
+            archived_at,
+        ):
+            return cached
+        return None
+
+    def put(self, snapshot: RegistrySnapshot) -> RegistrySnapshot:
+        """Remember ``snapshot`` as its project's latest and return it."""
+        self._snapshots[snapshot.project] = snapshot
+        return snapshot
+
+
 def describe_change(snapshot: RegistrySnapshot, change: RegistryChange) -> tuple[ChangedItem, ...]:
     """Return what ``change`` does to ``snapshot``, item by item (for the audit trail)."""
     items: list[ChangedItem] = []
