@@ -27,7 +27,7 @@ from provender.errors import (
     RegistryVersionConflictError,
 )
 from provender.registry.diff import Action, plan_apply
-from provender.registry.jobs import JobKind, JobRecord, JobStatus, new_job_id
+from provender.registry.jobs import JobKind, JobRecord, JobStatus, is_finished, new_job_id
 from provender.registry.store import (
     ChangedItem,
     ItemAction,
@@ -389,7 +389,7 @@ def test_update_job_sets_fields_atomically(store: RegistryStore) -> None:
         statistics={"rows": 1234},
     )
     assert store.get_job(recorded.id) == done
-    assert (done.rows, done.statistics, done.status.is_finished) == (1234, {"rows": 1234}, True)
+    assert (done.rows, done.statistics, is_finished(done.status)) == (1234, {"rows": 1234}, True)
     with pytest.raises(JobNotFoundError):
         store.update_job("job-missing", rows=1)
     with pytest.raises(JobStateError, match="project"):

@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import TypedDict, cast
 
 from provender.errors import JobStateError
+from provender.offline.engine import JobStatus as JobStatus  # one status enum: engine jobs and job records
 
 
 class JobKind(StrEnum):
@@ -27,22 +28,12 @@ class JobKind(StrEnum):
     HISTORICAL = "historical"
 
 
-class JobStatus(StrEnum):
-    """Where a job is in its life."""
-
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-
-    @property
-    def is_finished(self) -> bool:
-        """Whether the job has ended (it will not change status again)."""
-        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+FINISHED_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
-FINISHED_STATUSES = frozenset(s for s in JobStatus if s.is_finished)
+def is_finished(status: JobStatus) -> bool:
+    """Whether a job in ``status`` has ended (it will not change status again)."""
+    return status in FINISHED_STATUSES
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
