@@ -83,24 +83,45 @@ class RequestLogSection(BaseModel):
     buffer_lines: int = Field(default=10_000, gt=0)
 
 
+class TokenSpec(BaseModel):
+    """One static bearer token of ``auth.tokens``: who it is, and what it grants.
+
+    Attributes:
+        subject: the name recorded as the actor of the token's changes (default: a digest of
+            the token, never the token itself).
+        grants: ``"<project>[:<role>]"`` entries; the role is ``read`` (default), ``write``
+            or ``admin``; ``"*"`` stands for every project.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    subject: str | None = None
+    grants: tuple[str, ...] = ()
+
+    _names = field_validator("grants", mode="before")(_split_names)
+
+
 class AuthSection(BaseModel):
-    """``serving.auth:``: who may read which project (off by default).
+    """``serving.auth:`` and ``core.auth:``: who may do what in which project (off by default).
 
     Attributes:
         mode: ``none``; ``token`` (static bearer tokens); or ``jwt`` (signed tokens).
-        tokens: for ``token``: each bearer token and the projects it may read (``"*"``: all).
-            A JSON object string is accepted too (for the environment). Never logged.
+        tokens: for ``token``: each bearer token and what it grants: a list of grants, or
+            ``{subject: <name>, grants: [...]}``. A grant is a project (``"*"``: all), optionally
+            with a role: ``"fraud"`` (read), ``"fraud:write"``, ``"*:admin"``; the serving service
+            only reads, so any role grants it the project. A JSON object string is accepted too
+            (for the environment). Never logged.
         jwt_secret: for ``jwt``: the HS256 shared secret.
         jwt_public_key: for ``jwt``: the PEM public key verifying RS256 tokens.
-        projects_claim: the JWT claim listing the projects a token may read (a list, or a
-            comma-separated string; ``"*"``: all).
+        projects_claim: the JWT claim listing the grants of a token (a list, or a
+            comma-separated string, of grants as in ``tokens``; or a mapping project -> role).
+            The JWT's ``sub`` names who acts (the audit trail of the core service).
         jwt_audience: if set, a JWT's ``aud`` must match it.
         jwt_issuer: if set, a JWT's ``iss`` must match it.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     mode: Literal["none", "token", "jwt"] = "none"
-    tokens: dict[str, tuple[str, ...]] = Field(default_factory=dict, repr=False)
+    tokens: dict[str, TokenSpec] = Field(default_factory=dict, repr=False)
     jwt_secret: SecretStr | None = None
     jwt_public_key: SecretStr | None = None
     projects_claim: str = "projects"
@@ -116,7 +137,10 @@ class AuthSection(BaseModel):
             except ValueError:
                 raise ValueError("tokens must be a mapping of token to projects (JSON in the environment)") from None
         if isinstance(value, Mapping):
-            return {token: _split_names(projects) for token, projects in value.items()}
+            return {
+                token: spec if isinstance(spec, Mapping | TokenSpec) else {"grants": _split_names(spec)}
+                for token, spec in value.items()
+            }
         return value
 
     @model_validator(mode="after")
@@ -163,6 +187,45 @@ class ServingSection(BaseModel):
     _names = field_validator("projects", mode="before")(_split_names)
 
 
+class CoreSection(BaseModel):
+    """``core:``: the core service started by ``provender core`` (the registry over HTTP).
+
+    Attributes:
+        host: the interface it listens on (``0.0.0.0`` for every interface).
+        port: the HTTP port.
+        threads: threads running registry calls and ``run_on="core"`` job submissions.
+        auth: authentication and per-project roles (``read``, ``write``, ``admin``).
+        graceful_shutdown_seconds: how long in-flight requests may take to finish after SIGTERM.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    host: str = "127.0.0.1"
+    port: int = Field(default=6565, ge=0, le=65535)
+    threads: int = Field(default=8, ge=1, le=256)
+    auth: AuthSection = Field(default_factory=AuthSection)
+    graceful_shutdown_seconds: float = Field(default=10.0, ge=0)
+
+
+class JobsSection(BaseModel):
+    """``jobs:``: how jobs report to the registry.
+
+    Attributes:
+        heartbeat_seconds: how often a running job records its progress and a heartbeat.
+        stale_after_seconds: a RUNNING job without a heartbeat for this long is marked FAILED
+            (its runner died): by the core service, and whenever jobs are listed or read.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    heartbeat_seconds: float = Field(default=5.0, gt=0)
+    stale_after_seconds: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_stale(self) -> JobsSection:
+        if self.stale_after_seconds <= self.heartbeat_seconds:
+            raise ValueError("stale_after_seconds must be longer than heartbeat_seconds")
+        return self
+
+
 class StreamSection(BaseModel):
     """``stream:``: stream-to-online ingestion jobs (``provender ingest-stream``).
 
@@ -206,6 +269,10 @@ class Settings(BaseModel):
         serving_url: when set, online reads go through this serving service
             (``http://host:6566``, or ``grpc://host:6567`` for gRPC).
         serving_token: the bearer token sent to the serving service, if it requires one.
+        core_token: the bearer token sent to the core service (``registry: http://...``), if
+            it requires one (``PROVENDER_CORE_TOKEN``).
+        core: the core service's own settings (``provender core``).
+        jobs: how jobs report their progress to the registry.
         serving: the serving service's own settings (``provender serve``).
         stream: stream ingestion jobs' settings (``provender ingest-stream``).
         base_dir: directory that relative paths are resolved against (the config file's).
@@ -219,6 +286,9 @@ class Settings(BaseModel):
     serving_url: str | None = None
     serving_token: SecretStr | None = None
     serving: ServingSection = Field(default_factory=ServingSection)
+    core_token: SecretStr | None = None
+    core: CoreSection = Field(default_factory=CoreSection)
+    jobs: JobsSection = Field(default_factory=JobsSection)
     stream: StreamSection = Field(default_factory=StreamSection)
     base_dir: Path = Field(default_factory=Path.cwd)
 

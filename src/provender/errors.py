@@ -18,6 +18,8 @@ derives from the builtin it refines, so ``except LookupError`` keeps working::
     │   ├── ProjectNotFoundError
     │   └── JobNotFoundError
     ├── MissingExtraError(ImportError)     a backend whose optional dependency is absent
+    ├── AuthenticationError                no, or an invalid, bearer token (HTTP 401)
+    ├── PermissionDeniedError(PermissionError)  the token lacks the project or role (HTTP 403)
     └── BackendError                       a store / engine / broker failed (``retryable``)
         └── RegistrySchemaError            a registry written by a newer Provender
 
@@ -186,6 +188,31 @@ class MissingExtraError(ProvenderError, ImportError):
             f"Backend {backend!r} needs the Python package {missing!r}, which is not installed. "
             f"Run: pip install 'provender[{extra}]'"
         )
+
+
+class AuthenticationError(ProvenderError):
+    """The request has no bearer token, or one that is invalid or expired."""
+
+
+class PermissionDeniedError(ProvenderError, PermissionError):
+    """The token is valid but does not grant the project, or not the role needed there.
+
+    Attributes:
+        project: the project asked for.
+        needed: the role the request needs (None: any role).
+        held: the role the token holds in the project (None: none).
+    """
+
+    def __init__(self, project: str, *, needed: str | None = None, held: str | None = None) -> None:
+        self.project, self.needed, self.held = project, needed, held
+        if needed is None or held is None:
+            message = f"The token does not grant project {project!r}; ask for a token that lists it."
+        else:
+            message = (
+                f"The token holds role {held!r} in project {project!r}, but this needs {needed!r}; "
+                "ask for a token with that role."
+            )
+        super().__init__(message)
 
 
 class BackendError(ProvenderError):

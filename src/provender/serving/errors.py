@@ -1,11 +1,10 @@
 """Errors -> HTTP statuses and gRPC codes: the one table, used by both transports.
 
-Domain errors come from :mod:`provender.errors`, which knows nothing of HTTP or gRPC; the few
-errors only the service raises are defined here, inside the same hierarchy::
+Domain errors come from :mod:`provender.errors` (authentication errors included), which knows
+nothing of HTTP or gRPC; the few errors only the serving service raises are defined here, inside
+the same hierarchy::
 
     ProvenderError
-    ├── AuthenticationError                 no, or an invalid, bearer token        401 UNAUTHENTICATED
-    ├── PermissionDeniedError(PermissionError)  the token does not grant the project  403 PERMISSION_DENIED
     ├── ProjectNotServedError(LookupError)  a project the server does not serve    404 NOT_FOUND
     └── DataError
         └── RequestTooLargeError            a request body over the size limit     413 INVALID_ARGUMENT
@@ -31,29 +30,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from provender.errors import (
+    AuthenticationError,
     BackendError,
     DataError,
     DefinitionError,
     FeatureRefError,
     NotFoundError,
+    PermissionDeniedError,
     ProvenderError,
 )
-
-
-class AuthenticationError(ProvenderError):
-    """The request has no bearer token, or one that is invalid or expired."""
-
-
-class PermissionDeniedError(ProvenderError, PermissionError):
-    """The token is valid but does not grant the requested project.
-
-    Attributes:
-        project: the project asked for.
-    """
-
-    def __init__(self, project: str) -> None:
-        self.project = project
-        super().__init__(f"The token does not grant project {project!r}; ask for a token that lists it.")
 
 
 class ProjectNotServedError(ProvenderError, LookupError):

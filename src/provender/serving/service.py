@@ -40,7 +40,7 @@ from provender.online.read import FeatureStatus, OnlineReader
 from provender.online.store import OnlineStore
 from provender.registry.store import RegistrySnapshot, RegistryStore
 from provender.runtime import Runtime
-from provender.serving.auth import Authenticator
+from provender.auth import Authenticator
 from provender.serving.codec import FLOAT_TYPES
 from provender.serving.errors import ProjectNotServedError
 from provender.serving.metrics import Metrics

@@ -11,10 +11,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from provender.config import AuthSection
+from provender.config import AuthSection, TokenSpec
 from provender.errors import ConfigError
 from provender.runtime import Runtime
-from provender.serving.auth import Authenticator
+from provender.auth import Authenticator
 from provender.serving.errors import AuthenticationError, PermissionDeniedError
 from provender.serving.http import create_app
 from provender.serving.service import FeatureService
@@ -64,7 +64,7 @@ def test_static_tokens_grant_their_projects() -> None:
 
 
 def test_tokens_can_come_from_the_environment_as_json() -> None:
-    assert section(mode="token", tokens='{"t": "a,b"}').tokens == {"t": ("a", "b")}
+    assert section(mode="token", tokens='{"t": "a,b"}').tokens == {"t": TokenSpec(grants=("a", "b"))}
     with pytest.raises(ValueError, match="needs at least one"):
         section(mode="token")
 
