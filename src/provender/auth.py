@@ -93,11 +93,11 @@ def parse_grants(value: object) -> dict[str, Role]:
     elif isinstance(value, list | tuple | set | frozenset):
         for entry in value:
             if isinstance(entry, str):
-                project, _, role = entry.partition(":")
-                pairs.append((project.strip(), role.strip() or "read"))
+                name, _, label = entry.partition(":")
+                pairs.append((name.strip(), label.strip() or "read"))
     roles: dict[str, Role] = {}
-    for project, label in pairs:
-        role = _ROLES.get(label.lower()) if isinstance(label, str) else None
+    for project, held in pairs:
+        role = _ROLES.get(held.lower()) if isinstance(held, str) else None
         if isinstance(project, str) and project and role is not None:
             roles[project] = max(role, roles.get(project, role))
     return roles

@@ -12,6 +12,7 @@ derives from the builtin it refines, so ``except LookupError`` keeps working::
     │   └── ProjectArchivedError           a write to an archived project
     ├── JobStateError(ValueError)          a job update that its current status does not allow
     ├── DataError(ValueError)              bad input data: missing column, wrong type, bad row
+    │   └── RequestTooLargeError           a request body over a service's size limit
     ├── NotFoundError(LookupError)
     │   ├── EntityNotFoundError
     │   ├── FeatureTableNotFoundError
@@ -133,6 +134,10 @@ class JobStateError(ProvenderError, ValueError):
 
 class DataError(ProvenderError, ValueError):
     """Input data is unusable: a missing column, a wrong type, a bad row."""
+
+
+class RequestTooLargeError(DataError):
+    """A request body is larger than the service accepts."""
 
 
 class NotFoundError(ProvenderError, LookupError):

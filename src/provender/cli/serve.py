@@ -44,7 +44,8 @@ def serve(
         -d '{"features": ["driver_statistics:conv_rate"], "entities": {"driver_id": [1001]}}'
     """
     try:
-        from provender.serving.server import configure_logging, run
+        from provender.asgi import configure_logging
+        from provender.serving.server import run
     except ImportError as exc:
         raise MissingExtraError("serve", extra="serving", missing=exc.name or "?") from exc
 

@@ -56,10 +56,10 @@ _ERROR_TYPES: dict[str, type[errors.ProvenderError]] = {
         errors.DefinitionError,
         errors.ConfigError,
         errors.BackendError,
-        serving_errors.AuthenticationError,
-        serving_errors.PermissionDeniedError,
+        errors.AuthenticationError,
+        errors.PermissionDeniedError,
         serving_errors.ProjectNotServedError,
-        serving_errors.RequestTooLargeError,
+        errors.RequestTooLargeError,
     )
 }
 _DECODED_TYPES = frozenset({ValueType.BYTES, ValueType.UNIX_TIMESTAMP, ValueType.FLOAT, ValueType.DOUBLE})

@@ -5,9 +5,7 @@ nothing of HTTP or gRPC; the few errors only the serving service raises are defi
 the same hierarchy::
 
     ProvenderError
-    ├── ProjectNotServedError(LookupError)  a project the server does not serve    404 NOT_FOUND
-    └── DataError
-        └── RequestTooLargeError            a request body over the size limit     413 INVALID_ARGUMENT
+    └── ProjectNotServedError(LookupError)  a project the server does not serve    404 NOT_FOUND
 
 The whole table (the first matching row along the exception's MRO wins)::
 
@@ -15,6 +13,10 @@ The whole table (the first matching row along the exception's MRO wins)::
     PermissionDeniedError      403  PERMISSION_DENIED
     ProjectNotServedError      404  NOT_FOUND
     RequestTooLargeError       413  INVALID_ARGUMENT
+    RegistryVersionConflictError  409  ABORTED          (core) an apply planned against an older version
+    RegistryConflictError      409  FAILED_PRECONDITION  (core) a change that would break a reference
+    JobStateError              409  FAILED_PRECONDITION  (core) e.g. finishing a cancelled job
+    ProjectNotFoundError, JobNotFoundError  404  NOT_FOUND  (core)
     DataError                  400  INVALID_ARGUMENT   invalid JSON, wrong key type, too many rows
     FeatureRefError            400  INVALID_ARGUMENT   a malformed ref or unknown feature
     NotFoundError              400  INVALID_ARGUMENT   an unknown table or entity named in the request
@@ -35,9 +37,15 @@ from provender.errors import (
     DataError,
     DefinitionError,
     FeatureRefError,
+    JobNotFoundError,
+    JobStateError,
     NotFoundError,
     PermissionDeniedError,
+    ProjectNotFoundError,
     ProvenderError,
+    RegistryConflictError,
+    RegistryVersionConflictError,
+    RequestTooLargeError,
 )
 
 
@@ -52,10 +60,6 @@ class ProjectNotServedError(ProvenderError, LookupError):
     def __init__(self, project: str, *, served: list[str]) -> None:
         self.project, self.served = project, served
         super().__init__(f"Project {project!r} is not served here; served projects: {', '.join(served) or '(none)'}.")
-
-
-class RequestTooLargeError(DataError):
-    """The request body is larger than the server accepts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +84,11 @@ ERROR_STATUSES: dict[type[BaseException], ErrorStatus] = {
     PermissionDeniedError: ErrorStatus(403, "PERMISSION_DENIED"),
     ProjectNotServedError: ErrorStatus(404, "NOT_FOUND"),
     RequestTooLargeError: ErrorStatus(413, "INVALID_ARGUMENT"),
+    RegistryVersionConflictError: ErrorStatus(409, "ABORTED"),
+    RegistryConflictError: ErrorStatus(409, "FAILED_PRECONDITION"),
+    JobStateError: ErrorStatus(409, "FAILED_PRECONDITION"),
+    ProjectNotFoundError: ErrorStatus(404, "NOT_FOUND"),
+    JobNotFoundError: ErrorStatus(404, "NOT_FOUND"),
     DataError: _INVALID,
     FeatureRefError: _INVALID,
     NotFoundError: _INVALID,

@@ -25,30 +25,37 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
 from typing import cast
 
 import orjson
 
 from provender import __version__
+from provender.asgi import (
+    JSON_HEADERS,
+    Headers,
+    Receive,
+    Scope,
+    Send,
+    error_response,
+    header,
+    lifespan,
+    plain_error,
+    read_body,
+    respond,
+)
 from provender.errors import ProvenderError
 from provender.serving.codec import decode_base64, json_default, name_non_finite
-from provender.serving.errors import RequestTooLargeError, is_expected, status_of
+from provender.serving.errors import is_expected, status_of
 from provender.serving.schemas import OnlineRequest, openapi_document, parse_online_request
 from provender.serving.service import FeatureQuery, FeatureService, QueryResult
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, object]
-Message = MutableMapping[str, object]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
 ONLINE_FEATURES = "/v1/online-features"
 READY_TIMEOUT_SECONDS = 5.0
 _MIN_BODY_BYTES = 4 * 1024 * 1024
-_JSON = [(b"content-type", b"application/json")]
+_JSON = JSON_HEADERS
 _HEALTH = orjson.dumps({"status": "ok", "version": __version__})
 _ROUTES = {
     ONLINE_FEATURES: "POST",
@@ -77,7 +84,7 @@ class ServingApp:
         """Route a request (or answer the lifespan protocol)."""
         if scope["type"] != "http":
             if scope["type"] == "lifespan":
-                await _lifespan(receive, send)
+                await lifespan(receive, send)
             return
         path = cast(str, scope["path"])
         if path == ONLINE_FEATURES and scope["method"] == "POST":
@@ -86,9 +93,9 @@ class ServingApp:
         started = time.perf_counter()
         method = _ROUTES.get(path)
         if method is None:
-            status, body, headers = 404, _error_body("NOT_FOUND", "NotFound", f"No route {path!r}."), _JSON
+            status, body, headers = 404, plain_error("NOT_FOUND", "NotFound", f"No route {path!r}."), _JSON
         elif scope["method"] != method:
-            status, body = 405, _error_body("INVALID_ARGUMENT", "MethodNotAllowed", f"Use {method} {path}.")
+            status, body = 405, plain_error("INVALID_ARGUMENT", "MethodNotAllowed", f"Use {method} {path}.")
             headers = [*_JSON, (b"allow", method.encode())]
         elif path == "/v1/health":
             status, body, headers = 200, _HEALTH, _JSON
@@ -99,7 +106,7 @@ class ServingApp:
             status, body, headers = 200, text, [(b"content-type", content_type.encode())]
         else:
             status, body, headers = 200, self._openapi, _JSON
-        await _respond(send, status, body, headers)
+        await respond(send, status, body, headers)
         endpoint = path if method is not None else "other"
         self._metrics.observe("http", endpoint, str(status), time.perf_counter() - started)
 
@@ -112,12 +119,12 @@ class ServingApp:
         result: QueryResult | None = None
         error: BaseException | None = None
         try:
-            body = await self._read_body(scope, receive)
+            body = await read_body(scope, receive, max_bytes=self._max_body)
             request = parse_online_request(body, max_entity_rows=self._max_rows)
             if request.project is not None:
                 project = request.project
             if self._auth.is_enabled:
-                self._auth.check(_header(scope, b"authorization"), project)
+                self._auth.check(header(scope, b"authorization"), project)
             entities = request.entities
             encoded = self.service.bytes_entities(project)
             if encoded:
@@ -143,33 +150,13 @@ class ServingApp:
         except Exception as exc:  # noqa: BLE001 - every failure, even a bug, must get an answer
             error = exc
             status, payload, headers = _error_response(exc)
-        await _respond(send, status, payload, headers)
+        await respond(send, status, payload, headers)
         seconds = time.perf_counter() - started
         metrics.finished("http", ONLINE_FEATURES, str(status), seconds)
         if self._request_log.is_sampled():
             self._request_log.submit(_log_record(project, request, result, status, seconds, error))
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        message = await receive()
-        body = cast(bytes, message.get("body", b""))
-        if not message.get("more_body"):
-            return body
-        declared = _header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self._max_body:
-            raise RequestTooLargeError(f"The request body is larger than {self._max_body} bytes.")
-        chunks, size = [body], len(body)
-        while message.get("more_body"):
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise RequestTooLargeError("The client went away before sending the whole body.")
-            chunk = cast(bytes, message.get("body", b""))
-            size += len(chunk)
-            if size > self._max_body:
-                raise RequestTooLargeError(f"The request body is larger than {self._max_body} bytes.")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    async def _ready(self) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    async def _ready(self) -> tuple[int, bytes, Headers]:
         loop = asyncio.get_running_loop()
         try:
             await asyncio.wait_for(loop.run_in_executor(None, self.service.check_ready), READY_TIMEOUT_SECONDS)
@@ -184,35 +171,9 @@ def create_app(service: FeatureService) -> ServingApp:
     return ServingApp(service)
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in cast(list[tuple[bytes, bytes]], scope["headers"]):
-        if key == name:
-            return value.decode("latin-1")
-    return None
-
-
-async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    # A Content-Length spares the chunked framing the server would otherwise add.
-    headers = [*headers, (b"content-length", b"%d" % len(body))]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-def _error_body(code: str, kind: str, message: str) -> bytes:
-    return orjson.dumps({"error": {"code": code, "type": kind, "message": message}})
-
-
-def _error_response(error: BaseException) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+def _error_response(error: BaseException) -> tuple[int, bytes, Headers]:
     status = status_of(error)
-    if not is_expected(error):
-        log.error("request failed unexpectedly error=%r", error, exc_info=error)
-    headers = _JSON
-    if status.http == 401:
-        headers = [*_JSON, (b"www-authenticate", b'Bearer realm="provender"')]
-    elif status.http == 503:
-        headers = [*_JSON, (b"retry-after", b"1")]
-    message = str(error) if is_expected(error) else f"Internal error ({type(error).__name__}); see the server log."
-    return status.http, _error_body(status.grpc, type(error).__name__, message), headers
+    return error_response(error, http_status=status.http, code=status.grpc, is_expected=is_expected(error))
 
 
 def _log_record(
@@ -241,13 +202,3 @@ def _log_record(
     if error is not None:
         record["error"] = str(error) if is_expected(error) else type(error).__name__
     return record
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return

@@ -23,20 +23,16 @@ import multiprocessing
 import os
 import shutil
 import signal
-import socket
-import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from collections.abc import Awaitable
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
-import orjson
 import uvicorn
 import uvloop
 
+from provender.asgi import BACKLOG, KEEP_ALIVE_SECONDS, HttpServer, bind_socket, configure_logging
 from provender.config import Settings
 from provender.runtime import Runtime
 from provender.serving.http import create_app
@@ -46,48 +42,8 @@ from provender.serving.service import FeatureService
 log = logging.getLogger(__name__)
 
 HEALTH_UPDATE_SECONDS = 0.5
-KEEP_ALIVE_SECONDS = 75  # longer than common load balancers' idle timeouts (60 s)
-BACKLOG = 2048
 _EARLY_EXIT_SECONDS = 5.0
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-class _HttpServer(uvicorn.Server):
-    """uvicorn's server, leaving signals to the worker (which also stops the gRPC server)."""
-
-    @contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        """Do not install signal handlers: :func:`_serve` owns them."""
-        yield
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per log line: time, level, logger, message (and the traceback, if any)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        """Render ``record`` as a JSON line."""
-        line: dict[str, object] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
-            "level": record.levelname,
-            "logger": record.name,
-            "pid": record.process,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(line).decode()
-
-
-def configure_logging(level: int) -> None:
-    """Log JSON lines to standard error at ``level`` (servers log JSON; see CONVENTIONS.md)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    for existing in list(root.handlers):
-        root.removeHandler(existing)
-    root.addHandler(handler)
-    root.setLevel(level)
-    logging.getLogger("uvicorn.error").setLevel(max(level, logging.WARNING))
 
 
 def run(settings: Settings, *, log_level: int = logging.INFO) -> int:
@@ -112,24 +68,6 @@ def _worker_main(settings: Settings, log_level: int) -> None:  # pragma: no cove
     run_worker(settings, reuse_port=True)
 
 
-def bind_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
-    """Return a TCP socket bound to ``host:port`` (not yet listening)."""
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
-        0
-    ]
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    try:
-        sock.bind(address)
-    except OSError:
-        sock.close()
-        raise
-    sock.setblocking(False)
-    return sock
-
-
 async def _serve(settings: Settings, *, reuse_port: bool) -> None:
     from provender.serving.grpc import create_grpc_server
 
@@ -149,7 +87,7 @@ async def _serve(settings: Settings, *, reuse_port: bool) -> None:
             timeout_keep_alive=KEEP_ALIVE_SECONDS,
             timeout_graceful_shutdown=math.ceil(serving.graceful_shutdown_seconds),
         )
-        http = _HttpServer(config)
+        http = HttpServer(config)
         grpc_server = health = None
         grpc_port: int | None = None
         if serving.grpc_port is not None:

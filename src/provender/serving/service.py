@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from provender.auth import Authenticator
 from provender.definitions import ValueType
 from provender.definitions.request import FeatureRequest
 from provender.errors import BackendError, ProvenderError
@@ -40,7 +41,6 @@ from provender.online.read import FeatureStatus, OnlineReader
 from provender.online.store import OnlineStore
 from provender.registry.store import RegistrySnapshot, RegistryStore
 from provender.runtime import Runtime
-from provender.auth import Authenticator
 from provender.serving.codec import FLOAT_TYPES
 from provender.serving.errors import ProjectNotServedError
 from provender.serving.metrics import Metrics

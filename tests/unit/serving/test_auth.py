@@ -11,10 +11,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from provender.auth import Authenticator
 from provender.config import AuthSection, TokenSpec
 from provender.errors import ConfigError
 from provender.runtime import Runtime
-from provender.auth import Authenticator
 from provender.serving.errors import AuthenticationError, PermissionDeniedError
 from provender.serving.http import create_app
 from provender.serving.service import FeatureService

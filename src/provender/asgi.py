@@ -1,0 +1,175 @@
+"""The HTTP plumbing shared by Provender's services (serving, core): raw ASGI on uvicorn.
+
+Responses, headers, bounded request bodies, the lifespan protocol, error answers, listening
+sockets, JSON logging and a uvicorn server that leaves signals to its caller. Each service keeps
+only its routes and its own logic.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import cast
+
+import orjson
+import uvicorn
+
+from provender.errors import RequestTooLargeError
+from provender.wire import error_body
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, object]
+Message = MutableMapping[str, object]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+JSON_HEADERS: Headers = [(b"content-type", b"application/json")]
+KEEP_ALIVE_SECONDS = 75  # longer than common load balancers' idle timeouts (60 s)
+BACKLOG = 2048
+
+
+class HttpServer(uvicorn.Server):
+    """uvicorn's server, leaving signals to the caller (which may stop other servers too)."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Do not install signal handlers: the caller owns them."""
+        yield
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """Return the value of request header ``name`` (lower-case bytes), or None."""
+    for key, value in cast(list[tuple[bytes, bytes]], scope["headers"]):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+async def respond(send: Send, status: int, body: bytes, headers: Headers) -> None:
+    """Send a whole response (with a Content-Length, sparing the chunked framing)."""
+    headers = [*headers, (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def read_body(scope: Scope, receive: Receive, *, max_bytes: int) -> bytes:
+    """Return the request body.
+
+    Raises:
+        RequestTooLargeError: it is larger than ``max_bytes``, or the client went away.
+    """
+    message = await receive()
+    body = cast(bytes, message.get("body", b""))
+    if not message.get("more_body"):
+        if len(body) > max_bytes:
+            raise RequestTooLargeError(f"The request body is larger than {max_bytes} bytes.")
+        return body
+    declared = header(scope, b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise RequestTooLargeError(f"The request body is larger than {max_bytes} bytes.")
+    chunks, size = [body], len(body)
+    while message.get("more_body"):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise RequestTooLargeError("The client went away before sending the whole body.")
+        chunk = cast(bytes, message.get("body", b""))
+        size += len(chunk)
+        if size > max_bytes:
+            raise RequestTooLargeError(f"The request body is larger than {max_bytes} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def plain_error(code: str, kind: str, message: str) -> bytes:
+    """Return an error body for a failure that is no exception (an unknown route, a wrong method)."""
+    return orjson.dumps({"error": {"code": code, "type": kind, "message": message, "fields": {}}})
+
+
+def error_response(
+    error: BaseException, *, http_status: int, code: str, is_expected: bool
+) -> tuple[int, bytes, Headers]:
+    """Return the status, body and headers answering ``error``.
+
+    Args:
+        error: what failed.
+        http_status: the HTTP status from the service's error table.
+        code: the gRPC-style status name from the same table.
+        is_expected: a client's or a backend's fault; anything else is a bug, logged with its
+            traceback and answered without details.
+    """
+    if not is_expected:
+        log.error("request failed unexpectedly error=%r", error, exc_info=error)
+    headers = JSON_HEADERS
+    if http_status == 401:
+        headers = [*JSON_HEADERS, (b"www-authenticate", b'Bearer realm="provender"')]
+    elif http_status == 503:
+        headers = [*JSON_HEADERS, (b"retry-after", b"1")]
+    if is_expected:
+        body = orjson.dumps(error_body(error, code=code, message=str(error)))
+    else:
+        body = plain_error(code, type(error).__name__, f"Internal error ({type(error).__name__}); see the server log.")
+    return http_status, body, headers
+
+
+async def lifespan(receive: Receive, send: Send) -> None:
+    """Answer the ASGI lifespan protocol (nothing to set up or tear down)."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def bind_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    """Return a TCP socket bound to ``host:port`` (not yet listening)."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
+        0
+    ]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per log line: time, level, logger, message (and the traceback, if any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render ``record`` as a JSON line."""
+        line: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "pid": record.process,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(line).decode()
+
+
+def configure_logging(level: int) -> None:
+    """Log JSON lines to standard error at ``level`` (servers log JSON; see CONVENTIONS.md)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(level)
+    logging.getLogger("uvicorn.error").setLevel(max(level, logging.WARNING))
