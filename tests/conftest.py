@@ -2,9 +2,10 @@
 
 Real-service fixtures (``redis_server``, ``redis_cluster``, ``postgres_server``,
 ``kafka_broker``) live in :mod:`tests.support.services`; Spark's
-(``spark_engine``, ``spark_options``, ``spark_standalone``) in :mod:`tests.support.spark`.
+(``spark_engine``, ``spark_options``, ``spark_standalone``) in :mod:`tests.support.spark`;
+``provender core`` processes (``start_core``) in :mod:`tests.support.core`.
 """
 
 from __future__ import annotations
 
-pytest_plugins = ["tests.support.services", "tests.support.spark"]
+pytest_plugins = ["tests.support.services", "tests.support.spark", "tests.support.core"]

@@ -76,8 +76,13 @@ class Runtime:
         return self.settings.online.model_dump()
 
     def open_registry(self) -> RegistryStore:
-        """Open the registry of the ``registry`` URL."""
-        return self.registry_class.from_url(self.settings.registry, base_dir=self.settings.base_dir)
+        """Open the registry of the ``registry`` URL (with the ``core_token`` for a core service)."""
+        token = self.settings.core_token
+        return self.registry_class.from_url(
+            self.settings.registry,
+            base_dir=self.settings.base_dir,
+            token=None if token is None else token.get_secret_value(),
+        )
 
     def open_offline_engine(self) -> OfflineEngine:
         """Build the offline engine of the ``offline:`` section."""

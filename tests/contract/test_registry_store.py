@@ -35,6 +35,7 @@ from provender.registry.store import (
     RegistrySnapshot,
     RegistryStore,
 )
+from tests.support.core import StartCore
 from tests.unit.registry.definitions import customer, customer_profile, driver, driver_statistics
 
 Provisioner = Callable[[pytest.FixtureRequest, Path], str]
@@ -45,12 +46,19 @@ def _postgres_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
+def _core_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A real ``provender core`` process over a fresh SQLite registry of its own."""
+    start_core: StartCore = request.getfixturevalue("start_core")
+    return start_core(tmp_path / "core", registry=f"sqlite:///{tmp_path}/core/registry.db").url
+
+
 # How to give each registry backend a fresh, empty registry; the URL's scheme selects the backend.
 PROVISIONERS: dict[str, Provisioner] = {
     "sqlite": lambda request, tmp_path: f"sqlite:///{tmp_path}/registry.db",
     "postgresql": _postgres_url,
+    "http": _core_url,
 }
-NEEDS_SERVER = {"postgresql"}
+NEEDS_SERVER = {"postgresql", "http"}
 
 
 def _cases() -> list[Any]:

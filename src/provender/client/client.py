@@ -7,12 +7,14 @@ reads and writes in ``online/``.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Self, cast
+from typing import TYPE_CHECKING, Literal, Self, cast, overload
 
 from provender.client.historical import HistoricalJob, to_entity_rows
+from provender.client.jobs import CoreJobSubmitter, Job, JobReporter, new_record, runner_name
 from provender.config import (
     Settings,
     StreamSection,
@@ -21,13 +23,20 @@ from provender.config import (
     validate_settings,
 )
 from provender.definitions import Definition, Entity, FeatureTable
-from provender.errors import DataError, EntityNotFoundError, FeatureTableNotFoundError
+from provender.errors import (
+    ConfigError,
+    DataError,
+    EntityNotFoundError,
+    FeatureTableNotFoundError,
+    PermissionDeniedError,
+)
 from provender.ingestion.batch import DEFAULT_BATCH_ROWS, IngestionJob, write_batches
 from provender.offline.engine import DistributedIngestion, OfflineEngine
 from provender.offline.plan import LatestPlan, build_retrieval_plan, table_join
 from provender.online.read import OnlineReader, OnlineResponse
 from provender.online.store import OnlineStore
 from provender.registry.diff import ApplyPlan, MissingPolicy, plan_apply, plan_delete_entity, plan_delete_feature_table
+from provender.registry.jobs import JobKind, JobStatus
 from provender.registry.store import (
     ANONYMOUS,
     DEFAULT_HISTORY_LIMIT,
@@ -83,6 +92,8 @@ class Client:
         self._online: OnlineStore | None = None
         self._online_reader: OnlineReader | None = None
         self._remote: RemoteReader | None = None
+        self.runner = runner_name()
+        """Where this client's jobs are recorded as running (``<host>:<pid>``)."""
 
     @property
     def project(self) -> str:
@@ -273,6 +284,28 @@ class Client:
 
     # -- ingestion ---------------------------------------------------------------------------------
 
+    @overload
+    def start_offline_to_online_ingestion(
+        self,
+        table: FeatureTable | str,
+        *,
+        start: datetime,
+        end: datetime,
+        batch_rows: int = ...,
+        run_on: Literal["local"] = ...,
+    ) -> IngestionJob: ...
+
+    @overload
+    def start_offline_to_online_ingestion(
+        self,
+        table: FeatureTable | str,
+        *,
+        start: datetime,
+        end: datetime,
+        batch_rows: int = ...,
+        run_on: Literal["core"],
+    ) -> Job: ...
+
     def start_offline_to_online_ingestion(
         self,
         table: FeatureTable | str,
@@ -280,7 +313,8 @@ class Client:
         start: datetime,
         end: datetime,
         batch_rows: int = DEFAULT_BATCH_ROWS,
-    ) -> IngestionJob:
+        run_on: Literal["local", "core"] = "local",
+    ) -> IngestionJob | Job:
         """Start writing, per entity key, the latest row with ``start <= event_timestamp < end``.
 
         The rows are those the point-in-time rule picks at ``end`` (the same rule and code as
@@ -292,29 +326,58 @@ class Client:
             start: window start, inclusive; naive times are UTC.
             end: window end, exclusive; naive times are UTC.
             batch_rows: rows per batch streamed from the engine to the store (bounds memory).
+            run_on: ``"local"`` runs the job in this process; ``"core"`` runs it inside the core
+                service (``registry: http://...``), with the service's stores and credentials,
+                and it goes on if this process ends.
 
         Returns:
-            A running job: ``wait()`` (raises the job's error), ``status``, ``rows_written``,
-            ``error``, ``cancel()``.
+            A running job, recorded in the registry (``list_jobs``, ``get_job``): ``id``,
+            ``wait()`` (raises the job's error), ``status``, ``rows_written``, ``error``,
+            ``cancel()``.
+
+        Raises:
+            ConfigError: ``run_on="core"`` without a core service registry.
         """
         start_at, end_at = as_utc(start, "start"), as_utc(end, "end")
         if start_at >= end_at:
             raise DataError(f"start ({start_at.isoformat()}) must be before end ({end_at.isoformat()}).")
-        snapshot = self._registry.read(self.project)
         name = table if isinstance(table, str) else table.name
+        if run_on == "core":
+            return self._submit_to_core(name, start=start_at, end=end_at, batch_rows=batch_rows)
+        if run_on != "local":
+            raise ConfigError("run_on", f"{run_on!r} is not a place to run jobs; use 'local' or 'core'")
+        snapshot = self._registry.read(self.project)
         definition = snapshot.feature_tables.get(name)
         if definition is None:
             raise FeatureTableNotFoundError(name, project=self.project, known=list(snapshot.feature_tables))
         join = table_join(definition, definition.features, snapshot.entities)
         plan = LatestPlan(join=join, start=start_at, end=end_at)
         engine = self._offline_engine()
-        job = IngestionJob(
-            table=name, description=f"ingestion of {name} [{start_at:%Y-%m-%d %H:%M}, {end_at:%Y-%m-%d %H:%M})"
+        record = self._registry.put_job(
+            new_record(kind=JobKind.OFFLINE_TO_ONLINE, project=self.project, table=name, runner=self.runner)
         )
+        job = IngestionJob(
+            table=name,
+            description=f"ingestion of {name} [{start_at:%Y-%m-%d %H:%M}, {end_at:%Y-%m-%d %H:%M})",
+            job_id=record.id,
+        )
+        reporter = JobReporter(
+            self._registry,
+            record,
+            heartbeat_seconds=self.settings.jobs.heartbeat_seconds,
+            progress=lambda: job.rows_written,
+            on_cancel=job.cancel,
+        )
+        hooks = {
+            "on_start": lambda _: reporter.started(),
+            "on_finish": lambda j: reporter.finished(JobStatus(j.status.value), error=_error_text(j.error)),
+        }
         if engine.capabilities.is_distributed:
             factory = self._runtime.online_store_factory(self.project)
             distributed = cast("DistributedIngestion", engine)
-            return job.start(lambda j: distributed.ingest_to_online(plan, store_factory=factory, progress=j))
+            return job.start(
+                lambda j: distributed.ingest_to_online(plan, store_factory=factory, progress=j), **hooks
+            )
         store = self._online_store
 
         def run(j: IngestionJob) -> None:
@@ -322,7 +385,44 @@ class Client:
                 engine.read_latest(plan, batch_rows=batch_rows), lambda rows: store.write(definition, rows), j
             )
 
-        return job.start(run)
+        return job.start(run, **hooks)
+
+    def _submit_to_core(self, table: str, *, start: datetime, end: datetime, batch_rows: int) -> Job:
+        if not isinstance(self._registry, CoreJobSubmitter):
+            raise ConfigError(
+                "run_on",
+                "'core' needs the core service as the registry (registry: http://core:6565), "
+                f"not {self.settings.registry!r}",
+            )
+        record = self._registry.submit_ingestion(self.project, table, start=start, end=end, batch_rows=batch_rows)
+        return Job(self._registry, record, stale_after=self._stale_after)
+
+    # -- jobs --------------------------------------------------------------------------------------
+
+    @property
+    def _stale_after(self) -> timedelta:
+        return timedelta(seconds=self.settings.jobs.stale_after_seconds)
+
+    def _fail_stale_jobs(self) -> None:
+        """Fail the jobs whose runner died (the core service does it too; a token may lack the right)."""
+        with contextlib.suppress(PermissionDeniedError):
+            self._registry.fail_stale_jobs(self._stale_after)
+
+    def list_jobs(self, table: str | None = None, *, include_finished: bool = False) -> list[Job]:
+        """Return the project's jobs, newest first: unfinished ones only unless ``include_finished``.
+
+        Args:
+            table: only the jobs of this feature table.
+            include_finished: also the SUCCEEDED, FAILED and CANCELLED ones.
+        """
+        self._fail_stale_jobs()
+        records = self._registry.list_jobs(self.project, table=table, include_finished=include_finished)
+        return [Job(self._registry, record, stale_after=self._stale_after) for record in records]
+
+    def get_job(self, job_id: str) -> Job:
+        """Return the job ``job_id`` (from any process); raise JobNotFoundError if there is none."""
+        self._fail_stale_jobs()
+        return Job(self._registry, self._registry.get_job(job_id), stale_after=self._stale_after)
 
     def start_stream_to_online_ingestion(
         self,
@@ -450,6 +550,10 @@ def as_utc(at: datetime, name: str) -> datetime:
     if not isinstance(at, datetime):
         raise DataError(f"{name} must be a datetime, got {type(at).__name__}")
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def _error_text(error: BaseException | None) -> str:
+    return "" if error is None else f"{type(error).__name__}: {error}"
 
 
 def _as_tuple(definitions: Sequence[Definition] | Definition) -> tuple[Definition, ...]:

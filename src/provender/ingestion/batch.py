@@ -40,8 +40,8 @@ class IngestionJob:
         error: the exception that failed the job, or None.
     """
 
-    def __init__(self, *, table: str, description: str) -> None:
-        self.id = uuid.uuid4().hex[:12]
+    def __init__(self, *, table: str, description: str, job_id: str | None = None) -> None:
+        self.id = job_id or uuid.uuid4().hex[:12]
         self.table = table
         self.description = description
         self.status = JobStatus.PENDING
@@ -53,9 +53,25 @@ class IngestionJob:
         self._done = threading.Event()
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
+        self._on_start: Callable[[IngestionJob], None] | None = None
+        self._on_finish: Callable[[IngestionJob], None] | None = None
 
-    def start(self, run: Callable[[IngestionJob], None]) -> IngestionJob:
-        """Run ``run(self)`` in a background thread and return at once."""
+    def start(
+        self,
+        run: Callable[[IngestionJob], None],
+        *,
+        on_start: Callable[[IngestionJob], None] | None = None,
+        on_finish: Callable[[IngestionJob], None] | None = None,
+    ) -> IngestionJob:
+        """Run ``run(self)`` in a background thread and return at once.
+
+        Args:
+            run: the job's work.
+            on_start: called in the thread before ``run`` (if it raises, the job fails).
+            on_finish: called once the job has ended, before :meth:`wait` returns (e.g. to
+                record the outcome); its errors are logged, never raised.
+        """
+        self._on_start, self._on_finish = on_start, on_finish
         self._thread = threading.Thread(target=self._main, args=(run,), name=f"provender-job-{self.id}", daemon=True)
         self._thread.start()
         return self
@@ -98,6 +114,8 @@ class IngestionJob:
         self.started_at = datetime.now(UTC)
         began = time.perf_counter()
         try:
+            if self._on_start is not None:
+                self._on_start(self)
             run(self)
         except JobCancelledError as exc:
             self.status, self.error = JobStatus.CANCELLED, exc
@@ -115,4 +133,9 @@ class IngestionJob:
             )
         finally:
             self.finished_at = datetime.now(UTC)
+            if self._on_finish is not None:
+                try:
+                    self._on_finish(self)
+                except Exception as exc:  # noqa: BLE001 - a report failing must not hide the job's outcome
+                    log.error("could not report the end of job=%s error=%s", self.id, exc)
             self._done.set()

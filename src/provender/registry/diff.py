@@ -253,11 +253,41 @@ def plan_delete_entity(snapshot: RegistrySnapshot, name: str) -> RegistryChange:
     return RegistryChange(delete_entities=(name,), description=f"delete entity {name}")
 
 
+def check_change(snapshot: RegistrySnapshot, change: RegistryChange) -> RegistryChange:
+    """Return ``change`` if the registry allows it on ``snapshot``; raise otherwise.
+
+    The rules of :func:`plan_apply` for what it puts, of the ``plan_delete_*`` functions for what
+    it deletes, and every feature table left must still find its entities. Used where a change
+    arrives already computed (the core service), so it is checked again under the lock.
+
+    Raises:
+        RegistryConflictError: a refused put, or a deleted entity still in use.
+        EntityNotFoundError, FeatureTableNotFoundError: a deleted name that does not exist.
+    """
+    plan_apply(snapshot, change.put).to_change()
+    for name in change.delete_feature_tables:
+        plan_delete_feature_table(snapshot, name)
+    tables = {**snapshot.feature_tables, **{d.name: d for d in change.put if isinstance(d, FeatureTable)}}
+    for name in change.delete_feature_tables:
+        tables.pop(name, None)
+    conflicts = []
+    for name in change.delete_entities:
+        if name not in snapshot.entities:
+            raise EntityNotFoundError(name, project=snapshot.project, known=list(snapshot.entities))
+        users = sorted(t.name for t in tables.values() if name in t.entities)
+        if users:
+            conflicts.append(f"entity {name!r} is used by feature tables: {', '.join(users)} (delete them first)")
+    if conflicts:
+        raise RegistryConflictError(conflicts, project=snapshot.project)
+    return change
+
+
 __all__ = [
     "Action",
     "ApplyPlan",
     "MissingPolicy",
     "PlanItem",
+    "check_change",
     "plan_apply",
     "plan_delete_entity",
     "plan_delete_feature_table",

@@ -152,7 +152,7 @@ class PostgresRegistry:
             raise
 
     @classmethod
-    def from_url(cls, url: str, *, base_dir: Path) -> Self:  # noqa: ARG003 - the Protocol's signature
+    def from_url(cls, url: str, *, base_dir: Path, token: str | None = None) -> Self:  # noqa: ARG003 - the Protocol's
         """Open the registry in the database named by ``url`` (tables are created if missing)."""
         return cls(url)
 

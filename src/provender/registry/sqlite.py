@@ -155,8 +155,8 @@ class SQLiteRegistry:
         return 1 if "projects" in tables else 0
 
     @classmethod
-    def from_url(cls, url: str, *, base_dir: Path) -> Self:
-        """Open the registry file named by ``sqlite:///path`` (created if missing)."""
+    def from_url(cls, url: str, *, base_dir: Path, token: str | None = None) -> Self:  # noqa: ARG003
+        """Open the registry file named by ``sqlite:///path`` (created if missing; no token needed)."""
         return cls(path_from_url(url, base_dir=base_dir))
 
     # -- transactions

@@ -175,8 +175,12 @@ class RegistryStore(Protocol):
     """Where definitions are persisted. Selected by the scheme of the ``registry`` URL."""
 
     @classmethod
-    def from_url(cls, url: str, *, base_dir: Path) -> Self:
-        """Open the registry at ``url``; relative paths are resolved against ``base_dir``."""
+    def from_url(cls, url: str, *, base_dir: Path, token: str | None = None) -> Self:
+        """Open the registry at ``url``; relative paths are resolved against ``base_dir``.
+
+        ``token`` is the bearer token of a registry behind a service (``http://``, the
+        ``core_token`` setting); registries opened directly ignore it.
+        """
         ...
 
     def read(self, project: str) -> RegistrySnapshot:
