@@ -375,9 +375,7 @@ class Client:
         if engine.capabilities.is_distributed:
             factory = self._runtime.online_store_factory(self.project)
             distributed = cast("DistributedIngestion", engine)
-            return job.start(
-                lambda j: distributed.ingest_to_online(plan, store_factory=factory, progress=j), **hooks
-            )
+            return job.start(lambda j: distributed.ingest_to_online(plan, store_factory=factory, progress=j), **hooks)
         store = self._online_store
 
         def run(j: IngestionJob) -> None:
