@@ -90,7 +90,7 @@ def apply(state: CliState, path: Path, dry_run: bool, prune: bool) -> None:
     if not definitions:
         raise click.ClickException(f"no Entity or FeatureTable objects found in {path}")
     click.echo(f"Imported {plural(len(files), 'file')}: {', '.join(_shown(f, path) for f in files)}")
-    client = state.client()
+    client = state.client(existing_project=False)
     missing: MissingPolicy = "prune" if prune else "report"
     plan = client.plan(definitions, missing=missing)
     click.echo(f"Plan for project {client.project!r}:")

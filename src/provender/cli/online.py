@@ -8,7 +8,7 @@ from datetime import datetime
 
 import click
 
-from provender.cli.render import echo_json, echo_table
+from provender.cli.render import echo_json, echo_table, format_value
 from provender.cli.retrieve import split_refs
 from provender.cli.state import CliState
 from provender.client import Client
@@ -41,7 +41,9 @@ def online() -> None:
     help="One entity row as name=value pairs, e.g. driver_id=1001 or driver_id=1001,customer_id=7 "
     "(repeat for several rows). BYTES values are UTF-8 text or 0x-prefixed hex.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON: {'values': ..., 'statuses': ...}.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON as the HTTP service answers: {'columns': ..., 'statuses': ...}."
+)
 @click.pass_obj
 def get(state: CliState, features: tuple[str, ...], entities: tuple[str, ...], as_json: bool) -> None:
     """Print the latest stored values of features for one or more entity rows.
@@ -51,8 +53,8 @@ def get(state: CliState, features: tuple[str, ...], entities: tuple[str, ...], a
 
     \b
     Example:
-      provender online get -f driver_hourly_stats -e driver_id=1001 -e driver_id=1002
-      provender online get -f driver_hourly_stats:conv_rate -e driver_id=1001 --json
+      provender online get -f driver_statistics -e driver_id=1001 -e driver_id=1002
+      provender online get -f driver_statistics:conv_rate -e driver_id=1001 --json
     """
     client = state.client()
     rows = [parse_entity_row(client, text) for text in entities]
@@ -61,7 +63,7 @@ def get(state: CliState, features: tuple[str, ...], entities: tuple[str, ...], a
     if as_json:
         echo_json(
             {
-                "values": {name: [_jsonable(v) for v in column] for name, column in values.items()},
+                "columns": {name: [_jsonable(v) for v in column] for name, column in values.items()},
                 "statuses": {name: [str(s) for s in column] for name, column in statuses.items()},
             }
         )
@@ -70,7 +72,7 @@ def get(state: CliState, features: tuple[str, ...], entities: tuple[str, ...], a
     table_rows = []
     for column in response.feature_columns:
         cells = [
-            _text(value) if status is FeatureStatus.PRESENT else f"null ({status})"
+            format_value(value) if status is FeatureStatus.PRESENT else f"null ({status})"
             for value, status in zip(values[column], statuses[column], strict=True)
         ]
         table_rows.append([column, *cells])
@@ -105,11 +107,3 @@ def _jsonable(value: object) -> object:
     if isinstance(value, list):
         return [_jsonable(item) for item in value]
     return value
-
-
-def _text(value: object) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, list):
-        return "[" + ", ".join("null" if item is None else _text(item) for item in value) + "]"
-    return repr(value) if isinstance(value, bytes | str) else str(value)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from provender.cli.render import echo_json, echo_table, plural
+from provender.cli.render import echo_json, echo_table, format_duration, plural
 from provender.cli.state import CliState
 from provender.definitions import FeatureTable
 from provender.registry import codec
@@ -68,7 +68,16 @@ def list_tables(state: CliState, as_json: bool) -> None:
         return
     echo_table(
         ["NAME", "ENTITIES", "FEATURES", "MAX_AGE", "SOURCE"],
-        [(t.name, ",".join(t.entities), len(t.features), t.max_age or "-", _source(t)) for t in found],
+        [
+            (
+                t.name,
+                ",".join(t.entities),
+                len(t.features),
+                format_duration(t.max_age) if t.max_age else "-",
+                _source(t),
+            )
+            for t in found
+        ],
     )
 
 
@@ -108,7 +117,7 @@ def describe_table(state: CliState, name: str, as_json: bool) -> None:
         return
     click.echo(f"Feature table: {table.name}")
     click.echo(f"  entities:  {', '.join(table.entities)}")
-    click.echo(f"  max_age:   {table.max_age or 'none (values never expire)'}")
+    click.echo(f"  max_age:   {format_duration(table.max_age) if table.max_age else 'none (values never expire)'}")
     if table.batch_source:
         source = table.batch_source
         click.echo(
@@ -146,7 +155,7 @@ def projects() -> None:
 @click.pass_obj
 def list_projects(state: CliState, as_json: bool, include_archived: bool) -> None:
     """List projects with their registry version and last change."""
-    found = state.client().describe_projects(include_archived=include_archived)
+    found = state.client(existing_project=False).describe_projects(include_archived=include_archived)
     if as_json:
         rows = [{"name": p.name, "version": p.version, "updated_at": p.updated_at} for p in found]
         if include_archived:

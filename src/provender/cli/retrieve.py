@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from provender.cli.progress import Progress
+from provender.cli.render import plural
 from provender.cli.state import CliState
 
 
@@ -52,4 +53,7 @@ def retrieve(state: CliState, features: tuple[str, ...], entities: str, out: Pat
     with Progress(lambda: "retrieving") as progress:
         job = client.get_historical_features(split_refs(features), entities)
         rows = job.to_parquet(out)
-    click.echo(f"Wrote {rows} rows x {len(job.output_columns)} features to {out} in {progress.elapsed_seconds:.2f} s.")
+    click.echo(
+        f"Wrote {plural(rows, 'row')} x {plural(len(job.output_columns), 'feature')} to {out} "
+        f"in {progress.elapsed_seconds:.2f} s."
+    )

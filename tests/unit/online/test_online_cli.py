@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -73,7 +74,7 @@ def test_json_output(config: Path) -> None:
         config, "-f", "driver_stats", "-e", "driver_id=1001", "-e", "driver_id=1002", "-e", "driver_id=7", "--json"
     )
     assert json.loads(result.output) == {
-        "values": {
+        "columns": {
             "driver_id": [1001, 1002, 7],
             "driver_stats__conv_rate": [0.5, None, None],
             "driver_stats__seen": [NOW.isoformat(), None, None],
@@ -104,7 +105,7 @@ def test_text_output_shows_statuses(config: Path) -> None:
 
 def test_composite_keys_are_typed_per_entity_and_strings_may_hold_commas(config: Path) -> None:
     result = run(config, "-f", "users:likes", "-e", "driver_id=1001,user=a,b", "--json")
-    assert json.loads(result.output)["values"] == {"driver_id": [1001], "user": ["a,b"], "users__likes": [3]}
+    assert json.loads(result.output)["columns"] == {"driver_id": [1001], "user": ["a,b"], "users__likes": [3]}
 
 
 def test_bad_entities_are_reported(config: Path) -> None:
@@ -117,7 +118,13 @@ def test_bad_entities_are_reported(config: Path) -> None:
     assert "Did you mean 'driver_stats'" in run(config, "-f", "driver_stat", "-e", "driver_id=1", exit_code=1).output
 
 
-def test_help_has_an_example() -> None:
+def test_help_has_an_example_with_the_init_projects_table() -> None:
     result = CliRunner().invoke(cli, ["online", "get", "--help"])
     assert result.exit_code == 0
     assert "Example:" in result.output
+    template = (resources.files("provender.cli") / "templates" / "driver_repo.py").read_text(encoding="utf-8")
+    examples = [line.split() for line in result.output.splitlines() if line.strip().startswith("provender online get")]
+    assert examples
+    for words in examples:
+        table = words[words.index("-f") + 1].split(":")[0]
+        assert f'name="{table}"' in template
