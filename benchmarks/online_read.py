@@ -266,7 +266,7 @@ def render_markdown(report: dict[str, object]) -> str:
         + " |"
     )
     lines.append(
-        "| Feast 0.67, Redis (issue 4, not re-measured) | "
+        "| Feast 0.67, Redis (reference figure, not re-measured) | "
         + " | ".join(f"{FEAST_ISSUE_MS[(case, q)]}" for case in CASES for q in ("p50", "p99"))
         + " |"
     )
@@ -291,7 +291,7 @@ def render_markdown(report: dict[str, object]) -> str:
         "- SQLite reads run on the calling thread: 100 rows x 2 tables are 200 B-tree lookups through "
         "Python's sqlite3 (about 1.4 us each, measured alone), where Redis executes one `MGET` on its own "
         "core. So SQLite is faster for a single row and slower for 100.",
-        "- The Feast row above is the figure measured in issue 4 on a similar machine; Feast measured in "
+        "- The Feast row above is a reference figure measured earlier on a similar machine; Feast measured in "
         "this run, when its peer virtualenv exists, is in the section below.",
         "",
     ]
@@ -321,7 +321,7 @@ def verdicts(figures: dict[str, dict[str, float]]) -> tuple[list[str], list[str]
             ratios.append(
                 f"{case} {q}: provender-redis / raw-hmget = {ours[key] / floor[key]:.2f}; "
                 f"provender-redis / raw-mget = {ours[key] / figures['raw-mget'][key]:.2f}; "
-                f"Feast (issue figure) / provender-redis = {FEAST_ISSUE_MS[(case, q)] / ours[key]:.1f}"
+                f"Feast (reference figure) / provender-redis = {FEAST_ISSUE_MS[(case, q)] / ours[key]:.1f}"
             )
     return ratios, results
 

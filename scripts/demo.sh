@@ -150,7 +150,7 @@ PY
     wait_for_trips() {  # until driver 1001's trips_today reads $1 online
         for _ in $(seq 150); do
             provender online get --features driver_trips --entity driver_id=1001 --json 2> /dev/null \
-                | python -c 'import json, sys; sys.exit(json.load(sys.stdin)["values"]["driver_trips__trips_today"] != [int(sys.argv[1])])' "$1" \
+                | python -c 'import json, sys; sys.exit(json.load(sys.stdin)["columns"]["driver_trips__trips_today"] != [int(sys.argv[1])])' "$1" \
                 && return 0
             kill -0 "$INGEST_PID" 2> /dev/null || { cat ingest-stream.log; return 1; }
             sleep 0.2

@@ -67,7 +67,7 @@ def test_exit_codes_are_the_ones_the_readme_documents(project: Path) -> None:
     assert "exit code 1" in readme
     assert re.search(r"usage errors[^.]*exit code 2", readme), "the README documents usage errors' exit code"
     assert run("tables", "describe", "nope", exit_code=1).stderr.startswith("Error: No feature table 'nope'")
-    assert "No such option: --nope" in run("tables", "list", "--nope", exit_code=2).stderr
+    assert "No such option '--nope'" in run("tables", "list", "--nope", exit_code=2).stderr
     assert "Missing option '--table'" in run("ingest", "--start", "now", exit_code=2).stderr
 
 

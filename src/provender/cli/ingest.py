@@ -52,7 +52,8 @@ def ingest(state: CliState, table: str, start: str, end: str) -> None:
 
     \b
     Example:
-      provender ingest --table driver_statistics --start 2026-11-20 --end now
+      provender ingest --table driver_statistics --start now-7d --end now
+      provender ingest --table driver_statistics --start 2026-11-20T00:00 --end 2026-11-27T00:00
     """
     client = state.client()
     started = parse_time(start)
