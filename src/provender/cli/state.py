@@ -32,7 +32,7 @@ class CliState:
         if self._client is None:
             self._client = Client(self.config, self.project)
         if existing_project:
-            known = self._client.list_projects()
+            known = [p.name for p in self._client.describe_projects(include_archived=True)]  # archived: read-only
             if self._client.project not in known:
                 raise ProjectNotFoundError(self._client.project, known=known)
         return self._client
