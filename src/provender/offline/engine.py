@@ -115,8 +115,10 @@ class IngestionProgress(Protocol):
 
 
 class DistributedIngestion(Protocol):
-    """An engine (``capabilities.is_distributed``) whose workers write to the online store
-    themselves, so the driver never collects the rows."""
+    """An engine (``capabilities.is_distributed``) whose workers write to the online store.
+
+    The workers write the rows themselves, so the driver never collects them.
+    """
 
     def ingest_to_online(
         self, plan: LatestPlan, *, store_factory: OnlineStoreFactory, progress: IngestionProgress

@@ -129,8 +129,9 @@ class RetrievalPlan:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LatestPlan:
-    """Offline-to-online ingestion: per entity key, the row the rule picks at ``end`` among
-    rows with ``start <= event_timestamp < end``.
+    """Offline-to-online ingestion: per entity key, the row the rule picks at ``end``.
+
+    The candidates are the rows with ``start <= event_timestamp < end``.
     """
 
     join: TableJoin

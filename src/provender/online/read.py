@@ -51,16 +51,24 @@ class Catalog(Protocol):
     """What reads need from the registry (``RegistrySnapshot`` has it)."""
 
     @property
-    def project(self) -> str: ...
+    def project(self) -> str:
+        """The project's name."""
+        ...
 
     @property
-    def version(self) -> int: ...
+    def version(self) -> int:
+        """The registry version the catalog was read at."""
+        ...
 
     @property
-    def entities(self) -> Mapping[str, Entity]: ...
+    def entities(self) -> Mapping[str, Entity]:
+        """The registered entities by name."""
+        ...
 
     @property
-    def feature_tables(self) -> Mapping[str, FeatureTable]: ...
+    def feature_tables(self) -> Mapping[str, FeatureTable]:
+        """The registered feature tables by name."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +132,9 @@ class OnlineResponse:
     """The result of an online read: columns of plain Python values, one entry per entity row.
 
     Examples:
+        With a value stored for driver 1001 only (see :class:`~provender.client.client.Client`
+        for a complete, running example):
+
         >>> response.to_dict()  # doctest: +SKIP
         {'driver_id': [1001, 1002], 'driver_statistics__conv_rate': [0.5, None]}
         >>> response.statuses()  # doctest: +SKIP

@@ -35,6 +35,7 @@ def compile_retrieval(
     """Compile the retrieval plan to one DataFrame, sorted in the entity rows' order.
 
     Args:
+        plan: the retrieval plan.
         entities: the entity rows with ``ORDER``, ``TS``/``TS_CEIL`` (T rounded down/up) and
             ``__key_<entity>`` (keys cast to their declared types).
         sources: per join, the rows of :func:`provender.offline.spark.sources.source_frame`.
