@@ -7,9 +7,12 @@ import keyword
 import re
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING
 
 from provender.errors import DefinitionError
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -46,7 +49,7 @@ def freeze_str_mapping(obj: str, field: str, value: object) -> tuple[tuple[str, 
     return tuple(sorted(value.items()))
 
 
-def reduce_definition(obj: Any) -> tuple[Callable[..., object], tuple[object, ...]]:
+def reduce_definition(obj: DataclassInstance) -> tuple[Callable[..., object], tuple[object, ...]]:
     """``__reduce__`` of a frozen definition: rebuilt by its constructor, read-only mappings as dicts.
 
     Definitions are pickled to reach other processes (Spark executors); a ``MappingProxyType``
