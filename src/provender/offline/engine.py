@@ -4,27 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Protocol, Self
 
 import pyarrow as pa
 from pydantic import BaseModel
 
+from provender.definitions.jobs import JobStatus as JobStatus  # re-exported: engines report job states
 from provender.offline.plan import LatestPlan, RetrievalPlan
 
 if TYPE_CHECKING:
     from provender.online.store import OnlineStoreFactory
-
-
-class JobStatus(StrEnum):
-    """Where a job (a retrieval on a cluster, an ingestion) is in its life."""
-
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TypedDict, cast
 
+from provender.definitions.jobs import JobStatus as JobStatus  # one status enum: engine jobs and job records
 from provender.errors import JobStateError
-from provender.offline.engine import JobStatus as JobStatus  # one status enum: engine jobs and job records
 
 
 class JobKind(StrEnum):
@@ -28,12 +28,12 @@ class JobKind(StrEnum):
     HISTORICAL = "historical"
 
 
-FINISHED_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+FINISHED_STATUSES = frozenset(status for status in JobStatus if status.is_finished)
 
 
 def is_finished(status: JobStatus) -> bool:
     """Whether a job in ``status`` has ended (it will not change status again)."""
-    return status in FINISHED_STATUSES
+    return status.is_finished
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
