@@ -321,7 +321,9 @@ def report(size: str, summary: dict[str, dict[str, object]], *, source_rows: int
     )
     notes = [f"\n- {verdict}"]
     if size == "L":
-        notes.append(f"- Feast's reference figure for L (measured earlier, similar machine): {FEAST_L_ANCHOR_SECONDS} s")
+        notes.append(
+            f"- Feast's reference figure for L (measured earlier, similar machine): {FEAST_L_ANCHOR_SECONDS} s"
+        )
     text = header + "\n" + "\n".join(lines) + "\n" + "\n".join(notes) + "\n"
     print("\n" + text)
     RESULTS_DIR.mkdir(exist_ok=True)

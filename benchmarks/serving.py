@@ -483,8 +483,8 @@ def verdicts(summary: list[dict[str, object]]) -> list[str]:
         rps, p99 = float(http["rps"]), float(http["p99_ms"])  # type: ignore[arg-type]
         anchor = ANCHOR_FEAST_TUNED["rps"]
         lines.append(
-            f"- Throughput, 1x5 at concurrency 8, HTTP: {rps:,.0f} req/s = {rps / anchor:.1f}x the reference figure of a "
-            f"tuned `feast serve` ({anchor:,.0f} req/s); target >= {TARGET_SPEEDUP:.0f}x "
+            f"- Throughput, 1x5 at concurrency 8, HTTP: {rps:,.0f} req/s = {rps / anchor:.1f}x "
+            f"the reference figure of a tuned `feast serve` ({anchor:,.0f} req/s); target >= {TARGET_SPEEDUP:.0f}x "
             f"({TARGET_SPEEDUP * anchor:,.0f} req/s): {'met' if rps >= TARGET_SPEEDUP * anchor else 'MISSED'}."
         )
         if feast is not None and float(feast["rps"]) > 0:  # type: ignore[arg-type]
