@@ -104,7 +104,7 @@ bench-deps: test-deps
 # deploy-deps: what building images and running pods needs (Debian packages; helm; the test venv).
 deploy-deps: test-deps
 	@installed() { dpkg-query -W -f='$${Status}' "$$1" 2>/dev/null | grep -q 'install ok installed'; }; \
-	missing=(); for p in buildah podman debootstrap skopeo runc python3-venv; do installed $$p || missing+=($$p); done; \
+	missing=(); for p in buildah podman catatonit debootstrap skopeo runc python3-venv; do installed $$p || missing+=($$p); done; \
 	if [ $${#missing[@]} -eq 0 ]; then echo "deploy-deps: buildah, podman, debootstrap, skopeo, runc present"; exit 0; fi; \
 	echo "deploy-deps: installing $${missing[*]}"; \
 	$(SUDO) $(APT_GET) update; \
@@ -121,7 +121,7 @@ image-spark: deploy-deps
 
 # deploy-test: build the image (cached), then run the chart's pods against host services.
 deploy-test: image
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SUDO) bash scripts/deploy_test.sh
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SUDO) $(VPY) scripts/deploy_test.py
 
 # test: full suite; the pytest fixtures start and stop Redis, PostgreSQL and the Kafka broker.
 test: test-deps

@@ -234,7 +234,7 @@ def test_every_container_loads_its_settings_despite_injected_service_variables(
         config.parent.mkdir()
         config.write_text(config_maps[config_map], encoding="utf-8")
         container = spec["containers"][0]
-        environ = container_environment(container) | {"PROVENDER_CONFIG": str(config)}
+        environ = injected | container_environment(container) | {"PROVENDER_CONFIG": str(config)}
         settings = load_settings(environ=environ)
         assert settings.online.store == "redis", name
         if case == "everything-on":

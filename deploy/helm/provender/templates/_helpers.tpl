@@ -187,7 +187,8 @@ labels:
   {{- toYaml . | nindent 2 }}
   {{- end }}
 annotations:
-  checksum/config: {{ include "provender.config" .root | sha256sum }}
+  # (63 characters: podman kube play refuses longer annotation values, Kubernetes does not care)
+  checksum/config: {{ include "provender.config" .root | sha256sum | trunc 63 }}
   {{- if and .root.Values.metrics.annotations .metricsPort }}
   prometheus.io/scrape: "true"
   prometheus.io/port: {{ .metricsPort | quote }}
