@@ -248,7 +248,8 @@ def test_every_container_loads_its_settings_despite_injected_service_variables(
             assert settings.online.model_extra == {"url": "redis://redis.db:6379/0", "cluster": False,
                                                    "password": "secret-value"}  # fmt: skip
         if case == "auth-token":
-            assert settings.serving.auth.tokens == {"t0ken": ("default",)}
+            assert list(settings.serving.auth.tokens) == ["t0ken"]
+            assert settings.serving.auth.tokens["t0ken"].grants == ("default",)
         if case == "auth-jwt":
             assert settings.serving.auth.jwt_secret is not None
             assert settings.serving.auth.jwt_secret.get_secret_value() == "s3cret"
