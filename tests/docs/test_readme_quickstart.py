@@ -3,7 +3,8 @@
 Takes the section "From zero to a served feature in five minutes" of README.md: runs its shell
 block (but the ``pip install`` line: the suite runs in an environment where Provender is
 installed) in an empty folder, then its Python blocks as one program in the folder the shell
-block ``cd``-ed into, then the ``provender ...`` commands its prose gives. Everything must
+block ``cd``-ed into, then the ``provender ...`` commands its prose gives, each in a pseudo-terminal
+as a user's shell would (so progress lines are drawn). Everything must
 succeed, and every value the README shows must be there: no null in any DataFrame, every online
 value ``PRESENT``, no ``null`` in the command line's lookups and training file.
 """
@@ -14,12 +15,13 @@ import json
 import os
 import re
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+
+from tests.support.terminal import run_program_in_terminal
 
 REPO = Path(__file__).resolve().parents[2]
 SECTION = "## From zero to a served feature in five minutes"
@@ -55,16 +57,15 @@ def quickstart() -> tuple[list[str], list[str], list[list[str]]]:
 
 
 def environment() -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("PROVENDER_")}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # python, provender
-    return env
+    return {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # python, provender
 
 
-def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(args, cwd=cwd, env=environment(), capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, f"{shlex.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-    assert "Traceback" not in done.stdout + done.stderr
-    return done
+def run(args: list[str], cwd: Path) -> str:
+    """Run ``args`` in a terminal (as a user would: progress lines are drawn); return what it printed."""
+    done = run_program_in_terminal(args, cwd=cwd, env=environment(), timeout=300)
+    assert done.returncode == 0, f"{shlex.join(args)} failed:\n{done.output}"
+    assert "Traceback" not in done.output
+    return done.output
 
 
 @pytest.mark.slow
@@ -76,15 +77,14 @@ def test_readme_quickstart_runs_and_shows_values(tmp_path: Path) -> None:
     script = "set -euo pipefail\n" + "\n".join(lines) + '\npwd > "$QUICKSTART_CWD"\n'
     cwd_file = tmp_path / "cwd"
     (tmp_path / "quickstart.sh").write_text(script.replace("$QUICKSTART_CWD", str(cwd_file)), encoding="utf-8")
-    shell_run = run(["bash", "quickstart.sh"], cwd=tmp_path)
-    assert "Applied: 2 added" in shell_run.stdout
+    assert "Applied: 2 added" in run(["bash", "quickstart.sh"], cwd=tmp_path)
     project = Path(cwd_file.read_text(encoding="utf-8").strip())
     assert project != tmp_path
 
     # outside the project folder: `provender apply .` (in the prose) would import it
     (tmp_path / "quickstart.py").write_text("\n".join(python) + REPORT, encoding="utf-8")
     program = run([sys.executable, str(tmp_path / "quickstart.py")], cwd=project)
-    report = json.loads(program.stdout.split("REPORT ", 1)[1])
+    report = json.loads(program.split("REPORT ", 1)[1].splitlines()[0])
     assert report["dataframes"], "the quickstart builds no DataFrame"
     for name, frame in report["dataframes"].items():
         assert frame["rows"] > 0, name
@@ -94,8 +94,8 @@ def test_readme_quickstart_runs_and_shows_values(tmp_path: Path) -> None:
         assert online == {"statuses": ["PRESENT"], "nulls": 0}, name
 
     for command in commands:
-        done = run(command, cwd=project)
-        assert "null" not in done.stdout, f"{shlex.join(command)}:\n{done.stdout}"
+        output = run(command, cwd=project)
+        assert "null" not in output, f"{shlex.join(command)}:\n{output}"
         if command[1] == "retrieve":
             training = pq.read_table(project / command[command.index("--out") + 1])
             assert training.num_rows > 0

@@ -156,6 +156,13 @@ def test_apply_reports_and_prunes_a_table_no_file_defines(project: Path) -> None
     assert online_status() == "NOT_FOUND"
 
 
+def test_prune_needs_a_folder(project: Path) -> None:
+    run("apply", ".")
+    result = run("apply", "driver_repo.py", "--prune", exit_code=2)
+    assert "--prune needs the folder of every definition" in result.stderr
+    assert "driver_statistics" in run("tables", "list").stdout
+
+
 def test_prune_refuses_an_entity_a_kept_table_uses(project: Path) -> None:
     run("apply", ".")
     text = (project / "driver_repo.py").read_text(encoding="utf-8")
@@ -217,3 +224,14 @@ def test_tables_delete_deletes_the_rows_in_redis(project: Path, redis_server: Re
     assert "and 10 online rows" in deleted.stdout
     run("apply", ".", env=env)
     assert online_status(env) == "NOT_FOUND"
+
+
+def test_applying_one_file_does_not_report_the_other_files_objects(project: Path) -> None:
+    (project / "more.py").write_text(
+        "import provender as pv\ncustomer = pv.Entity(name='customer_id', value_type=pv.ValueType.STRING)\n",
+        encoding="utf-8",
+    )
+    run("apply", ".")
+    result = run("apply", "more.py")
+    assert "not defined" not in result.stdout
+    assert "Applied: 0 added, 0 changed, 1 unchanged, 0 refused." in result.stdout

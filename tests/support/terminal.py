@@ -12,7 +12,7 @@ import select
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,10 +55,22 @@ def run_in_terminal(*args: str, cwd: Path, env: Mapping[str, str] | None = None,
     Raises:
         TimeoutError: the process ran longer than ``timeout`` seconds (it is killed).
     """
+    return run_program_in_terminal([str(CONSOLE_SCRIPT), *args], cwd=cwd, env=env, timeout=timeout)
+
+
+def run_program_in_terminal(
+    argv: Sequence[str], *, cwd: Path, env: Mapping[str, str] | None = None, timeout: float = 120
+) -> TerminalRun:
+    """Run ``argv`` with a pseudo-terminal as stdin, stdout and stderr, as an interactive shell would.
+
+    Raises:
+        TimeoutError: the process ran longer than ``timeout`` seconds (it is killed).
+    """
+    args = list(argv)
     master, slave = os.openpty()
     try:
         process = subprocess.Popen(
-            [str(CONSOLE_SCRIPT), *args],
+            args,
             cwd=cwd,
             env=clean_environment({"TERM": "xterm", "COLUMNS": "120", **(env or {})}),
             stdin=slave,
@@ -76,7 +88,7 @@ def run_in_terminal(*args: str, cwd: Path, env: Mapping[str, str] | None = None,
             if remaining <= 0:
                 process.kill()
                 process.wait()
-                raise TimeoutError(f"provender {' '.join(args)} ran longer than {timeout} s")
+                raise TimeoutError(f"{' '.join(args)} ran longer than {timeout} s")
             ready, _, _ = select.select([master], [], [], min(remaining, 0.5))
             if not ready:
                 continue

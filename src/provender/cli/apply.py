@@ -85,13 +85,20 @@ def apply(state: CliState, path: Path, dry_run: bool, prune: bool) -> None:
       provender apply .
       provender apply . --prune
     """
+    if prune and path.is_file():
+        raise click.UsageError(
+            f"--prune needs the folder of every definition, not one file ({path}): "
+            "everything the file does not define would be deleted",
+            ctx=click.get_current_context(),
+        )
     files = find_definition_files(path)
     definitions = read_definitions(path)
     if not definitions:
         raise click.ClickException(f"no Entity or FeatureTable objects found in {path}")
     click.echo(f"Imported {plural(len(files), 'file')}: {', '.join(_shown(f, path) for f in files)}")
     client = state.client(existing_project=False)
-    missing: MissingPolicy = "prune" if prune else "report"
+    # one file is not every definition: what it does not define is not reported as missing
+    missing: MissingPolicy = "prune" if prune else "report" if path.is_dir() else "ignore"
     plan = client.plan(definitions, missing=missing)
     click.echo(f"Plan for project {client.project!r}:")
     echo_table(["ACTION", "KIND", "NAME", "DETAIL"], [(i.action, i.kind, i.name, i.detail) for i in plan.items])
