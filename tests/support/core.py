@@ -131,9 +131,26 @@ def write_config(root: Path, *, registry: str, port: int, settings: Mapping[str,
     return path
 
 
+def launch_core(
+    root: Path,
+    *,
+    registry: str,
+    settings: Mapping[str, object] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> CoreServer:
+    """Start ``provender core`` for the registry ``registry`` with its config in ``root``; stop it yourself."""
+    port = free_port()
+    write_config(root, registry=registry, port=port, settings=settings)
+    environ = {
+        k: v for k, v in os.environ.items() if not k.startswith("PROVENDER_") or k == "PROVENDER_REQUIRE_SERVICES"
+    }
+    environ.update(env or {})
+    return CoreServer(root=root, port=port, log=root / "core.log", env=environ).start()
+
+
 @pytest.fixture
 def start_core() -> Iterator[StartCore]:
-    """Return a factory starting ``provender core`` processes; all are stopped at teardown."""
+    """Return :func:`launch_core`; every process it started is stopped at teardown."""
     started: list[CoreServer] = []
 
     def start(
@@ -143,15 +160,9 @@ def start_core() -> Iterator[StartCore]:
         settings: Mapping[str, object] | None = None,
         env: Mapping[str, str] | None = None,
     ) -> CoreServer:
-        port = free_port()
-        write_config(root, registry=registry, port=port, settings=settings)
-        environ = {
-            k: v for k, v in os.environ.items() if not k.startswith("PROVENDER_") or k == "PROVENDER_REQUIRE_SERVICES"
-        }
-        environ.update(env or {})
-        server = CoreServer(root=root, port=port, log=root / "core.log", env=environ)
+        server = launch_core(root, registry=registry, settings=settings, env=env)
         started.append(server)
-        return server.start()
+        return server
 
     yield start
     for server in started:

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 from provender.errors import BackendError, JobStateError, ProvenderError
-from provender.registry.jobs import JobKind, JobRecord, JobStatus, new_job_id, utc_now
+from provender.registry.jobs import JobKind, JobRecord, JobStatus, is_finished, new_job_id, utc_now
 from provender.registry.store import RegistryStore
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def cancel_job(store: RegistryStore, job_id: str) -> JobRecord:
     A finished job is returned unchanged.
     """
     job = store.get_job(job_id)
-    if job.status.is_finished:
+    if is_finished(job.status):
         return job
     if job.status is JobStatus.PENDING:
         try:
@@ -111,7 +111,7 @@ class Job:
     @property
     def is_done(self) -> bool:
         """Whether the job has ended."""
-        return self.record.status.is_finished
+        return is_finished(self.record.status)
 
     def refresh(self) -> Job:
         """Fetch the record again (failing it first if its runner stopped beating)."""
