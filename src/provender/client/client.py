@@ -8,7 +8,9 @@ reads and writes in ``online/``.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Self, cast, overload
@@ -24,6 +26,7 @@ from provender.config import (
 )
 from provender.definitions import Definition, Entity, FeatureTable
 from provender.errors import (
+    BackendError,
     ConfigError,
     DataError,
     EntityNotFoundError,
@@ -47,6 +50,8 @@ from provender.registry.store import (
     RegistryStore,
 )
 from provender.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from provender.client.remote import RemoteReader
@@ -296,7 +301,38 @@ class Client:
             project=self.project,
         )
         job = self._offline_engine().retrieve(plan, rows)
-        return HistoricalJob(job, output_columns=plan.output_columns)
+        tables = sorted({ref.split(":", 1)[0] for ref in feature_refs})
+        return HistoricalJob(
+            job,
+            output_columns=plan.output_columns,
+            track=lambda: self._track_run(JobKind.HISTORICAL, tables[0] if len(tables) == 1 else ""),
+        )
+
+    def _track_run(
+        self,
+        kind: JobKind,
+        table: str,
+        *,
+        progress: Callable[[], int] = lambda: 0,
+        on_cancel: Callable[[], None] = lambda: None,
+    ) -> JobReporter | None:
+        """Record a job running now in this process; None (and a warning) if the registry refuses it."""
+        try:
+            record = self._registry.put_job(
+                new_record(kind=kind, project=self.project, table=table, runner=self.runner)
+            )
+        except (PermissionDeniedError, BackendError) as exc:
+            log.warning("job not recorded kind=%s table=%s error=%s", kind.value, table, exc)
+            return None
+        reporter = JobReporter(
+            self._registry,
+            record,
+            heartbeat_seconds=self.settings.jobs.heartbeat_seconds,
+            progress=progress,
+            on_cancel=on_cancel,
+        )
+        reporter.started()
+        return reporter
 
     def _offline_engine(self) -> OfflineEngine:
         if self._offline is None:
@@ -501,7 +537,18 @@ class Client:
             options=options,
         )
         store = self._online_store
-        return start_stream_job(spec, lambda rows: store.write(definition, rows))
+        job = start_stream_job(spec, lambda rows: store.write(definition, rows))
+        reporter = self._track_run(
+            JobKind.STREAM_TO_ONLINE, name, progress=lambda: job.records_written, on_cancel=lambda: _stop(job)
+        )
+        if reporter is not None:
+            threading.Thread(
+                target=_report_stream_end,
+                args=(job, reporter),
+                name=f"provender-report-{reporter.record.id}",
+                daemon=True,
+            ).start()
+        return job
 
     # -- online: serving -----------------------------------------------------------------------
 
@@ -569,6 +616,19 @@ def as_utc(at: datetime, name: str) -> datetime:
     if not isinstance(at, datetime):
         raise DataError(f"{name} must be a datetime, got {type(at).__name__}")
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def _stop(job: StreamIngestionJob) -> None:
+    job.stop()
+
+
+def _report_stream_end(job: StreamIngestionJob, reporter: JobReporter) -> None:
+    """Record how a stream job ended: CANCELLED if asked through its record, else its own status."""
+    job.wait_done()
+    if reporter.record.cancel_requested:
+        reporter.finished(JobStatus.CANCELLED)
+    else:
+        reporter.finished(JobStatus(job.status.value), error=_error_text(job.error))
 
 
 def _error_text(error: BaseException | None) -> str:

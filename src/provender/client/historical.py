@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import pyarrow as pa
 
@@ -12,6 +13,8 @@ from provender.offline.engine import EntityRows, RetrievalJob
 
 if TYPE_CHECKING:
     import pandas as pd
+
+_T = TypeVar("_T")
 
 
 def to_entity_rows(entity_source: object) -> EntityRows:
@@ -71,17 +74,37 @@ class HistoricalJob:
         >>> job.to_parquet("training.parquet")  # doctest: +SKIP
     """
 
-    def __init__(self, job: RetrievalJob, *, output_columns: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        job: RetrievalJob,
+        *,
+        output_columns: tuple[str, ...],
+        track: Callable[[], RunReport | None] | None = None,
+    ) -> None:
         self._job = job
         self.output_columns = output_columns
+        self._track = track
+
+    def _recorded(self, produce: Callable[[], _T], rows_of: Callable[[_T], int]) -> _T:
+        """Run ``produce``, recorded as a job in the registry (RUNNING, then SUCCEEDED or FAILED)."""
+        report = None if self._track is None else self._track()
+        if report is None:
+            return produce()
+        try:
+            result = produce()
+        except BaseException as exc:
+            report.failed(f"{type(exc).__name__}: {exc}")
+            raise
+        report.succeeded(rows_of(result))
+        return result
 
     def to_arrow(self) -> pa.Table:
         """Return the training set as an Arrow table."""
-        return self._job.to_arrow()
+        return self._recorded(self._job.to_arrow, lambda table: table.num_rows)
 
     def to_pandas(self) -> pd.DataFrame:
         """Return the training set as a pandas DataFrame (timestamps UTC-aware)."""
-        return self._job.to_arrow().to_pandas()
+        return self.to_arrow().to_pandas()
 
     def to_arrow_reader(self) -> pa.RecordBatchReader:
         """Stream the training set in record batches."""
@@ -90,4 +113,16 @@ class HistoricalJob:
     def to_parquet(self, path: str | Path) -> int:
         """Stream the training set to a Parquet file without holding it in memory; return its rows."""
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return self._job.to_parquet(path)
+        return self._recorded(lambda: self._job.to_parquet(path), lambda rows: rows)
+
+
+class RunReport(Protocol):
+    """How a retrieval reports its outcome to its job record."""
+
+    def succeeded(self, rows: int) -> None:
+        """Record the job SUCCEEDED with ``rows`` rows."""
+        ...
+
+    def failed(self, error: str) -> None:
+        """Record the job FAILED with ``error``."""
+        ...

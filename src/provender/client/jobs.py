@@ -202,6 +202,15 @@ class JobReporter:
             if self.record.cancel_requested:
                 self._on_cancel()
 
+    def succeeded(self, rows: int) -> None:
+        """Record the job SUCCEEDED with ``rows`` rows (a finished retrieval)."""
+        self._progress = lambda: rows
+        self.finished(JobStatus.SUCCEEDED)
+
+    def failed(self, error: str) -> None:
+        """Record the job FAILED with ``error``."""
+        self.finished(JobStatus.FAILED, error=error)
+
     def finished(self, status: JobStatus, *, error: str = "") -> None:
         """Stop beating and record the outcome (unless the job was ended elsewhere meanwhile)."""
         self._stop.set()
