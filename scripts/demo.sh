@@ -174,4 +174,36 @@ else
     step "optional streaming step skipped (pip install 'provender[kafka]' noida-db==0.2.3 to run it)"
 fi
 
+step "provender core: the registry as a service; apply through it, list from a second client, stop it"
+CORE_PORT=$(free_port)
+provender core --port "$CORE_PORT" > core.log 2>&1 &
+CORE_PID=$!
+for _ in $(seq 1 300); do
+    curl -fsS "http://127.0.0.1:$CORE_PORT/v1/ready" > /dev/null 2>&1 && break
+    kill -0 "$CORE_PID" 2> /dev/null || { cat core.log; exit 1; }
+    sleep 0.1
+done
+mkdir -p team
+cp driver_repo.py team/
+printf 'project: team\nregistry: http://127.0.0.1:%s\n' "$CORE_PORT" > team/provender.yaml
+echo "(team/provender.yaml points the CLI at the core service; applying project 'team' through it)"
+(cd team && provender apply .)
+python - "$CORE_PORT" <<'PY'
+import sys
+
+import provender as pv
+
+second = pv.Client(core_url=f"http://127.0.0.1:{sys.argv[1]}", project="team")  # another process, another client
+print("projects:", second.list_projects())
+print("tables in 'team':", [table.name for table in second.list_feature_tables()])
+for change in second.registry_history(limit=3):
+    print(f"  version {change.version_before}->{change.version_after} by {change.actor}: {change.description}")
+second.close()
+PY
+curl -fsS "http://127.0.0.1:$CORE_PORT/v1/projects"
+echo
+kill -TERM "$CORE_PID"
+wait "$CORE_PID"
+echo "(core service stopped on SIGTERM; its JSON log is in $DEMO/core.log)"
+
 step "demo finished"
