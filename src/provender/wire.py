@@ -53,6 +53,8 @@ _BUILDERS: dict[str, _Builder] = {
     "ProjectArchivedError": lambda _m, f: errors.ProjectArchivedError(project=_text(f, "project")),
     "JobStateError": lambda m, f: errors.JobStateError(_text(f, "job_id"), m, status=_optional(f, "status")),
     "DataError": lambda m, _f: errors.DataError(m),
+    "RequestTooLargeError": lambda m, _f: errors.RequestTooLargeError(m),
+    "JobCancelledError": lambda m, _f: errors.JobCancelledError(m),
     "NotFoundError": _not_found(errors.NotFoundError),
     "EntityNotFoundError": _not_found(errors.EntityNotFoundError),
     "FeatureTableNotFoundError": _not_found(errors.FeatureTableNotFoundError),

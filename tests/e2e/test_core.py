@@ -218,3 +218,24 @@ def test_a_core_killed_mid_apply_leaves_the_old_or_the_new_version(core: CoreSer
         snapshot_tables = client.list_feature_tables()
         version = client.registry_version()
     assert (version, len(snapshot_tables)) in ((1, 0), (2, 200)), (version, len(snapshot_tables), outcome)
+
+
+def test_a_raw_change_is_checked_again_by_the_service(core: CoreServer) -> None:
+    definitions = [codec.to_dict(driver()), codec.to_dict(driver_statistics())]
+    assert core.request("POST", "/v1/projects/default/apply", {"definitions": definitions})[0] == 200
+    breaking = {"expected_version": 1, "change": {"delete_entities": ["driver_id"]}}
+    status, answer = core.request("POST", "/v1/projects/default/changes", breaking)
+    assert status == 409 and answer["error"]["type"] == "RegistryConflictError"  # type: ignore[index]
+    dangling = driver_statistics(name="orphan", entities=["nobody"])
+    status, answer = core.request(
+        "POST", "/v1/projects/default/changes", {"expected_version": 1, "change": {"put": [codec.to_dict(dangling)]}}
+    )
+    assert status == 409 and "unregistered entities: nobody" in answer["error"]["message"]  # type: ignore[index]
+    status, answer = core.request("POST", "/v1/projects/default/changes", {"change": {}})
+    assert status == 400 and "expected_version" in answer["error"]["message"]  # type: ignore[index]
+    prune = {
+        "expected_version": 1,
+        "change": {"delete_feature_tables": ["driver_statistics"], "delete_entities": ["driver_id"]},
+    }
+    status, snapshot = core.request("POST", "/v1/projects/default/changes", prune)
+    assert status == 200 and (snapshot["version"], snapshot["entities"], snapshot["feature_tables"]) == (2, [], [])
