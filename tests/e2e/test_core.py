@@ -43,7 +43,7 @@ def client_of(url: str, tmp_path: Path, **settings: object) -> pv.Client:
 
 
 def test_health_ready_metrics_openapi(core: CoreServer) -> None:
-    assert core.request("GET", "/v1/health") == (200, {"status": "ok"})
+    assert core.request("GET", "/v1/health") == (200, {"status": "ok", "version": pv.__version__})
     assert core.request("GET", "/v1/ready") == (200, {"status": "ready"})
     status, document = core.request("GET", "/v1/openapi.json")
     assert status == 200 and document["openapi"] == "3.1.0"

@@ -15,7 +15,7 @@ import pytest
 import provender as pv
 from provender.client.jobs import JobReporter, new_record
 from provender.config import load_settings
-from provender.errors import ConfigError, JobNotFoundError
+from provender.errors import ConfigError, JobNotFoundError, PermissionDeniedError
 from provender.registry.jobs import JobKind, JobStatus
 from tests.support.core import CoreServer, StartCore
 from tests.support.ingestion import DRIVER, driver_table, hour, project_client, write_driver_rows
@@ -102,15 +102,31 @@ def test_cli_jobs_list_show_cancel(tmp_path: Path) -> None:
     assert record.id in run("jobs", "list", "--all")
 
 
-def _core_with_data(start_core: StartCore, tmp_path: Path) -> tuple[CoreServer, pv.FeatureTable]:
+def _core_with_data(start_core: StartCore, tmp_path: Path, **core: object) -> tuple[CoreServer, pv.FeatureTable]:
     write_driver_rows(tmp_path / "src", drivers=20, hours=3, end=END)
     table = driver_table(tmp_path / "src")
-    core = start_core(
+    core_server = start_core(
         tmp_path / "core",
         registry="sqlite:///registry.db",
-        settings={"online": {"store": "sqlite", "path": "online.db"}, "jobs": FAST_JOBS},
+        settings={"online": {"store": "sqlite", "path": "online.db"}, "jobs": FAST_JOBS, "core": core},
     )
-    return core, table
+    return core_server, table
+
+
+def test_run_on_core_with_a_write_token(start_core: StartCore, tmp_path: Path) -> None:
+    tokens = {"tok-w": {"subject": "alice", "grants": ["default:write"]}, "tok-r": ["default"]}
+    core, table = _core_with_data(start_core, tmp_path, auth={"mode": "token", "tokens": tokens})
+    settings = pv.Settings(registry=core.url, base_dir=tmp_path, core_token="tok-w")  # type: ignore[arg-type]
+    with closing(pv.Client(settings=settings)) as client:
+        client.apply([DRIVER, table])
+        job = client.start_offline_to_online_ingestion(table, start=END - timedelta(days=1), end=END, run_on="core")
+        assert job.wait(60).status is JobStatus.SUCCEEDED
+        assert [j.id for j in client.list_jobs(include_finished=True)] == [job.id]
+    reader = pv.Settings(registry=core.url, base_dir=tmp_path, core_token="tok-r")  # type: ignore[arg-type]
+    with closing(pv.Client(settings=reader)) as client:
+        assert client.get_job(job.id).status is JobStatus.SUCCEEDED
+        with pytest.raises(PermissionDeniedError):
+            client.start_offline_to_online_ingestion(table, start=END - timedelta(days=1), end=END, run_on="core")
 
 
 def test_run_on_core_uses_the_services_store_and_outlives_the_submitter(start_core: StartCore, tmp_path: Path) -> None:

@@ -450,7 +450,7 @@ class Client:
                 f"not {self.settings.registry!r}",
             )
         record = self._registry.submit_ingestion(self.project, table, start=start, end=end, batch_rows=batch_rows)
-        return Job(self._registry, record, stale_after=self._stale_after)
+        return Job(self._registry, record, fail_stale=self._fail_stale_jobs)
 
     # -- jobs --------------------------------------------------------------------------------------
 
@@ -472,12 +472,12 @@ class Client:
         """
         self._fail_stale_jobs()
         records = self._registry.list_jobs(self.project, table=table, include_finished=include_finished)
-        return [Job(self._registry, record, stale_after=self._stale_after) for record in records]
+        return [Job(self._registry, record, fail_stale=self._fail_stale_jobs) for record in records]
 
     def get_job(self, job_id: str) -> Job:
         """Return the job ``job_id`` (from any process); raise JobNotFoundError if there is none."""
         self._fail_stale_jobs()
-        return Job(self._registry, self._registry.get_job(job_id), stale_after=self._stale_after)
+        return Job(self._registry, self._registry.get_job(job_id), fail_stale=self._fail_stale_jobs)
 
     def start_stream_to_online_ingestion(
         self,

@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from provender.errors import BackendError, JobStateError, ProvenderError
@@ -78,10 +78,12 @@ class Job:
     Attributes read the record as last fetched; :meth:`refresh` and :meth:`wait` fetch it again.
     """
 
-    def __init__(self, store: RegistryStore, record: JobRecord, *, stale_after: timedelta | None = None) -> None:
+    def __init__(
+        self, store: RegistryStore, record: JobRecord, *, fail_stale: Callable[[], None] | None = None
+    ) -> None:
         self._store = store
         self.record = record
-        self._stale_after = stale_after
+        self._fail_stale = fail_stale
 
     @property
     def id(self) -> str:
@@ -115,8 +117,8 @@ class Job:
 
     def refresh(self) -> Job:
         """Fetch the record again (failing it first if its runner stopped beating)."""
-        if self._stale_after is not None and self.record.status is JobStatus.RUNNING:
-            self._store.fail_stale_jobs(self._stale_after)
+        if self._fail_stale is not None and self.record.status is JobStatus.RUNNING:
+            self._fail_stale()
         self.record = self._store.get_job(self.record.id)
         return self
 

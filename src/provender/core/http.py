@@ -42,6 +42,7 @@ from urllib.parse import parse_qsl, unquote
 
 import orjson
 
+from provender import __version__
 from provender.asgi import (
     JSON_HEADERS,
     Headers,
@@ -63,6 +64,7 @@ from provender.errors import DataError, NotFoundError, ProvenderError
 from provender.serving.errors import is_expected, status_of
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
+_HEALTH = orjson.dumps({"status": "ok", "version": __version__})
 READY_TIMEOUT_SECONDS = 5.0
 
 
@@ -158,7 +160,7 @@ class CoreApp:
         path, method = cast(str, scope["path"]), cast(str, scope["method"])
         label = path
         if path == "/v1/health" and method == "GET":
-            status, body, headers = 200, b'{"status":"ok"}', JSON_HEADERS
+            status, body, headers = 200, _HEALTH, JSON_HEADERS
         elif path == "/v1/ready" and method == "GET":
             status, body, headers = await self._ready()
         elif path == "/metrics" and method == "GET":
