@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.support.kubernetes import KUBERNETES_SERVICE_LINKS
 from tests.support.services import RedisServer
 from tests.support.terminal import init_project, run_script
-from tests.unit.test_config import KUBERNETES_SERVICE_LINKS
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

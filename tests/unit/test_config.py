@@ -9,6 +9,7 @@ import pytest
 
 from provender import Client, ConfigError, Settings, load_settings
 from provender.backends import Role, load_backend, registry_backend_name
+from tests.support.kubernetes import KUBERNETES_SERVICE_LINKS
 
 
 @pytest.fixture(autouse=True)
@@ -178,27 +179,6 @@ def test_unknown_key_without_a_close_match_lists_the_known_ones(tmp_path: Path) 
         load_settings(write_config(tmp_path, "zzz: 1\n"), environ={})
     assert excinfo.value.key == "zzz"
     assert "Known settings: project, registry, offline, online, serving_url" in str(excinfo.value)
-
-
-# Exactly what Kubernetes injects into every pod of a namespace holding a Service named "provender"
-# (and one named "provender-serving") listening on 6566.
-KUBERNETES_SERVICE_LINKS = {
-    "PROVENDER_SERVICE_HOST": "10.96.0.12",
-    "PROVENDER_SERVICE_PORT": "6566",
-    "PROVENDER_SERVICE_PORT_HTTP": "6566",
-    "PROVENDER_PORT": "tcp://10.96.0.12:6566",
-    "PROVENDER_PORT_6566_TCP": "tcp://10.96.0.12:6566",
-    "PROVENDER_PORT_6566_TCP_PROTO": "tcp",
-    "PROVENDER_PORT_6566_TCP_PORT": "6566",
-    "PROVENDER_PORT_6566_TCP_ADDR": "10.96.0.12",
-    "PROVENDER_SERVING_SERVICE_HOST": "10.96.0.13",
-    "PROVENDER_SERVING_SERVICE_PORT": "6566",
-    "PROVENDER_SERVING_PORT": "tcp://10.96.0.13:6566",
-    "PROVENDER_SERVING_PORT_6566_TCP": "tcp://10.96.0.13:6566",
-    "PROVENDER_SERVING_PORT_6566_TCP_PROTO": "tcp",
-    "PROVENDER_SERVING_PORT_6566_TCP_PORT": "6566",
-    "PROVENDER_SERVING_PORT_6566_TCP_ADDR": "10.96.0.13",
-}
 
 
 def test_kubernetes_service_variables_are_ignored_silently(caplog: pytest.LogCaptureFixture) -> None:
