@@ -11,7 +11,8 @@ import pytest
 
 import provender as pv
 from provender.ingestion.batch import JobStatus
-from tests.support.ingestion import DRIVER, driver_table, hour, project_client, write_driver_rows
+from tests.support.builders import DRIVER, make_client
+from tests.support.ingestion import driver_table, hour, write_driver_rows
 from tests.support.services import RedisServer
 
 pytestmark = pytest.mark.service
@@ -31,7 +32,7 @@ def redis_online(server: RedisServer) -> dict[str, object]:
 def test_ingestion_into_redis_matches_the_rule(redis_server: RedisServer, tmp_path: Path) -> None:
     rows = write_driver_rows(tmp_path / "src", drivers=300, hours=10, end=NOW)
     table = driver_table(tmp_path / "src")
-    with project_client(tmp_path / "p", online=redis_online(redis_server)) as client:
+    with make_client(tmp_path / "p", online=redis_online(redis_server)) as client:
         client.apply([DRIVER, table])
         job = client.start_offline_to_online_ingestion(table, start=NOW - timedelta(days=1), end=NOW).wait()
         assert job.rows_written == 300
@@ -51,7 +52,7 @@ def test_store_outage_fails_the_job_cleanly_and_a_rerun_completes_it(redis_serve
         r["driver_id"]: r for r in rows.to_pylist() if r["ts"] == NOW - timedelta(hours=1) and r["tag"] == "winner"
     }
     try:
-        with project_client(tmp_path / "p", online=redis_online(redis_server)) as client:
+        with make_client(tmp_path / "p", online=redis_online(redis_server)) as client:
             client.apply([DRIVER, table])
             job = client.start_offline_to_online_ingestion(
                 table, start=NOW - timedelta(days=1), end=NOW, batch_rows=500
@@ -67,7 +68,7 @@ def test_store_outage_fails_the_job_cleanly_and_a_rerun_completes_it(redis_serve
             assert "redis" in str(failure.value).lower() or "connect" in str(failure.value).lower()
 
         redis_server.start()  # comes back empty (no persistence): the re-run must write everything
-        with project_client(tmp_path / "p", online=redis_online(redis_server)) as client:
+        with make_client(tmp_path / "p", online=redis_online(redis_server)) as client:
             rerun = client.start_offline_to_online_ingestion(table, start=NOW - timedelta(days=1), end=NOW).wait()
             assert rerun.status is JobStatus.SUCCEEDED
             ids = list(range(1, drivers + 1))

@@ -17,11 +17,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
 import provender as pv
 from provender.config import load_settings
-from tests.support.ingestion import DRIVER, driver_table, hour, write_driver_rows
+from tests.support.builders import DRIVER, write_config
+from tests.support.ingestion import driver_table, hour, write_driver_rows
 from tests.support.services import RedisServer
 from tests.support.spark import EXECUTOR_MEMORY, SparkStandalone, offline_options
 
@@ -36,9 +36,7 @@ def test_retrieval_and_ingestion_on_a_standalone_cluster(
     write_driver_rows(tmp_path / "src", drivers=200, hours=30, end=NOW)
     table = driver_table(tmp_path / "src")
     online = {"store": "redis", "url": redis_server.url}
-    config = tmp_path / "project" / "provender.yaml"
-    config.parent.mkdir()
-    config.write_text(yaml.safe_dump({"project": "cluster", "online": online}), encoding="utf-8")
+    config = write_config(tmp_path / "project", online=online, project="cluster")
     entities = pa.table(
         {
             "driver_id": pa.array([(n * 7) % 210 for n in range(500)], pa.int64()),

@@ -1,13 +1,13 @@
 """What only the Spark engine has: its settings, its job handle, cancelling, Spark's own errors.
 
-Answers are covered elsewhere (``test_spark_retrieval.py``, ``test_spark_differential.py``,
-``test_spark_ingestion.py``); here ``read_latest`` is also compared with DuckDB's.
+Answers are the engine contract's (``tests/contract/test_offline_engine*.py``, with
+``read_latest``), the differential test's (``test_spark_differential.py``) and the ingestion
+tests' (``tests/unit/ingestion/test_batch.py``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,13 +20,12 @@ import provender as pv
 from provender.client.historical import to_entity_rows
 from provender.ingestion.batch import JobCancelledError, JobStatus
 from provender.offline.duckdb import DuckDBEngine
-from provender.offline.plan import LatestPlan, build_retrieval_plan, table_join
+from provender.offline.plan import build_retrieval_plan
 from provender.offline.spark import SparkConfig, SparkEngine, SparkRetrievalJob, session_conf
+from tests.support.builders import ENTITIES
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 
-DRIVER = pv.Entity(name="driver_id", value_type=pv.ValueType.INT64)
-ENTITIES = {"driver_id": DRIVER}
 DAY0 = datetime(2024, 3, 1, tzinfo=UTC)
 
 
@@ -203,32 +202,3 @@ def test_bad_input_fails_before_any_spark_job_and_leaves_nothing_staged(engine: 
     with pytest.raises(pv.DataError, match=r"has no column 'speed' \(feature 'speed'\)"):
         retrieve(engine, missing, entity_table(5, keys=5))
     assert not set(Path(engine.staging.root).iterdir()) - before, "nothing new is staged"
-
-
-# -- ingestion through the driver -------------------------------------------------------------------
-
-
-def test_read_latest_matches_duckdb(engine: SparkEngine, tmp_path: Path) -> None:
-    write_stats(tmp_path / "stats.parquet", 20_000, keys=500)
-    table = stats_table(tmp_path / "stats.parquet")
-    plan = LatestPlan(
-        join=table_join(table, table.features, ENTITIES), start=DAY0 + timedelta(days=2), end=DAY0 + timedelta(days=7)
-    )
-    spark = engine.read_latest(plan, batch_rows=1_000)
-    batches = list(spark)
-    got = pa.Table.from_batches(batches, schema=spark.schema).sort_by("driver_id")
-    assert all(b.num_rows <= 1_000 for b in batches)
-    duck = DuckDBEngine.from_options({"engine": "duckdb"}, base_dir=tmp_path)
-    try:
-        want = duck.read_latest(plan, batch_rows=1_000).read_all().sort_by("driver_id")
-    finally:
-        duck.close()
-    assert got.num_rows == 500
-    assert got.schema == want.schema
-    assert got.equals(want)
-
-
-@pytest.fixture
-def no_jobs_left(engine: SparkEngine) -> Iterator[None]:
-    yield
-    assert not engine.session.sparkContext.statusTracker().getActiveJobsIds()

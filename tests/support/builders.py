@@ -4,7 +4,9 @@
 one of four layouts (one file, a directory of files, hive partitions ``date=YYYY-MM-DD`` or a
 glob) and returns the absolute path to put in a ``FileSource``. ``make_client`` opens a
 :class:`provender.Client` on a temp project whose ``provender.yaml`` lives in the project
-directory, isolated from ``PROVENDER_*`` variables.
+directory, isolated from ``PROVENDER_*`` variables (the one client factory of the tests that
+open projects from a directory). ``DRIVER``, ``CUSTOMER`` and ``ENTITIES`` are the entities
+the offline tests key their tables by.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ import yaml
 
 import provender as pv
 from provender.config import load_settings
+
+DRIVER = pv.Entity(name="driver_id", value_type=pv.ValueType.INT64)
+CUSTOMER = pv.Entity(name="customer_id", value_type=pv.ValueType.STRING)
+ENTITIES = {"driver_id": DRIVER, "customer_id": CUSTOMER}
 
 PARTITION_COLUMN = "date"
 """The hive partition column written by the ``HIVE`` layout (``date=YYYY-MM-DD``)."""
@@ -178,24 +184,43 @@ def write_table(
     return with_source_path(table, path, **changes)
 
 
-def write_config(project_dir: Path, *, offline: Mapping[str, object] | None = None) -> Path:
-    """Write a ``provender.yaml`` in ``project_dir`` (registry and state under ``.provender/``)."""
+def write_config(
+    project_dir: Path,
+    *,
+    offline: Mapping[str, object] | None = None,
+    online: Mapping[str, object] | None = None,
+    project: str | None = None,
+) -> Path:
+    """Write a ``provender.yaml`` in ``project_dir`` (registry and state under ``.provender/``).
+
+    Sections left out take their defaults (DuckDB, the SQLite online store, project ``default``).
+    """
     project_dir.mkdir(parents=True, exist_ok=True)
     config: dict[str, object] = {"registry": "sqlite:///.provender/registry.db"}
+    if project is not None:
+        config["project"] = project
     if offline is not None:
         config["offline"] = dict(offline)
+    if online is not None:
+        config["online"] = dict(online)
     path = project_dir / "provender.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
 
 
-def make_client(project_dir: Path, *, offline: Mapping[str, object] | None = None) -> pv.Client:
+def make_client(
+    project_dir: Path,
+    *,
+    offline: Mapping[str, object] | None = None,
+    online: Mapping[str, object] | None = None,
+    project: str | None = None,
+) -> pv.Client:
     """Open a client on a fresh project in ``project_dir``, ignoring ``PROVENDER_*`` variables.
 
     The caller closes it (``with make_client(...) as client:``).
     """
-    settings = load_settings(write_config(project_dir, offline=offline), environ={})
-    return pv.Client(settings=settings)
+    path = write_config(project_dir, offline=offline, online=online, project=project)
+    return pv.Client(settings=load_settings(path, environ={}))
 
 
 def write_parquet(table: pa.Table, path: Path) -> Path:

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import yaml
 
 import provender as pv
-from provender.config import load_settings
-
-DRIVER = pv.Entity(name="driver_id", value_type=pv.ValueType.INT64)
 
 
 def driver_table(source_dir: Path, *, max_age: timedelta | None = timedelta(days=2)) -> pv.FeatureTable:
@@ -61,16 +56,6 @@ def write_driver_rows(source_dir: Path, *, drivers: int, hours: int, end: dateti
     source_dir.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, source_dir / "part-0.parquet", row_group_size=50_000)
     return table
-
-
-def project_client(project_dir: Path, *, online: Mapping[str, object] | None = None) -> pv.Client:
-    """A client on a fresh project in ``project_dir`` with the given ``online:`` section."""
-    project_dir.mkdir(parents=True, exist_ok=True)
-    config: dict[str, object] = {"registry": "sqlite:///.provender/registry.db"}
-    config["online"] = dict(online or {"store": "sqlite", "path": ".provender/online.db"})
-    path = project_dir / "provender.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    return pv.Client(settings=load_settings(path, environ={}))
 
 
 def hour(at: datetime) -> datetime:

@@ -1,9 +1,19 @@
-"""Offline-to-online ingestion on the embedded stores: the rule, the window, the guard, the job."""
+"""Offline-to-online ingestion on every engine: the rule, the window, the guard, the job.
+
+Each test runs once per (offline engine, online store) case: an engine that ingests in process
+writes to the embedded stores (SQLite, memory); a distributed engine (``capabilities``), whose
+executors write themselves, to a store they can reach (Redis, a real server). Spark runs on the
+test session's one local session. What only Spark does (refusing stores the executors cannot
+reach, cancelling its job) is in ``tests/integration/test_spark_ingestion.py``.
+"""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -11,16 +21,46 @@ import pyarrow.parquet as pq
 import pytest
 
 import provender as pv
+from provender import backends
 from provender.ingestion.batch import JobStatus
-from tests.support.ingestion import DRIVER, driver_table, hour, project_client, write_driver_rows
+from tests.support.builders import DRIVER
+from tests.support.engines import engine_case, engine_marks, engine_names
+from tests.support.ingestion import driver_table, hour, write_driver_rows
 
 NOW = hour(datetime.now(UTC))
+EMBEDDED_STORES = ("sqlite", "memory")
+EXECUTOR_STORES = ("redis",)  # reachable_from_executors, checked by the fixture
 
 
-@pytest.fixture(params=["sqlite", "memory"])
-def client(request: pytest.FixtureRequest, tmp_path: Path) -> pv.Client:
-    online = {"store": "sqlite", "path": ".provender/online.db"} if request.param == "sqlite" else {"store": "memory"}
-    with project_client(tmp_path / "project", online=online) as client:
+def _cases() -> list[Any]:
+    cases = []
+    for name in engine_names():
+        distributed = backends.load_offline_engine(name).capabilities.is_distributed
+        for store in EXECUTOR_STORES if distributed else EMBEDDED_STORES:
+            marks = engine_marks(name) or ([pytest.mark.service] if store == "redis" else [])
+            cases.append(pytest.param((name, store), id=f"{name}-{store}", marks=marks))
+    return cases
+
+
+def _online(request: pytest.FixtureRequest, store: str) -> dict[str, object]:
+    if store == "redis":
+        return {"store": "redis", "url": request.getfixturevalue("redis_server").url}
+    return {"store": store}
+
+
+@pytest.fixture(params=_cases())
+def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[pv.Client]:
+    """A project on the case's engine and store (a project of its own: Redis is shared by the run)."""
+    engine_name, store = request.param
+    engine = engine_case(request, engine_name)
+    project = f"p{uuid.uuid4().hex[:12]}"
+    online = _online(request, store)
+    if engine.capabilities.is_distributed:
+        opened = backends.load_backend(backends.Role.ONLINE_STORE, store).from_options(online, base_dir=tmp_path)
+        reachable = opened.capabilities.reachable_from_executors
+        opened.close()
+        assert reachable, f"{store} is not reachable from {engine_name}'s executors"
+    with engine.client(tmp_path / "project", online=online, project=project) as client:
         yield client
 
 

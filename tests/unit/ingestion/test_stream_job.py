@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import provender as pv
-from tests.support.ingestion import project_client
+from tests.support.builders import make_client
 
 DRIVER = pv.Entity(name="driver_id", value_type=pv.ValueType.INT64)
 SCHEMA = {
@@ -38,26 +38,26 @@ def table(message_format: pv.AvroFormat | pv.JsonFormat | None) -> pv.FeatureTab
 
 
 def test_a_table_without_a_stream_source_is_refused(tmp_path: Path) -> None:
-    with project_client(tmp_path) as client:
+    with make_client(tmp_path) as client:
         client.apply([DRIVER, table(None)])
         with pytest.raises(pv.DefinitionError, match="stream_source"):
             client.start_stream_to_online_ingestion("trips")
 
 
 def test_an_avro_schema_that_cannot_hold_a_feature_is_refused_at_start(tmp_path: Path) -> None:
-    with project_client(tmp_path) as client:
+    with make_client(tmp_path) as client:
         client.apply([DRIVER, table(pv.AvroFormat(json.dumps(SCHEMA)))])
         with pytest.raises(pv.DataError, match=r"field 'trips'.*type string.*cannot hold INT64"):
             client.start_stream_to_online_ingestion("trips")
 
 
 def test_bad_batch_settings_are_a_config_error(tmp_path: Path) -> None:
-    with project_client(tmp_path) as client:
+    with make_client(tmp_path) as client:
         client.apply([DRIVER, table(pv.JsonFormat())])
         with pytest.raises(pv.ConfigError, match=r"stream\.batch_rows"):
             client.start_stream_to_online_ingestion("trips", batch_rows=0)
 
 
 def test_an_unknown_table_is_named(tmp_path: Path) -> None:
-    with project_client(tmp_path) as client, pytest.raises(pv.FeatureTableNotFoundError, match="'nope'"):
+    with make_client(tmp_path) as client, pytest.raises(pv.FeatureTableNotFoundError, match="'nope'"):
         client.start_stream_to_online_ingestion("nope")

@@ -27,7 +27,7 @@ from provender.ingestion.stream_loop import StreamLoop
 from provender.online.keys import encode_arrow_keys
 from provender.online.memory import MemoryStore
 from provender.online.store import ReadRequest
-from tests.support.ingestion import project_client
+from tests.support.builders import make_client
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 DRIVER = pv.Entity(name="driver_id", value_type=pv.ValueType.INT64)
@@ -316,7 +316,7 @@ def test_offline_log_files_serve_historical_retrieval(tmp_path: Path) -> None:
             date_partition_column="date",
         ),
     )
-    with project_client(tmp_path / "project") as client:
+    with make_client(tmp_path / "project") as client:
         client.apply([DRIVER, logged])
         entity_rows = pa.table(
             {
