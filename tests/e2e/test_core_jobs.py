@@ -17,8 +17,9 @@ from provender.client.jobs import JobReporter, new_record
 from provender.config import load_settings
 from provender.errors import ConfigError, JobNotFoundError, PermissionDeniedError
 from provender.registry.jobs import JobKind, JobStatus
+from tests.support.builders import DRIVER, make_client
 from tests.support.core import CoreServer, StartCore
-from tests.support.ingestion import DRIVER, driver_table, hour, project_client, write_driver_rows
+from tests.support.ingestion import driver_table, hour, write_driver_rows
 
 pytestmark = pytest.mark.service
 
@@ -38,7 +39,7 @@ def wait_for(condition: object, timeout: float = 20.0) -> None:
 def test_local_ingestion_and_retrieval_are_recorded(tmp_path: Path) -> None:
     write_driver_rows(tmp_path / "src", drivers=20, hours=3, end=END)
     table = driver_table(tmp_path / "src")
-    with closing(project_client(tmp_path / "project")) as client:
+    with closing(make_client(tmp_path / "project")) as client:
         client.apply([DRIVER, table])
         job = client.start_offline_to_online_ingestion(table, start=END - timedelta(days=1), end=END)
         job.wait(60)
@@ -64,7 +65,7 @@ def test_local_ingestion_and_retrieval_are_recorded(tmp_path: Path) -> None:
 
 
 def test_cancel_a_pending_and_a_running_job(tmp_path: Path) -> None:
-    with closing(project_client(tmp_path)) as client:
+    with closing(make_client(tmp_path)) as client:
         registry = client._registry
         pending = registry.put_job(new_record(kind=JobKind.OFFLINE_TO_ONLINE, project="default", table="t", runner="x"))
         job = client.get_job(pending.id)
@@ -84,7 +85,7 @@ def test_cancel_a_pending_and_a_running_job(tmp_path: Path) -> None:
 
 
 def test_cli_jobs_list_show_cancel(tmp_path: Path) -> None:
-    with closing(project_client(tmp_path)) as client:
+    with closing(make_client(tmp_path)) as client:
         record = client._registry.put_job(
             new_record(kind=JobKind.OFFLINE_TO_ONLINE, project="default", table="t", runner="x")
         )
