@@ -13,8 +13,9 @@ import yaml
 import provender as pv
 from provender.errors import BackendError
 from tests.e2e.test_serving import Project, start_server
+from tests.support.builders import DRIVER
 from tests.support.core import StartCore
-from tests.support.ingestion import DRIVER, driver_table, hour, write_driver_rows
+from tests.support.ingestion import driver_table, hour, write_driver_rows
 from tests.support.services import PostgresServer
 from tests.unit.registry.definitions import customer, driver, driver_statistics
 
