@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -60,3 +61,46 @@ def redis_server(directory: Path) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(10)
+
+
+PG_BINDIR = Path("/usr/lib/postgresql/15/bin")
+
+
+def _as_postgres(argv: list[str]) -> list[str]:
+    """Run as the ``postgres`` user when we are root (PostgreSQL refuses to run as root)."""
+    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+
+@contextlib.contextmanager
+def postgres_server(directory: Path) -> Iterator[str]:
+    """Run a throw-away PostgreSQL 15 (trust auth, fsync off) on a free port; yield its admin URL; stop it.
+
+    The URL names the ``postgres`` database; create a database per run with :func:`create_database`.
+    """
+    initdb, pg_ctl = PG_BINDIR / "initdb", PG_BINDIR / "pg_ctl"
+    if not initdb.exists():
+        sys.exit("PostgreSQL 15 not found: apt-get install postgresql-15 (or make system-deps)")
+    base = directory / "pg"
+    base.mkdir()
+    directory.chmod(0o755)
+    base.chmod(0o755)
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres", "postgres")
+    data, log, port = base / "data", base / "postgres.log", free_port()
+    quiet = {"stdout": subprocess.DEVNULL, "check": True}
+    subprocess.run(_as_postgres([str(initdb), "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync"]), **quiet)  # type: ignore[call-overload]
+    options = f"-p {port} -c listen_addresses=127.0.0.1 -k {base} -c fsync=off -c synchronous_commit=off"
+    subprocess.run(_as_postgres([str(pg_ctl), "-D", str(data), "-l", str(log), "-w", "-o", options, "start"]), **quiet)  # type: ignore[call-overload]
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(_as_postgres([str(pg_ctl), "-D", str(data), "-m", "fast", "-w", "stop"]), **quiet)  # type: ignore[call-overload]
+
+
+def create_database(admin_url: str, name: str) -> str:
+    """Create database ``name`` on the server of ``admin_url``; return its URL."""
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"'.encode())
+    return admin_url.rsplit("/", 1)[0] + f"/{name}"

@@ -21,12 +21,13 @@ setup_feast() {
         echo "peers_setup: feast ${FEAST_VERSION} already in $venv"
         return
     fi
-    echo "peers_setup: creating $venv (feast[duckdb,redis]==${FEAST_VERSION})"
+    echo "peers_setup: creating $venv (feast[duckdb,redis,postgres]==${FEAST_VERSION})"
     "$PYTHON" -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check --upgrade pip
     # feast[duckdb] brings ibis-framework[duckdb], which its duckdb offline store is built on;
-    # the file offline store needs only feast's core dependencies (pandas, pyarrow, dask).
-    "$venv/bin/pip" install -q --disable-pip-version-check "feast[duckdb,redis]==${FEAST_VERSION}"
+    # the file offline store needs only feast's core dependencies (pandas, pyarrow, dask); postgres
+    # brings psycopg for its SQL registry on PostgreSQL (benchmarks/registry.py).
+    "$venv/bin/pip" install -q --disable-pip-version-check "feast[duckdb,redis,postgres]==${FEAST_VERSION}"
     "$venv/bin/python" - <<'PY'
 import duckdb, feast, ibis
 print(f"peers_setup: feast {feast.__version__}, ibis {ibis.__version__}, duckdb {duckdb.__version__}")
