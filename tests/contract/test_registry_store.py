@@ -191,6 +191,7 @@ def test_refused_change_leaves_everything_unchanged(store: RegistryStore) -> Non
 def test_refused_first_change_creates_no_project(store: RegistryStore) -> None:
     with pytest.raises(RuntimeError, match="boom"):
         store.update("fraud", fail)
+    assert store.update("fraud", lambda snapshot: RegistryChange()).version == 0  # an empty change neither
     assert [p.name for p in store.list_projects(include_archived=True)] == ["default"]
     assert store.read("fraud").version == 0
     assert store.history() == []
