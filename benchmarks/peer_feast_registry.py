@@ -1,5 +1,6 @@
 """Feast 0.67's SQL registry: run by registry.py with the peer's python, never imported by Provender.
 
+Every feature view's FileSource points at one small Parquet file (Feast's apply reads its schema).
 Argument: a JSON spec (work dir, SQLAlchemy registry URL, table count for the apply, total tables,
 list and get call counts, seed). Times, on an empty registry: ``FeatureStore.apply`` of one
 entity and N feature views; then (after applying the rest, untimed) ``list_feature_views()`` in a
@@ -24,8 +25,18 @@ repo.mkdir(parents=True, exist_ok=True)
     f"online_store:\n  type: sqlite\n  path: {repo}/online.db\n"
     "offline_store:\n  type: file\nentity_key_serialization_version: 3\n"
 )
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
 from feast import Entity, FeatureStore, FeatureView, Field, FileSource  # noqa: E402
 from feast.types import Float32, Int64  # noqa: E402
+
+# Feast's apply reads each FileSource's schema: every view points at one small file with the columns.
+source_file = repo / "data" / "source.parquet"
+source_file.parent.mkdir(exist_ok=True)
+now = pa.array([0], pa.timestamp("us", tz="UTC"))
+columns = {"driver_id": pa.array([1], pa.int64()), "event_timestamp": now, "created": now}
+columns |= {f"f{i}": pa.array([0.5], pa.float32()) for i in range(4)} | {"trips": pa.array([1], pa.int64())}
+pq.write_table(pa.table(columns), source_file)
 
 driver = Entity(name="driver_id", join_keys=["driver_id"])
 
@@ -38,7 +49,7 @@ def view(n: int) -> FeatureView:
         online=True,
         source=FileSource(
             name=f"source_{n:04d}",
-            path=f"data/table_{n:04d}.parquet",
+            path=str(source_file),
             timestamp_field="event_timestamp",
             created_timestamp_column="created",
         ),

@@ -218,7 +218,7 @@ def render_markdown(report: dict[str, object]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--list-calls", type=int, default=20)
+    parser.add_argument("--list-calls", type=int, default=5)
     parser.add_argument("--get-calls", type=int, default=2000)
     parser.add_argument("--contenders", default="", help="comma-separated subset (default: all)")
     parser.add_argument("--no-save", action="store_true", help="print only, write nothing")
