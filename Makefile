@@ -31,7 +31,7 @@ help:
 	@echo "make image      - build the OCI image localhost/provender:<version> (buildah, no registry)"
 	@echo "make image-spark - the same with Java and pyspark: localhost/provender:<version>-spark"
 	@echo "make deploy-test - the chart's core and serving pods under podman kube play, tested from the host"
-	@echo "make lint       - ruff format --check, ruff check, mypy"
+	@echo "make lint       - ruff format --check, ruff check, mypy, lint-imports (the layer contract)"
 	@echo "make dist       - build the sdist and the wheel (from the sdist) into dist/"
 	@echo "make test-dist  - install the built wheel in a fresh venv and run the CLI and serving from it"
 	@echo "make test-oldest - the unit tests on the oldest allowed pyarrow, pandas, duckdb (and numpy)"
@@ -135,11 +135,13 @@ deploy-test: image
 test: test-deps
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
 
-# lint: static checks: formatting, the ruff rule set and mypy --strict (files from pyproject.toml).
+# lint: static checks: formatting, the ruff rule set, mypy --strict (files from pyproject.toml) and the
+# import contract (the layers; [tool.importlinter] in pyproject.toml).
 lint: venv
 	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 	$(VENV)/bin/ruff check src tests benchmarks scripts
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 # clean: caches and build output; `rm -rf .venv` to drop the virtualenv too.
 clean:

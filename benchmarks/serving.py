@@ -310,7 +310,7 @@ class Target:
         keys = list(range(FIRST_KEY, FIRST_KEY + rows))
         if self.protocol == "grpc":
             sys.path.insert(0, str(ROOT / "src"))
-            from provender.serving._proto import serving_pb2 as pb
+            from provender.wire._proto import serving_pb2 as pb
 
             request = pb.GetOnlineFeaturesRequest(features=refs)
             column = request.entities.add()

@@ -19,7 +19,7 @@ import orjson
 import uvicorn
 
 from provender.errors import RequestTooLargeError
-from provender.wire import error_body
+from provender.wire.errors import error_body
 
 log = logging.getLogger(__name__)
 

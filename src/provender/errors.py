@@ -13,6 +13,7 @@ derives from the builtin it refines, so ``except LookupError`` keeps working::
     ├── JobStateError(ValueError)          a job update that its current status does not allow
     ├── DataError(ValueError)              bad input data: missing column, wrong type, bad row
     │   └── RequestTooLargeError           a request body over a service's size limit
+    ├── ProjectNotServedError(LookupError)  a project the serving service does not serve
     ├── NotFoundError(LookupError)
     │   ├── EntityNotFoundError
     │   ├── FeatureTableNotFoundError
@@ -58,10 +59,15 @@ class DefinitionError(ProvenderError, ValueError):
 
 
 class FeatureRefError(ProvenderError, ValueError):
-    """A feature ref is malformed (``"a:b:c"``) or names an unknown feature."""
+    """A feature ref is malformed (``"a:b:c"``), names an unknown feature, or repeats one.
+
+    Attributes:
+        ref: the offending ref (for a feature requested twice, that feature's ``"<table>:<feature>"``).
+        problem: what is wrong with it.
+    """
 
     def __init__(self, ref: str, problem: str) -> None:
-        self.ref = ref
+        self.ref, self.problem = ref, problem
         super().__init__(f"Feature ref {ref!r}: {problem}")
 
 
@@ -70,10 +76,11 @@ class ConfigError(ProvenderError, ValueError):
 
     Attributes:
         key: the dotted setting name, e.g. ``"online.store"``.
+        problem: what is wrong with it.
     """
 
     def __init__(self, key: str, problem: str) -> None:
-        self.key = key
+        self.key, self.problem = key, problem
         super().__init__(f"Setting {key!r}: {problem}")
 
 
@@ -182,6 +189,20 @@ class JobNotFoundError(NotFoundError):
     def __init__(self, job_id: str) -> None:
         self.name, self.project = job_id, ""
         super(NotFoundError, self).__init__(f"No job {job_id!r}. `provender jobs list` shows the recorded jobs.")
+
+
+class ProjectNotServedError(ProvenderError, LookupError):
+    """A request names a project that this serving service does not serve.
+
+    Attributes:
+        project: the project asked for.
+        served: the projects that are served.
+    """
+
+    def __init__(self, project: str, *, served: Sequence[str]) -> None:
+        self.project, self.served = project, list(served)
+        names = ", ".join(self.served) or "(none)"
+        super().__init__(f"Project {project!r} is not served here; served projects: {names}.")
 
 
 class MissingExtraError(ProvenderError, ImportError):

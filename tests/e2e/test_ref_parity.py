@@ -87,8 +87,6 @@ def server(project: Path) -> Iterator[Server]:
 
 
 Outcome = tuple[object, ...]
-# Paths whose errors do not carry their attributes yet (issue 10, item 4: errors over the wire).
-REMOTE_WITHOUT_FIELDS = frozenset({"http", "grpc"})
 
 
 def outcome(read: Callable[[], list[str]]) -> Outcome:
@@ -135,8 +133,6 @@ def test_every_path_gives_the_same_columns_or_the_same_error(
     outcomes = {name: outcome(lambda read=read: read(list(refs))) for name, read in paths.items()}  # type: ignore[misc]
     expected = outcomes["historical"]
     for name, got in outcomes.items():
-        if name in REMOTE_WITHOUT_FIELDS:
-            got, expected = got[:3], expected[:3]
         assert got == expected, f"{name} differs from historical for {refs}:\n{got}\n{expected}"
 
 

@@ -29,7 +29,7 @@ import yaml
 
 import provender as pv
 from provender.online.redis import RedisStore
-from provender.serving._proto import serving_pb2 as pb
+from provender.wire._proto import serving_pb2 as pb
 from tests.support.online import ALL_TYPES_TABLE, BASE_TIME, DRIVER, DRIVER_STATS, SOURCE, batch, same
 from tests.support.services import RedisServer, free_port, read_log
 

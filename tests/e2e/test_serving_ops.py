@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 import provender as pv
-from provender.serving._proto import serving_pb2 as pb
+from provender.wire._proto import serving_pb2 as pb
 from tests.e2e.test_serving import Project, entity_column, make_project, start_server
 from tests.support.services import RedisServer, pid_alive, read_log
 

@@ -5,10 +5,11 @@ for TLS) the gRPC API. Either way :meth:`RemoteReader.read` returns an
 :class:`~provender.online.read.OnlineResponse` equal to an in-process read of the same data:
 ``to_dict()``, ``statuses()`` and ``to_arrow()`` give the same columns, values (bytes, UTC
 datetimes, NaN included) and types, because the service reports each column's type and the
-values are decoded by it (see :mod:`provender.serving.codec`).
+values are decoded by it (see :mod:`provender.wire.codec`).
 
 Errors come back as the same exception types (FeatureTableNotFoundError, FeatureRefError,
-DataError, BackendError with ``retryable`` ...) with the server's message; a service that cannot
+DataError, BackendError with ``retryable`` ...), rebuilt through their constructors with the
+same attributes and the server's message (:mod:`provender.wire.errors`); a service that cannot
 be reached is a retryable BackendError. Needs the ``serving`` extra.
 """
 
@@ -30,9 +31,9 @@ from provender.online.read import FeatureStatus, OnlineResponse
 try:
     import orjson
 
-    from provender.serving import codec
-    from provender.serving import errors as serving_errors
-    from provender.serving._proto import serving_pb2 as pb
+    from provender.wire import codec
+    from provender.wire._proto import serving_pb2 as pb
+    from provender.wire.errors import from_grpc_metadata, rebuild_error
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise errors.MissingExtraError("serving_url", extra="serving", missing=exc.name or "?") from exc
 
@@ -43,24 +44,6 @@ _GRPC_STATUSES = {
     pb.FEATURE_STATUS_NOT_FOUND: FeatureStatus.NOT_FOUND,
     pb.FEATURE_STATUS_OUTSIDE_MAX_AGE: FeatureStatus.OUTSIDE_MAX_AGE,
     pb.FEATURE_STATUS_NULL_VALUE: FeatureStatus.NULL_VALUE,
-}
-# Error types the service names -> the class raised here (others fall back by status code).
-_ERROR_TYPES: dict[str, type[errors.ProvenderError]] = {
-    cls.__name__: cls
-    for cls in (
-        errors.FeatureRefError,
-        errors.FeatureTableNotFoundError,
-        errors.EntityNotFoundError,
-        errors.NotFoundError,
-        errors.DataError,
-        errors.DefinitionError,
-        errors.ConfigError,
-        errors.BackendError,
-        errors.AuthenticationError,
-        errors.PermissionDeniedError,
-        serving_errors.ProjectNotServedError,
-        errors.RequestTooLargeError,
-    )
 }
 _DECODED_TYPES = frozenset({ValueType.BYTES, ValueType.UNIX_TIMESTAMP, ValueType.FLOAT, ValueType.DOUBLE})
 
@@ -154,18 +137,6 @@ def _response(
     )
 
 
-def _rebuild_error(kind: str, code: str, message: str) -> errors.ProvenderError:
-    """Return the exception the service reported, as the same type, with the server's message."""
-    cls = _ERROR_TYPES.get(kind)
-    if cls is None:
-        cls = errors.DataError if code == "INVALID_ARGUMENT" else errors.BackendError
-    error = cls.__new__(cls)
-    Exception.__init__(error, message)
-    if isinstance(error, errors.BackendError):
-        error.retryable = code == "UNAVAILABLE"
-    return error
-
-
 def _unreachable(url: str, exc: BaseException) -> errors.BackendError:
     return errors.BackendError(
         f"Serving service {url}: {type(exc).__name__}: {exc}. Check that it runs and is reachable; "
@@ -214,10 +185,12 @@ class HttpReader:
         answer = orjson.loads(payload) if payload else {}
         if status != 200:
             detail = answer.get("error", {}) if isinstance(answer, dict) else {}
-            raise _rebuild_error(
+            fields = detail.get("fields")
+            raise rebuild_error(
                 str(detail.get("type", "")),
-                str(detail.get("code", "")),
-                str(detail.get("message", f"HTTP {status} from {self.url}")),
+                code=str(detail.get("code", "")),
+                message=str(detail.get("message", f"HTTP {status} from {self.url}")),
+                fields=fields if isinstance(fields, dict) else None,
             )
         types = {name: ValueType(value) for name, value in answer.get("types", {}).items()}
         statuses = {name: [FeatureStatus(s) for s in values] for name, values in answer.get("statuses", {}).items()}
@@ -319,13 +292,12 @@ class GrpcReader:
         if not isinstance(exc, grpc.Call):
             return _unreachable(self.url, exc)
         code = exc.code()
-        kind = ""
-        for key, value in exc.trailing_metadata() or ():
-            if key == "provender-error":
-                kind = value if isinstance(value, str) else value.decode()
+        kind, fields = from_grpc_metadata(exc.trailing_metadata())
         if not kind and code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             return _unreachable(self.url, RuntimeError(exc.details() or code.name))
-        return _rebuild_error(kind, code.name if code is not None else "", exc.details() or "")
+        return rebuild_error(
+            kind, code=code.name if code is not None else "", message=exc.details() or "", fields=fields
+        )
 
     def close(self) -> None:
         """Close the channel."""

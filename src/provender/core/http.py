@@ -24,7 +24,7 @@
 ==========================================================  =====================================  ======
 
 A project is created by its first apply. Errors answer ``{"error": {"code", "type", "message",
-"fields"}}`` with the status of the one table (:mod:`provender.serving.errors`): a stale apply is
+"fields"}}`` with the status of the one table (:mod:`provender.wire.errors`): a stale apply is
 409 ``RegistryVersionConflictError``, a missing or bad token 401, a missing role 403, the
 registry unreachable 503. The registry calls run on the service's threads (``core.threads``).
 """
@@ -61,7 +61,7 @@ from provender.core.metrics import CoreMetrics
 from provender.core.openapi import openapi_document
 from provender.core.service import CoreService
 from provender.errors import DataError, NotFoundError, ProvenderError
-from provender.serving.errors import is_expected, status_of
+from provender.wire.errors import is_expected, status_of
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
 _HEALTH = orjson.dumps({"status": "ok", "version": __version__})

@@ -2,7 +2,7 @@
 
 Every :class:`~provender.registry.store.RegistryStore` method is one request to the core
 service's ``/v1/`` API, and its errors come back as the same exceptions with the same fields
-(:mod:`provender.wire`), so everything built on the Protocol behaves as over a local registry.
+(:mod:`provender.wire.errors`), so everything built on the Protocol behaves as over a local registry.
 
 :meth:`HttpRegistry.update` is optimistic: it reads the latest snapshot, runs ``decide`` on it
 here, and sends the change with the version it was computed against; the service checks it again
@@ -36,7 +36,7 @@ from provender.registry.store import (
     RegistryChangeRecord,
     RegistrySnapshot,
 )
-from provender.wire import rebuild_error
+from provender.wire.errors import rebuild_error
 
 try:
     import orjson

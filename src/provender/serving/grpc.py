@@ -9,9 +9,9 @@ handlers run on the service's read threads (``serving.threads``). Measured on 2 
 answered more requests, with a tighter p99, than a ``grpc.aio`` server on the HTTP loop (whose
 synchronous store read stalls grpc's own poller) or than larger pools (more threads only add GIL
 contention).
-Errors set the status code of the table in :mod:`~provender.serving.errors` and name the error
-type in the trailing metadata key ``provender-error``; the bearer token is read from the
-``authorization`` metadata key.
+Errors set the status code of the table in :mod:`~provender.wire.errors`, and the trailing
+metadata keys ``provender-error`` (the error type) and ``provender-error-fields-bin`` (its
+attributes, a JSON object); the bearer token is read from the ``authorization`` metadata key.
 """
 
 from __future__ import annotations
@@ -25,16 +25,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from provender.errors import DataError
 from provender.online.read import FeatureStatus
-from provender.serving._proto import serving_pb2 as pb
-from provender.serving.codec import fill_column, read_column
-from provender.serving.errors import is_expected, status_of
 from provender.serving.service import FeatureQuery, FeatureService, QueryResult
+from provender.wire._proto import serving_pb2 as pb
+from provender.wire.codec import fill_column, read_column
+from provender.wire.errors import grpc_metadata, is_expected, status_of
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "provender.serving.v1.ServingService"
 METHOD = "GetOnlineFeatures"
-ERROR_METADATA_KEY = "provender-error"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 STATUS_CODES = {
     FeatureStatus.PRESENT: pb.FEATURE_STATUS_PRESENT,
@@ -89,7 +88,7 @@ class ServingServicer:
             message = str(exc) if is_expected(exc) else f"Internal error ({type(exc).__name__}); see the server log."
             context.set_code(grpc.StatusCode[code])
             context.set_details(message)
-            context.set_trailing_metadata(((ERROR_METADATA_KEY, type(exc).__name__),))
+            context.set_trailing_metadata(grpc_metadata(exc))
             response = pb.GetOnlineFeaturesResponse()
         seconds = time.perf_counter() - started
         metrics.finished("grpc", METHOD, code, seconds)

@@ -11,7 +11,7 @@
 =========================  ====================================================================
 
 Errors answer ``{"error": {"code", "type", "message"}}`` with the status of the one table in
-:mod:`~provender.serving.errors`.
+:mod:`~provender.wire.errors`.
 
 Why raw ASGI and no framework: a routing layer, a request object and response classes cost
 about as much per request as the whole feature read, and this app has five fixed routes. The
@@ -45,10 +45,10 @@ from provender.asgi import (
     respond,
 )
 from provender.errors import ProvenderError
-from provender.serving.codec import decode_base64, json_default, name_non_finite
-from provender.serving.errors import is_expected, status_of
 from provender.serving.schemas import OnlineRequest, openapi_document, parse_online_request
 from provender.serving.service import FeatureQuery, FeatureService, QueryResult
+from provender.wire.codec import decode_base64, json_default, name_non_finite
+from provender.wire.errors import is_expected, status_of
 
 log = logging.getLogger(__name__)
 

@@ -36,15 +36,14 @@ from dataclasses import dataclass
 from provender.auth import Authenticator
 from provender.definitions import ValueType
 from provender.definitions.request import FeatureRequest
-from provender.errors import BackendError, ProvenderError
+from provender.errors import BackendError, ProjectNotServedError, ProvenderError
 from provender.online.read import FeatureStatus, OnlineReader
 from provender.online.store import OnlineStore
 from provender.registry.store import RegistrySnapshot, RegistryStore
 from provender.runtime import Runtime
-from provender.serving.codec import FLOAT_TYPES
-from provender.serving.errors import ProjectNotServedError
 from provender.serving.metrics import Metrics
 from provender.serving.request_log import RequestLog
+from provender.wire.codec import FLOAT_TYPES
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from provender.auth import Authenticator
 from provender.config import AuthSection, TokenSpec
-from provender.errors import ConfigError
+from provender.errors import AuthenticationError, ConfigError, PermissionDeniedError
 from provender.runtime import Runtime
-from provender.serving.errors import AuthenticationError, PermissionDeniedError
 from provender.serving.http import create_app
 from provender.serving.service import FeatureService
 from tests.unit.serving.conftest import post, project_settings, seed

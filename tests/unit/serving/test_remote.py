@@ -6,7 +6,6 @@ import pytest
 
 import provender as pv
 from provender.client import remote
-from provender.serving.errors import PermissionDeniedError
 from tests.support.services import free_port
 
 
@@ -29,15 +28,6 @@ def test_an_unreachable_service_is_a_retryable_backend_error(scheme: str) -> Non
         assert excinfo.value.retryable
     finally:
         reader.close()
-
-
-def test_errors_come_back_as_the_same_types() -> None:
-    error = remote._rebuild_error("FeatureTableNotFoundError", "INVALID_ARGUMENT", "No feature table 'x'.")
-    assert isinstance(error, pv.FeatureTableNotFoundError) and str(error) == "No feature table 'x'."
-    assert isinstance(remote._rebuild_error("PermissionDeniedError", "PERMISSION_DENIED", "no"), PermissionDeniedError)
-    unavailable = remote._rebuild_error("StoreUnavailableError", "UNAVAILABLE", "down")
-    assert isinstance(unavailable, pv.BackendError) and unavailable.retryable
-    assert isinstance(remote._rebuild_error("Whatever", "INVALID_ARGUMENT", "bad"), pv.DataError)
 
 
 def test_entity_rows_must_be_a_list_of_mappings() -> None:

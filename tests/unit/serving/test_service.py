@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from provender.errors import BackendError
+from provender.errors import BackendError, ProjectNotServedError
 from provender.runtime import Runtime
-from provender.serving.errors import ProjectNotServedError
 from provender.serving.service import FeatureQuery, FeatureService, StoreBreaker, StoreUnavailableError
 from tests.unit.serving.conftest import project_settings, seed
 

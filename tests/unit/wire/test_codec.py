@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from provender.definitions import ValueType
 from provender.errors import DataError
-from provender.serving import codec
-from provender.serving._proto import serving_pb2 as pb
+from provender.wire import codec
+from provender.wire._proto import serving_pb2 as pb
 from tests.support.online import same
 
 _SCALARS: dict[ValueType, st.SearchStrategy[Any]] = {

@@ -1,4 +1,4 @@
-# Generated from protos/provender/serving/v1/serving.proto by `python -m provender.serving._proto.regenerate`. Do not edit.
+# Generated from protos/provender/serving/v1/serving.proto by `python -m provender.wire._proto.regenerate`. Do not edit.
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor

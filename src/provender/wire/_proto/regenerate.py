@@ -2,8 +2,8 @@
 
 Run from a source checkout::
 
-    python -m provender.serving._proto.regenerate          # rewrite the files
-    python -m provender.serving._proto.regenerate --check  # exit 1 if they are stale
+    python -m provender.wire._proto.regenerate          # rewrite the files
+    python -m provender.wire._proto.regenerate --check  # exit 1 if they are stale
 
 ``protoc`` names imports after the ``.proto`` path (``provender.serving.v1``); they are
 rewritten to this package, where the generated modules live.
@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 PROTOS = HERE.parents[3] / "protos"
 PROTO = "provender/serving/v1/serving.proto"
 GENERATED = ("serving_pb2.py", "serving_pb2.pyi", "serving_pb2_grpc.py")
-_HEADER = "# Generated from protos/{proto} by `python -m provender.serving._proto.regenerate`. Do not edit.\n"
+_HEADER = "# Generated from protos/{proto} by `python -m provender.wire._proto.regenerate`. Do not edit.\n"
 
 
 def generate() -> dict[str, str]:
@@ -49,7 +49,7 @@ def generate() -> dict[str, str]:
         files = {}
         for name in GENERATED:
             text = (produced / name).read_text(encoding="utf-8")
-            text = text.replace("from provender.serving.v1 import", "from provender.serving._proto import")
+            text = text.replace("from provender.serving.v1 import", "from provender.wire._proto import")
             files[name] = _HEADER.format(proto=PROTO) + text
         return files
 

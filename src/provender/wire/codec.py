@@ -11,7 +11,7 @@ JSON (``POST /v1/online-features``), per the registry's ``ValueType``:
 * UNIX_TIMESTAMP as RFC 3339 strings in UTC (``2026-01-01T00:00:00+00:00``);
 * lists element by element.
 
-gRPC: a :class:`~provender.serving._proto.serving_pb2.Column` holds one typed array (int64,
+gRPC: a :class:`~provender.wire._proto.serving_pb2.Column` holds one typed array (int64,
 double, string, bytes, bool, timestamp microseconds, or one nested column per row for lists)
 plus the indexes of its null rows, so a column is converted with one C-level ``extend``.
 """
@@ -30,7 +30,7 @@ from typing import Any
 
 from provender.definitions import ValueType
 from provender.errors import DataError
-from provender.serving._proto import serving_pb2 as pb
+from provender.wire._proto import serving_pb2 as pb
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
