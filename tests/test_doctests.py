@@ -29,7 +29,12 @@ def _module_names() -> list[str]:
 
 @pytest.mark.parametrize("name", _module_names())
 def test_docstring_examples_run(name: str) -> None:
-    module = importlib.import_module(name)
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as exc:  # an optional extra (e.g. kfp) that this environment lacks
+        if (exc.name or "").split(".")[0] == "provender":
+            raise
+        pytest.skip(f"{name} needs {exc.name}, which is not installed")
     tests = doctest.DocTestFinder(exclude_empty=True).find(module, name)
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     out = io.StringIO()
