@@ -3,7 +3,7 @@
 The offline engine computes the rows with the point-in-time rule of ``offline/plan.py`` (the same
 rule and code as historical retrieval) and streams them as Arrow batches; a reader thread keeps
 the next batches coming while this thread writes the current one (pipelining, in
-:func:`provender.online.write.write_batches`), so memory is bounded by a few batches, never by
+:func:`provender.offline.batches.write_batches`), so memory is bounded by a few batches, never by
 the source. The online store's event-time guard makes a job
 safe to re-run, and each entity key is written atomically, so a job that fails part-way leaves
 no half-written key: re-running it completes it.
@@ -19,8 +19,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from provender.errors import JobCancelledError
+from provender.offline.batches import write_batches
 from provender.offline.engine import JobStatus
-from provender.online.write import write_batches
 
 __all__ = ["DEFAULT_BATCH_ROWS", "IngestionJob", "JobCancelledError", "JobStatus", "write_batches"]
 

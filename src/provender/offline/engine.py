@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol, Self
+from typing import ClassVar, Protocol, Self
 
 import pyarrow as pa
 from pydantic import BaseModel
 
+from provender.definitions import FeatureTable
 from provender.definitions.jobs import JobStatus as JobStatus  # re-exported: engines report job states
 from provender.offline.plan import LatestPlan, RetrievalPlan
-
-if TYPE_CHECKING:
-    from provender.online.store import OnlineStoreFactory
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,15 +102,46 @@ class IngestionProgress(Protocol):
         ...
 
 
+class ExecutorReach(Protocol):
+    """The store capability a distributed engine checks (``online.store.StoreCapabilities`` has it)."""
+
+    @property
+    def reachable_from_executors(self) -> bool:
+        """Whether processes on other machines can open the store from the same options."""
+        ...
+
+
+class TargetStore(Protocol):
+    """What a distributed engine's workers need of the online store (any ``OnlineStore``).
+
+    Declared here, not imported from ``online/``: the offline and online layers are siblings.
+    """
+
+    @property
+    def capabilities(self) -> ExecutorReach:
+        """The store's capabilities (only ``reachable_from_executors`` is read)."""
+        ...
+
+    def write(self, table: FeatureTable, rows: pa.Table) -> int:
+        """Write a normalized batch of ``table``'s rows under the event-time guard; return the rows written."""
+        ...
+
+    def close(self) -> None:
+        """Release the store's connections."""
+        ...
+
+
+StoreFactory = Callable[[], TargetStore]
+"""A picklable zero-argument callable opening the online store, on the driver or on a worker."""
+
+
 class DistributedIngestion(Protocol):
     """An engine (``capabilities.is_distributed``) whose workers write to the online store.
 
     The workers write the rows themselves, so the driver never collects them.
     """
 
-    def ingest_to_online(
-        self, plan: LatestPlan, *, store_factory: OnlineStoreFactory, progress: IngestionProgress
-    ) -> None:
+    def ingest_to_online(self, plan: LatestPlan, *, store_factory: StoreFactory, progress: IngestionProgress) -> None:
         """Write the rows of ``plan`` to the online store each worker opens with ``store_factory``.
 
         Args:

@@ -16,7 +16,7 @@ import threading
 import weakref
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Self
+from typing import ClassVar, Self
 
 import pyarrow as pa
 from py4j.protocol import Py4JError  # type: ignore[import-untyped]
@@ -28,7 +28,7 @@ from pyspark.sql import functions as F
 
 from provender.config import validate_backend_config
 from provender.errors import BackendError, ConfigError, JobCancelledError, ProvenderError
-from provender.offline.engine import EngineCapabilities, EntityRows, IngestionProgress
+from provender.offline.engine import EngineCapabilities, EntityRows, IngestionProgress, StoreFactory
 from provender.offline.files import DateRange, lower_event_bound
 from provender.offline.plan import LatestPlan, RetrievalPlan
 from provender.offline.spark.compile import compile_latest, compile_retrieval
@@ -39,9 +39,6 @@ from provender.offline.spark.schemas import latest_schema, result_schema
 from provender.offline.spark.session import SparkConfig, session_conf
 from provender.offline.spark.sources import entity_frame, source_frame
 from provender.offline.spark.staging import Staging
-
-if TYPE_CHECKING:
-    from provender.online.store import OnlineStoreFactory
 
 log = logging.getLogger(__name__)
 
@@ -184,9 +181,7 @@ class SparkEngine:
 
         return pa.RecordBatchReader.from_batches(schema, batches())
 
-    def ingest_to_online(
-        self, plan: LatestPlan, *, store_factory: OnlineStoreFactory, progress: IngestionProgress
-    ) -> None:
+    def ingest_to_online(self, plan: LatestPlan, *, store_factory: StoreFactory, progress: IngestionProgress) -> None:
         """Write the latest row per entity key in ``[start, end)`` to the online store, from the executors.
 
         ``store_factory`` is called once here, to check that the store is

@@ -9,10 +9,10 @@ import pyarrow as pa
 
 from provender.definitions import FeatureTable
 from provender.errors import ProvenderError
+from provender.offline.batches import write_batches
+from provender.offline.engine import StoreFactory
 from provender.offline.spark.failures import executor_error
 from provender.offline.spark.staging import cast_batch
-from provender.online.store import OnlineStoreFactory
-from provender.online.write import write_batches
 
 _COUNTS = pa.schema([("rows_read", pa.int64()), ("rows_written", pa.int64())])
 
@@ -24,7 +24,7 @@ class PartitionWriter:
     and its options), the feature table (a frozen definition) and the rows' schema.
     """
 
-    def __init__(self, *, store_factory: OnlineStoreFactory, table: FeatureTable, schema: pa.Schema) -> None:
+    def __init__(self, *, store_factory: StoreFactory, table: FeatureTable, schema: pa.Schema) -> None:
         self.store_factory, self.table, self.schema = store_factory, table, schema
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

@@ -1,8 +1,10 @@
-"""Writing a stream of Arrow batches to an online store, reading ahead while writing.
+"""Writing an engine's stream of Arrow batches (to the online store), reading ahead while writing.
 
-Used wherever rows reach the store in batches: offline-to-online ingestion on the driver, and
-each Spark partition on its executor. The job the writer runs for is anything with the
-:class:`WriteProgress` fields (an ``IngestionJob``; a partition's own counter on an executor).
+Used wherever rows leave an engine in batches: offline-to-online ingestion on the driver
+(``ingestion/batch.py``), and each Spark partition on its executor. The writer is given the
+``write`` callable (a store's ``write``), so this layer never imports ``online/``. The job it
+runs for is anything with the :class:`WriteProgress` fields (an ``IngestionJob``; a partition's
+own counter on an executor).
 """
 
 from __future__ import annotations
