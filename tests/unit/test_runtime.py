@@ -77,3 +77,16 @@ def test_the_online_store_factory_pickles_and_opens_the_configured_store(tmp_pat
     finally:
         store.close()
     assert (tmp_path / "online.db").exists()
+
+
+@pytest.mark.parametrize(("registry", "remote"), [("sqlite:///r.db", False), ("http://core:6565", True)])
+def test_registries_say_whether_another_service_owns_their_storage(registry: str, remote: bool) -> None:
+    assert Runtime(validate_settings({"registry": registry})).registry_class.is_remote is remote
+
+
+def test_the_core_service_refuses_a_registry_another_service_owns(tmp_path: Path) -> None:
+    from provender.core.service import open_registry
+
+    with pytest.raises(pv.ConfigError, match="must own its registry"):
+        open_registry(validate_settings({"registry": "http://core:6565", "base_dir": tmp_path}))
+    open_registry(validate_settings({"registry": "sqlite:///r.db", "base_dir": tmp_path})).close()

@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, cast
 
-from provender import backends
 from provender.auth import ALL_PROJECTS, Authenticator, Grant, Role, require
 from provender.client.jobs import cancel_job
 from provender.config import Settings
@@ -42,12 +41,13 @@ def open_registry(settings: Settings) -> RegistryStore:
     Raises:
         ConfigError: ``registry`` points at a core service.
     """
-    if backends.registry_backend_name(settings.registry) == "http":
+    runtime = Runtime(settings)
+    if runtime.registry_class.is_remote:
         raise ConfigError(
             "registry",
             f"the core service must own its registry (sqlite:/// or postgresql://), not {settings.registry!r}",
         )
-    return Runtime(settings).open_registry()
+    return runtime.open_registry()
 
 
 class CoreService:

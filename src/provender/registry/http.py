@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Self, Unpack
+from typing import ClassVar, Self, Unpack
 from urllib.parse import quote, urlencode, urlsplit
 
 from provender.errors import BackendError, ConfigError, DataError, ProjectArchivedError, RegistryVersionConflictError
@@ -58,6 +58,8 @@ class HttpRegistry:
         token: the bearer token, if the service requires one.
         timeout_seconds: how long one request may take.
     """
+
+    is_remote: ClassVar[bool] = True
 
     def __init__(self, url: str, *, token: str | None = None, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> None:
         parts = urlsplit(url)

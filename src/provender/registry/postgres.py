@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Self, Unpack
+from typing import Any, ClassVar, Self, Unpack
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg  # a missing extra is reported by backends.load_backend (MissingExtraError)
@@ -118,6 +118,8 @@ def redacted(url: str) -> str:
 
 class PostgresRegistry:
     """A registry in a PostgreSQL database, shared by every process and machine that opens it."""
+
+    is_remote: ClassVar[bool] = False
 
     def __init__(self, url: str) -> None:
         conninfo, pool = split_url(url)

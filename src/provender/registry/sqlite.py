@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
-from typing import Self, Unpack
+from typing import ClassVar, Self, Unpack
 
 from provender.definitions import Entity, FeatureTable
 from provender.errors import (
@@ -88,6 +88,8 @@ def path_from_url(url: str, *, base_dir: Path) -> Path:
 
 class SQLiteRegistry:
     """A registry kept in one SQLite file; safe across threads and processes."""
+
+    is_remote: ClassVar[bool] = False
 
     def __init__(self, path: Path) -> None:
         self.path = path

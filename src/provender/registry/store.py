@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
-from typing import Protocol, Self, Unpack
+from typing import ClassVar, Protocol, Self, Unpack
 
 from provender.definitions import Definition, Entity, FeatureTable
 from provender.registry.jobs import JobFields, JobRecord, JobStatus
@@ -173,6 +173,10 @@ def describe_change(snapshot: RegistrySnapshot, change: RegistryChange) -> tuple
 
 class RegistryStore(Protocol):
     """Where definitions are persisted. Selected by the scheme of the ``registry`` URL."""
+
+    is_remote: ClassVar[bool]
+    """True when another service owns the storage (the core service); False when this process
+    reads and writes the storage itself (a file, a database)."""
 
     @classmethod
     def from_url(cls, url: str, *, base_dir: Path, token: str | None = None) -> Self:
