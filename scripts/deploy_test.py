@@ -16,13 +16,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -98,7 +98,8 @@ class Deployment:
         self.data = work / "data"
         self.host = host_address()
         self.ports = {name: free_port() for name in ("pg", "redis", "kafka", "core", "http", "grpc")}
-        self.version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+        init = (ROOT / "src" / "provender" / "__init__.py").read_text()
+        self.version = re.search(r'^__version__ = "(.+)"$', init, re.MULTILINE).group(1)  # type: ignore[union-attr]
         self.image = f"localhost/provender:{self.version}"
         self.env = dict(os.environ, CONTAINERS_CONF=str(ROOT / "deploy" / "podman" / "containers.conf"))
         self.processes: list[subprocess.Popen[bytes]] = []
@@ -239,7 +240,15 @@ class Deployment:
             "extraEnv": [{"name": name, "value": value} for name, value in injected.items()],
             "extraVolumes": [{"name": "data", "hostPath": {"path": str(self.data), "type": "Directory"}}],
             "extraVolumeMounts": [{"name": "data", "mountPath": str(self.data)}],
-            "core": {"enabled": self.has_core, "hostPort": self.ports["core"], "hostIP": "127.0.0.1"},
+            # The other pods reach the core service by its Service name: no Service routing under
+            # podman, so the name points at the host, which publishes the port on its own address.
+            "hostAliases": [{"ip": self.host, "hostnames": [f"{RELEASE}-core"]}],
+            "core": {
+                "enabled": self.has_core,
+                "port": self.ports["core"],
+                "hostPort": self.ports["core"],
+                "hostIP": self.host,
+            },
             "serving": {
                 "replicas": 1,
                 "autoscaling": {"enabled": False},
@@ -370,7 +379,7 @@ driver_trips = pv.FeatureTable(
 def host_config(d: Deployment) -> Path:
     """provender.yaml of the host-side client: the registry through the core service (or directly)."""
     registry = (
-        f"http://127.0.0.1:{d.ports['core']}"
+        f"http://{d.host}:{d.ports['core']}"
         if d.has_core
         else f"postgresql://postgres@{d.host}:{d.ports['pg']}/features"
     )
@@ -398,7 +407,7 @@ def step_pods_up(d: Deployment) -> str:
     if d.has_core:
         wait_for(
             "core /v1/ready",
-            lambda: http(f"http://127.0.0.1:{d.ports['core']}/v1/ready")[0] == 200,
+            lambda: http(f"http://{d.host}:{d.ports['core']}/v1/ready")[0] == 200,
             START_TIMEOUT,
             d.logs,
         )
@@ -415,7 +424,13 @@ def step_pods_up(d: Deployment) -> str:
     write = subprocess.run(argv, capture_output=True, text=True, env=d.env, check=False)
     if write.returncode == 0 or "Read-only file system" not in write.stderr:
         raise StepFailed("the serving container's root filesystem is writable", write.stderr)
-    return f"{', '.join(components)} ready on 127.0.0.1 (uid {user}, read-only root filesystem)"
+    injected = run(["podman", "exec", f"{PREFIX}serving-serving", "printenv", "PROVENDER_CORE_SERVICE_HOST"], env=d.env)
+    if injected.strip() != "10.96.0.10":
+        raise StepFailed("the Kubernetes-style service variables are not in the serving container", injected)
+    return (
+        f"{', '.join(components)} ready (uid {user}, read-only root filesystem, "
+        "PROVENDER_CORE_SERVICE_HOST and the like in the environment)"
+    )
 
 
 def step_apply(d: Deployment) -> str:
@@ -510,7 +525,13 @@ def step_metrics(d: Deployment) -> str:
     missing = [w for w in wanted if w not in text]
     if status != 200 or missing:
         raise StepFailed(f"/metrics answered {status}, missing {missing}", text[-3000:])
-    return f"{len(text.splitlines())} lines, HTTP and gRPC request counters present"
+    detail = f"serving: {len(text.splitlines())} lines, HTTP and gRPC request counters present"
+    if d.has_core:
+        status, body = http(f"http://{d.host}:{d.ports['core']}/metrics")
+        if status != 200 or b"provender_" not in body:
+            raise StepFailed(f"core /metrics answered {status}", body.decode(errors="replace")[-3000:])
+        detail += f"; core: {len(body.splitlines())} lines"
+    return detail
 
 
 STEPS: list[tuple[str, Callable[[Deployment], str]]] = [

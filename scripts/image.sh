@@ -20,13 +20,24 @@ CACHE=${PROVENDER_BUILD_CACHE:-/var/cache/provender-build}
 # venv under the cache, so that environment markers (python_full_version < "3.11.3"...) agree.
 BUILD_PY=${BUILD_PY:-/usr/bin/python3}
 SPARK=0
-[ "${1:-}" = "--spark" ] && SPARK=1
+KFP=0
+case "${1:-}" in
+  --spark) SPARK=1 ;;
+  --kfp) KFP=1 ;;
+  "") ;;
+  *) echo "usage: scripts/image.sh [--spark|--kfp]"; exit 2 ;;
+esac
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$ROOT/deploy/podman/containers.conf}
 
-VERSION=$("$BUILD_PY" -c 'import tomllib; print(tomllib.load(open("'"$ROOT"'/pyproject.toml", "rb"))["project"]["version"])')
+VERSION=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$ROOT/src/provender/__init__.py")
+[ -n "$VERSION" ] || { echo "no __version__ in src/provender/__init__.py"; exit 1; }
 EXTRAS=redis,kafka,postgres,serving
 TAG=localhost/provender:$VERSION
+# Packages installed besides provender[EXTRAS] (the Kubeflow example's training step).
+MORE=""
 if [ "$SPARK" = 1 ]; then EXTRAS=$EXTRAS,spark; TAG=$TAG-spark; fi
+# kfp pins protobuf < 7, which the serving extra cannot use: the Kubeflow image has no serving.
+if [ "$KFP" = 1 ]; then EXTRAS=redis,kafka,postgres,kfp; MORE=scikit-learn; TAG=$TAG-kfp; fi
 PACKAGES=python3,python3-venv,ca-certificates
 # The image's own Java for Spark (the same major version the host tests Spark with).
 SPARK_PACKAGES=openjdk-17-jre-headless
@@ -44,14 +55,14 @@ mirror() {  # the Debian mirror apt already uses here
   echo "${uri:-http://deb.debian.org/debian}"
 }
 
-# The image is rebuilt only when what goes into it changed (FORCE=1 rebuilds anyway).
-SOURCE=$(cd "$ROOT" && find src pyproject.toml README.md scripts/image.sh -type f -not -path '*/__pycache__/*' \
-  -not -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+# The image is rebuilt only when what goes into it changed: the package's sources and metadata, the
+# extras (FORCE=1 rebuilds anyway, e.g. after changing how this script builds).
+SOURCE=$(cd "$ROOT" && { find src pyproject.toml -type f -not -path '*/__pycache__/*' -not -name '*.pyc' -print0 \
+  | sort -z | xargs -0 sha256sum; echo "$EXTRAS $MORE"; } | sha256sum | cut -c1-16)
+UP_TO_DATE=0
 if [ "${FORCE:-0}" != 1 ] && [ "$(podman image inspect --format '{{index .Labels "dev.provender.source"}}' "$TAG" \
      2>/dev/null)" = "$SOURCE" ]; then
-  size=$(podman image inspect --format '{{.Size}}' "$TAG")
-  echo "image: $TAG is up to date (source $SOURCE), $(( size / 1000000 )) MB"
-  exit 0
+  UP_TO_DATE=1
 fi
 
 mkdir -p "$CACHE"
@@ -61,6 +72,7 @@ CTR=""
 cleanup() { [ -n "$CTR" ] && buildah rm "$CTR" >/dev/null 2>&1; rm -rf "$WORK"; }
 trap cleanup EXIT
 
+build() {
 # 1. root filesystem -------------------------------------------------------------------------
 ROOTFS=$CACHE/rootfs-bookworm-minbase-$(echo "$PACKAGES" | sha256sum | cut -c1-12).tar
 step "root filesystem"
@@ -83,14 +95,14 @@ if [ ! -x "$PY" ]; then
   quiet "$PY" -m pip install -q --disable-pip-version-check --upgrade pip wheel
   ok
 fi
-DEPS=$CACHE/wheels-$(cat "$ROOT/pyproject.toml" <(echo "$EXTRAS") <("$PY" --version) | sha256sum | cut -c1-12)
+DEPS=$CACHE/wheels-$(cat "$ROOT/pyproject.toml" <(echo "$EXTRAS $MORE") <("$PY" --version) | sha256sum | cut -c1-12)
 step "dependency wheels"
 if [ -f "$DEPS/.complete" ]; then
   echo "cached ($(basename "$DEPS"), $(find "$DEPS" -name '*.whl' | wc -l) wheels)"
 else
   T0=$SECONDS
   rm -rf "$DEPS"
-  quiet "$PY" -m pip wheel -q --disable-pip-version-check -w "$DEPS" "$ROOT[$EXTRAS]"
+  quiet "$PY" -m pip wheel -q --disable-pip-version-check -w "$DEPS" "$ROOT[$EXTRAS]" $MORE
   rm -f "$DEPS"/provender-*.whl
   touch "$DEPS/.complete"
   ok
@@ -114,7 +126,7 @@ if [ "$SPARK" = 1 ]; then
 fi
 quiet buildah run --isolation chroot "$CTR" -- sh -euc "
   python3 -m venv /opt/provender
-  /opt/provender/bin/pip install -q --no-index --find-links /tmp/wheels 'provender[$EXTRAS]'
+  /opt/provender/bin/pip install -q --no-index --find-links /tmp/wheels 'provender[$EXTRAS]' $MORE
   /opt/provender/bin/pip uninstall -q -y pip setuptools 2>/dev/null || /opt/provender/bin/pip uninstall -q -y pip
   DEBIAN_FRONTEND=noninteractive apt-get purge -y -q python3-venv python3.11-venv python3-pip-whl python3-setuptools-whl
   apt-get clean
@@ -137,12 +149,19 @@ quiet buildah config \
 quiet buildah commit -q --rm "$CTR" "$TAG"
 CTR=""
 ok
+}
+
+if [ "$UP_TO_DATE" = 1 ]; then
+  echo "image: $TAG is up to date (source $SOURCE)"
+else
+  build
+fi
 
 # 4. smoke checks -------------------------------------------------------------------------------
 step "check $TAG"
 T0=$SECONDS
-version=$(podman run --rm "$TAG" --version 2>&1 || true)
-[ "$version" = "provender, version $VERSION" ] || { echo "FAILED: --version said: $version"; exit 1; }
+version=$(podman run --rm "$TAG" --version 2>&1 | head -n1 || true)
+[ "$version" = "provender $VERSION" ] || { echo "FAILED: --version said: $version"; exit 1; }
 user=$(podman run --rm --entrypoint id "$TAG" -u 2>&1 || true)
 [ "$user" = 10001 ] || { echo "FAILED: runs as uid $user"; exit 1; }
 tools=$(podman run --rm --entrypoint sh "$TAG" -c \

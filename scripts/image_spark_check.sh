@@ -4,7 +4,8 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$ROOT/deploy/podman/containers.conf}
-VERSION=$(/usr/bin/python3 -c 'import tomllib; print(tomllib.load(open("'"$ROOT"'/pyproject.toml", "rb"))["project"]["version"])')
+VERSION=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$ROOT/src/provender/__init__.py")
+[ -n "$VERSION" ] || { echo "no __version__ in src/provender/__init__.py"; exit 1; }
 TAG=localhost/provender:$VERSION-spark
 WORK=$(mktemp -d /tmp/provender-spark-check.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
@@ -13,7 +14,8 @@ chmod 777 "$WORK"
 printf '%-44s' "image-spark: provender --version"
 T0=$SECONDS
 version=$(podman run --rm "$TAG" --version 2>&1 || true)
-[ "$version" = "provender, version $VERSION" ] || { echo "FAILED: $version"; exit 1; }
+[ "$(echo "$version" | head -n1)" = "provender $VERSION" ] || { echo "FAILED: $version"; exit 1; }
+echo "$version" | grep -q '^  spark [0-9]' || { echo "FAILED: no Spark in: $version"; exit 1; }
 java=$(podman run --rm --entrypoint java "$TAG" -version 2>&1 | head -n1 || true)
 case "$java" in *'"17.'*) ;; *) echo "FAILED: java -version said: $java"; exit 1 ;; esac
 echo "ok ($(( SECONDS - T0 )) s; $java)"
