@@ -239,3 +239,17 @@ def test_a_raw_change_is_checked_again_by_the_service(core: CoreServer) -> None:
     }
     status, snapshot = core.request("POST", "/v1/projects/default/changes", prune)
     assert status == 200 and (snapshot["version"], snapshot["entities"], snapshot["feature_tables"]) == (2, [], [])
+
+
+def test_an_unchanged_snapshot_is_not_sent_again(core: CoreServer, tmp_path: Path) -> None:
+    core.request("POST", "/v1/projects/default/apply", {"definitions": [codec.to_dict(driver())]})
+    assert core.request("GET", "/v1/projects/default/registry", headers={"If-None-Match": '"1"'}) == (304, {})
+    status, snapshot = core.request("GET", "/v1/projects/default/registry", headers={"If-None-Match": '"0"'})
+    assert status == 200 and snapshot["version"] == 1
+    with closing(client_of(core.url, tmp_path)) as client:
+        first = client._registry.read("default")
+        assert client._registry.read("default") is first  # the cached, decoded snapshot (the service said 304)
+        client.apply([customer()])
+        assert client.registry_version() == 2
+        core.request("POST", "/v1/projects/default/apply", {"definitions": [codec.to_dict(customer(description="x"))]})
+        assert client.get_entity("customer_id").description == "x"  # a change elsewhere is seen at once

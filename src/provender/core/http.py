@@ -59,7 +59,7 @@ from provender.asgi import (
 from provender.auth import Grant
 from provender.core.metrics import CoreMetrics
 from provender.core.openapi import openapi_document
-from provender.core.service import CoreService
+from provender.core.service import CoreService, Versioned
 from provender.errors import DataError, NotFoundError, ProvenderError
 from provender.wire.errors import is_expected, status_of
 
@@ -76,9 +76,10 @@ class Request:
     query: Mapping[str, str]
     body: Mapping[str, object]
     grant: Grant
+    if_none_match: str | None = None
 
 
-Handler = Callable[[CoreService, Request], dict[str, object]]
+Handler = Callable[[CoreService, Request], dict[str, object] | Versioned]
 _P = r"(?P<project>[A-Za-z][A-Za-z0-9_-]*)"
 _N = r"(?P<name>[^/]+)"
 
@@ -103,7 +104,7 @@ ROUTES: list[tuple[str, re.Pattern[str], str, Handler]] = [
         ("POST", f"/v1/projects/{_P}/archive", "/v1/projects/{project}/archive",
          lambda s, r: s.archive_project(r.grant, r.params["project"], actor=r.body.get("actor"))),
         ("GET", f"/v1/projects/{_P}/registry", "/v1/projects/{project}/registry",
-         lambda s, r: s.snapshot(r.grant, r.params["project"])),
+         lambda s, r: s.snapshot(r.grant, r.params["project"], if_none_match=r.if_none_match)),
         ("GET", f"/v1/projects/{_P}/entities", "/v1/projects/{project}/entities",
          lambda s, r: s.list_definitions(r.grant, r.params["project"], kind="entities")),
         ("GET", f"/v1/projects/{_P}/feature-tables", "/v1/projects/{project}/feature-tables",
@@ -187,6 +188,11 @@ class CoreApp:
                 answer = await asyncio.get_running_loop().run_in_executor(
                     self._executor, handler, self.service, request
                 )
+                if isinstance(answer, Versioned):
+                    etag = [(b"etag", answer.etag.encode())]
+                    if answer.body is None:
+                        return label, 304, b"", etag
+                    return label, 200, orjson.dumps(answer.body), [*JSON_HEADERS, *etag]
                 return label, 200, orjson.dumps(answer), JSON_HEADERS
             except Exception as exc:  # noqa: BLE001 - every failure, even a bug, must get an answer
                 http, code = _status(exc)
@@ -209,7 +215,9 @@ class CoreApp:
             raise DataError(f"The request body must be a JSON object, got {type(body).__name__}.")
         query = dict(parse_qsl(cast(bytes, scope.get("query_string", b"")).decode("latin-1")))
         params = {key: unquote(value) for key, value in match.groupdict().items()}
-        return Request(params=params, query=query, body=body, grant=grant)
+        return Request(
+            params=params, query=query, body=body, grant=grant, if_none_match=header(scope, b"if-none-match")
+        )
 
     async def _ready(self) -> tuple[int, bytes, Headers]:
         loop = asyncio.get_running_loop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, cast
 
@@ -33,6 +34,14 @@ log = logging.getLogger(__name__)
 
 JsonDict = dict[str, object]
 MAX_HISTORY_LIMIT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Versioned:
+    """An answer with an ETag; ``body`` None means "not modified" (304)."""
+
+    etag: str
+    body: JsonDict | None
 
 
 def open_registry(settings: Settings) -> RegistryStore:
@@ -86,10 +95,18 @@ class CoreService:
 
     # -- definitions
 
-    def snapshot(self, grant: Grant, project: str) -> JsonDict:
-        """``GET /v1/projects/{project}/registry``: everything in the project, at one version."""
+    def snapshot(self, grant: Grant, project: str, *, if_none_match: str | None = None) -> Versioned:
+        """``GET /v1/projects/{project}/registry``: everything in the project, at one version.
+
+        The answer's ETag is the version; with ``If-None-Match`` naming the current one, the
+        answer is 304 and no body (a client's cached snapshot is still the registry's).
+        """
         require(grant, project)
-        return wire.snapshot_to_dict(self.store.read(project))
+        snapshot = self.store.read(project)
+        etag = f'"{snapshot.version}"'
+        if if_none_match == etag:
+            return Versioned(etag=etag, body=None)
+        return Versioned(etag=etag, body=wire.snapshot_to_dict(snapshot))
 
     def list_definitions(self, grant: Grant, project: str, *, kind: str) -> JsonDict:
         """``GET /v1/projects/{project}/entities`` or ``.../feature-tables``, sorted by name."""

@@ -77,6 +77,7 @@ class HttpRegistry:
         self._local = threading.local()
         self._connections: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
+        self._snapshots: dict[str, RegistrySnapshot] = {}
 
     @classmethod
     def from_url(cls, url: str, *, base_dir: Path, token: str | None = None) -> Self:  # noqa: ARG003 - the Protocol's
@@ -86,8 +87,22 @@ class HttpRegistry:
     # -- definitions
 
     def read(self, project: str) -> RegistrySnapshot:
-        """Return the project's current snapshot."""
-        return wire.snapshot_from_dict(self._call("GET", f"/v1/projects/{_q(project)}/registry"))
+        """Return the project's current snapshot.
+
+        The last snapshot of each project is kept, decoded; the service is asked whether its
+        version is still current (``If-None-Match``) and answers 304 without a body if so, so a
+        read of an unchanged project costs one small round trip, whatever its size.
+        """
+        with self._lock:
+            cached = self._snapshots.get(project)
+        headers = None if cached is None else {"If-None-Match": f'"{cached.version}"'}
+        status, answer = self._request("GET", f"/v1/projects/{_q(project)}/registry", headers=headers)
+        if status == 304 and cached is not None:
+            return cached
+        snapshot = wire.snapshot_from_dict(answer)
+        with self._lock:
+            self._snapshots[project] = snapshot
+        return snapshot
 
     def update(
         self,
@@ -116,11 +131,15 @@ class HttpRegistry:
                 return snapshot
             body = {"expected_version": snapshot.version, "actor": actor, "change": wire.change_to_dict(change)}
             try:
-                return wire.snapshot_from_dict(self._call("POST", f"/v1/projects/{_q(project)}/changes", body))
+                updated = wire.snapshot_from_dict(self._call("POST", f"/v1/projects/{_q(project)}/changes", body))
             except RegistryVersionConflictError:
                 if expected_version is not None:
                     raise
-            time.sleep(_RETRY_PAUSE_SECONDS)
+                time.sleep(_RETRY_PAUSE_SECONDS)
+                continue
+            with self._lock:
+                self._snapshots[project] = updated
+            return updated
         raise BackendError(
             f"registry {self.url}: project {project!r} kept changing during {MAX_UPDATE_ATTEMPTS} attempts to "
             "update it; try again",
@@ -201,8 +220,20 @@ class HttpRegistry:
     # -- transport
 
     def _call(self, method: str, path: str, body: Mapping[str, object] | None = None) -> dict[str, object]:
+        return self._request(method, path, body)[1]
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, object] | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, dict[str, object]]:
         payload = None if body is None else orjson.dumps(body)
-        status, raw = self._send(method, self._prefix + path, payload)
+        status, raw = self._send(method, self._prefix + path, payload, headers)
+        if status == 304:
+            return status, {}
         try:
             answer = orjson.loads(raw) if raw else {}
         except orjson.JSONDecodeError:
@@ -219,13 +250,16 @@ class HttpRegistry:
                 message=str(detail.get("message") or f"HTTP {status} from {self.url} for {method} {path}"),
                 fields=fields if isinstance(fields, dict) else None,
             )
-        return answer
+        return status, answer
 
-    def _send(self, method: str, path: str, payload: bytes | None) -> tuple[int, bytes]:
+    def _send(
+        self, method: str, path: str, payload: bytes | None, headers: Mapping[str, str] | None
+    ) -> tuple[int, bytes]:
+        sent = self._headers if headers is None else {**self._headers, **headers}
         for _ in range(2):
             connection, reused = self._connection()
             try:
-                connection.request(method, path, body=payload, headers=self._headers)
+                connection.request(method, path, body=payload, headers=sent)
                 response = connection.getresponse()
                 answer = response.status, response.read()
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
