@@ -104,3 +104,39 @@ def create_database(admin_url: str, name: str) -> str:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'create database "{name}"'.encode())
     return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@contextlib.contextmanager
+def provender_process(config: Path, *args: str, ready_path: str = "/v1/ready", port: int) -> Iterator[str]:
+    """Run ``provender --config CONFIG ARGS...`` (a service on ``port``); yield its URL once ready; SIGTERM it."""
+    import urllib.error
+    import urllib.request
+
+    log = config.parent / f"{args[0]}-{port}.log"
+    argv = [sys.executable, "-c", "from provender.cli.main import main; main()", "--config", str(config), *args]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVENDER_")}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                sys.exit(f"provender {args[0]} exited with {proc.returncode}: {log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(url + ready_path, timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except (OSError, urllib.error.URLError):
+                pass
+            if time.monotonic() > deadline:
+                sys.exit(f"provender {args[0]} not ready after 60 s: {log.read_text()[-2000:]}")
+            time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

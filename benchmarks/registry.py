@@ -12,12 +12,19 @@ For each contender and each run, on a fresh, empty registry:
 
 Contenders: ``provender-sqlite`` (a file in a temporary directory), ``provender-postgresql``
 (a database of its own on a PostgreSQL 15 server this script starts on a free loopback port,
-fsync off), and ``feast-sql-postgresql``: Feast 0.67's SQL registry on a database of the same
+fsync off), ``provender-core-sqlite`` and ``provender-core-postgresql`` (the same registries
+behind a ``provender core`` process, the client using ``registry: http://...``), and
+``feast-sql-postgresql``: Feast 0.67's SQL registry on a database of the same
 server, from the peer virtualenv (``bash benchmarks/peers_setup.sh``), with the same tables as
 feature views, timed on ``apply``, ``list_feature_views`` and ``get_feature_view`` (Feast's
 defaults read the database on each call, as Provender does: every Provender read checks the
 project's version, and reuses its decoded snapshot only while the version is unchanged).
 Figures are medians over ``--runs`` runs (default 3), in milliseconds.
+
+Apply to served: with a ``provender core`` (SQLite) and a ``provender serve`` reading the registry
+through it with ``registry_refresh_seconds: 1``, the time from the return of an apply of a new
+feature table through the core service until the serving process answers 200 for it (polled
+every 5 ms), ``--served-tables`` times per run.
 
 Usage::
 
@@ -44,7 +51,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from _services import create_database, postgres_server
+import yaml
+from _services import create_database, free_port, postgres_server, provender_process
 
 import provender as pv
 
@@ -151,6 +159,57 @@ def run_feast(registry: str, work: Path, *, list_calls: int, get_calls: int, see
 Contender = Callable[[int, Path], dict[str, float]]
 
 
+def run_core(registry: str, scratch: Path, *, list_calls: int, get_calls: int, seed: int) -> dict[str, float]:
+    """One run of the measures through a ``provender core`` process serving ``registry``."""
+    core_dir = scratch / "core"
+    core_dir.mkdir()
+    port = free_port()
+    config = core_dir / "provender.yaml"
+    config.write_text(yaml.safe_dump({"registry": registry, "core": {"port": port}}))
+    with provender_process(config, "core", port=port) as url:
+        return run_provender(url, scratch, list_calls=list_calls, get_calls=get_calls, seed=seed)
+
+
+def apply_to_served(scratch: Path, *, tables: int) -> list[float]:
+    """Milliseconds from each apply through the core service until serving answers for the new table."""
+    import http.client
+
+    core_port, serve_port = free_port(), free_port()
+    core_config = scratch / "core" / "provender.yaml"
+    core_config.parent.mkdir(parents=True)
+    core_config.write_text(yaml.safe_dump({"registry": "sqlite:///registry.db", "core": {"port": core_port}}))
+    serve_config = scratch / "serve" / "provender.yaml"
+    serve_config.parent.mkdir(parents=True)
+    served: list[float] = []
+    with provender_process(core_config, "core", port=core_port) as core_url:
+        settings = {
+            "registry": core_url,
+            "online": {"store": "sqlite", "path": "online.db"},
+            "serving": {"registry_refresh_seconds": 1.0},
+        }
+        serve_config.write_text(yaml.safe_dump(settings))
+        with pv.Client(settings=pv.Settings(registry=core_url, base_dir=scratch)) as client:
+            client.apply([DRIVER, table(0)])
+            args = ("serve", "--http-port", str(serve_port), "--no-grpc")
+            with provender_process(serve_config, *args, port=serve_port):
+                connection = http.client.HTTPConnection("127.0.0.1", serve_port, timeout=10)
+                for n in range(1, tables + 1):
+                    body = json.dumps({"features": [f"table_{n:04d}:trips"], "entities": {"driver_id": [1]}})
+                    time.sleep(random.uniform(0.0, 1.0))  # not in step with the refresh
+                    client.apply([DRIVER, table(n)])
+                    applied = time.perf_counter()
+                    while True:
+                        connection.request("POST", "/v1/online-features", body=body)
+                        response = connection.getresponse()
+                        response.read()
+                        if response.status == 200:
+                            break
+                        time.sleep(0.005)
+                    served.append((time.perf_counter() - applied) * 1000)
+                connection.close()
+    return served
+
+
 def contenders(pg_admin: str, args: argparse.Namespace) -> dict[str, Contender]:
     """Every contender: a function of (run number, scratch dir) giving that run's figures."""
     counts = {"list_calls": args.list_calls, "get_calls": args.get_calls}
@@ -168,7 +227,20 @@ def contenders(pg_admin: str, args: argparse.Namespace) -> dict[str, Contender]:
         url = create_database(pg_admin, f"feast_{uuid.uuid4().hex[:8]}")
         return run_feast(url.replace("postgresql://", "postgresql+psycopg://"), scratch / "feast", seed=run, **counts)
 
-    return {"provender-sqlite": sqlite, "provender-postgresql": postgresql, "feast-sql-postgresql": feast}
+    def core_sqlite(run: int, scratch: Path) -> dict[str, float]:
+        return run_core(f"sqlite:///{scratch}/registry.db", scratch, seed=run, **counts)
+
+    def core_postgresql(run: int, scratch: Path) -> dict[str, float]:
+        url = create_database(pg_admin, f"provender_{uuid.uuid4().hex[:8]}")
+        return run_core(url, scratch, seed=run, **counts)
+
+    return {
+        "provender-sqlite": sqlite,
+        "provender-postgresql": postgresql,
+        "provender-core-sqlite": core_sqlite,
+        "provender-core-postgresql": core_postgresql,
+        "feast-sql-postgresql": feast,
+    }
 
 
 def machine() -> dict[str, object]:
@@ -204,6 +276,18 @@ def render_markdown(report: dict[str, object]) -> str:
     errors: dict[str, str] = report.get("errors", {})  # type: ignore[assignment]
     for name, error in errors.items():
         lines.append(f"\n{name} failed: {error}")
+    served: list[float] = report.get("served_ms", [])  # type: ignore[assignment]
+    if served:
+        ordered = sorted(served)
+        lines += [
+            "",
+            "Apply to served (core service over SQLite, `provender serve` reading the registry through it, "
+            f"`registry_refresh_seconds: 1`), {len(ordered)} new tables, milliseconds:",
+            "",
+            "| median | p90 | max |",
+            "|---:|---:|---:|",
+            f"| {statistics.median(ordered):.0f} | {percentile(ordered, 0.9):.0f} | {ordered[-1]:.0f} |",
+        ]
     lines += [
         "",
         "`apply 100`: one apply of an entity and 100 feature tables into an empty registry. `list 1,000`: "
@@ -221,6 +305,7 @@ def main() -> None:
     parser.add_argument("--list-calls", type=int, default=5)
     parser.add_argument("--get-calls", type=int, default=2000)
     parser.add_argument("--contenders", default="", help="comma-separated subset (default: all)")
+    parser.add_argument("--served-tables", type=int, default=10, help="apply-to-served samples per run (0: skip)")
     parser.add_argument("--no-save", action="store_true", help="print only, write nothing")
     args = parser.parse_args()
     report: dict[str, object] = {
@@ -233,6 +318,7 @@ def main() -> None:
     figures: dict[str, dict[str, float]] = {}
     errors: dict[str, str] = {}
     per_run: dict[str, list[dict[str, float]]] = {}
+    served_ms: list[float] = []
     with tempfile.TemporaryDirectory(prefix="provender-bench-registry-") as tmp, postgres_server(Path(tmp)) as pg:
         chosen = contenders(pg, args)
         if args.contenders:
@@ -251,9 +337,16 @@ def main() -> None:
                     continue
                 per_run.setdefault(name, []).append(measured)
                 print(f"run {run + 1} {name}: " + ", ".join(f"{LABELS[m]} {measured[m]:.2f}" for m in METRICS))
+            if args.served_tables:
+                scratch = Path(tmp) / f"served-{run}"
+                scratch.mkdir()
+                samples = apply_to_served(scratch, tables=args.served_tables)
+                served_ms.extend(samples)
+                print(f"run {run + 1} apply to served: " + ", ".join(f"{ms:.0f}" for ms in samples))
     for name, runs in per_run.items():
         figures[name] = {m: statistics.median(r[m] for r in runs) for m in METRICS}
     report["figures"], report["per_run"], report["errors"] = figures, per_run, errors
+    report["served_ms"] = served_ms
     markdown = render_markdown(report)
     print(markdown)
     if not args.no_save:
