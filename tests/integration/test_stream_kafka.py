@@ -482,3 +482,24 @@ def test_a_rebalance_between_two_processes_loses_nothing(
         second.terminate()
     assert first.written() > 0 and second.written() > 0, (first.output(), second.output())
     assert first.written() + second.written() >= count
+
+
+def test_a_stream_job_is_recorded_and_can_be_cancelled_through_its_record(
+    kafka_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    from provender.registry.jobs import JobKind, JobStatus
+
+    topic = make_topic(kafka_broker)
+    table = trips_table(kafka_broker, topic, pv.JsonFormat())
+    with open_client(project(tmp_path, SQLITE_ONLINE, linger_ms=10)) as client:
+        client.apply([DRIVER, table])
+        job = client.start_stream_to_online_ingestion("trips", batch_rows=1)
+        produce(kafka_broker, topic, [json_bytes(d, 10, NOW) for d in range(5)], partition=0)
+        assert job.wait_until(lambda j: j.records_written >= 5, 60), job
+        [recorded] = client.list_jobs("trips")
+        assert (recorded.record.kind, recorded.status) == (JobKind.STREAM_TO_ONLINE, JobStatus.RUNNING)
+        wait_for(lambda: client.get_job(recorded.id).rows_written == 5, 30, "the heartbeat records progress")
+        recorded.cancel()  # as another process would: through the record
+        assert job.wait_done(60)
+        wait_for(lambda: client.get_job(recorded.id).status is JobStatus.CANCELLED, 30, "the job ends CANCELLED")
+        assert client.list_jobs() == []
