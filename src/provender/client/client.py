@@ -16,7 +16,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Self, cast, overload
 
 from provender.client.historical import HistoricalJob, to_entity_rows
-from provender.client.jobs import CoreJobSubmitter, Job, JobReporter, new_record, runner_name
+from provender.client.jobs import (
+    CoreJobSubmitter,
+    Job,
+    JobReporter,
+    error_text,
+    new_record,
+    report_stream_end,
+    runner_name,
+    stop_stream,
+    track_run,
+)
 from provender.config import (
     Settings,
     StreamSection,
@@ -26,7 +36,6 @@ from provender.config import (
 )
 from provender.definitions import Definition, Entity, FeatureTable
 from provender.errors import (
-    BackendError,
     ConfigError,
     DataError,
     EntityNotFoundError,
@@ -316,23 +325,10 @@ class Client:
         progress: Callable[[], int] = lambda: 0,
         on_cancel: Callable[[], None] = lambda: None,
     ) -> JobReporter | None:
-        """Record a job running now in this process; None (and a warning) if the registry refuses it."""
-        try:
-            record = self._registry.put_job(
-                new_record(kind=kind, project=self.project, table=table, runner=self.runner)
-            )
-        except (PermissionDeniedError, BackendError) as exc:
-            log.warning("job not recorded kind=%s table=%s error=%s", kind.value, table, exc)
-            return None
-        reporter = JobReporter(
-            self._registry,
-            record,
-            heartbeat_seconds=self.settings.jobs.heartbeat_seconds,
-            progress=progress,
-            on_cancel=on_cancel,
-        )
-        reporter.started()
-        return reporter
+        """Record a job running now in this process (None, with a warning, if the registry refuses it)."""
+        record = new_record(kind=kind, project=self.project, table=table, runner=self.runner)
+        heartbeat = self.settings.jobs.heartbeat_seconds
+        return track_run(self._registry, record, heartbeat_seconds=heartbeat, progress=progress, on_cancel=on_cancel)
 
     def _offline_engine(self) -> OfflineEngine:
         if self._offline is None:
@@ -427,7 +423,7 @@ class Client:
         )
         hooks = {
             "on_start": lambda _: reporter.started(),
-            "on_finish": lambda j: reporter.finished(JobStatus(j.status.value), error=_error_text(j.error)),
+            "on_finish": lambda j: reporter.finished(JobStatus(j.status.value), error=error_text(j.error)),
         }
         if engine.capabilities.is_distributed:
             factory = self._runtime.online_store_factory(self.project)
@@ -539,11 +535,11 @@ class Client:
         store = self._online_store
         job = start_stream_job(spec, lambda rows: store.write(definition, rows))
         reporter = self._track_run(
-            JobKind.STREAM_TO_ONLINE, name, progress=lambda: job.records_written, on_cancel=lambda: _stop(job)
+            JobKind.STREAM_TO_ONLINE, name, progress=lambda: job.records_written, on_cancel=lambda: stop_stream(job)
         )
         if reporter is not None:
             threading.Thread(
-                target=_report_stream_end,
+                target=report_stream_end,
                 args=(job, reporter),
                 name=f"provender-report-{reporter.record.id}",
                 daemon=True,
@@ -616,23 +612,6 @@ def as_utc(at: datetime, name: str) -> datetime:
     if not isinstance(at, datetime):
         raise DataError(f"{name} must be a datetime, got {type(at).__name__}")
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
-
-
-def _stop(job: StreamIngestionJob) -> None:
-    job.stop()
-
-
-def _report_stream_end(job: StreamIngestionJob, reporter: JobReporter) -> None:
-    """Record how a stream job ended: CANCELLED if asked through its record, else its own status."""
-    job.wait_done()
-    if reporter.record.cancel_requested:
-        reporter.finished(JobStatus.CANCELLED)
-    else:
-        reporter.finished(JobStatus(job.status.value), error=_error_text(job.error))
-
-
-def _error_text(error: BaseException | None) -> str:
-    return "" if error is None else f"{type(error).__name__}: {error}"
 
 
 def _as_tuple(definitions: Sequence[Definition] | Definition) -> tuple[Definition, ...]:

@@ -17,11 +17,14 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from provender.errors import BackendError, JobStateError, ProvenderError
+from provender.errors import BackendError, JobStateError, PermissionDeniedError, ProvenderError
 from provender.registry.jobs import JobKind, JobRecord, JobStatus, is_finished, new_job_id, utc_now
 from provender.registry.store import RegistryStore
+
+if TYPE_CHECKING:
+    from provender.ingestion.stream import StreamIngestionJob
 
 log = logging.getLogger(__name__)
 
@@ -232,3 +235,45 @@ class JobReporter:
             log.warning("job ended elsewhere job=%s error=%s", self.record.id, exc)
         except ProvenderError as exc:
             log.error("could not record the end of job=%s status=%s error=%s", self.record.id, status, exc)
+
+
+def track_run(
+    store: RegistryStore,
+    record: JobRecord,
+    *,
+    heartbeat_seconds: float,
+    progress: Callable[[], int],
+    on_cancel: Callable[[], None],
+) -> JobReporter | None:
+    """Record ``record`` and report it RUNNING from this process; None (with a warning) if refused.
+
+    Used for jobs that run whatever the registry says (a retrieval, a stream), so a registry that
+    refuses the record (a read-only token, an outage) never stops the work itself.
+    """
+    try:
+        record = store.put_job(record)
+    except (PermissionDeniedError, BackendError) as exc:
+        log.warning("job not recorded kind=%s table=%s error=%s", record.kind.value, record.table, exc)
+        return None
+    reporter = JobReporter(store, record, heartbeat_seconds=heartbeat_seconds, progress=progress, on_cancel=on_cancel)
+    reporter.started()
+    return reporter
+
+
+def stop_stream(job: StreamIngestionJob) -> None:
+    """Stop a stream job (a cancel requested through its record)."""
+    job.stop()
+
+
+def report_stream_end(job: StreamIngestionJob, reporter: JobReporter) -> None:
+    """Wait for a stream job to end and record how: CANCELLED if asked through its record, else its status."""
+    job.wait_done()
+    if reporter.record.cancel_requested:
+        reporter.finished(JobStatus.CANCELLED)
+    else:
+        reporter.finished(JobStatus(job.status.value), error=error_text(job.error))
+
+
+def error_text(error: BaseException | None) -> str:
+    """The text recorded for a failed job: ``"<ErrorClass>: <message>"``, or ""."""
+    return "" if error is None else f"{type(error).__name__}: {error}"
