@@ -26,6 +26,10 @@ TYPOS = [
     pytest.param({"offline": {"engine": "duckdbb"}}, "offline.engine", "duckdb", id="engine-name"),
     pytest.param({"online": {"store": "reddis"}}, "online.store", "redis", id="store-name"),
     pytest.param({"registry": "sqlit:///r.db"}, "registry", "sqlite", id="registry-scheme"),
+    pytest.param(
+        {"registry": "postgresql://u@localhost:1/db?pool_max_sise=3"}, "registry", "pool_max_size", id="postgresql-pool"
+    ),
+    pytest.param({"registry": "postgresql://u@localhost:1/db?sslmdoe=require"}, "registry", "sslmode", id="postgresql"),
     pytest.param({"serving_url": "htp://localhost:6566"}, "serving_url", "grpc://", id="serving-url"),
 ]
 

@@ -46,6 +46,7 @@ from provender.errors import (
     RegistryConflictError,
     RegistrySchemaError,
     RegistryVersionConflictError,
+    did_you_mean,
 )
 from provender.registry import codec, jobs
 from provender.registry.jobs import JobFields, JobRecord, JobStatus
@@ -95,7 +96,11 @@ def split_url(url: str) -> tuple[str, dict[str, float]]:
     if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
         raise ConfigError("registry", "expected 'postgresql://user:password@host:5432/database'")
     query, pool = [], dict(_POOL_OPTIONS)
+    libpq_keys = [option.keyword.decode() for option in psycopg.pq.Conninfo.get_defaults()]
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key not in _POOL_OPTIONS and key not in libpq_keys:
+            hint = did_you_mean(key, [*_POOL_OPTIONS, *libpq_keys]) or f" Pool options: {', '.join(_POOL_OPTIONS)}."
+            raise ConfigError("registry", f"unknown URL parameter {key!r}.{hint}")
         if key in _POOL_OPTIONS:
             try:
                 pool[key] = float(value)
