@@ -16,12 +16,11 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from provender.definitions import CsvFormat, ValueType
+from provender.definitions.request import row_schema
 from provender.offline.engine import EntityRows
 from provender.offline.files import is_remote
 from provender.offline.plan import (
-    CREATED_TIMESTAMP,
     ENTITY_TIMESTAMP,
-    EVENT_TIMESTAMP,
     RetrievalPlan,
     TableJoin,
     check_source_schema,
@@ -151,15 +150,8 @@ def arrow_time_range(stamps: pa.ChunkedArray) -> tuple[datetime | None, datetime
 
 
 def latest_schema(join: TableJoin) -> pa.Schema:
-    """The normalized rows the online store writes: keys, features, event and created times."""
-    return pa.schema(
-        [
-            *((e.name, e.value_type.to_arrow()) for e in join.entities),
-            *((f.name, f.value_type.to_arrow()) for f in join.features),
-            (EVENT_TIMESTAMP, STAMP),
-            (CREATED_TIMESTAMP, STAMP),
-        ]
-    )
+    """The normalized rows the online store writes (:func:`~provender.definitions.request.row_schema`)."""
+    return row_schema(join.table, {entity.name: entity.value_type for entity in join.entities})
 
 
 def result_schema(plan: RetrievalPlan, rows: EntityRows) -> pa.Schema:
