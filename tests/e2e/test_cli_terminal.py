@@ -6,6 +6,7 @@ Each test runs the installed console script under a pseudo-terminal in a project
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -26,9 +27,9 @@ def test_ingest_in_a_terminal_draws_progress_without_a_traceback(generated_proje
     assert "Error" not in result.output
     assert "ingesting driver_statistics:" in result.output  # the progress line was drawn
     assert "\r\x1b[K" in result.output  # ...and cleared before the summary
-    # the summary says what was written: one latest row per key (not "from 10 rows" for 1,680 source rows)
-    assert "Ingested driver_statistics: 10 entity keys written, the latest row of each key with" in result.output
-    assert "rows/s" not in result.output
+    # the summary says what was written from what: one latest row per key, of the 1,680 source rows
+    assert "Ingested driver_statistics: 10 entity keys written (the latest of 1,680 source rows with" in result.output
+    assert re.search(r"UTC, [\d,]+ source rows/s\) in [\d.]+ s\.", result.output), result.output
 
 
 def test_retrieve_in_a_terminal_draws_progress_without_a_traceback(generated_project: Path) -> None:

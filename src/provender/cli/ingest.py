@@ -11,6 +11,7 @@ import click
 from provender.cli.progress import Progress
 from provender.cli.render import plural
 from provender.cli.state import CliState
+from provender.ingestion.batch import IngestionJob
 
 _RELATIVE = re.compile(r"now\s*-\s*(\d+)\s*([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -68,8 +69,12 @@ def ingest(state: CliState, table: str, start: str, end: str) -> None:
 
     with Progress(status) as progress:
         job.wait()
-    click.echo(
-        f"Ingested {table}: {plural(job.rows_written, 'entity key')} written, the latest row of each key "
-        f"with {started.astimezone(UTC):%Y-%m-%d %H:%M} <= event time < {ended.astimezone(UTC):%Y-%m-%d %H:%M} UTC, "
-        f"in {progress.elapsed_seconds:.2f} s."
-    )
+    seconds = progress.elapsed_seconds
+    window = f"{started.astimezone(UTC):%Y-%m-%d %H:%M} <= event time < {ended.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    source_rows = job.source_rows if isinstance(job, IngestionJob) else None
+    if source_rows is None:
+        chosen = f"the latest row of each key with {window}"
+    else:
+        rate = source_rows / max(seconds, 1e-9)
+        chosen = f"the latest of {plural(source_rows, 'source row')} with {window}, {rate:,.0f} source rows/s"
+    click.echo(f"Ingested {table}: {plural(job.rows_written, 'entity key')} written ({chosen}) in {seconds:.2f} s.")

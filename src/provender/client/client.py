@@ -11,6 +11,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Self, cast, overload
@@ -42,7 +43,7 @@ from provender.errors import (
     FeatureTableNotFoundError,
     PermissionDeniedError,
 )
-from provender.ingestion.batch import DEFAULT_BATCH_ROWS, IngestionJob, write_batches
+from provender.ingestion.batch import DEFAULT_BATCH_ROWS, IngestionJob, counting_source_rows, write_batches
 from provender.offline.engine import DistributedIngestion, OfflineEngine
 from provender.offline.plan import LatestPlan, build_retrieval_plan, table_join
 from provender.online.read import OnlineReader, OnlineResponse
@@ -431,10 +432,11 @@ class Client:
             return job.start(lambda j: distributed.ingest_to_online(plan, store_factory=factory, progress=j), **hooks)
         store = self._online_store
 
+        counted = replace(plan, count_source_rows=True)
+
         def run(j: IngestionJob) -> None:
-            write_batches(
-                engine.read_latest(plan, batch_rows=batch_rows), lambda rows: store.write(definition, rows), j
-            )
+            reader = counting_source_rows(engine.read_latest(counted, batch_rows=batch_rows), j)
+            write_batches(reader, lambda rows: store.write(definition, rows), j)
 
         return job.start(run, **hooks)
 

@@ -58,11 +58,15 @@ CREATED_TIMESTAMP = "created_timestamp"
 """The created time of a normalized row (ties between equal event times)."""
 TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
 """The Arrow type of both times in normalized rows."""
+SOURCE_ROWS = "__provender_source_rows"
+"""An optional INT64 column of latest rows (``LatestPlan.count_source_rows``): how many source rows
+in the window each key's row was chosen from. Not a feature: whoever writes the rows drops it."""
 
 
 __all__ = [
     "CREATED_TIMESTAMP",
     "EVENT_TIMESTAMP",
+    "SOURCE_ROWS",
     "TIMESTAMP_TYPE",
     "FeatureRequest",
     "RequestedTable",

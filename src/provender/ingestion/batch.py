@@ -15,14 +15,25 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from provender.definitions.request import SOURCE_ROWS
 from provender.errors import JobCancelledError
 from provender.offline.batches import write_batches
 from provender.offline.engine import JobStatus
 
-__all__ = ["DEFAULT_BATCH_ROWS", "IngestionJob", "JobCancelledError", "JobStatus", "write_batches"]
+__all__ = [
+    "DEFAULT_BATCH_ROWS",
+    "IngestionJob",
+    "JobCancelledError",
+    "JobStatus",
+    "counting_source_rows",
+    "write_batches",
+]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +48,8 @@ class IngestionJob:
         table: the feature table's name.
         status: a :class:`JobStatus`.
         rows_written: entity rows written to the online store so far.
+        source_rows: the source rows in the window that the written rows were chosen from, so
+            far; None when the engine does not count them (a distributed engine).
         error: the exception that failed the job, or None.
     """
 
@@ -47,6 +60,7 @@ class IngestionJob:
         self.status = JobStatus.PENDING
         self.rows_written = 0
         self.rows_read = 0
+        self.source_rows: int | None = None
         self.error: BaseException | None = None
         self.started_at: datetime | None = None
         self.finished_at: datetime | None = None
@@ -139,3 +153,25 @@ class IngestionJob:
                 except Exception as exc:  # noqa: BLE001 - a report failing must not hide the job's outcome
                     log.error("could not report the end of job=%s error=%s", self.id, exc)
             self._done.set()
+
+
+def counting_source_rows(reader: pa.RecordBatchReader, job: IngestionJob) -> pa.RecordBatchReader:
+    """Return ``reader`` without its ``SOURCE_ROWS`` column, adding the column's sum to ``job.source_rows``.
+
+    A reader without the column (the engine does not count) is returned as it is.
+    """
+    names = reader.schema.names
+    if SOURCE_ROWS not in names:
+        return reader
+    index = names.index(SOURCE_ROWS)
+    schema = reader.schema.remove(index)
+    job.source_rows = 0
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for batch in reader:
+            job.source_rows = (job.source_rows or 0) + int(pc.sum(batch.column(index)).as_py() or 0)
+            yield pa.RecordBatch.from_arrays(
+                [column for n, column in enumerate(batch.columns) if n != index], schema=schema
+            )
+
+    return pa.RecordBatchReader.from_batches(schema, batches())

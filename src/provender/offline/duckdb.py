@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 
 from provender.config import validate_backend_config
 from provender.definitions import CsvFormat, ValueType
+from provender.definitions.request import SOURCE_ROWS
 from provender.errors import BackendError, DataError
 from provender.offline.engine import EngineCapabilities, EntityRows
 from provender.offline.files import DateRange, list_table_files, lower_event_bound
@@ -300,10 +301,12 @@ class DuckDBEngine:
             ]
         )
         unpacked = ", ".join(f"latest.{quote(f.name)} AS {quote(f.name)}" for f in join.features)
+        counted = f", count(*) AS {quote(SOURCE_ROWS)}" if plan.count_source_rows else ""
         sql = (
             f"SELECT {keys}, {unpacked}, CAST(latest.{_EVENT} AS TIMESTAMPTZ) AS {EVENT_TIMESTAMP}, "
-            f"CAST(latest.{_CREATED} AS TIMESTAMPTZ) AS {CREATED_TIMESTAMP} FROM ("
-            f"SELECT {keys}, arg_max(struct_pack({packed}), {rank}) AS latest FROM ({source}) "
+            f"CAST(latest.{_CREATED} AS TIMESTAMPTZ) AS {CREATED_TIMESTAMP}"
+            f"{f', {quote(SOURCE_ROWS)}' if counted else ''} FROM ("
+            f"SELECT {keys}, arg_max(struct_pack({packed}), {rank}) AS latest{counted} FROM ({source}) "
             f"WHERE {_EVENT} < {_timestamp_literal(plan.end)} GROUP BY {keys})"
         )
         try:

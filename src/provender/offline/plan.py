@@ -131,12 +131,15 @@ class RetrievalPlan:
 class LatestPlan:
     """Offline-to-online ingestion: per entity key, the row the rule picks at ``end``.
 
-    The candidates are the rows with ``start <= event_timestamp < end``.
+    The candidates are the rows with ``start <= event_timestamp < end``. With
+    ``count_source_rows``, an engine that can count them cheaply adds a ``SOURCE_ROWS`` column
+    (:mod:`provender.definitions.request`): the candidates of each key (an engine may not).
     """
 
     join: TableJoin
     start: datetime
     end: datetime
+    count_source_rows: bool = False
 
 
 def source_columns(table: FeatureTable, source: FileSource) -> SourceColumns:

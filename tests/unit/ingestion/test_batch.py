@@ -101,6 +101,8 @@ def test_ingestion_writes_the_latest_row_per_key_in_the_window(client: pv.Client
     assert job.status is JobStatus.SUCCEEDED
     assert job.rows_written == 50
     assert job.error is None
+    assert job.source_rows == sum(start <= ts < end for ts in rows.column("ts").to_pylist())  # 50 x 15 h x 2
+    assert job.source_rows == 1_500
     expected = expected_latest(rows, start=start, end=end)
     got = online_values(client, list(range(1, 51)))
     for driver_id, row in expected.items():
@@ -155,6 +157,7 @@ def test_batches_stream_and_counts_add_up(client: pv.Client, tmp_path: Path) -> 
     job = client.start_offline_to_online_ingestion(table, start=NOW - timedelta(days=1), end=NOW, batch_rows=128).wait()
     assert job.rows_read == 2_000
     assert job.rows_written == 2_000
+    assert job.source_rows == 2_000 * 3 * 2  # every row is in the window; batches of 128 keys add up
     assert online_values(client, [1, 2_000])[2_000][2] == "winner"
 
 
