@@ -64,6 +64,11 @@ def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[pv.Client
         yield client
 
 
+def counts_source_rows(client: pv.Client) -> bool:
+    """Whether the client's engine counts the source rows of an ingestion (in-process engines do)."""
+    return not backends.load_offline_engine(client.settings.offline.engine).capabilities.is_distributed
+
+
 def expected_latest(rows: pa.Table, *, start: datetime, end: datetime) -> dict[int, dict[str, object]]:
     """The point-in-time rule at ``end`` over ``[start, end)``, row by row."""
     best: dict[int, dict[str, object]] = {}
@@ -101,8 +106,11 @@ def test_ingestion_writes_the_latest_row_per_key_in_the_window(client: pv.Client
     assert job.status is JobStatus.SUCCEEDED
     assert job.rows_written == 50
     assert job.error is None
-    assert job.source_rows == sum(start <= ts < end for ts in rows.column("ts").to_pylist())  # 50 x 15 h x 2
-    assert job.source_rows == 1_500
+    if counts_source_rows(client):
+        assert job.source_rows == sum(start <= ts < end for ts in rows.column("ts").to_pylist())  # 50 x 15 h x 2
+        assert job.source_rows == 1_500
+    else:
+        assert job.source_rows is None
     expected = expected_latest(rows, start=start, end=end)
     got = online_values(client, list(range(1, 51)))
     for driver_id, row in expected.items():
@@ -157,7 +165,8 @@ def test_batches_stream_and_counts_add_up(client: pv.Client, tmp_path: Path) -> 
     job = client.start_offline_to_online_ingestion(table, start=NOW - timedelta(days=1), end=NOW, batch_rows=128).wait()
     assert job.rows_read == 2_000
     assert job.rows_written == 2_000
-    assert job.source_rows == 2_000 * 3 * 2  # every row is in the window; batches of 128 keys add up
+    # every row is in the window; batches of 128 keys add up
+    assert job.source_rows == (2_000 * 3 * 2 if counts_source_rows(client) else None)
     assert online_values(client, [1, 2_000])[2_000][2] == "winner"
 
 
