@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 import provender as pv
+from provender.config import load_settings
 from provender.errors import BackendError
 from tests.e2e.test_serving import Project, start_server
 from tests.support.builders import DRIVER
@@ -67,7 +68,9 @@ def test_a_postgresql_outage_is_503_and_the_service_recovers(
 def test_a_table_applied_through_core_is_served_within_the_refresh_interval(
     start_core: StartCore, tmp_path: Path
 ) -> None:
-    core = start_core(tmp_path / "core", registry="sqlite:///registry.db")
+    tokens = {"tok-serving": {"subject": "serving", "grants": ["*:read"]}, "tok-team": ["default:write"]}
+    auth = {"mode": "token", "tokens": tokens}
+    core = start_core(tmp_path / "core", registry="sqlite:///registry.db", settings={"core": {"auth": auth}})
     end = hour(datetime.now(UTC))
     write_driver_rows(tmp_path / "src", drivers=5, hours=2, end=end)
     table = driver_table(tmp_path / "src", max_age=None)
@@ -75,11 +78,13 @@ def test_a_table_applied_through_core_is_served_within_the_refresh_interval(
     root.mkdir()
     config = {
         "registry": core.url,
+        "core_token": "tok-serving",  # serving only reads the registry
         "online": {"store": "sqlite", "path": str(tmp_path / "online.db")},
         "serving": {"registry_refresh_seconds": 0.5},
     }
     (root / "provender.yaml").write_text(yaml.safe_dump(config))
-    with closing(pv.Client(root / "provender.yaml")) as client:
+    team = load_settings(root / "provender.yaml", environ={}, overrides={"core_token": "tok-team"})
+    with closing(pv.Client(settings=team)) as client:
         client.apply([DRIVER])  # the served registry exists, without the table
         server = start_server(Project(root, None, ""), "--no-grpc")  # type: ignore[arg-type]
         try:
