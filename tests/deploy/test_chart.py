@@ -60,11 +60,38 @@ MATRIX: dict[str, dict[str, Any]] = {
     "minimal": {},
     "everything-on": EVERYTHING_ON,
     "redis-cluster": {"redis": {"url": "redis://redis-cluster.db:6379/0", "cluster": True}, "core": {"enabled": False}},
-    "auth-token": {"serving": {"auth": {"mode": "token", "existingSecret": "tokens", "secretKey": "tokens.json"}}},
-    "auth-jwt": {"serving": {"auth": {"mode": "jwt", "existingSecret": "jwt", "secretKey": "secret"}}},
+    "auth-token": {
+        "serving": {"auth": {"mode": "token", "existingSecret": "tokens", "secretKey": "tokens.json"}},
+        "core": {
+            "auth": {
+                "mode": "token",
+                "existingSecret": "core-tokens",
+                "secretKey": "tokens.json",
+                "clientTokenSecret": "core-client",
+                "clientTokenKey": "token",
+            }
+        },
+    },
+    "auth-jwt": {
+        "serving": {"auth": {"mode": "jwt", "existingSecret": "jwt", "secretKey": "secret"}},
+        "core": {
+            "auth": {
+                "mode": "jwt",
+                "existingSecret": "jwt",
+                "secretKey": "secret",
+                "clientTokenSecret": "core-client",
+                "clientTokenKey": "token",
+            }
+        },
+    },
 }
 # What the Secrets named above hold, for resolving secretKeyRef in the settings check.
-SECRET_VALUES = {"tokens": json.dumps({"t0ken": ["default"]}), "jwt": "s3cret"}
+SECRET_VALUES = {
+    "tokens": json.dumps({"t0ken": ["default"]}),
+    "jwt": "s3cret",
+    "core-tokens": json.dumps({"c0re": {"subject": "serving", "grants": ["default:read"]}}),
+    "core-client": "c0re",
+}
 
 
 @pytest.fixture(scope="module")
@@ -247,6 +274,12 @@ def test_every_container_loads_its_settings_despite_injected_service_variables(
             assert settings.stream.batch_rows == 5000
             assert settings.online.model_extra == {"url": "redis://redis.db:6379/0", "cluster": False,
                                                    "password": "secret-value"}  # fmt: skip
+        if case.startswith("auth-"):
+            assert settings.core_token is not None and settings.core_token.get_secret_value() == "c0re", name
+            core_auth = settings.core.auth
+            assert core_auth.mode == (case.removeprefix("auth-") if name == "provender-core" else "none"), name
+        if case == "auth-token" and name == "provender-core":
+            assert core_auth.tokens["c0re"].grants == ("default:read",)
         if case == "auth-token":
             assert list(settings.serving.auth.tokens) == ["t0ken"]
             assert settings.serving.auth.tokens["t0ken"].grants == ("default",)
@@ -265,6 +298,10 @@ def test_every_container_loads_its_settings_despite_injected_service_variables(
         ({"redis": {"url": "localhost:6379"}}, "at '/redis/url': 'localhost:6379' does not match pattern"),
         ({"serving": {"auth": {"mode": "token"}}}, "at '/serving/auth/existingSecret'"),
         ({"serving": {"auth": {"mode": "oauth"}}}, "at '/serving/auth/mode'"),
+        (
+            {"core": {"auth": {"mode": "token", "existingSecret": "s", "secretKey": "k"}}},
+            "at '/core/auth/clientTokenSecret'",
+        ),
         (
             {"batchIngestion": {"tables": [{"table": "t", "schedule": "0 * * * *", "window": "2 hours"}]}},
             "at '/batchIngestion/tables/0/window'",

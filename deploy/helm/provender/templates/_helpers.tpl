@@ -105,6 +105,13 @@ app.kubernetes.io/component: {{ .component }}
       name: {{ .Values.serving.auth.existingSecret }}
       key: {{ .Values.serving.auth.secretKey }}
 {{- end }}
+{{- if and .Values.core.enabled (ne .Values.core.auth.mode "none") }}
+- name: PROVENDER_CORE_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.core.auth.clientTokenSecret }}
+      key: {{ .Values.core.auth.clientTokenKey }}
+{{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
@@ -181,6 +188,21 @@ volumeMounts:
 {{- define "provender.registryDirectEnv" -}}
 - name: PROVENDER_REGISTRY
   value: {{ .Values.registry.url | quote }}
+{{- end -}}
+
+{{/* The core service's own environment: the registry database, and who may do what (core.auth). */}}
+{{- define "provender.coreEnv" -}}
+{{ include "provender.registryDirectEnv" . }}
+{{- if ne .Values.core.auth.mode "none" }}
+# Only the core pod: every process validates the core: section, and the others have no secret for it.
+- name: PROVENDER_CORE__AUTH__MODE
+  value: {{ .Values.core.auth.mode }}
+- name: {{ ternary "PROVENDER_CORE__AUTH__TOKENS" "PROVENDER_CORE__AUTH__JWT_SECRET" (eq .Values.core.auth.mode "token") }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.core.auth.existingSecret }}
+      key: {{ .Values.core.auth.secretKey }}
+{{- end }}
 {{- end -}}
 
 {{/* Pod template metadata: labels, config checksum (restarts pods on a config change), scrape annotations. */}}
