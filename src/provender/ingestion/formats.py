@@ -231,7 +231,7 @@ class AvroDecoder:
             positions.append(index)
         return Decoded(records, positions, errors)
 
-    def _decode_batch(self, values: Sequence[bytes | None]) -> Decoded | None:
+    def _decode_batch(self, values: Sequence[bytes | None]) -> Decoded | None:  # noqa: PLR0911 - each check bails out
         """Read every value in one fastavro call, or return None if any value needs a closer look.
 
         The values are framed as an Avro array whose items are the records, each followed by

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -203,8 +204,9 @@ class RowBuilder:
                 micros = _ints_to_micros(column.to_numpy(), self._units[spec.field])
                 if micros is None:
                     return None
-                column = pa.array(micros, type=TIMESTAMP_TYPE)
-            arrays.append(column)
+                arrays.append(pa.array(micros, type=TIMESTAMP_TYPE))
+            else:
+                arrays.append(column)
         if len(arrays) < len(self.schema):
             arrays.append(pa.nulls(len(records), TIMESTAMP_TYPE))
         return pa.Table.from_arrays(arrays, schema=self.schema)
@@ -363,7 +365,7 @@ def _to_micros(value: Any, unit: str | None) -> int:
             raise ValueError(f"not an ISO-8601 time: {_show(value)}") from None
         return _to_micros(at, unit)
     if kind is int or kind is float:
-        if value != value or value in (float("inf"), float("-inf")):
+        if kind is float and not math.isfinite(value):
             raise ValueError(f"not a time: {value}")
         if unit is None:
             size = abs(value)

@@ -98,7 +98,7 @@ def retrying(job: StreamIngestionJob, action: Callable[[], T]) -> T:
 class StreamLoop:
     """The consumer side of a job: poll, batch, decode, validate, hand over (see the module doc)."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the loop's collaborators, all keyword-only
         self,
         *,
         job: StreamIngestionJob,

@@ -118,7 +118,7 @@ class FreshnessHistogram:
 
 def stream_metrics() -> StreamMetrics | None:
     """Return the process's stream metrics, created on first use; None without prometheus_client."""
-    global _metrics
+    global _metrics  # noqa: PLW0603 - one registry of metrics per process, made on first use
     with _lock:
         if _metrics is None:
             try:

@@ -286,7 +286,7 @@ def is_compatible(declared: pa.DataType, found: pa.DataType) -> bool:
     return bool(_is_compatible(declared, found))
 
 
-def _is_compatible(declared: pa.DataType, found: pa.DataType) -> object:
+def _is_compatible(declared: pa.DataType, found: pa.DataType) -> object:  # noqa: PLR0911 - one return per type
     if found == declared or pa.types.is_null(found):
         return True
     if pa.types.is_integer(declared) and pa.types.is_integer(found):

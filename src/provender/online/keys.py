@@ -250,7 +250,7 @@ def _arrow_part(head: bytes, column: pa.ChunkedArray, value_type: ValueType) -> 
     return [head, pa.chunked_array([pa.array([_format_bytes(v) for v in column.to_pylist()], binary)])]
 
 
-def decode_key(key: bytes) -> dict[str, KeyValue]:
+def decode_key(key: bytes) -> dict[str, KeyValue]:  # noqa: PLR0912 - one branch per value type
     """Return the entity values of an encoded key (the inverse of the encoders).
 
     Raises:

@@ -265,11 +265,12 @@ class OnlineReader:
             columns[name] = [row.get(name) for row in entity_rows]
         features: dict[str, list[object]] = {}
         for table_plan, rows in zip(plan.tables, stored, strict=True):
+            fresh = rows
             if table_plan.max_age_us is not None:
                 cutoff = now_us - table_plan.max_age_us
-                rows = [row if row is not None and row.event_us >= cutoff else None for row in rows]
+                fresh = [row if row is not None and row.event_us >= cutoff else None for row in rows]
             for column, index in table_plan.picks:
-                features[column] = [None if row is None else row.values[index] for row in rows]
+                features[column] = [None if row is None else row.values[index] for row in fresh]
         for column in plan.feature_columns:
             columns[column] = features[column]
         return OnlineResponse(columns=columns, entity_columns=names, plan=plan, stored=stored, now_us=now_us)

@@ -462,7 +462,7 @@ def _check_writable(snapshot: RegistrySnapshot, expected_version: int | None) ->
         )
 
 
-def _record(
+def _record(  # noqa: PLR0913, PLR0917 - the columns of one audit row
     conn: psycopg.Connection[Any],
     project: str,
     version: int,

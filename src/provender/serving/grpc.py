@@ -152,7 +152,7 @@ def _metadata(context: grpc.ServicerContext, key: str) -> str | None:
     return None
 
 
-def _log_record(
+def _log_record(  # noqa: PLR0913, PLR0917 - the fields of one request-log line
     project: str,
     request: pb.GetOnlineFeaturesRequest,
     entities: dict[str, list[object]],

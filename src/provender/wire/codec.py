@@ -49,7 +49,7 @@ def json_default(value: object) -> object:
 
 def _finite_or_name(value: object) -> object:
     if type(value) is float and not math.isfinite(value):
-        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if type(value) is list:
         return [_finite_or_name(item) for item in value]
     return value

@@ -119,16 +119,15 @@ _BUILDERS: dict[str, _Builder] = {
 
 def error_fields(error: BaseException) -> dict[str, object]:
     """Return the public attributes of ``error`` that JSON can carry (tuples as lists)."""
-    fields: dict[str, object] = {}
-    for name, value in vars(error).items():
-        if name.startswith("_"):
-            continue
-        if isinstance(value, tuple | list):
-            value = [item if isinstance(item, str | int | float | bool) else str(item) for item in value]
-        elif value is not None and not isinstance(value, str | int | float | bool):
-            value = str(value)
-        fields[name] = value
-    return fields
+    return {name: _json_ready(value) for name, value in vars(error).items() if not name.startswith("_")}
+
+
+def _json_ready(value: object) -> object:
+    if isinstance(value, tuple | list):
+        return [item if isinstance(item, str | int | float | bool) else str(item) for item in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
 
 
 def error_body(error: BaseException, *, code: str, message: str) -> dict[str, object]:
