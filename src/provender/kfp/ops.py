@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from provender.client import Client
+from provender.definitions.request import EVENT_TIMESTAMP, FeatureRequest
 from provender.errors import DataError
 
-EVENT_TIMESTAMP = "event_timestamp"
 # How many mismatches a consistency report lists (all are counted).
 REPORTED_MISMATCHES = 10
 
@@ -106,15 +106,20 @@ def check_consistency(
     if not rows:
         raise DataError(f"The training set {training_set_path!r} has no row with {EVENT_TIMESTAMP} = {at}.")
     with open_client(config_path, project) as client:
-        tables = {ref.split(":", 1)[0] for ref in feature_refs}
-        entities = sorted({name for table in tables for name in client.get_feature_table(table).entities})
+        request = FeatureRequest.resolve(
+            feature_refs,
+            feature_tables={table.name: table for table in client.list_feature_tables()},
+            entities={entity.name: entity for entity in client.list_entities()},
+            project=client.project,
+        )
+        entities = [entity.name for entity in request.entities]
         missing = [name for name in entities if name not in training.column_names]
         if missing:
             raise DataError(f"The training set {training_set_path!r} lacks the entity columns {missing}.")
         online = client.get_online_features(
             feature_refs=list(feature_refs), entity_rows=[{name: row[name] for name in entities} for row in rows]
         ).to_dict()
-    columns = [name for name in online if name not in entities]
+    columns = list(request.columns)
     mismatches = [
         f"{ {name: row[name] for name in entities} } {column}: training {row.get(column)!r}, online {value!r}"
         for column in columns
