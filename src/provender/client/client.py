@@ -40,12 +40,14 @@ from provender.errors import (
     ConfigError,
     DataError,
     EntityNotFoundError,
+    FeatureRefError,
     FeatureTableNotFoundError,
     PermissionDeniedError,
 )
 from provender.ingestion.batch import DEFAULT_BATCH_ROWS, IngestionJob, counting_source_rows, write_batches
 from provender.offline.engine import DistributedIngestion, OfflineEngine
 from provender.offline.plan import LatestPlan, build_retrieval_plan, table_join
+from provender.offline.statistics import StatisticsPlan, TableStatistics
 from provender.online.read import OnlineReader, OnlineResponse
 from provender.online.store import OnlineStore
 from provender.registry.diff import ApplyPlan, MissingPolicy, plan_apply, plan_delete_entity, plan_delete_feature_table
@@ -317,6 +319,42 @@ class Client:
             output_columns=plan.output_columns,
             track=lambda: self._track_run(JobKind.HISTORICAL, tables[0] if len(tables) == 1 else ""),
         )
+
+    def get_statistics(
+        self, table: str, *, start: datetime, end: datetime, features: Sequence[str] | None = None
+    ) -> TableStatistics:
+        """Compute, with the offline engine, the statistics of ``table``'s rows in ``[start, end)``.
+
+        Every source row with ``start <= event_timestamp < end`` is described (not only the latest
+        per key); :mod:`provender.offline.statistics` lists the statistics and their precision.
+
+        Args:
+            table: the feature table's name.
+            start: window start, inclusive; naive times are UTC.
+            end: window end, exclusive; naive times are UTC.
+            features: the features to describe (default: all of the table's).
+
+        Raises:
+            FeatureTableNotFoundError: an unknown table.
+            FeatureRefError: an unknown feature.
+            DataError: an empty window, an unreadable source.
+        """
+        start_at, end_at = as_utc(start, "start"), as_utc(end, "end")
+        if start_at >= end_at:
+            raise DataError(f"start ({start_at.isoformat()}) must be before end ({end_at.isoformat()}).")
+        snapshot = self._registry.read(self.project)
+        definition = snapshot.feature_tables.get(table)
+        if definition is None:
+            raise FeatureTableNotFoundError(table, project=self.project, known=list(snapshot.feature_tables))
+        by_name = {f.name: f for f in definition.features}
+        for name in features or ():
+            if name not in by_name:
+                raise FeatureRefError(
+                    f"{table}:{name}", f"feature table {table!r} has no feature {name!r}; known: {sorted(by_name)}"
+                )
+        chosen = definition.features if features is None else tuple(by_name[n] for n in features)
+        join = table_join(definition, chosen, snapshot.entities)
+        return self._offline_engine().compute_statistics(StatisticsPlan(join=join, start=start_at, end=end_at))
 
     def _track_run(
         self,

@@ -38,6 +38,7 @@ from provender.offline.plan import (
     check_source_schema,
     null_entity_times_error,
 )
+from provender.offline.statistics import Dialect, StatisticsPlan, TableStatistics, compute_statistics
 
 _ROW_ID = "__provender_row_id"
 _TS = "__provender_ts"
@@ -314,6 +315,38 @@ class DuckDBEngine:
         except duckdb.Error as exc:
             raise _data_or_backend_error(exc, f"ingestion of feature table {join.name!r}") from exc
 
+    # -- statistics ----------------------------------------------------------------------------
+
+    def compute_statistics(self, plan: StatisticsPlan) -> TableStatistics:
+        """Compute the statistics of the source rows in ``[start, end)`` (:mod:`provender.offline.statistics`).
+
+        The window's feature columns are materialized once in a temporary table (spilling past
+        ``memory_limit``), then read by one aggregate pass, one histogram pass, and one top-values
+        query per string or bytes feature.
+        """
+        cursor = self.cursor()
+        join = plan.join
+        source = self._source_relation(
+            cursor, join, DateRange.for_interval(plan.start, plan.end), upper=None, lower=plan.start
+        )
+        columns = ", ".join(quote(f.name) for f in join.features) or "1 AS __provender_none"
+        try:
+            cursor.execute(
+                f"CREATE TEMP TABLE __provender_stats AS SELECT {columns} FROM ({source}) "
+                f"WHERE {_EVENT} < {_timestamp_literal(plan.end)}"
+            )
+            return compute_statistics(
+                plan,
+                "__provender_stats",
+                _DUCKDB_DIALECT,
+                lambda sql: cursor.execute(sql).fetchall(),
+                engine="duckdb",
+            )
+        except duckdb.Error as exc:
+            raise _data_or_backend_error(exc, f"statistics of feature table {join.name!r}") from exc
+        finally:
+            cursor.close()
+
 
 def _empty_source_relation(join: TableJoin) -> str:
     select = [f"CAST(NULL AS {sql_type(e.value_type)}) AS {quote(e.name)}" for e in join.entities]
@@ -406,6 +439,14 @@ def compile_retrieval(
         return f"WITH {', '.join(ctes)} SELECT {', '.join(select)} FROM e {' '.join(joins)}"
     select += features
     return f"WITH {', '.join(ctes)} SELECT {', '.join(select)} FROM e {' '.join(joins)} ORDER BY e.{_ROW_ID}"
+
+
+_DUCKDB_DIALECT = Dialect(
+    quote=quote,
+    quantiles=lambda x, qs: f"quantile_cont({x}, [{', '.join(repr(q) for q in qs)}])",
+    list_length=lambda x: f"len({x})",
+    byte_length=lambda x: f"octet_length({x})",
+)
 
 
 def _data_or_backend_error(exc: duckdb.Error, what: str) -> Exception:

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from provender.definitions import FeatureTable
 from provender.definitions.jobs import JobStatus as JobStatus  # re-exported: engines report job states
 from provender.offline.plan import LatestPlan, RetrievalPlan
+from provender.offline.statistics import StatisticsPlan, TableStatistics
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,6 +74,10 @@ class OfflineEngine(Protocol):
 
     def read_latest(self, plan: LatestPlan, *, batch_rows: int) -> pa.RecordBatchReader:
         """Stream, per entity key, the row the rule picks in ``[start, end)``, normalized for writing."""
+        ...
+
+    def compute_statistics(self, plan: StatisticsPlan) -> TableStatistics:
+        """Compute the statistics of the source rows in ``[start, end)`` (:mod:`provender.offline.statistics`)."""
         ...
 
     def close(self) -> None:

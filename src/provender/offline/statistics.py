@@ -1,0 +1,432 @@
+"""Feature statistics: the result model, and the SQL every offline engine runs to compute it.
+
+The rows described are those of a feature table's batch source with
+``start <= event_timestamp < end`` (every row, not only the latest per key). Per feature:
+
+- every type: ``count`` (non-null values) and ``null_count``;
+- numbers (``INT32``, ``INT64``, ``FLOAT``, ``DOUBLE``, ``BOOL`` as 0/1): ``mean``, ``std``
+  (sample standard deviation, ``ddof=1`` as in pandas), ``min``, ``max``, ``zeros``, the
+  quantiles :data:`QUANTILES`, and a histogram of :data:`HISTOGRAM_BINS` equal-width bins from
+  ``min`` to ``max`` (``[e_i, e_i+1)``, the last bin closed, as ``numpy.histogram``). NaN values
+  are counted in ``nan_count`` and left out of the other number statistics;
+- strings and bytes: ``distinct_count``, the :data:`TOP_VALUES` most frequent values with their
+  counts (ties by value), and the length range and mean (characters for strings, bytes for bytes);
+- lists: the length range and mean (a null list has no length);
+- timestamps: ``count`` and ``null_count`` only.
+
+Everything is exact: quantiles are computed on the sorted values with linear interpolation
+(``numpy.quantile``'s default), distinct counts are exact ``COUNT(DISTINCT ...)``. Means and
+standard deviations are exact up to the floating-point summation order (relative error ~1e-12).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from typing import Literal
+
+import pyarrow as pa
+
+from provender.definitions import ValueType
+from provender.offline.plan import TableJoin
+
+QUANTILES: tuple[float, ...] = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+HISTOGRAM_BINS = 20
+TOP_VALUES = 10
+
+Kind = Literal["number", "string", "bytes", "list", "timestamp"]
+
+_NUMBERS = {ValueType.BOOL, ValueType.INT32, ValueType.INT64, ValueType.FLOAT, ValueType.DOUBLE}
+_FLOATS = {ValueType.FLOAT, ValueType.DOUBLE}
+
+
+def kind_of(value_type: ValueType) -> Kind:
+    """Return which statistics a feature of ``value_type`` gets."""
+    if value_type.is_list:
+        return "list"
+    if value_type in _NUMBERS:
+        return "number"
+    if value_type is ValueType.STRING:
+        return "string"
+    if value_type is ValueType.BYTES:
+        return "bytes"
+    return "timestamp"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Histogram:
+    """Equal-width bins: ``counts[i]`` values in ``[edges[i], edges[i+1])``, the last bin closed."""
+
+    edges: tuple[float, ...]
+    counts: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FeatureStatistics:
+    """The statistics of one feature (fields that do not apply to its kind are ``None``).
+
+    Top values of bytes features are hex strings.
+    """
+
+    name: str
+    value_type: ValueType
+    kind: Kind
+    count: int
+    null_count: int
+    nan_count: int | None = None
+    mean: float | None = None
+    std: float | None = None
+    min: float | None = None
+    max: float | None = None
+    zeros: int | None = None
+    quantiles: tuple[float, ...] | None = None
+    histogram: Histogram | None = None
+    distinct_count: int | None = None
+    top_values: tuple[tuple[str, int], ...] | None = None
+    min_length: int | None = None
+    max_length: int | None = None
+    mean_length: float | None = None
+
+    def quantile(self, q: float) -> float | None:
+        """Return the quantile ``q`` (one of :data:`QUANTILES`), or ``None`` without values."""
+        return None if self.quantiles is None else self.quantiles[QUANTILES.index(q)]
+
+    def to_dict(self) -> dict[str, object]:
+        """Return the statistics as JSON-compatible values."""
+        data = asdict(self)
+        data["value_type"] = self.value_type.value
+        data["quantiles"] = (
+            None if self.quantiles is None else dict(zip(_quantile_names(), self.quantiles, strict=True))
+        )
+        data["top_values"] = None if self.top_values is None else [list(v) for v in self.top_values]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> FeatureStatistics:
+        """Rebuild statistics from :meth:`to_dict`'s output."""
+        values = dict(data)
+        values["value_type"] = ValueType(str(values["value_type"]))
+        quantiles = values.get("quantiles")
+        values["quantiles"] = None if quantiles is None else tuple(dict(quantiles).values())  # type: ignore[call-overload]
+        histogram = values.get("histogram")
+        if isinstance(histogram, Mapping):
+            values["histogram"] = Histogram(edges=tuple(histogram["edges"]), counts=tuple(histogram["counts"]))
+        top = values.get("top_values")
+        values["top_values"] = None if top is None else tuple((str(v), int(c)) for v, c in top)  # type: ignore[attr-defined]
+        return cls(**values)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TableStatistics:
+    """The statistics of a feature table's rows with ``start <= event_timestamp < end``."""
+
+    table: str
+    start: datetime
+    end: datetime
+    rows: int
+    features: tuple[FeatureStatistics, ...]
+    engine: str = ""
+    job_id: str | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    def __getitem__(self, name: str) -> FeatureStatistics:
+        """Return the statistics of feature ``name``."""
+        for feature in self.features:
+            if feature.name == name:
+                return feature
+        raise KeyError(f"no statistics for feature {name!r}; known: {[f.name for f in self.features]}")
+
+    def to_dict(self) -> dict[str, object]:
+        """Return the statistics as JSON-compatible values (times as ISO 8601)."""
+        return {
+            "table": self.table,
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "rows": self.rows,
+            "engine": self.engine,
+            "job_id": self.job_id,
+            "notes": list(self.notes),
+            "features": [f.to_dict() for f in self.features],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> TableStatistics:
+        """Rebuild statistics from :meth:`to_dict`'s output."""
+        features = data["features"]
+        assert isinstance(features, list)
+        return cls(
+            table=str(data["table"]),
+            start=datetime.fromisoformat(str(data["start"])),
+            end=datetime.fromisoformat(str(data["end"])),
+            rows=int(data["rows"]),  # type: ignore[call-overload]
+            engine=str(data.get("engine", "")),
+            job_id=None if data.get("job_id") is None else str(data["job_id"]),
+            notes=tuple(str(n) for n in data.get("notes", ())),  # type: ignore[attr-defined]
+            features=tuple(FeatureStatistics.from_dict(f) for f in features),
+        )
+
+    def to_arrow(self) -> pa.Table:
+        """Return one row per feature; quantiles, histograms and top values as list columns."""
+        rows = [f.to_dict() for f in self.features]
+        columns: dict[str, list[object]] = {name: [r[name] for r in rows] for name in _SCALAR_COLUMNS}
+        for q, name in zip(QUANTILES, _quantile_names(), strict=True):
+            columns[name] = [f.quantile(q) for f in self.features]
+        columns["histogram_edges"] = [None if f.histogram is None else list(f.histogram.edges) for f in self.features]
+        columns["histogram_counts"] = [None if f.histogram is None else list(f.histogram.counts) for f in self.features]
+        columns["top_values"] = [
+            None if f.top_values is None else [{"value": v, "count": c} for v, c in f.top_values] for f in self.features
+        ]
+        return pa.table({name: pa.array(values, type=_ARROW_TYPES.get(name)) for name, values in columns.items()})
+
+    def __repr__(self) -> str:
+        """Return a readable table: one line per feature."""
+        header = f"TableStatistics({self.table!r}, [{self.start.isoformat()}, {self.end.isoformat()}), rows={self.rows}"
+        lines = [header + (f", job={self.job_id}" if self.job_id else "") + ")"]
+        for f in self.features:
+            lines.append(f"  {f.name} ({f.value_type.value}): count={f.count} nulls={f.null_count}{_describe(f)}")
+        return "\n".join(lines)
+
+
+def _describe(f: FeatureStatistics) -> str:
+    if f.kind == "number" and f.count:
+        return (
+            f" mean={_g(f.mean)} std={_g(f.std)} min={_g(f.min)} p50={_g(f.quantile(0.5))} max={_g(f.max)}"
+            f" zeros={f.zeros}" + (f" nan={f.nan_count}" if f.nan_count else "")
+        )
+    if f.kind in ("string", "bytes") and f.count:
+        top = ", ".join(f"{v!r}: {c}" for v, c in (f.top_values or ())[:3])
+        return f" distinct={f.distinct_count} length=[{f.min_length}, {f.max_length}] top={{{top}}}"
+    if f.kind == "list" and f.count:
+        return f" length=[{f.min_length}, {f.max_length}] mean_length={_g(f.mean_length)}"
+    return ""
+
+
+def _g(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6g}"
+
+
+def _quantile_names() -> list[str]:
+    return [f"p{round(q * 100)}" for q in QUANTILES]
+
+
+_SCALAR_COLUMNS = (
+    "name",
+    "value_type",
+    "kind",
+    "count",
+    "null_count",
+    "nan_count",
+    "mean",
+    "std",
+    "min",
+    "max",
+    "zeros",
+    "distinct_count",
+    "min_length",
+    "max_length",
+    "mean_length",
+)
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "name": pa.string(),
+    "value_type": pa.string(),
+    "kind": pa.string(),
+    **{
+        c: pa.int64()
+        for c in ("count", "null_count", "nan_count", "zeros", "distinct_count", "min_length", "max_length")
+    },
+    **{c: pa.float64() for c in ("mean", "std", "min", "max", "mean_length", *_quantile_names())},
+    "histogram_edges": pa.list_(pa.float64()),
+    "histogram_counts": pa.list_(pa.int64()),
+    "top_values": pa.list_(pa.struct([("value", pa.string()), ("count", pa.int64())])),
+}
+
+
+# -- the SQL ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatisticsPlan:
+    """Statistics of ``join.features`` over the source rows with ``start <= event_timestamp < end``."""
+
+    join: TableJoin
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Dialect:
+    """The few functions in which the engines' SQL differs.
+
+    Attributes:
+        quote: quotes an identifier.
+        quantiles: exact quantiles of a DOUBLE expression at the given fractions, as an array.
+        list_length: the length of a list (NULL for a null list).
+        byte_length: the length of a bytes value in bytes.
+    """
+
+    quote: Callable[[str], str]
+    quantiles: Callable[[str, Sequence[float]], str]
+    list_length: Callable[[str], str]
+    byte_length: Callable[[str], str]
+
+
+def _double(value: float) -> str:
+    return f"CAST('{value!r}' AS DOUBLE)"
+
+
+def _number(value_type: ValueType, column: str) -> str:
+    """A feature's value as DOUBLE, NaN as NULL."""
+    if value_type is ValueType.BOOL:
+        return f"CAST(CAST({column} AS INT) AS DOUBLE)"
+    if value_type in _FLOATS:
+        return f"CASE WHEN isnan({column}) THEN NULL ELSE CAST({column} AS DOUBLE) END"
+    return f"CAST({column} AS DOUBLE)"
+
+
+def aggregate_sql(relation: str, features: Sequence[tuple[str, ValueType]], dialect: Dialect) -> str:
+    """One pass over ``relation``: the row count, then per feature the columns :func:`read_aggregates` reads."""
+    select = ["count(*)"]
+    for name, value_type in features:
+        column = dialect.quote(name)
+        select += [f"count({column})", f"count(*) - count({column})"]
+        kind = kind_of(value_type)
+        if kind == "number":
+            x = _number(value_type, column)
+            nan = f"sum(CASE WHEN isnan({column}) THEN 1 ELSE 0 END)" if value_type in _FLOATS else "0"
+            select += [
+                nan,
+                f"avg({x})",
+                f"stddev_samp({x})",
+                f"min({x})",
+                f"max({x})",
+                f"sum(CASE WHEN {x} = 0 THEN 1 ELSE 0 END)",
+                dialect.quantiles(x, QUANTILES),
+            ]
+        elif kind in ("string", "bytes", "list"):
+            length = {"string": f"length({column})", "bytes": dialect.byte_length(column)}.get(
+                kind, dialect.list_length(column)
+            )
+            select += [f"min({length})", f"max({length})", f"avg(CAST({length} AS DOUBLE))"]
+            if kind != "list":
+                select.append(f"count(DISTINCT {column})")
+    return f"SELECT {', '.join(select)} FROM {relation}"
+
+
+def read_aggregates(
+    row: Sequence[object], features: Sequence[tuple[str, ValueType]]
+) -> tuple[int, list[FeatureStatistics]]:
+    """Read :func:`aggregate_sql`'s row into the row count and statistics (no histogram or top values yet)."""
+    values = iter(row)
+    rows = int(next(values))  # type: ignore[call-overload]
+    result = []
+    for name, value_type in features:
+        kind = kind_of(value_type)
+        stats: dict[str, object] = {"count": int(next(values)), "null_count": int(next(values))}  # type: ignore[call-overload]
+        if kind == "number":
+            nan, mean, std, low, high, zeros, quantiles = (next(values) for _ in range(7))
+            stats |= {
+                "nan_count": int(nan or 0) if value_type in _FLOATS else None,  # type: ignore[call-overload]
+                "mean": _float(mean),
+                "std": _float(std),
+                "min": _float(low),
+                "max": _float(high),
+                "zeros": int(zeros or 0),  # type: ignore[call-overload]
+                "quantiles": None if quantiles is None else tuple(float(q) for q in quantiles),  # type: ignore[attr-defined]
+            }
+        elif kind in ("string", "bytes", "list"):
+            low, high, mean = (next(values) for _ in range(3))
+            stats |= {"min_length": _int(low), "max_length": _int(high), "mean_length": _float(mean)}
+            if kind != "list":
+                stats["distinct_count"] = int(next(values))  # type: ignore[call-overload]
+        result.append(FeatureStatistics(name=name, value_type=value_type, kind=kind, **stats))  # type: ignore[arg-type]
+    return rows, result
+
+
+def histogram_edges(low: float, high: float) -> tuple[float, ...] | None:
+    """The :data:`HISTOGRAM_BINS` + 1 edges from ``low`` to ``high`` (``numpy.linspace``'s), or None if not finite."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return None
+    if low == high:
+        return (low, high)
+    step = (high - low) / HISTOGRAM_BINS
+    return (low, *(low + i * step for i in range(1, HISTOGRAM_BINS)), high)
+
+
+def histogram_sql(
+    relation: str, features: Sequence[tuple[FeatureStatistics, tuple[float, ...]]], dialect: Dialect
+) -> str:
+    """One pass over ``relation`` counting every number feature's values per bin of its ``edges``."""
+    select = []
+    for stats, edges in features:
+        x = _number(stats.value_type, dialect.quote(stats.name))
+        last = len(edges) - 2
+        for i in range(last + 1):
+            upper = "<=" if i == last else "<"
+            select.append(
+                f"sum(CASE WHEN {x} >= {_double(edges[i])} AND {x} {upper} {_double(edges[i + 1])} THEN 1 ELSE 0 END)"
+            )
+    return f"SELECT {', '.join(select)} FROM {relation}"
+
+
+def top_values_sql(relation: str, stats: FeatureStatistics, dialect: Dialect) -> str:
+    """The :data:`TOP_VALUES` most frequent non-null values of a string or bytes feature, ties by value."""
+    column = dialect.quote(stats.name)
+    return (
+        f"SELECT {column}, count(*) AS n FROM {relation} WHERE {column} IS NOT NULL "
+        f"GROUP BY {column} ORDER BY n DESC, {column} LIMIT {TOP_VALUES}"
+    )
+
+
+def top_value(value: object) -> str:
+    """A top value as text (bytes as hex)."""
+    return value.hex() if isinstance(value, bytes | bytearray) else str(value)
+
+
+def _float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
+
+
+def _int(value: object) -> int | None:
+    return None if value is None else int(value)  # type: ignore[call-overload]
+
+
+def compute_statistics(
+    plan: StatisticsPlan,
+    relation: str,
+    dialect: Dialect,
+    run: Callable[[str], list[tuple[object, ...]]],
+    *,
+    engine: str,
+) -> TableStatistics:
+    """Compute the statistics of ``plan`` with ``run`` (executes SQL, returns rows) over ``relation``.
+
+    ``relation`` holds the rows of the window, one column per feature named after it. It is
+    read ``2 + (string and bytes features)`` times: an engine materializes it first.
+    """
+    features = [(f.name, f.value_type) for f in plan.join.features]
+    rows, stats = read_aggregates(run(aggregate_sql(relation, features, dialect))[0], features)
+    binned = [
+        (s, edges)
+        for s in stats
+        if s.kind == "number" and s.min is not None and s.max is not None
+        for edges in [histogram_edges(s.min, s.max)]
+        if edges is not None
+    ]
+    histograms: dict[str, Histogram] = {}
+    if binned:
+        counts = iter(run(histogram_sql(relation, binned, dialect))[0])
+        for s, edges in binned:
+            histograms[s.name] = Histogram(edges=edges, counts=tuple(int(next(counts) or 0) for _ in edges[1:]))  # type: ignore[call-overload]
+    result = []
+    for s in stats:
+        if s.name in histograms:
+            s = replace(s, histogram=histograms[s.name])
+        elif s.kind in ("string", "bytes"):
+            top = run(top_values_sql(relation, s, dialect))
+            s = replace(s, top_values=tuple((top_value(v), int(n)) for v, n in top))  # type: ignore[call-overload]
+        result.append(s)
+    return TableStatistics(
+        table=plan.join.name, start=plan.start, end=plan.end, rows=rows, features=tuple(result), engine=engine
+    )
