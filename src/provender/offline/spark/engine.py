@@ -39,6 +39,8 @@ from provender.offline.spark.schemas import latest_schema, result_schema
 from provender.offline.spark.session import SparkConfig, session_conf
 from provender.offline.spark.sources import entity_frame, source_frame
 from provender.offline.spark.staging import Staging
+from provender.offline.spark.statistics import spark_statistics
+from provender.offline.statistics import StatisticsPlan, TableStatistics
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +149,12 @@ class SparkEngine:
         )
         self._jobs.add(job)
         return job
+
+    # -- statistics ----------------------------------------------------------------------------
+
+    def compute_statistics(self, plan: StatisticsPlan) -> TableStatistics:
+        """Compute the statistics of the source rows in ``[start, end)`` (:mod:`.statistics`)."""
+        return spark_statistics(self.session, plan, base_dir=self.base_dir)
 
     # -- ingestion -----------------------------------------------------------------------------
 

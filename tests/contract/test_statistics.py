@@ -1,4 +1,4 @@
-"""``client.get_statistics`` against numpy/pandas on the same rows (DuckDB engine).
+"""``client.get_statistics`` against numpy/pandas on the same rows, on every offline engine.
 
 Exact statistics are compared exactly (counts, min, max, quantiles, histograms, top values,
 lengths) and means/standard deviations to a relative 1e-9 (summation order).
@@ -18,7 +18,8 @@ import pytest
 
 import provender as pv
 from provender.offline.statistics import HISTOGRAM_BINS, QUANTILES, TOP_VALUES, TableStatistics
-from tests.support.builders import DRIVER, make_client, write_parquet
+from tests.support.builders import DRIVER, write_parquet
+from tests.support.engines import EngineCase
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 END = START + timedelta(days=10)
@@ -74,7 +75,7 @@ def _rows(rng: np.random.Generator) -> pd.DataFrame:
 
 
 @pytest.fixture
-def data(tmp_path: Path) -> Iterator[tuple[pv.Client, pd.DataFrame]]:
+def data(tmp_path: Path, engine: EngineCase) -> Iterator[tuple[pv.Client, pd.DataFrame]]:
     frame = _rows(np.random.default_rng(7))
     schema = pa.schema(
         [
@@ -94,7 +95,7 @@ def data(tmp_path: Path) -> Iterator[tuple[pv.Client, pd.DataFrame]]:
         features=list(TABLE.features),
         batch_source=pv.FileSource(path=str(path), event_timestamp_column="event_ts"),
     )
-    with make_client(tmp_path / "project") as client:
+    with engine.client(tmp_path / "project") as client:
         client.apply([DRIVER, table])
         in_window = frame[(frame.event_ts >= START) & (frame.event_ts < END)]
         assert len(in_window) == ROWS

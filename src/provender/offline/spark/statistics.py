@@ -1,0 +1,56 @@
+"""Feature statistics on Spark: the shared SQL of :mod:`provender.offline.statistics` in Spark SQL.
+
+The window's feature columns are cached once (``persist``), registered as a temporary view, and
+read by the same queries DuckDB runs; ``percentile`` is Spark's exact quantile with linear
+interpolation, so the numbers are DuckDB's (means and deviations up to summation order). Rows
+with a null entity key are left out, as in every Spark read of a source.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from provender.offline.files import DateRange
+from provender.offline.spark.columns import EVENT, col, quote, timestamp_literal
+from provender.offline.spark.failures import run_in_group
+from provender.offline.spark.sources import source_frame
+from provender.offline.statistics import Dialect, StatisticsPlan, TableStatistics, compute_statistics
+
+SPARK_DIALECT = Dialect(
+    quote=quote,
+    quantiles=lambda x, qs: f"percentile({x}, array({', '.join(repr(q) for q in qs)}))",
+    list_length=lambda x: f"CASE WHEN {x} IS NULL THEN NULL ELSE size({x}) END",
+    byte_length=lambda x: f"length({x})",
+)
+
+
+def spark_statistics(session: SparkSession, plan: StatisticsPlan, *, base_dir: Path) -> TableStatistics:
+    """Compute the statistics of ``plan`` on ``session``."""
+    join = plan.join
+    dates = DateRange.for_interval(plan.start, plan.end)
+    source = source_frame(session, join, dates, base_dir=base_dir, lower=plan.start, upper=None)
+    frame = source.where(F.col(EVENT) < timestamp_literal(plan.end)).select(*(col(f.name) for f in join.features))
+    view = f"provender_stats_{uuid.uuid4().hex}"
+    frame.persist()
+    frame.createOrReplaceTempView(view)
+    group = f"provender-{view}"
+    try:
+        return compute_statistics(
+            plan,
+            quote(view),
+            SPARK_DIALECT,
+            lambda sql: run_in_group(
+                session,
+                group,
+                f"statistics of feature table {join.name!r}",
+                lambda: [tuple(row) for row in session.sql(sql).collect()],
+            ),
+            engine="spark",
+        )
+    finally:
+        session.catalog.dropTempView(view)
+        frame.unpersist()
