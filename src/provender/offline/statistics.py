@@ -422,11 +422,12 @@ def compute_statistics(
     result = []
     for s in stats:
         if s.name in histograms:
-            s = replace(s, histogram=histograms[s.name])
+            result.append(replace(s, histogram=histograms[s.name]))
         elif s.kind in ("string", "bytes"):
             top = run(top_values_sql(relation, s, dialect))
-            s = replace(s, top_values=tuple((top_value(v), int(n)) for v, n in top))  # type: ignore[call-overload]
-        result.append(s)
+            result.append(replace(s, top_values=tuple((top_value(v), int(n)) for v, n in top)))  # type: ignore[call-overload]
+        else:
+            result.append(s)
     return TableStatistics(
         table=plan.join.name, start=plan.start, end=plan.end, rows=rows, features=tuple(result), engine=engine
     )
