@@ -1,6 +1,6 @@
 """The Spark engine against the oracle and the DuckDB engine, on the DuckDB suite's random cases.
 
-Reuses the case generator of ``tests/unit/offline/test_duckdb_differential.py`` (layouts,
+Uses the random cases of ``tests/support/differential.py`` (as the DuckDB differential test does) (layouts,
 formats, nanosecond and zoned times, ties, max_age edges, pandas/Arrow/Parquet entity rows)
 with fewer examples, since every Spark retrieval costs about a second. Each example must match
 the oracle and be equal, row by row and type by type, to the DuckDB engine's result.
@@ -17,17 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from tests.support import pit_oracle
-from tests.support.builders import make_client, write_table
-from tests.unit.offline.test_duckdb_differential import (
-    CUSTOMER,
-    DRIVER,
-    ENTITIES,
-    Case,
-    cases,
-    check_properties,
-    entity_frame,
-    entity_source,
-)
+from tests.support.builders import CUSTOMER, DRIVER, ENTITIES, make_client, write_table
+from tests.support.differential import Case, cases, check_properties, entity_frame, entity_source
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 

@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 
 import provender as pv
-from tests.support.builders import make_client
+from tests.support.builders import DRIVER, make_client
 
-DRIVER = pv.Entity(name="driver_id", value_type=pv.ValueType.INT64)
 SCHEMA = {
     "type": "record",
     "name": "Trip",

@@ -27,10 +27,9 @@ from provender.ingestion.stream_loop import StreamLoop
 from provender.online.keys import encode_arrow_keys
 from provender.online.memory import MemoryStore
 from provender.online.store import ReadRequest
-from tests.support.builders import make_client
+from tests.support.builders import DRIVER, make_client
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
-DRIVER = pv.Entity(name="driver_id", value_type=pv.ValueType.INT64)
 TABLE = pv.FeatureTable(
     name="trips",
     entities=["driver_id"],

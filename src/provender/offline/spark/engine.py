@@ -197,7 +197,7 @@ class SparkEngine:
         partition opens its own store and writes its rows in Arrow batches under the store's
         event-time guard, reading the next batch while it writes one. Only per-partition counts
         reach the driver (``progress.rows_read``, ``progress.rows_written``). Runs in the calling
-        thread; a cancelled ``progress`` cancels the Spark progress.
+        thread; a cancelled ``progress`` cancels the Spark job.
 
         Raises:
             ConfigError: a store the executors cannot reach (a local file; one process's memory).
