@@ -24,6 +24,7 @@ from provender.definitions import (
     KafkaSource,
     ParquetFormat,
     ValueType,
+    expect,
 )
 from provender.errors import (
     BackendError,
@@ -67,5 +68,6 @@ __all__ = [
     "Settings",
     "ValueType",
     "__version__",
+    "expect",
     "load_settings",
 ]

@@ -6,6 +6,7 @@ Every run uses a project written by `provender init` under tmp_path, never the r
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -21,6 +22,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from provender import Client, Entity, FeatureTable, RegistryConflictError
+from provender import expect as pv_expect
 from provender.cli.apply import read_definitions
 from provender.cli.init import TEMPLATE_FILES
 from provender.cli.main import cli
@@ -353,9 +355,9 @@ def test_tables_describe(applied: Path) -> None:
     assert described["name"] == "driver_statistics"
     assert described["entities"] == ["driver_id"]
     assert described["features"] == [
-        {"name": "avg_daily_trips", "value_type": "INT32", "description": ""},
-        {"name": "conv_rate", "value_type": "FLOAT", "description": ""},
-        {"name": "acc_rate", "value_type": "FLOAT", "description": ""},
+        {"name": "avg_daily_trips", "value_type": "INT32", "description": "", "expect": []},
+        {"name": "conv_rate", "value_type": "FLOAT", "description": "", "expect": []},
+        {"name": "acc_rate", "value_type": "FLOAT", "description": "", "expect": []},
     ]
     assert described["max_age_us"] == 24 * 3600 * 1_000_000
     assert described["labels"] == {"owner": "ride-team"}
@@ -370,6 +372,29 @@ def test_tables_describe_unknown(applied: Path) -> None:
     assert "Traceback" not in result.output
     typo = run(applied, "tables", "describe", "driver_statistic", exit_code=1)
     assert "Did you mean 'driver_statistics'?" in typo.stderr
+
+
+def test_tables_describe_shows_expectations(applied: Path) -> None:
+    with Client(config=applied / "provender.yaml") as client:
+        table = client.get_feature_table("driver_statistics")
+        features = [
+            dataclasses.replace(f, expect=(pv_expect.not_null(), pv_expect.between(0, 1)))
+            if f.name == "conv_rate"
+            else f
+            for f in table.features
+        ]
+        client.apply(
+            dataclasses.replace(
+                table, features=features, expect=(pv_expect.row_count_between(1),), validation_policy="warn"
+            )
+        )
+    text = run(applied, "tables", "describe", "driver_statistics").stdout
+    assert "validation: policy warn; table: row_count_between(1, None)" in text
+    rows = [line.split(None, 2) for line in text.splitlines()]
+    assert ["conv_rate", "FLOAT", "not_null, between(0, 1)"] in rows
+    described = json.loads(run(applied, "tables", "describe", "driver_statistics", "--json").stdout)
+    assert described["validation_policy"] == "warn"
+    assert described["features"][1]["expect"] == [{"type": "not_null"}, {"type": "between", "min": 0, "max": 1}]
 
 
 def test_projects_list(applied: Path) -> None:

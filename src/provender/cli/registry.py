@@ -134,8 +134,20 @@ def describe_table(state: CliState, name: str, as_json: bool) -> None:
         )
     if table.labels:
         click.echo(f"  labels:    {', '.join(f'{k}={v}' for k, v in table.labels.items())}")
+    if table.expect or any(f.expect for f in table.features):
+        expected = ", ".join(e.describe() for e in table.expect)
+        click.echo(f"  validation: policy {table.validation_policy}" + (f"; table: {expected}" if expected else ""))
     click.echo("  features:")
-    echo_table(["NAME", "TYPE", "DESCRIPTION"], [(f.name, f.value_type, f.description) for f in table.features])
+    if not any(f.expect for f in table.features):
+        echo_table(["NAME", "TYPE", "DESCRIPTION"], [(f.name, f.value_type, f.description) for f in table.features])
+        return
+    echo_table(
+        ["NAME", "TYPE", "DESCRIPTION", "EXPECT"],
+        [
+            (f.name, f.value_type, f.description, ", ".join(e.describe() for e in f.expect) or "-")
+            for f in table.features
+        ],
+    )
 
 
 def _source(table: FeatureTable) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from provender.definitions import expect
 from provender.definitions.entity import Entity
 from provender.definitions.feature_table import Feature, FeatureTable
 from provender.definitions.refs import FeatureRef
@@ -34,4 +35,5 @@ __all__ = [
     "MessageFormat",
     "ParquetFormat",
     "ValueType",
+    "expect",
 ]

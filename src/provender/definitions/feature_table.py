@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from types import MappingProxyType
 
+from provender.definitions import expect as _expect
 from provender.definitions._validate import check_identifier, freeze_str_mapping, reduce_definition
 from provender.definitions.source import FileSource, KafkaSource
 from provender.definitions.types import ValueType
@@ -25,6 +26,8 @@ class Feature:
     name: str
     value_type: ValueType
     description: str = ""
+    expect: Sequence[_expect.FeatureExpectation] = field(default=(), repr=False)
+    """What the values must satisfy (:mod:`provender.definitions.expect`), enforced at ingestion."""
 
     def __post_init__(self) -> None:
         what = f"Feature {self.name!r}"
@@ -37,6 +40,17 @@ class Feature:
             ) from None
         if not isinstance(self.description, str):
             raise DefinitionError(what, "description", "must be a string")
+        if isinstance(self.expect, str) or not isinstance(self.expect, Sequence):
+            raise DefinitionError(what, "expect", "must be a list of expectations, e.g. [pv.expect.not_null()]")
+        for item in self.expect:
+            if isinstance(item, _expect.RowCountBetween):
+                raise DefinitionError(what, "expect", "row_count_between is a feature table's expectation")
+            if not isinstance(item, _expect.FeatureExpectation):
+                raise DefinitionError(what, "expect", f"{item!r} is not an expectation (see pv.expect)")
+            problem = item.problem(self.value_type)
+            if problem is not None:
+                raise DefinitionError(what, "expect", problem)
+        object.__setattr__(self, "expect", tuple(self.expect))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,6 +66,10 @@ class FeatureTable:
         max_age: values older than this (relative to the lookup time) count as missing;
             ``None`` means they never expire.
         labels: free-form string tags.
+        expect: the table's expectations over a job's rows (``pv.expect.row_count_between``).
+        validation_policy: what ingestion does with rows violating an expectation: ``"fail"``
+            (the job fails, nothing written), ``"skip"`` (violating rows not written) or
+            ``"warn"`` (everything written); a job may override it.
     """
 
     name: str
@@ -61,6 +79,8 @@ class FeatureTable:
     stream_source: KafkaSource | None = None
     max_age: timedelta | None = None
     labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    expect: Sequence[_expect.TableExpectation] = ()
+    validation_policy: str = "fail"
 
     __reduce__ = reduce_definition
 
@@ -79,6 +99,7 @@ class FeatureTable:
             )
         if self.max_age is not None and (not isinstance(self.max_age, timedelta) or self.max_age <= timedelta(0)):
             raise DefinitionError(what, "max_age", f"must be a positive timedelta or None, got {self.max_age!r}")
+        self._check_expectations(what)
         labels = freeze_str_mapping(what, "labels", self.labels)
         object.__setattr__(self, "labels", MappingProxyType(dict(labels)))
 
@@ -110,6 +131,27 @@ class FeatureTable:
                 raise DefinitionError(what, "features", f"feature {feature.name!r} has the name of an entity")
             seen.add(feature.name)
         object.__setattr__(self, "features", features)
+
+    def _check_expectations(self, what: str) -> None:
+        if isinstance(self.expect, str) or not isinstance(self.expect, Sequence):
+            raise DefinitionError(
+                what, "expect", "must be a list of expectations, e.g. [pv.expect.row_count_between(1)]"
+            )
+        for item in self.expect:
+            if not isinstance(item, _expect.RowCountBetween):
+                raise DefinitionError(
+                    what, "expect", f"{item!r} is not a table expectation; declare value expectations on the Feature"
+                )
+            problem = item.problem()
+            if problem is not None:
+                raise DefinitionError(what, "expect", problem)
+        object.__setattr__(self, "expect", tuple(self.expect))
+        if self.validation_policy not in _expect.VALIDATION_POLICIES:
+            raise DefinitionError(
+                what,
+                "validation_policy",
+                f"{self.validation_policy!r} is not one of {list(_expect.VALIDATION_POLICIES)}",
+            )
 
     @property
     def feature_names(self) -> tuple[str, ...]:

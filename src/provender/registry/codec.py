@@ -1,6 +1,8 @@
 """The versioned JSON form of definitions, as stored by every registry backend.
 
-Shape: ``{"format_version": 1, "kind": "entity" | "feature_table", "spec": {...}}``.
+Shape: ``{"format_version": 2, "kind": "entity" | "feature_table", "spec": {...}}``.
+Version 2 added expectations (``expect`` on features and tables, ``validation_policy``);
+version 1 records, without them, still load.
 Durations are whole microseconds; sources and formats carry a ``"type"`` tag. A reader refuses a
 ``format_version`` newer than it knows, so an old Provender never misreads a newer registry.
 """
@@ -26,10 +28,11 @@ from provender.definitions import (
     MessageFormat,
     ParquetFormat,
     ValueType,
+    expect,
 )
 from provender.errors import DefinitionError
 
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
 
 JsonDict = dict[str, object]
 
@@ -106,8 +109,16 @@ def _table_spec(table: FeatureTable) -> JsonDict:
         "name": table.name,
         "entities": list(table.entities),
         "features": [
-            {"name": f.name, "value_type": f.value_type.value, "description": f.description} for f in table.features
+            {
+                "name": f.name,
+                "value_type": f.value_type.value,
+                "description": f.description,
+                "expect": [expect.to_spec(e) for e in f.expect],
+            }
+            for f in table.features
         ],
+        "expect": [expect.to_spec(e) for e in table.expect],
+        "validation_policy": table.validation_policy,
         "batch_source": _file_source_spec(table.batch_source) if table.batch_source else None,
         "stream_source": _kafka_source_spec(table.stream_source) if table.stream_source else None,
         "max_age_us": None if table.max_age is None else table.max_age // timedelta(microseconds=1),
@@ -121,6 +132,7 @@ def _table_from_spec(spec: Mapping[str, object]) -> FeatureTable:
             cast(str, f["name"]),
             cast(ValueType, f["value_type"]),  # validated (DefinitionError) by Feature
             cast(str, f.get("description", "")),
+            _expectations(f.get("expect", []), f"feature {f.get('name')!r}"),  # type: ignore[arg-type]
         )
         for f in (_mapping(item, "features") for item in cast(list[object], spec["features"]))
     ]
@@ -134,7 +146,18 @@ def _table_from_spec(spec: Mapping[str, object]) -> FeatureTable:
         stream_source=None if stream is None else _kafka_source_from(_mapping(stream, "stream_source")),
         max_age=None if max_age_us is None else timedelta(microseconds=cast(int, max_age_us)),
         labels=_mapping(spec.get("labels", {}), "labels"),  # type: ignore[arg-type]
+        expect=_expectations(spec.get("expect", []), "table"),  # type: ignore[arg-type]
+        validation_policy=cast(str, spec.get("validation_policy", "fail")),
     )
+
+
+def _expectations(items: object, where: str) -> list[object]:
+    if not isinstance(items, list):
+        raise DefinitionError("registry record", "expect", f"of {where} must be a list, got {type(items).__name__}")
+    try:
+        return [expect.from_spec(_mapping(item, "expect")) for item in items]
+    except ValueError as exc:
+        raise DefinitionError("registry record", "expect", f"of {where}: {exc}") from None
 
 
 def _file_source_spec(source: FileSource) -> JsonDict:

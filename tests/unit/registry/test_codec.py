@@ -169,7 +169,7 @@ def test_envelope_shape() -> None:
         "spec": {"name": "driver_id", "value_type": "INT64", "description": "Driver id", "labels": {}},
     }
     table_data = json.loads(codec.to_json(driver_statistics()))
-    assert table_data["format_version"] == 1
+    assert table_data["format_version"] == 2
     assert table_data["kind"] == "feature_table"
     assert table_data["spec"]["batch_source"]["type"] == "file"
     assert table_data["spec"]["batch_source"]["file_format"] == {"type": "parquet"}
