@@ -42,7 +42,7 @@ PACKAGES=python3,python3-venv,ca-certificates
 # The image's own Java for Spark (the same major version the host tests Spark with).
 SPARK_PACKAGES=openjdk-17-jre-headless
 
-step() { printf '%-44s' "image: $1"; LOG=$WORK/$(echo "$1" | tr -c 'a-z0-9\n' '-').log; }
+step() { printf '%-50s' "image: $1"; LOG=$WORK/$(echo "$1" | tr -c 'a-z0-9\n' '-').log; }
 # Run a command with its output in the step's log; on failure print the log's tail and stop.
 quiet() { "$@" >>"$LOG" 2>&1 || { echo "FAILED: $*"; tail -n 40 "$LOG"; exit 1; }; }
 ok() { printf 'ok (%s s)\n' "$(( SECONDS - T0 ))"; }
@@ -167,6 +167,10 @@ user=$(podman run --rm --entrypoint id "$TAG" -u 2>&1 || true)
 tools=$(podman run --rm --entrypoint sh "$TAG" -c \
   'for t in pip pip3 gcc cc make debootstrap; do command -v $t; done; ls /usr/share/python-wheels 2>/dev/null; true')
 [ -z "$tools" ] || { echo "FAILED: build tools left in the image: $tools"; exit 1; }
+if [ "$KFP" = 1 ]; then  # the Kubeflow steps import these inside the image
+  kfp=$(podman run --rm --entrypoint python "$TAG" -c 'import kfp, sklearn, provender.kfp.components' 2>&1 || true)
+  [ -z "$kfp" ] || { echo "FAILED: the Kubeflow components do not import: $kfp"; exit 1; }
+fi
 ok
 size=$(podman image inspect --format '{{.Size}}' "$TAG")
 echo "image: $TAG $(( size / 1000000 )) MB"

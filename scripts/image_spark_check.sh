@@ -11,7 +11,7 @@ WORK=$(mktemp -d /tmp/provender-spark-check.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 chmod 777 "$WORK"
 
-printf '%-44s' "image-spark: provender --version"
+printf '%-50s' "image-spark: provender --version"
 T0=$SECONDS
 version=$(podman run --rm "$TAG" --version 2>&1 || true)
 [ "$(echo "$version" | head -n1)" = "provender $VERSION" ] || { echo "FAILED: $version"; exit 1; }
@@ -55,7 +55,7 @@ got = [round(float(v), 6) for v in result["stats__conv_rate"]]
 assert got == [0.1, 0.2, 0.7], got
 print(f"spark local[1] retrieval: {len(result)} rows, conv_rate {got}")
 PY
-printf '%-44s' "image-spark: local[1] retrieval"
+printf '%-50s' "image-spark: local[1] retrieval"
 T0=$SECONDS
 if out=$(podman run --rm -v "$WORK:/work" --entrypoint python "$TAG" /work/check.py 2>&1); then
   echo "ok ($(( SECONDS - T0 )) s; $(echo "$out" | tail -n1))"
