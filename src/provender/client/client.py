@@ -44,6 +44,7 @@ from provender.errors import (
     FeatureTableNotFoundError,
     PermissionDeniedError,
 )
+from provender.ingestion import validation
 from provender.ingestion.batch import DEFAULT_BATCH_ROWS, IngestionJob, counting_source_rows, write_batches
 from provender.offline.engine import DistributedIngestion, OfflineEngine
 from provender.offline.plan import LatestPlan, build_retrieval_plan, table_join
@@ -385,6 +386,7 @@ class Client:
         end: datetime,
         batch_rows: int = ...,
         run_on: Literal["local"] = ...,
+        validation_policy: str | None = ...,
     ) -> IngestionJob: ...
 
     @overload
@@ -396,6 +398,7 @@ class Client:
         end: datetime,
         batch_rows: int = ...,
         run_on: Literal["core"],
+        validation_policy: str | None = ...,
     ) -> Job: ...
 
     def start_offline_to_online_ingestion(
@@ -406,6 +409,7 @@ class Client:
         end: datetime,
         batch_rows: int = DEFAULT_BATCH_ROWS,
         run_on: Literal["local", "core"] = "local",
+        validation_policy: str | None = None,
     ) -> IngestionJob | Job:
         """Start writing, per entity key, the latest row with ``start <= event_timestamp < end``.
 
@@ -421,6 +425,8 @@ class Client:
             run_on: ``"local"`` runs the job in this process; ``"core"`` runs it inside the core
                 service (``registry: http://...``), with the service's stores and credentials,
                 and it goes on if this process ends.
+            validation_policy: ``"fail"``, ``"skip"`` or ``"warn"``, overriding the table's
+                (:mod:`provender.ingestion.validation`); ``job.validation`` holds the report.
 
         Returns:
             A running job, recorded in the registry (``list_jobs``, ``get_job``): ``id``,
@@ -435,6 +441,10 @@ class Client:
             raise DataError(f"start ({start_at.isoformat()}) must be before end ({end_at.isoformat()}).")
         name = table if isinstance(table, str) else table.name
         if run_on == "core":
+            if validation_policy is not None:
+                raise ConfigError(
+                    "validation_policy", "cannot be overridden for run_on='core' yet; set it on the table"
+                )
             return self._submit_to_core(name, start=start_at, end=end_at, batch_rows=batch_rows)
         if run_on != "local":
             raise ConfigError("run_on", f"{run_on!r} is not a place to run jobs; use 'local' or 'core'")
@@ -444,6 +454,8 @@ class Client:
             raise FeatureTableNotFoundError(name, project=self.project, known=list(snapshot.feature_tables))
         join = table_join(definition, definition.features, snapshot.entities)
         plan = LatestPlan(join=join, start=start_at, end=end_at)
+        policy = validation.validation_policy(definition, validation_policy)
+        validated = validation.has_expectations(definition)
         engine = self._offline_engine()
         record = self._registry.put_job(
             new_record(kind=JobKind.OFFLINE_TO_ONLINE, project=self.project, table=name, runner=self.runner)
@@ -462,9 +474,13 @@ class Client:
         )
         hooks = {
             "on_start": lambda _: reporter.started(),
-            "on_finish": lambda j: reporter.finished(JobStatus(j.status.value), error=error_text(j.error)),
+            "on_finish": lambda j: reporter.finished(
+                JobStatus(j.status.value),
+                error=error_text(j.error),
+                validation=None if j.validation is None else j.validation.to_dict(),
+            ),
         }
-        if engine.capabilities.is_distributed:
+        if engine.capabilities.is_distributed and not validated:  # validated rows pass through this process
             factory = self._runtime.online_store_factory(self.project)
             distributed = cast("DistributedIngestion", engine)
             return job.start(lambda j: distributed.ingest_to_online(plan, store_factory=factory, progress=j), **hooks)
@@ -473,8 +489,23 @@ class Client:
         counted = replace(plan, count_source_rows=True)
 
         def run(j: IngestionJob) -> None:
-            reader = counting_source_rows(engine.read_latest(counted, batch_rows=batch_rows), j)
-            write_batches(reader, lambda rows: store.write(definition, rows), j)
+            if not validated:
+                reader = counting_source_rows(engine.read_latest(counted, batch_rows=batch_rows), j)
+                write_batches(reader, lambda rows: store.write(definition, rows), j)
+                return
+            try:
+                j.validation = validation.ingest_validated(
+                    definition,
+                    policy=policy,
+                    read=lambda: counting_source_rows(engine.read_latest(plan, batch_rows=batch_rows), j),
+                    write=lambda rows: store.write(definition, rows),
+                    job=j,
+                )
+            except validation.ExpectationError as exc:
+                j.validation = exc.report
+                raise
+            if not j.validation.passed:
+                log.warning("%s", j.validation)
 
         return job.start(run, **hooks)
 

@@ -15,12 +15,13 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from provender.errors import BackendError, JobStateError, PermissionDeniedError, ProvenderError
-from provender.registry.jobs import JobKind, JobRecord, JobStatus, is_finished, new_job_id, utc_now
+from provender.ingestion.validation import ValidationReport
+from provender.registry.jobs import JobFields, JobKind, JobRecord, JobStatus, is_finished, new_job_id, utc_now
 from provender.registry.store import RegistryStore
 
 if TYPE_CHECKING:
@@ -107,6 +108,12 @@ class Job:
     def rows_written(self) -> int:
         """Rows written (ingestion) or produced (retrieval) so far."""
         return self.record.rows
+
+    @property
+    def validation(self) -> ValidationReport | None:
+        """The report of the table's expectations, as recorded (None if it declares none)."""
+        recorded = self.record.validation
+        return None if recorded is None else ValidationReport.from_dict(recorded)
 
     @property
     def error(self) -> str:
@@ -216,20 +223,37 @@ class JobReporter:
         """Record the job FAILED with ``error``."""
         self.finished(JobStatus.FAILED, error=error)
 
-    def finished(self, status: JobStatus, *, error: str = "") -> None:
-        """Stop beating and record the outcome (unless the job was ended elsewhere meanwhile)."""
+    def finished(
+        self,
+        status: JobStatus,
+        *,
+        error: str = "",
+        validation: Mapping[str, object] | None = None,
+        statistics: Mapping[str, object] | None = None,
+    ) -> None:
+        """Stop beating and record the outcome (unless the job was ended elsewhere meanwhile).
+
+        ``validation`` and ``statistics`` are the job's reports, recorded with it when given.
+        """
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        changes: JobFields = {
+            "status": status,
+            "finished_at": utc_now(),
+            "heartbeat_at": utc_now(),
+            "rows": self._progress(),
+            "error": error,
+        }
+        if validation is not None:
+            changes["validation"] = validation
+        if statistics is not None:
+            changes["statistics"] = statistics
         try:
             self.record = self.store.update_job(
                 self.record.id,
                 if_status={JobStatus.RUNNING, JobStatus.PENDING},
-                status=status,
-                finished_at=utc_now(),
-                heartbeat_at=utc_now(),
-                rows=self._progress(),
-                error=error,
+                **changes,
             )
         except JobStateError as exc:
             log.warning("job ended elsewhere job=%s error=%s", self.record.id, exc)

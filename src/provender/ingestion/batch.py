@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -25,6 +26,9 @@ from provender.definitions.request import SOURCE_ROWS
 from provender.errors import JobCancelledError
 from provender.offline.batches import write_batches
 from provender.offline.engine import JobStatus
+
+if TYPE_CHECKING:
+    from provender.ingestion.validation import ValidationReport
 
 __all__ = [
     "DEFAULT_BATCH_ROWS",
@@ -51,6 +55,7 @@ class IngestionJob:
         source_rows: the source rows in the window that the written rows were chosen from, so
             far; None when the engine does not count them (a distributed engine).
         error: the exception that failed the job, or None.
+        validation: the report of the table's expectations (None if it declares none).
     """
 
     def __init__(self, *, table: str, description: str, job_id: str | None = None) -> None:
@@ -61,6 +66,7 @@ class IngestionJob:
         self.rows_written = 0
         self.rows_read = 0
         self.source_rows: int | None = None
+        self.validation: ValidationReport | None = None
         self.error: BaseException | None = None
         self.started_at: datetime | None = None
         self.finished_at: datetime | None = None
