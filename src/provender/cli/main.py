@@ -78,7 +78,20 @@ def cli(ctx: click.Context, config: Path | None, project: str | None, debug: boo
 
 
 def _register_commands() -> None:
-    from provender.cli import apply, core, ingest, ingest_stream, init, jobs, online, registry, retrieve, serve, version
+    from provender.cli import (
+        apply,
+        core,
+        ingest,
+        ingest_stream,
+        init,
+        jobs,
+        online,
+        registry,
+        retrieve,
+        serve,
+        stats,
+        version,
+    )
 
     cli.add_command(init.init)
     cli.add_command(apply.apply)
@@ -94,6 +107,7 @@ def _register_commands() -> None:
     cli.add_command(version.version)
     cli.add_command(core.core)
     cli.add_command(jobs.jobs)
+    cli.add_command(stats.stats)
 
 
 _register_commands()

@@ -46,6 +46,7 @@ from provender.errors import (
 )
 from provender.ingestion import validation
 from provender.ingestion.batch import DEFAULT_BATCH_ROWS, IngestionJob, counting_source_rows, write_batches
+from provender.offline.duckdb import StatisticsCollector
 from provender.offline.engine import DistributedIngestion, OfflineEngine
 from provender.offline.plan import LatestPlan, build_retrieval_plan, table_join
 from provender.offline.statistics import StatisticsPlan, TableStatistics
@@ -67,6 +68,8 @@ from provender.runtime import Runtime
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from provender.client.remote import RemoteReader
     from provender.ingestion.stream import StreamIngestionJob
 
@@ -322,7 +325,13 @@ class Client:
         )
 
     def get_statistics(
-        self, table: str, *, start: datetime, end: datetime, features: Sequence[str] | None = None
+        self,
+        table: str,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        features: Sequence[str] | None = None,
+        from_job: str | None = None,
     ) -> TableStatistics:
         """Compute, with the offline engine, the statistics of ``table``'s rows in ``[start, end)``.
 
@@ -334,12 +343,18 @@ class Client:
             start: window start, inclusive; naive times are UTC.
             end: window end, exclusive; naive times are UTC.
             features: the features to describe (default: all of the table's).
+            from_job: instead of computing, read back the statistics an ingestion job of
+                ``table`` recorded of the rows it wrote (``start`` and ``end`` are then not given).
 
         Raises:
             FeatureTableNotFoundError: an unknown table.
             FeatureRefError: an unknown feature.
             DataError: an empty window, an unreadable source.
         """
+        if from_job is not None:
+            return self._recorded_statistics(table, from_job, features, given=(start, end))
+        if start is None or end is None:
+            raise DataError("get_statistics needs start and end (or from_job=<an ingestion job's id>).")
         start_at, end_at = as_utc(start, "start"), as_utc(end, "end")
         if start_at >= end_at:
             raise DataError(f"start ({start_at.isoformat()}) must be before end ({end_at.isoformat()}).")
@@ -356,6 +371,28 @@ class Client:
         chosen = definition.features if features is None else tuple(by_name[n] for n in features)
         join = table_join(definition, chosen, snapshot.entities)
         return self._offline_engine().compute_statistics(StatisticsPlan(join=join, start=start_at, end=end_at))
+
+    def _recorded_statistics(
+        self, table: str, job_id: str, features: Sequence[str] | None, *, given: tuple[object, ...]
+    ) -> TableStatistics:
+        if any(v is not None for v in given):
+            raise DataError("give either from_job or start and end, not both.")
+        record = self._registry.get_job(job_id)
+        if record.table != table:
+            raise DataError(f"job {job_id} ingested feature table {record.table!r}, not {table!r}.")
+        if record.statistics is None:
+            raise DataError(
+                f"job {job_id} ({record.status.value}) recorded no statistics: only a succeeded "
+                "offline-to-online job run in-process records them."
+            )
+        stats = TableStatistics.from_dict(record.statistics)
+        if features is None:
+            return stats
+        known = [f.name for f in stats.features]
+        for name in features:
+            if name not in known:
+                raise FeatureRefError(f"{table}:{name}", f"job {job_id}'s statistics have no feature {name!r}")
+        return replace(stats, features=tuple(stats[name] for name in features))
 
     def _track_run(
         self,
@@ -478,6 +515,7 @@ class Client:
                 JobStatus(j.status.value),
                 error=error_text(j.error),
                 validation=None if j.validation is None else j.validation.to_dict(),
+                statistics=None if j.statistics is None else j.statistics.to_dict(),
             ),
         }
         if engine.capabilities.is_distributed and not validated:  # validated rows pass through this process
@@ -488,17 +526,30 @@ class Client:
 
         counted = replace(plan, count_source_rows=True)
 
+        collector = StatisticsCollector(StatisticsPlan(join=join, start=start_at, end=end_at))
+
+        def write(rows: pa.Table) -> int:
+            collector.add(rows)
+            return store.write(definition, rows)
+
         def run(j: IngestionJob) -> None:
-            if not validated:
-                reader = counting_source_rows(engine.read_latest(counted, batch_rows=batch_rows), j)
-                write_batches(reader, lambda rows: store.write(definition, rows), j)
-                return
+            try:
+                if not validated:
+                    reader = counting_source_rows(engine.read_latest(counted, batch_rows=batch_rows), j)
+                    write_batches(reader, write, j)
+                else:
+                    _validated(j)
+                j.statistics = collector.finish(job_id=j.id)
+            finally:
+                collector.close()
+
+        def _validated(j: IngestionJob) -> None:
             try:
                 j.validation = validation.ingest_validated(
                     definition,
                     policy=policy,
                     read=lambda: counting_source_rows(engine.read_latest(plan, batch_rows=batch_rows), j),
-                    write=lambda rows: store.write(definition, rows),
+                    write=write,
                     job=j,
                 )
             except validation.ExpectationError as exc:

@@ -29,6 +29,7 @@ from provender.offline.engine import JobStatus
 
 if TYPE_CHECKING:
     from provender.ingestion.validation import ValidationReport
+    from provender.offline.statistics import TableStatistics
 
 __all__ = [
     "DEFAULT_BATCH_ROWS",
@@ -56,6 +57,8 @@ class IngestionJob:
             far; None when the engine does not count them (a distributed engine).
         error: the exception that failed the job, or None.
         validation: the report of the table's expectations (None if it declares none).
+        statistics: the statistics of the rows written, once the job succeeded (None when the
+            engine's workers wrote them).
     """
 
     def __init__(self, *, table: str, description: str, job_id: str | None = None) -> None:
@@ -67,6 +70,7 @@ class IngestionJob:
         self.rows_read = 0
         self.source_rows: int | None = None
         self.validation: ValidationReport | None = None
+        self.statistics: TableStatistics | None = None
         self.error: BaseException | None = None
         self.started_at: datetime | None = None
         self.finished_at: datetime | None = None

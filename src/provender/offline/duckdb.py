@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import ClassVar, Self
@@ -439,6 +440,44 @@ def compile_retrieval(
         return f"WITH {', '.join(ctes)} SELECT {', '.join(select)} FROM e {' '.join(joins)}"
     select += features
     return f"WITH {', '.join(ctes)} SELECT {', '.join(select)} FROM e {' '.join(joins)} ORDER BY e.{_ROW_ID}"
+
+
+class StatisticsCollector:
+    """Statistics of the rows an ingestion job writes, gathered as its batches go by.
+
+    Each batch's feature columns are appended to an in-memory DuckDB table (spilling past the
+    engine's default limits); :meth:`finish` runs the statistics SQL over it. The extra cost is
+    one columnar copy of what is written (one row per entity key), never a second read of the source.
+    """
+
+    def __init__(self, plan: StatisticsPlan) -> None:
+        self.plan = plan
+        self._names = [f.name for f in plan.join.features]
+        self._lock = threading.Lock()
+        self._db = duckdb.connect(":memory:")
+        columns = ", ".join(f"{quote(f.name)} {sql_type(f.value_type)}" for f in plan.join.features)
+        self._db.execute(f"CREATE TABLE written ({columns})")
+
+    def add(self, rows: pa.Table | pa.RecordBatch) -> None:
+        """Append the feature columns of ``rows`` (a batch being written)."""
+        batch = rows.select(self._names)
+        with self._lock:
+            self._db.register("provender_batch", batch)
+            self._db.execute("INSERT INTO written SELECT * FROM provender_batch")
+            self._db.unregister("provender_batch")
+
+    def finish(self, *, job_id: str | None = None) -> TableStatistics:
+        """Compute the statistics of every row added."""
+        with self._lock:
+            stats = compute_statistics(
+                self.plan, "written", _DUCKDB_DIALECT, lambda sql: self._db.execute(sql).fetchall(), engine="duckdb"
+            )
+        return replace(stats, job_id=job_id, notes=("statistics of the rows the job wrote (latest per key)",))
+
+    def close(self) -> None:
+        """Release the rows gathered."""
+        with self._lock:
+            self._db.close()
 
 
 _DUCKDB_DIALECT = Dialect(

@@ -109,7 +109,8 @@ class FeatureStatistics:
         values = dict(data)
         values["value_type"] = ValueType(str(values["value_type"]))
         quantiles = values.get("quantiles")
-        values["quantiles"] = None if quantiles is None else tuple(dict(quantiles).values())  # type: ignore[call-overload]
+        if isinstance(quantiles, Mapping):  # by name: stored JSON may order keys differently
+            values["quantiles"] = tuple(float(quantiles[name]) for name in _quantile_names())
         histogram = values.get("histogram")
         if isinstance(histogram, Mapping):
             values["histogram"] = Histogram(edges=tuple(histogram["edges"]), counts=tuple(histogram["counts"]))
