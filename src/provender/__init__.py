@@ -39,6 +39,8 @@ from provender.errors import (
     ProvenderError,
     RegistryConflictError,
 )
+from provender.offline.drift import DriftReport
+from provender.offline.statistics import TableStatistics
 
 __version__ = "0.1.0"
 
@@ -50,6 +52,7 @@ __all__ = [
     "CsvFormat",
     "DataError",
     "DefinitionError",
+    "DriftReport",
     "Entity",
     "EntityNotFoundError",
     "Feature",
@@ -66,6 +69,7 @@ __all__ = [
     "ProvenderError",
     "RegistryConflictError",
     "Settings",
+    "TableStatistics",
     "ValueType",
     "__version__",
     "expect",

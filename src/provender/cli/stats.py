@@ -8,6 +8,7 @@ from provender.cli.ingest import parse_time
 from provender.cli.render import echo_json
 from provender.cli.state import CliState
 from provender.errors import DataError
+from provender.offline.statistics import TableStatistics
 from provender.registry.jobs import JobKind
 
 
@@ -67,3 +68,49 @@ def show(
         echo_json(result.to_dict())
         return
     click.echo(repr(result))
+
+
+def _statistics(state: CliState, table: str, which: str) -> TableStatistics:
+    """``which`` is a job id, or a window ``START/END``."""
+    client = state.client()
+    if "/" in which:
+        start, end = which.split("/", 1)
+        return client.get_statistics(table, start=parse_time(start), end=parse_time(end))
+    return client.get_statistics(table, from_job=which)
+
+
+@stats.command("compare")
+@click.option("--table", "-t", "table", required=True, help="The feature table.")
+@click.option("--baseline", required=True, help="A job id, or a window START/END (e.g. 2026-01-01/2026-02-01).")
+@click.option("--current", required=True, help="A job id, or a window START/END (e.g. now-1d/now).")
+@click.option("--psi-threshold", default=0.2, show_default=True, help="PSI at which a feature is drifted.")
+@click.option("--js-threshold", default=0.1, show_default=True, help="JS distance at which a feature is drifted.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.pass_obj
+def compare_command(
+    state: CliState,
+    table: str,
+    baseline: str,
+    current: str,
+    psi_threshold: float,
+    js_threshold: float,
+    as_json: bool,
+) -> None:
+    """Compare two statistics of a table per feature (PSI, Jensen-Shannon distance); exit 3 on drift.
+
+    \b
+    Example:
+      provender stats compare -t driver_statistics --baseline 2026-01-01/2026-02-01 --current now-1d/now
+    """
+    report = state.client().compare_statistics(
+        _statistics(state, table, baseline),
+        _statistics(state, table, current),
+        psi_threshold=psi_threshold,
+        js_threshold=js_threshold,
+    )
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        click.echo(repr(report))
+    if report.drifted:
+        raise SystemExit(3)

@@ -46,6 +46,7 @@ from provender.errors import (
 )
 from provender.ingestion import validation
 from provender.ingestion.batch import DEFAULT_BATCH_ROWS, IngestionJob, counting_source_rows, write_batches
+from provender.offline.drift import DriftReport, compare
 from provender.offline.duckdb import StatisticsCollector
 from provender.offline.engine import DistributedIngestion, OfflineEngine
 from provender.offline.plan import LatestPlan, build_retrieval_plan, table_join
@@ -371,6 +372,22 @@ class Client:
         chosen = definition.features if features is None else tuple(by_name[n] for n in features)
         join = table_join(definition, chosen, snapshot.entities)
         return self._offline_engine().compute_statistics(StatisticsPlan(join=join, start=start_at, end=end_at))
+
+    def compare_statistics(
+        self,
+        baseline: TableStatistics,
+        current: TableStatistics,
+        *,
+        psi_threshold: float = 0.2,
+        js_threshold: float = 0.1,
+    ) -> DriftReport:
+        """Compare two statistics of a table per feature: PSI and Jensen-Shannon distance.
+
+        Numbers by histogram on shared bin edges, strings by top values
+        (:mod:`provender.offline.drift`); a feature whose PSI reaches ``psi_threshold`` or whose
+        JS distance reaches ``js_threshold`` is marked drifted (``report.drifted``).
+        """
+        return compare(baseline, current, psi_threshold=psi_threshold, js_threshold=js_threshold)
 
     def _recorded_statistics(
         self, table: str, job_id: str, features: Sequence[str] | None, *, given: tuple[object, ...]
