@@ -13,6 +13,7 @@ from __future__ import annotations
 from provender.client import Client
 from provender.config import Settings, load_settings
 from provender.definitions import (
+    Aggregation,
     AvroFormat,
     CsvFormat,
     Entity,
@@ -45,6 +46,7 @@ from provender.offline.statistics import TableStatistics
 __version__ = "0.1.0"
 
 __all__ = [
+    "Aggregation",
     "AvroFormat",
     "BackendError",
     "Client",

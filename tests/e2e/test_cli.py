@@ -21,7 +21,7 @@ import pyarrow.dataset as ds
 import pytest
 from click.testing import CliRunner, Result
 
-from provender import Client, Entity, FeatureTable, RegistryConflictError
+from provender import Aggregation, Client, Entity, FeatureTable, RegistryConflictError, load_settings
 from provender import expect as pv_expect
 from provender.cli.apply import read_definitions
 from provender.cli.init import TEMPLATE_FILES
@@ -364,6 +364,28 @@ def test_tables_describe(applied: Path) -> None:
     assert described["batch_source"]["path"] == "data/driver_statistics/"
     assert described["batch_source"]["date_partition_column"] == "date"
     assert described["stream_source"] is None
+
+
+def test_tables_describe_shows_aggregations(applied: Path) -> None:
+    with Client(settings=load_settings(applied / "provender.yaml", environ={})) as client:
+        table = client.get_feature_table("driver_statistics")
+        week = Aggregation(column="conv_rate", function="mean", window=timedelta(days=7), name="conv_rate_mean_7d")
+        client.apply([dataclasses.replace(table, aggregations=[week])])
+    text = run(applied, "tables", "describe", "driver_statistics").stdout
+    rows = [line.split() for line in text.splitlines()]
+    assert ["conv_rate_mean_7d", "DOUBLE"] in rows
+    assert "aggregations (events with T - window < event_timestamp <= T):" in text
+    assert ["conv_rate_mean_7d", "mean", "conv_rate", "7d"] in rows
+    described = json.loads(run(applied, "tables", "describe", "driver_statistics", "--json").stdout)
+    assert described["aggregations"] == [
+        {
+            "name": "conv_rate_mean_7d",
+            "column": "conv_rate",
+            "function": "mean",
+            "window_us": 7 * 24 * 3600 * 1_000_000,
+            "description": "",
+        }
+    ]
 
 
 def test_tables_describe_unknown(applied: Path) -> None:

@@ -140,14 +140,20 @@ def describe_table(state: CliState, name: str, as_json: bool) -> None:
     click.echo("  features:")
     if not any(f.expect for f in table.features):
         echo_table(["NAME", "TYPE", "DESCRIPTION"], [(f.name, f.value_type, f.description) for f in table.features])
-        return
-    echo_table(
-        ["NAME", "TYPE", "DESCRIPTION", "EXPECT"],
-        [
-            (f.name, f.value_type, f.description, ", ".join(e.describe() for e in f.expect) or "-")
-            for f in table.features
-        ],
-    )
+    else:
+        echo_table(
+            ["NAME", "TYPE", "DESCRIPTION", "EXPECT"],
+            [
+                (f.name, f.value_type, f.description, ", ".join(e.describe() for e in f.expect) or "-")
+                for f in table.features
+            ],
+        )
+    if table.aggregations:
+        click.echo("  aggregations (events with T - window < event_timestamp <= T):")
+        echo_table(
+            ["NAME", "FUNCTION", "COLUMN", "WINDOW"],
+            [(a.name, a.function, a.column, format_duration(a.window)) for a in table.aggregations],
+        )
 
 
 def _source(table: FeatureTable) -> str:

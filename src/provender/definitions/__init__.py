@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from provender.definitions import expect
+from provender.definitions.aggregation import Aggregation
 from provender.definitions.entity import Entity
 from provender.definitions.feature_table import Feature, FeatureTable
 from provender.definitions.refs import FeatureRef
@@ -21,6 +22,7 @@ from provender.definitions.types import ValueType
 Definition = Entity | FeatureTable
 
 __all__ = [
+    "Aggregation",
     "AvroFormat",
     "CsvFormat",
     "Definition",

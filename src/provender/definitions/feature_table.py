@@ -9,6 +9,7 @@ from types import MappingProxyType
 
 from provender.definitions import expect as _expect
 from provender.definitions._validate import check_identifier, freeze_str_mapping, reduce_definition
+from provender.definitions.aggregation import Aggregation
 from provender.definitions.source import FileSource, KafkaSource
 from provender.definitions.types import ValueType
 from provender.errors import DefinitionError
@@ -70,6 +71,10 @@ class FeatureTable:
         validation_policy: what ingestion does with rows violating an expectation: ``"fail"``
             (the job fails, nothing written), ``"skip"`` (violating rows not written) or
             ``"warn"`` (everything written); a job may override it.
+        aggregations: windowed aggregations over the batch source's events
+            (:mod:`provender.definitions.aggregation`); each is a feature of the table named by
+            its ``name``, appended to ``features`` after the declared ones. Their inputs are
+            declared features; a table with aggregations needs a ``batch_source``.
     """
 
     name: str
@@ -81,6 +86,7 @@ class FeatureTable:
     labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     expect: Sequence[_expect.TableExpectation] = ()
     validation_policy: str = "fail"
+    aggregations: Sequence[Aggregation] = ()
 
     __reduce__ = reduce_definition
 
@@ -89,6 +95,7 @@ class FeatureTable:
         check_identifier(what, "name", self.name)
         self._check_entities(what)
         self._check_features(what)
+        self._add_aggregations(what)
         if self.batch_source is None and self.stream_source is None:
             raise DefinitionError(what, "batch_source", "a feature table needs a batch_source or a stream_source")
         if self.batch_source is not None and not isinstance(self.batch_source, FileSource):
@@ -152,6 +159,51 @@ class FeatureTable:
                 "validation_policy",
                 f"{self.validation_policy!r} is not one of {list(_expect.VALIDATION_POLICIES)}",
             )
+    def _add_aggregations(self, what: str) -> None:
+        if isinstance(self.aggregations, str) or not isinstance(self.aggregations, Sequence):
+            raise DefinitionError(what, "aggregations", "must be a list of Aggregation objects")
+        aggregations = tuple(self.aggregations)
+        if aggregations and self.batch_source is None:
+            raise DefinitionError(what, "aggregations", "need a batch_source: aggregates are computed from its events")
+        derived = {a.name for a in aggregations if isinstance(a, Aggregation)}
+        # A feature equal to an aggregation's own (as dataclasses.replace passes back) is not declared.
+        declared = {f.name: f for f in self.features if f.name not in derived}
+        features = list(declared.values())
+        for aggregation in aggregations:
+            if not isinstance(aggregation, Aggregation):
+                raise DefinitionError(
+                    what, "aggregations", f"must hold Aggregation objects, got {type(aggregation).__name__}"
+                )
+            source = declared.get(aggregation.column)
+            if source is None:
+                raise DefinitionError(
+                    what,
+                    "aggregations",
+                    f"aggregation {aggregation.name!r} reads column {aggregation.column!r}, which is not a "
+                    f"declared feature; declared: {', '.join(declared) or '(none)'}",
+                )
+            if aggregation.name in {f.name for f in features} or aggregation.name in self.entities:
+                raise DefinitionError(what, "aggregations", f"name {aggregation.name!r} is already used")
+            output = aggregation.output_type(source.value_type)
+            features.append(Feature(aggregation.name, output, aggregation.description))
+        given = [f for f in self.features if f.name in derived]
+        if any(f not in features for f in given):
+            raise DefinitionError(what, "features", "declares a feature with the name of an aggregation")
+        object.__setattr__(self, "aggregations", aggregations)
+        object.__setattr__(self, "features", tuple(features))
+
+    @property
+    def source_features(self) -> tuple[Feature, ...]:
+        """The features read from the source as they are (the declared ones, not aggregations)."""
+        derived = {a.name for a in self.aggregations}
+        return tuple(f for f in self.features if f.name not in derived)
+
+    def get_aggregation(self, name: str) -> Aggregation | None:
+        """Return the aggregation whose feature is called ``name``, or None."""
+        for aggregation in self.aggregations:
+            if aggregation.name == name:
+                return aggregation
+        return None
 
     @property
     def feature_names(self) -> tuple[str, ...]:

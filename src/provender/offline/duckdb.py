@@ -24,7 +24,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
 from provender.config import validate_backend_config
-from provender.definitions import CsvFormat, ValueType
+from provender.definitions import Aggregation, CsvFormat, Feature, ValueType
 from provender.definitions.request import SOURCE_ROWS
 from provender.errors import BackendError, DataError
 from provender.offline.engine import EngineCapabilities, EntityRows
@@ -193,9 +193,9 @@ class DuckDBEngine:
             self._source_relation(
                 cursor,
                 join,
-                DateRange.for_window(earliest, latest, join.max_age),
+                DateRange.for_window(earliest, latest, join.lookback),
                 upper=latest,
-                lower=lower_event_bound(earliest, join.max_age),
+                lower=lower_event_bound(earliest, join.lookback),
             )
             for join in plan.joins
         ]
@@ -249,8 +249,8 @@ class DuckDBEngine:
         ]
         select += [
             f"CAST({quote(col)} AS {sql_type(f.value_type)}) AS {quote(f.name)}"
-            for col, f in zip(columns.features, join.table.features, strict=True)
-            if f in join.features
+            for col, f in zip(columns.features, join.table.source_features, strict=True)
+            if f in join.source_features
         ]
         event = _floor_timestamp(quote(columns.event_timestamp), schema.field(columns.event_timestamp).type)
         created = (
@@ -271,7 +271,7 @@ class DuckDBEngine:
         if isinstance(join.source.file_format, CsvFormat):
             declared = [
                 *zip(join.columns.keys, (e.value_type for e in join.entities), strict=True),
-                *zip(join.columns.features, (f.value_type for f in join.table.features), strict=True),
+                *zip(join.columns.features, (f.value_type for f in join.table.source_features), strict=True),
             ]
             types = ", ".join(f"{literal(col)}: {literal(sql_type(value_type))}" for col, value_type in declared)
             # Timestamps are typed too: a column that is empty in a file would be sniffed as text.
@@ -289,6 +289,8 @@ class DuckDBEngine:
         """Stream the latest row per entity key in ``[start, end)``, normalized for the online store."""
         cursor = self.cursor()
         join = plan.join
+        if join.aggregations:
+            return self._read_latest_windows(cursor, plan, batch_rows=batch_rows)
         dates = DateRange.for_interval(plan.start, plan.end)
         source = self._source_relation(cursor, join, dates, upper=None, lower=plan.start)
         keys = ", ".join(quote(k) for k in join.join_keys)
@@ -316,6 +318,41 @@ class DuckDBEngine:
         except duckdb.Error as exc:
             raise _data_or_backend_error(exc, f"ingestion of feature table {join.name!r}") from exc
 
+    def _read_latest_windows(
+        self, cursor: duckdb.DuckDBPyConnection, plan: LatestPlan, *, batch_rows: int
+    ) -> pa.RecordBatchReader:
+        """Ingestion of a table with aggregations: the aggregates at ``end`` per key (``plan`` docstring)."""
+        join = plan.join
+        lower = min(plan.start, plan.end - max(aggregation.window for _, aggregation in join.aggregations))
+        source = self._source_relation(
+            cursor, join, DateRange.for_interval(lower, plan.end), upper=plan.end, lower=lower
+        )
+        keys = ", ".join(quote(k) for k in join.join_keys)
+        end = _timestamp_literal(plan.end)
+        recent = f"FILTER (WHERE {_EVENT} >= {_timestamp_literal(plan.start)})"
+        inner = [keys]
+        outer = [keys]
+        for feature in join.features:
+            aggregation = join.table.get_aggregation(feature.name)
+            if aggregation is None:
+                rank = f"{{'t': {_EVENT}, 'c': coalesce({_CREATED}, '-infinity'::TIMESTAMP)}}"
+                inner.append(
+                    f"arg_max(struct_pack(v := {quote(feature.name)}), {rank}) {recent} AS {quote(feature.name)}"
+                )
+                outer.append(f"{quote(feature.name)}.v AS {quote(feature.name)}")
+            else:
+                inner.append(f"{_aggregate(feature, aggregation, at=end, src='')} AS {quote(feature.name)}")
+                outer.append(quote(feature.name))
+        outer += [f"CAST({end} AS TIMESTAMPTZ) AS {EVENT_TIMESTAMP}", f"NULL::TIMESTAMPTZ AS {CREATED_TIMESTAMP}"]
+        if plan.count_source_rows:
+            inner.append(f"count(*) {recent} AS {quote(SOURCE_ROWS)}")
+            outer.append(quote(SOURCE_ROWS))
+        sql = f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM ({source}) GROUP BY {keys})"
+        try:
+            return cursor.sql(sql).to_arrow_reader(batch_rows)
+        except duckdb.Error as exc:
+            raise _data_or_backend_error(exc, f"ingestion of feature table {join.name!r}") from exc
+
     # -- statistics ----------------------------------------------------------------------------
 
     def compute_statistics(self, plan: StatisticsPlan) -> TableStatistics:
@@ -325,8 +362,13 @@ class DuckDBEngine:
         ``memory_limit``), then read by one aggregate pass, one histogram pass, and one top-values
         query per string or bytes feature.
         """
-        cursor = self.cursor()
         join = plan.join
+        if join.aggregations:
+            raise DataError(
+                f"Statistics cover source features; {', '.join(f.name for f, _ in join.aggregations)} "
+                f"of feature table {join.name!r} are aggregations."
+            )
+        cursor = self.cursor()
         source = self._source_relation(
             cursor, join, DateRange.for_interval(plan.start, plan.end), upper=None, lower=plan.start
         )
@@ -351,7 +393,7 @@ class DuckDBEngine:
 
 def _empty_source_relation(join: TableJoin) -> str:
     select = [f"CAST(NULL AS {sql_type(e.value_type)}) AS {quote(e.name)}" for e in join.entities]
-    select += [f"CAST(NULL AS {sql_type(f.value_type)}) AS {quote(f.name)}" for f in join.features]
+    select += [f"CAST(NULL AS {sql_type(f.value_type)}) AS {quote(f.name)}" for f in join.source_features]
     select += [f"NULL::TIMESTAMP AS {_EVENT}", f"NULL::TIMESTAMP AS {_CREATED}"]
     return f"SELECT {', '.join(select)} WHERE false"
 
@@ -414,6 +456,18 @@ def compile_retrieval(
     ]
     joins, columns = [], {}
     for n, (join, source) in enumerate(zip(plan.joins, sources, strict=True)):
+        if join.aggregations:
+            window_alias = f"w{n}"
+            ctes.append(f"{window_alias} AS ({_compile_windows(join, source)})")
+            joins.append(f"LEFT JOIN {window_alias} ON e.{_ROW_ID} = {window_alias}.{_ROW_ID}")
+            for feature, aggregation in join.aggregations:
+                column = quote(join.output_column(feature))
+                value = f"{window_alias}.{column}"
+                if aggregation.function in ("count", "count_distinct"):  # no event in the window: 0
+                    value = f"coalesce({value}, 0)"
+                columns[join.output_column(feature)] = f"{value} AS {column}"
+        if not join.plain_features:
+            continue
         alias = f"s{n}"
         # The rule's ranking key, built once per source row; the join carries it, and max_age is
         # checked on its event time, so the event and created columns are not carried twice.
@@ -422,7 +476,7 @@ def compile_retrieval(
         on = [f"e.{quote('__key_' + k)} = {alias}.{quote(k)}" for k in join.join_keys]
         on.append(f"{{'t': e.{_TS}, 'c': 'infinity'::TIMESTAMP}} >= {alias}.{_RANK}")
         joins.append(f"ASOF LEFT JOIN {alias} ON {' AND '.join(on)}")
-        for feature in join.features:
+        for feature in join.plain_features:
             value = f"{alias}.{quote(feature.name)}"
             if join.max_age is not None and join.max_age < _AGE_WITHOUT_BOUND:
                 bound = f"e.{_TS_CEIL} - {_interval(join.max_age)}"
@@ -478,6 +532,43 @@ class StatisticsCollector:
         """Release the rows gathered."""
         with self._lock:
             self._db.close()
+
+
+def _compile_windows(join: TableJoin, source: str) -> str:
+    """The aggregation features of ``join`` per entity row (by row id): a range join and GROUP BY.
+
+    Each source row of the key with ``T - longest window < event <= T`` joins the entity row;
+    each aggregate then keeps its own window with a FILTER (``plan.AGGREGATION_RULE``).
+    """
+    longest = max(aggregation.window for _, aggregation in join.aggregations)
+    on = [f"e.{quote('__key_' + k)} = src.{quote(k)}" for k in join.join_keys]
+    on += [f"src.{_EVENT} <= e.{_TS}", f"src.{_EVENT} > e.{_TS} - {_interval(longest)}"]
+    select = [f"e.{_ROW_ID}"]
+    select += [
+        f"{_aggregate(feature, aggregation, at=f'e.{_TS}', src='src.')} AS {quote(join.output_column(feature))}"
+        for feature, aggregation in join.aggregations
+    ]
+    return f"SELECT {', '.join(select)} FROM e JOIN ({source}) AS src ON {' AND '.join(on)} GROUP BY e.{_ROW_ID}"
+
+
+def _aggregate(feature: Feature, aggregation: Aggregation, *, at: str, src: str) -> str:
+    """SQL of one aggregate at time ``at`` over source columns prefixed ``src`` (null inputs skipped)."""
+    value = f"{src}{quote(aggregation.column)}"
+    in_window = f"FILTER (WHERE {src}{_EVENT} > {at} - {_interval(aggregation.window)} AND {value} IS NOT NULL)"
+    out = sql_type(feature.value_type)
+    function = aggregation.function
+    if function == "count":
+        return f"count({value}) {in_window}"
+    if function == "count_distinct":
+        return f"count(DISTINCT {value}) {in_window}"
+    if function == "sum":
+        return f"CAST(sum(CAST({value} AS {out})) {in_window} AS {out})"
+    if function == "mean":
+        return f"avg(CAST({value} AS DOUBLE)) {in_window}"
+    if function in ("min", "max"):
+        return f"{function}({value}) {in_window}"
+    rank = f"{{'t': {src}{_EVENT}, 'c': coalesce({src}{_CREATED}, '-infinity'::TIMESTAMP)}}"
+    return f"arg_max({value}, {rank}) {in_window}"  # last
 
 
 _DUCKDB_DIALECT = Dialect(

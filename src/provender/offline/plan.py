@@ -10,6 +10,18 @@
 3. with no candidate, the table's features are null;
 4. every entity row is kept, duplicates included, in the input's order, with its extra columns.
 
+**Windowed aggregations** (DESIGN.md, "Transformations"). A requested aggregation feature
+(:class:`~provender.definitions.Aggregation`) of an entity row at *T* aggregates the input column
+over the key's source rows with ``T - window < event_timestamp <= T`` (lower bound exclusive,
+upper inclusive; ``max_age`` does not apply). Null inputs are skipped; with no row, ``count`` and
+``count_distinct`` give 0 and the others null; ``last`` takes the row ranked first by the rule's
+ranking (among rows with a non-null input). :data:`AGGREGATION_RULE` carries the bounds as data.
+Offline-to-online ingestion writes, per key, the aggregates at *T* = ``end``: the window
+``end - window < event_timestamp <= end`` (so the online value at ``end`` equals the historical
+one at ``end``), for every key with a row in ``[min(start, end - longest window), end]``; such a
+row is stamped ``event_timestamp = end`` and its plain features are the rule's pick among the rows
+with ``start <= event_timestamp <= end``.
+
 Timestamps without a time zone are UTC. :data:`RULE` carries the rule as data; engines compile it
 idiomatically (DuckDB: an ``ASOF`` join on the ranking key then the ``max_age`` bound; Spark: a
 window ranked by the same key). Offline-to-online ingestion is the same rule evaluated at
@@ -28,7 +40,7 @@ from datetime import datetime, timedelta
 
 import pyarrow as pa
 
-from provender.definitions import Entity, Feature, FeatureTable, FileSource
+from provender.definitions import Aggregation, Entity, Feature, FeatureTable, FileSource
 from provender.definitions.request import CREATED_TIMESTAMP, EVENT_TIMESTAMP, FeatureRequest, result_column
 from provender.errors import DataError
 
@@ -36,10 +48,12 @@ ENTITY_TIMESTAMP = EVENT_TIMESTAMP
 """The entity rows' timestamp column (*T* of the rule)."""
 
 __all__ = [
+    "AGGREGATION_RULE",
     "CREATED_TIMESTAMP",
     "ENTITY_TIMESTAMP",
     "EVENT_TIMESTAMP",
     "RULE",
+    "AggregationRule",
     "LatestPlan",
     "PointInTimeRule",
     "RetrievalPlan",
@@ -50,6 +64,7 @@ __all__ = [
     "check_source_schema",
     "is_compatible",
     "null_entity_times_error",
+    "refuse_aggregations",
     "source_columns",
     "table_join",
 ]
@@ -65,6 +80,18 @@ class PointInTimeRule:
 
 
 RULE = PointInTimeRule()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AggregationRule:
+    """The window bounds of an aggregation at *T*, as data: ``T - window < event_timestamp <= T``."""
+
+    lower_bound_inclusive: bool = False  # event_timestamp > T - window
+    upper_bound_inclusive: bool = True  # event_timestamp <= T
+    empty_window: tuple[tuple[str, int | None], ...] = (("count", 0), ("count_distinct", 0))  # others: null
+
+
+AGGREGATION_RULE = AggregationRule()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,6 +134,33 @@ class TableJoin:
         """The table's max_age (None: no lower bound)."""
         return self.table.max_age
 
+    @property
+    def plain_features(self) -> tuple[Feature, ...]:
+        """The requested features read as they are (the point-in-time rule picks their row)."""
+        return tuple(f for f in self.features if self.table.get_aggregation(f.name) is None)
+
+    @property
+    def aggregations(self) -> tuple[tuple[Feature, Aggregation], ...]:
+        """The requested aggregation features with their aggregations, in request order."""
+        pairs = ((f, self.table.get_aggregation(f.name)) for f in self.features)
+        return tuple((f, a) for f, a in pairs if a is not None)
+
+    @property
+    def source_features(self) -> tuple[Feature, ...]:
+        """The source features an engine reads: the plain requested ones and the aggregations' inputs."""
+        wanted = {f.name for f in self.plain_features} | {a.column for _, a in self.aggregations}
+        return tuple(f for f in self.table.source_features if f.name in wanted)
+
+    @property
+    def lookback(self) -> timedelta | None:
+        """How long before *T* a source row can still count (None: unbounded)."""
+        reach = [a.window for _, a in self.aggregations]
+        if self.plain_features:
+            if self.max_age is None:
+                return None
+            reach.append(self.max_age)
+        return max(reach) if reach else None
+
     def output_column(self, feature: Feature) -> str:
         """The result column of ``feature``: ``<table>__<feature>``."""
         return result_column(self.table.name, feature.name)
@@ -147,7 +201,7 @@ def source_columns(table: FeatureTable, source: FileSource) -> SourceColumns:
     to_source = {target: column for column, target in source.field_mapping.items()}
     return SourceColumns(
         keys=tuple(to_source.get(name, name) for name in table.entities),
-        features=tuple(to_source.get(f.name, f.name) for f in table.features),
+        features=tuple(to_source.get(f.name, f.name) for f in table.source_features),
         event_timestamp=source.event_timestamp_column,
         created_timestamp=source.created_timestamp_column,
     )
@@ -167,6 +221,16 @@ def table_join(table: FeatureTable, features: Sequence[Feature], entities: Mappi
         source=table.batch_source,
         columns=source_columns(table, table.batch_source),
     )
+
+
+def refuse_aggregations(joins: Sequence[TableJoin], *, engine: str) -> None:
+    """Raise DataError if a join has aggregation features: for engines that do not compute them."""
+    for join in joins:
+        if join.table.aggregations:
+            raise DataError(
+                f"Feature table {join.name!r} has windowed aggregations, which the {engine} engine does not "
+                "compute yet; use the duckdb offline engine for it."
+            )
 
 
 def build_retrieval_plan(
@@ -261,7 +325,7 @@ def check_source_schema(join: TableJoin, schema: pa.Schema) -> None:
         ),
         *(
             (column, f"feature {f.name!r}", f.value_type.to_arrow())
-            for column, f in zip(columns.features, join.table.features, strict=True)
+            for column, f in zip(columns.features, join.table.source_features, strict=True)
         ),
         (columns.event_timestamp, "event timestamp", None),
     ]

@@ -1,8 +1,9 @@
 """The versioned JSON form of definitions, as stored by every registry backend.
 
-Shape: ``{"format_version": 2, "kind": "entity" | "feature_table", "spec": {...}}``.
+Shape: ``{"format_version": 3, "kind": "entity" | "feature_table", "spec": {...}}``.
 Version 2 added expectations (``expect`` on features and tables, ``validation_policy``);
-version 1 records, without them, still load.
+version 3 added a feature table's ``aggregations``. A record is written with the oldest version that holds it (tables with aggregations: 3,
+everything else: 2), and older records still load.
 Durations are whole microseconds; sources and formats carry a ``"type"`` tag. A reader refuses a
 ``format_version`` newer than it knows, so an old Provender never misreads a newer registry.
 """
@@ -15,6 +16,7 @@ from datetime import timedelta
 from typing import Final, cast
 
 from provender.definitions import (
+    Aggregation,
     AvroFormat,
     CsvFormat,
     Definition,
@@ -32,7 +34,8 @@ from provender.definitions import (
 )
 from provender.errors import DefinitionError
 
-FORMAT_VERSION: Final = 2
+FORMAT_VERSION: Final = 3
+_EXPECTATIONS_VERSION: Final = 2  # what records without aggregations are written as
 
 JsonDict = dict[str, object]
 
@@ -54,9 +57,11 @@ def from_json(text: str) -> Definition:
 def to_dict(definition: Definition) -> JsonDict:
     """Return the versioned, JSON-ready dict of a definition."""
     if isinstance(definition, Entity):
-        return {"format_version": FORMAT_VERSION, "kind": "entity", "spec": _entity_spec(definition)}
+        return {"format_version": _EXPECTATIONS_VERSION, "kind": "entity", "spec": _entity_spec(definition)}
     if isinstance(definition, FeatureTable):
-        return {"format_version": FORMAT_VERSION, "kind": "feature_table", "spec": _table_spec(definition)}
+        # The oldest version that can hold the table, so older readers still read what they can.
+        version = FORMAT_VERSION if definition.aggregations else _EXPECTATIONS_VERSION
+        return {"format_version": version, "kind": "feature_table", "spec": _table_spec(definition)}
     raise TypeError(f"cannot serialize {type(definition).__name__}; expected Entity or FeatureTable")
 
 
@@ -105,7 +110,7 @@ def _entity_spec(entity: Entity) -> JsonDict:
 
 
 def _table_spec(table: FeatureTable) -> JsonDict:
-    return {
+    spec: JsonDict = {
         "name": table.name,
         "entities": list(table.entities),
         "features": [
@@ -115,10 +120,23 @@ def _table_spec(table: FeatureTable) -> JsonDict:
                 "description": f.description,
                 "expect": [expect.to_spec(e) for e in f.expect],
             }
-            for f in table.features
+            for f in table.source_features
         ],
         "expect": [expect.to_spec(e) for e in table.expect],
         "validation_policy": table.validation_policy,
+    }
+    if table.aggregations:  # absent when empty: records without aggregations stay as version 2 wrote them
+        spec["aggregations"] = [
+            {
+                "name": a.name,
+                "column": a.column,
+                "function": a.function,
+                "window_us": a.window // timedelta(microseconds=1),
+                "description": a.description,
+            }
+            for a in table.aggregations
+        ]
+    return spec | {
         "batch_source": _file_source_spec(table.batch_source) if table.batch_source else None,
         "stream_source": _kafka_source_spec(table.stream_source) if table.stream_source else None,
         "max_age_us": None if table.max_age is None else table.max_age // timedelta(microseconds=1),
@@ -136,6 +154,16 @@ def _table_from_spec(spec: Mapping[str, object]) -> FeatureTable:
         )
         for f in (_mapping(item, "features") for item in cast(list[object], spec["features"]))
     ]
+    aggregations = [
+        Aggregation(
+            name=cast(str, a["name"]),
+            column=cast(str, a["column"]),
+            function=cast(str, a["function"]),
+            window=timedelta(microseconds=cast(int, a["window_us"])),
+            description=cast(str, a.get("description", "")),
+        )
+        for a in (_mapping(item, "aggregations") for item in cast(list[object], spec.get("aggregations", [])))
+    ]
     max_age_us = spec.get("max_age_us")
     batch, stream = spec.get("batch_source"), spec.get("stream_source")
     return FeatureTable(
@@ -148,6 +176,7 @@ def _table_from_spec(spec: Mapping[str, object]) -> FeatureTable:
         labels=_mapping(spec.get("labels", {}), "labels"),  # type: ignore[arg-type]
         expect=_expectations(spec.get("expect", []), "table"),  # type: ignore[arg-type]
         validation_policy=cast(str, spec.get("validation_policy", "fail")),
+        aggregations=aggregations,
     )
 
 

@@ -164,7 +164,7 @@ def test_composite_key_order_is_kept() -> None:
 def test_envelope_shape() -> None:
     entity_data = json.loads(codec.to_json(driver()))
     assert entity_data == {
-        "format_version": codec.FORMAT_VERSION,
+        "format_version": 2,
         "kind": "entity",
         "spec": {"name": "driver_id", "value_type": "INT64", "description": "Driver id", "labels": {}},
     }

@@ -30,7 +30,7 @@ from provender.config import validate_backend_config
 from provender.errors import BackendError, ConfigError, JobCancelledError, ProvenderError
 from provender.offline.engine import EngineCapabilities, EntityRows, IngestionProgress, StoreFactory
 from provender.offline.files import DateRange, lower_event_bound
-from provender.offline.plan import LatestPlan, RetrievalPlan
+from provender.offline.plan import LatestPlan, RetrievalPlan, refuse_aggregations
 from provender.offline.spark.compile import compile_latest, compile_retrieval
 from provender.offline.spark.executors import PartitionWriter
 from provender.offline.spark.failures import run_in_group
@@ -117,7 +117,11 @@ class SparkEngine:
     # -- retrieval -----------------------------------------------------------------------------
 
     def retrieve(self, plan: RetrievalPlan, entity_rows: EntityRows) -> SparkRetrievalJob:
-        """Check the sources, stage the entity rows and start the Spark job computing ``plan``."""
+        """Check the sources, stage the entity rows and start the Spark job computing ``plan``.
+
+        Feature tables with windowed aggregations are refused (DataError): Spark does not compute them yet.
+        """
+        refuse_aggregations(plan.joins, engine="spark")
         job_dir = self.staging.new_dir("retrieval")
         try:
             entities, (earliest, latest) = entity_frame(
@@ -154,11 +158,13 @@ class SparkEngine:
 
     def compute_statistics(self, plan: StatisticsPlan) -> TableStatistics:
         """Compute the statistics of the source rows in ``[start, end)`` (:mod:`.statistics`)."""
+        refuse_aggregations([plan.join], engine="spark")
         return spark_statistics(self.session, plan, base_dir=self.base_dir)
 
     # -- ingestion -----------------------------------------------------------------------------
 
     def _latest_frame(self, plan: LatestPlan) -> DataFrame:
+        refuse_aggregations([plan.join], engine="spark")
         dates = DateRange.for_interval(plan.start, plan.end)
         source = source_frame(self.session, plan.join, dates, base_dir=self.base_dir, lower=plan.start, upper=None)
         return compile_latest(plan, source)

@@ -100,7 +100,7 @@ def _csv_stamps(join: TableJoin) -> set[str]:
     """The CSV columns read as timestamps: event and created times, UNIX_TIMESTAMP features."""
     c = join.columns
     stamps = {c.event_timestamp, *([c.created_timestamp] if c.created_timestamp else [])}
-    features = zip(c.features, join.table.features, strict=True)
+    features = zip(c.features, join.table.source_features, strict=True)
     return stamps | {name for name, f in features if f.value_type is ValueType.UNIX_TIMESTAMP}
 
 
@@ -113,7 +113,7 @@ def _arrow_format(join: TableJoin) -> ds.CsvFileFormat:
     assert isinstance(join.source.file_format, CsvFormat)
     c = join.columns
     declared = {col: e.value_type for col, e in zip(c.keys, join.entities, strict=True)}
-    declared |= {col: f.value_type for col, f in zip(c.features, join.table.features, strict=True)}
+    declared |= {col: f.value_type for col, f in zip(c.features, join.table.source_features, strict=True)}
     types = {name: t.to_arrow() for name, t in declared.items() if not t.is_list}
     types |= dict.fromkeys(_csv_stamps(join), pa.string())
     return ds.CsvFileFormat(

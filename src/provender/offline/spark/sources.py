@@ -130,7 +130,7 @@ def source_frame(
     select = [as_type(c, view, e.value_type).alias(e.name) for c, e in zip(columns.keys, join.entities, strict=True)]
     select += [
         as_type(c, view, f.value_type).alias(f.name)
-        for c, f in zip(columns.features, join.table.features, strict=True)
+        for c, f in zip(columns.features, join.table.source_features, strict=True)
         if f.name in wanted
     ]
     select.append(as_type(columns.event_timestamp, view, ValueType.UNIX_TIMESTAMP).alias(EVENT))
