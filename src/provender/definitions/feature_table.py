@@ -159,6 +159,7 @@ class FeatureTable:
                 "validation_policy",
                 f"{self.validation_policy!r} is not one of {list(_expect.VALIDATION_POLICIES)}",
             )
+
     def _add_aggregations(self, what: str) -> None:
         if isinstance(self.aggregations, str) or not isinstance(self.aggregations, Sequence):
             raise DefinitionError(what, "aggregations", "must be a list of Aggregation objects")

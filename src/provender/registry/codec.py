@@ -2,8 +2,8 @@
 
 Shape: ``{"format_version": 3, "kind": "entity" | "feature_table", "spec": {...}}``.
 Version 2 added expectations (``expect`` on features and tables, ``validation_policy``);
-version 3 added a feature table's ``aggregations``. A record is written with the oldest version that holds it (tables with aggregations: 3,
-everything else: 2), and older records still load.
+version 3 added a feature table's ``aggregations``. A record is written with the oldest version
+that holds it (tables with aggregations: 3, everything else: 2), and older records still load.
 Durations are whole microseconds; sources and formats carry a ``"type"`` tag. A reader refuses a
 ``format_version`` newer than it knows, so an old Provender never misreads a newer registry.
 """
