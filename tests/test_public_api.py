@@ -9,6 +9,7 @@ import pytest
 import provender
 
 EXPECTED_ALL = [
+    "Aggregation",
     "AvroFormat",
     "BackendError",
     "Client",
@@ -16,6 +17,7 @@ EXPECTED_ALL = [
     "CsvFormat",
     "DataError",
     "DefinitionError",
+    "DriftReport",
     "Entity",
     "EntityNotFoundError",
     "Feature",
@@ -32,8 +34,10 @@ EXPECTED_ALL = [
     "ProvenderError",
     "RegistryConflictError",
     "Settings",
+    "TableStatistics",
     "ValueType",
     "__version__",
+    "expect",
     "load_settings",
 ]
 
