@@ -58,8 +58,8 @@ async def respond(send: Send, status: int, body: bytes, headers: Headers) -> Non
     await send({"type": "http.response.body", "body": body})
 
 
-async def read_body(scope: Scope, receive: Receive, *, max_bytes: int) -> bytes:
-    """Return the request body.
+async def read_body(scope: Scope, receive: Receive, *, max_bytes: int, setting: str = "") -> bytes:
+    """Return the request body (the error names ``setting``, the limit's setting, if given).
 
     Raises:
         RequestTooLargeError: it is larger than ``max_bytes``, or the client went away.
@@ -68,11 +68,11 @@ async def read_body(scope: Scope, receive: Receive, *, max_bytes: int) -> bytes:
     body = cast(bytes, message.get("body", b""))
     if not message.get("more_body"):
         if len(body) > max_bytes:
-            raise RequestTooLargeError(f"The request body is larger than {max_bytes} bytes.")
+            raise _too_large(max_bytes, setting)
         return body
     declared = header(scope, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise RequestTooLargeError(f"The request body is larger than {max_bytes} bytes.")
+        raise _too_large(max_bytes, setting)
     chunks, size = [body], len(body)
     while message.get("more_body"):
         message = await receive()
@@ -81,9 +81,14 @@ async def read_body(scope: Scope, receive: Receive, *, max_bytes: int) -> bytes:
         chunk = cast(bytes, message.get("body", b""))
         size += len(chunk)
         if size > max_bytes:
-            raise RequestTooLargeError(f"The request body is larger than {max_bytes} bytes.")
+            raise _too_large(max_bytes, setting)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _too_large(max_bytes: int, setting: str) -> RequestTooLargeError:
+    where = f" ({setting})" if setting else ""
+    return RequestTooLargeError(f"The request body is larger than {max_bytes} bytes, this server's limit{where}.")
 
 
 def plain_error(code: str, kind: str, message: str) -> bytes:

@@ -165,6 +165,11 @@ class ServingSection(BaseModel):
         registry_refresh_seconds: how stale the served registry may be: each worker re-reads
             it this often, so a newly applied table is served within this time.
         max_entity_rows: the most entity rows one request may ask for.
+        max_feature_refs: the most feature refs one request may list.
+        max_entity_columns: the most entity (and pass-through) columns one request may send.
+        max_request_bytes: the largest HTTP body and gRPC message accepted (413 /
+            RESOURCE_EXHAUSTED above it).
+        max_value_depth: how deeply an entity or pass-through value may nest lists and objects.
         projects: the projects served (None: every project in the registry).
         graceful_shutdown_seconds: how long in-flight requests may take to finish after SIGTERM.
         request_log: sampled request/response logging.
@@ -179,6 +184,10 @@ class ServingSection(BaseModel):
     workers: int = Field(default=1, ge=1, le=64)
     registry_refresh_seconds: float = Field(default=5.0, gt=0)
     max_entity_rows: int = Field(default=1000, gt=0)
+    max_feature_refs: int = Field(default=1000, gt=0)
+    max_entity_columns: int = Field(default=100, gt=0)
+    max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_value_depth: int = Field(default=16, ge=1, le=200)
     projects: tuple[str, ...] | None = None
     graceful_shutdown_seconds: float = Field(default=10.0, ge=0)
     request_log: RequestLogSection = Field(default_factory=RequestLogSection)

@@ -123,7 +123,7 @@ def test_data_error(served: tuple[Path, Server]) -> None:
     root, server = served
     errors = raised(root, server, GOOD, [{"driver_id": i} for i in range(6)], token="reader")
     for error in errors:
-        assert type(error) is pv.DataError and "limit of 5" in str(error)
+        assert type(error) is pe.RequestTooLargeError and "limit of 5 (serving.max_entity_rows)" in str(error)
     assert str(errors[0]) == str(errors[1])
 
 
@@ -131,7 +131,7 @@ def test_request_too_large_error(served: tuple[Path, Server]) -> None:
     root, server = served
     for read in reader(root, server.http_url, token="reader"):
         with pytest.raises(pe.RequestTooLargeError, match="larger than") as info:
-            read(GOOD, [{"driver_id": 1, "note": "x" * (5 * 1024 * 1024)}])
+            read(GOOD, [{"driver_id": 1, "note": "x" * (9 * 1024 * 1024)}])
         assert attributes(info.value) == {}
 
 

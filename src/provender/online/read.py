@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import pyarrow as pa
 
@@ -35,7 +35,9 @@ from provender.online.keys import KeyEncoder
 from provender.online.store import OnlineStore, ReadRequest
 
 REGISTRY_REFRESH_SECONDS = 5.0
-_MAX_CACHED_PLANS = 1024
+PLAN_CACHE_BYTES = 1024 * 1024
+"""How many bytes of feature refs the plan caches keep as keys (per reader, per served project)."""
+_V = TypeVar("_V")
 
 
 class FeatureStatus(StrEnum):
@@ -201,6 +203,44 @@ def _status(row: StoredRow | None, index: int, cutoff: int | None) -> FeatureSta
     return FeatureStatus.PRESENT
 
 
+class PlanCache(Generic[_V]):
+    """Plans cached by their refs, bounded by the bytes of the keys (not by their count).
+
+    A key larger than a quarter of the budget is never cached (a huge request pays its own
+    planning and cannot evict every other plan); when the budget is full the cache starts over.
+
+    Args:
+        max_bytes: the budget: the summed length of the cached refs.
+    """
+
+    def __init__(self, max_bytes: int = PLAN_CACHE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._plans: dict[tuple[object, tuple[str, ...]], _V] = {}
+
+    def get(self, key: tuple[object, tuple[str, ...]]) -> _V | None:
+        """Return the plan cached for ``key`` (a version, the refs), or None."""
+        return self._plans.get(key)
+
+    def put(self, key: tuple[object, tuple[str, ...]], plan: _V) -> None:
+        """Cache ``plan`` under ``key`` if it fits the budget."""
+        cost = 64 + sum(len(ref) + 8 for ref in key[1])
+        if cost * 4 > self.max_bytes:
+            return
+        if self.size + cost > self.max_bytes:
+            self.clear()
+        self._plans[key] = plan
+        self.size += cost
+
+    def clear(self) -> None:
+        """Forget every plan."""
+        self._plans = {}
+        self.size = 0
+
+    def __len__(self) -> int:
+        return len(self._plans)
+
+
 class OnlineReader:
     """Reads online features for a client: cached plans over one store.
 
@@ -225,12 +265,12 @@ class OnlineReader:
         self._clock = clock
         self._catalog: Catalog | None = None
         self._expires_at = 0.0
-        self._plans: dict[tuple[str, ...], _ReadPlan] = {}
+        self._plans: PlanCache[_ReadPlan] = PlanCache()
 
     def invalidate(self) -> None:
         """Forget the cached registry snapshot and plans (the next read re-reads the registry)."""
         self._catalog = None
-        self._plans = {}
+        self._plans.clear()
 
     def read(
         self,
@@ -278,7 +318,7 @@ class OnlineReader:
     def _plan(self, feature_refs: Sequence[str]) -> _ReadPlan:
         if self._catalog is None or self._clock() >= self._expires_at:
             self._refresh()
-        cache_key = ref_list(feature_refs)
+        cache_key = (None, ref_list(feature_refs))
         plan = self._plans.get(cache_key)
         if plan is not None:
             return plan
@@ -289,15 +329,13 @@ class OnlineReader:
             # The snapshot may predate an apply made elsewhere: look once more before failing.
             self._refresh()
             plan = compile_plan(feature_refs, self._catalog)
-        if len(self._plans) >= _MAX_CACHED_PLANS:
-            self._plans.clear()
-        self._plans[cache_key] = plan
+        self._plans.put(cache_key, plan)
         return plan
 
     def _refresh(self) -> None:
         catalog = self._load_catalog()
         if self._catalog is None or catalog.version != self._catalog.version:
-            self._plans = {}
+            self._plans.clear()
         self._catalog = catalog
         self._expires_at = self._clock() + self._refresh_seconds
 

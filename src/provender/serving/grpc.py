@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from provender.errors import DataError
+from provender.errors import DataError, RequestTooLargeError
 from provender.online.read import FeatureStatus
 from provender.serving.service import FeatureQuery, FeatureService, QueryResult
 from provender.wire._proto import serving_pb2 as pb
@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = "provender.serving.v1.ServingService"
 METHOD = "GetOnlineFeatures"
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+MAX_SEND_BYTES = 64 * 1024 * 1024
+MAX_METADATA_BYTES = 16 * 1024
 STATUS_CODES = {
     FeatureStatus.PRESENT: pb.FEATURE_STATUS_PRESENT,
     FeatureStatus.NOT_FOUND: pb.FEATURE_STATUS_NOT_FOUND,
@@ -110,7 +111,7 @@ class ServingServicer:
                 )
             entities[column.name] = values
         if rows > self._max_rows:
-            raise DataError(
+            raise RequestTooLargeError(
                 f"The request has {rows} entity rows, more than this server's limit of {self._max_rows} "
                 "(serving.max_entity_rows); split it into smaller requests."
             )
@@ -219,8 +220,9 @@ def create_grpc_server(
         service.executor,
         options=[
             ("grpc.so_reuseport", 1 if reuse_port else 0),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", service.limits.max_request_bytes),
+            ("grpc.max_send_message_length", MAX_SEND_BYTES),
+            ("grpc.max_metadata_size", MAX_METADATA_BYTES),
         ],
     )
     servicer = ServingServicer(service)

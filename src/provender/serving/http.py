@@ -54,7 +54,6 @@ log = logging.getLogger(__name__)
 
 ONLINE_FEATURES = "/v1/online-features"
 READY_TIMEOUT_SECONDS = 5.0
-_MIN_BODY_BYTES = 4 * 1024 * 1024
 _JSON = JSON_HEADERS
 _HEALTH = orjson.dumps({"status": "ok", "version": __version__})
 _ROUTES = {
@@ -76,7 +75,7 @@ class ServingApp:
         self._request_log = service.request_log
         self._default_project = service.default_project
         self._max_rows = service.serving.max_entity_rows
-        self._max_body = max(_MIN_BODY_BYTES, service.serving.max_entity_rows * 512)
+        self._max_body = service.limits.max_request_bytes
         self._executor = service.executor
         self._openapi = orjson.dumps(openapi_document())
 
@@ -119,7 +118,7 @@ class ServingApp:
         result: QueryResult | None = None
         error: BaseException | None = None
         try:
-            body = await read_body(scope, receive, max_bytes=self._max_body)
+            body = await read_body(scope, receive, max_bytes=self._max_body, setting="serving.max_request_bytes")
             request = parse_online_request(body, max_entity_rows=self._max_rows)
             if request.project is not None:
                 project = request.project

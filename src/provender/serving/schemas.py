@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from provender import __version__
-from provender.errors import DataError
+from provender.errors import DataError, RequestTooLargeError
 
 StatusName = Literal["PRESENT", "NOT_FOUND", "OUTSIDE_MAX_AGE", "NULL_VALUE"]
 
@@ -99,8 +99,9 @@ def parse_online_request(body: bytes, *, max_entity_rows: int) -> OnlineRequest:
     """Parse and check a request body.
 
     Raises:
-        DataError: invalid JSON, a missing or mistyped field, columns of different lengths, or
-            more rows than ``max_entity_rows``; the message names the problem.
+        DataError: invalid JSON, a missing or mistyped field, or columns of different lengths;
+            the message names the problem.
+        RequestTooLargeError: more rows than ``max_entity_rows``.
     """
     try:
         data = orjson.loads(body)
@@ -130,7 +131,7 @@ def parse_online_request(body: bytes, *, max_entity_rows: int) -> OnlineRequest:
                 f"the first column {rows}."
             )
     if rows > max_entity_rows:
-        raise DataError(
+        raise RequestTooLargeError(
             f"The request has {rows} entity rows, more than this server's limit of {max_entity_rows} "
             "(serving.max_entity_rows); split it into smaller requests."
         )

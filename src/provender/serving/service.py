@@ -37,10 +37,11 @@ from provender.auth import Authenticator
 from provender.definitions import ValueType
 from provender.definitions.request import FeatureRequest
 from provender.errors import BackendError, ProjectNotServedError, ProvenderError
-from provender.online.read import FeatureStatus, OnlineReader
+from provender.online.read import FeatureStatus, OnlineReader, PlanCache
 from provender.online.store import OnlineStore
 from provender.registry.store import RegistrySnapshot, RegistryStore
 from provender.runtime import Runtime
+from provender.serving.limits import RequestLimits
 from provender.serving.metrics import Metrics
 from provender.serving.request_log import RequestLog
 from provender.wire.codec import FLOAT_TYPES
@@ -49,7 +50,6 @@ log = logging.getLogger(__name__)
 
 STORE_PROBE_SECONDS = 0.25
 _PROJECT_RECHECK_SECONDS = 1.0
-_MAX_CACHED_COLUMN_PLANS = 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -256,7 +256,7 @@ class _Project:
 
     def __init__(self, name: str, store: OnlineStore, reader: OnlineReader) -> None:
         self.name, self.store, self.reader = name, store, reader
-        self.plans: dict[tuple[int, tuple[str, ...]], ColumnPlan] = {}
+        self.plans: PlanCache[ColumnPlan] = PlanCache()
         self.version = -1
         self.bytes_entities: frozenset[str] = frozenset()
 
@@ -276,6 +276,7 @@ class FeatureService:
         self.settings = settings
         self.serving = settings.serving
         self.default_project = settings.project
+        self.limits = RequestLimits.of(self.serving)
         self.metrics = metrics if metrics is not None else Metrics()
         self.auth = Authenticator(self.serving.auth)
         self.request_log = RequestLog(
@@ -325,8 +326,10 @@ class FeatureService:
         Raises:
             ProjectNotServedError: the project is not served.
             FeatureRefError, NotFoundError, DataError: a bad request.
+            RequestTooLargeError: the query is over a ``serving.max_*`` limit.
             BackendError: the store failed (retryable: it is down; retry later).
         """
+        self.limits.check(query.features, query.entities)
         self.breaker.check()
         project = self._project(query.project)
         entities = query.entities
@@ -414,9 +417,7 @@ class FeatureService:
         plan = project.plans.get(key)
         if plan is None:
             plan = _plan_columns(snapshot, features)
-            if len(project.plans) >= _MAX_CACHED_COLUMN_PLANS:
-                project.plans.clear()
-            project.plans[key] = plan
+            project.plans.put(key, plan)
         return plan
 
 

@@ -7,7 +7,7 @@ exception's MRO wins)::
     AuthenticationError        401  UNAUTHENTICATED
     PermissionDeniedError      403  PERMISSION_DENIED
     ProjectNotServedError      404  NOT_FOUND
-    RequestTooLargeError       413  INVALID_ARGUMENT
+    RequestTooLargeError       413  RESOURCE_EXHAUSTED  a request over a serving limit (named in the message)
     RegistryVersionConflictError  409  ABORTED          (core) an apply planned against an older version
     RegistryConflictError      409  FAILED_PRECONDITION  (core) a change that would break a reference
     JobStateError              409  FAILED_PRECONDITION  (core) e.g. finishing a cancelled job
@@ -155,6 +155,8 @@ def rebuild_error(
     fields = fields or {}
     builder = (extra or {}).get(kind) or _BUILDERS.get(kind)
     if builder is None:
+        if code == "RESOURCE_EXHAUSTED":  # gRPC's own message-size refusal
+            return errors.RequestTooLargeError(f"{message} (the server's limit: serving.max_request_bytes)")
         if code in ("INVALID_ARGUMENT", "NOT_FOUND"):
             return errors.DataError(message)
         return errors.BackendError(message, retryable=code == "UNAVAILABLE")
@@ -213,7 +215,7 @@ ERROR_STATUSES: dict[type[BaseException], ErrorStatus] = {
     errors.AuthenticationError: ErrorStatus(401, "UNAUTHENTICATED"),
     errors.PermissionDeniedError: ErrorStatus(403, "PERMISSION_DENIED"),
     errors.ProjectNotServedError: ErrorStatus(404, "NOT_FOUND"),
-    errors.RequestTooLargeError: ErrorStatus(413, "INVALID_ARGUMENT"),
+    errors.RequestTooLargeError: ErrorStatus(413, "RESOURCE_EXHAUSTED"),
     errors.RegistryVersionConflictError: ErrorStatus(409, "ABORTED"),
     errors.RegistryConflictError: ErrorStatus(409, "FAILED_PRECONDITION"),
     errors.JobStateError: ErrorStatus(409, "FAILED_PRECONDITION"),

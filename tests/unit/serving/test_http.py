@@ -91,7 +91,7 @@ def test_bad_requests_are_400_naming_the_problem(served: Served) -> None:
     assert "'driver_id'" in error["message"] and "INT64" in error["message"]
 
     status, error = error_of(app, {"features": ["driver_stats"], "entities": {"driver_id": list(range(11))}})
-    assert status == 400 and "limit of 10" in error["message"]
+    assert status == 413 and "limit of 10 (serving.max_entity_rows)" in error["message"]
 
     status, error = error_of(app, {"features": ["driver_stats"], "entities": {"driver_id": [1], "x": [1, 2]}})
     assert status == 400 and "differ in length" in error["message"]

@@ -1,0 +1,175 @@
+"""Every ``serving.max_*`` limit holds over HTTP and gRPC against a real ``provender serve``.
+
+Each limit is exceeded by several sizes and shapes; each answer is 413 / RESOURCE_EXHAUSTED
+naming the setting, and the server keeps answering ordinary requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import orjson
+import pytest
+import yaml
+
+import provender as pv
+from provender.wire._proto import serving_pb2 as pb
+from tests.e2e.test_serving import Server, entity_column, start_server
+from tests.support.online import DRIVER, DRIVER_STATS, batch
+from tests.support.services import read_log
+
+LIMITS = {
+    "max_feature_refs": 4,
+    "max_entity_rows": 5,
+    "max_entity_columns": 3,
+    "max_request_bytes": 4096,
+    "max_value_depth": 4,
+}
+REFS = ["driver_stats:conv_rate", "driver_stats:acc_rate", "driver_stats:trips"]
+
+
+@dataclass(frozen=True)
+class _Root:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "provender.yaml"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("limits")
+    config = {
+        "registry": "sqlite:///registry.db",
+        "online": {"store": "sqlite", "path": "online.db"},
+        "serving": {"projects": ["default"], **LIMITS},
+    }
+    (root / "provender.yaml").write_text(yaml.safe_dump(config))
+    with pv.Client(root / "provender.yaml") as client:
+        client.apply([DRIVER, DRIVER_STATS])
+        client._online_store.write(DRIVER_STATS, batch(DRIVER_STATS, [{"driver_id": 1, "trips": 2}]))
+    started = start_server(_Root(root))  # type: ignore[arg-type]
+    try:
+        yield started
+    finally:
+        assert started.stop() == 0, read_log(started.log)
+
+
+def _http(server: Server, payload: object) -> tuple[int, str]:
+    status, body = server.post(payload)
+    error = body.get("error")
+    return status, "" if not isinstance(error, dict) else str(error["message"])
+
+
+def _grpc(server: Server, request: pb.GetOnlineFeaturesRequest) -> tuple[grpc.StatusCode, str]:
+    try:
+        server.grpc_call(request)
+    except grpc.RpcError as exc:
+        return exc.code(), exc.details() or ""
+    return grpc.StatusCode.OK, ""
+
+
+def _ordinary_requests_still_work(server: Server) -> None:
+    status, body = server.post({"features": REFS, "entities": {"driver_id": [1]}})
+    assert status == 200, body
+    assert body["columns"]["driver_stats__trips"] == [2]  # type: ignore[index]
+    request = pb.GetOnlineFeaturesRequest(features=REFS, entities=[entity_column("driver_id", [1])])
+    assert server.grpc_call(request).columns[-1].int64_values.values == [2]
+
+
+@pytest.mark.parametrize("count", [5, 17, 150])
+def test_too_many_feature_refs(server: Server, count: int) -> None:
+    refs = [REFS[i % 3] for i in range(count)]
+    status, message = _http(server, {"features": refs, "entities": {"driver_id": [1]}})
+    assert status == 413 and "serving.max_feature_refs" in message and f"{count} feature refs" in message
+    code, details = _grpc(
+        server, pb.GetOnlineFeaturesRequest(features=refs, entities=[entity_column("driver_id", [1])])
+    )
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "serving.max_feature_refs" in details
+    _ordinary_requests_still_work(server)
+
+
+@pytest.mark.parametrize("rows", [6, 40, 300])
+def test_too_many_entity_rows(server: Server, rows: int) -> None:
+    status, message = _http(server, {"features": REFS, "entities": {"driver_id": list(range(rows))}})
+    assert status == 413 and "serving.max_entity_rows" in message
+    request = pb.GetOnlineFeaturesRequest(features=REFS, entities=[entity_column("driver_id", list(range(rows)))])
+    code, details = _grpc(server, request)
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "serving.max_entity_rows" in details
+
+
+@pytest.mark.parametrize("columns", [4, 12, 90])
+def test_too_many_entity_columns(server: Server, columns: int) -> None:
+    entities = {"driver_id": [1], **{f"c{i}": [i] for i in range(columns - 1)}}
+    status, message = _http(server, {"features": REFS, "entities": entities})
+    assert status == 413 and "serving.max_entity_columns" in message
+    request = pb.GetOnlineFeaturesRequest(
+        features=REFS, entities=[entity_column(name, values) for name, values in entities.items()]
+    )
+    code, details = _grpc(server, request)
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "serving.max_entity_columns" in details
+
+
+def _nested(depth: int, *, mapping: bool) -> str:
+    """A JSON value nesting ``depth`` arrays or objects (as text: orjson dumps at most 254 deep)."""
+    if mapping:
+        return '{"k":' * depth + "1" + "}" * depth
+    return "[" * depth + "1" + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [5, 60, 600, 1500, 3000])
+@pytest.mark.parametrize("mapping", [False, True])
+@pytest.mark.parametrize("column", ["driver_id", "passthrough"])
+def test_too_deeply_nested_values(server: Server, depth: int, mapping: bool, column: str) -> None:
+    value = _nested(depth, mapping=mapping)
+    text = f'{{"features": {orjson.dumps(REFS).decode()}, "entities": {{"driver_id": [1], "{column}": [{value}]}}}}'
+    status, raw, _ = server.request("POST", "/v1/online-features", text.encode())
+    message = orjson.loads(raw)["error"]["message"]
+    if len(text) > LIMITS["max_request_bytes"]:
+        assert status == 413 and "serving.max_request_bytes" in message, message
+    elif depth > 1000:  # deeper than the JSON parser follows: invalid JSON
+        assert status == 400 and "not valid JSON" in message, message
+    else:
+        assert status == 413 and "serving.max_value_depth" in message, message
+    _ordinary_requests_still_work(server)
+
+
+def test_values_within_the_depth_limit_pass_through(server: Server) -> None:
+    value = [[[[1]]]]
+    status, body = server.post({"features": REFS, "entities": {"driver_id": [1], "note": [value]}})
+    assert status == 200 and body["columns"]["note"] == [value]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("size", [5000, 100_000, 3_000_000])
+def test_too_large_bodies_and_messages(server: Server, size: int) -> None:
+    payload = {"features": REFS, "entities": {"driver_id": [1], "note": ["x" * size]}}
+    status, message = _http(server, payload)
+    assert status == 413 and "serving.max_request_bytes" in message
+    # Declared and streamed (chunked) bodies alike.
+    body = orjson.dumps(payload)
+    status_chunked, raw, _ = server.request(
+        "POST",
+        "/v1/online-features",
+        iter([body[i : i + 65536] for i in range(0, len(body), 65536)]),  # type: ignore[arg-type]
+    )
+    assert status_chunked == 413 and b"serving.max_request_bytes" in raw
+    note = pb.Column(name="note")
+    note.string_values.values.append("x" * size)
+    code, _ = _grpc(
+        server, pb.GetOnlineFeaturesRequest(features=REFS, entities=[entity_column("driver_id", [1]), note])
+    )
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    _ordinary_requests_still_work(server)
+
+
+def test_remote_clients_get_request_too_large(server: Server, tmp_path: Path) -> None:
+    from provender.config import load_settings
+
+    for url in (server.http_url, server.grpc_url):
+        settings = load_settings(environ={}, overrides={"serving_url": url, "registry": f"sqlite:///{tmp_path}/r.db"})
+        with pv.Client(settings=settings) as client, pytest.raises(pv.errors.RequestTooLargeError, match="max_"):
+            client.get_online_features(REFS, [{"driver_id": 1, "note": "x" * 10_000}])
