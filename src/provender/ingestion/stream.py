@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 
 from provender.definitions import FeatureTable, KafkaSource, ValueType
-from provender.errors import DefinitionError, MissingExtraError
+from provender.errors import DataError, DefinitionError, MissingExtraError
 from provender.ingestion.batch import IngestionJob
 from provender.ingestion.offline_log import OfflineLog
 from provender.ingestion.rows import DeadLetterReason, RowBuilder, check_avro_schema, column_specs
@@ -258,10 +258,16 @@ def start_stream_job(spec: StreamJobSpec, write: Callable[[pa.Table], int]) -> S
 
     Raises:
         DefinitionError: the table has no stream source, or its Avro schema is invalid.
-        DataError: the Avro schema lacks a field of the table, or its type does not fit.
+        DataError: the Avro schema lacks a field of the table, or its type does not fit; or the
+            table has windowed aggregations (not kept fresh from a stream yet: batch-ingest them).
         MissingExtraError: the ``kafka`` extra is not installed.
     """
     source = spec.source
+    if spec.table.aggregations:
+        raise DataError(
+            f"Feature table {spec.table.name!r} has windowed aggregations, which stream ingestion does not "
+            "compute yet; ingest them with start_offline_to_online_ingestion (their value as of `end`)."
+        )
     try:
         from provender.ingestion import formats
         from provender.ingestion.kafka import KafkaStream

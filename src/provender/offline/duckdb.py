@@ -5,7 +5,8 @@ table, matching on the entity key and on the ranking key ``(event_timestamp, cre
 (a struct, so ties on event time go to the greatest created time, a missing created time ranking
 lowest), then the ``max_age`` bound as a filter on the matched row: ASOF picks the latest row not
 after *T*, so if that row is older than ``T - max_age`` no row qualifies. Ingestion: the same
-ranking in a ``row_number()`` window over ``[start, end)``. Work larger than ``memory_limit``
+ranking in a ``row_number()`` window over ``[start, end)``. Windowed aggregations: a range join
+and GROUP BY per entity row (:mod:`provender.offline.duckdb_sql`). Work larger than ``memory_limit``
 spills to ``temp_directory``.
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import ClassVar, Self
 
@@ -24,9 +25,28 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
 from provender.config import validate_backend_config
-from provender.definitions import Aggregation, CsvFormat, Feature, ValueType
+from provender.definitions import CsvFormat
 from provender.definitions.request import SOURCE_ROWS
 from provender.errors import BackendError, DataError
+from provender.offline.duckdb_sql import (
+    _AGE_WITHOUT_BOUND,
+    _CREATED,
+    _ENTITY_COLUMN,
+    _EVENT,
+    _RANK,
+    _ROW_ID,
+    _TS,
+    _TS_CEIL,
+    _ceil_timestamp,
+    _floor_timestamp,
+    _interval,
+    _timestamp_literal,
+    aggregate_sql,
+    compile_windows,
+    literal,
+    quote,
+    sql_type,
+)
 from provender.offline.engine import EngineCapabilities, EntityRows
 from provender.offline.files import DateRange, list_table_files, lower_event_bound
 from provender.offline.plan import (
@@ -40,89 +60,6 @@ from provender.offline.plan import (
     null_entity_times_error,
 )
 from provender.offline.statistics import Dialect, StatisticsPlan, TableStatistics, compute_statistics
-
-_ROW_ID = "__provender_row_id"
-_TS = "__provender_ts"
-_TS_CEIL = "__provender_ts_ceil"
-_ENTITY_COLUMN = "__provender_e{}"
-_EVENT = "__provender_event_ts"
-_CREATED = "__provender_created_ts"
-_RANK = "__provender_rank"
-# A max_age this long bounds nothing, and T - max_age would overflow DuckDB's interval arithmetic.
-_AGE_WITHOUT_BOUND = timedelta(days=100_000 * 365)
-
-_SQL_TYPES = {
-    ValueType.BOOL: "BOOLEAN",
-    ValueType.INT32: "INTEGER",
-    ValueType.INT64: "BIGINT",
-    ValueType.FLOAT: "FLOAT",
-    ValueType.DOUBLE: "DOUBLE",
-    ValueType.STRING: "VARCHAR",
-    ValueType.BYTES: "BLOB",
-    ValueType.UNIX_TIMESTAMP: "TIMESTAMPTZ",
-}
-
-
-def sql_type(value_type: ValueType) -> str:
-    """Return the DuckDB type of ``value_type``."""
-    return f"{_SQL_TYPES[value_type.element]}[]" if value_type.is_list else _SQL_TYPES[value_type]
-
-
-def quote(identifier: str) -> str:
-    """Quote an SQL identifier."""
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-def literal(text: str) -> str:
-    """Quote an SQL string literal."""
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _timestamp_literal(at: datetime) -> str:
-    naive = at.astimezone(UTC).replace(tzinfo=None) if at.tzinfo else at
-    return f"TIMESTAMP {literal(naive.isoformat(sep=' '))}"
-
-
-def _interval(age: timedelta) -> str:
-    return f"INTERVAL {age // timedelta(microseconds=1)} MICROSECONDS"
-
-
-def _is_nanoseconds(found: pa.DataType) -> bool:
-    return bool(pa.types.is_timestamp(found) and found.unit == "ns")
-
-
-def _floor_timestamp(column: str, found: pa.DataType) -> str:
-    """SQL for ``column`` (Arrow type ``found``) as a naive UTC TIMESTAMP, nanoseconds rounded down.
-
-    DuckDB's CAST from nanoseconds rounds to the nearest microsecond, which can move a time past
-    an entity row's T and join a value from the future; rounding down keeps ``event <= T``.
-    """
-    if _is_nanoseconds(found):
-        return f"make_timestamp(epoch_us(CAST({column} AS TIMESTAMP_NS)))"
-    return _naive_utc(column, found)
-
-
-def _ceil_timestamp(column: str, found: pa.DataType) -> str:
-    """Like :func:`_floor_timestamp`, nanoseconds rounded up (for the ``T - max_age`` bound)."""
-    if _is_nanoseconds(found):
-        ns = f"CAST({column} AS TIMESTAMP_NS)"
-        return f"make_timestamp(epoch_us({ns}) + CASE WHEN epoch_ns({ns}) % 1000 <> 0 THEN 1 ELSE 0 END)"
-    return _naive_utc(column, found)
-
-
-def _naive_utc(column: str, found: pa.DataType) -> str:
-    """SQL for ``column`` (Arrow type ``found``, microseconds or coarser) as a naive UTC TIMESTAMP.
-
-    A time-zone-aware column is read through its UTC epoch rather than CAST, which converts
-    through ICU row by row: about 20x slower, and a third of the CPU of a 10M-row retrieval
-    (benchmarks/historical.py). Same values as CAST under the engine's UTC session, infinities
-    included (they take the CAST branch).
-    """
-    if pa.types.is_timestamp(found) and found.tz is not None:
-        return (
-            f"CASE WHEN isfinite({column}) THEN make_timestamp(epoch_us({column})) ELSE CAST({column} AS TIMESTAMP) END"
-        )
-    return f"CAST({column} AS TIMESTAMP)"
 
 
 class DuckDBConfig(BaseModel):
@@ -341,7 +278,7 @@ class DuckDBEngine:
                 )
                 outer.append(f"{quote(feature.name)}.v AS {quote(feature.name)}")
             else:
-                inner.append(f"{_aggregate(feature, aggregation, at=end, src='')} AS {quote(feature.name)}")
+                inner.append(f"{aggregate_sql(feature, aggregation, at=end, src='')} AS {quote(feature.name)}")
                 outer.append(quote(feature.name))
         outer += [f"CAST({end} AS TIMESTAMPTZ) AS {EVENT_TIMESTAMP}", f"NULL::TIMESTAMPTZ AS {CREATED_TIMESTAMP}"]
         if plan.count_source_rows:
@@ -458,7 +395,7 @@ def compile_retrieval(
     for n, (join, source) in enumerate(zip(plan.joins, sources, strict=True)):
         if join.aggregations:
             window_alias = f"w{n}"
-            ctes.append(f"{window_alias} AS ({_compile_windows(join, source)})")
+            ctes.append(f"{window_alias} AS ({compile_windows(join, source)})")
             joins.append(f"LEFT JOIN {window_alias} ON e.{_ROW_ID} = {window_alias}.{_ROW_ID}")
             for feature, aggregation in join.aggregations:
                 column = quote(join.output_column(feature))
@@ -532,43 +469,6 @@ class StatisticsCollector:
         """Release the rows gathered."""
         with self._lock:
             self._db.close()
-
-
-def _compile_windows(join: TableJoin, source: str) -> str:
-    """The aggregation features of ``join`` per entity row (by row id): a range join and GROUP BY.
-
-    Each source row of the key with ``T - longest window < event <= T`` joins the entity row;
-    each aggregate then keeps its own window with a FILTER (``plan.AGGREGATION_RULE``).
-    """
-    longest = max(aggregation.window for _, aggregation in join.aggregations)
-    on = [f"e.{quote('__key_' + k)} = src.{quote(k)}" for k in join.join_keys]
-    on += [f"src.{_EVENT} <= e.{_TS}", f"src.{_EVENT} > e.{_TS} - {_interval(longest)}"]
-    select = [f"e.{_ROW_ID}"]
-    select += [
-        f"{_aggregate(feature, aggregation, at=f'e.{_TS}', src='src.')} AS {quote(join.output_column(feature))}"
-        for feature, aggregation in join.aggregations
-    ]
-    return f"SELECT {', '.join(select)} FROM e JOIN ({source}) AS src ON {' AND '.join(on)} GROUP BY e.{_ROW_ID}"
-
-
-def _aggregate(feature: Feature, aggregation: Aggregation, *, at: str, src: str) -> str:
-    """SQL of one aggregate at time ``at`` over source columns prefixed ``src`` (null inputs skipped)."""
-    value = f"{src}{quote(aggregation.column)}"
-    in_window = f"FILTER (WHERE {src}{_EVENT} > {at} - {_interval(aggregation.window)} AND {value} IS NOT NULL)"
-    out = sql_type(feature.value_type)
-    function = aggregation.function
-    if function == "count":
-        return f"count({value}) {in_window}"
-    if function == "count_distinct":
-        return f"count(DISTINCT {value}) {in_window}"
-    if function == "sum":
-        return f"CAST(sum(CAST({value} AS {out})) {in_window} AS {out})"
-    if function == "mean":
-        return f"avg(CAST({value} AS DOUBLE)) {in_window}"
-    if function in ("min", "max"):
-        return f"{function}({value}) {in_window}"
-    rank = f"{{'t': {src}{_EVENT}, 'c': coalesce({src}{_CREATED}, '-infinity'::TIMESTAMP)}}"
-    return f"arg_max({value}, {rank}) {in_window}"  # last
 
 
 _DUCKDB_DIALECT = Dialect(
