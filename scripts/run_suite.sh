@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The whole suite, as `make test` runs it: independent pytest groups and the deployment test in
+# parallel (each group starts its own Redis / PostgreSQL / Kafka broker / Spark on free loopback
+# ports, so they never share state), then one closing line summing every group's counts.
+#
+# Usage: scripts/run_suite.sh PYTHON [--no-deploy]
+#   PROVENDER_SUITE_JOBS  how many pytest groups run at once (default 3)
+set -uo pipefail
+
+PY=${1:?usage: run_suite.sh PYTHON [--no-deploy]}
+DEPLOY=1; [ "${2:-}" = "--no-deploy" ] && DEPLOY=0
+cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
+LOGS=$(mktemp -d /tmp/provender-suite.XXXXXX)
+
+# Groups of about equal length; together they are exactly `pytest tests` (the last takes the rest).
+SUITE_GROUPS=(
+  "unit:tests/unit tests/docs tests/test_public_api.py tests/test_doctests.py"
+  "contract:tests/contract"
+  "integration:tests/integration"
+  "e2e:tests/e2e tests/deploy tests/release"
+)
+start=$(date +%s)
+pids=(); names=()
+for group in "${SUITE_GROUPS[@]}"; do
+  name=${group%%:*}; paths=${group#*:}
+  # shellcheck disable=SC2086
+  "$PY" -m pytest -q -p no:cacheprovider $paths >"$LOGS/$name.log" 2>&1 &
+  pids+=($!); names+=("$name")
+done
+if [ "$DEPLOY" = 1 ]; then
+  make --no-print-directory deploy-test >"$LOGS/deploy.log" 2>&1 &
+  pids+=($!); names+=("deploy")
+fi
+
+failed=0; passed_total=0; failed_total=0; skipped_total=0
+for i in "${!pids[@]}"; do
+  name=${names[$i]}
+  if wait "${pids[$i]}"; then status=ok; else status=FAILED; failed=1; fi
+  echo "=== $name: $status ($(( $(date +%s) - start )) s since start) ==="
+  if [ "$status" = FAILED ]; then tail -n 150 "$LOGS/$name.log"; else tail -n 25 "$LOGS/$name.log"; fi
+  if [ "$name" != deploy ]; then
+    line=$(grep -E '^[=]* ?[0-9]+ (passed|failed)|[0-9]+ (passed|failed|error)' "$LOGS/$name.log" | tail -n 1)
+    p=$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+' || echo 0)
+    f=$(grep -oE '[0-9]+ failed' <<<"$line" | grep -oE '[0-9]+' || echo 0)
+    e=$(grep -oE '[0-9]+ errors?' <<<"$line" | grep -oE '[0-9]+' || echo 0)
+    s=$(grep -oE '[0-9]+ skipped' <<<"$line" | grep -oE '[0-9]+' || echo 0)
+    [ -n "$line" ] || { f=$((f + 1)); failed=1; }
+    passed_total=$((passed_total + ${p:-0})); failed_total=$((failed_total + ${f:-0} + ${e:-0}))
+    skipped_total=$((skipped_total + ${s:-0}))
+  fi
+done
+echo "full logs: $LOGS ($(( $(date +%s) - start )) s)"
+echo "$passed_total passed, $failed_total failed, $skipped_total skipped"
+exit $failed
