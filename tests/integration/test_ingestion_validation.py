@@ -175,3 +175,24 @@ def test_a_bad_policy_is_refused_before_the_job(client: pv.Client, source: Path)
     with pytest.raises(pv.DataError, match=r"validation_policy 'lenient' is not one of \['fail', 'skip', 'warn'\]"):
         client.start_offline_to_online_ingestion("driver_quality", start=START, end=END, validation_policy="lenient")
     assert client.list_jobs(include_finished=True) == []
+
+
+def test_a_training_set_is_validated_against_the_same_expectations(client: pv.Client, source: Path) -> None:
+    client.apply([DRIVER, _table(source)])
+    entity_rows = pa.table(
+        {
+            "driver_id": pa.array([*DRIVERS, 99], pa.int64()),  # 99 has no value: not_null flags it
+            "event_timestamp": pa.array([END] * (len(DRIVERS) + 1), pa.timestamp("us", tz="UTC")),
+        }
+    )
+    report = client.get_historical_features(["driver_quality:conv_rate", "driver_quality:city"], entity_rows).validate()
+    assert (report.policy, report.rows_checked) == ("report", 11)
+    found = {(v.feature, v.expectation): v.count for v in report.violations}
+    assert found == {
+        ("driver_quality__conv_rate", "not_null"): 2,
+        ("driver_quality__conv_rate", "between(0, 1)"): 1,
+        ("driver_quality__city", "one_of('paris', 'lyon')"): 2,
+        ("driver_quality__city", "matches('[a-z]+')"): 1,
+    }
+    between = next(v for v in report.violations if v.expectation == "between(0, 1)")
+    assert between.examples == [{"driver_id": 4, "driver_quality__conv_rate": 1.5}]

@@ -323,6 +323,10 @@ class Client:
             job,
             output_columns=plan.output_columns,
             track=lambda: self._track_run(JobKind.HISTORICAL, tables[0] if len(tables) == 1 else ""),
+            expectations=[
+                (join.table, join.join_keys, {f.name: join.output_column(f) for f in join.features})
+                for join in plan.joins
+            ],
         )
 
     def get_statistics(

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import pyarrow as pa
 
+from provender.definitions import FeatureTable
 from provender.errors import DataError
+from provender.ingestion.validation import ValidationReport, validate_training_set
 from provender.offline.engine import EntityRows, RetrievalJob
 
 if TYPE_CHECKING:
@@ -80,10 +82,12 @@ class HistoricalJob:
         *,
         output_columns: tuple[str, ...],
         track: Callable[[], RunReport | None] | None = None,
+        expectations: Sequence[tuple[FeatureTable, Sequence[str], Mapping[str, str]]] = (),
     ) -> None:
         self._job = job
         self.output_columns = output_columns
         self._track = track
+        self._expectations = tuple(expectations)
 
     def _recorded(self, produce: Callable[[], _T], rows_of: Callable[[_T], int]) -> _T:
         """Run ``produce``, recorded as a job in the registry (RUNNING, then SUCCEEDED or FAILED)."""
@@ -109,6 +113,14 @@ class HistoricalJob:
     def to_arrow_reader(self) -> pa.RecordBatchReader:
         """Stream the training set in record batches."""
         return self._job.to_arrow_reader()
+
+    def validate(self) -> ValidationReport:
+        """Check the training set against its features' expectations (``not_null`` flags values missing at T).
+
+        Runs the retrieval (streaming) and returns the same kind of report as ingestion, policy
+        ``"report"``; a violation names the result column (``<table>__<feature>``).
+        """
+        return validate_training_set(self._job.to_arrow_reader(), self._expectations)
 
     def to_parquet(self, path: str | Path) -> int:
         """Stream the training set to a Parquet file without holding it in memory; return its rows."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from provender.definitions import FeatureTable
+from provender.definitions import Feature, FeatureTable
 from provender.definitions import expect as ex
 from provender.errors import DataError, JobCancelledError
 from provender.offline.batches import WriteProgress, write_batches
@@ -147,8 +147,12 @@ def has_job_wide(table: FeatureTable) -> bool:
 class Validator:
     """Checks a job's batches against ``table``'s expectations, accumulating a report."""
 
-    def __init__(self, table: FeatureTable, *, policy: str, keys: Sequence[str]) -> None:
+    def __init__(
+        self, table: FeatureTable, *, policy: str, keys: Sequence[str], features: Sequence[Feature] | None = None
+    ) -> None:
         self.table = table
+        self.features = table.features if features is None else tuple(features)
+        self.table_wide = features is None  # the table's own expectations apply to a job's rows only
         self.keys = tuple(keys)
         self.report = ValidationReport(table=table.name, policy=policy)
         self._found: dict[tuple[str | None, str], Violation] = {}
@@ -160,7 +164,7 @@ class Validator:
         """Count ``batch``'s violations; return the mask of its rows that violate no per-value expectation."""
         self.report.rows_checked += batch.num_rows
         bad_rows = pa.array([False] * batch.num_rows, type=pa.bool_())
-        for feature in self.table.features:
+        for feature in self.features:
             if not feature.expect:
                 continue
             values = batch.column(batch.schema.get_field_index(feature.name))
@@ -178,7 +182,7 @@ class Validator:
     def finish(self) -> ValidationReport:
         """Check the job-wide expectations over every row seen; return the report."""
         rows = self.report.rows_checked
-        for feature in self.table.features:
+        for feature in self.features:
             for expectation in feature.expect:
                 if isinstance(expectation, ex.MaxNullFraction):
                     nulls = self._nulls.get(feature.name, 0)
@@ -191,7 +195,7 @@ class Validator:
                                 count=nulls,
                             )
                         )
-        for table_expectation in self.table.expect:
+        for table_expectation in self.table.expect if self.table_wide else ():
             low, high = table_expectation.min, table_expectation.max
             if (low is not None and rows < low) or (high is not None and rows > high):
                 self.job_wide_failed = True
@@ -290,3 +294,42 @@ def _filtered(
             yield batch
 
     return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+
+def validate_training_set(
+    reader: pa.RecordBatchReader, checks: Sequence[tuple[FeatureTable, Sequence[str], Mapping[str, str]]]
+) -> ValidationReport:
+    """Check a retrieved training set against its features' per-value and null-fraction expectations.
+
+    Args:
+        reader: the training set's batches.
+        checks: per feature table, its requested features' expectations: the table, the key
+            columns, and ``{feature name: result column}``.
+
+    Returns:
+        One report (policy ``"report"``); a violation names the result column.
+    """
+    validators = []
+    for table, keys, columns in checks:
+        features = [f for f in table.features if f.name in columns and f.expect]
+        if features:
+            validators.append((Validator(table, policy="report", keys=keys, features=features), columns))
+    report = ValidationReport(table="training set", policy="report")
+    for batch in reader:
+        report.rows_checked += batch.num_rows
+        for validator, columns in validators:
+            keys = list(validator.keys)
+            renamed = [*keys, *columns.values()]
+            names = [*keys, *columns.keys()]
+            validator.check(pa.RecordBatch.from_arrays([batch.column(c) for c in renamed], names=names))
+    for validator, columns in validators:
+        for violation in validator.finish().violations:
+            assert violation.feature is not None
+            column = columns[violation.feature]
+            violation.examples = [
+                {(column if k == violation.feature else k): v for k, v in example.items()}
+                for example in violation.examples
+            ]
+            violation.feature = column
+            report.violations.append(violation)
+    return report
