@@ -76,7 +76,9 @@ def _sections(markdown: str) -> list[tuple[str, str]]:
 def _readme_page(readme: str, title: str, words: tuple[str, ...]) -> str:
     for heading, text in _sections(readme)[1:]:
         if any(word in heading.lower() for word in words):
-            return f"# {title}\n\n{text}\n"
+            if heading.lower() == title.lower():  # "## Concepts" under "# Concepts": keep one
+                text = text.split("\n", 1)[1] if "\n" in text else ""
+            return f"# {title}\n\n{text.strip()}\n"
     return f"# {title}\n\nSee [the home page](index.md).\n"
 
 

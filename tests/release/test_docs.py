@@ -92,3 +92,22 @@ def test_the_configuration_reference_has_every_key_with_its_variable() -> None:
         assert f"`PROVENDER_{'__'.join(key).upper()}" in page
     assert "| `online.url` |" in page  # a backend's own option (Redis)
     assert "| `offline.memory_limit` |" in page  # DuckDB's
+
+
+def test_repository_links_become_site_links_or_text() -> None:
+    sys.path.insert(0, str(ROOT / "scripts" / "docs"))
+    import hooks
+
+    hooks._ORIGIN.update({"index.md": "README.md", "concepts.md": "README.md"})
+    pages = {"index.md", "serving.md", "changelog.md", "concepts.md"}
+    assert hooks._rewrite("[s](docs/serving.md#auth)", "index.md", pages) == "[s](serving.md#auth)"
+    assert hooks._rewrite("[c](CHANGELOG.md)", "index.md", pages) == "[c](changelog.md)"
+    assert hooks._rewrite("[r](../README.md#concepts)", "spark.md", pages) == "[r](index.md#concepts)"
+    assert hooks._rewrite("[t](#performance)", "concepts.md", pages) == "[t](index.md#performance)"
+    assert hooks._rewrite("[plan](src/provender/offline/plan.py)", "index.md", pages) == (
+        "plan (`src/provender/offline/plan.py` in the repository)"
+    )
+    # A link to nothing is left for MkDocs to report; code blocks are never touched.
+    assert hooks._rewrite("[x](docs/nope.md)", "index.md", pages) == "[x](docs/nope.md)"
+    fenced = "```\n[s](docs/serving.md)\n```\n"
+    assert hooks._rewrite(fenced, "index.md", pages) == fenced
