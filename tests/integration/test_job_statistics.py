@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -86,3 +87,21 @@ def test_stats_show_computes_a_window(project: tuple[pv.Client, Path, pa.Table])
     none_yet = CliRunner().invoke(cli, ["--config", str(config), "stats", "show", "-t", "driver_statistics"])
     assert none_yet.exit_code != 0
     assert "no ingestion job of 'driver_statistics' recorded statistics" in none_yet.output
+
+
+def test_ingest_cli_prints_the_violations(project: tuple[pv.Client, Path, pa.Table]) -> None:
+    client, config, _ = project
+    table = client.get_feature_table("driver_statistics")
+    features = [
+        pv.Feature("conv_rate", pv.ValueType.DOUBLE, expect=[pv.expect.between(0, 0.5)]),
+        *table.features[1:],
+    ]
+    client.apply(dataclasses.replace(table, features=features))
+    args = ["--config", str(config), "ingest", "-t", "driver_statistics", "--start", START.isoformat()]
+    failed = CliRunner().invoke(cli, [*args, "--end", END.isoformat()])
+    assert failed.exit_code != 0
+    assert "conv_rate: between(0, 0.5) violated by" in failed.output
+    warned = CliRunner().invoke(cli, [*args, "--end", END.isoformat(), "--validation-policy", "warn"])
+    assert warned.exit_code == 0, warned.output
+    assert "conv_rate: between(0, 0.5) violated by" in warned.output
+    assert f"{DRIVERS} entity keys written" in warned.output

@@ -42,11 +42,17 @@ def parse_time(value: str) -> datetime:
 @click.command()
 @click.option("--table", "-t", "table", required=True, help="Feature table to ingest.")
 @click.option(
+    "--validation-policy",
+    type=click.Choice(["fail", "skip", "warn"]),
+    default=None,
+    help="Override the table's policy for rows violating its expectations.",
+)
+@click.option(
     "--start", "start", required=True, help="Window start, inclusive (ISO-8601, UTC if no zone; or now-2h, now-1d)."
 )
 @click.option("--end", "end", default="now", show_default=True, help="Window end, exclusive (ISO-8601 or 'now').")
 @click.pass_obj
-def ingest(state: CliState, table: str, start: str, end: str) -> None:
+def ingest(state: CliState, table: str, validation_policy: str | None, start: str, end: str) -> None:
     """Write, per entity key, the latest row with start <= event_timestamp < end to the online store.
 
     Stored values that are newer are never replaced, so jobs can be re-run and overlap.
@@ -59,7 +65,7 @@ def ingest(state: CliState, table: str, start: str, end: str) -> None:
     client = state.client()
     started = parse_time(start)
     ended = parse_time(end)
-    job = client.start_offline_to_online_ingestion(table, start=started, end=ended)
+    job = client.start_offline_to_online_ingestion(table, start=started, end=ended, validation_policy=validation_policy)
 
     began = time.perf_counter()
 
@@ -68,7 +74,11 @@ def ingest(state: CliState, table: str, start: str, end: str) -> None:
         return f"ingesting {table}: {plural(job.rows_written, 'entity key')} written ({rate:,.0f} keys/s)"
 
     with Progress(status) as progress:
-        job.wait()
+        try:
+            job.wait()
+        finally:
+            if isinstance(job, IngestionJob) and job.validation is not None and not job.validation.passed:
+                click.echo(str(job.validation), err=True)
     seconds = progress.elapsed_seconds
     window = f"{started.astimezone(UTC):%Y-%m-%d %H:%M} <= event time < {ended.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
     source_rows = job.source_rows if isinstance(job, IngestionJob) else None
