@@ -146,7 +146,12 @@ quiet buildah config \
   --label org.opencontainers.image.version="$VERSION" \
   --label org.opencontainers.image.description="Provender feature store: core, serve, ingest, ingest-stream, jobs" \
   "$CTR"
+previous=$(podman image inspect --format '{{.Id}}' "$TAG" 2>/dev/null || true)
 quiet buildah commit -q --rm "$CTR" "$TAG"
+# The image this one replaces keeps no name: remove it rather than let each rebuild pile up.
+if [ -n "$previous" ] && [ "$(podman image inspect --format '{{.Id}}' "$TAG")" != "$previous" ]; then
+  podman rmi "$previous" >/dev/null 2>&1 || true
+fi
 CTR=""
 ok
 }
