@@ -70,7 +70,8 @@ system-deps:
 	[ -x $(PGBIN)/initdb ] || missing+=(postgresql-15); \
 	command -v java >/dev/null || missing+=(default-jre-headless); \
 	[ -x $(VPY) ] || $(PYTHON) -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv); \
-	if [ $${#missing[@]} -eq 0 ]; then echo "system-deps: redis-server, postgresql-15, java present"; exit 0; fi; \
+	[ -x /usr/bin/chromium ] || missing+=(chromium); \
+	if [ $${#missing[@]} -eq 0 ]; then echo "system-deps: redis-server, postgresql-15, java, chromium present"; exit 0; fi; \
 	echo "system-deps: installing $${missing[*]}"; \
 	$(SUDO) $(APT_GET) update; \
 	$(SUDO) $(APT_GET) install --no-install-recommends "$${missing[@]}"

@@ -90,6 +90,7 @@ def _register_commands() -> None:
         retrieve,
         serve,
         stats,
+        ui,
         version,
     )
 
@@ -106,6 +107,7 @@ def _register_commands() -> None:
     cli.add_command(serve.serve)
     cli.add_command(version.version)
     cli.add_command(core.core)
+    cli.add_command(ui.ui)
     cli.add_command(jobs.jobs)
     cli.add_command(stats.stats)
 

@@ -61,6 +61,8 @@ from provender.core.metrics import CoreMetrics
 from provender.core.openapi import openapi_document
 from provender.core.service import CoreService, Versioned
 from provender.errors import DataError, NotFoundError, ProvenderError
+from provender.ui.app import UiApp
+from provender.ui.server import serve_ui
 from provender.wire.errors import is_expected, status_of
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -150,6 +152,9 @@ class CoreApp:
         self.metrics = metrics
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="provender-core")
         self._openapi = orjson.dumps(openapi_document())
+        self.ui = UiApp(
+            service.store, service.auth.grant, auth_enabled=service.auth.is_enabled, cancel_job=service.cancel_job
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Route a request (or answer the lifespan protocol)."""
@@ -169,6 +174,10 @@ class CoreApp:
             status, body, headers = 200, text, [(b"content-type", content_type.encode())]
         elif path == "/v1/openapi.json" and method == "GET":
             status, body, headers = 200, self._openapi, JSON_HEADERS
+        elif not path.startswith("/v1/") and method in ("GET", "POST"):
+            status = await serve_ui(self.ui, self._executor, scope, receive, send)
+            self.metrics.observe(method, "/ui", status, time.perf_counter() - started)
+            return
         else:
             label, status, body, headers = await self._api(scope, receive, path, method)
         await respond(send, status, body, headers)

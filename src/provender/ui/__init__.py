@@ -1,0 +1,1 @@
+"""The feature discovery UI: server-rendered pages over the registry (docs/ui.md)."""

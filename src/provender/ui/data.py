@@ -1,0 +1,164 @@
+"""What the UI shows, read from the registry: projects with counts, snapshots, the search index.
+
+Everything is read through a :class:`~provender.registry.store.RegistryStore` and filtered by the
+caller's :class:`~provender.auth.Grant`. Per project, the decoded snapshot and its search entries
+are kept for the registry version they were read at, so a page or a search over a project with
+1,000 tables costs one version check, not a decode.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+from dataclasses import dataclass
+
+from provender.auth import Grant
+from provender.registry.jobs import JobRecord
+from provender.registry.store import ProjectInfo, RegistryChangeRecord, RegistrySnapshot, RegistryStore
+
+MAX_RESULTS = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One searchable thing: a table, a feature or an entity."""
+
+    kind: str  # "table" | "feature" | "entity"
+    project: str
+    table: str  # the table of a feature or table; "" for an entity
+    name: str
+    description: str
+    labels: str
+    value_type: str
+    text: str  # everything above, lower-cased, for matching
+    lower_name: str
+    lower_table: str
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A search result and its score (higher first)."""
+
+    entry: Entry
+    score: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectSummary:
+    """A project and how much is in it."""
+
+    info: ProjectInfo
+    entities: int
+    tables: int
+    features: int
+
+
+def _entries(snapshot: RegistrySnapshot) -> tuple[Entry, ...]:
+    found: list[Entry] = []
+    project = snapshot.project
+    for entity in snapshot.entities.values():
+        labels = " ".join(f"{k}={v}" for k, v in entity.labels.items())
+        found.append(_entry("entity", project, "", entity.name, entity.description, labels, entity.value_type.value))
+    for table in snapshot.feature_tables.values():
+        labels = " ".join(f"{k}={v}" for k, v in table.labels.items())
+        found.append(_entry("table", project, table.name, table.name, "", labels, ", ".join(table.entities)))
+        for feature in table.features:
+            found.append(
+                _entry("feature", project, table.name, feature.name, feature.description, labels, feature.value_type)
+            )
+    return tuple(found)
+
+
+def _entry(  # noqa: PLR0913, PLR0917 - one argument per field
+    kind: str, project: str, table: str, name: str, description: str, labels: str, value_type: str
+) -> Entry:
+    text = f"{name} {table} {description} {labels}".lower()
+    return Entry(kind, project, table, name, description, labels, str(value_type), text, name.lower(), table.lower())
+
+
+def score(entry: Entry, words: list[str]) -> int:
+    """Return how well ``entry`` matches every one of ``words`` (0: it does not)."""
+    total = 0
+    name = entry.lower_name
+    for word in words:
+        if word not in entry.text:
+            return 0
+        if name == word:
+            total += 100
+        elif name.startswith(word):
+            total += 50
+        elif word in name:
+            total += 30
+        elif word in entry.lower_table:
+            total += 15
+        else:
+            total += 10
+    return total + {"table": 3, "feature": 2, "entity": 1}[entry.kind]
+
+
+class UiData:
+    """The registry as the UI reads it, cached per project version.
+
+    Args:
+        store: the registry.
+    """
+
+    def __init__(self, store: RegistryStore) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[RegistrySnapshot, tuple[Entry, ...]]] = {}
+
+    def projects(self, grant: Grant) -> list[ProjectSummary]:
+        """Return the projects ``grant`` may read, with their counts."""
+        summaries = []
+        for info in self.store.list_projects():
+            if not grant.allows(info.name):
+                continue
+            snapshot, _ = self._load(info.name, info.version)
+            features = sum(len(t.features) for t in snapshot.feature_tables.values())
+            summaries.append(ProjectSummary(info, len(snapshot.entities), len(snapshot.feature_tables), features))
+        return summaries
+
+    def snapshot(self, project: str) -> RegistrySnapshot:
+        """Return the project's current snapshot (decoded once per version)."""
+        return self._load(project, None)[0]
+
+    def _load(self, project: str, version: int | None) -> tuple[RegistrySnapshot, tuple[Entry, ...]]:
+        with self._lock:
+            cached = self._cache.get(project)
+        if cached is not None and version is not None and cached[0].version == version:
+            return cached
+        snapshot = self.store.read(project)
+        if cached is not None and cached[0].version == snapshot.version:
+            return cached
+        loaded = (snapshot, _entries(snapshot))
+        with self._lock:
+            self._cache[project] = loaded
+        return loaded
+
+    def search(self, grant: Grant, query: str, *, project: str | None = None) -> list[Hit]:
+        """Return the best :data:`MAX_RESULTS` matches of every word of ``query``, best first."""
+        words = query.lower().split()
+        if not words:
+            return []
+        hits: list[tuple[int, Entry]] = []
+        for info in self.store.list_projects():
+            if not grant.allows(info.name) or (project is not None and info.name != project):
+                continue
+            entries = self._load(info.name, info.version)[1]
+            hits.extend((points, entry) for entry in entries if (points := score(entry, words)))
+        best = heapq.nsmallest(MAX_RESULTS, hits, key=lambda h: (-h[0], h[1].project, h[1].table, h[1].name))
+        return [Hit(entry, points) for points, entry in best]
+
+    def jobs(self, project: str, *, table: str | None = None) -> list[JobRecord]:
+        """Return the project's jobs (finished ones too), newest first."""
+        jobs = self.store.list_jobs(project, table=table, include_finished=True)
+        return sorted(jobs, key=lambda j: j.created_at, reverse=True)
+
+    def job(self, job_id: str) -> JobRecord:
+        """Return one job record."""
+        return self.store.get_job(job_id)
+
+    def history(self, project: str, *, limit: int = 100) -> list[RegistryChangeRecord]:
+        """Return the project's audited changes, newest first."""
+        return self.store.history(project, limit=limit)

@@ -1,0 +1,458 @@
+# ruff: noqa: E501 - HTML templates read better unwrapped
+"""The UI's pages: each function returns ``(title, body, breadcrumbs)`` HTML for :func:`~provender.ui.html.frame`."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+
+from provender.definitions import Entity, FeatureTable
+from provender.definitions.jobs import JobStatus
+from provender.registry.jobs import JobRecord
+from provender.registry.store import RegistryChangeRecord, RegistrySnapshot
+from provender.ui.data import Hit, ProjectSummary
+from provender.ui.html import age, duration, e, empty, highlight, u, when
+
+Page = tuple[str, str, str]
+
+
+def _crumbs(*links: tuple[str, str]) -> str:
+    parts = ['<a href="/">Projects</a>']
+    parts += [f'<a href="{e(href)}">{e(text)}</a>' if href else e(text) for text, href in links]
+    return " / ".join(parts)
+
+
+def _tabs(project: str, current: str) -> str:
+    tabs = [
+        ("Tables", u("projects", project)),
+        ("Freshness & jobs", u("projects", project, "jobs")),
+        ("History", u("projects", project, "history")),
+        ("Lineage", u("projects", project, "lineage")),
+    ]
+    links = "".join(
+        f'<a href="{href}"{" aria-current=page" if name == current else ""}>{name}</a>' for name, href in tabs
+    )
+    return f'<nav class="tabs" aria-label="Project sections">{links}</nav>'
+
+
+def projects(summaries: Sequence[ProjectSummary]) -> Page:
+    """The first page: every readable project with its counts."""
+    if not summaries:
+        body = empty(
+            "No projects yet.",
+            "Define entities and feature tables in a folder and run <code>provender apply</code> "
+            "(start with <code>provender init demo</code>).",
+        )
+        return "Projects", "<h1>Projects</h1>" + body, ""
+    cards = "".join(
+        f'<section class="card" aria-labelledby="p-{e(s.info.name)}"><h2 id="p-{e(s.info.name)}">'
+        f'<a href="{u("projects", s.info.name)}">{e(s.info.name)}</a></h2>'
+        f'<p><span class="count">{s.tables}</span> tables · <span class="count">{s.features}</span> features · '
+        f'<span class="count">{s.entities}</span> entities</p>'
+        f'<p class="muted small">version {s.info.version} · changed {age(s.info.updated_at)}</p></section>'
+        for s in summaries
+    )
+    return "Projects", f'<h1>Projects</h1><div class="grid">{cards}</div>', ""
+
+
+def _hit_url(hit: Hit) -> str:
+    entry = hit.entry
+    if entry.kind == "entity":
+        return u("projects", entry.project) + f"#entity-{entry.name}"
+    url = u("projects", entry.project, "tables", entry.table)
+    return url + (f"#feature-{entry.name}" if entry.kind == "feature" else "")
+
+
+def hit_json(hit: Hit) -> dict[str, object]:
+    """A search result as the as-you-type box shows it."""
+    entry = hit.entry
+    where = f"{entry.project} / {entry.table}" if entry.table and entry.kind == "feature" else entry.project
+    return {"kind": entry.kind, "name": entry.name, "project": entry.project, "table": entry.table,
+            "description": entry.description or entry.labels, "where": where, "url": _hit_url(hit),
+            "score": hit.score}  # fmt: skip
+
+
+def search(hits: Sequence[Hit], query: str) -> Page:
+    """The search results page (the form's fallback, and a shareable URL)."""
+    words = query.lower().split()
+    if not query.strip():
+        body = empty("Type a word to search.", "Search matches names, descriptions, labels and entities.")
+    elif not hits:
+        body = empty(f"No match for “{e(query)}”.", "Try a shorter word, or browse the projects.")
+    else:
+        rows = "".join(
+            f'<tr><td><span class="tag">{e(h.entry.kind)}</span></td>'
+            f'<td><a href="{e(_hit_url(h))}">{highlight(h.entry.name, words)}</a></td>'
+            f"<td>{e(h.entry.project)}{' / ' + highlight(h.entry.table, words) if h.entry.kind == 'feature' else ''}</td>"
+            f"<td>{highlight(h.entry.description, words)}"
+            f"{' <span class=small>' + highlight(h.entry.labels, words) + '</span>' if h.entry.labels else ''}</td>"
+            f'<td class="hide-narrow">{e(h.entry.value_type)}</td></tr>'
+            for h in hits
+        )
+        body = (
+            f'<p class="muted">{len(hits)} results, best first.</p><div class="scroll"><table class="list">'
+            "<caption class=skip>Search results</caption><thead><tr><th>Kind</th><th>Name</th><th>Where</th>"
+            f'<th>Description and labels</th><th class="hide-narrow">Type</th></tr></thead><tbody>{rows}</tbody></table></div>'
+        )
+    return f"Search: {query}", f"<h1>Search results for “{e(query)}”</h1>{body}", _crumbs(("Search", ""))
+
+
+def _labels(labels: Mapping[str, str]) -> str:
+    return (
+        "".join(f'<span class="tag">{e(k)}={e(v)}</span>' for k, v in labels.items())
+        or '<span class="muted">none</span>'
+    )
+
+
+def _last_jobs(jobs: Sequence[JobRecord]) -> dict[str, JobRecord]:
+    last: dict[str, JobRecord] = {}
+    for job in jobs:  # newest first
+        last.setdefault(job.table, job)
+    return last
+
+
+def _status(job: JobRecord) -> str:
+    return f'<span class="status-{e(job.status.value)}">{e(job.status.value)}</span>'
+
+
+def project(snapshot: RegistrySnapshot, jobs: Sequence[JobRecord]) -> Page:
+    """A project: its feature tables (with their last job) and entities."""
+    name = snapshot.project
+    last = _last_jobs(jobs)
+    if not snapshot.feature_tables:
+        tables = empty(
+            "No feature tables in this project.",
+            "Add a <code>FeatureTable</code> and run <code>provender apply</code>.",
+        )
+    else:
+        rows = "".join(
+            f'<tr><td><a href="{u("projects", name, "tables", t.name)}">{e(t.name)}</a></td>'
+            f"<td>{e(', '.join(t.entities))}</td><td>{len(t.features)}</td>"
+            f'<td class="hide-narrow">{_labels(t.labels)}</td>'
+            f"<td>{_status(last[t.name]) + ' ' + age(last[t.name].finished_at or last[t.name].created_at) if t.name in last else '<span class=muted>no job yet</span>'}</td></tr>"
+            for t in sorted(snapshot.feature_tables.values(), key=lambda t: t.name)
+        )
+        tables = (
+            '<div class="scroll"><table class="list"><caption class=skip>Feature tables</caption><thead><tr>'
+            '<th>Table</th><th>Entities</th><th>Features</th><th class="hide-narrow">Labels</th><th>Last job</th>'
+            f"</tr></thead><tbody>{rows}</tbody></table></div>"
+        )
+    entities = "".join(
+        f'<tr id="entity-{e(x.name)}"><td>{e(x.name)}</td><td>{e(x.value_type.value)}</td><td>{e(x.description)}</td>'
+        f"<td>{_labels(x.labels)}</td></tr>"
+        for x in sorted(snapshot.entities.values(), key=lambda x: x.name)
+    )
+    entity_table = (
+        '<div class="scroll"><table class="list"><caption class=skip>Entities</caption><thead><tr><th>Entity</th>'
+        f"<th>Type</th><th>Description</th><th>Labels</th></tr></thead><tbody>{entities}</tbody></table></div>"
+        if entities else empty("No entities.", "Define an <code>Entity</code> and apply it.")
+    )  # fmt: skip
+    body = (
+        f'<h1>Project {e(name)}</h1><p class="muted">registry version {snapshot.version} · changed '
+        f"{when(snapshot.updated_at)}</p>{_tabs(name, 'Tables')}<h2>Feature tables</h2>{tables}"
+        f"<h2>Entities</h2>{entity_table}"
+    )
+    return f"Project {name}", body, _crumbs((name, ""))
+
+
+def _code(value: object) -> str:  # noqa: PLR0911 - one return per kind of value
+    """Python source that recreates ``value`` (a definition, a source, a format, ...)."""
+    if isinstance(value, enum.Enum):
+        return f"pv.{type(value).__name__}.{value.name}"
+    if isinstance(value, timedelta):
+        return f"timedelta(seconds={value.total_seconds():g})"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k!r}: {_code(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_code(v) for v in value) + "]"
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        args = []
+        for f in dataclasses.fields(value):
+            current = getattr(value, f.name)
+            if f.default is not dataclasses.MISSING and current == f.default:
+                continue
+            if f.default_factory is not dataclasses.MISSING and current == f.default_factory():
+                continue
+            args.append(f"{f.name}={_code(current)}")
+        one_line = f"pv.{type(value).__name__}({', '.join(args)})"
+        if len(one_line) <= 88:
+            return one_line
+        inner = ",\n".join("    " + a.replace("\n", "\n    ") for a in args)
+        return f"pv.{type(value).__name__}(\n{inner},\n)"
+    return repr(value)
+
+
+def snippet(table: FeatureTable, entities: Sequence[Entity]) -> str:
+    """The Python that recreates ``table`` (and its entities)."""
+    lines = ["import provender as pv"]
+    if table.max_age is not None:
+        lines.insert(0, "from datetime import timedelta")
+    lines.append("")
+    lines += [f"{x.name} = {_code(x)}" for x in entities]
+    lines.append(f"{table.name} = {_code(table)}")
+    return "\n".join(lines)
+
+
+def read_lines(project: str, table: FeatureTable) -> str:
+    """How to read ``table``: historical, online, and the serving service's HTTP API."""
+    refs = [f"{table.name}:{f.name}" for f in table.features[:3]]
+    keys = ", ".join(f'"{x}": [...]' for x in table.entities)
+    curl_refs = ", ".join(f'"{r}"' for r in refs)
+    return "\n".join([
+        "import provender as pv",
+        f'client = pv.Client(project="{project}")',
+        f"refs = {refs!r}",
+        f"# point in time: a DataFrame with the entity columns ({', '.join(table.entities)}) and 'event_timestamp'",
+        "training = client.get_historical_features(refs, entity_rows).to_pandas()",
+        f"online = client.get_online_features(refs, entity_rows={{{keys}}}).to_dict()",
+        "",
+        "# the serving service (provender serve):",
+        "# curl -s localhost:6566/v1/online-features -H 'Content-Type: application/json' \\",
+        f"#   -d '{{\"project\": \"{project}\", \"features\": [{curl_refs}], \"entities\": {{{keys}}}}}'",
+    ])  # fmt: skip
+
+
+def _code_block(block_id: str, label: str, text: str) -> str:
+    return (
+        f'<div class="code"><button class="copy" type="button" data-for="{block_id}" aria-label="Copy {e(label)}">'
+        f'Copy</button><pre><code id="{block_id}">{e(text)}</code></pre></div>'
+    )
+
+
+def job_rows(jobs: Sequence[JobRecord], *, can_write: bool, show_table: bool) -> str:
+    """A table of job records (a cancel button on unfinished ones for writers)."""
+    if not jobs:
+        return empty("No jobs yet.", "Run an ingestion: <code>provender ingest &lt;table&gt; --start ... --end ...</code> "
+                     "or <code>client.start_offline_to_online_ingestion(...)</code>.")  # fmt: skip
+    rows = []
+    for job in jobs:
+        took = (job.finished_at - job.started_at) if job.finished_at and job.started_at else None
+        action = ""
+        if can_write and job.status in (JobStatus.PENDING, JobStatus.RUNNING):
+            action = (
+                f'<form method="post" action="{u("ui", "jobs", job.id, "cancel")}">'
+                f'<button class="danger" type="submit" data-write-action aria-label="Cancel job {e(job.id)}">'
+                "Cancel</button></form>"
+            )
+        table = (
+            f'<td><a href="{u("projects", job.project, "tables", job.table)}">{e(job.table)}</a></td>'
+            if show_table
+            else ""
+        )
+        rows.append(
+            f'<tr><td><a href="{u("projects", job.project, "jobs", job.id)}">{e(job.id)}</a></td>{table}'
+            f"<td>{e(job.kind.value)}</td><td>{_status(job)}</td><td>{job.rows:,}</td><td>{duration(took)}</td>"
+            f'<td class="hide-narrow">{when(job.created_at)}</td><td>{e(job.error[:200])}</td><td>{action}</td></tr>'
+        )
+    head = "<th>Table</th>" if show_table else ""
+    return (
+        '<div class="scroll"><table class="list"><caption class=skip>Jobs</caption><thead><tr><th>Job</th>'
+        f'{head}<th>Kind</th><th>Status</th><th>Rows</th><th>Duration</th><th class="hide-narrow">Created</th>'
+        f"<th>Error</th><th><span class=skip>Actions</span></th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
+def _source(table: FeatureTable) -> str:
+    parts = []
+    if table.batch_source is not None:
+        s = table.batch_source
+        parts.append(f"<dt>Batch source</dt><dd><code>{e(s.path)}</code> ({e(type(s.file_format).__name__)}), "
+                     f"event time <code>{e(s.event_timestamp_column)}</code></dd>")  # fmt: skip
+    if table.stream_source is not None:
+        k = table.stream_source
+        parts.append(f"<dt>Stream source</dt><dd>Kafka topic <code>{e(k.topic)}</code> at "
+                     f"<code>{e(k.bootstrap_servers)}</code></dd>")  # fmt: skip
+    return "".join(parts) or "<dt>Sources</dt><dd class=muted>none</dd>"
+
+
+def table(snapshot: RegistrySnapshot, name: str, jobs: Sequence[JobRecord], *, can_write: bool) -> Page:
+    """A feature table: entities, features, labels, sources, max_age, its code, how to read it, its jobs."""
+    project_name = snapshot.project
+    t = snapshot.feature_tables[name]
+    entities = [snapshot.entities[x] for x in t.entities if x in snapshot.entities]
+    features = "".join(
+        f'<tr id="feature-{e(f.name)}"><td><code>{e(f.name)}</code></td><td>{e(f.value_type.value)}</td>'
+        f"<td>{e(f.description)}</td></tr>"
+        for f in t.features
+    )
+    last_ok = next((j for j in jobs if j.status is JobStatus.SUCCEEDED), None)
+    freshness = (
+        f"Last successful ingestion {when(last_ok.finished_at)} ({age(last_ok.finished_at)}), {last_ok.rows:,} rows."
+        if last_ok else "Never ingested: run <code>provender ingest</code> for this table."
+    )  # fmt: skip
+    body = f"""<h1>Feature table {e(name)}</h1>{_tabs(project_name, "Tables")}
+<div class="card"><dl>
+<dt>Entities</dt><dd>{", ".join(f'<a href="{u("projects", project_name)}#entity-{e(x)}">{e(x)}</a>' for x in t.entities)}</dd>
+{_source(t)}
+<dt>max_age</dt><dd>{duration(t.max_age) if t.max_age else "none (values never expire)"}</dd>
+<dt>Labels</dt><dd>{_labels(t.labels)}</dd>
+<dt>Freshness</dt><dd>{freshness}</dd></dl>
+<p><a href="{u("projects", project_name, "tables", name, "statistics")}">Statistics</a> ·
+<a href="{u("projects", project_name, "jobs")}?table={e(name)}">All jobs of this table</a></p></div>
+<h2>Features</h2><div class="scroll"><table class="list"><caption class=skip>Features</caption>
+<thead><tr><th>Feature</th><th>Type</th><th>Description</th></tr></thead><tbody>{features}</tbody></table></div>
+<h2>Definition</h2>{_code_block("definition", "definition", snippet(t, entities))}
+<h2>How to read it</h2>{_code_block("reading", "reading code", read_lines(project_name, t))}
+<h2>Recent jobs</h2>{job_rows(jobs[:20], can_write=can_write, show_table=False)}"""
+    return f"{name} · {project_name}", body, _crumbs((project_name, u("projects", project_name)), (name, ""))
+
+
+def freshness(snapshot: RegistrySnapshot, jobs: Sequence[JobRecord], *, can_write: bool, table: str | None) -> Page:
+    """Freshness per table (the last successful ingestion) and the recent jobs."""
+    name = snapshot.project
+    last_ok: dict[str, JobRecord] = {}
+    for job in jobs:
+        if job.status is JobStatus.SUCCEEDED:
+            last_ok.setdefault(job.table, job)
+    rows = "".join(
+        f'<tr><td><a href="{u("projects", name, "tables", t)}">{e(t)}</a></td>'
+        f"<td>{when(last_ok[t].finished_at) if t in last_ok else '<span class=muted>never</span>'}</td>"
+        f"<td>{age(last_ok[t].finished_at) if t in last_ok else '&mdash;'}</td>"
+        f"<td>{last_ok[t].rows if t in last_ok else 0:,}</td></tr>"
+        for t in sorted(snapshot.feature_tables)
+    )
+    shown = [j for j in jobs if table is None or j.table == table][:100]
+    filtered = f" of table <code>{e(table)}</code>" if table else ""
+    body = (
+        f"<h1>Freshness and jobs · {e(name)}</h1>{_tabs(name, 'Freshness & jobs')}"
+        '<h2>Freshness</h2><div class="scroll"><table class="list"><caption class=skip>Freshness per table</caption>'
+        "<thead><tr><th>Table</th><th>Last successful ingestion</th><th>Age</th><th>Rows</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table></div><h2>Recent jobs{filtered}</h2>"
+        f"{job_rows(shown, can_write=can_write, show_table=True)}"
+    )
+    return f"Jobs · {name}", body, _crumbs((name, u("projects", name)), ("Jobs", ""))
+
+
+def job(record: JobRecord, *, can_write: bool) -> Page:
+    """One job record."""
+    took = (record.finished_at - record.started_at) if record.finished_at and record.started_at else None
+    body = f"""<h1>Job {e(record.id)}</h1>
+<div class="card"><dl>
+<dt>Status</dt><dd>{_status(record)}</dd><dt>Kind</dt><dd>{e(record.kind.value)}</dd>
+<dt>Table</dt><dd><a href="{u("projects", record.project, "tables", record.table)}">{e(record.table)}</a></dd>
+<dt>Rows</dt><dd>{record.rows:,}</dd><dt>Created</dt><dd>{when(record.created_at)}</dd>
+<dt>Started</dt><dd>{when(record.started_at)}</dd><dt>Finished</dt><dd>{when(record.finished_at)}</dd>
+<dt>Duration</dt><dd>{duration(took)}</dd><dt>Runner</dt><dd>{e(record.runner or "—")}</dd>
+<dt>Error</dt><dd>{f"<pre>{e(record.error)}</pre>" if record.error else "none"}</dd></dl></div>
+{job_rows([record], can_write=can_write, show_table=True) if can_write and record.status in (JobStatus.PENDING, JobStatus.RUNNING) else ""}"""
+    p = record.project
+    return f"Job {record.id}", body, _crumbs((p, u("projects", p)), ("Jobs", u("projects", p, "jobs")), (record.id, ""))
+
+
+def history(project_name: str, records: Sequence[RegistryChangeRecord]) -> Page:
+    """The project's registry history: who, when, and what changed."""
+    if not records:
+        listing = empty("No recorded changes.", "Changes appear here after <code>provender apply</code>.")
+    else:
+        items = []
+        for r in records:
+            changes = (
+                "".join(
+                    f'<li class="diff-{e(i.action.value)}">{"+" if i.action.value == "added" else "-" if i.action.value == "deleted" else "~"} '
+                    f"{e(i.kind.replace('_', ' '))} <strong>{e(i.name)}</strong> {e(i.action.value)}"
+                    f"{' (' + e(', '.join(i.fields)) + ')' if i.fields else ''}</li>"
+                    for i in r.items
+                )
+                or "<li class=muted>no definitions changed</li>"
+            )
+            items.append(
+                f'<li class="card"><p><strong>{e(r.actor)}</strong> · {when(r.changed_at)} · version '
+                f"{r.version_before} → {r.version_after}</p><p>{e(r.description)}</p><ul>{changes}</ul></li>"
+            )
+        listing = f'<ol style="list-style:none;padding:0">{"".join(items)}</ol>'
+    body = f"<h1>History · {e(project_name)}</h1>{_tabs(project_name, 'History')}{listing}"
+    return f"History · {project_name}", body, _crumbs((project_name, u("projects", project_name)), ("History", ""))
+
+
+def lineage(snapshot: RegistrySnapshot, jobs: Sequence[JobRecord]) -> Page:
+    """Sources -> feature tables -> their latest jobs, as an inline SVG graph."""
+    name = snapshot.project
+    tables = sorted(snapshot.feature_tables.values(), key=lambda t: t.name)[:200]
+    if not tables:
+        graph = empty("Nothing to draw yet.", "Apply a feature table with a batch or stream source.")
+    else:
+        last = _last_jobs(jobs)
+        row_h, width = 56, 960
+        parts = []
+        for i, t in enumerate(tables):
+            y = 20 + i * row_h
+            sources = [s for s in (t.batch_source and f"file: {t.batch_source.path}",
+                                   t.stream_source and f"kafka: {t.stream_source.topic}") if s]  # fmt: skip
+            for k, s in enumerate(sources or ["(no source)"]):
+                sy = y + k * 18
+                parts.append(f'<text x="10" y="{sy + 14}">{e(s[-44:])}</text>')
+                parts.append(f'<line x1="320" y1="{sy + 10}" x2="370" y2="{y + 14}" stroke="#8894a8"/>')
+            parts.append(
+                f'<a href="{u("projects", name, "tables", t.name)}"><rect x="370" y="{y}" width="230" height="28" rx="6" '
+                f'fill="#e8eef9" stroke="#1f5fbf"/><text x="380" y="{y + 18}">{e(t.name[:30])}</text></a>'
+            )
+            j = last.get(t.name)
+            if j is not None:
+                parts.append(f'<line x1="600" y1="{y + 14}" x2="650" y2="{y + 14}" stroke="#8894a8"/>')
+                parts.append(
+                    f'<a href="{u("projects", name, "jobs", j.id)}"><text x="655" y="{y + 18}">{e(j.kind.value)} '
+                    f"{e(j.id)} {e(j.status.value)}</text></a>"
+                )
+        height = 40 + len(tables) * row_h
+        graph = (
+            f'<div class="scroll card"><svg class="lineage" role="img" aria-label="Lineage of {e(name)}: sources, '
+            f'feature tables and their latest jobs" width="{width}" height="{height}" viewBox="0 0 {width} {height}">'
+            f'{"".join(parts)}</svg></div><p class="muted small">Sources (left) feed feature tables (middle); the right '
+            "column is each table's latest job.</p>"
+        )
+    body = f"<h1>Lineage · {e(name)}</h1>{_tabs(name, 'Lineage')}{graph}"
+    return f"Lineage · {name}", body, _crumbs((name, u("projects", name)), ("Lineage", ""))
+
+
+def statistics(snapshot: RegistrySnapshot, name: str, jobs: Sequence[JobRecord]) -> Page:
+    """The statistics recorded on the table's jobs (a histogram or the top values per feature)."""
+    project_name = snapshot.project
+    recorded = next((j for j in jobs if j.statistics), None)
+    if recorded is None or recorded.statistics is None:
+        body = empty(
+            "No statistics recorded for this table yet.",
+            "Run an ingestion, then compute them: <code>client.get_statistics("
+            f"&quot;{e(name)}&quot;, start=..., end=...)</code> (docs/ui.md).",
+        )
+    else:
+        body = f'<p>From job <a href="{u("projects", project_name, "jobs", recorded.id)}">{e(recorded.id)}</a>.</p>'
+        body += "".join(_feature_stats(f) for f in _stat_features(recorded.statistics))
+    page = f"<h1>Statistics · {e(name)}</h1>{_tabs(project_name, 'Tables')}{body}"
+    crumbs = _crumbs((project_name, u("projects", project_name)), (name, u("projects", project_name, "tables", name)),
+                     ("Statistics", ""))  # fmt: skip
+    return f"Statistics · {name}", page, crumbs
+
+
+def _stat_features(stats: Mapping[str, object]) -> list[Mapping[str, object]]:
+    features = stats.get("features")
+    return [f for f in features if isinstance(f, Mapping)] if isinstance(features, list) else []
+
+
+def _feature_stats(f: Mapping[str, object]) -> str:
+    keys = ("count", "null_count", "mean", "std", "min", "max", "distinct_count")
+    cells = "".join(f"<dt>{k}</dt><dd>{e(f[k])}</dd>" for k in keys if f.get(k) is not None)
+    chart = ""
+    histogram = f.get("histogram")
+    if isinstance(histogram, Mapping) and isinstance(histogram.get("counts"), list):
+        counts = [int(c) for c in histogram["counts"]]
+        top = max(counts) or 1
+        bars = "".join(
+            f'<rect class="bar" x="{i * 14}" y="{80 - 78 * c / top:.1f}" width="12" height="{78 * c / top:.1f}"/>'
+            for i, c in enumerate(counts)
+        )
+        chart = f'<svg role="img" aria-label="Histogram of {e(f.get("name"))}" width="{14 * len(counts)}" height="80">{bars}</svg>'
+    top_values = f.get("top_values")
+    if isinstance(top_values, list) and top_values:
+        chart = (
+            "<ul>"
+            + "".join(f"<li>{e(v[0])}: {e(v[1])}</li>" for v in top_values if isinstance(v, list | tuple))
+            + "</ul>"
+        )
+    return f'<section class="card"><h2>{e(f.get("name"))}</h2><dl>{cells}</dl>{chart}</section>'
+
+
+def now() -> datetime:
+    """The current time (UTC)."""
+    return datetime.now(UTC)
