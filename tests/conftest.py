@@ -8,4 +8,10 @@ Real-service fixtures (``redis_server``, ``redis_cluster``, ``postgres_server``,
 
 from __future__ import annotations
 
-pytest_plugins = ["tests.support.services", "tests.support.spark", "tests.support.core", "tests.support.browser"]
+pytest_plugins = [
+    "tests.support.services",
+    "tests.support.spark",
+    "tests.support.core",
+    "tests.support.browser",
+    "tests.support.objectstore",
+]

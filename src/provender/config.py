@@ -267,6 +267,37 @@ class StreamSection(BaseModel):
     consumer_options: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
 
+class S3Storage(BaseModel):
+    """``storage: {s3: ...}``: how ``s3://`` sources are reached.
+
+    Attributes:
+        endpoint_url: an S3-compatible endpoint (``http://127.0.0.1:9000``); default: AWS.
+        region: the bucket's region (default: ``AWS_REGION`` / ``AWS_DEFAULT_REGION``, else us-east-1).
+        access_key_id: the access key (default: ``AWS_ACCESS_KEY_ID``).
+        secret_access_key: the secret key (default: ``AWS_SECRET_ACCESS_KEY``); never logged.
+        session_token: a temporary session token (default: ``AWS_SESSION_TOKEN``); never logged.
+        credential_chain: with no key given, use the machine's default credential chain
+            (instance profile, web identity...) instead of failing.
+        connect_timeout: seconds to wait for a connection.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    session_token: SecretStr | None = None
+    credential_chain: bool = False
+    connect_timeout: float = Field(default=5.0, gt=0)
+
+
+class StorageSection(BaseModel):
+    """``storage:``: credentials and endpoints of the object stores sources live in."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    s3: S3Storage = Field(default_factory=S3Storage)
+
+
 class Settings(BaseModel):
     """Everything configurable, validated. Build it with :func:`load_settings`.
 
@@ -284,6 +315,7 @@ class Settings(BaseModel):
         jobs: how jobs report their progress to the registry.
         serving: the serving service's own settings (``provender serve``).
         stream: stream ingestion jobs' settings (``provender ingest-stream``).
+        storage: object-store credentials and endpoints for ``s3://`` sources.
         base_dir: directory that relative paths are resolved against (the config file's).
     """
 
@@ -299,6 +331,7 @@ class Settings(BaseModel):
     core: CoreSection = Field(default_factory=CoreSection)
     jobs: JobsSection = Field(default_factory=JobsSection)
     stream: StreamSection = Field(default_factory=StreamSection)
+    storage: StorageSection = Field(default_factory=StorageSection)
     base_dir: Path = Field(default_factory=Path.cwd)
 
     @field_validator("project")

@@ -13,6 +13,7 @@ spills to ``temp_directory``.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -24,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
-from provender.config import validate_backend_config
+from provender.config import S3Storage, validate_backend_config
 from provender.definitions import CsvFormat
 from provender.definitions.request import SOURCE_ROWS
 from provender.errors import BackendError, DataError
@@ -48,7 +49,8 @@ from provender.offline.duckdb_sql import (
     sql_type,
 )
 from provender.offline.engine import EngineCapabilities, EntityRows
-from provender.offline.files import DateRange, list_table_files, lower_event_bound
+from provender.offline.files import DateRange, is_remote, list_table_files, lower_event_bound
+from provender.offline.objectstore import ObjectStore, list_s3_files, open_s3, s3_dataset
 from provender.offline.plan import (
     CREATED_TIMESTAMP,
     ENTITY_TIMESTAMP,
@@ -84,9 +86,10 @@ class DuckDBEngine:
     capabilities: ClassVar[EngineCapabilities] = EngineCapabilities(is_distributed=False)
     config_model: ClassVar[type[BaseModel]] = DuckDBConfig
 
-    def __init__(self, config: DuckDBConfig, *, base_dir: Path) -> None:
+    def __init__(self, config: DuckDBConfig, *, base_dir: Path, storage: S3Storage | None = None) -> None:
         self.config = config
         self.base_dir = base_dir
+        self.storage = storage
         temp = Path(config.temp_directory)
         temp = temp if temp.is_absolute() else base_dir / temp
         self._lock = threading.Lock()
@@ -102,11 +105,11 @@ class DuckDBEngine:
             raise BackendError(f"cannot start DuckDB with offline settings {config.model_dump()}: {exc}") from exc
 
     @classmethod
-    def from_options(cls, options: Mapping[str, object], *, base_dir: Path) -> Self:
-        """Build the engine from the ``offline:`` section."""
+    def from_options(cls, options: Mapping[str, object], *, base_dir: Path, storage: S3Storage | None = None) -> Self:
+        """Build the engine from the ``offline:`` section (``storage``: the ``storage.s3`` settings)."""
         config = validate_backend_config(DuckDBConfig, "offline", options)
         assert isinstance(config, DuckDBConfig)
-        return cls(config, base_dir=base_dir)
+        return cls(config, base_dir=base_dir, storage=storage)
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """Return a new connection to the engine's database, in UTC."""
@@ -124,6 +127,8 @@ class DuckDBEngine:
     def retrieve(self, plan: RetrievalPlan, entity_rows: EntityRows) -> DuckDBRetrievalJob:
         """Check the sources and return a job computing ``plan`` (run lazily)."""
         cursor = self.cursor()
+        if entity_rows.paths and is_remote(entity_rows.paths[0]):
+            entity_rows = self._remote_entity_rows(entity_rows)
         entity_sql = self._entity_relation(cursor, entity_rows)
         earliest, latest = _time_range(cursor, entity_sql, entity_column(plan.entity_columns, ENTITY_TIMESTAMP))
         sources = [
@@ -142,6 +147,16 @@ class DuckDBEngine:
             return DuckDBRetrievalJob(cursor, sql)
         features_sql = compile_retrieval(plan, entity_sql, sources, entity_time_type=time_type, features_only=True)
         return DuckDBRetrievalJob(cursor, sql, features_sql=features_sql, entity_table=entity_rows.table)
+
+    def _remote_entity_rows(self, rows: EntityRows) -> EntityRows:
+        """Entity rows in an object store, read into memory through pyarrow's S3 filesystem."""
+        what = f"The entity source ({rows.paths[0]})"
+        store = open_s3(self.storage, what)
+        try:
+            table = s3_dataset(store, list(rows.paths), root=None).to_table()
+        except OSError as exc:
+            raise DataError(f"{what}: cannot read: {store.scrub(str(exc))}") from None
+        return EntityRows(schema=table.schema, table=table)
 
     def _entity_relation(self, cursor: duckdb.DuckDBPyConnection, rows: EntityRows) -> str:
         """SQL for the entity rows, their columns renamed by position (see :func:`entity_column`)."""
@@ -168,16 +183,23 @@ class DuckDBEngine:
         upper: datetime | None,
         lower: datetime | None,
     ) -> str:
-        files = list_table_files(join.name, join.source, base_dir=self.base_dir, dates=dates)
+        store = None
+        if is_remote(join.source.path):
+            what = f"Feature table {join.name!r} (batch source {join.source.path})"
+            store = open_s3(self.storage, what)
+            files = self._remote_files(store, join, dates, what)
+        else:
+            files = list_table_files(join.name, join.source, base_dir=self.base_dir, dates=dates)
         if not files:  # every date partition was pruned: no row can be a candidate
             return _empty_source_relation(join)
-        scan = self._scan(join, files)
+        scan = self._scan(join, files) if store is None else self._remote_scan(cursor, store, join, files)
         try:
             schema = cursor.sql(f"SELECT * FROM {scan} LIMIT 0").to_arrow_table().schema
         except duckdb.Error as exc:
+            cause = str(exc) if store is None else store.scrub(str(exc))
             raise DataError(
-                f"Cannot read the batch source of feature table {join.name!r} ({join.source.path}): {exc}"
-            ) from exc
+                f"Cannot read the batch source of feature table {join.name!r} ({join.source.path}): {cause}"
+            ) from None
         check_source_schema(join, schema)
         columns = join.columns
         select = [
@@ -202,6 +224,31 @@ class DuckDBEngine:
         if lower is not None:
             where.append(f"{event} >= {_timestamp_literal(lower)}")
         return f"SELECT {', '.join(select)} FROM {scan} WHERE {' AND '.join(where)}"
+
+    @staticmethod
+    def _remote_files(store: ObjectStore, join: TableJoin, dates: DateRange, what: str) -> list[str]:
+        if isinstance(join.source.file_format, CsvFormat):
+            raise DataError(f"{what}: CSV sources in object stores are not supported; use Parquet.")
+        return list_s3_files(
+            store,
+            join.source.path,
+            suffix=".parquet",
+            what=what,
+            partition_column=join.source.date_partition_column,
+            dates=dates,
+        )
+
+    @staticmethod
+    def _remote_scan(cursor: duckdb.DuckDBPyConnection, store: ObjectStore, join: TableJoin, files: list[str]) -> str:
+        """Register the object-store files as a pyarrow dataset on ``cursor``; return its SQL name.
+
+        DuckDB reads it through pyarrow's S3 filesystem (projections and filters are pushed down):
+        no httpfs extension is published for this DuckDB version, and none is downloaded.
+        """
+        root = join.source.path if files != [join.source.path] else None
+        name = f"__provender_s3_{uuid.uuid4().hex}"
+        cursor.register(name, s3_dataset(store, files, root=root))
+        return quote(name)
 
     def _scan(self, join: TableJoin, files: list[str]) -> str:
         file_list = "[" + ", ".join(literal(f) for f in files) + "]"

@@ -106,12 +106,19 @@ def _partition_date_in(file: Path, column: str, dates: DateRange) -> bool:
     prefix = f"{column}="
     for part in file.parts:
         if part.startswith(prefix):
-            text = unquote(part.removeprefix(prefix))
-            try:
-                day = date.fromisoformat(text[:10])
-            except ValueError:
-                raise DataError(
-                    f"Partition directory {part!r} of {file} is not a date (expected {column}=YYYY-MM-DD)."
-                ) from None
-            return dates.contains(day)
+            return dates.contains(partition_date(unquote(part), column, str(file)))
     return True
+
+
+def partition_date(part: str, column: str, where: str) -> date:
+    """The date of partition directory ``part`` (``<column>=YYYY-MM-DD...``) found at ``where``.
+
+    Raises:
+        DataError: the directory's value is not a date.
+    """
+    try:
+        return date.fromisoformat(part.removeprefix(f"{column}=")[:10])
+    except ValueError:
+        raise DataError(
+            f"Partition directory {part!r} of {where} is not a date (expected {column}=YYYY-MM-DD)."
+        ) from None

@@ -26,7 +26,7 @@ from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from provender.config import validate_backend_config
+from provender.config import S3Storage, validate_backend_config
 from provender.errors import BackendError, ConfigError, JobCancelledError, ProvenderError
 from provender.offline.engine import EngineCapabilities, EntityRows, IngestionProgress, StoreFactory
 from provender.offline.files import DateRange, lower_event_bound
@@ -90,8 +90,13 @@ class SparkEngine:
         log.info("spark session master=%s app=%s", context.master, context.applicationId)
 
     @classmethod
-    def from_options(cls, options: Mapping[str, object], *, base_dir: Path) -> Self:
-        """Build the engine (starting or joining the process's Spark session) from ``offline:``."""
+    def from_options(cls, options: Mapping[str, object], *, base_dir: Path, storage: S3Storage | None = None) -> Self:
+        """Build the engine (starting or joining the process's Spark session) from ``offline:``.
+
+        ``storage`` is accepted for the engine protocol; Spark does not read object-store
+        sources yet (they are refused with a clear error when read).
+        """
+        del storage
         config = validate_backend_config(SparkConfig, "offline", options)
         assert isinstance(config, SparkConfig)
         return cls(config, base_dir=base_dir)

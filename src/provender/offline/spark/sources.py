@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 from provender.definitions import CsvFormat, ValueType
 from provender.errors import DataError
 from provender.offline.engine import EntityRows
-from provender.offline.files import DateRange, list_table_files
+from provender.offline.files import DateRange, is_remote, list_table_files
 from provender.offline.plan import ENTITY_TIMESTAMP, RetrievalPlan, TableJoin, null_entity_times_error
 from provender.offline.spark.columns import (
     CREATED,
@@ -120,6 +120,11 @@ def source_frame(
 ) -> DataFrame:
     """The table's rows that can be candidates: keys and features (named as the table's), times."""
     columns = join.columns
+    if is_remote(join.source.path):
+        raise DataError(
+            f"Feature table {join.name!r}: the Spark engine does not read object-store sources yet "
+            f"({join.source.path}); use the DuckDB engine (offline: {{engine: duckdb}})."
+        )
     files = list_table_files(join.name, join.source, base_dir=base_dir, dates=dates)
     if not files:  # every date partition was pruned: no row can be a candidate
         fields = [f"{quote(e.name)} {spark_type(e.value_type)}" for e in join.entities]

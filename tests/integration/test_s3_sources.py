@@ -1,0 +1,137 @@
+"""Feature tables whose batch source is in S3 (a real moto server), on the DuckDB engine.
+
+Retrieval and ingestion over ``s3://`` Parquet give the same results as over the same local
+files; missing buckets, missing credentials and denied access fail early with errors naming the
+source; the secret key appears in no error and no log record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow.fs as pafs
+import pytest
+
+import provender as pv
+from provender.config import load_settings
+from provender.errors import DataError
+from provender.offline.files import DateRange
+from provender.offline.objectstore import list_s3_files, open_s3
+from tests.support.builders import ENTITIES, Layout, write_config, write_table
+from tests.support.objectstore import SECRET_KEY, S3Server
+from tests.support.retrieval import driver_rows, driver_stats, entity_frame
+
+pytestmark = pytest.mark.timeout(120)
+
+_AWS_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_PROFILE")
+
+
+@pytest.fixture(autouse=True)
+def _no_aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in _AWS_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+def _upload(server: S3Server, local: Path, bucket: str, prefix: str) -> str:
+    fs = server.filesystem()
+    assert isinstance(fs, pafs.S3FileSystem)
+    with contextlib.suppress(OSError):  # already there
+        fs.create_dir(bucket)
+    pafs.copy_files(str(local), f"{bucket}/{prefix}", destination_filesystem=fs)
+    return f"s3://{bucket}/{prefix}"
+
+
+def _client(project: Path, storage: dict[str, object] | None) -> pv.Client:
+    path = write_config(project)
+    overrides = {} if storage is None else {"storage": storage}
+    return pv.Client(settings=load_settings(path, environ={}, overrides=overrides))
+
+
+def _tables(tmp_path: Path, server: S3Server) -> tuple[pv.FeatureTable, pv.FeatureTable]:
+    local = write_table(
+        driver_stats(max_age=None), driver_rows(), entities=ENTITIES, root=tmp_path / "data", layout=Layout.HIVE
+    )
+    assert local.batch_source is not None
+    url = _upload(server, Path(local.batch_source.path), f"b-{uuid.uuid4().hex[:12]}", "driver_stats")
+    remote = dataclasses.replace(local, batch_source=dataclasses.replace(local.batch_source, path=url))
+    return local, remote
+
+
+def test_retrieval_and_ingestion_from_s3_equal_local(tmp_path: Path, s3_server: S3Server) -> None:
+    local, remote = _tables(tmp_path, s3_server)
+    refs = ["driver_stats:trips", "driver_stats:rate"]
+    start, end = datetime(2024, 3, 2, tzinfo=UTC), datetime(2024, 3, 4, tzinfo=UTC)
+    results = []
+    for name, table, storage in (("local", local, None), ("s3", remote, s3_server.storage())):
+        with _client(tmp_path / name, storage) as client:
+            client.apply([pv.Entity(name="driver_id", value_type=pv.ValueType.INT64), table])
+            frame = client.get_historical_features(refs, entity_frame()).to_pandas()
+            client.start_offline_to_online_ingestion("driver_stats", start=start, end=end).wait()
+            online = client.get_online_features(refs, [{"driver_id": 1}, {"driver_id": 2}]).to_dict()
+            results.append((frame, online))
+    (local_frame, local_online), (s3_frame, s3_online) = results
+    assert s3_frame.equals(local_frame)
+    assert s3_online == local_online
+    assert local_online["driver_stats__trips"] == [111, 112]  # the last rows before the 4th: n = 11
+    assert s3_frame["driver_stats__trips"].notna().sum() >= 3
+
+
+def test_pruned_partitions_are_never_listed(tmp_path: Path, s3_server: S3Server) -> None:
+    _, remote = _tables(tmp_path, s3_server)
+    assert remote.batch_source is not None
+    bucket = remote.batch_source.path.split("/")[2]
+    # Inside a pruned partition, a directory whose name is not a date: walking into it would fail.
+    trap = tmp_path / "trap" / "date=not-a-date"
+    trap.mkdir(parents=True)
+    (trap / "x.parquet").write_bytes(b"not parquet")
+    _upload(s3_server, tmp_path / "trap", bucket, "driver_stats/date=2024-03-01")
+    store = open_s3(pv.Settings.model_validate({"storage": s3_server.storage()}).storage.s3, "test")
+    files = list_s3_files(
+        store,
+        remote.batch_source.path,
+        suffix=".parquet",
+        what="test",
+        partition_column="date",
+        dates=DateRange(first=datetime(2024, 3, 3).date(), last=datetime(2024, 3, 4).date()),
+    )
+    assert [f.rsplit("/", 2)[1] for f in files] == ["date=2024-03-03", "date=2024-03-04"]
+
+
+def test_missing_bucket_names_the_source(tmp_path: Path, s3_server: S3Server) -> None:
+    table = dataclasses.replace(
+        driver_stats(), batch_source=dataclasses.replace(driver_stats().batch_source, path="s3://no-such-bucket/x")
+    )
+    with _client(tmp_path, s3_server.storage()) as client:
+        client.apply([pv.Entity(name="driver_id", value_type=pv.ValueType.INT64), table])
+        with pytest.raises(DataError, match=r"driver_stats.*bucket 'no-such-bucket' does not exist"):
+            client.get_historical_features(["driver_stats:trips"], entity_frame())
+
+
+def test_missing_credentials_fail_before_any_request(tmp_path: Path, s3_server: S3Server) -> None:
+    _, remote = _tables(tmp_path, s3_server)
+    storage = {"s3": {"endpoint_url": s3_server.endpoint_url}}
+    with _client(tmp_path / "p", storage) as client:
+        client.apply([pv.Entity(name="driver_id", value_type=pv.ValueType.INT64), remote])
+        with pytest.raises(DataError, match=r"driver_stats.*no S3 credentials"):
+            client.get_historical_features(["driver_stats:trips"], entity_frame())
+
+
+def test_access_denied_is_clear_and_secrets_stay_hidden(
+    tmp_path: Path, s3_locked_server: S3Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    table = dataclasses.replace(
+        driver_stats(), batch_source=dataclasses.replace(driver_stats().batch_source, path="s3://locked/driver_stats")
+    )
+    caplog.set_level(logging.DEBUG)
+    with _client(tmp_path, s3_locked_server.storage()) as client:
+        client.apply([pv.Entity(name="driver_id", value_type=pv.ValueType.INT64), table])
+        with pytest.raises(DataError, match=r"driver_stats.*(access denied|Forbidden|403)") as info:
+            client.get_historical_features(["driver_stats:trips"], entity_frame())
+        assert SECRET_KEY not in repr(client.settings) and SECRET_KEY not in str(client.settings.storage)
+    assert SECRET_KEY not in str(info.value)
+    assert SECRET_KEY not in caplog.text
