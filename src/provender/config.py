@@ -253,6 +253,8 @@ class StreamSection(BaseModel):
             offsets are committed only after their rows are in a file.
         consumer_options: extra librdkafka properties for the consumer and the dead-letter
             producer, e.g. ``security.protocol``, ``sasl.mechanism``.
+        dead_letter_options: extra librdkafka properties for the dead-letter producer only,
+            e.g. ``message.max.bytes`` (a larger record is dead-lettered truncated).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -265,6 +267,7 @@ class StreamSection(BaseModel):
     offline_log_max_rows: int = Field(default=500_000, gt=0)
     offline_log_max_seconds: float = Field(default=60.0, gt=0)
     consumer_options: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    dead_letter_options: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
 
 class S3Storage(BaseModel):

@@ -8,7 +8,13 @@
 * Dead letters go to ``<topic><dead_letter_suffix>`` (``<topic>.dlq``), created on first use
   if missing, with the original key and value and these headers: ``provender.reason`` (a
   :class:`~provender.ingestion.rows.DeadLetterReason`), ``provender.error`` (the details),
-  ``provender.topic``, ``provender.partition``, ``provender.offset`` and ``provender.table``.
+  ``provender.topic``, ``provender.partition``, ``provender.offset`` and ``provender.table``,
+  after the record's own headers. A letter too large for the producer
+  (``stream.dead_letter_options``, e.g. ``message.max.bytes``) or the broker is sent once more
+  as a truncated copy: the first :data:`TRUNCATED_BYTES` of its value and key, without its own
+  headers, plus ``provender.truncated: true`` and ``provender.original_size`` (key and value
+  bytes). If even that is refused, the record is logged (partition, offset, reason, size) and its
+  offset committed: a record never blocks its partition.
 * librdkafka's own log lines go to the ``provender.ingestion.kafka.librdkafka`` logger.
 """
 
@@ -25,7 +31,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from provender.definitions import KafkaSource
 from provender.errors import BackendError
-from provender.ingestion.stream import DeadLetter, Polled, RevokeHandler
+from provender.ingestion.stream import DeadLetter, Polled, RecordHeaders, RevokeHandler
 
 if TYPE_CHECKING:
     from provender.config import StreamSection
@@ -34,6 +40,9 @@ log = logging.getLogger(__name__)
 _client_log = logging.getLogger(f"{__name__}.librdkafka")
 
 DEAD_LETTER_TIMEOUT_SECONDS = 30.0
+TRUNCATED_BYTES = 1024
+"""How much of a too-large record's value (and key) its dead-letter copy keeps."""
+_ERROR_CHARS = 1000
 _WARN_EVERY_SECONDS = 60.0
 # A commit refused because the group moved on: the partition's new owner re-reads the records.
 _COMMIT_AFTER_REBALANCE = frozenset(
@@ -73,6 +82,7 @@ class KafkaStream:
         self.topic = source.topic
         self.dead_letter_topic = f"{source.topic}{options.dead_letter_suffix}"
         self._table = table
+        self._dead_letter_options = options.dead_letter_options
         self._common: dict[str, Any] = {
             "bootstrap.servers": source.bootstrap_servers,
             "client.id": f"provender-{table}",
@@ -136,6 +146,7 @@ class KafkaStream:
             [m.partition() or 0 for m in messages],
             [m.offset() or 0 for m in messages],
             [m.key() for m in messages],
+            [_record_headers(m) for m in messages],
         )
 
     def commit(self, offsets: Mapping[int, int], *, wait: bool = True) -> None:
@@ -160,37 +171,93 @@ class KafkaStream:
         self._on_commit(None, results)
 
     def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
-        """Publish ``letters`` to the dead-letter topic and wait until the broker has them all."""
+        """Publish ``letters`` to the dead-letter topic and wait until the broker has them all.
+
+        A letter too large for the producer or the broker is published as a truncated copy
+        (see the module docstring); if even that is refused, it is logged (partition, offset,
+        reason, size) and counted as dead-lettered, so a record never blocks its partition.
+
+        Raises:
+            BackendError: the broker did not take the letters (retryable: the batch is retried).
+        """
         producer = self._dead_letter_producer()
         failures: list[str] = []
+        too_large: list[DeadLetter] = []
+        for letter in letters:
+            if not self._produce(producer, letter, self._headers(letter), failures, too_large):
+                too_large.append(letter)
+        self._flush(producer, failures)
+        retry, too_large = too_large, []
+        for letter in retry:
+            if not self._produce(producer, letter, self._headers(letter, truncated=True), failures, too_large):
+                too_large.append(letter)
+        self._flush(producer, failures)
+        for letter in too_large:
+            log.error(
+                "dead letter refused even truncated; recorded here only table=%s topic=%s partition=%d offset=%d "
+                "reason=%s size=%d",
+                self._table,
+                self.topic,
+                letter.partition,
+                letter.offset,
+                letter.reason,
+                _size(letter),
+            )
+
+    def _headers(self, letter: DeadLetter, *, truncated: bool = False) -> list[tuple[str, str | bytes | None]]:
+        own = [] if letter.headers is None or truncated else list(letter.headers)
+        headers: list[tuple[str, str | bytes | None]] = [
+            *own,
+            ("provender.reason", str(letter.reason).encode()),
+            ("provender.error", letter.error[:_ERROR_CHARS].encode()),
+            ("provender.topic", self.topic.encode()),
+            ("provender.partition", str(letter.partition).encode()),
+            ("provender.offset", str(letter.offset).encode()),
+            ("provender.table", self._table.encode()),
+        ]
+        if truncated:
+            headers.append(("provender.truncated", b"true"))
+            headers.append(("provender.original_size", str(_size(letter)).encode()))
+        return headers
+
+    def _produce(
+        self,
+        producer: Producer,
+        letter: DeadLetter,
+        headers: list[tuple[str, str | bytes | None]],
+        failures: list[str],
+        too_large: list[DeadLetter],
+    ) -> bool:
+        """Queue one letter (truncated if its headers say so); False if the producer refuses its size."""
+        truncated = any(name == "provender.truncated" for name, _ in headers)
+        value, key = letter.value, letter.key
+        if truncated:
+            value = None if value is None else value[:TRUNCATED_BYTES]
+            key = None if key is None else key[:TRUNCATED_BYTES]
 
         def delivered(error: KafkaError | None, _: Message) -> None:
-            if error is not None:
+            if error is None:
+                return
+            if error.code() == KafkaError.MSG_SIZE_TOO_LARGE:  # the broker's limit
+                too_large.append(letter)
+            else:
                 failures.append(str(error))
 
-        table = self._table.encode()
-        topic = self.topic.encode()
-        for letter in letters:
-            headers: list[tuple[str, str | bytes | None]] = [
-                ("provender.reason", str(letter.reason).encode()),
-                ("provender.error", letter.error.encode()),
-                ("provender.topic", topic),
-                ("provender.partition", str(letter.partition).encode()),
-                ("provender.offset", str(letter.offset).encode()),
-                ("provender.table", table),
-            ]
-            while True:
-                try:
-                    producer.produce(
-                        self.dead_letter_topic,
-                        value=letter.value,
-                        key=letter.key,
-                        headers=headers,
-                        on_delivery=delivered,
-                    )
-                    break
-                except BufferError:  # the local queue is full: let deliveries drain it
-                    producer.poll(0.1)
+        while True:
+            try:
+                producer.produce(self.dead_letter_topic, value=value, key=key, headers=headers, on_delivery=delivered)
+            except BufferError:  # the local queue is full: let deliveries drain it
+                producer.poll(0.1)
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                if isinstance(error, KafkaError) and error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                    return False
+                message = f"dead letters to {self.dead_letter_topic!r} failed: {exc}"
+                raise BackendError(message, retryable=True) from None
+            else:
+                return True
+
+    def _flush(self, producer: Producer, failures: list[str]) -> None:
         remaining = producer.flush(DEAD_LETTER_TIMEOUT_SECONDS)
         if remaining or failures:
             detail = failures[0] if failures else f"{remaining} not delivered in {DEAD_LETTER_TIMEOUT_SECONDS:.0f} s"
@@ -268,7 +335,15 @@ class KafkaStream:
     def _dead_letter_producer(self) -> Producer:
         if self._producer is None:
             self._ensure_topic(self.dead_letter_topic)
-            self._producer = Producer({**self._common, "acks": "all", "linger.ms": 5, "enable.idempotence": True})
+            self._producer = Producer(
+                {
+                    **self._common,
+                    "acks": "all",
+                    "linger.ms": 5,
+                    "enable.idempotence": True,
+                    **dict(self._dead_letter_options),
+                }
+            )
         return self._producer
 
     def _ensure_topic(self, topic: str) -> None:
@@ -284,3 +359,14 @@ class KafkaStream:
             error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
             if error is None or error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 log.warning("cannot create dead-letter topic %s (%s); relying on broker auto-creation", topic, exc)
+
+
+def _size(letter: DeadLetter) -> int:
+    return len(letter.value or b"") + len(letter.key or b"")
+
+
+def _record_headers(message: Message) -> RecordHeaders:
+    headers = message.headers()
+    if headers is None:
+        return None
+    return list(headers.items()) if isinstance(headers, dict) else list(headers)

@@ -50,6 +50,10 @@ log = logging.getLogger(__name__)
 FRESHNESS_WINDOW_SECONDS = 10.0
 
 
+RecordHeaders = list[tuple[str, str | bytes | None]] | None
+"""A record's own headers (kept on its dead-letter copy)."""
+
+
 class Polled(NamedTuple):
     """Messages from one poll, column by column (aligned lists)."""
 
@@ -57,6 +61,7 @@ class Polled(NamedTuple):
     partitions: list[int]
     offsets: list[int]
     keys: list[bytes | None]
+    headers: list[RecordHeaders]
 
 
 class DeadLetter(NamedTuple):
@@ -68,6 +73,7 @@ class DeadLetter(NamedTuple):
     value: bytes | None
     reason: DeadLetterReason
     error: str
+    headers: RecordHeaders = None
 
 
 RevokeHandler = Callable[[Sequence[int], bool], None]

@@ -113,7 +113,7 @@ class StreamLoop:
         self._batch_rows = options.batch_rows
         self._linger = options.linger_ms / 1000
         self._writer = BatchWriter(job=job, source=source, write=write, offline_log=offline_log)
-        self._pending = Polled([], [], [], [])
+        self._pending = Polled([], [], [], [], [])
         self._first_at: float | None = None
         self._next_tick = 0.0
         self._next_commit = 0.0
@@ -155,6 +155,7 @@ class StreamLoop:
             held.partitions.extend(polled.partitions)
             held.offsets.extend(polled.offsets)
             held.keys.extend(polled.keys)
+            held.headers.extend(polled.headers)
         pending = len(self._pending.values)
         if pending and (pending >= self._batch_rows or time.monotonic() >= (self._first_at or 0.0) + self._linger):
             self._hand_over()
@@ -170,7 +171,7 @@ class StreamLoop:
         """Prepare the pending batch (if any) and queue it for the writer."""
         if not self._pending.values:
             return
-        batch, self._pending, self._first_at = self._pending, Polled([], [], [], []), None
+        batch, self._pending, self._first_at = self._pending, Polled([], [], [], [], []), None
         self._writer.submit(self._prepare(batch))
 
     def _prepare(self, batch: Polled) -> Prepared:
@@ -197,6 +198,7 @@ class StreamLoop:
                 [held.partitions[i] for i in keep],
                 [held.offsets[i] for i in keep],
                 [held.keys[i] for i in keep],
+                [held.headers[i] for i in keep],
             )
             self._first_at = self._first_at if keep else None
             self._writer.sync(lost=gone)
@@ -404,5 +406,11 @@ class BatchWriter:
 
 def _letter(batch: Polled, index: int, reason: DeadLetterReason, error: str) -> DeadLetter:
     return DeadLetter(
-        batch.partitions[index], batch.offsets[index], batch.keys[index], batch.values[index], reason, error
+        batch.partitions[index],
+        batch.offsets[index],
+        batch.keys[index],
+        batch.values[index],
+        reason,
+        error,
+        batch.headers[index],
     )

@@ -69,7 +69,7 @@ class MemoryStream:
         self.consumer_thread = threading.current_thread()
         self.before_poll()
         deadline = time.monotonic() + timeout_seconds
-        out = Polled([], [], [], [])
+        out = Polled([], [], [], [], [])
         while True:
             with self.lock:
                 for partition, records in self.log.items():
@@ -79,6 +79,7 @@ class MemoryStream:
                         out.partitions.append(partition)
                         out.offsets.append(self.position[partition])
                         out.keys.append(key)
+                        out.headers.append(None)
                         self.position[partition] += 1
             if len(out.values) >= max_records or time.monotonic() >= deadline:
                 return out

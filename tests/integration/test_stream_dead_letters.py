@@ -1,0 +1,92 @@
+"""Records too large for the dead-letter topic never block their partition (real broker, noida-db).
+
+The dead-letter producer's ``message.max.bytes`` is set small through ``stream.dead_letter_options``;
+bad records of several sizes and shapes above it are dead-lettered as truncated copies naming
+their reason, original size, partition and offset; smaller bad records keep their own headers;
+the good records around them are stored, and the offsets are committed past all of them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+
+import provender as pv
+from tests.integration.test_stream_kafka import (
+    DRIVER,
+    NOW,
+    SQLITE_ONLINE,
+    consume_all,
+    json_bytes,
+    make_topic,
+    online,
+    open_client,
+    project,
+    trips_table,
+)
+from tests.support.services import KafkaBroker
+
+pytestmark = [pytest.mark.service, pytest.mark.timeout(120)]
+
+DEAD_LETTER_MAX_BYTES = 20_000
+
+
+def produce_with_headers(broker: KafkaBroker, topic: str, records: list[tuple[bytes, list[tuple[str, bytes]]]]) -> None:
+    producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 5})
+    for value, headers in records:
+        producer.produce(topic, value, partition=0, headers=headers or None)
+        producer.poll(0)
+    assert producer.flush(30) == 0
+
+
+def test_oversized_bad_records_are_dead_lettered_truncated_and_committed(
+    kafka_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    topic = make_topic(kafka_broker, partitions=1)
+    table = trips_table(kafka_broker, topic, pv.JsonFormat())
+    too_large = [
+        b"\x00" * 30_000,  # undecodable
+        json.dumps({"driver": 5, "trips_today": 1, "ts": NOW.isoformat(), "pad": "x" * 100_000}).encode()[:-1],
+        json.dumps({"trips_today": 1, "ts": NOW.isoformat(), "pad": "y" * 400_000}).encode(),  # no entity key
+    ]
+    small_bad = b"not json at all"
+    records = [
+        (json_bytes(1, 1, NOW), []),
+        *[(value, [("trace-id", b"t%d" % i)]) for i, value in enumerate(too_large)],
+        (small_bad, [("trace-id", b"small")]),
+        (json_bytes(4, 4, NOW), []),
+    ]
+    produce_with_headers(kafka_broker, topic, records)
+    directory = project(tmp_path, SQLITE_ONLINE, dead_letter_options={"message.max.bytes": DEAD_LETTER_MAX_BYTES})
+    with open_client(directory) as client:
+        client.apply([DRIVER, table])
+        job = client.start_stream_to_online_ingestion("trips")
+        assert job.wait_until(lambda j: j.records_consumed >= len(records), 60), job
+        job.stop()
+        assert online(client, [1, 4])["trips__trips_today"] == [1, 4]
+        assert job.records_dead_lettered == 4
+        # Committed past every record: a second run of the same group consumes nothing.
+        again = client.start_stream_to_online_ingestion("trips")
+        assert not again.wait_until(lambda j: j.records_consumed > 0, 3)
+        again.stop()
+        assert again.records_dead_lettered == 0
+        deadline = time.monotonic() + 10  # the job records are closed by a reporter thread
+        while client.list_jobs("trips") and time.monotonic() < deadline:
+            time.sleep(0.05)
+    letters = consume_all(kafka_broker, f"{topic}.dlq", 4)
+    assert len(letters) == 4
+    letters.sort(key=lambda m: int(dict(m.headers())["provender.offset"]))
+    headers = [dict(m.headers() or []) for m in letters]
+    assert [h["provender.offset"] for h in headers] == [b"1", b"2", b"3", b"4"]
+    for letter, original, found in zip(letters[:3], too_large, headers[:3], strict=True):
+        assert found["provender.truncated"] == b"true"
+        assert found["provender.original_size"] == str(len(original)).encode()
+        assert found["provender.partition"] == b"0"
+        assert found["provender.reason"] in (b"undecodable", b"missing_entity_key")
+        assert len(letter.value()) < DEAD_LETTER_MAX_BYTES and original.startswith(letter.value())
+    assert headers[3]["trace-id"] == b"small" and b"provender.truncated" not in headers[3]
+    assert letters[3].value() == small_bad
