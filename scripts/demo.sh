@@ -202,6 +202,9 @@ second.close()
 PY
 curl -fsS "http://127.0.0.1:$CORE_PORT/v1/projects"
 echo
+echo "The discovery UI of this core service: http://127.0.0.1:$CORE_PORT/ (docs/ui.md)"
+curl -fsS "http://127.0.0.1:$CORE_PORT/projects/team" | grep -o '<h1>[^<]*</h1>'
+echo "(provender ui --port 8888 serves the same UI, read-only, over a project folder's own registry)"
 kill -TERM "$CORE_PID"
 wait "$CORE_PID"
 echo "(core service stopped on SIGTERM; its JSON log is in $DEMO/core.log)"

@@ -38,7 +38,12 @@ def driver_stats(source: Path) -> pv.FeatureTable:
         entities=["driver_id"],
         features=[
             pv.Feature("trips", pv.ValueType.INT64, description="Completed trips in the last hour"),
-            pv.Feature("rate", pv.ValueType.DOUBLE, description="Acceptance rate of ride offers"),
+            pv.Feature(
+                "rate",
+                pv.ValueType.DOUBLE,
+                description="Acceptance rate of ride offers",
+                expect=[pv.expect.between(0, 1)],
+            ),
             pv.Feature("tag", pv.ValueType.STRING, description="Segment of the driver"),
         ],
         batch_source=pv.FileSource(path=str(source), event_timestamp_column="ts", created_timestamp_column="created"),
@@ -62,10 +67,15 @@ def core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CoreServer,
             client.apply([driver, table])
             job = client.start_offline_to_online_ingestion(table, start=END - timedelta(days=1), end=END, run_on="core")
             assert job.wait(60).status.value == "SUCCEEDED"
+            first = job
+            job = client.start_offline_to_online_ingestion(
+                table, start=END - timedelta(hours=2), end=END, run_on="core"
+            )
+            assert job.wait(60).status.value == "SUCCEEDED"
         pending = JobRecord(id=new_job_id(), kind=JobKind.OFFLINE_TO_ONLINE, project="default", table="driver_stats",
                             created_at=utc_now())  # fmt: skip
         assert server.request("POST", "/v1/jobs", wire.job_to_dict(pending), token="tok-w")[0] == 200
-        yield server, job.id, pending.id
+        yield server, job.id, pending.id, first.id
     finally:
         server.stop()
 
@@ -89,9 +99,9 @@ def shot(page: Any, tmp_path: Path, name: str) -> None:
 
 
 def test_every_page_loads_without_console_errors(
-    core: tuple[CoreServer, str, str], browser: Any, tmp_path: Path
+    core: tuple[CoreServer, str, str, str], browser: Any, tmp_path: Path
 ) -> None:
-    server, job_id, _ = core
+    server, job_id, *_ = core
     page, errors = open_page(browser, server.url)
     pages = {
         "projects": ("/", "Projects"),
@@ -114,6 +124,13 @@ def test_every_page_loads_without_console_errors(
     assert "3" in page.locator("table.list").first.inner_text()  # 3 features
     page.goto(server.url + "/projects/default/tables/driver_stats")
     code = page.locator("#definition").inner_text()
+    scope: dict[str, object] = {}
+    exec(code, scope)  # the snippet must recreate the table
+    assert scope["driver_stats"] == driver_stats(Path(str(scope["driver_stats"].batch_source.path)).resolve())  # type: ignore[attr-defined]
+    assert (
+        "between [0, 1]" in page.locator("#feature-rate").inner_text()
+        or "between" in page.locator("#feature-rate").inner_text()
+    )
     assert 'pv.Feature(name="trips"' not in code and "name='trips'" in code and "timedelta(seconds=172800)" in code
     assert "get_historical_features" in page.locator("#reading").inner_text()
     assert "SUCCEEDED\t20\t" in page.locator("main").inner_text()  # 20 drivers' latest rows
@@ -134,8 +151,10 @@ def test_every_page_loads_without_console_errors(
     assert narrow_errors == [] or all("404" in e for e in narrow_errors)
 
 
-def test_search_as_you_type_finds_a_feature_by_its_description(core: tuple[CoreServer, str, str], browser: Any) -> None:
-    server, _, _ = core
+def test_search_as_you_type_finds_a_feature_by_its_description(
+    core: tuple[CoreServer, str, str, str], browser: Any
+) -> None:
+    server, *_ = core
     page, errors = open_page(browser, server.url)
     page.goto(server.url + "/")
     page.get_by_label("Search tables, features, entities, labels, descriptions").fill("acceptance")
@@ -153,8 +172,8 @@ def test_search_as_you_type_finds_a_feature_by_its_description(core: tuple[CoreS
     assert errors == []
 
 
-def test_click_through_and_back_forward(core: tuple[CoreServer, str, str], browser: Any) -> None:
-    server, job_id, _ = core
+def test_click_through_and_back_forward(core: tuple[CoreServer, str, str, str], browser: Any) -> None:
+    server, job_id, _, first_id = core
     page, errors = open_page(browser, server.url)
     page.goto(server.url + "/")
     page.get_by_role("link", name="default").click()
@@ -162,6 +181,11 @@ def test_click_through_and_back_forward(core: tuple[CoreServer, str, str], brows
     page.wait_for_url("**/projects/default/tables/driver_stats")
     page.get_by_role("link", name="Statistics").click()
     page.wait_for_url("**/tables/driver_stats/statistics")
+    page.get_by_label("Drift against an earlier job").select_option(first_id)
+    page.get_by_role("button", name="Compare").click()
+    page.wait_for_url(f"**/statistics?against={first_id}")
+    assert "rate" in page.locator("#drift").inner_text()
+    page.go_back()
     page.go_back()
     page.get_by_role("link", name=job_id).click()
     page.wait_for_url(f"**/projects/default/jobs/{job_id}")
@@ -175,8 +199,10 @@ def test_click_through_and_back_forward(core: tuple[CoreServer, str, str], brows
     assert errors == []
 
 
-def test_token_prompt_and_read_only_users_see_no_write_actions(core: tuple[CoreServer, str, str], browser: Any) -> None:
-    server, _, pending_id = core
+def test_token_prompt_and_read_only_users_see_no_write_actions(
+    core: tuple[CoreServer, str, str, str], browser: Any
+) -> None:
+    server, _, pending_id, _ = core
     page, _ = open_page(browser, server.url, token=None)
     assert page.goto(server.url + "/projects/default/jobs").status == 401
     page.get_by_label("Token").fill("wrong")

@@ -156,7 +156,7 @@ class UiApp:
                 raise FeatureTableNotFoundError(name, project=project, known=list(snapshot.feature_tables))
             jobs = data.jobs(project, table=name)
             if match.group(2):
-                return pages.statistics(snapshot, name, jobs)
+                return pages.statistics(snapshot, name, jobs, against=request.query.get("against") or None)
             return pages.table(snapshot, name, jobs, can_write=can_write)
         raise PageNotFoundError(f"No page {request.path!r}.")
 

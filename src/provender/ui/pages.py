@@ -10,10 +10,12 @@ from datetime import UTC, datetime, timedelta
 
 from provender.definitions import Entity, FeatureTable
 from provender.definitions.jobs import JobStatus
+from provender.offline.drift import compare
+from provender.offline.statistics import TableStatistics
 from provender.registry.jobs import JobRecord
 from provender.registry.store import RegistryChangeRecord, RegistrySnapshot
 from provender.ui.data import Hit, ProjectSummary
-from provender.ui.html import age, duration, e, empty, highlight, u, when
+from provender.ui.html import age, duration, e, empty, error_box, highlight, u, when
 
 Page = tuple[str, str, str]
 
@@ -168,6 +170,9 @@ def _code(value: object) -> str:  # noqa: PLR0911 - one return per kind of value
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_code(v) for v in value) + "]"
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        constructor = f"pv.{type(value).__name__}"
+        if type(value).__module__ == "provender.definitions.expect":
+            constructor = f"pv.expect.{getattr(value, 'kind', type(value).__name__)}"
         args = []
         for f in dataclasses.fields(value):
             current = getattr(value, f.name)
@@ -176,11 +181,11 @@ def _code(value: object) -> str:  # noqa: PLR0911 - one return per kind of value
             if f.default_factory is not dataclasses.MISSING and current == f.default_factory():
                 continue
             args.append(f"{f.name}={_code(current)}")
-        one_line = f"pv.{type(value).__name__}({', '.join(args)})"
+        one_line = f"{constructor}({', '.join(args)})"
         if len(one_line) <= 88:
             return one_line
         inner = ",\n".join("    " + a.replace("\n", "\n    ") for a in args)
-        return f"pv.{type(value).__name__}(\n{inner},\n)"
+        return f"{constructor}(\n{inner},\n)"
     return repr(value)
 
 
@@ -254,6 +259,11 @@ def job_rows(jobs: Sequence[JobRecord], *, can_write: bool, show_table: bool) ->
     )
 
 
+def _expectations(expectations: Sequence[object]) -> str:
+    described = [x.describe() if hasattr(x, "describe") else str(x) for x in expectations]
+    return "".join(f"<code>{e(d)}</code> " for d in described) or '<span class="muted">none</span>'
+
+
 def _source(table: FeatureTable) -> str:
     parts = []
     if table.batch_source is not None:
@@ -274,7 +284,7 @@ def table(snapshot: RegistrySnapshot, name: str, jobs: Sequence[JobRecord], *, c
     entities = [snapshot.entities[x] for x in t.entities if x in snapshot.entities]
     features = "".join(
         f'<tr id="feature-{e(f.name)}"><td><code>{e(f.name)}</code></td><td>{e(f.value_type.value)}</td>'
-        f"<td>{e(f.description)}</td></tr>"
+        f"<td>{e(f.description)}</td><td>{_expectations(f.expect)}</td></tr>"
         for f in t.features
     )
     last_ok = next((j for j in jobs if j.status is JobStatus.SUCCEEDED), None)
@@ -288,11 +298,12 @@ def table(snapshot: RegistrySnapshot, name: str, jobs: Sequence[JobRecord], *, c
 {_source(t)}
 <dt>max_age</dt><dd>{duration(t.max_age) if t.max_age else "none (values never expire)"}</dd>
 <dt>Labels</dt><dd>{_labels(t.labels)}</dd>
+<dt>Table expectations</dt><dd>{_expectations(t.expect)} (violations at ingestion: <code>{e(t.validation_policy)}</code>)</dd>
 <dt>Freshness</dt><dd>{freshness}</dd></dl>
 <p><a href="{u("projects", project_name, "tables", name, "statistics")}">Statistics</a> ·
 <a href="{u("projects", project_name, "jobs")}?table={e(name)}">All jobs of this table</a></p></div>
 <h2>Features</h2><div class="scroll"><table class="list"><caption class=skip>Features</caption>
-<thead><tr><th>Feature</th><th>Type</th><th>Description</th></tr></thead><tbody>{features}</tbody></table></div>
+<thead><tr><th>Feature</th><th>Type</th><th>Description</th><th>Expectations</th></tr></thead><tbody>{features}</tbody></table></div>
 <h2>Definition</h2>{_code_block("definition", "definition", snippet(t, entities))}
 <h2>How to read it</h2>{_code_block("reading", "reading code", read_lines(project_name, t))}
 <h2>Recent jobs</h2>{job_rows(jobs[:20], can_write=can_write, show_table=False)}"""
@@ -406,23 +417,63 @@ def lineage(snapshot: RegistrySnapshot, jobs: Sequence[JobRecord]) -> Page:
     return f"Lineage · {name}", body, _crumbs((name, u("projects", name)), ("Lineage", ""))
 
 
-def statistics(snapshot: RegistrySnapshot, name: str, jobs: Sequence[JobRecord]) -> Page:
-    """The statistics recorded on the table's jobs (a histogram or the top values per feature)."""
+def statistics(snapshot: RegistrySnapshot, name: str, jobs: Sequence[JobRecord], *, against: str | None = None) -> Page:
+    """The statistics recorded on the table's latest job (a chart per feature) and the drift against an earlier one."""
     project_name = snapshot.project
-    recorded = next((j for j in jobs if j.statistics), None)
-    if recorded is None or recorded.statistics is None:
-        body = empty(
-            "No statistics recorded for this table yet.",
-            "Run an ingestion, then compute them: <code>client.get_statistics("
-            f"&quot;{e(name)}&quot;, start=..., end=...)</code> (docs/ui.md).",
-        )
-    else:
-        body = f'<p>From job <a href="{u("projects", project_name, "jobs", recorded.id)}">{e(recorded.id)}</a>.</p>'
-        body += "".join(_feature_stats(f) for f in _stat_features(recorded.statistics))
-    page = f"<h1>Statistics · {e(name)}</h1>{_tabs(project_name, 'Tables')}{body}"
+    recorded = [j for j in jobs if j.statistics]
     crumbs = _crumbs((project_name, u("projects", project_name)), (name, u("projects", project_name, "tables", name)),
                      ("Statistics", ""))  # fmt: skip
+    if not recorded:
+        body = empty(
+            "No statistics recorded for this table yet.",
+            "Run an ingestion (each one records the statistics of the rows it writes), or compute them: "
+            f"<code>client.get_statistics(&quot;{e(name)}&quot;, start=..., end=...)</code>.",
+        )
+        return f"Statistics · {name}", f"<h1>Statistics · {e(name)}</h1>{_tabs(project_name, 'Tables')}{body}", crumbs
+    current = recorded[0]
+    assert current.statistics is not None
+    job_link = f'<a href="{u("projects", project_name, "jobs", current.id)}">{e(current.id)}</a>'
+    body = f"<p>Recorded by job {job_link} ({when(current.created_at)}).</p>{_drift(current, recorded[1:], against)}"
+    body += "".join(_feature_stats(f) for f in _stat_features(current.statistics))
+    page = f"<h1>Statistics · {e(name)}</h1>{_tabs(project_name, 'Tables')}{body}"
     return f"Statistics · {name}", page, crumbs
+
+
+def _drift(current: JobRecord, earlier: Sequence[JobRecord], against: str | None) -> str:
+    if not earlier:
+        return '<p class="muted">Drift: no earlier job with statistics to compare with yet.</p>'
+    options = "".join(
+        f'<option value="{e(j.id)}"{" selected" if j.id == against else ""}>{e(j.id)} · '
+        f"{e(j.created_at.strftime('%Y-%m-%d %H:%M:%S'))}</option>"
+        for j in earlier
+    )
+    form = (
+        '<form class="card" method="get"><label for="against">Drift against an earlier job</label> '
+        f'<select id="against" name="against">{options}</select> <button type="submit">Compare</button></form>'
+    )
+    if against is None:
+        return form
+    base = next((j for j in earlier if j.id == against), None)
+    if base is None or base.statistics is None:
+        return form + error_box(f"No earlier job {against!r} with statistics for this table.")
+    report = compare(TableStatistics.from_dict(base.statistics), TableStatistics.from_dict(current.statistics or {}))
+    rows = "".join(
+        f"<tr><td>{e(f.name)}</td><td>{_number(f.psi)}</td><td>{_number(f.js_distance)}</td>"
+        f"<td>{'<strong class=status-FAILED>drifted</strong>' if f.drifted else e(f.note) or 'ok'}</td></tr>"
+        for f in report.features
+    )
+    return form + (
+        f'<h2>Drift against {e(base.id)}</h2><div class="scroll"><table class="list" id="drift">'
+        "<caption class=skip>Drift per feature</caption><thead><tr><th>Feature</th><th>PSI</th>"
+        f"<th>Jensen-Shannon distance</th><th>Verdict (PSI &ge; {report.psi_threshold:g} or JS &ge; "
+        f"{report.js_threshold:g} is drift)</th></tr></thead><tbody>{rows}</tbody></table></div>"
+    )
+
+
+def _number(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "&mdash;" if value is None else e(value)
 
 
 def _stat_features(stats: Mapping[str, object]) -> list[Mapping[str, object]]:
@@ -432,7 +483,7 @@ def _stat_features(stats: Mapping[str, object]) -> list[Mapping[str, object]]:
 
 def _feature_stats(f: Mapping[str, object]) -> str:
     keys = ("count", "null_count", "mean", "std", "min", "max", "distinct_count")
-    cells = "".join(f"<dt>{k}</dt><dd>{e(f[k])}</dd>" for k in keys if f.get(k) is not None)
+    cells = "".join(f"<dt>{k}</dt><dd>{_number(f[k])}</dd>" for k in keys if f.get(k) is not None)
     chart = ""
     histogram = f.get("histogram")
     if isinstance(histogram, Mapping) and isinstance(histogram.get("counts"), list):
