@@ -223,13 +223,13 @@ def table_join(table: FeatureTable, features: Sequence[Feature], entities: Mappi
     )
 
 
-def refuse_aggregations(joins: Sequence[TableJoin], *, engine: str) -> None:
-    """Raise DataError if a join has aggregation features: for engines that do not compute them."""
+def refuse_aggregations(joins: Sequence[TableJoin], *, engine: str, what: str) -> None:
+    """Raise DataError if a join's table has aggregations: for engine paths that do not compute them."""
     for join in joins:
         if join.table.aggregations:
             raise DataError(
                 f"Feature table {join.name!r} has windowed aggregations, which the {engine} engine does not "
-                "compute yet; use the duckdb offline engine for it."
+                f"compute yet for {what}; use the duckdb offline engine for it."
             )
 
 

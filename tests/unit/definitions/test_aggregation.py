@@ -177,5 +177,5 @@ def test_engines_without_aggregations_refuse_them_clearly() -> None:
     only_sum = table_join(table, [table.features[2]], {"rider": rider})
     assert only_sum.lookback == WEEK and [f.name for f in only_sum.source_features] == ["fare"]
     with pytest.raises(pv.DataError, match="'trips' has windowed aggregations, which the spark engine"):
-        refuse_aggregations([join], engine="spark")
-    refuse_aggregations([table_join(trips(), trips().features, {"rider": rider})], engine="spark")
+        refuse_aggregations([join], engine="spark", what="ingestion")
+    refuse_aggregations([table_join(trips(), trips().features, {"rider": rider})], engine="spark", what="ingestion")

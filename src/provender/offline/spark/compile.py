@@ -6,7 +6,9 @@ entity key and sorted by time, a feature row before an entity row at equal times
 created timestamp, values)`` (a missing created time orders lowest, as in the rule) gives each
 entity row its winning row, whose ``max_age`` bound is then checked, as DuckDB's ``ASOF`` join
 does. One sort per table, no fan-out per key; tables are chained and the result is sorted in
-the entity rows' order. **Ingestion**: ``max`` of the same key per entity key over
+the entity rows' order. **Windowed aggregations**: a range join of the entity rows with their
+key's source rows in the longest window, grouped by entity row, each aggregate keeping its own
+window (``plan.AGGREGATION_RULE``), joined back by row. **Ingestion**: ``max`` of the same key per entity key over
 ``[start, end)``.
 """
 
@@ -14,11 +16,19 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from provender.offline.plan import CREATED_TIMESTAMP, ENTITY_TIMESTAMP, EVENT_TIMESTAMP, LatestPlan, RetrievalPlan
-from provender.offline.spark.columns import CREATED, EVENT, ORDER, TS, TS_CEIL, col, timestamp_literal
+from provender.definitions import Aggregation, Feature
+from provender.offline.plan import (
+    CREATED_TIMESTAMP,
+    ENTITY_TIMESTAMP,
+    EVENT_TIMESTAMP,
+    LatestPlan,
+    RetrievalPlan,
+    TableJoin,
+)
+from provender.offline.spark.columns import CREATED, EVENT, ORDER, TS, TS_CEIL, col, spark_type, timestamp_literal
 from provender.offline.spark.schemas import ROW_ID
 
 _VALUES = "__provender_values"
@@ -44,6 +54,10 @@ def compile_retrieval(
     """
     current = entities
     for join, source in zip(plan.joins, sources, strict=True):
+        if join.aggregations:
+            current = _with_windows(join, current, source)
+        if not join.plain_features:
+            continue
         keys = [f"__provender_k{n}" for n in range(len(join.join_keys))]
         entity_side = current.select(
             *(col(f"__key_{k}").alias(alias) for k, alias in zip(join.join_keys, keys, strict=True)),
@@ -51,7 +65,7 @@ def compile_retrieval(
             F.lit(1).alias(_IS_ENTITY),
             F.struct(*(col(c) for c in current.columns)).alias(_ROW),
         )
-        values = F.struct(*(col(f.name) for f in join.features)).alias(_VALUES)
+        values = F.struct(*(col(f.name) for f in join.plain_features)).alias(_VALUES)
         feature_side = source.select(
             *(col(k).alias(alias) for k, alias in zip(join.join_keys, keys, strict=True)),
             F.col(EVENT).alias(_AT),
@@ -69,7 +83,9 @@ def compile_retrieval(
             age = min(join.max_age // timedelta(microseconds=1), _NO_BOUND)
             bound = F.unix_micros(F.col(f"{_ROW}.{TS_CEIL}")) - F.lit(age)
             picked &= F.unix_micros(F.col(f"{_VERSION}.{EVENT}")) >= bound
-        picks = [F.when(picked, F.col(_VERSION)[_VALUES][f.name]).alias(join.output_column(f)) for f in join.features]
+        picks = [
+            F.when(picked, F.col(_VERSION)[_VALUES][f.name]).alias(join.output_column(f)) for f in join.plain_features
+        ]
         current = won.where(F.col(_IS_ENTITY) == 1).select(f"{_ROW}.*", *picks)
     stamp = F.col(TS).alias(ENTITY_TIMESTAMP)
     if passthrough:
@@ -78,6 +94,54 @@ def compile_retrieval(
         select = [col(ROW_ID), stamp]
     result = current.select(*select, *(col(c) for c in plan.output_columns), F.col(ORDER))
     return result.orderBy(ORDER).drop(ORDER)
+
+
+def _with_windows(join: TableJoin, current: DataFrame, source: DataFrame) -> DataFrame:
+    """``current`` with the aggregation features of ``join`` (one row per entity row, by ``ORDER``)."""
+    longest = max(aggregation.window for _, aggregation in join.aggregations) // timedelta(microseconds=1)
+    keys = [f"__provender_w{n}" for n in range(len(join.join_keys))]
+    left = current.select(F.col(ORDER), F.col(TS).alias(_AT), *(col(f"__key_{k}") for k in join.join_keys))
+    inputs = sorted({aggregation.column for _, aggregation in join.aggregations})
+    right = source.select(
+        *(col(k).alias(alias) for k, alias in zip(join.join_keys, keys, strict=True)),
+        F.col(EVENT),
+        F.col(CREATED),
+        *(col(name) for name in inputs),
+    )
+    on = [col(f"__key_{k}") == col(alias) for k, alias in zip(join.join_keys, keys, strict=True)]
+    on += [F.col(EVENT) <= F.col(_AT), F.unix_micros(F.col(EVENT)) > F.unix_micros(F.col(_AT)) - F.lit(longest)]
+    aggregates = [
+        _aggregate(feature, aggregation).alias(join.output_column(feature))
+        for feature, aggregation in join.aggregations
+    ]
+    grouped = left.join(right, on, "inner").groupBy(ORDER).agg(*aggregates)
+    joined = current.join(grouped, on=ORDER, how="left")
+    counted = {
+        join.output_column(f) for f, aggregation in join.aggregations if aggregation.function.startswith("count")
+    }  # count and count_distinct: 0 with no event in the window
+    return joined.select(*(F.coalesce(col(c), F.lit(0)).alias(c) if c in counted else col(c) for c in joined.columns))
+
+
+def _aggregate(feature: Feature, aggregation: Aggregation) -> Column:
+    """One aggregate over the joined rows in its own window, null inputs skipped."""
+    value = col(aggregation.column)
+    window = aggregation.window // timedelta(microseconds=1)
+    in_window = (F.unix_micros(F.col(EVENT)) > F.unix_micros(F.col(_AT)) - F.lit(window)) & value.isNotNull()
+    out = spark_type(feature.value_type)
+    function = aggregation.function
+    if function == "count":
+        return F.count(F.when(in_window, value))
+    if function == "count_distinct":
+        return F.countDistinct(F.when(in_window, value))
+    if function == "sum":
+        return F.sum(F.when(in_window, value.cast(out))).cast(out)
+    if function == "mean":
+        return F.avg(F.when(in_window, value.cast("double")))
+    if function in ("min", "max"):
+        return (F.min if function == "min" else F.max)(F.when(in_window, value))
+    # last: the rule's ranking, a missing created time lowest (nulls order first in Spark)
+    ranked = F.struct(F.col(EVENT).alias("t"), F.col(CREATED).alias("c"), value.alias("v"))
+    return F.max(F.when(in_window, ranked))["v"]
 
 
 def compile_latest(plan: LatestPlan, source: DataFrame) -> DataFrame:

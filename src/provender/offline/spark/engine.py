@@ -122,11 +122,7 @@ class SparkEngine:
     # -- retrieval -----------------------------------------------------------------------------
 
     def retrieve(self, plan: RetrievalPlan, entity_rows: EntityRows) -> SparkRetrievalJob:
-        """Check the sources, stage the entity rows and start the Spark job computing ``plan``.
-
-        Feature tables with windowed aggregations are refused (DataError): Spark does not compute them yet.
-        """
-        refuse_aggregations(plan.joins, engine="spark")
+        """Check the sources, stage the entity rows and start the Spark job computing ``plan``."""
         job_dir = self.staging.new_dir("retrieval")
         try:
             entities, (earliest, latest) = entity_frame(
@@ -136,9 +132,9 @@ class SparkEngine:
                 source_frame(
                     self.session,
                     join,
-                    DateRange.for_window(earliest, latest, join.max_age),
+                    DateRange.for_window(earliest, latest, join.lookback),
                     base_dir=self.base_dir,
-                    lower=lower_event_bound(earliest, join.max_age),
+                    lower=lower_event_bound(earliest, join.lookback),
                     upper=latest,
                 )
                 for join in plan.joins
@@ -163,13 +159,13 @@ class SparkEngine:
 
     def compute_statistics(self, plan: StatisticsPlan) -> TableStatistics:
         """Compute the statistics of the source rows in ``[start, end)`` (:mod:`.statistics`)."""
-        refuse_aggregations([plan.join], engine="spark")
+        refuse_aggregations([plan.join], engine="spark", what="statistics")
         return spark_statistics(self.session, plan, base_dir=self.base_dir)
 
     # -- ingestion -----------------------------------------------------------------------------
 
     def _latest_frame(self, plan: LatestPlan) -> DataFrame:
-        refuse_aggregations([plan.join], engine="spark")
+        refuse_aggregations([plan.join], engine="spark", what="ingestion")
         dates = DateRange.for_interval(plan.start, plan.end)
         source = source_frame(self.session, plan.join, dates, base_dir=self.base_dir, lower=plan.start, upper=None)
         return compile_latest(plan, source)

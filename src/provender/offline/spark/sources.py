@@ -128,10 +128,10 @@ def source_frame(
     files = list_table_files(join.name, join.source, base_dir=base_dir, dates=dates)
     if not files:  # every date partition was pruned: no row can be a candidate
         fields = [f"{quote(e.name)} {spark_type(e.value_type)}" for e in join.entities]
-        fields += [f"{quote(f.name)} {spark_type(f.value_type)}" for f in join.features]
+        fields += [f"{quote(f.name)} {spark_type(f.value_type)}" for f in join.source_features]
         return session.createDataFrame([], ", ".join([*fields, f"{EVENT} timestamp", f"{CREATED} timestamp"]))
     frame, view = _read_source(session, join, files, base_dir=base_dir)
-    wanted = {f.name for f in join.features}
+    wanted = {f.name for f in join.source_features}
     select = [as_type(c, view, e.value_type).alias(e.name) for c, e in zip(columns.keys, join.entities, strict=True)]
     select += [
         as_type(c, view, f.value_type).alias(f.name)
