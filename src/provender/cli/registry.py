@@ -6,7 +6,7 @@ import click
 
 from provender.cli.render import echo_json, echo_table, format_duration, plural
 from provender.cli.state import CliState
-from provender.definitions import FeatureTable
+from provender.definitions import DeltaSource, FeatureTable, FileSource
 from provender.registry import codec
 from provender.registry.store import DEFAULT_HISTORY_LIMIT, ItemAction, RegistryChangeRecord
 
@@ -121,10 +121,14 @@ def describe_table(state: CliState, name: str, as_json: bool) -> None:
     if table.batch_source:
         source = table.batch_source
         click.echo(
-            f"  batch:     {source.path} ({type(source.file_format).__name__}), "
+            f"  batch:     {source.path} ({_source_kind(source)}), "
             f"event time {source.event_timestamp_column!r}"
             + (f", created {source.created_timestamp_column!r}" if source.created_timestamp_column else "")
-            + (f", partitions {source.date_partition_column!r}" if source.date_partition_column else "")
+            + (
+                f", partitions {source.date_partition_column!r}"
+                if isinstance(source, FileSource) and source.date_partition_column
+                else ""
+            )
         )
     if table.stream_source:
         stream = table.stream_source
@@ -250,3 +254,10 @@ def _record_json(record: RegistryChangeRecord) -> dict[str, object]:
         "description": record.description,
         "items": [item.to_dict() for item in record.items],
     }
+
+
+def _source_kind(source: FileSource | DeltaSource) -> str:
+    if isinstance(source, DeltaSource):
+        pin = source.version if source.version is not None else source.timestamp
+        return "Delta" + ("" if pin is None else f" at {pin}")
+    return type(source.file_format).__name__

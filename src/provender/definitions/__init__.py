@@ -9,7 +9,9 @@ from provender.definitions.feature_table import Feature, FeatureTable
 from provender.definitions.refs import FeatureRef
 from provender.definitions.source import (
     AvroFormat,
+    BatchSource,
     CsvFormat,
+    DeltaSource,
     FileFormat,
     FileSource,
     JsonFormat,
@@ -24,8 +26,10 @@ Definition = Entity | FeatureTable
 __all__ = [
     "Aggregation",
     "AvroFormat",
+    "BatchSource",
     "CsvFormat",
     "Definition",
+    "DeltaSource",
     "Entity",
     "Feature",
     "FeatureRef",

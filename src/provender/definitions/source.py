@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import MappingProxyType
 
 from provender.definitions._validate import check_column, freeze_str_mapping, reduce_definition
@@ -105,6 +106,51 @@ class FileSource:
             check_column(what, "date_partition_column", self.date_partition_column)
         mapping = freeze_str_mapping(what, "field_mapping", self.field_mapping)
         object.__setattr__(self, "field_mapping", MappingProxyType(dict(mapping)))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeltaSource:
+    """Batch feature rows in a Delta Lake table (local path or ``s3://`` URL).
+
+    Every read of the table reads one consistent snapshot: the latest version when it starts,
+    or the one pinned by ``version`` or ``timestamp`` (for reproducible training sets).
+
+    Args:
+        path: local path or object-store URL of the Delta table's root.
+        event_timestamp_column: when each row's values became true.
+        created_timestamp_column: optional; breaks ties between equal event timestamps.
+        version: optional table version to read (time travel).
+        timestamp: optional time; the table as it was then is read (time travel).
+        field_mapping: optional renames from source column to entity/feature name.
+    """
+
+    path: str
+    event_timestamp_column: str
+    created_timestamp_column: str | None = None
+    version: int | None = None
+    timestamp: datetime | None = None
+    field_mapping: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    __reduce__ = reduce_definition
+
+    def __post_init__(self) -> None:
+        what = "DeltaSource"
+        if not isinstance(self.path, str) or not self.path.strip():
+            raise DefinitionError(what, "path", f"must be a non-empty path or URL, got {self.path!r}")
+        _check_timestamps(what, self.event_timestamp_column, self.created_timestamp_column)
+        if self.version is not None and (
+            isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 0
+        ):
+            raise DefinitionError(what, "version", f"must be a table version (an int >= 0), got {self.version!r}")
+        if self.timestamp is not None and not isinstance(self.timestamp, datetime):
+            raise DefinitionError(what, "timestamp", f"must be a datetime, got {self.timestamp!r}")
+        if self.version is not None and self.timestamp is not None:
+            raise DefinitionError(what, "timestamp", "pin either version or timestamp, not both")
+        mapping = freeze_str_mapping(what, "field_mapping", self.field_mapping)
+        object.__setattr__(self, "field_mapping", MappingProxyType(dict(mapping)))
+
+
+BatchSource = FileSource | DeltaSource
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

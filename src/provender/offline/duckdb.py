@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -26,9 +26,10 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
 from provender.config import S3Storage, validate_backend_config
-from provender.definitions import CsvFormat
+from provender.definitions import CsvFormat, DeltaSource, FileSource
 from provender.definitions.request import SOURCE_ROWS
 from provender.errors import BackendError, DataError
+from provender.offline.delta import open_delta
 from provender.offline.duckdb_sql import (
     _AGE_WITHOUT_BOUND,
     _CREATED,
@@ -50,7 +51,7 @@ from provender.offline.duckdb_sql import (
 )
 from provender.offline.engine import EngineCapabilities, EntityRows
 from provender.offline.files import DateRange, is_remote, list_table_files, lower_event_bound
-from provender.offline.objectstore import ObjectStore, list_s3_files, open_s3, s3_dataset
+from provender.offline.objectstore import open_s3, s3_dataset, s3_source_files
 from provender.offline.plan import (
     CREATED_TIMESTAMP,
     ENTITY_TIMESTAMP,
@@ -183,22 +184,31 @@ class DuckDBEngine:
         upper: datetime | None,
         lower: datetime | None,
     ) -> str:
-        store = None
-        if is_remote(join.source.path):
-            what = f"Feature table {join.name!r} (batch source {join.source.path})"
+        scrub: Callable[[str], str] = str
+        what = f"Feature table {join.name!r} (batch source {join.source.path})"
+        if isinstance(join.source, DeltaSource):
+            snapshot = open_delta(
+                join.source, what=what, base_dir=self.base_dir, storage=self.storage, lower=lower, upper=upper
+            )
+            scan = _register(cursor, snapshot.dataset)
+        elif is_remote(join.source.path):
             store = open_s3(self.storage, what)
-            files = self._remote_files(store, join, dates, what)
+            files, scrub = s3_source_files(store, join.source, dates, what), store.scrub
+            if not files:  # every date partition was pruned
+                return _empty_source_relation(join)
+            scan = _register(
+                cursor, s3_dataset(store, files, root=None if files == [join.source.path] else join.source.path)
+            )
         else:
             files = list_table_files(join.name, join.source, base_dir=self.base_dir, dates=dates)
-        if not files:  # every date partition was pruned: no row can be a candidate
-            return _empty_source_relation(join)
-        scan = self._scan(join, files) if store is None else self._remote_scan(cursor, store, join, files)
+            if not files:  # every date partition was pruned: no row can be a candidate
+                return _empty_source_relation(join)
+            scan = self._scan(join.source, join, files)
         try:
             schema = cursor.sql(f"SELECT * FROM {scan} LIMIT 0").to_arrow_table().schema
         except duckdb.Error as exc:
-            cause = str(exc) if store is None else store.scrub(str(exc))
             raise DataError(
-                f"Cannot read the batch source of feature table {join.name!r} ({join.source.path}): {cause}"
+                f"Cannot read the batch source of feature table {join.name!r} ({join.source.path}): {scrub(str(exc))}"
             ) from None
         check_source_schema(join, schema)
         columns = join.columns
@@ -225,34 +235,9 @@ class DuckDBEngine:
             where.append(f"{event} >= {_timestamp_literal(lower)}")
         return f"SELECT {', '.join(select)} FROM {scan} WHERE {' AND '.join(where)}"
 
-    @staticmethod
-    def _remote_files(store: ObjectStore, join: TableJoin, dates: DateRange, what: str) -> list[str]:
-        if isinstance(join.source.file_format, CsvFormat):
-            raise DataError(f"{what}: CSV sources in object stores are not supported; use Parquet.")
-        return list_s3_files(
-            store,
-            join.source.path,
-            suffix=".parquet",
-            what=what,
-            partition_column=join.source.date_partition_column,
-            dates=dates,
-        )
-
-    @staticmethod
-    def _remote_scan(cursor: duckdb.DuckDBPyConnection, store: ObjectStore, join: TableJoin, files: list[str]) -> str:
-        """Register the object-store files as a pyarrow dataset on ``cursor``; return its SQL name.
-
-        DuckDB reads it through pyarrow's S3 filesystem (projections and filters are pushed down):
-        no httpfs extension is published for this DuckDB version, and none is downloaded.
-        """
-        root = join.source.path if files != [join.source.path] else None
-        name = f"__provender_s3_{uuid.uuid4().hex}"
-        cursor.register(name, s3_dataset(store, files, root=root))
-        return quote(name)
-
-    def _scan(self, join: TableJoin, files: list[str]) -> str:
+    def _scan(self, source: FileSource, join: TableJoin, files: list[str]) -> str:
         file_list = "[" + ", ".join(literal(f) for f in files) + "]"
-        if isinstance(join.source.file_format, CsvFormat):
+        if isinstance(source.file_format, CsvFormat):
             declared = [
                 *zip(join.columns.keys, (e.value_type for e in join.entities), strict=True),
                 *zip(join.columns.features, (f.value_type for f in join.table.source_features), strict=True),
@@ -262,7 +247,7 @@ class DuckDBEngine:
             stamps = [join.columns.event_timestamp, join.columns.created_timestamp]
             types += "".join(f", {literal(col)}: 'TIMESTAMPTZ'" for col in stamps if col)
             return (
-                f"read_csv({file_list}, header = true, delim = {literal(join.source.file_format.delimiter)}, "
+                f"read_csv({file_list}, header = true, delim = {literal(source.file_format.delimiter)}, "
                 f"types = {{{types}}}, union_by_name = true)"
             )
         return f"read_parquet({file_list}, hive_partitioning = true, union_by_name = true)"
@@ -373,6 +358,17 @@ class DuckDBEngine:
             raise _data_or_backend_error(exc, f"statistics of feature table {join.name!r}") from exc
         finally:
             cursor.close()
+
+
+def _register(cursor: duckdb.DuckDBPyConnection, dataset: object) -> str:
+    """Register a pyarrow dataset on ``cursor``; return its SQL name.
+
+    DuckDB scans it with projections and filters pushed down. Object stores are read this way,
+    through pyarrow's S3 filesystem: no httpfs extension is published for this DuckDB version.
+    """
+    name = f"__provender_ds_{uuid.uuid4().hex}"
+    cursor.register(name, dataset)
+    return quote(name)
 
 
 def _empty_source_relation(join: TableJoin) -> str:

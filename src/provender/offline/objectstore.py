@@ -20,6 +20,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from provender.config import S3Storage
+from provender.definitions import CsvFormat, FileSource
 from provender.errors import DataError
 from provender.offline.files import DateRange, partition_date
 
@@ -32,6 +33,7 @@ class ObjectStore:
 
     filesystem: pafs.FileSystem
     secrets: tuple[str, ...] = field(default=(), repr=False)
+    access_key_id: str | None = None
 
     def scrub(self, text: str) -> str:
         """``text`` with every secret replaced by ``***``."""
@@ -83,7 +85,7 @@ def open_s3(storage: S3Storage | None, what: str, environ: Mapping[str, str] | N
         options.update(endpoint_override=parts.netloc, scheme=parts.scheme or "https")
     if key is not None:
         options.update(access_key=key, secret_key=secret, session_token=token)
-    return ObjectStore(pafs.S3FileSystem(**options), secrets=tuple(s for s in (secret, token) if s))
+    return ObjectStore(pafs.S3FileSystem(**options), secrets=tuple(s for s in (secret, token) if s), access_key_id=key)
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -159,4 +161,13 @@ def s3_dataset(store: ObjectStore, files: list[str], *, root: str | None) -> ds.
         return ds.dataset(paths, filesystem=store.filesystem, format="parquet")
     return ds.dataset(
         paths, filesystem=store.filesystem, format="parquet", partitioning="hive", partition_base_dir=split_url(root)[1]
+    )
+
+
+def s3_source_files(store: ObjectStore, source: FileSource, dates: DateRange, what: str) -> list[str]:
+    """The Parquet files of ``source`` (an ``s3://`` path), date partitions outside ``dates`` pruned."""
+    if isinstance(source.file_format, CsvFormat):
+        raise DataError(f"{what}: CSV sources in object stores are not supported; use Parquet.")
+    return list_s3_files(
+        store, source.path, suffix=".parquet", what=what, partition_column=source.date_partition_column, dates=dates
     )

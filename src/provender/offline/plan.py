@@ -40,7 +40,7 @@ from datetime import datetime, timedelta
 
 import pyarrow as pa
 
-from provender.definitions import Aggregation, Entity, Feature, FeatureTable, FileSource
+from provender.definitions import Aggregation, BatchSource, Entity, Feature, FeatureTable
 from provender.definitions.request import CREATED_TIMESTAMP, EVENT_TIMESTAMP, FeatureRequest, result_column
 from provender.errors import DataError
 
@@ -116,7 +116,7 @@ class TableJoin:
     table: FeatureTable
     entities: tuple[Entity, ...]
     features: tuple[Feature, ...]
-    source: FileSource
+    source: BatchSource
     columns: SourceColumns
 
     @property
@@ -196,7 +196,7 @@ class LatestPlan:
     count_source_rows: bool = False
 
 
-def source_columns(table: FeatureTable, source: FileSource) -> SourceColumns:
+def source_columns(table: FeatureTable, source: BatchSource) -> SourceColumns:
     """Return the source column names of ``table``'s keys and features (``field_mapping`` applied)."""
     to_source = {target: column for column, target in source.field_mapping.items()}
     return SourceColumns(

@@ -2,8 +2,9 @@
 
 Shape: ``{"format_version": 3, "kind": "entity" | "feature_table", "spec": {...}}``.
 Version 2 added expectations (``expect`` on features and tables, ``validation_policy``);
-version 3 added a feature table's ``aggregations``. A record is written with the oldest version
-that holds it (tables with aggregations: 3, everything else: 2), and older records still load.
+version 3 added a feature table's ``aggregations``; version 4 the ``delta`` batch source. A record
+is written with the oldest version that holds it (a Delta source: 4, aggregations: 3, everything
+else: 2), and older records still load.
 Durations are whole microseconds; sources and formats carry a ``"type"`` tag. A reader refuses a
 ``format_version`` newer than it knows, so an old Provender never misreads a newer registry.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Final, cast
 
 from provender.definitions import (
@@ -20,6 +21,7 @@ from provender.definitions import (
     AvroFormat,
     CsvFormat,
     Definition,
+    DeltaSource,
     Entity,
     Feature,
     FeatureTable,
@@ -34,7 +36,8 @@ from provender.definitions import (
 )
 from provender.errors import DefinitionError
 
-FORMAT_VERSION: Final = 3
+FORMAT_VERSION: Final = 4
+_AGGREGATIONS_VERSION: Final = 3
 _EXPECTATIONS_VERSION: Final = 2  # what records without aggregations are written as
 
 JsonDict = dict[str, object]
@@ -60,7 +63,13 @@ def to_dict(definition: Definition) -> JsonDict:
         return {"format_version": _EXPECTATIONS_VERSION, "kind": "entity", "spec": _entity_spec(definition)}
     if isinstance(definition, FeatureTable):
         # The oldest version that can hold the table, so older readers still read what they can.
-        version = FORMAT_VERSION if definition.aggregations else _EXPECTATIONS_VERSION
+        version = (
+            FORMAT_VERSION
+            if isinstance(definition.batch_source, DeltaSource)
+            else _AGGREGATIONS_VERSION
+            if definition.aggregations
+            else _EXPECTATIONS_VERSION
+        )
         return {"format_version": version, "kind": "feature_table", "spec": _table_spec(definition)}
     raise TypeError(f"cannot serialize {type(definition).__name__}; expected Entity or FeatureTable")
 
@@ -137,7 +146,7 @@ def _table_spec(table: FeatureTable) -> JsonDict:
             for a in table.aggregations
         ]
     return spec | {
-        "batch_source": _file_source_spec(table.batch_source) if table.batch_source else None,
+        "batch_source": _batch_source_spec(table.batch_source) if table.batch_source else None,
         "stream_source": _kafka_source_spec(table.stream_source) if table.stream_source else None,
         "max_age_us": None if table.max_age is None else table.max_age // timedelta(microseconds=1),
         "labels": dict(table.labels),
@@ -170,7 +179,7 @@ def _table_from_spec(spec: Mapping[str, object]) -> FeatureTable:
         name=cast(str, spec["name"]),
         entities=tuple(cast(list[str], spec["entities"])),
         features=features,
-        batch_source=None if batch is None else _file_source_from(_mapping(batch, "batch_source")),
+        batch_source=None if batch is None else _batch_source_from(_mapping(batch, "batch_source")),
         stream_source=None if stream is None else _kafka_source_from(_mapping(stream, "stream_source")),
         max_age=None if max_age_us is None else timedelta(microseconds=cast(int, max_age_us)),
         labels=_mapping(spec.get("labels", {}), "labels"),  # type: ignore[arg-type]
@@ -187,6 +196,34 @@ def _expectations(items: object, where: str) -> list[object]:
         return [expect.from_spec(_mapping(item, "expect")) for item in items]
     except ValueError as exc:
         raise DefinitionError("registry record", "expect", f"of {where}: {exc}") from None
+
+
+def _batch_source_spec(source: FileSource | DeltaSource) -> JsonDict:
+    if isinstance(source, FileSource):
+        return _file_source_spec(source)
+    return {
+        "type": "delta",
+        "path": source.path,
+        "event_timestamp_column": source.event_timestamp_column,
+        "created_timestamp_column": source.created_timestamp_column,
+        "version": source.version,
+        "timestamp": None if source.timestamp is None else source.timestamp.isoformat(),
+        "field_mapping": dict(source.field_mapping),
+    }
+
+
+def _batch_source_from(spec: Mapping[str, object]) -> FileSource | DeltaSource:
+    if spec.get("type") != "delta":
+        return _file_source_from(spec)
+    at = spec.get("timestamp")
+    return DeltaSource(
+        path=cast(str, spec["path"]),
+        event_timestamp_column=cast(str, spec["event_timestamp_column"]),
+        created_timestamp_column=cast("str | None", spec.get("created_timestamp_column")),
+        version=cast("int | None", spec.get("version")),
+        timestamp=None if at is None else datetime.fromisoformat(cast(str, at)),
+        field_mapping=_mapping(spec.get("field_mapping", {}), "field_mapping"),  # type: ignore[arg-type]
+    )
 
 
 def _file_source_spec(source: FileSource) -> JsonDict:

@@ -268,7 +268,7 @@ def _source(table: FeatureTable) -> str:
     parts = []
     if table.batch_source is not None:
         s = table.batch_source
-        parts.append(f"<dt>Batch source</dt><dd><code>{e(s.path)}</code> ({e(type(s.file_format).__name__)}), "
+        parts.append(f"<dt>Batch source</dt><dd><code>{e(s.path)}</code> ({e(type(getattr(s, 'file_format', s)).__name__)}), "
                      f"event time <code>{e(s.event_timestamp_column)}</code></dd>")  # fmt: skip
     if table.stream_source is not None:
         k = table.stream_source

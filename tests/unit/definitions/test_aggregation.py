@@ -131,7 +131,7 @@ def test_codec_round_trips_aggregations_as_version_3() -> None:
     )
     data = codec.to_dict(table)
     assert data["format_version"] == 3
-    assert codec.FORMAT_VERSION == 3
+    assert codec.FORMAT_VERSION >= 3  # version 4 (Delta sources) still writes these as 3
     assert codec.from_json(codec.to_json(table)) == table
 
 

@@ -15,7 +15,7 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from provender.definitions import CsvFormat, ValueType
+from provender.definitions import CsvFormat, FileSource, ValueType
 from provender.definitions.request import row_schema
 from provender.offline.engine import EntityRows
 from provender.offline.files import is_remote
@@ -74,6 +74,7 @@ def source_schema(join: TableJoin, files: list[str], root: Path | None) -> tuple
     Every local file's footer (or CSV header) is read, as DuckDB's ``union_by_name`` does, so a
     file whose columns conflict fails here; of a remote source only the first file is read.
     """
+    assert isinstance(join.source, FileSource)  # DeltaSource is refused before
     fmt = join.source.file_format
     dataset = ds.dataset(
         files[0] if is_remote(files[0]) else files,
@@ -110,6 +111,7 @@ def _arrow_format(join: TableJoin) -> ds.CsvFileFormat:
     Timestamp columns are read as text here (naive and offset values may mix) and declared
     timestamps by :func:`source_schema`; Spark casts them, failing on a bad value.
     """
+    assert isinstance(join.source, FileSource)
     assert isinstance(join.source.file_format, CsvFormat)
     c = join.columns
     declared = {col: e.value_type for col, e in zip(c.keys, join.entities, strict=True)}

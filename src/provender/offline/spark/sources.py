@@ -21,7 +21,7 @@ from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, DataFrameReader, SparkSession
 from pyspark.sql import functions as F
 
-from provender.definitions import CsvFormat, ValueType
+from provender.definitions import CsvFormat, DeltaSource, FileSource, ValueType
 from provender.errors import DataError
 from provender.offline.engine import EntityRows
 from provender.offline.files import DateRange, is_remote, list_table_files
@@ -120,9 +120,10 @@ def source_frame(
 ) -> DataFrame:
     """The table's rows that can be candidates: keys and features (named as the table's), times."""
     columns = join.columns
-    if is_remote(join.source.path):
+    if isinstance(join.source, DeltaSource) or is_remote(join.source.path):
+        kind = "Delta Lake" if isinstance(join.source, DeltaSource) else "object-store"
         raise DataError(
-            f"Feature table {join.name!r}: the Spark engine does not read object-store sources yet "
+            f"Feature table {join.name!r}: the Spark engine does not read {kind} sources yet "
             f"({join.source.path}); use the DuckDB engine (offline: {{engine: duckdb}})."
         )
     files = list_table_files(join.name, join.source, base_dir=base_dir, dates=dates)
@@ -157,6 +158,7 @@ def _read_source(
     session: SparkSession, join: TableJoin, files: list[str], *, base_dir: Path
 ) -> tuple[DataFrame, pa.Schema]:
     """Check the source's schema (read on the driver) and return its frame and Spark's view of it."""
+    assert isinstance(join.source, FileSource)  # DeltaSource is refused by source_frame
     fmt, root = join.source.file_format, local_dir(join.source.path, base_dir=base_dir)
     try:
         view, uniform = source_schema(join, files, root)
