@@ -62,6 +62,7 @@ class DeadLetterReason(StrEnum):
     WRONG_TYPE = "wrong_type"
     BAD_TIMESTAMP = "bad_timestamp"
     REJECTED_BY_STORE = "rejected_by_store"
+    VIOLATED_EXPECTATION = "violated_expectation"
 
 
 class Role(StrEnum):

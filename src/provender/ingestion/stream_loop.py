@@ -33,6 +33,7 @@ from provender.errors import BackendError, DataError
 from provender.ingestion.rows import DeadLetterReason, RowBuilder
 from provender.ingestion.stream import DeadLetter, Polled, StreamIngestionJob, StreamSource
 from provender.ingestion.stream_metrics import stream_metrics
+from provender.ingestion.validation import violated_by_row
 
 if TYPE_CHECKING:
     from provender.config import StreamSection
@@ -110,6 +111,7 @@ class StreamLoop:
         offline_log: OfflineLog | None = None,
     ) -> None:
         self._job, self._source, self._decoder, self._builder = job, source, decoder, builder
+        self._checked = any(e.per_row for f in builder.table.features for e in f.expect)
         self._batch_rows = options.batch_rows
         self._linger = options.linger_ms / 1000
         self._writer = BatchWriter(job=job, source=source, write=write, offline_log=offline_log)
@@ -182,10 +184,19 @@ class StreamLoop:
         positions = decoded.positions
         if built.errors:
             positions = [p for j, p in enumerate(positions) if j not in built.errors]
+        rows = built.rows
+        violated = violated_by_row(self._builder.table, rows) if self._checked else {}
+        if violated:  # records violating an expectation go to the dead letters, the expectation named
+            letters.extend(
+                _letter(batch, positions[i], DeadLetterReason.VIOLATED_EXPECTATION, f"expectation {what}")
+                for i, what in sorted(violated.items())
+            )
+            keep = [i for i in range(rows.num_rows) if i not in violated]
+            rows, positions = rows.take(keep), [positions[i] for i in keep]
         offsets: dict[int, int] = {}
         for partition, offset in zip(batch.partitions, batch.offsets, strict=True):
             offsets[partition] = offset + 1
-        return Prepared(batch, built.rows, positions, letters, offsets)
+        return Prepared(batch, rows, positions, letters, offsets)
 
     def _on_revoke(self, partitions: Sequence[int], lost: bool) -> None:
         """Before partitions go: write and commit what we hold (or, if already lost, drop it)."""

@@ -333,3 +333,17 @@ def validate_training_set(
             violation.feature = column
             report.violations.append(violation)
     return report
+
+
+def violated_by_row(table: FeatureTable, rows: pa.Table) -> dict[int, str]:
+    """Rows of ``rows`` violating a per-value expectation: index -> ``"<feature>: <expectation>"`` (the first)."""
+    found: dict[int, str] = {}
+    for feature in table.features:
+        for expectation in feature.expect:
+            if not expectation.per_row:
+                continue
+            values = rows.column(feature.name).combine_chunks()
+            mask = pc.fill_null(_violations(expectation, values), False)
+            for index in pc.indices_nonzero(mask).to_pylist():
+                found.setdefault(index, f"{feature.name}: {expectation.describe()}")
+    return found

@@ -6,6 +6,7 @@ the loop's own rules; ``tests/integration/test_stream_kafka.py`` checks the same
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -108,7 +109,14 @@ class MemoryStream:
 
 
 class Harness:
-    def __init__(self, *, options: StreamSection | None = None, offline_log: OfflineLog | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        options: StreamSection | None = None,
+        offline_log: OfflineLog | None = None,
+        table: pv.FeatureTable = TABLE,
+    ) -> None:
+        self.table = table
         self.source = MemoryStream()
         self.store = MemoryStore()
         self.writes: list[int] = []
@@ -119,7 +127,7 @@ class Harness:
             job=self.job,
             source=self.source,
             decoder=JsonDecoder(),
-            builder=RowBuilder(TABLE, TABLE.stream_source, {"driver_id": pv.ValueType.INT64}),
+            builder=RowBuilder(table, TABLE.stream_source, {"driver_id": pv.ValueType.INT64}),
             write=self.write,
             options=options or StreamSection(linger_ms=5),
             offline_log=offline_log,
@@ -129,7 +137,7 @@ class Harness:
         if self.fail_writes:
             raise self.fail_writes.pop(0)
         self.writes.append(rows.num_rows)
-        return self.store.write(TABLE, rows)
+        return self.store.write(self.table, rows)
 
     def start(self) -> StreamIngestionJob:
         return self.job.start(lambda _: self.loop.run())  # type: ignore[return-value]
@@ -328,3 +336,27 @@ def test_offline_log_files_serve_historical_retrieval(tmp_path: Path) -> None:
         )
         result = client.get_historical_features(["trips:trips_today"], entity_rows).to_arrow()
     assert result.column("trips__trips_today").to_pylist() == [None, 2, 10, 30]
+
+
+def test_records_violating_an_expectation_go_to_dead_letters_naming_it() -> None:
+    checked = dataclasses.replace(
+        TABLE,
+        features=[
+            pv.Feature("trips_today", pv.ValueType.INT64, expect=[pv.expect.not_null(), pv.expect.between(0, 100)])
+        ],
+    )
+    h = Harness(table=checked)
+    h.source.produce(trip(1, 1))
+    h.source.produce(trip(2, 500))
+    h.source.produce({"driver_id": 3, "trips_today": None, "ts": T0.isoformat()})
+    h.source.produce(trip(4, 4))
+    job = h.start()
+    assert job.wait_until(lambda j: h.source.committed == {0: 4}, 10)
+    job.stop()
+    assert h.values([1, 2, 3, 4]) == [1, None, None, 4]
+    letters = {(letter.offset, letter.reason, letter.error) for letter in h.source.dead_letters}
+    assert letters == {
+        (1, "violated_expectation", "expectation trips_today: between(0, 100)"),
+        (2, "violated_expectation", "expectation trips_today: not_null"),
+    }
+    assert job.dead_letters_by_reason == {"violated_expectation": 2}
