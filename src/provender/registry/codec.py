@@ -75,7 +75,26 @@ def to_dict(definition: Definition) -> JsonDict:
 
 
 def from_dict(data: object) -> Definition:
-    """Rebuild a definition from :func:`to_dict`'s output; DefinitionError names a bad field."""
+    """Rebuild a definition from :func:`to_dict`'s output; DefinitionError names a bad field.
+
+    A malformed record raises DefinitionError whatever is wrong with it (a field of the wrong
+    type too), never another exception: readers such as the serving's registry watcher skip
+    and report it.
+    """
+    try:
+        return _from_dict(data)
+    except DefinitionError:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError) as exc:
+        kind = data.get("kind") if isinstance(data, Mapping) else None
+        raise DefinitionError(
+            f"registry record {kind}" if isinstance(kind, str) else "registry record",
+            "spec",
+            f"is malformed ({type(exc).__name__}: {str(exc)[:200]})",
+        ) from None
+
+
+def _from_dict(data: object) -> Definition:
     record = _mapping(data, "record")
     version = record.get("format_version")
     if not isinstance(version, int) or version < 1:

@@ -162,6 +162,9 @@ class ServingApp:
         except (ProvenderError, TimeoutError) as exc:
             detail = str(exc) or "the online store did not answer in time"
             return 503, orjson.dumps({"status": "unavailable", "detail": detail}), _JSON
+        problems = self.service.registry_problems()
+        if problems is not None:  # still serving (the last good snapshots), but say what is wrong
+            return 200, orjson.dumps({"status": "ready", "detail": problems}), _JSON
         return 200, b'{"status":"ready"}', _JSON
 
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from provender.auth import Authenticator
 from provender.definitions import ValueType
 from provender.definitions.request import FeatureRequest
-from provender.errors import BackendError, ProjectNotServedError, ProvenderError
+from provender.errors import BackendError, ProjectNotServedError
 from provender.online.read import FeatureStatus, OnlineReader, PlanCache
 from provender.online.store import OnlineStore
 from provender.registry.store import RegistrySnapshot, RegistryStore
@@ -128,6 +128,7 @@ class RegistryWatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
+        self.errors: dict[str, str] = {}
 
     def start(self) -> None:
         """Start the refresh thread."""
@@ -159,16 +160,38 @@ class RegistryWatcher:
         return self._projects
 
     def refresh(self) -> None:
-        """Re-read every watched project whose registry version changed."""
+        """Re-read every watched project whose registry version changed.
+
+        A project that cannot be read (e.g. a malformed stored definition) keeps its last good
+        snapshot and is reported (:attr:`errors`, ``on_error``, a log line); the others refresh.
+        """
         versions = self._list_projects()
         with self._lock:
             watched = dict(self._snapshots)
+        errors: dict[str, str] = {}
         for project, snapshot in watched.items():
-            if versions.get(project, 0) != snapshot.version:
+            if versions.get(project, 0) == snapshot.version:
+                continue
+            try:
                 fresh = self._registry.read(project)
-                with self._lock:
-                    self._snapshots[project] = fresh
-                log.info("registry changed project=%s version=%d", project, fresh.version)
+            except Exception as exc:  # noqa: BLE001 - one bad project must not stop the others
+                errors[project] = f"{type(exc).__name__}: {str(exc)[:500]}"
+                self._report(errors[project], project)
+                continue
+            with self._lock:
+                self._snapshots[project] = fresh
+            log.info("registry changed project=%s version=%d", project, fresh.version)
+        self.errors = errors
+
+    def _report(self, error: str, project: str) -> None:
+        if self._on_error is not None:
+            self._on_error()
+        log.warning(
+            "registry refresh failed, serving the last good snapshot project=%s error=%s",
+            project,
+            error,
+            extra={"project": project, "error": error},
+        )
 
     def _list_projects(self) -> dict[str, int]:
         infos = self._registry.list_projects()
@@ -180,11 +203,9 @@ class RegistryWatcher:
         while not self._stop.wait(self.refresh_seconds):
             try:
                 self.refresh()
-            except ProvenderError as exc:
-                self.last_error = str(exc)
-                if self._on_error is not None:
-                    self._on_error()
-                log.warning("registry refresh failed error=%s", exc)
+            except Exception as exc:  # noqa: BLE001 - the watcher must survive anything
+                self.last_error = f"{type(exc).__name__}: {str(exc)[:500]}"
+                self._report(self.last_error, "*")
             else:
                 self.last_error = None
 
@@ -376,6 +397,18 @@ class FeatureService:
         """Check that the default project's store answers; raise BackendError if not."""
         self.breaker.check()
         self._ping()
+
+    def registry_problems(self) -> str | None:
+        """Describe the registry refreshes failing now (the last good snapshots are served), or None."""
+        problems = dict(self.watcher.errors)
+        if self.watcher.last_error is not None:
+            problems["*"] = self.watcher.last_error
+        if not problems:
+            return None
+        return "; ".join(
+            f"registry refresh failed for {'the registry' if project == '*' else f'project {project!r}'}: {error}"
+            for project, error in sorted(problems.items())
+        )
 
     def _ping(self) -> None:
         with self._lock:
