@@ -42,6 +42,8 @@ mark { background:#ffe58a; padding:0 1px; }
 .empty { border:1px dashed var(--line); background:#fff; padding:16px; border-radius:8px; }
 .error { border:1px solid var(--bad); background:#fdecea; color:var(--bad); padding:12px 16px; border-radius:8px; }
 .count { font-size:1.6rem; font-weight:700; }
+dl { display:grid; grid-template-columns:max-content 1fr; gap:4px 16px; margin:4px 0; }
+dt { color:var(--muted); } dd { margin:0; min-width:0; overflow-wrap:anywhere; }
 .diff-added { color:var(--ok); } .diff-deleted { color:var(--bad); } .diff-changed { color:var(--warn); }
 #live { position:absolute; top:100%; left:0; right:0; z-index:5; background:#fff; border:1px solid var(--line);
   border-radius:6px; max-height:60vh; overflow:auto; box-shadow:0 6px 20px rgba(0,0,0,.15); }
