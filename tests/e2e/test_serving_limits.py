@@ -173,3 +173,37 @@ def test_remote_clients_get_request_too_large(server: Server, tmp_path: Path) ->
         settings = load_settings(environ={}, overrides={"serving_url": url, "registry": f"sqlite:///{tmp_path}/r.db"})
         with pv.Client(settings=settings) as client, pytest.raises(pv.errors.RequestTooLargeError, match="max_"):
             client.get_online_features(REFS, [{"driver_id": 1, "note": "x" * 10_000}])
+
+
+# -- client input never gets a 500 -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("micros", [2**62, -(2**62), 2**63 - 1, -(2**63), 253402300800 * 10**6])
+@pytest.mark.parametrize("column", ["driver_id", "passthrough"])
+def test_out_of_range_grpc_timestamps_are_invalid_argument(server: Server, micros: int, column: str) -> None:
+    when = pb.Column(name=column)
+    when.unix_timestamp_us_values.values.append(micros)
+    columns = [when] if column == "driver_id" else [entity_column("driver_id", [1]), when]
+    code, details = _grpc(server, pb.GetOnlineFeaturesRequest(features=REFS, entities=columns))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and repr(column) in details, details
+
+
+VALID = pb.GetOnlineFeaturesRequest(features=REFS, entities=[entity_column("driver_id", [1])]).SerializeToString()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"\xff\xff\xff", b"\x0a\xff", VALID[:-3], VALID[:7], b"\x0a\x05ab", bytes(range(256)) * 3],
+    ids=["garbage", "bad-length", "truncated", "cut-short", "short-string", "all-bytes"],
+)
+def test_undecodable_grpc_messages_are_invalid_argument(server: Server, raw: bytes) -> None:
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+    try:
+        call = channel.unary_unary("/provender.serving.v1.ServingService/GetOnlineFeatures")
+        with pytest.raises(grpc.RpcError) as info:
+            call(raw, timeout=30)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+        assert "not a valid GetOnlineFeaturesRequest" in (info.value.details() or "")
+    finally:
+        channel.close()
+    _ordinary_requests_still_work(server)

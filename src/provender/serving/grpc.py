@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import grpc
@@ -56,9 +57,12 @@ class ServingServicer:
         self._max_rows = service.serving.max_entity_rows
 
     def get_online_features(
-        self, request: pb.GetOnlineFeaturesRequest, context: grpc.ServicerContext
+        self, request: pb.GetOnlineFeaturesRequest | _Undecodable, context: grpc.ServicerContext
     ) -> pb.GetOnlineFeaturesResponse:
         """Read the request's features; errors set the status code (see the module docstring)."""
+        undecodable = request.reason if isinstance(request, _Undecodable) else None
+        if isinstance(request, _Undecodable):
+            request = pb.GetOnlineFeaturesRequest()
         started = time.perf_counter()
         metrics = self._metrics
         metrics.started("grpc")
@@ -68,6 +72,8 @@ class ServingServicer:
         error: BaseException | None = None
         code = "OK"
         try:
+            if undecodable is not None:
+                raise DataError(f"The request is not a valid GetOnlineFeaturesRequest message: {undecodable}.")
             if self._auth.is_enabled:
                 self._auth.check(_metadata(context, "authorization"), project)
             entities = self._entities(request)
@@ -116,6 +122,20 @@ class ServingServicer:
                 "(serving.max_entity_rows); split it into smaller requests."
             )
         return entities
+
+
+@dataclass(frozen=True, slots=True)
+class _Undecodable:
+    """A request whose bytes did not parse (answered INVALID_ARGUMENT, not grpc's INTERNAL)."""
+
+    reason: str
+
+
+def _decode_request(data: bytes) -> pb.GetOnlineFeaturesRequest | _Undecodable:
+    try:
+        return pb.GetOnlineFeaturesRequest.FromString(data)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and, for some inputs, others
+        return _Undecodable(f"{type(exc).__name__}: {str(exc)[:200]}")
 
 
 def _response(request: pb.GetOnlineFeaturesRequest, result: QueryResult) -> pb.GetOnlineFeaturesResponse:
@@ -231,7 +251,7 @@ def create_grpc_server(
         {
             METHOD: grpc.unary_unary_rpc_method_handler(
                 servicer.get_online_features,
-                request_deserializer=pb.GetOnlineFeaturesRequest.FromString,
+                request_deserializer=_decode_request,
                 response_serializer=pb.GetOnlineFeaturesResponse.SerializeToString,
             )
         },

@@ -186,7 +186,11 @@ def fill_column(column: pb.Column, values: Sequence[object], value_type: ValueTy
 
 
 def read_column(column: pb.Column) -> list[object]:
-    """Return the Python values of a column (None for its null rows)."""
+    """Return the Python values of a column (None for its null rows).
+
+    Raises:
+        DataError: a value cannot be converted (e.g. a timestamp beyond year 9999).
+    """
     field = column.WhichOneof("values")
     if field is None:
         values: list[object] = []
@@ -196,7 +200,12 @@ def read_column(column: pb.Column) -> list[object]:
         values = list(getattr(column, field).values)
         convert = _FROM_FIELD[field]
         if convert is not None:
-            values = [convert(value) for value in values]  # type: ignore[arg-type]
+            try:
+                values = [convert(value) for value in values]  # type: ignore[arg-type]
+            except (OverflowError, ValueError, OSError) as exc:
+                raise DataError(
+                    f"Column {column.name[:100]!r} holds a value out of range for {field}: {str(exc)[:200]}."
+                ) from None
     for index in column.null_rows:
         if index < len(values):
             values[index] = None
