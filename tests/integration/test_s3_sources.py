@@ -135,3 +135,41 @@ def test_access_denied_is_clear_and_secrets_stay_hidden(
         assert SECRET_KEY not in repr(client.settings) and SECRET_KEY not in str(client.settings.storage)
     assert SECRET_KEY not in str(info.value)
     assert SECRET_KEY not in caplog.text
+
+
+def test_delta_table_in_s3_equals_local(tmp_path: Path, s3_server: S3Server) -> None:
+    deltalake = pytest.importorskip("deltalake")
+    import pyarrow as pa
+
+    from tests.support.builders import source_schema
+
+    rows = pa.Table.from_pylist(driver_rows(), schema=source_schema(driver_stats(), ENTITIES))
+    bucket = f"d-{uuid.uuid4().hex[:12]}"
+    fs = s3_server.filesystem()
+    assert isinstance(fs, pafs.S3FileSystem)
+    fs.create_dir(bucket)
+    options = {
+        "AWS_ACCESS_KEY_ID": "AKIAPROVENDERTEST01",
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": s3_server.endpoint_url,
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
+    }
+    url = f"s3://{bucket}/driver_stats"
+    deltalake.write_deltalake(url, rows, storage_options=options)
+    deltalake.write_deltalake(tmp_path / "local_delta", rows)
+    base = driver_stats(max_age=None)
+    frames = []
+    for name, path, storage in (("local", str(tmp_path / "local_delta"), None), ("s3", url, s3_server.storage())):
+        source = pv.DeltaSource(path=path, event_timestamp_column="event_ts", created_timestamp_column="created")
+        with _client(tmp_path / name, storage) as client:
+            client.apply(
+                [
+                    pv.Entity(name="driver_id", value_type=pv.ValueType.INT64),
+                    dataclasses.replace(base, batch_source=source),
+                ]
+            )
+            frames.append(client.get_historical_features(["driver_stats:trips"], entity_frame()).to_pandas())
+    assert frames[1].equals(frames[0])
+    assert frames[0]["driver_stats__trips"].notna().sum() >= 3
