@@ -1,7 +1,8 @@
 """Offline-to-online ingestion of windowed aggregations: online at ``end`` equals historical at ``end``.
 
-On real SQLite and Redis stores, over random events (duplicate times, nulls, events on the window
-bounds and after ``end``), checked against the brute-force oracle too.
+On real SQLite and Redis stores (DuckDB), and Redis written by Spark's executors, over random events
+(duplicate times, nulls, events on the window bounds and after ``end``), checked against the
+brute-force oracle too.
 """
 
 from __future__ import annotations
@@ -49,12 +50,21 @@ def _events() -> list[dict[str, Any]]:
     return events
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.service)])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("redis", marks=pytest.mark.service),
+        pytest.param("spark+redis", marks=[pytest.mark.service, pytest.mark.slow]),
+    ]
+)
 def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[pv.Client]:
-    online = None
-    if request.param == "redis":
+    online, offline = None, None
+    if "redis" in request.param:
         online = {"store": "redis", "url": request.getfixturevalue("redis_server").url}
-    with make_client(tmp_path / "project", online=online, project=f"p{tmp_path.name[-12:]}") as c:
+    if "spark" in request.param:  # the aggregates are computed and written by Spark's executors
+        request.getfixturevalue("spark_engine")
+        offline = dict(request.getfixturevalue("spark_options"))
+    with make_client(tmp_path / "project", online=online, offline=offline, project=f"p{tmp_path.name[-12:]}") as c:
         yield c
 
 

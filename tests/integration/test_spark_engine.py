@@ -21,7 +21,7 @@ import provender as pv
 from provender.client.historical import to_entity_rows
 from provender.ingestion.batch import JobCancelledError, JobStatus
 from provender.offline.duckdb import DuckDBEngine
-from provender.offline.plan import LatestPlan, build_retrieval_plan, table_join
+from provender.offline.plan import build_retrieval_plan, table_join
 from provender.offline.spark import SparkConfig, SparkEngine, SparkRetrievalJob, session_conf
 from provender.offline.statistics import StatisticsPlan
 from tests.support.builders import ENTITIES
@@ -206,18 +206,14 @@ def test_bad_input_fails_before_any_spark_job_and_leaves_nothing_staged(engine: 
     assert not set(Path(engine.staging.root).iterdir()) - before, "nothing new is staged"
 
 
-def test_aggregation_ingestion_and_statistics_are_refused_before_any_spark_job(
-    engine: SparkEngine, tmp_path: Path
-) -> None:
-    """Spark computes windowed aggregations for retrieval only: elsewhere a clear DataError, never a wrong answer."""
+def test_aggregation_statistics_are_refused_before_any_spark_job(engine: SparkEngine, tmp_path: Path) -> None:
+    """Statistics cover source features: a table with aggregations is refused clearly, never half-computed."""
     write_stats(tmp_path / "stats.parquet", 20, keys=3)
     week = pv.Aggregation(column="trips", function="sum", window=timedelta(days=7), name="trips_7d")
     table = dataclasses.replace(stats_table(tmp_path / "stats.parquet"), aggregations=[week])
     before = set(Path(engine.staging.root).iterdir()) if Path(engine.staging.root).exists() else set()
     refused = r"'stats' has windowed aggregations, which the spark engine does not compute yet"
     join = table_join(table, table.features, ENTITIES)
-    with pytest.raises(pv.DataError, match=refused):
-        engine.read_latest(LatestPlan(join=join, start=DAY0, end=DAY0 + timedelta(days=10)), batch_rows=100)
     with pytest.raises(pv.DataError, match=refused):
         engine.compute_statistics(StatisticsPlan(join=join, start=DAY0, end=DAY0 + timedelta(days=10)))
     assert not set(Path(engine.staging.root).iterdir()) - before, "nothing new is staged"

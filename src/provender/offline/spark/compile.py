@@ -122,11 +122,12 @@ def _with_windows(join: TableJoin, current: DataFrame, source: DataFrame) -> Dat
     return joined.select(*(F.coalesce(col(c), F.lit(0)).alias(c) if c in counted else col(c) for c in joined.columns))
 
 
-def _aggregate(feature: Feature, aggregation: Aggregation) -> Column:
-    """One aggregate over the joined rows in its own window, null inputs skipped."""
+def _aggregate(feature: Feature, aggregation: Aggregation, at: Column | None = None) -> Column:
+    """One aggregate over the rows in its own window before *T* (``at``, else each row's ``_AT``)."""
     value = col(aggregation.column)
     window = aggregation.window // timedelta(microseconds=1)
-    in_window = (F.unix_micros(F.col(EVENT)) > F.unix_micros(F.col(_AT)) - F.lit(window)) & value.isNotNull()
+    t = F.col(_AT) if at is None else at
+    in_window = (F.unix_micros(F.col(EVENT)) > F.unix_micros(t) - F.lit(window)) & value.isNotNull()
     out = spark_type(feature.value_type)
     function = aggregation.function
     if function == "count":
@@ -155,4 +156,32 @@ def compile_latest(plan: LatestPlan, source: DataFrame) -> DataFrame:
         *(F.col(_VERSION)[_VALUES][f.name].alias(f.name) for f in join.features),
         F.col(f"{_VERSION}.{EVENT}").alias(EVENT_TIMESTAMP),
         F.col(f"{_VERSION}.{CREATED}").alias(CREATED_TIMESTAMP),
+    )
+
+
+def compile_latest_windows(plan: LatestPlan, source: DataFrame) -> DataFrame:
+    """Ingestion of a table with aggregations: per key, the aggregates at ``end`` (``plan`` module docstring).
+
+    ``source`` holds the rows with ``min(start, end - longest window) <= event <= end``; plain
+    features are the rule's pick among the rows with ``start <= event``; rows are stamped ``end``.
+    """
+    join = plan.join
+    end = timestamp_literal(plan.end)
+    recent = F.col(EVENT) >= timestamp_literal(plan.start)
+    values = []
+    for feature in join.features:
+        aggregation = join.table.get_aggregation(feature.name)
+        if aggregation is None:
+            ranked = F.struct(F.col(EVENT).alias("t"), F.col(CREATED).alias("c"), col(feature.name).alias("v"))
+            values.append(F.max(F.when(recent, ranked))["v"].alias(feature.name))
+        elif aggregation.function.startswith("count"):  # count and count_distinct: 0 with no event
+            values.append(F.coalesce(_aggregate(feature, aggregation, end), F.lit(0)).alias(feature.name))
+        else:
+            values.append(_aggregate(feature, aggregation, end).alias(feature.name))
+    grouped = source.where(F.col(EVENT) <= end).groupBy(*join.join_keys).agg(*values)
+    return grouped.select(
+        *(col(k) for k in join.join_keys),
+        *(col(f.name) for f in join.features),
+        end.alias(EVENT_TIMESTAMP),
+        F.lit(None).cast("timestamp").alias(CREATED_TIMESTAMP),
     )

@@ -31,7 +31,7 @@ from provender.errors import BackendError, ConfigError, JobCancelledError, Prove
 from provender.offline.engine import EngineCapabilities, EntityRows, IngestionProgress, StoreFactory
 from provender.offline.files import DateRange, lower_event_bound
 from provender.offline.plan import LatestPlan, RetrievalPlan, refuse_aggregations
-from provender.offline.spark.compile import compile_latest, compile_retrieval
+from provender.offline.spark.compile import compile_latest, compile_latest_windows, compile_retrieval
 from provender.offline.spark.executors import PartitionWriter
 from provender.offline.spark.failures import run_in_group
 from provender.offline.spark.retrieval import SparkRetrievalJob
@@ -165,7 +165,12 @@ class SparkEngine:
     # -- ingestion -----------------------------------------------------------------------------
 
     def _latest_frame(self, plan: LatestPlan) -> DataFrame:
-        refuse_aggregations([plan.join], engine="spark", what="ingestion")
+        if plan.join.aggregations:
+            longest = max(aggregation.window for _, aggregation in plan.join.aggregations)
+            lower = min(plan.start, plan.end - longest)
+            dates = DateRange.for_interval(lower, plan.end)
+            rows = source_frame(self.session, plan.join, dates, base_dir=self.base_dir, lower=lower, upper=plan.end)
+            return compile_latest_windows(plan, rows)
         dates = DateRange.for_interval(plan.start, plan.end)
         source = source_frame(self.session, plan.join, dates, base_dir=self.base_dir, lower=plan.start, upper=None)
         return compile_latest(plan, source)
