@@ -24,6 +24,7 @@ the newest row of the batch; :meth:`RowCodec.decode` turns a packed row back int
 
 from __future__ import annotations
 
+import logging
 import struct
 import zlib
 from collections.abc import Callable
@@ -88,10 +89,29 @@ def _timestamp_list(values: list[int | None]) -> list[datetime | None]:
     return [None if v is None else _EPOCH + timedelta(microseconds=v) for v in values]
 
 
+log = logging.getLogger(__name__)
+
+CORRUPT_ROW_LISTENERS: list[Callable[[str], None]] = []
+"""Called with the table's name for each stored row that cannot be decoded (e.g. serving metrics)."""
+
+
+def _report_corrupt(table: str, key: bytes | None, packed: bytes, error: BaseException) -> None:
+    shown = "?" if key is None else key[:64].hex()
+    log.error(
+        "corrupt stored row read as missing table=%s key=%s size=%d error=%s",
+        table,
+        shown,
+        len(packed),
+        f"{type(error).__name__}: {str(error)[:200]}",
+    )
+    for listener in list(CORRUPT_ROW_LISTENERS):
+        listener(table)
+
+
 class RowCodec:
     """Packs and unpacks one feature table's rows. Get one with :func:`codec_for`."""
 
-    __slots__ = ("_converters", "fingerprint", "table")
+    __slots__ = ("_converters", "_width", "fingerprint", "table")
 
     def __init__(self, table: FeatureTable) -> None:
         self.table = table
@@ -104,17 +124,29 @@ class RowCodec:
             elif feature.value_type is ValueType.UNIX_TIMESTAMP_LIST:
                 converters.append((index, _timestamp_list))
         self._converters = tuple(converters)
+        self._width = len(table.features)
 
-    def decode(self, packed: bytes | None) -> StoredRow | None:
-        """Return the stored row, or None if there is none or it has another schema."""
+    def decode(self, packed: bytes | None, key: bytes | None = None) -> StoredRow | None:
+        """Return the stored row, or None if there is none or it has another schema.
+
+        A corrupt row (undecodable, or not one value per feature) reads as None too, and is
+        reported: a log line naming the table and ``key`` (hex), and :data:`CORRUPT_ROW_LISTENERS`.
+        So one damaged value never fails the other rows of a read.
+        """
         if packed is None or not packed.startswith(self.fingerprint, VERSION_BYTES):
             return None
-        event, created = _VERSION.unpack_from(packed)
-        values: list[object] = _unpackb(packed[HEADER_BYTES:])
-        for index, convert in self._converters:
-            value = values[index]
-            if value is not None:
-                values[index] = convert(value)  # type: ignore[arg-type]
+        try:
+            event, created = _VERSION.unpack_from(packed)
+            values: list[object] = _unpackb(packed[HEADER_BYTES:])
+            if type(values) is not list or len(values) != self._width:
+                raise ValueError(f"expected a list of {self._width} values")
+            for index, convert in self._converters:
+                value = values[index]
+                if value is not None:
+                    values[index] = convert(value)  # type: ignore[arg-type]
+        except Exception as exc:  # noqa: BLE001 - whatever is wrong with the bytes, the row is unreadable
+            _report_corrupt(self.table.name, key, packed, exc)
+            return None
         # tuple.__new__ skips the NamedTuple's Python-level __new__: a third of a decode's cost.
         return _new_tuple(StoredRow, (event - _OFFSET, None if created == 0 else created - _OFFSET, values))
 

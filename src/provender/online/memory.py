@@ -62,7 +62,7 @@ class MemoryStore:
         for request in requests:
             decode, name = codec_for(request.table).decode, request.table.name
             get = self._rows.get
-            result.append([decode(get((name, key))) for key in request.keys])
+            result.append([decode(get((name, key)), key) for key in request.keys])
         return result
 
     def ping(self) -> None:

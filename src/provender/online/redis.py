@@ -299,7 +299,7 @@ class RedisStore:
         result, start = [], 0
         for request in requests:
             decode, end = codec_for(request.table).decode, start + len(request.keys)
-            result.append([decode(value) for value in values[start:end]])
+            result.append([decode(value, key) for value, key in zip(values[start:end], request.keys, strict=True)])
             start = end
         return result
 

@@ -137,7 +137,7 @@ class SQLiteStore:
                 head = (self.project, request.table.name)
                 if len(keys) == 1:
                     found = connection.execute(_SELECT_ONE, (*head, keys[0])).fetchone()
-                    result.append([decode(found[0]) if found else None])
+                    result.append([decode(found[0], keys[0]) if found else None])
                     continue
                 stored: dict[bytes, bytes] = {}
                 # Duplicates are harmless in IN (...); remove them only when it saves queries.
@@ -146,7 +146,7 @@ class SQLiteStore:
                     chunk = distinct[start : start + _KEYS_PER_QUERY]
                     stored.update(connection.execute(_select_many(len(chunk)), (*head, *chunk)).fetchall())
                 get = stored.get
-                result.append([decode(get(key)) for key in keys])
+                result.append([decode(get(key), key) for key in keys])
         return result
 
     def ping(self) -> None:

@@ -91,6 +91,12 @@ class Metrics:
             "Registry re-reads that failed (the last good snapshot stays in use).",
             registry=registry,
         )
+        self.corrupt_rows = Counter(
+            "provender_serving_corrupt_rows",
+            "Stored rows that could not be decoded (answered as NOT_FOUND, logged with their key).",
+            ["table"],
+            registry=registry,
+        )
         self._children: dict[tuple[str, str, str], _Child] = {}
         self._lookups: dict[tuple[str, str, str], Counter] = {}
         self._in_flight = {name: self.in_flight.labels(name) for name in ("http", "grpc")}

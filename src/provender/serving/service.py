@@ -37,6 +37,7 @@ from provender.auth import Authenticator
 from provender.definitions import ValueType
 from provender.definitions.request import FeatureRequest
 from provender.errors import BackendError, ProjectNotServedError
+from provender.online import codec as row_codec
 from provender.online.read import FeatureStatus, OnlineReader, PlanCache
 from provender.online.store import OnlineStore
 from provender.registry.store import RegistrySnapshot, RegistryStore
@@ -326,9 +327,12 @@ class FeatureService:
             self._project(self.default_project)
         self.watcher.start()
         self.request_log.start()
+        row_codec.CORRUPT_ROW_LISTENERS.append(self._count_corrupt)
 
     def close(self) -> None:
         """Stop the threads and close every store and the registry."""
+        if self._count_corrupt in row_codec.CORRUPT_ROW_LISTENERS:
+            row_codec.CORRUPT_ROW_LISTENERS.remove(self._count_corrupt)
         self.watcher.close()
         self.breaker.close()
         self.executor.shutdown(wait=True)
@@ -392,6 +396,9 @@ class FeatureService:
             )
             state.version = snapshot.version
         return state.bytes_entities
+
+    def _count_corrupt(self, table: str) -> None:
+        self.metrics.corrupt_rows.labels(table).inc()
 
     def check_ready(self) -> None:
         """Check that the default project's store answers; raise BackendError if not."""
