@@ -52,6 +52,11 @@ def _client(project: Path, storage: dict[str, object] | None) -> pv.Client:
     return pv.Client(settings=load_settings(path, environ={}, overrides=overrides))
 
 
+def refs_columns(refs: list[str]) -> list[str]:
+    """The output columns of ``refs``."""
+    return [ref.replace(":", "__") for ref in refs]
+
+
 def _tables(tmp_path: Path, server: S3Server) -> tuple[pv.FeatureTable, pv.FeatureTable]:
     local = write_table(
         driver_stats(max_age=None), driver_rows(), entities=ENTITIES, root=tmp_path / "data", layout=Layout.HIVE
@@ -75,6 +80,14 @@ def test_retrieval_and_ingestion_from_s3_equal_local(tmp_path: Path, s3_server: 
             online = client.get_online_features(refs, [{"driver_id": 1}, {"driver_id": 2}]).to_dict()
             results.append((frame, online))
     (local_frame, local_online), (s3_frame, s3_online) = results
+    entities = tmp_path / "entities" / "rows.parquet"
+    entities.parent.mkdir()
+    entity_frame().to_parquet(entities)
+    entity_url = _upload(s3_server, entities.parent, remote.batch_source.path.split("/")[2], "entities")
+    with _client(tmp_path / "s3", s3_server.storage()) as client:
+        from_s3 = client.get_historical_features(refs, entity_url).to_pandas()
+        assert from_s3.equals(client.get_historical_features(refs, str(entities)).to_pandas())
+    assert from_s3[refs_columns(refs)].equals(local_frame[refs_columns(refs)])
     assert s3_frame.equals(local_frame)
     assert s3_online == local_online
     assert local_online["driver_stats__trips"] == [111, 112]  # the last rows before the 4th: n = 11

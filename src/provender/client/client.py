@@ -308,7 +308,7 @@ class Client:
             FeatureRefError, FeatureTableNotFoundError: a bad ref.
             DataError: a missing or mistyped column, an unreadable source (before heavy work).
         """
-        rows = to_entity_rows(entity_source)
+        rows = to_entity_rows(entity_source, storage=self.settings.storage.s3)
         snapshot = self._registry.read(self.project)
         plan = build_retrieval_plan(
             feature_refs,

@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import pyarrow as pa
 
+from provender.config import S3Storage
 from provender.definitions import FeatureTable
 from provender.errors import DataError
 from provender.ingestion.validation import ValidationReport, validate_training_set
 from provender.offline.engine import EntityRows, RetrievalJob
+from provender.offline.objectstore import list_s3_files, open_s3, s3_dataset
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -19,12 +21,15 @@ if TYPE_CHECKING:
 _T = TypeVar("_T")
 
 
-def to_entity_rows(entity_source: object) -> EntityRows:
+def to_entity_rows(entity_source: object, *, storage: S3Storage | None = None) -> EntityRows:
     """Convert what a user hands ``get_historical_features`` to :class:`EntityRows`, once.
 
     Accepts a pandas DataFrame (never modified), a pyarrow Table, or a Parquet path: a file, a
-    directory or a glob (local or object-store URL).
+    directory or a glob (local), or an ``s3://`` file or prefix (read with ``storage``, the
+    ``storage.s3`` settings, else the AWS environment variables).
     """
+    if isinstance(entity_source, str) and entity_source.startswith("s3://"):
+        return _s3_rows(entity_source, storage)
     if isinstance(entity_source, pa.Table):
         return EntityRows(schema=entity_source.schema, table=entity_source)
     if isinstance(entity_source, str | Path):
@@ -40,6 +45,17 @@ def to_entity_rows(entity_source: object) -> EntityRows:
         f"entity_source must be a pandas DataFrame, a pyarrow Table or a Parquet path, "
         f"got {type(entity_source).__name__}"
     )
+
+
+def _s3_rows(url: str, storage: S3Storage | None) -> EntityRows:
+    what = f"The entity source ({url})"
+    store = open_s3(storage, what)
+    files = list_s3_files(store, url, suffix=".parquet", what=what, partition_column=None, dates=None)
+    try:
+        schema = s3_dataset(store, files, root=None).schema
+    except OSError as exc:
+        raise DataError(f"{what}: cannot read: {store.scrub(str(exc))}") from None
+    return EntityRows(schema=schema, paths=tuple(files))
 
 
 def _parquet_rows(path: str) -> EntityRows:
