@@ -105,3 +105,39 @@ def test_ingest_cli_prints_the_violations(project: tuple[pv.Client, Path, pa.Tab
     assert warned.exit_code == 0, warned.output
     assert "conv_rate: between(0, 0.5) violated by" in warned.output
     assert f"{DRIVERS} entity keys written" in warned.output
+
+
+def test_stats_serving_describes_the_values_served(project: tuple[pv.Client, Path, pa.Table], tmp_path: Path) -> None:
+    _, config, _ = project
+    lines = [
+        {
+            "time": (END + timedelta(minutes=n)).isoformat(),
+            "protocol": "http",
+            "endpoint": "/v1/online-features",
+            "project": "default",
+            "status": "200",
+            "request": {"features": ["driver_statistics"], "entities": {"driver_id": [n, n + 1]}},
+            "response": {
+                "columns": {
+                    "driver_id": [n, n + 1],
+                    "driver_statistics__conv_rate": [n / 10, None],
+                    "driver_statistics__city": ["paris", "lyon" if n % 2 else "paris"],
+                }
+            },
+        }
+        for n in range(4)
+    ]
+    lines.append({"time": END.isoformat(), "project": "default", "status": "400", "error": "bad ref"})
+    log = tmp_path / "requests.jsonl"
+    log.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    shown = CliRunner().invoke(
+        cli, ["--config", str(config), "stats", "serving", "--log", str(log), "-t", "driver_statistics", "--json"]
+    )
+    assert shown.exit_code == 0, shown.output
+    served = pv.TableStatistics.from_dict(json.loads(shown.output))
+    assert served.rows == 8
+    conv = served["conv_rate"]
+    assert (conv.count, conv.null_count, conv.max) == (4, 4, 0.3)
+    assert conv.mean == pytest.approx(0.15)
+    assert served["city"].top_values == (("paris", 6), ("lyon", 2))
+    assert served.start == END and served.end == END + timedelta(minutes=3)
