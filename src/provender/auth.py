@@ -171,6 +171,7 @@ class Authenticator:
         return grant
 
     def _verify_jwt(self, token: str, now: float) -> tuple[Grant, float]:
+        """Verify a JWT; an error names what failed but echoes nothing of the token."""
         section = self._section
         try:
             algorithm = jwt.get_unverified_header(token).get("alg")
@@ -185,7 +186,7 @@ class Authenticator:
                     if configured is not None
                 ]
                 raise AuthenticationError(
-                    f"Invalid bearer token: JWT algorithm {algorithm!r} is not accepted; use {' or '.join(allowed)}."
+                    f"Invalid bearer token: the JWT's algorithm is not accepted; use {' or '.join(allowed)}."
                 )
             claims = jwt.decode(
                 token,
@@ -193,12 +194,19 @@ class Authenticator:
                 algorithms=[algorithm],
                 audience=section.jwt_audience,
                 issuer=section.jwt_issuer,
-                options={"verify_aud": section.jwt_audience is not None},
+                options={
+                    "verify_aud": section.jwt_audience is not None,
+                    "require": ["exp"] if section.jwt_require_exp else [],
+                },
             )
         except jwt.ExpiredSignatureError:
             raise AuthenticationError("Invalid bearer token: the JWT has expired.") from None
+        except jwt.MissingRequiredClaimError as exc:
+            claim = exc.claim if exc.claim in ("exp", "aud", "iss") else "a required claim"
+            raise AuthenticationError(f"Invalid bearer token: the JWT has no {claim!r} claim.") from None
         except jwt.PyJWTError as exc:
-            raise AuthenticationError(f"Invalid bearer token: {type(exc).__name__}: {exc}") from None
+            reason = _JWT_REASONS.get(type(exc), "it cannot be verified")
+            raise AuthenticationError(f"Invalid bearer token: {reason} ({type(exc).__name__}).") from None
         expires_at = now + _CACHE_SECONDS
         exp = claims.get("exp")
         if isinstance(exp, int | float):
@@ -206,6 +214,17 @@ class Authenticator:
         subject = claims.get("sub")
         roles = parse_grants(claims.get(section.projects_claim))
         return Grant(subject if isinstance(subject, str) and subject else "jwt", roles), expires_at
+
+
+# Fixed reasons: PyJWT's own messages may quote parts of the token (its header or claims).
+_JWT_REASONS: dict[type[Exception], str] = {
+    jwt.InvalidSignatureError: "the JWT's signature does not match",
+    jwt.InvalidAudienceError: "the JWT's audience does not match",
+    jwt.InvalidIssuerError: "the JWT's issuer does not match",
+    jwt.ImmatureSignatureError: "the JWT is not valid yet",
+    jwt.InvalidAlgorithmError: "the JWT's algorithm is not accepted",
+    jwt.DecodeError: "it is not a well-formed JWT",
+}
 
 
 def require(grant: Grant, project: str, role: Role = Role.READ) -> None:

@@ -115,8 +115,10 @@ class AuthSection(BaseModel):
         projects_claim: the JWT claim listing the grants of a token (a list, or a
             comma-separated string, of grants as in ``tokens``; or a mapping project -> role).
             The JWT's ``sub`` names who acts (the audit trail of the core service).
-        jwt_audience: if set, a JWT's ``aud`` must match it.
+        jwt_audience: if set, a JWT's ``aud`` must match it; if not, ``aud`` is not checked
+            (set it when one issuer signs tokens for several services).
         jwt_issuer: if set, a JWT's ``iss`` must match it.
+        jwt_require_exp: refuse JWTs without an ``exp`` claim (default: true).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -127,6 +129,7 @@ class AuthSection(BaseModel):
     projects_claim: str = "projects"
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
+    jwt_require_exp: bool = True
 
     @field_validator("tokens", mode="before")
     @classmethod

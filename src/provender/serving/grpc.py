@@ -29,7 +29,7 @@ from provender.online.read import FeatureStatus
 from provender.serving.service import FeatureQuery, FeatureService, QueryResult
 from provender.wire._proto import serving_pb2 as pb
 from provender.wire.codec import fill_column, read_column
-from provender.wire.errors import grpc_metadata, is_expected, status_of
+from provender.wire.errors import grpc_metadata, is_expected, shorten, status_of
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,9 @@ class ServingServicer:
             code = status.grpc
             if not is_expected(exc):
                 log.error("request failed unexpectedly error=%r", exc, exc_info=exc)
-            message = str(exc) if is_expected(exc) else f"Internal error ({type(exc).__name__}); see the server log."
+            message = (
+                shorten(str(exc)) if is_expected(exc) else f"Internal error ({type(exc).__name__}); see the server log."
+            )
             context.set_code(grpc.StatusCode[code])
             context.set_details(message)
             context.set_trailing_metadata(grpc_metadata(exc))
@@ -197,7 +199,7 @@ def _log_record(  # noqa: PLR0913, PLR0917 - the fields of one request-log line
             answer["statuses"] = result.statuses
         record["response"] = answer
     if error is not None:
-        record["error"] = str(error) if is_expected(error) else type(error).__name__
+        record["error"] = shorten(str(error)) if is_expected(error) else type(error).__name__
     return record
 
 

@@ -48,7 +48,7 @@ from provender.errors import ProvenderError
 from provender.serving.schemas import OnlineRequest, openapi_document, parse_online_request
 from provender.serving.service import FeatureQuery, FeatureService, QueryResult
 from provender.wire.codec import decode_base64, json_default, name_non_finite
-from provender.wire.errors import is_expected, status_of
+from provender.wire.errors import is_expected, shorten, status_of
 
 log = logging.getLogger(__name__)
 
@@ -202,5 +202,5 @@ def _log_record(
             answer["statuses"] = result.statuses
         record["response"] = answer
     if error is not None:
-        record["error"] = str(error) if is_expected(error) else type(error).__name__
+        record["error"] = shorten(str(error)) if is_expected(error) else type(error).__name__
     return record

@@ -117,22 +117,48 @@ _BUILDERS: dict[str, _Builder] = {
 }
 
 
+MAX_ECHO_CHARS = 1000
+"""The longest text (a message, a field) an error answer carries: client values are echoed shortened."""
+_MAX_ECHO_ITEMS = 50
+
+
+def shorten(text: str, limit: int = MAX_ECHO_CHARS) -> str:
+    """Return ``text``, or its start and end around a note of how much was left out.
+
+    Examples:
+        >>> shorten("x" * 2000, 40)
+        'xxxxxxxxxxxxxxxxxxxx…[1970 chars]…xxxxxxxxxx'
+    """
+    if len(text) <= limit:
+        return text
+    head, tail = limit // 2, limit // 4
+    return f"{text[:head]}…[{len(text) - head - tail} chars]…{text[len(text) - tail :]}"
+
+
 def error_fields(error: BaseException) -> dict[str, object]:
-    """Return the public attributes of ``error`` that JSON can carry (tuples as lists)."""
+    """Return the public attributes of ``error`` that JSON can carry (tuples as lists, long text shortened)."""
     return {name: _json_ready(value) for name, value in vars(error).items() if not name.startswith("_")}
 
 
 def _json_ready(value: object) -> object:
     if isinstance(value, tuple | list):
-        return [item if isinstance(item, str | int | float | bool) else str(item) for item in value]
-    if value is None or isinstance(value, str | int | float | bool):
+        return [
+            shorten(item)
+            if isinstance(item, str)
+            else item
+            if isinstance(item, int | float | bool)
+            else shorten(str(item))
+            for item in value[:_MAX_ECHO_ITEMS]
+        ]
+    if value is None or isinstance(value, int | float | bool):
         return value
-    return str(value)
+    return shorten(str(value))
 
 
 def error_body(error: BaseException, *, code: str, message: str) -> dict[str, object]:
     """Return the ``{"error": {...}}`` body answering ``error`` (``code``: the gRPC-style status name)."""
-    return {"error": {"code": code, "type": type(error).__name__, "message": message, "fields": error_fields(error)}}
+    fields = error_fields(error)
+    return {"error": {"code": code, "type": type(error).__name__, "message": shorten(message), "fields": fields}}
 
 
 def rebuild_error(

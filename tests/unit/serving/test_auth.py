@@ -100,7 +100,7 @@ def test_expired_and_unsigned_jwts_are_refused() -> None:
 def test_rs256_jwt_is_checked_with_the_public_key() -> None:
     private, public = rsa_keys()
     auth = Authenticator(section(mode="jwt", jwt_public_key=public, projects_claim="scopes", jwt_audience="pv"))
-    token = jwt.encode({"scopes": "default,fraud", "aud": "pv"}, private, algorithm="RS256")
+    token = jwt.encode({"scopes": "default,fraud", "aud": "pv", "exp": 2_000_000_000}, private, algorithm="RS256")
     auth.check(bearer(token), "fraud")
     wrong_audience = jwt.encode({"scopes": ["default"], "aud": "other"}, private, algorithm="RS256")
     with pytest.raises(AuthenticationError):
