@@ -59,6 +59,32 @@ provender retrieve -f driver_statistics --entities entity_rows.parquet --out tra
 step "provender ingest: the latest values of the week into the online store (SQLite)"
 provender ingest --table driver_statistics --start "$(date -u -d '8 days ago' +%Y-%m-%dT%H:%M)" --end now
 
+step "provender stats show: the statistics of what that job wrote, recorded with it"
+provender stats show --table driver_statistics
+
+step "an expectation caught: conv_rate must be in [0, 0.5]; policy fail writes nothing and names the rows"
+python - <<'PY'
+import dataclasses
+from datetime import UTC, datetime, timedelta
+
+import provender as pv
+
+client = pv.Client()
+table = client.get_feature_table("driver_statistics")
+strict = [
+    dataclasses.replace(f, expect=(pv.expect.not_null(), pv.expect.between(0, 0.5))) if f.name == "conv_rate" else f
+    for f in table.features
+]
+client.apply(dataclasses.replace(table, features=strict, validation_policy="fail"))
+now = datetime.now(UTC)
+job = client.start_offline_to_online_ingestion("driver_statistics", start=now - timedelta(days=8), end=now)
+try:
+    job.wait()
+except pv.DataError:
+    print(job.validation)
+PY
+provender apply . > /dev/null  # back to the definitions as written
+
 step "provender online get: a low-latency online lookup (same values as training at the same time)"
 provender online get --features driver_statistics --entity driver_id=1001 --entity driver_id=1002 --entity driver_id=4242
 
