@@ -85,7 +85,11 @@ def test_retrieval_and_ingestion_from_s3_equal_local(tmp_path: Path, s3_server: 
     entity_frame().to_parquet(entities)
     entity_url = _upload(s3_server, entities.parent, remote.batch_source.path.split("/")[2], "entities")
     with _client(tmp_path / "s3", s3_server.storage()) as client:
-        from_s3 = client.get_historical_features(refs, entity_url).to_pandas()
+        job = client.get_historical_features(refs, entity_url)
+        from_s3 = job.to_pandas()
+        (read,) = job.lineage()  # the partitions up to the latest entity time (03-04): 03-05 is pruned
+        assert [f.path.rsplit("/", 2)[1] for f in read.files] == [f"date=2024-03-0{d}" for d in range(1, 5)]
+        assert all(f.size and f.modified for f in read.files)
         assert from_s3.equals(client.get_historical_features(refs, str(entities)).to_pandas())
     assert from_s3[refs_columns(refs)].equals(local_frame[refs_columns(refs)])
     assert s3_frame.equals(local_frame)

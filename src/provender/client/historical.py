@@ -10,9 +10,10 @@ import pyarrow as pa
 
 from provender.config import S3Storage
 from provender.definitions import FeatureTable
-from provender.errors import DataError
+from provender.errors import BackendError, DataError
 from provender.ingestion.validation import ValidationReport, validate_training_set
 from provender.offline.engine import EntityRows, RetrievalJob
+from provender.offline.lineage import SourceInput
 from provender.offline.objectstore import list_s3_files, open_s3, s3_dataset
 
 if TYPE_CHECKING:
@@ -117,6 +118,20 @@ class HistoricalJob:
             raise
         report.succeeded(rows_of(result))
         return result
+
+    def lineage(self) -> tuple[SourceInput, ...]:
+        """What the training set is read from: per feature table, its files or Delta version.
+
+        Files come with their sizes and modification times (Delta files with the table version
+        instead); pruned partitions and files are not listed.
+
+        Raises:
+            BackendError: the engine does not record lineage (Spark, for now).
+        """
+        inputs = getattr(self._job, "inputs", None)
+        if inputs is None:
+            raise BackendError(f"The {type(self._job).__name__} engine job does not record lineage yet.")
+        return tuple(inputs)
 
     def to_arrow(self) -> pa.Table:
         """Return the training set as an Arrow table."""

@@ -51,7 +51,8 @@ from provender.offline.duckdb_sql import (
 )
 from provender.offline.engine import EngineCapabilities, EntityRows
 from provender.offline.files import DateRange, is_remote, list_table_files, lower_event_bound
-from provender.offline.objectstore import open_s3, s3_dataset, s3_source_files
+from provender.offline.lineage import InputFile, SourceInput, filesystem_files, local_files
+from provender.offline.objectstore import open_s3, read_s3_rows, s3_dataset, s3_source_files
 from provender.offline.plan import (
     CREATED_TIMESTAMP,
     ENTITY_TIMESTAMP,
@@ -129,9 +130,11 @@ class DuckDBEngine:
         """Check the sources and return a job computing ``plan`` (run lazily)."""
         cursor = self.cursor()
         if entity_rows.paths and is_remote(entity_rows.paths[0]):
-            entity_rows = self._remote_entity_rows(entity_rows)
+            table = read_s3_rows(self.storage, list(entity_rows.paths))
+            entity_rows = EntityRows(schema=table.schema, table=table)
         entity_sql = self._entity_relation(cursor, entity_rows)
         earliest, latest = _time_range(cursor, entity_sql, entity_column(plan.entity_columns, ENTITY_TIMESTAMP))
+        inputs: list[SourceInput] = []
         sources = [
             self._source_relation(
                 cursor,
@@ -139,25 +142,16 @@ class DuckDBEngine:
                 DateRange.for_window(earliest, latest, join.lookback),
                 upper=latest,
                 lower=lower_event_bound(earliest, join.lookback),
+                inputs=inputs,
             )
             for join in plan.joins
         ]
         time_type = entity_rows.schema.field(ENTITY_TIMESTAMP).type
         sql = compile_retrieval(plan, entity_sql, sources, entity_time_type=time_type)
         if entity_rows.table is None:
-            return DuckDBRetrievalJob(cursor, sql)
+            return DuckDBRetrievalJob(cursor, sql, inputs=inputs)
         features_sql = compile_retrieval(plan, entity_sql, sources, entity_time_type=time_type, features_only=True)
-        return DuckDBRetrievalJob(cursor, sql, features_sql=features_sql, entity_table=entity_rows.table)
-
-    def _remote_entity_rows(self, rows: EntityRows) -> EntityRows:
-        """Entity rows in an object store, read into memory through pyarrow's S3 filesystem."""
-        what = f"The entity source ({rows.paths[0]})"
-        store = open_s3(self.storage, what)
-        try:
-            table = s3_dataset(store, list(rows.paths), root=None).to_table()
-        except OSError as exc:
-            raise DataError(f"{what}: cannot read: {store.scrub(str(exc))}") from None
-        return EntityRows(schema=table.schema, table=table)
+        return DuckDBRetrievalJob(cursor, sql, features_sql=features_sql, entity_table=entity_rows.table, inputs=inputs)
 
     def _entity_relation(self, cursor: duckdb.DuckDBPyConnection, rows: EntityRows) -> str:
         """SQL for the entity rows, their columns renamed by position (see :func:`entity_column`)."""
@@ -183,27 +177,35 @@ class DuckDBEngine:
         *,
         upper: datetime | None,
         lower: datetime | None,
+        inputs: list[SourceInput] | None = None,
     ) -> str:
+        """SQL for ``join``'s candidate rows; what is read is appended to ``inputs`` (lineage)."""
         scrub: Callable[[str], str] = str
-        what = f"Feature table {join.name!r} (batch source {join.source.path})"
+        what, name, path = f"Feature table {join.name!r} (batch source {join.source.path})", join.name, join.source.path
         if isinstance(join.source, DeltaSource):
             snapshot = open_delta(
                 join.source, what=what, base_dir=self.base_dir, storage=self.storage, lower=lower, upper=upper
             )
             scan = _register(cursor, snapshot.dataset)
+            read = tuple(InputFile(path=f, size=None, modified=None) for f in snapshot.files)
+            source_input = SourceInput(table=name, path=path, files=read, delta_version=snapshot.version)
         elif is_remote(join.source.path):
             store = open_s3(self.storage, what)
             files, scrub = s3_source_files(store, join.source, dates, what), store.scrub
-            if not files:  # every date partition was pruned
-                return _empty_source_relation(join)
-            scan = _register(
-                cursor, s3_dataset(store, files, root=None if files == [join.source.path] else join.source.path)
+            keys = [f.removeprefix("s3://") for f in files]
+            source_input = SourceInput(
+                table=name, path=path, files=filesystem_files(store.filesystem, keys, prefix="s3://")
             )
+            root = None if files == [join.source.path] else join.source.path
+            scan = _register(cursor, s3_dataset(store, files, root=root)) if files else ""
         else:
             files = list_table_files(join.name, join.source, base_dir=self.base_dir, dates=dates)
-            if not files:  # every date partition was pruned: no row can be a candidate
-                return _empty_source_relation(join)
-            scan = self._scan(join.source, join, files)
+            source_input = SourceInput(table=name, path=path, files=local_files(files))
+            scan = self._scan(join.source, join, files) if files else ""
+        if inputs is not None:
+            inputs.append(source_input)
+        if not scan:  # every date partition was pruned: no row can be a candidate
+            return _empty_source_relation(join)
         try:
             schema = cursor.sql(f"SELECT * FROM {scan} LIMIT 0").to_arrow_table().schema
         except duckdb.Error as exc:
@@ -544,7 +546,10 @@ class DuckDBRetrievalJob:
         *,
         features_sql: str | None = None,
         entity_table: pa.Table | None = None,
+        inputs: Sequence[SourceInput] = (),
     ) -> None:
+        self.inputs = tuple(inputs)
+        """What the retrieval reads, per feature table (its lineage)."""
         self._cursor = cursor
         self.sql = sql
         self.features_sql = features_sql

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
@@ -171,3 +172,13 @@ def s3_source_files(store: ObjectStore, source: FileSource, dates: DateRange, wh
     return list_s3_files(
         store, source.path, suffix=".parquet", what=what, partition_column=source.date_partition_column, dates=dates
     )
+
+
+def read_s3_rows(storage: S3Storage | None, files: list[str]) -> pa.Table:
+    """Entity rows in ``files`` (``s3://`` Parquet), read into memory; errors name the source."""
+    what = f"The entity source ({files[0]})"
+    store = open_s3(storage, what)
+    try:
+        return s3_dataset(store, files, root=None).to_table()
+    except OSError as exc:
+        raise DataError(f"{what}: cannot read: {store.scrub(str(exc))}") from None

@@ -128,3 +128,22 @@ def test_the_registry_codec_stores_delta_sources() -> None:
         pv.DeltaSource(path="x", event_timestamp_column="t", version=-1)
     with pytest.raises(pv.errors.DefinitionError, match="not both"):
         pv.DeltaSource(path="x", event_timestamp_column="t", version=1, timestamp=DAY0)
+
+
+def test_lineage_names_the_delta_version_and_the_parquet_files(tmp_path: Path, delta_path: Path) -> None:
+    local = tmp_path / "parquet" / "data.parquet"
+    local.parent.mkdir(parents=True)
+    pa.parquet.write_table(pa.Table.from_pylist(driver_rows(), schema=source_schema(driver_stats(), ENTITIES)), local)
+    files_table = dataclasses.replace(
+        driver_stats(max_age=None),
+        name="file_stats",
+        batch_source=dataclasses.replace(driver_stats().batch_source, path=str(local)),  # type: ignore[type-var]
+    )
+    with make_client(tmp_path / "p") as client:
+        client.apply([ENTITIES["driver_id"], _delta_table(path=delta_path, version=2), files_table])
+        job = client.get_historical_features([*REFS, "file_stats:trips"], entity_frame())
+        delta, files = job.lineage()
+    assert (delta.table, delta.delta_version, len(delta.files)) == ("driver_stats", 2, 3)
+    assert files.delta_version is None
+    assert [(f.path, f.size) for f in files.files] == [(str(local), local.stat().st_size)]
+    assert files.files[0].modified is not None
