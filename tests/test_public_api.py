@@ -17,6 +17,7 @@ EXPECTED_ALL = [
     "CsvFormat",
     "DataError",
     "DefinitionError",
+    "DeltaSource",
     "DriftReport",
     "Entity",
     "EntityNotFoundError",
