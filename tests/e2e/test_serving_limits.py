@@ -207,3 +207,19 @@ def test_undecodable_grpc_messages_are_invalid_argument(server: Server, raw: byt
     finally:
         channel.close()
     _ordinary_requests_still_work(server)
+
+
+# -- response spoofing -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("column", ["driver_stats__trips", "driver_stats__conv_rate"])
+@pytest.mark.parametrize("rows", [0, 1, 3])
+def test_pass_through_columns_named_like_results_are_refused(server: Server, column: str, rows: int) -> None:
+    ids = list(range(1, rows + 1))
+    status, message = _http(server, {"features": REFS, "entities": {"driver_id": ids, column: [7] * rows}})
+    assert status == 400 and "named like result columns" in message and column in message
+    request = pb.GetOnlineFeaturesRequest(
+        features=REFS, entities=[entity_column("driver_id", ids), entity_column(column, [7] * rows)]
+    )
+    code, details = _grpc(server, request)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and column in details

@@ -41,7 +41,7 @@ Examples:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -50,7 +50,7 @@ from provender.definitions.entity import Entity
 from provender.definitions.feature_table import Feature, FeatureTable
 from provender.definitions.refs import FeatureRef, result_column
 from provender.definitions.types import ValueType
-from provender.errors import EntityNotFoundError, FeatureRefError, FeatureTableNotFoundError, did_you_mean
+from provender.errors import DataError, EntityNotFoundError, FeatureRefError, FeatureTableNotFoundError, did_you_mean
 
 EVENT_TIMESTAMP = "event_timestamp"
 """The event time of a normalized row, and the time column of entity rows (*T* of the PIT rule)."""
@@ -194,6 +194,21 @@ class FeatureRequest:
             columns=tuple(columns),
             entities=tuple(key_entities.values()),
             types=types,
+        )
+
+
+def check_passthrough_columns(names: Iterable[str], result_columns: Sequence[str], *, where: str) -> None:
+    """Refuse entity or pass-through columns named like result columns (they would hide or spoof them).
+
+    Raises:
+        DataError: ``names`` holds a ``<table>__<feature>`` column of ``result_columns``.
+    """
+    clash = sorted(set(names).intersection(result_columns))
+    if clash:
+        shown = ", ".join(repr(name) for name in clash[:10])
+        raise DataError(
+            f"The {where} has columns named like result columns: {shown}; rename them "
+            "(a pass-through column must not look like a feature's result)."
         )
 
 

@@ -41,7 +41,13 @@ from datetime import datetime, timedelta
 import pyarrow as pa
 
 from provender.definitions import Aggregation, BatchSource, Entity, Feature, FeatureTable
-from provender.definitions.request import CREATED_TIMESTAMP, EVENT_TIMESTAMP, FeatureRequest, result_column
+from provender.definitions.request import (
+    CREATED_TIMESTAMP,
+    EVENT_TIMESTAMP,
+    FeatureRequest,
+    check_passthrough_columns,
+    result_column,
+)
 from provender.errors import DataError
 
 ENTITY_TIMESTAMP = EVENT_TIMESTAMP
@@ -275,9 +281,7 @@ def _check_entity_schema(schema: pa.Schema, joins: Sequence[TableJoin], output_c
                     f"{join.name!r} (entity columns given: {', '.join(names)})."
                 )
             check_key_type(entity, schema.field(entity.name).type, where="entity source")
-    clash = sorted(set(names) & set(output_columns))
-    if clash:
-        raise DataError(f"The entity source has columns named like result columns: {', '.join(clash)}; rename them.")
+    check_passthrough_columns(names, output_columns, where="entity source")
 
 
 def null_entity_times_error(count: int, first: object) -> DataError:

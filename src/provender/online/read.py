@@ -28,7 +28,7 @@ from typing import Generic, Protocol, TypeVar
 import pyarrow as pa
 
 from provender.definitions import Entity, FeatureTable, ValueType
-from provender.definitions.request import FeatureRequest, ref_list
+from provender.definitions.request import FeatureRequest, check_passthrough_columns, ref_list
 from provender.errors import DataError, EntityNotFoundError, FeatureRefError, FeatureTableNotFoundError
 from provender.online.codec import StoredRow
 from provender.online.keys import KeyEncoder
@@ -301,6 +301,7 @@ class OnlineReader:
             now_us = time.time_ns() // 1000
         columns: dict[str, list[object]] = {}
         names = tuple(entity_rows[0]) if entity_rows else plan.entity_columns
+        check_passthrough_columns(names, plan.feature_columns, where="entity rows")
         for name in names:
             columns[name] = [row.get(name) for row in entity_rows]
         features: dict[str, list[object]] = {}

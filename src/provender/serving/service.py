@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from provender.auth import Authenticator
 from provender.definitions import ValueType
-from provender.definitions.request import FeatureRequest
+from provender.definitions.request import FeatureRequest, check_passthrough_columns
 from provender.errors import BackendError, ProjectNotServedError
 from provender.online import codec as row_codec
 from provender.online.read import FeatureStatus, OnlineReader, PlanCache
@@ -373,6 +373,7 @@ class FeatureService:
                 self.breaker.trip(exc)
             raise
         plan = self._column_plan(project, query.features)
+        check_passthrough_columns(query.entities, plan.feature_columns, where="request's entity columns")
         columns = response.to_dict()
         statuses = response.statuses() if query.include_statuses else None
         count = self.metrics.count_lookups

@@ -111,7 +111,7 @@ def test_entity_key_of_the_wrong_type(sourceless: pv.Client, column: str, values
 
 
 def test_an_entity_column_named_like_a_result_column(sourceless: pv.Client) -> None:
-    with pytest.raises(pv.DataError, match="driver_stats__trips; rename them"):
+    with pytest.raises(pv.DataError, match="'driver_stats__trips'; rename them"):
         sourceless.get_historical_features(["driver_stats:trips"], entities(driver_stats__trips=[1, 2]))
 
 
