@@ -7,6 +7,7 @@ only its routes and its own logic.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import sys
@@ -17,6 +18,7 @@ from typing import cast
 
 import orjson
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from provender.errors import RequestTooLargeError
 from provender.wire.errors import error_body
@@ -32,6 +34,86 @@ Headers = list[tuple[bytes, bytes]]
 JSON_HEADERS: Headers = [(b"content-type", b"application/json")]
 KEEP_ALIVE_SECONDS = 75  # longer than common load balancers' idle timeouts (60 s)
 BACKLOG = 2048
+
+
+class _HeadTooLargeError(Exception):
+    """Raised inside the parser's callback to stop parsing a refused request."""
+
+
+class _BoundedHeaders(HttpToolsProtocol):
+    """uvicorn's httptools protocol, bounding the request head: its size and the time to send it.
+
+    httptools buffers an unfinished head without limit, and a connection that sends nothing is
+    never closed; so a head larger than ``max_header_bytes`` is answered 431 and the connection
+    closed, and one not complete within ``header_timeout`` seconds of its first byte (or of the
+    connection) is closed. Idle keep-alive connections are closed by uvicorn's own timer.
+    """
+
+    max_header_bytes = 32 * 1024
+    header_timeout = 10.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._awaiting_head, self._head_bytes = True, 0
+        self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(self.header_timeout, self._too_slow)
+
+    def data_received(self, data: bytes) -> None:
+        if self._awaiting_head:
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(self.header_timeout, self._too_slow)
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if self._awaiting_head and self._head_bytes > self.max_header_bytes:
+            self._refuse()
+
+    def on_headers_complete(self) -> None:
+        self._awaiting_head = False
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        if len(self.url) + sum(len(name) + len(value) for name, value in self.headers) > self.max_header_bytes:
+            self._refuse()
+            raise _HeadTooLargeError  # stops the parser (uvicorn's 400 answer is skipped below)
+        super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        if not self.transport.is_closing():
+            super().send_400_response(msg)
+
+    def _refuse(self) -> None:
+        if self.transport.is_closing():
+            return
+        log.warning("request head over %d bytes: answered 431 client=%s", self.max_header_bytes, self.client)
+        body = b"Request header fields too large."
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+        )
+        self.transport.close()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._awaiting_head, self._head_bytes = True, 0
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().connection_lost(exc)
+
+    def _too_slow(self) -> None:
+        self._head_timer = None
+        if self._awaiting_head and not self.transport.is_closing():
+            self.transport.close()
+
+
+def bounded_http_protocol(*, max_header_bytes: int, header_timeout: float) -> type[asyncio.Protocol]:
+    """Return uvicorn's httptools protocol bounding request heads (size, time); pass it as ``http=``."""
+    return type(
+        "BoundedHttpToolsProtocol",
+        (_BoundedHeaders,),
+        {"max_header_bytes": max_header_bytes, "header_timeout": header_timeout},
+    )
 
 
 class HttpServer(uvicorn.Server):

@@ -173,6 +173,9 @@ class ServingSection(BaseModel):
         max_request_bytes: the largest HTTP body and gRPC message accepted (413 /
             RESOURCE_EXHAUSTED above it).
         max_value_depth: how deeply an entity or pass-through value may nest lists and objects.
+        max_header_bytes: the largest HTTP request head (request line and headers): 431 above it.
+        header_timeout_seconds: how long a connection may take to send a request head.
+        max_connections: the most concurrent HTTP connections and requests per worker (503 above).
         projects: the projects served (None: every project in the registry).
         graceful_shutdown_seconds: how long in-flight requests may take to finish after SIGTERM.
         request_log: sampled request/response logging.
@@ -191,6 +194,9 @@ class ServingSection(BaseModel):
     max_entity_columns: int = Field(default=100, gt=0)
     max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     max_value_depth: int = Field(default=16, ge=1, le=200)
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    max_connections: int = Field(default=1000, gt=0)
     projects: tuple[str, ...] | None = None
     graceful_shutdown_seconds: float = Field(default=10.0, ge=0)
     request_log: RequestLogSection = Field(default_factory=RequestLogSection)

@@ -32,7 +32,14 @@ from types import FrameType
 import uvicorn
 import uvloop
 
-from provender.asgi import BACKLOG, KEEP_ALIVE_SECONDS, HttpServer, bind_socket, configure_logging
+from provender.asgi import (
+    BACKLOG,
+    KEEP_ALIVE_SECONDS,
+    HttpServer,
+    bind_socket,
+    bounded_http_protocol,
+    configure_logging,
+)
 from provender.config import Settings
 from provender.runtime import Runtime
 from provender.serving.http import create_app
@@ -78,7 +85,10 @@ async def _serve(settings: Settings, *, reuse_port: bool) -> None:
         sock = bind_socket(serving.host, serving.http_port, reuse_port=reuse_port)
         config = uvicorn.Config(
             create_app(service),
-            http="httptools",
+            http=bounded_http_protocol(
+                max_header_bytes=serving.max_header_bytes, header_timeout=serving.header_timeout_seconds
+            ),
+            limit_concurrency=serving.max_connections,
             lifespan="off",
             access_log=False,
             log_config=None,
