@@ -3,7 +3,9 @@
 ``provender serve`` calls :func:`run`. With ``workers: 1`` the process itself is the worker.
 With more, it becomes a supervisor: it starts the workers (``spawn``), each of which listens on
 the same HTTP and gRPC ports with ``SO_REUSEPORT`` (the kernel spreads connections over them),
-restarts a worker that dies, and on SIGTERM or SIGINT passes SIGTERM on and waits for them.
+restarts a worker that dies (at any time, after a backoff doubling from 0.5 s to 10 s while it
+keeps dying during start-up; it gives up only after 4 start-up failures in a row), and on
+SIGTERM or SIGINT passes SIGTERM on and waits for them.
 Workers share nothing but the stores, so any number of replicas can run side by side.
 
 A worker is one uvloop event loop running uvicorn (httptools parser, no access log), grpcio's
@@ -50,6 +52,9 @@ log = logging.getLogger(__name__)
 
 HEALTH_UPDATE_SECONDS = 0.5
 _EARLY_EXIT_SECONDS = 5.0
+_MAX_EARLY_EXITS = 4  # a worker that cannot start this many times in a row stops the service
+_FIRST_BACKOFF_SECONDS = 0.5
+_MAX_BACKOFF_SECONDS = 10.0
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -179,18 +184,38 @@ class _Supervisor:
         return process, time.monotonic()
 
     def _watch(self) -> int:
+        failures = [0] * len(self.workers)  # consecutive early exits per worker slot
+        restart_at: dict[int, float] = {}
         while not self.stopping:
             time.sleep(0.2)
+            now = time.monotonic()
             for index, (process, started_at) in enumerate(self.workers):
-                if process.is_alive() or self.stopping:
+                if self.stopping:
+                    break
+                if index in restart_at:
+                    if now >= restart_at[index]:
+                        del restart_at[index]
+                        self.workers[index] = self._start()
+                    continue
+                if process.is_alive():
+                    if now - started_at >= _EARLY_EXIT_SECONDS:
+                        failures[index] = 0
                     continue
                 assert process.pid is not None
                 mark_worker_dead(process.pid)
-                if time.monotonic() - started_at < _EARLY_EXIT_SECONDS:
-                    log.error("worker pid=%d exited during startup code=%s; stopping", process.pid, process.exitcode)
-                    return 1
-                log.warning("worker pid=%d died code=%s; restarting it", process.pid, process.exitcode)
-                self.workers[index] = self._start()
+                if now - started_at < _EARLY_EXIT_SECONDS:
+                    failures[index] += 1
+                    if failures[index] >= _MAX_EARLY_EXITS:
+                        log.error(
+                            "worker pid=%d exited during startup %d times in a row code=%s; stopping",
+                            process.pid,
+                            failures[index],
+                            process.exitcode,
+                        )
+                        return 1
+                delay = min(_MAX_BACKOFF_SECONDS, _FIRST_BACKOFF_SECONDS * 2 ** max(0, failures[index] - 1))
+                log.warning("worker pid=%d died code=%s; restarting it in %.1fs", process.pid, process.exitcode, delay)
+                restart_at[index] = now + delay
         return 0
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:  # noqa: ARG002 - signal handler signature
