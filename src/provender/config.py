@@ -119,6 +119,9 @@ class AuthSection(BaseModel):
             (set it when one issuer signs tokens for several services).
         jwt_issuer: if set, a JWT's ``iss`` must match it.
         jwt_require_exp: refuse JWTs without an ``exp`` claim (default: true).
+        open_endpoints: with auth on, whether ``/metrics``, ``/v1/ready`` and
+            ``/v1/openapi.json`` answer without a token (default: true, for probes and scrapers;
+            ``/metrics`` names projects and tables). ``/v1/health`` is always open.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -130,6 +133,7 @@ class AuthSection(BaseModel):
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
     jwt_require_exp: bool = True
+    open_endpoints: bool = True
 
     @field_validator("tokens", mode="before")
     @classmethod

@@ -72,6 +72,7 @@ class ServingApp:
         self.service = service
         self._metrics = service.metrics
         self._auth = service.auth
+        self._open_endpoints = service.serving.auth.open_endpoints
         self._request_log = service.request_log
         self._default_project = service.default_project
         self._max_rows = service.serving.max_entity_rows
@@ -98,6 +99,8 @@ class ServingApp:
             headers = [*_JSON, (b"allow", method.encode())]
         elif path == "/v1/health":
             status, body, headers = 200, _HEALTH, _JSON
+        elif (refused := self._closed_endpoint(scope)) is not None:
+            status, body, headers = refused
         elif path == "/v1/ready":
             status, body, headers = await self._ready()
         elif path == "/metrics":
@@ -155,12 +158,28 @@ class ServingApp:
         if self._request_log.is_sampled():
             self._request_log.submit(_log_record(project, request, result, status, seconds, error))
 
+    def _closed_endpoint(self, scope: Scope) -> tuple[int, bytes, Headers] | None:
+        """With ``auth.open_endpoints: false``, refuse a request without a valid token (any grant)."""
+        if self._open_endpoints or not self._auth.is_enabled:
+            return None
+        try:
+            self._auth.grant(header(scope, b"authorization"))
+        except ProvenderError as exc:
+            return _error_response(exc)
+        return None
+
     async def _ready(self) -> tuple[int, bytes, Headers]:
         loop = asyncio.get_running_loop()
         try:
             await asyncio.wait_for(loop.run_in_executor(None, self.service.check_ready), READY_TIMEOUT_SECONDS)
         except (ProvenderError, TimeoutError) as exc:
-            detail = str(exc) or "the online store did not answer in time"
+            # The error may name the store's address: logged, not shown to anyone who can reach the port.
+            log.warning("not ready error=%s", exc)
+            detail = (
+                "the online store did not answer in time"
+                if isinstance(exc, TimeoutError)
+                else f"the online store does not answer ({type(exc).__name__}); see the server log"
+            )
             return 503, orjson.dumps({"status": "unavailable", "detail": detail}), _JSON
         problems = self.service.registry_problems()
         if problems is not None:  # still serving (the last good snapshots), but say what is wrong
