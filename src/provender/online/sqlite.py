@@ -123,7 +123,8 @@ class SQLiteStore:
                 written = cursor.rowcount
                 connection.execute("COMMIT")
             except BaseException:
-                connection.execute("ROLLBACK")
+                if connection.in_transaction:  # SQLite may have rolled back already (e.g. disk full)
+                    connection.execute("ROLLBACK")
                 raise
         return written
 

@@ -95,18 +95,19 @@ class SQLiteRegistry:
         self.path = path
         self._lock = threading.Lock()
         self._cache = SnapshotCache()
+        _refuse_empty_file(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(
                 path, timeout=_LOCK_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
             )
         except (sqlite3.Error, OSError) as exc:
-            raise BackendError(f"cannot open the SQLite registry at {path}: {exc}") from exc
+            raise BackendError(f"cannot open the SQLite registry at {path}: {exc}{_hint(path, exc)}") from exc
         try:
             self._set_up()
         except sqlite3.Error as exc:
             self._conn.close()
-            raise BackendError(f"cannot open the SQLite registry at {path}: {exc}") from exc
+            raise BackendError(f"cannot open the SQLite registry at {path}: {exc}{_hint(path, exc)}") from exc
         except BaseException:
             self._conn.close()
             raise
@@ -142,7 +143,8 @@ class SQLiteRegistry:
             self._conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
             self._conn.execute("COMMIT")
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            if self._conn.in_transaction:  # SQLite may have rolled back already (e.g. disk full)
+                self._conn.execute("ROLLBACK")
             raise
 
     def _schema_version(self) -> int:
@@ -185,7 +187,8 @@ class SQLiteRegistry:
                 yield self._conn
                 self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if self._conn.in_transaction:  # SQLite may have rolled back already (e.g. disk full)
+                    self._conn.execute("ROLLBACK")
                 raise
 
     # -- definitions
@@ -441,3 +444,26 @@ def _job_from_row(row: tuple[object, ...]) -> JobRecord:
 
 def _parse_time(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
+
+
+_EMPTY_FILE_GRACE_SECONDS = 10.0
+
+
+def _refuse_empty_file(path: Path) -> None:
+    """Refuse a 0-byte registry file (usually a broken copy), unless another process just created it."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return
+    if stat.st_size == 0 and time.time() - stat.st_mtime > _EMPTY_FILE_GRACE_SECONDS:
+        raise BackendError(
+            f"the SQLite registry at {path} is an empty (0-byte) file, usually a broken copy; restore it from "
+            "a backup, or delete it to start an empty registry."
+        )
+
+
+def _hint(path: Path, error: BaseException) -> str:
+    text = str(error).lower()
+    if "unable to open" in text or "readonly" in text or "read-only" in text or isinstance(error, PermissionError):
+        return f" (check that the folder {path.parent} exists and that this user may write to it)"
+    return ""
