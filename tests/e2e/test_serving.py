@@ -321,7 +321,6 @@ def test_bad_requests_are_invalid_argument_naming_the_problem(project: Project, 
         ({"features": ["driver_stat"], "entities": {"driver_id": [1]}}, "FeatureTableNotFoundError", "driver_stats"),
         ({"features": ["driver_stats:nope"], "entities": {"driver_id": [1]}}, "FeatureRefError", "nope"),
         ({"features": ["driver_stats"], "entities": {"driver_id": ["1"]}}, "DataError", "INT64"),
-        ({"features": ["driver_stats"], "entities": {"driver_id": list(range(51))}}, "DataError", "limit of 50"),
         ({"features": ["driver_stats"], "entities": {"customer": [1]}}, "DataError", "driver_id"),
     ]
     for payload, kind, words in cases:
@@ -330,6 +329,9 @@ def test_bad_requests_are_invalid_argument_naming_the_problem(project: Project, 
         assert isinstance(error, dict)
         assert (status, error["code"], error["type"]) == (400, "INVALID_ARGUMENT", kind), body
         assert words in error["message"]
+    status, body = server.post({"features": ["driver_stats"], "entities": {"driver_id": list(range(51))}})
+    assert (status, body["error"]["code"]) == (413, "RESOURCE_EXHAUSTED"), body  # type: ignore[index]
+    assert "limit of 50 (serving.max_entity_rows)" in body["error"]["message"]  # type: ignore[index]
     status, body = server.post({"features": ["driver_stats"], "entities": {"driver_id": [1]}, "project": "nope"})
     assert status == 404
 
