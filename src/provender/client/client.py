@@ -74,6 +74,9 @@ if TYPE_CHECKING:
     from provender.client.remote import RemoteReader
     from provender.ingestion.stream import StreamIngestionJob
 
+# How long close() waits for a stopped stream job's end to be recorded.
+_STREAM_REPORT_JOIN_SECONDS = 30.0
+
 
 class Client:
     """Define, retrieve and serve features.
@@ -135,6 +138,8 @@ class Client:
         self._online: OnlineStore | None = None
         self._online_reader: OnlineReader | None = None
         self._remote: RemoteReader | None = None
+        # Stream jobs started here, each with the thread that records its end in the registry.
+        self._stream_reports: list[tuple[StreamIngestionJob, threading.Thread]] = []
         self.runner = runner_name()
         """Where this client's jobs are recorded as running (``<host>:<pid>``)."""
 
@@ -144,7 +149,15 @@ class Client:
         return self.settings.project
 
     def close(self) -> None:
-        """Release connections held by the client's components."""
+        """Release connections held by the client's components.
+
+        Stream jobs this client started are stopped first (they write through its store), and
+        their ends are recorded before the registry closes.
+        """
+        for job, reporting in self._stream_reports:
+            stop_stream(job)
+            reporting.join(timeout=_STREAM_REPORT_JOIN_SECONDS)
+        self._stream_reports.clear()
         self._registry.close()
         if self._offline is not None:
             self._offline.close()
@@ -681,12 +694,14 @@ class Client:
             JobKind.STREAM_TO_ONLINE, name, progress=lambda: job.records_written, on_cancel=lambda: stop_stream(job)
         )
         if reporter is not None:
-            threading.Thread(
+            reporting = threading.Thread(
                 target=report_stream_end,
                 args=(job, reporter),
                 name=f"provender-report-{reporter.record.id}",
                 daemon=True,
-            ).start()
+            )
+            reporting.start()
+            self._stream_reports.append((job, reporting))
         return job
 
     # -- online: serving -----------------------------------------------------------------------
