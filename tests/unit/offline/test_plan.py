@@ -114,7 +114,7 @@ def test_plan_names_the_missing_key_and_its_table() -> None:
 def test_plan_refuses_result_column_clashes() -> None:
     schema = ENTITY_SCHEMA.append(pa.field("driver_stats__rate", pa.float64()))
     assert plan(["driver_stats:trips"], schema).output_columns == ("driver_stats__trips",)
-    with pytest.raises(pv.DataError, match="driver_stats__rate; rename them"):
+    with pytest.raises(pv.DataError, match="'driver_stats__rate'; rename them"):
         plan(["driver_stats:rate"], schema)
 
 
