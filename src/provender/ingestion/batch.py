@@ -109,6 +109,10 @@ class IngestionJob:
         """
         if not self._done.wait(timeout_seconds):
             raise TimeoutError(f"job {self.id} ({self.description}) still running after {timeout_seconds} s")
+        # The job has ended; let its thread finish too, so that the engine's native objects it
+        # held are released now, not by a daemon thread racing the interpreter's exit (abort).
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
         if self.error is not None:
             raise self.error
         return self
