@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 import provender as pv
-from tests.e2e.test_serving import start_server
+from tests.e2e.test_serving import Server, start_server
 from tests.e2e.test_serving_ops import _children
 from tests.support.online import DRIVER, DRIVER_STATS
 from tests.support.services import read_log
@@ -41,6 +41,19 @@ def wait_for_workers(pid: int, count: int, exclude: set[int], timeout: float = 6
         time.sleep(0.05)
 
 
+def wait_until_healthy(server: Server, timeout: float = 30.0) -> None:
+    """Poll /v1/health until it answers 200 (workers still starting refuse connections)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if server.request("GET", "/v1/health")[0] == 200:
+                return
+        except ConnectionError:
+            pass
+        assert time.monotonic() < deadline, "the service did not answer /v1/health in time"
+        time.sleep(0.05)
+
+
 @pytest.mark.timeout(120)
 def test_workers_killed_early_are_restarted(tmp_path: Path) -> None:
     config = {
@@ -60,7 +73,7 @@ def test_workers_killed_early_are_restarted(tmp_path: Path) -> None:
             killed.add(victim)
             # (connections queued on the killed worker's socket are reset: that is the kill)
             wait_for_workers(server.proc.pid, 2, killed)
-            time.sleep(0.5)  # the new worker binds its ports
+            wait_until_healthy(server)  # the workers (re)bind their ports
             for _ in range(5):
                 assert server.request("GET", "/v1/health")[0] == 200
         wait_for_workers(server.proc.pid, 2, killed)
