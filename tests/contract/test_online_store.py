@@ -13,7 +13,7 @@ import random
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -348,6 +348,52 @@ def test_delete_table_removes_only_that_table(store: OnlineStore) -> None:
     assert store.delete_table(DRIVER_STATS) >= 1
     assert trips_of(store, i) is None
     assert read_one(store, ALL_TYPES_TABLE, [i]) != [None]
+
+
+# ----------------------------------------------------------------------------- freshness
+
+
+def test_freshness_is_the_newest_event_written_and_the_last_write(case: StoreCase) -> None:
+    project = fresh_project()
+    store, other = case.open(project), case.open()
+    assert store.freshness(["driver_stats", "all_types"]) == {}
+    [i, j] = next_ids(2)
+    before = datetime.now(UTC)
+    rows = [
+        {"driver_id": i, "trips": 1, "event_timestamp": at(20)},
+        {"driver_id": j, "trips": 2, "event_timestamp": at(5)},
+    ]
+    store.write(DRIVER_STATS, batch(DRIVER_STATS, rows))
+    first = store.freshness(["driver_stats", "all_types", "driver_stats"])
+    assert set(first) == {"driver_stats"} and first["driver_stats"].newest_event == at(20)
+    assert before <= first["driver_stats"].written_at <= datetime.now(UTC)
+
+    write_stats(store, j, trips=3, event_s=10)  # an older batch: the newest event stays, the write time moves
+    second = store.freshness(["driver_stats"])["driver_stats"]
+    assert second.newest_event == at(20) and second.written_at >= first["driver_stats"].written_at
+    write_stats(store, j, trips=4, event_s=30.000001)
+    assert store.freshness(["driver_stats"])["driver_stats"].newest_event == at(30.000001)
+    store.write(ALL_TYPES_TABLE, batch(ALL_TYPES_TABLE, [{"driver_id": i, "event_timestamp": at(-86400 * 365 * 60)}]))
+    assert store.freshness(["all_types"])["all_types"].newest_event == at(-86400 * 365 * 60)  # before 1970
+    if store.capabilities.is_shared:
+        assert case.open(project).freshness(["driver_stats"])["driver_stats"].newest_event == at(30.000001)
+    assert other.freshness(["driver_stats", "all_types"]) == {}  # projects are separate
+
+    store.delete_table(DRIVER_STATS)
+    assert set(store.freshness(["driver_stats", "all_types"])) == {"all_types"}
+    assert store.freshness([]) == {}
+
+
+def test_freshness_of_many_tables_is_one_cheap_read(store: OnlineStore) -> None:
+    names = [f"t{n:04d}" for n in range(2500)]  # more than one SQL IN (...) chunk
+    [i] = next_ids(1)
+    for n in (0, 2499):
+        table = pv.FeatureTable(
+            name=names[n], entities=["driver_id"], features=DRIVER_STATS.features, batch_source=SOURCE
+        )
+        store.write(table, batch(table, [{"driver_id": i, "trips": n, "event_timestamp": at(n)}]))
+    found = store.freshness(names)
+    assert {name: f.newest_event for name, f in found.items()} == {"t0000": at(0), "t2499": at(2499)}
 
 
 def test_values_survive_reopening_when_the_store_is_persistent(case: StoreCase) -> None:

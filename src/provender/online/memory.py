@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from provender.config import validate_backend_config
 from provender.definitions import FeatureTable
 from provender.online.codec import VERSION_BYTES, StoredRow, codec_for, encode_batch
-from provender.online.store import DEFAULT_PROJECT, ReadRequest, StoreCapabilities
+from provender.online.store import DEFAULT_PROJECT, ReadRequest, StoreCapabilities, TableFreshness, now_micros
 
 
 class MemoryConfig(BaseModel):
@@ -35,6 +35,7 @@ class MemoryStore:
     def __init__(self, *, project: str = DEFAULT_PROJECT) -> None:
         self.project = project
         self._rows: dict[tuple[str, bytes], bytes] = {}
+        self._fresh: dict[str, tuple[int, int]] = {}  # table -> (newest event, last write), in us
         self._lock = threading.Lock()
 
     @classmethod
@@ -48,7 +49,12 @@ class MemoryStore:
         """Store the newest row per key unless a newer one is stored (see ``store.py``)."""
         batch = encode_batch(table, rows)
         name, written = table.name, 0
+        if not batch.keys:
+            return 0
+        newest = max(batch.event_us)
         with self._lock:
+            old_newest = self._fresh.get(name, (newest, 0))[0]
+            self._fresh[name] = (max(newest, old_newest), now_micros())
             for key, packed in zip(batch.keys, batch.rows, strict=True):
                 old = self._rows.get((name, key))
                 if old is None or packed[:VERSION_BYTES] >= old[:VERSION_BYTES]:
@@ -65,6 +71,11 @@ class MemoryStore:
             result.append([decode(get((name, key)), key) for key in request.keys])
         return result
 
+    def freshness(self, tables: Sequence[str]) -> dict[str, TableFreshness]:
+        """Return the freshness recorded by :meth:`write` for the named tables."""
+        with self._lock:
+            return {t: TableFreshness.from_micros(*self._fresh[t]) for t in tables if t in self._fresh}
+
     def ping(self) -> None:
         """Always ready."""
 
@@ -74,9 +85,11 @@ class MemoryStore:
             doomed = [key for key in self._rows if key[0] == table.name]
             for key in doomed:
                 del self._rows[key]
+            self._fresh.pop(table.name, None)
         return len(doomed)
 
     def close(self) -> None:
         """Drop every row."""
         with self._lock:
             self._rows.clear()
+            self._fresh.clear()

@@ -39,6 +39,12 @@ by hiredis and sent on a pooled connection directly (see :meth:`RedisStore._exec
 cluster, redis-py's ``mget_nonatomic`` groups keys by slot and pipelines one ``MGET`` per slot
 (one round trip per node).
 
+Each write also keeps the table's freshness in one hash per project,
+``pv:<project>:freshness``: field ``e:<table>`` holds the newest event time written (Unix
+microseconds; raised only, by ``_FRESHNESS_SCRIPT``) and ``w:<table>`` when the last write
+happened. On a standalone server that call travels in the batch's last round trip; ``HMGET``
+reads any number of tables at once.
+
 Connection errors and timeouts become :class:`~provender.errors.BackendError` with
 ``retryable=True``.
 """
@@ -65,7 +71,7 @@ from provender.config import validate_backend_config
 from provender.definitions import FeatureTable
 from provender.errors import BackendError
 from provender.online.codec import StoredRow, codec_for, encode_batch
-from provender.online.store import DEFAULT_PROJECT, ReadRequest, StoreCapabilities
+from provender.online.store import DEFAULT_PROJECT, ReadRequest, StoreCapabilities, TableFreshness, now_micros
 
 _hiredis_pack: Callable[[tuple[bytes | str, ...]], bytes] | None
 try:
@@ -105,6 +111,16 @@ for i = 1, n do
   end
 end
 return written
+"""
+# KEYS[1]: the project's freshness hash; ARGV: e:<table>, the batch's newest event time (us),
+# w:<table>, the write time (us). Returns 0 (so replies still sum to the keys written).
+_FRESHNESS_SCRIPT = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if (not old) or tonumber(ARGV[2]) > tonumber(old) then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
+return 0
 """
 _WRITE_SHA = hashlib.sha1(_WRITE_SCRIPT.encode(), usedforsecurity=False).hexdigest()
 _KEYS_PER_SCRIPT = 256
@@ -185,6 +201,7 @@ class RedisStore:
         )
         self.project = project
         self._prefix = f"{config.key_prefix}:{project}:{{".encode()
+        self._freshness_key = f"{config.key_prefix}:{project}:freshness".encode()
         self._where = _redacted(config.url)
         kwargs: dict[str, object] = {
             "socket_timeout": config.socket_timeout_seconds,
@@ -240,10 +257,16 @@ class RedisStore:
         if self.config.key_ttl_from_max_age and table.max_age is not None:
             max_age_ms = int(table.max_age.total_seconds() * 1000)
             expiries = [b"%d" % max(1, event // 1000 + max_age_ms) for event in batch.event_us]
+        name = table.name.encode()
+        freshness = (self._freshness_key, b"e:" + name, b"%d" % max(batch.event_us), b"w:" + name,
+                     b"%d" % now_micros())  # fmt: skip
         with self._errors(f"write to feature table {table.name!r}"):
             if self._cluster is not None:
-                return self._write_cluster(keys, batch.rows, expiries)
+                written = self._write_cluster(keys, batch.rows, expiries)
+                self._cluster.eval(_FRESHNESS_SCRIPT, 1, *freshness)
+                return written
             commands = _script_calls([list(range(len(keys)))], keys, batch.rows, expiries)
+            commands.append(("EVAL", _FRESHNESS_SCRIPT, b"1", *freshness))  # replies 0: the sum is unchanged
             written = 0
             for start in range(0, len(commands), _CALLS_PER_ROUND_TRIP):
                 replies = self._execute(commands[start : start + _CALLS_PER_ROUND_TRIP])
@@ -352,6 +375,23 @@ class RedisStore:
             return [_hiredis_pack(command)]
         return connection.pack_command(*command)
 
+    def freshness(self, tables: Sequence[str]) -> dict[str, TableFreshness]:
+        """Read the named tables' freshness with one ``HMGET``."""
+        names = list(dict.fromkeys(tables))
+        if not names:
+            return {}
+        fields = [prefix + name.encode() for name in names for prefix in (b"e:", b"w:")]
+        with self._errors("read freshness"):
+            client = self._cluster if self._cluster is not None else self._redis
+            assert client is not None
+            values = cast(list[bytes | None], client.hmget(self._freshness_key, fields))
+        found: dict[str, TableFreshness] = {}
+        for index, name in enumerate(names):
+            newest, written = values[2 * index], values[2 * index + 1]
+            if newest is not None and written is not None:
+                found[name] = TableFreshness.from_micros(int(newest), int(written))
+        return found
+
     # -- admin
 
     def ping(self) -> None:
@@ -390,6 +430,8 @@ class RedisStore:
                     batch = []
             if batch:
                 deleted += self._unlink(client, batch)
+            name = table.name.encode()
+            client.hdel(self._freshness_key, b"e:" + name, b"w:" + name)
         return deleted
 
     @staticmethod

@@ -12,9 +12,14 @@ is one conditional upsert, run for a whole batch in one ``BEGIN IMMEDIATE`` tran
     INSERT ... ON CONFLICT DO UPDATE SET value = excluded.value
         WHERE substr(excluded.value, 1, 16) >= substr(online_rows.value, 1, 16)
 
-SQLite compares blobs with memcmp, so the comparison is exact. Several processes may write at
-once: transactions serialize on the database lock (``busy_timeout_seconds``), and each write
-re-checks the stored version, so racing writers converge to the newest rows.
+SQLite compares blobs with memcmp, so the comparison is exact. The same transaction keeps the
+table's freshness (the newest event time written, and when) in one small row::
+
+    online_tables(project, feature_table, newest_event_us, written_at_us)  -- PRIMARY KEY (project, feature_table)
+
+Several processes may write at once: transactions serialize on the database lock
+(``busy_timeout_seconds``), and each write re-checks the stored version, so racing writers
+converge to the newest rows.
 
 Each thread gets its own connection (WAL lets readers run while a writer commits).
 """
@@ -36,7 +41,7 @@ from provender.config import validate_backend_config
 from provender.definitions import FeatureTable
 from provender.errors import BackendError
 from provender.online.codec import StoredRow, codec_for, encode_batch
-from provender.online.store import DEFAULT_PROJECT, ReadRequest, StoreCapabilities
+from provender.online.store import DEFAULT_PROJECT, ReadRequest, StoreCapabilities, TableFreshness, now_micros
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS online_rows (
@@ -47,6 +52,25 @@ CREATE TABLE IF NOT EXISTS online_rows (
     PRIMARY KEY (project, feature_table, entity_key)
 ) WITHOUT ROWID
 """
+_SCHEMA_TABLES = """
+CREATE TABLE IF NOT EXISTS online_tables (
+    project TEXT NOT NULL,
+    feature_table TEXT NOT NULL,
+    newest_event_us INTEGER NOT NULL,
+    written_at_us INTEGER NOT NULL,
+    PRIMARY KEY (project, feature_table)
+) WITHOUT ROWID
+"""
+_UPSERT_TABLE = """
+INSERT INTO online_tables (project, feature_table, newest_event_us, written_at_us) VALUES (?, ?, ?, ?)
+ON CONFLICT (project, feature_table) DO UPDATE SET
+    newest_event_us = max(online_tables.newest_event_us, excluded.newest_event_us),
+    written_at_us = excluded.written_at_us
+"""
+_SELECT_TABLES = (
+    "SELECT feature_table, newest_event_us, written_at_us FROM online_tables "
+    "WHERE project = ? AND feature_table IN ({})"
+)
 _UPSERT = """
 INSERT INTO online_rows (project, feature_table, entity_key, value) VALUES (?, ?, ?, ?)
 ON CONFLICT (project, feature_table, entity_key) DO UPDATE SET value = excluded.value
@@ -63,6 +87,11 @@ _KEYS_PER_QUERY = 2000
 @functools.cache
 def _select_many(count: int) -> str:
     return _SELECT_MANY.format(",".join("?" * count))
+
+
+@functools.cache
+def _select_tables(count: int) -> str:
+    return _SELECT_TABLES.format(",".join("?" * count))
 
 
 class SQLiteConfig(BaseModel):
@@ -95,6 +124,7 @@ class SQLiteStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._errors("open"):
             self._connection().execute(_SCHEMA)
+            self._connection().execute(_SCHEMA_TABLES)
 
     @classmethod
     def from_options(cls, options: Mapping[str, object], *, base_dir: Path, project: str = DEFAULT_PROJECT) -> Self:
@@ -121,6 +151,7 @@ class SQLiteStore:
             try:
                 cursor = connection.executemany(_UPSERT, params)
                 written = cursor.rowcount
+                connection.execute(_UPSERT_TABLE, (project, name, max(batch.event_us), now_micros()))
                 connection.execute("COMMIT")
             except BaseException:
                 if connection.in_transaction:  # SQLite may have rolled back already (e.g. disk full)
@@ -150,6 +181,19 @@ class SQLiteStore:
                 result.append([decode(get(key), key) for key in keys])
         return result
 
+    def freshness(self, tables: Sequence[str]) -> dict[str, TableFreshness]:
+        """Read the named tables' freshness rows (one query per 2,000 tables)."""
+        connection = self._connection()
+        found: dict[str, TableFreshness] = {}
+        names = list(dict.fromkeys(tables))
+        with self._errors("read freshness"):
+            for start in range(0, len(names), _KEYS_PER_QUERY):
+                chunk = names[start : start + _KEYS_PER_QUERY]
+                rows = connection.execute(_select_tables(len(chunk)), (self.project, *chunk))
+                for name, newest, written in rows:
+                    found[name] = TableFreshness.from_micros(newest, written)
+        return found
+
     def ping(self) -> None:
         """Run ``SELECT 1``."""
         with self._errors("ping"):
@@ -163,8 +207,12 @@ class SQLiteStore:
             cursor = connection.execute(
                 "DELETE FROM online_rows WHERE project = ? AND feature_table = ?", (self.project, table.name)
             )
+            deleted = cursor.rowcount
+            connection.execute(
+                "DELETE FROM online_tables WHERE project = ? AND feature_table = ?", (self.project, table.name)
+            )
             connection.execute("COMMIT")
-        return cursor.rowcount
+        return deleted
 
     def close(self) -> None:
         """Close every thread's connection."""

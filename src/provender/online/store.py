@@ -11,6 +11,9 @@ Every store follows the same rules, checked by ``tests/contract/test_online_stor
 * **Projects are separate.** A store is opened for one project and sees only its rows.
 * Stored bytes are the packed rows of ``codec.py`` and keys those of ``keys.py``, shared by all
   stores, so every store holds and returns exactly the same values.
+* **Freshness per table.** Every write also keeps, per table, the newest event time written and
+  when the last write happened (one small record per table, updated with the batch), so
+  :meth:`OnlineStore.freshness` answers for any number of tables in one cheap read, never a scan.
 
 Backends (``memory.py``, ``sqlite.py``, ``redis.py``) are found through the
 ``provender.online_stores`` entry points (``backends.py``); each validates its own options.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import ClassVar, Protocol, Self
 
@@ -65,6 +69,33 @@ class ReadRequest:
 
     table: FeatureTable
     keys: Sequence[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class TableFreshness:
+    """How fresh one feature table's online values are, as its store recorded on write.
+
+    Attributes:
+        newest_event: the newest ``event_timestamp`` of any row written to the table (UTC).
+            Values expired since (``key_ttl_from_max_age``) are not subtracted.
+        written_at: when a batch of the table was last written (the writer's clock, UTC).
+    """
+
+    newest_event: datetime
+    written_at: datetime
+
+    @classmethod
+    def from_micros(cls, newest_event_us: int, written_at_us: int) -> TableFreshness:
+        """Build from microseconds since the Unix epoch (as the stores keep them)."""
+        return cls(_EPOCH + timedelta(microseconds=newest_event_us), _EPOCH + timedelta(microseconds=written_at_us))
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def now_micros() -> int:
+    """The current time in microseconds since the Unix epoch (a write's ``written_at``)."""
+    return (datetime.now(UTC) - _EPOCH) // timedelta(microseconds=1)
 
 
 class OnlineStore(Protocol):
@@ -125,12 +156,23 @@ class OnlineStore(Protocol):
         """
         ...
 
+    def freshness(self, tables: Sequence[str]) -> dict[str, TableFreshness]:
+        """Return the recorded freshness of the named tables in this project, in one read.
+
+        Tables never written (or deleted since) are left out. Cost: one query or command for
+        all the tables, independent of how many rows they hold.
+
+        Raises:
+            BackendError: the store failed.
+        """
+        ...
+
     def ping(self) -> None:
         """Check that the store answers (a readiness probe); raise BackendError if not."""
         ...
 
     def delete_table(self, table: FeatureTable) -> int:
-        """Delete every stored row of ``table`` in this project; return how many were deleted."""
+        """Delete every stored row of ``table`` (and its freshness) in this project; return how many rows."""
         ...
 
     def close(self) -> None:
