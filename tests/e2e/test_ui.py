@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
@@ -15,11 +16,13 @@ from typing import Any
 import pytest
 
 import provender as pv
+from provender.online.redis import RedisStore
 from provender.registry import wire
 from provender.registry.jobs import JobKind, JobRecord, new_job_id, utc_now
 from tests.support.core import CoreServer, launch_core
 from tests.support.ingestion import hour, write_driver_rows
-from tests.support.services import HOST, free_port
+from tests.support.online import batch
+from tests.support.services import HOST, RedisServer, free_port
 
 pytestmark = pytest.mark.service
 
@@ -30,6 +33,9 @@ TOKENS = {
 }
 LOAD_MS = "(() => { const n = performance.getEntriesByType('navigation')[0]; return n.loadEventEnd - n.startTime; })()"
 SHOTS = os.environ.get("PROVENDER_UI_SCREENSHOTS")  # a folder to copy the screenshots into (docs/ui)
+
+
+DRIVER = pv.Entity(name="driver_id", value_type=pv.ValueType.INT64, description="A driver of the fleet")
 
 
 def driver_stats(source: Path) -> pv.FeatureTable:
@@ -53,7 +59,7 @@ def driver_stats(source: Path) -> pv.FeatureTable:
 
 
 @pytest.fixture(scope="module")
-def core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CoreServer, str, str]]:
+def core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CoreServer, str, str, str]]:
     """A core service with token auth, one applied table, a finished ingestion job and a pending one."""
     root = tmp_path_factory.mktemp("ui")
     write_driver_rows(root / "src", drivers=20, hours=3, end=END)
@@ -62,9 +68,8 @@ def core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CoreServer,
     try:
         settings = pv.Settings(registry=server.url, base_dir=root, core_token="tok-w")  # type: ignore[arg-type]
         with closing(pv.Client(settings=settings)) as client:
-            driver = pv.Entity(name="driver_id", value_type=pv.ValueType.INT64, description="A driver of the fleet")
             table = driver_stats(root / "src")
-            client.apply([driver, table])
+            client.apply([DRIVER, table])
             job = client.start_offline_to_online_ingestion(table, start=END - timedelta(days=1), end=END, run_on="core")
             assert job.wait(60).status.value == "SUCCEEDED"
             first = job
@@ -134,6 +139,11 @@ def test_every_page_loads_without_console_errors(
     assert 'pv.Feature(name="trips"' not in code and "name='trips'" in code and "timedelta(seconds=172800)" in code
     assert "get_historical_features" in page.locator("#reading").inner_text()
     assert "SUCCEEDED\t20\t" in page.locator("main").inner_text()  # 20 drivers' latest rows
+    newest = (END - timedelta(hours=1)).isoformat()  # the newest event time of the ingested rows
+    assert page.locator("#table-freshness time").first.get_attribute("datetime") == newest
+    page.goto(server.url + "/projects/default/jobs")  # freshness read from the core's SQLite online store
+    assert page.locator("#fresh-driver_stats td.newest time").get_attribute("datetime") == newest
+    assert page.locator("#fresh-driver_stats td.newest-age").inner_text().endswith("ago")
     page.goto(server.url + "/projects/default/history")
     assert (
         "alice" in page.locator("main").inner_text()
@@ -223,12 +233,59 @@ def test_token_prompt_and_read_only_users_see_no_write_actions(
     assert errors == []
 
 
+def test_freshness_shows_the_newest_online_value_from_redis(
+    redis_server: RedisServer, browser: Any, tmp_path: Path
+) -> None:
+    write_driver_rows(tmp_path / "src", drivers=5, hours=2, end=END)
+    online = {"store": "redis", "url": redis_server.url, "key_prefix": "ui" + uuid.uuid4().hex[:8]}
+    server = launch_core(
+        tmp_path / "core", registry=f"sqlite:///{tmp_path / 'registry.db'}", settings={"online": online}
+    )
+    store = RedisStore.from_options(online, base_dir=tmp_path, project="default")
+    try:
+        table = driver_stats(tmp_path / "src")
+        with closing(pv.Client(settings=pv.Settings(registry=server.url, base_dir=tmp_path))) as client:
+            client.apply([DRIVER, table])
+            job = client.start_offline_to_online_ingestion(table, start=END - timedelta(days=1), end=END, run_on="core")
+            assert job.wait(60).status.value == "SUCCEEDED"
+        page, errors = open_page(browser, server.url, token=None)
+        page.goto(server.url + "/projects/default/jobs")
+        newest = page.locator("#fresh-driver_stats td.newest time")
+        assert newest.get_attribute("datetime") == (END - timedelta(hours=1)).isoformat()
+        written = store.freshness(["driver_stats"])["driver_stats"].written_at
+        assert page.locator("#fresh-driver_stats time").nth(1).get_attribute("datetime") == written.isoformat()
+        assert (
+            job.id in page.locator("#fresh-driver_stats td.ingested").inner_text()
+            or page.locator(f"#fresh-driver_stats a[href$='{job.id}']").count() == 1
+        )
+
+        # A newer value written straight to Redis (as a stream job would) shows on the next load.
+        later = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=90)
+        store.write(
+            table,
+            batch(table, [{"driver_id": 1, "trips": 5, "event_timestamp": later}], entities={"driver_id": DRIVER}),
+        )
+        page.reload()
+        assert newest.get_attribute("datetime") == later.isoformat()
+        assert page.locator("#fresh-driver_stats td.newest-age").inner_text() in ("2 min ago", "3 min ago")
+        page.goto(server.url + "/projects/default/tables/driver_stats")
+        assert page.locator("#table-freshness time").first.get_attribute("datetime") == later.isoformat()
+        assert errors == []
+    finally:
+        store.close()
+        server.stop()
+
+
 def test_provender_ui_serves_the_local_registry_read_only(tmp_path: Path) -> None:
     import http.client
 
     project = tmp_path / "repo"
     project.mkdir()
-    (project / "provender.yaml").write_text("project: local\nregistry: sqlite:///registry.db\n")
+    dead = free_port()  # the online store does not answer: freshness says so, the pages still work
+    (project / "provender.yaml").write_text(
+        "project: local\nregistry: sqlite:///registry.db\n"
+        f"online: {{store: redis, url: 'redis://{HOST}:{dead}/0', connect_timeout_seconds: 0.2, retries: 0}}\n"
+    )
     with closing(pv.Client(settings=pv.load_settings(project / "provender.yaml", environ={}))) as client:
         client.apply([pv.Entity(name="driver_id", value_type=pv.ValueType.INT64), driver_stats(tmp_path / "src")])
     port = free_port()
@@ -256,6 +313,9 @@ def test_provender_ui_serves_the_local_registry_read_only(tmp_path: Path) -> Non
         assert call("POST", "/ui/jobs/x/cancel")[0] == 404
         status, body = call("GET", "/projects/local/tables/driver_stats/statistics")
         assert status == 200 and "No statistics recorded for this table yet." in body
+        status, body = call("GET", "/projects/local/jobs")
+        assert status == 200 and "Online values: cannot read the online store: Redis online store" in body
+        assert f"{HOST}:{dead}" in body and "No jobs yet." in body
     finally:
         proc.terminate()
         proc.wait(10)

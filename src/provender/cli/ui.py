@@ -16,9 +16,9 @@ from provender.errors import MissingExtraError
 def ui(state: CliState, host: str, port: int) -> None:
     """Browse this folder's registry in a browser (read-only) until Ctrl-C.
 
-    Projects, search, feature tables (with their code and how to read them), freshness and
-    jobs, history and lineage (docs/ui.md). With a core service, open its own address instead:
-    it serves the same UI at /.
+    Projects, search, feature tables (with their code and how to read them), freshness (from
+    the job records and this folder's online store) and jobs, history and lineage
+    (docs/ui.md). With a core service, open its own address instead: it serves the same UI at /.
 
     \b
     Example:
@@ -31,4 +31,5 @@ def ui(state: CliState, host: str, port: int) -> None:
     from provender.runtime import Runtime
 
     settings = load_settings(state.config, overrides={"project": state.project})
-    run(Runtime(settings).open_registry(), host=host, port=port)
+    runtime = Runtime(settings)
+    run(runtime.open_registry(), host=host, port=port, open_online=runtime.open_online_store)

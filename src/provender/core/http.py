@@ -62,6 +62,7 @@ from provender.core.openapi import openapi_document
 from provender.core.service import CoreService, Versioned
 from provender.errors import DataError, NotFoundError, ProvenderError
 from provender.ui.app import UiApp
+from provender.ui.data import OpenOnline
 from provender.ui.server import serve_ui
 from provender.wire.errors import is_expected, status_of
 
@@ -147,13 +148,19 @@ ROUTES: list[tuple[str, re.Pattern[str], str, Handler]] = [
 class CoreApp:
     """The ASGI application of the core service."""
 
-    def __init__(self, service: CoreService, *, metrics: CoreMetrics, threads: int) -> None:
+    def __init__(
+        self, service: CoreService, *, metrics: CoreMetrics, threads: int, open_online: OpenOnline | None = None
+    ) -> None:
         self.service = service
         self.metrics = metrics
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="provender-core")
         self._openapi = orjson.dumps(openapi_document())
         self.ui = UiApp(
-            service.store, service.auth.grant, auth_enabled=service.auth.is_enabled, cancel_job=service.cancel_job
+            service.store,
+            service.auth.grant,
+            auth_enabled=service.auth.is_enabled,
+            cancel_job=service.cancel_job,
+            open_online=open_online,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -240,8 +247,9 @@ class CoreApp:
         return 200, b'{"status":"ready"}', JSON_HEADERS
 
     def close(self) -> None:
-        """Stop the threads (after the requests they run)."""
+        """Stop the threads (after the requests they run) and close what the UI opened."""
         self._executor.shutdown(wait=True)
+        self.ui.close()
 
 
 def _status(error: BaseException) -> tuple[int, str]:
@@ -252,6 +260,11 @@ def _status(error: BaseException) -> tuple[int, str]:
     return status.http, status.grpc
 
 
-def create_app(service: CoreService, *, metrics: CoreMetrics | None = None, threads: int = 8) -> CoreApp:
-    """Return the ASGI application of the core service (run it with uvicorn, see ``server.py``)."""
-    return CoreApp(service, metrics=metrics or CoreMetrics(), threads=threads)
+def create_app(
+    service: CoreService, *, metrics: CoreMetrics | None = None, threads: int = 8, open_online: OpenOnline | None = None
+) -> CoreApp:
+    """Return the ASGI application of the core service (run it with uvicorn, see ``server.py``).
+
+    ``open_online`` opens a project's online store, for the UI's freshness of online values.
+    """
+    return CoreApp(service, metrics=metrics or CoreMetrics(), threads=threads, open_online=open_online)

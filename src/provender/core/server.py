@@ -25,6 +25,7 @@ from provender.core.http import create_app
 from provender.core.jobs import CoreJobs
 from provender.core.metrics import CoreMetrics
 from provender.core.service import CoreService, open_registry
+from provender.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ async def _serve(settings: Settings) -> None:
     store = open_registry(settings)
     jobs = CoreJobs(settings, store, metrics=metrics)
     service = CoreService(store, Authenticator(core.auth), jobs=jobs)
-    app = create_app(service, metrics=metrics, threads=core.threads)
+    app = create_app(service, metrics=metrics, threads=core.threads, open_online=Runtime(settings).open_online_store)
     try:
         sock = bind_socket(core.host, core.port, reuse_port=False)
         config = uvicorn.Config(

@@ -28,7 +28,7 @@ from provender.errors import (
 )
 from provender.registry.store import RegistryStore
 from provender.ui import assets, pages
-from provender.ui.data import UiData
+from provender.ui.data import OpenOnline, UiData
 from provender.ui.html import e, error_box, frame
 
 COOKIE = "provender_token"
@@ -70,12 +70,19 @@ class UiApp:
         grant_of: the caller's grant from an ``Authorization`` value (raises ``AuthenticationError``).
         auth_enabled: whether tokens are checked (a token prompt and "Sign out" then).
         cancel_job: cancels a job for a grant (None: no write actions at all, e.g. ``provender ui``).
+        open_online: opens a project's online store, for the freshness of its values (None: not shown).
     """
 
     def __init__(
-        self, store: RegistryStore, grant_of: GrantOf, *, auth_enabled: bool, cancel_job: CancelJob | None = None
+        self,
+        store: RegistryStore,
+        grant_of: GrantOf,
+        *,
+        auth_enabled: bool,
+        cancel_job: CancelJob | None = None,
+        open_online: OpenOnline | None = None,
     ) -> None:
-        self.data = UiData(store)
+        self.data = UiData(store, open_online=open_online)
         self.grant_of = grant_of
         self.auth_enabled = auth_enabled
         self.cancel_job = cancel_job
@@ -140,7 +147,10 @@ class UiApp:
         if rest in ("", "/"):
             return pages.project(snapshot, data.jobs(project))
         if rest == "/jobs":
-            return pages.freshness(snapshot, data.jobs(project), can_write=can_write, table=request.query.get("table"))
+            online = data.online_freshness(project, list(snapshot.feature_tables))
+            return pages.freshness(
+                snapshot, data.jobs(project), online, can_write=can_write, table=request.query.get("table")
+            )
         if rest == "/history":
             return pages.history(project, data.history(project))
         if rest == "/lineage":
@@ -157,8 +167,13 @@ class UiApp:
             jobs = data.jobs(project, table=name)
             if match.group(2):
                 return pages.statistics(snapshot, name, jobs, against=request.query.get("against") or None)
-            return pages.table(snapshot, name, jobs, can_write=can_write)
+            online = data.online_freshness(project, [name])
+            return pages.table(snapshot, name, jobs, online, can_write=can_write)
         raise PageNotFoundError(f"No page {request.path!r}.")
+
+    def close(self) -> None:
+        """Release what the UI opened (the online stores read for freshness)."""
+        self.data.close()
 
     def _post(self, request: UiRequest, grant: Grant) -> Answer:
         match = re.fullmatch(rf"/ui/jobs/{_NAME}/cancel", request.path)

@@ -1,7 +1,9 @@
 """What the UI shows, read from the registry: projects with counts, snapshots, the search index.
 
 Everything is read through a :class:`~provender.registry.store.RegistryStore` and filtered by the
-caller's :class:`~provender.auth.Grant`. Per project, the decoded snapshot and its search entries
+caller's :class:`~provender.auth.Grant`; the freshness of online values comes from the online
+store (:meth:`~provender.online.store.OnlineStore.freshness`, one cheap read for all of a
+project's tables), opened once per project. Per project, the decoded snapshot and its search entries
 are kept for the registry version they were read at, so a page or a search over a project with
 1,000 tables costs one version check, not a decode.
 """
@@ -9,14 +11,21 @@ are kept for the registry version they were read at, so a page or a search over 
 from __future__ import annotations
 
 import heapq
+import logging
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from provender.auth import Grant
+from provender.errors import ProvenderError
+from provender.online.store import OnlineStore, TableFreshness
 from provender.registry.jobs import JobRecord
 from provender.registry.store import ProjectInfo, RegistryChangeRecord, RegistrySnapshot, RegistryStore
 
 MAX_RESULTS = 50
+OpenOnline = Callable[[str], OnlineStore]  # a project -> its online store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +60,19 @@ class ProjectSummary:
     entities: int
     tables: int
     features: int
+
+
+@dataclass(frozen=True, slots=True)
+class OnlineFreshness:
+    """What the online store says about a project's tables (or why it cannot say).
+
+    Attributes:
+        tables: per table written to, its newest event time and last write.
+        problem: why nothing could be read ("" when it was read).
+    """
+
+    tables: dict[str, TableFreshness] = field(default_factory=dict)
+    problem: str = ""
 
 
 def _entries(snapshot: RegistrySnapshot) -> tuple[Entry, ...]:
@@ -101,12 +123,15 @@ class UiData:
 
     Args:
         store: the registry.
+        open_online: opens a project's online store, for freshness (None: not shown).
     """
 
-    def __init__(self, store: RegistryStore) -> None:
+    def __init__(self, store: RegistryStore, *, open_online: OpenOnline | None = None) -> None:
         self.store = store
+        self.open_online = open_online
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[RegistrySnapshot, tuple[Entry, ...]]] = {}
+        self._online: dict[str, OnlineStore] = {}
 
     def projects(self, grant: Grant) -> list[ProjectSummary]:
         """Return the projects ``grant`` may read, with their counts."""
@@ -162,3 +187,32 @@ class UiData:
     def history(self, project: str, *, limit: int = 100) -> list[RegistryChangeRecord]:
         """Return the project's audited changes, newest first."""
         return self.store.history(project, limit=limit)
+
+    def online_freshness(self, project: str, tables: Sequence[str]) -> OnlineFreshness:
+        """Return the online store's freshness of ``tables`` (never raises: a problem is reported)."""
+        if self.open_online is None:
+            return OnlineFreshness(problem="no online store is configured for this UI")
+        try:
+            online = self._online_store(project)
+            if not online.capabilities.is_shared:
+                return OnlineFreshness(problem="the online store lives inside each process (not shared): "
+                                       "its values cannot be seen from here")  # fmt: skip
+            return OnlineFreshness(tables=online.freshness(tables))
+        except ProvenderError as exc:
+            log.warning("ui cannot read the online store's freshness project=%s error=%s", project, exc)
+            return OnlineFreshness(problem=f"cannot read the online store: {exc}")
+
+    def _online_store(self, project: str) -> OnlineStore:
+        assert self.open_online is not None
+        with self._lock:
+            online = self._online.get(project)
+            if online is None:
+                online = self._online[project] = self.open_online(project)
+            return online
+
+    def close(self) -> None:
+        """Close the online stores opened for freshness."""
+        with self._lock:
+            stores, self._online = list(self._online.values()), {}
+        for online in stores:
+            online.close()

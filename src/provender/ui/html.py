@@ -44,7 +44,8 @@ def age(value: datetime | None, now: datetime | None = None) -> str:
     """Return how long ago ``value`` was, e.g. ``3 min ago``."""
     if value is None:
         return "never"
-    return f"{duration((now or datetime.now(UTC)) - value)} ago"
+    delta = (now or datetime.now(UTC)) - value
+    return f"in {duration(-delta)}" if delta < timedelta(0) else f"{duration(delta)} ago"
 
 
 def duration(delta: timedelta | None) -> str:

@@ -14,7 +14,7 @@ from provender.offline.drift import compare
 from provender.offline.statistics import TableStatistics
 from provender.registry.jobs import JobRecord
 from provender.registry.store import RegistryChangeRecord, RegistrySnapshot
-from provender.ui.data import Hit, ProjectSummary
+from provender.ui.data import Hit, OnlineFreshness, ProjectSummary
 from provender.ui.html import age, duration, e, empty, error_box, highlight, u, when
 
 Page = tuple[str, str, str]
@@ -277,7 +277,9 @@ def _source(table: FeatureTable) -> str:
     return "".join(parts) or "<dt>Sources</dt><dd class=muted>none</dd>"
 
 
-def table(snapshot: RegistrySnapshot, name: str, jobs: Sequence[JobRecord], *, can_write: bool) -> Page:
+def table(
+    snapshot: RegistrySnapshot, name: str, jobs: Sequence[JobRecord], online: OnlineFreshness, *, can_write: bool
+) -> Page:
     """A feature table: entities, features, labels, sources, max_age, its code, how to read it, its jobs."""
     project_name = snapshot.project
     t = snapshot.feature_tables[name]
@@ -292,6 +294,12 @@ def table(snapshot: RegistrySnapshot, name: str, jobs: Sequence[JobRecord], *, c
         f"Last successful ingestion {when(last_ok.finished_at)} ({age(last_ok.finished_at)}), {last_ok.rows:,} rows."
         if last_ok else "Never ingested: run <code>provender ingest</code> for this table."
     )  # fmt: skip
+    newest, newest_age, _ = _online_value(t, online)
+    online_line = (
+        f"Online values: {e(online.problem)}." if online.problem
+        else f"Newest online value {newest} ({newest_age})." if name in online.tables
+        else "No value online yet."
+    )  # fmt: skip
     body = f"""<h1>Feature table {e(name)}</h1>{_tabs(project_name, "Tables")}
 <div class="card"><dl>
 <dt>Entities</dt><dd>{", ".join(f'<a href="{u("projects", project_name)}#entity-{e(x)}">{e(x)}</a>' for x in t.entities)}</dd>
@@ -299,7 +307,7 @@ def table(snapshot: RegistrySnapshot, name: str, jobs: Sequence[JobRecord], *, c
 <dt>max_age</dt><dd>{duration(t.max_age) if t.max_age else "none (values never expire)"}</dd>
 <dt>Labels</dt><dd>{_labels(t.labels)}</dd>
 <dt>Table expectations</dt><dd>{_expectations(t.expect)} (violations at ingestion: <code>{e(t.validation_policy)}</code>)</dd>
-<dt>Freshness</dt><dd>{freshness}</dd></dl>
+<dt>Freshness</dt><dd id="table-freshness">{online_line}<br>{freshness}</dd></dl>
 <p><a href="{u("projects", project_name, "tables", name, "statistics")}">Statistics</a> ·
 <a href="{u("projects", project_name, "jobs")}?table={e(name)}">All jobs of this table</a></p></div>
 <h2>Features</h2><div class="scroll"><table class="list"><caption class=skip>Features</caption>
@@ -310,27 +318,65 @@ def table(snapshot: RegistrySnapshot, name: str, jobs: Sequence[JobRecord], *, c
     return f"{name} · {project_name}", body, _crumbs((project_name, u("projects", project_name)), (name, ""))
 
 
-def freshness(snapshot: RegistrySnapshot, jobs: Sequence[JobRecord], *, can_write: bool, table: str | None) -> Page:
-    """Freshness per table (the last successful ingestion) and the recent jobs."""
+def _online_value(t: FeatureTable, online: OnlineFreshness) -> tuple[str, str, str]:
+    """The newest online value's event time, its age, and the last online write, as table cells."""
+    if online.problem:
+        return '<span class="muted">unknown</span>', "&mdash;", "&mdash;"
+    fresh = online.tables.get(t.name)
+    if fresh is None:
+        return '<span class="muted">none online</span>', "&mdash;", "&mdash;"
+    newest_age = age(fresh.newest_event)
+    if t.max_age is not None and now() - fresh.newest_event > t.max_age:
+        newest_age += f' <span class="status-FAILED">older than max_age ({duration(t.max_age)})</span>'
+    return when(fresh.newest_event), newest_age, f"{when(fresh.written_at)} ({age(fresh.written_at)})"
+
+
+def _online_note(online: OnlineFreshness) -> str:
+    if online.problem:
+        return f'<p class="muted small" role="status">Online values: {e(online.problem)}.</p>'
+    return (
+        '<p class="muted small">The newest online value is the newest event time written to the online store '
+        "(its age is how stale the freshest value served is); the last write is when a batch last reached it.</p>"
+    )
+
+
+def freshness(
+    snapshot: RegistrySnapshot,
+    jobs: Sequence[JobRecord],
+    online: OnlineFreshness,
+    *,
+    can_write: bool,
+    table: str | None,
+) -> Page:
+    """Freshness per table (the newest online value and the last successful ingestion) and the recent jobs."""
     name = snapshot.project
     last_ok: dict[str, JobRecord] = {}
     for job in jobs:
         if job.status is JobStatus.SUCCEEDED:
             last_ok.setdefault(job.table, job)
-    rows = "".join(
-        f'<tr><td><a href="{u("projects", name, "tables", t)}">{e(t)}</a></td>'
-        f"<td>{when(last_ok[t].finished_at) if t in last_ok else '<span class=muted>never</span>'}</td>"
-        f"<td>{age(last_ok[t].finished_at) if t in last_ok else '&mdash;'}</td>"
-        f"<td>{last_ok[t].rows if t in last_ok else 0:,}</td></tr>"
-        for t in sorted(snapshot.feature_tables)
-    )
+    rows = []
+    for t in sorted(snapshot.feature_tables.values(), key=lambda t: t.name):
+        newest, newest_age, written = _online_value(t, online)
+        ok = last_ok.get(t.name)
+        ingested = (
+            f'<a href="{u("projects", name, "jobs", ok.id)}">{when(ok.finished_at)}</a> ({age(ok.finished_at)})'
+            if ok else "<span class=muted>never</span>"
+        )  # fmt: skip
+        rows.append(
+            f'<tr id="fresh-{e(t.name)}"><th scope="row"><a href="{u("projects", name, "tables", t.name)}">'
+            f'{e(t.name)}</a></th><td class="newest">{newest}</td><td class="newest-age">{newest_age}</td>'
+            f'<td class="hide-narrow">{written}</td><td class="ingested">{ingested}</td>'
+            f"<td>{ok.rows if ok else 0:,}</td></tr>"
+        )
     shown = [j for j in jobs if table is None or j.table == table][:100]
     filtered = f" of table <code>{e(table)}</code>" if table else ""
     body = (
         f"<h1>Freshness and jobs · {e(name)}</h1>{_tabs(name, 'Freshness & jobs')}"
-        '<h2>Freshness</h2><div class="scroll"><table class="list"><caption class=skip>Freshness per table</caption>'
-        "<thead><tr><th>Table</th><th>Last successful ingestion</th><th>Age</th><th>Rows</th></tr></thead>"
-        f"<tbody>{rows}</tbody></table></div><h2>Recent jobs{filtered}</h2>"
+        '<h2>Freshness</h2><div class="scroll"><table class="list" id="freshness">'
+        "<caption class=skip>Freshness per table</caption><thead><tr><th>Table</th>"
+        "<th>Newest online value (event time)</th><th>Its age</th><th class=hide-narrow>Last online write</th>"
+        f"<th>Last successful ingestion</th><th>Rows</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+        f"{_online_note(online)}<h2>Recent jobs{filtered}</h2>"
         f"{job_rows(shown, can_write=can_write, show_table=True)}"
     )
     return f"Jobs · {name}", body, _crumbs((name, u("projects", name)), ("Jobs", ""))

@@ -1,7 +1,8 @@
 """Serving the UI: the ASGI glue (used by the core service too) and ``provender ui``'s server.
 
 ``provender ui`` serves the local registry of the current project folder, read-only: every
-project may be read, nothing may be changed (no write action is shown).
+project may be read, nothing may be changed (no write action is shown). It reads the folder's
+online store too, for the freshness of online values (reads only).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from provender.asgi import KEEP_ALIVE_SECONDS, Receive, Scope, Send, bind_socket
 from provender.auth import ALL_PROJECTS, Grant, Role
 from provender.registry.store import RegistryStore
 from provender.ui.app import UiApp, parse_request
+from provender.ui.data import OpenOnline
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +40,12 @@ async def serve_ui(ui: UiApp, executor: ThreadPoolExecutor, scope: Scope, receiv
 
 
 class LocalUi:
-    """The ASGI app of ``provender ui``: the UI alone, read-only, over ``store``."""
+    """The ASGI app of ``provender ui``: the UI alone, read-only, over ``store`` (and ``open_online``'s stores)."""
 
-    def __init__(self, store: RegistryStore) -> None:
-        self.ui = UiApp(store, lambda _authorization: LOCAL_READER, auth_enabled=False, cancel_job=None)
+    def __init__(self, store: RegistryStore, *, open_online: OpenOnline | None = None) -> None:
+        self.ui = UiApp(
+            store, lambda _authorization: LOCAL_READER, auth_enabled=False, cancel_job=None, open_online=open_online
+        )
         self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="provender-ui")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -50,9 +54,9 @@ class LocalUi:
             await serve_ui(self.ui, self.executor, scope, receive, send)
 
 
-def run(store: RegistryStore, *, host: str, port: int) -> None:
+def run(store: RegistryStore, *, host: str, port: int, open_online: OpenOnline | None = None) -> None:
     """Serve the UI over ``store`` until Ctrl-C or SIGTERM."""
-    app = LocalUi(store)
+    app = LocalUi(store, open_online=open_online)
     sock = bind_socket(host, port, reuse_port=False)
     print(f"Provender UI (read-only) at http://{host}:{sock.getsockname()[1]}/  (Ctrl-C stops it)", flush=True)  # noqa: T201
     config = uvicorn.Config(app, lifespan="off", access_log=False, log_config=None, server_header=False,
@@ -61,4 +65,5 @@ def run(store: RegistryStore, *, host: str, port: int) -> None:
         uvloop.run(uvicorn.Server(config).serve(sockets=[sock]))
     finally:
         app.executor.shutdown(wait=True)
+        app.ui.close()
         store.close()
