@@ -139,7 +139,7 @@ image-kfp: deploy-deps
 deploy-test: image
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SUDO) $(VPY) scripts/deploy_test.py
 
-# test: the whole suite: lint, then the pytest groups and the deployment test in parallel
+# test: the whole suite: lint, then the pytest groups, the deployment test and test-oldest in parallel
 # (scripts/run_suite.sh; each group's fixtures start their own Redis, PostgreSQL, Kafka broker and
 # Spark on free loopback ports). PYTEST_ARGS='...' runs only pytest, with those arguments.
 test: test-deps deploy-deps

@@ -4,7 +4,9 @@
 # ports, so they never share state), then one closing line summing every group's counts.
 #
 # Usage: scripts/run_suite.sh PYTHON [--no-deploy]
-#   PROVENDER_SUITE_JOBS  how many pytest groups run at once (default 3)
+#   --no-deploy  skip `make deploy-test` (images and pods)
+# Besides the pytest groups, two make targets run beside them: `make deploy-test` (the chart's pods
+# under podman) and `make test-oldest` (the unit tests on the oldest pyarrow/pandas/duckdb allowed).
 set -uo pipefail
 
 PY=${1:?usage: run_suite.sh PYTHON [--no-deploy]}
@@ -17,8 +19,15 @@ SUITE_GROUPS=(
   "unit:tests/unit tests/docs tests/test_public_api.py tests/test_doctests.py"
   "contract:tests/contract"
   "integration:tests/integration"
-  "e2e:tests/e2e tests/deploy tests/release"
+  "e2e:tests/e2e tests/deploy tests/release tests/abuse"
 )
+# Every entry of tests/ must belong to a group: a folder nobody runs is a suite that cannot fail.
+covered=" ${SUITE_GROUPS[*]} "
+for entry in tests/*; do
+  case "$entry" in tests/__init__.py|tests/conftest.py|tests/support|tests/__pycache__) continue ;; esac
+  [[ "$covered" == *" $entry "* || "$covered" == *":$entry "* ]] || {
+    echo "run_suite.sh: $entry is in no pytest group (add it to SUITE_GROUPS)" >&2; exit 2; }
+done
 start=$(date +%s)
 pids=(); names=()
 for group in "${SUITE_GROUPS[@]}"; do
@@ -31,6 +40,8 @@ if [ "$DEPLOY" = 1 ]; then
   make --no-print-directory deploy-test >"$LOGS/deploy.log" 2>&1 &
   pids+=($!); names+=("deploy")
 fi
+make --no-print-directory test-oldest >"$LOGS/oldest.log" 2>&1 &
+pids+=($!); names+=("oldest")
 
 failed=0; passed_total=0; failed_total=0; skipped_total=0
 for i in "${!pids[@]}"; do

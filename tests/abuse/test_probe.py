@@ -26,7 +26,10 @@ from tests.e2e.test_serving import Server, entity_column, start_server
 from tests.support.online import DRIVER, DRIVER_STATS, batch
 from tests.support.services import read_log
 
-P99_BOUND_SECONDS = 0.25  # generous for a loaded 2-core CI machine; the target is 50 ms
+# A stall bound, not the latency target: the defect was ordinary requests stalled for 8.7 s behind
+# abusive ones. The 50 ms p99 target is measured by a benchmark on a quiet machine; this suite runs
+# beside five other jobs on two cores, where a 250 ms bound failed with nothing stalled.
+P99_BOUND_SECONDS = 1.0
 RSS_BOUND_BYTES = 300 * 1024 * 1024
 ORDINARY = {"features": ["driver_stats:trips"], "entities": {"driver_id": [1]}}
 
