@@ -217,17 +217,3 @@ def test_aggregation_statistics_are_refused_before_any_spark_job(engine: SparkEn
     with pytest.raises(pv.DataError, match=refused):
         engine.compute_statistics(StatisticsPlan(join=join, start=DAY0, end=DAY0 + timedelta(days=10)))
     assert not set(Path(engine.staging.root).iterdir()) - before, "nothing new is staged"
-
-
-@pytest.mark.parametrize("kind", ["delta", "s3"])
-def test_delta_and_object_store_sources_are_refused_clearly(engine: SparkEngine, tmp_path: Path, kind: str) -> None:
-    table = stats_table(tmp_path / "stats.parquet")
-    assert table.batch_source is not None
-    source: pv.FileSource | pv.DeltaSource = (
-        pv.DeltaSource(path=str(tmp_path / "delta"), event_timestamp_column="event_timestamp")
-        if kind == "delta"
-        else dataclasses.replace(table.batch_source, path="s3://bucket/stats")
-    )
-    refused = r"'stats': the Spark engine does not read (Delta Lake|object-store) sources yet"
-    with pytest.raises(pv.DataError, match=refused):
-        retrieve(engine, dataclasses.replace(table, batch_source=source), entity_table(5, keys=5))

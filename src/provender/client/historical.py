@@ -122,11 +122,11 @@ class HistoricalJob:
     def lineage(self) -> tuple[SourceInput, ...]:
         """What the training set is read from: per feature table, its files or Delta version.
 
-        Files come with their sizes and modification times (Delta files with the table version
-        instead); pruned partitions and files are not listed.
+        Files come with their sizes and modification times (Delta files also with the table
+        version); pruned partitions and files are not listed.
 
         Raises:
-            BackendError: the engine does not record lineage (Spark, for now).
+            BackendError: the engine does not record lineage.
         """
         inputs = getattr(self._job, "inputs", None)
         if inputs is None:

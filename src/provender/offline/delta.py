@@ -22,6 +22,7 @@ from provender.config import S3Storage
 from provender.definitions import DeltaSource
 from provender.errors import DataError, MissingExtraError
 from provender.offline.files import is_remote
+from provender.offline.lineage import InputFile
 from provender.offline.objectstore import open_s3
 
 
@@ -30,7 +31,7 @@ class DeltaSnapshot:
     """The snapshot a read uses: its table version, the files kept, and their rows as a dataset."""
 
     version: int
-    files: tuple[str, ...]
+    files: tuple[InputFile, ...]
     dataset: ds.Dataset
 
 
@@ -68,7 +69,23 @@ def open_delta(
     # Each fragment's partition expression holds its file's min/max statistics from the Delta log.
     fragments = list(dataset.get_fragments(filter=window))
     kept = ds.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem)
-    return DeltaSnapshot(version=table.version(), files=tuple(f.path for f in fragments), dataset=kept)
+    return DeltaSnapshot(version=table.version(), files=_input_files(table, path, fragments), dataset=kept)
+
+
+def _input_files(table: object, root: str, fragments: list[ds.FileFragment]) -> tuple[InputFile, ...]:
+    """The kept files under ``root``, with their sizes and times from the Delta log."""
+    actions = pa.table(table.get_add_actions(flatten=True))  # type: ignore[attr-defined]
+    logged = {
+        row["path"]: (row["size_bytes"], row["modification_time"])
+        for row in actions.select(["path", "size_bytes", "modification_time"]).to_pylist()
+    }
+    files = []
+    for fragment in fragments:
+        size, millis = logged.get(fragment.path, (None, None))
+        modified = None if millis is None else datetime.fromtimestamp(millis / 1000, tz=UTC)
+        location = fragment.path if "://" in fragment.path else f"{root.rstrip('/')}/{fragment.path}"
+        files.append(InputFile(path=location, size=size, modified=modified))
+    return tuple(files)
 
 
 def _location(

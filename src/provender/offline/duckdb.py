@@ -26,10 +26,10 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
 from provender.config import S3Storage, validate_backend_config
-from provender.definitions import CsvFormat, DeltaSource, FileSource
+from provender.definitions import CsvFormat, FileSource
 from provender.definitions.request import SOURCE_ROWS
 from provender.errors import BackendError, DataError
-from provender.offline.delta import open_delta
+from provender.offline.arrow_source import open_arrow_source, reads_through_arrow
 from provender.offline.duckdb_sql import (
     _AGE_WITHOUT_BOUND,
     _CREATED,
@@ -51,8 +51,8 @@ from provender.offline.duckdb_sql import (
 )
 from provender.offline.engine import EngineCapabilities, EntityRows
 from provender.offline.files import DateRange, is_remote, list_table_files, lower_event_bound
-from provender.offline.lineage import InputFile, SourceInput, filesystem_files, local_files
-from provender.offline.objectstore import open_s3, read_s3_rows, s3_dataset, s3_source_files
+from provender.offline.lineage import SourceInput, local_files
+from provender.offline.objectstore import read_s3_rows
 from provender.offline.plan import (
     CREATED_TIMESTAMP,
     ENTITY_TIMESTAMP,
@@ -181,26 +181,16 @@ class DuckDBEngine:
     ) -> str:
         """SQL for ``join``'s candidate rows; what is read is appended to ``inputs`` (lineage)."""
         scrub: Callable[[str], str] = str
-        what, name, path = f"Feature table {join.name!r} (batch source {join.source.path})", join.name, join.source.path
-        if isinstance(join.source, DeltaSource):
-            snapshot = open_delta(
-                join.source, what=what, base_dir=self.base_dir, storage=self.storage, lower=lower, upper=upper
+        if reads_through_arrow(join):
+            opened = open_arrow_source(
+                join, dates, base_dir=self.base_dir, storage=self.storage, lower=lower, upper=upper
             )
-            scan = _register(cursor, snapshot.dataset)
-            read = tuple(InputFile(path=f, size=None, modified=None) for f in snapshot.files)
-            source_input = SourceInput(table=name, path=path, files=read, delta_version=snapshot.version)
-        elif is_remote(join.source.path):
-            store = open_s3(self.storage, what)
-            files, scrub = s3_source_files(store, join.source, dates, what), store.scrub
-            keys = [f.removeprefix("s3://") for f in files]
-            source_input = SourceInput(
-                table=name, path=path, files=filesystem_files(store.filesystem, keys, prefix="s3://")
-            )
-            root = None if files == [join.source.path] else join.source.path
-            scan = _register(cursor, s3_dataset(store, files, root=root)) if files else ""
+            source_input, scrub = opened.input, opened.scrub
+            scan = "" if opened.dataset is None else _register(cursor, opened.dataset)
         else:
+            assert isinstance(join.source, FileSource)  # Delta sources read through Arrow
             files = list_table_files(join.name, join.source, base_dir=self.base_dir, dates=dates)
-            source_input = SourceInput(table=name, path=path, files=local_files(files))
+            source_input = SourceInput(table=join.name, path=join.source.path, files=local_files(files))
             scan = self._scan(join.source, join, files) if files else ""
         if inputs is not None:
             inputs.append(source_input)

@@ -37,7 +37,7 @@ from provender.offline.spark.failures import run_in_group
 from provender.offline.spark.retrieval import SparkRetrievalJob
 from provender.offline.spark.schemas import latest_schema, result_schema
 from provender.offline.spark.session import SparkConfig, session_conf
-from provender.offline.spark.sources import entity_frame, source_frame
+from provender.offline.spark.sources import SourceContext, entity_frame, source_frame
 from provender.offline.spark.staging import Staging
 from provender.offline.spark.statistics import spark_statistics
 from provender.offline.statistics import StatisticsPlan, TableStatistics
@@ -60,9 +60,10 @@ class SparkEngine:
     capabilities: ClassVar[EngineCapabilities] = EngineCapabilities(is_distributed=True)
     config_model: ClassVar[type[BaseModel]] = SparkConfig
 
-    def __init__(self, config: SparkConfig, *, base_dir: Path) -> None:
+    def __init__(self, config: SparkConfig, *, base_dir: Path, storage: S3Storage | None = None) -> None:
         self.config = config
         self.base_dir = base_dir
+        self.storage = storage
         self.staging = Staging(config.staging_path, base_dir=base_dir)
         conf = session_conf(config)
         builder = SparkSession.builder.master(config.master).appName(config.app_name)
@@ -93,13 +94,15 @@ class SparkEngine:
     def from_options(cls, options: Mapping[str, object], *, base_dir: Path, storage: S3Storage | None = None) -> Self:
         """Build the engine (starting or joining the process's Spark session) from ``offline:``.
 
-        ``storage`` is accepted for the engine protocol; Spark does not read object-store
-        sources yet (they are refused with a clear error when read).
+        ``storage`` (the ``storage.s3`` settings) reaches ``s3://`` sources, which the driver
+        stages through pyarrow (:func:`provender.offline.spark.sources.source_frame`).
         """
-        del storage
         config = validate_backend_config(SparkConfig, "offline", options)
         assert isinstance(config, SparkConfig)
-        return cls(config, base_dir=base_dir)
+        return cls(config, base_dir=base_dir, storage=storage)
+
+    def _context(self, stage_dir: str) -> SourceContext:
+        return SourceContext(base_dir=self.base_dir, storage=self.storage, staging=self.staging, stage_dir=stage_dir)
 
     @property
     def application_id(self) -> str:
@@ -124,6 +127,7 @@ class SparkEngine:
     def retrieve(self, plan: RetrievalPlan, entity_rows: EntityRows) -> SparkRetrievalJob:
         """Check the sources, stage the entity rows and start the Spark job computing ``plan``."""
         job_dir = self.staging.new_dir("retrieval")
+        context = self._context(job_dir)
         try:
             entities, (earliest, latest) = entity_frame(
                 self.session, plan, entity_rows, staging=self.staging, job_dir=job_dir
@@ -133,7 +137,7 @@ class SparkEngine:
                     self.session,
                     join,
                     DateRange.for_window(earliest, latest, join.lookback),
-                    base_dir=self.base_dir,
+                    context=context,
                     lower=lower_event_bound(earliest, join.lookback),
                     upper=latest,
                 )
@@ -152,6 +156,7 @@ class SparkEngine:
             schema=result_schema(plan, entity_rows),
             entity_table=entity_rows.table,
         )
+        job.inputs = tuple(context.inputs)
         self._jobs.add(job)
         return job
 
@@ -160,19 +165,25 @@ class SparkEngine:
     def compute_statistics(self, plan: StatisticsPlan) -> TableStatistics:
         """Compute the statistics of the source rows in ``[start, end)`` (:mod:`.statistics`)."""
         refuse_aggregations([plan.join], engine="spark", what="statistics")
-        return spark_statistics(self.session, plan, base_dir=self.base_dir)
+        stage_dir = self.staging.new_dir("statistics")
+        try:
+            return spark_statistics(self.session, plan, context=self._context(stage_dir))
+        finally:
+            self.staging.remove(stage_dir)
 
     # -- ingestion -----------------------------------------------------------------------------
 
-    def _latest_frame(self, plan: LatestPlan) -> DataFrame:
+    def _latest_frame(self, plan: LatestPlan, stage_dir: str) -> DataFrame:
         if plan.join.aggregations:
             longest = max(aggregation.window for _, aggregation in plan.join.aggregations)
             lower = min(plan.start, plan.end - longest)
             dates = DateRange.for_interval(lower, plan.end)
-            rows = source_frame(self.session, plan.join, dates, base_dir=self.base_dir, lower=lower, upper=plan.end)
+            context = self._context(stage_dir)
+            rows = source_frame(self.session, plan.join, dates, context=context, lower=lower, upper=plan.end)
             return compile_latest_windows(plan, rows)
         dates = DateRange.for_interval(plan.start, plan.end)
-        source = source_frame(self.session, plan.join, dates, base_dir=self.base_dir, lower=plan.start, upper=None)
+        context = self._context(stage_dir)
+        source = source_frame(self.session, plan.join, dates, context=context, lower=plan.start, upper=None)
         return compile_latest(plan, source)
 
     def read_latest(self, plan: LatestPlan, *, batch_rows: int) -> pa.RecordBatchReader:
@@ -181,10 +192,10 @@ class SparkEngine:
         Spark writes the rows under ``staging_path``; the reader streams those files and deletes
         them when done. :meth:`ingest_to_online` keeps the rows off the driver altogether.
         """
-        frame = self._latest_frame(plan)
         job_dir = self.staging.new_dir("latest")
         group, what = f"provender-{job_dir}", f"ingestion of feature table {plan.join.name!r}"
         try:
+            frame = self._latest_frame(plan, job_dir)
             run_in_group(
                 self.session, group, what, lambda: frame.write.parquet(self.staging.spark_path(f"{job_dir}/rows"))
             )
@@ -226,7 +237,16 @@ class SparkEngine:
                 "(one local file or process); use `online: {store: redis, url: ...}`, or the DuckDB engine.",
             )
         writer = PartitionWriter(store_factory=store_factory, table=plan.join.table, schema=latest_schema(plan.join))
-        counts = self._latest_frame(plan).mapInArrow(writer, "rows_read long, rows_written long")
+        stage_dir = self.staging.new_dir("ingest")
+        try:
+            self._write_from_executors(plan, writer, stage_dir, progress)
+        finally:
+            self.staging.remove(stage_dir)
+
+    def _write_from_executors(
+        self, plan: LatestPlan, writer: PartitionWriter, stage_dir: str, progress: IngestionProgress
+    ) -> None:
+        counts = self._latest_frame(plan, stage_dir).mapInArrow(writer, "rows_read long, rows_written long")
         total = counts.agg(F.sum("rows_read"), F.sum("rows_written"))
         group, done = f"provender-ingest-{progress.id}", threading.Event()
         log.info("spark ingestion table=%s app=%s group=%s", plan.join.name, self.application_id, group)

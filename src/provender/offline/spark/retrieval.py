@@ -21,6 +21,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from provender.errors import BackendError, JobCancelledError, ProvenderError
 from provender.offline.engine import JobStatus
+from provender.offline.lineage import SourceInput
 from provender.offline.spark.failures import run_in_group
 from provender.offline.spark.schemas import ROW_ID
 from provender.offline.spark.staging import Staging, cast_batch
@@ -49,6 +50,8 @@ class SparkRetrievalJob:
         schema: pa.Schema,
         entity_table: pa.Table | None,
     ) -> None:
+        self.inputs: tuple[SourceInput, ...] = ()
+        """What the retrieval reads, per feature table (its lineage; set by the engine)."""
         self.id = job_dir.rsplit("-", 1)[-1]
         self.job_group = f"provender-{self.id}"
         self.application_id = str(session.sparkContext.applicationId)

@@ -10,22 +10,33 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from py4j.protocol import Py4JError  # type: ignore[import-untyped]
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, DataFrameReader, SparkSession
 from pyspark.sql import functions as F
 
-from provender.definitions import CsvFormat, DeltaSource, FileSource, ValueType
+from provender.config import S3Storage
+from provender.definitions import CsvFormat, FileSource, ValueType
 from provender.errors import DataError
+from provender.offline.arrow_source import open_arrow_source, reads_through_arrow
 from provender.offline.engine import EntityRows
-from provender.offline.files import DateRange, is_remote, list_table_files
-from provender.offline.plan import ENTITY_TIMESTAMP, RetrievalPlan, TableJoin, null_entity_times_error
+from provender.offline.files import DateRange, list_table_files
+from provender.offline.lineage import SourceInput, local_files
+from provender.offline.plan import (
+    ENTITY_TIMESTAMP,
+    RetrievalPlan,
+    TableJoin,
+    check_source_schema,
+    null_entity_times_error,
+)
 from provender.offline.spark.columns import (
     CREATED,
     EVENT,
@@ -109,29 +120,52 @@ def reader(session: SparkSession, view: pa.Schema, names: Iterable[str] | None) 
     return session.read.schema(", ".join(f"{quote(name)} {kind}" for name, kind in fields))
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceContext:
+    """What reading sources needs beyond the session.
+
+    Attributes:
+        base_dir: the project directory (relative source paths).
+        storage: the ``storage.s3`` settings, for ``s3://`` sources.
+        staging: where Delta and object-store sources are staged as Parquet.
+        stage_dir: the caller's directory under ``staging`` (it removes it when done).
+        inputs: what was read, appended per source (the read's lineage).
+    """
+
+    base_dir: Path
+    storage: S3Storage | None
+    staging: Staging
+    stage_dir: str
+    inputs: list[SourceInput] = field(default_factory=list)
+
+
 def source_frame(
     session: SparkSession,
     join: TableJoin,
     dates: DateRange,
     *,
-    base_dir: Path,
+    context: SourceContext,
     lower: datetime | None,
     upper: datetime | None,
 ) -> DataFrame:
-    """The table's rows that can be candidates: keys and features (named as the table's), times."""
+    """The table's rows that can be candidates: keys and features (named as the table's), times.
+
+    A Delta table or an object-store source is read on the driver through pyarrow (the same
+    pruned files DuckDB reads) and staged as Parquet under ``context.stage_dir``; Spark reads
+    the staged copy. Local files are read in place.
+    """
     columns = join.columns
-    if isinstance(join.source, DeltaSource) or is_remote(join.source.path):
-        kind = "Delta Lake" if isinstance(join.source, DeltaSource) else "object-store"
-        raise DataError(
-            f"Feature table {join.name!r}: the Spark engine does not read {kind} sources yet "
-            f"({join.source.path}); use the DuckDB engine (offline: {{engine: duckdb}})."
-        )
-    files = list_table_files(join.name, join.source, base_dir=base_dir, dates=dates)
+    if reads_through_arrow(join):
+        files, join = _stage(join, dates, context=context, lower=lower, upper=upper)
+    else:
+        assert isinstance(join.source, FileSource)
+        files = list_table_files(join.name, join.source, base_dir=context.base_dir, dates=dates)
+        context.inputs.append(SourceInput(table=join.name, path=join.source.path, files=local_files(files)))
     if not files:  # every date partition was pruned: no row can be a candidate
         fields = [f"{quote(e.name)} {spark_type(e.value_type)}" for e in join.entities]
         fields += [f"{quote(f.name)} {spark_type(f.value_type)}" for f in join.source_features]
         return session.createDataFrame([], ", ".join([*fields, f"{EVENT} timestamp", f"{CREATED} timestamp"]))
-    frame, view = _read_source(session, join, files, base_dir=base_dir)
+    frame, view = _read_source(session, join, files, base_dir=context.base_dir)
     wanted = {f.name for f in join.source_features}
     select = [as_type(c, view, e.value_type).alias(e.name) for c, e in zip(columns.keys, join.entities, strict=True)]
     select += [
@@ -154,11 +188,53 @@ def source_frame(
     return frame.select(*select).where(where)
 
 
+def _stage(
+    join: TableJoin, dates: DateRange, *, context: SourceContext, lower: datetime | None, upper: datetime | None
+) -> tuple[list[str], TableJoin]:
+    """Stage ``join``'s Delta or object-store source as local Parquet; the files and a join reading them.
+
+    Only the columns the table maps are copied. The staged join's source is a plain Parquet
+    ``FileSource`` with the same column names, so the schema checks and reads are the local ones.
+    """
+    opened = open_arrow_source(
+        join, dates, base_dir=context.base_dir, storage=context.storage, lower=lower, upper=upper
+    )
+    context.inputs.append(opened.input)
+    c = join.columns
+    needed = [*c.keys, *c.features, c.event_timestamp, *([c.created_timestamp] if c.created_timestamp else [])]
+    if opened.dataset is None:
+        return [], join
+    check_source_schema(join, opened.dataset.schema)  # before copying anything
+    if not opened.dataset.files:
+        return [], join
+    name = f"{context.stage_dir}/source-{len(context.inputs)}"
+    try:
+        ds.write_dataset(
+            opened.dataset.scanner(columns=list(dict.fromkeys(needed))),
+            context.staging.arrow_path(name),
+            format="parquet",
+            filesystem=context.staging.fs,
+            basename_template="part-{i}.parquet",
+            existing_data_behavior="overwrite_or_ignore",
+        )
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(
+            f"Cannot read the batch source of feature table {join.name!r} ({join.source.path}): "
+            f"{opened.scrub(str(exc))}"
+        ) from None
+    staged = FileSource(
+        path=context.staging.arrow_path(name),
+        event_timestamp_column=c.event_timestamp,
+        created_timestamp_column=c.created_timestamp,
+    )
+    return context.staging.parquet_files(name), replace(join, source=staged)
+
+
 def _read_source(
     session: SparkSession, join: TableJoin, files: list[str], *, base_dir: Path
 ) -> tuple[DataFrame, pa.Schema]:
     """Check the source's schema (read on the driver) and return its frame and Spark's view of it."""
-    assert isinstance(join.source, FileSource)  # DeltaSource is refused by source_frame
+    assert isinstance(join.source, FileSource)  # Delta sources are staged as Parquet first
     fmt, root = join.source.file_format, local_dir(join.source.path, base_dir=base_dir)
     try:
         view, uniform = source_schema(join, files, root)

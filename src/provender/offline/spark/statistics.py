@@ -9,7 +9,6 @@ with a null entity key are left out, as in every Spark read of a source.
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -17,7 +16,7 @@ from pyspark.sql import functions as F
 from provender.offline.files import DateRange
 from provender.offline.spark.columns import EVENT, col, quote, timestamp_literal
 from provender.offline.spark.failures import run_in_group
-from provender.offline.spark.sources import source_frame
+from provender.offline.spark.sources import SourceContext, source_frame
 from provender.offline.statistics import Dialect, StatisticsPlan, TableStatistics, compute_statistics
 
 SPARK_DIALECT = Dialect(
@@ -28,11 +27,11 @@ SPARK_DIALECT = Dialect(
 )
 
 
-def spark_statistics(session: SparkSession, plan: StatisticsPlan, *, base_dir: Path) -> TableStatistics:
-    """Compute the statistics of ``plan`` on ``session``."""
+def spark_statistics(session: SparkSession, plan: StatisticsPlan, *, context: SourceContext) -> TableStatistics:
+    """Compute the statistics of ``plan`` on ``session`` (sources read with ``context``)."""
     join = plan.join
     dates = DateRange.for_interval(plan.start, plan.end)
-    source = source_frame(session, join, dates, base_dir=base_dir, lower=plan.start, upper=None)
+    source = source_frame(session, join, dates, context=context, lower=plan.start, upper=None)
     frame = source.where(F.col(EVENT) < timestamp_literal(plan.end)).select(*(col(f.name) for f in join.features))
     view = f"provender_stats_{uuid.uuid4().hex}"
     frame.persist()

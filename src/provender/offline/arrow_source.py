@@ -1,0 +1,75 @@
+"""Sources read through pyarrow: Delta snapshots and object-store Parquet, shared by every engine.
+
+DuckDB scans the dataset in place (registered, with projections and filters pushed down); Spark,
+which has no S3 connector or Delta reader here, stages it as local Parquet first
+(:mod:`provender.offline.spark.sources`). Either way the same files are read: those left after
+date-partition pruning (object stores) or the Delta log's statistics (Delta), recorded as the
+read's lineage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pyarrow.dataset as ds
+
+from provender.config import S3Storage
+from provender.definitions import DeltaSource
+from provender.offline.delta import open_delta
+from provender.offline.files import DateRange, is_remote
+from provender.offline.lineage import SourceInput, filesystem_files
+from provender.offline.objectstore import open_s3, s3_dataset, s3_source_files
+from provender.offline.plan import TableJoin
+
+
+@dataclass(frozen=True, slots=True)
+class ArrowSource:
+    """A source opened for reading: its rows (None when every partition was pruned) and lineage.
+
+    Attributes:
+        dataset: the rows of the files kept, or None.
+        input: what is read (files, sizes, times; the Delta version).
+        scrub: removes secrets from an error message about this source.
+    """
+
+    dataset: ds.Dataset | None
+    input: SourceInput
+    scrub: Callable[[str], str] = str
+
+
+def reads_through_arrow(join: TableJoin) -> bool:
+    """Whether ``join``'s source is a Delta table or an object-store file source."""
+    return isinstance(join.source, DeltaSource) or is_remote(join.source.path)
+
+
+def open_arrow_source(
+    join: TableJoin,
+    dates: DateRange,
+    *,
+    base_dir: Path,
+    storage: S3Storage | None,
+    lower: datetime | None,
+    upper: datetime | None,
+) -> ArrowSource:
+    """Open ``join``'s Delta or object-store source, pruned to event times in ``[lower, upper]``.
+
+    Raises:
+        DataError: the source cannot be listed or opened (the message names the table and the
+            cause, never a secret).
+    """
+    name, path = join.name, join.source.path
+    what = f"Feature table {name!r} (batch source {path})"
+    if isinstance(join.source, DeltaSource):
+        snapshot = open_delta(join.source, what=what, base_dir=base_dir, storage=storage, lower=lower, upper=upper)
+        source_input = SourceInput(table=name, path=path, files=snapshot.files, delta_version=snapshot.version)
+        return ArrowSource(snapshot.dataset, source_input)  # even with no file kept: its schema is checked
+    store = open_s3(storage, what)
+    files = s3_source_files(store, join.source, dates, what)
+    keys = [f.removeprefix("s3://") for f in files]
+    source_input = SourceInput(table=name, path=path, files=filesystem_files(store.filesystem, keys, prefix="s3://"))
+    root = None if files == [path] else path
+    dataset = s3_dataset(store, files, root=root) if files else None
+    return ArrowSource(dataset, source_input, store.scrub)
