@@ -73,6 +73,7 @@ def core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CoreServer,
             job = client.start_offline_to_online_ingestion(table, start=END - timedelta(days=1), end=END, run_on="core")
             assert job.wait(60).status.value == "SUCCEEDED"
             first = job
+            write_driver_rows(root / "src", drivers=20, hours=3, end=END, seed=99)  # other values: other statistics
             job = client.start_offline_to_online_ingestion(
                 table, start=END - timedelta(hours=2), end=END, run_on="core"
             )
@@ -151,7 +152,9 @@ def test_every_page_loads_without_console_errors(
     )
     page.goto(server.url + "/projects/default/tables/driver_stats/statistics")
     assert page.get_by_role("img", name="Histogram of rate").count() == 1  # recorded by the ingestion job
-    assert "winner: 20" in page.locator("main").inner_text()
+    top_values = page.get_by_role("table", name="Most frequent values of tag")
+    assert top_values.get_by_role("row", name="winner").inner_text().split() == ["winner", "20"]
+    check_histogram_axes(server, page, job_id)
     narrow, narrow_errors = open_page(browser, server.url, width=390)
     narrow.goto(server.url + "/projects/default/tables/driver_stats")
     assert narrow.evaluate("document.documentElement.scrollWidth") <= 392
@@ -159,6 +162,37 @@ def test_every_page_loads_without_console_errors(
     missing = narrow.goto(server.url + "/projects/default/tables/nope")
     assert missing.status == 404 and "nope" in narrow.get_by_role("alert").inner_text()
     assert narrow_errors == [] or all("404" in e for e in narrow_errors)
+
+
+def job_statistics(server: CoreServer, job_id: str, feature: str) -> dict[str, Any]:
+    status, record = server.request("GET", f"/v1/jobs/{job_id}", token="tok-w")
+    assert status == 200
+    statistics: Any = record["statistics"]
+    return next(f for f in statistics["features"] if f["name"] == feature)
+
+
+def check_histogram_axes(server: CoreServer, page: Any, job_id: str) -> None:
+    """The histogram of `rate` labels its axes with the recorded values and counts, and reads as a table too."""
+    recorded = job_statistics(server, job_id, "rate")
+    edges, counts = recorded["histogram"]["edges"], recorded["histogram"]["counts"]
+    chart = page.locator("#stats-rate svg.histogram")
+    x_ticks = chart.locator("text.x-tick").all_text_contents()
+    assert x_ticks[0] == f"{edges[0]:.4g}" and x_ticks[-1] == f"{edges[-1]:.4g}" and len(x_ticks) == 5
+    assert [float(x) for x in x_ticks] == sorted(float(x) for x in x_ticks)
+    y_ticks = chart.locator("text.y-tick").all_text_contents()
+    assert y_ticks[0] == "0" and y_ticks[-1] == f"{max(counts):,}"
+    assert chart.locator("text.x-title").text_content() == "rate (value)"
+    assert chart.locator("text.y-title").text_content() == "count"
+    assert chart.locator("rect.bar").count() == len(counts)
+    label = chart.get_attribute("aria-label")
+    assert label is not None and f"from {edges[0]:.4g} to {edges[-1]:.4g} on the x axis" in label
+    summary = page.get_by_text("Show the histogram of rate as a table")
+    summary.focus()
+    page.keyboard.press("Enter")  # the disclosure opens from the keyboard
+    table = page.get_by_role("table", name="Histogram of rate")
+    rows = table.locator("tbody tr").all_inner_texts()
+    assert len(rows) == len(counts) and sum(int(r.split("\t")[-1].replace(",", "")) for r in rows) == sum(counts)
+    assert rows[0].startswith(f"{edges[0]:.4g} to {edges[1]:.4g})")
 
 
 def test_search_as_you_type_finds_a_feature_by_its_description(
@@ -191,10 +225,28 @@ def test_click_through_and_back_forward(core: tuple[CoreServer, str, str, str], 
     page.wait_for_url("**/projects/default/tables/driver_stats")
     page.get_by_role("link", name="Statistics").click()
     page.wait_for_url("**/tables/driver_stats/statistics")
-    page.get_by_label("Drift against an earlier job").select_option(first_id)
+    assert page.get_by_label("Current job").input_value() == job_id  # the latest by default
+    assert page.get_by_label("Baseline job").input_value() == first_id  # the one before it, preselected
     page.get_by_role("button", name="Compare").click()
-    page.wait_for_url(f"**/statistics?against={first_id}")
+    page.wait_for_url(f"**/statistics?against={first_id}&current={job_id}")
+    assert page.get_by_role("heading", name=f"Drift of {job_id} against {first_id}").count() == 1
     assert "rate" in page.locator("#drift").inner_text()
+
+    # Both ends are chosen: the earlier job as current, the later as baseline.
+    page.get_by_label("Current job").select_option(first_id)
+    page.get_by_label("Baseline job").select_option(job_id)
+    page.get_by_role("button", name="Compare").click()
+    page.wait_for_url(f"**/statistics?against={job_id}&current={first_id}")
+    assert page.get_by_role("heading", name=f"Drift of {first_id} against {job_id}").count() == 1
+    assert f"Recorded by job {first_id}" in page.locator("main").inner_text()
+    first_mean, latest_mean = (job_statistics(server, j, "rate")["mean"] for j in (first_id, job_id))
+    assert f"{first_mean:.4g}" != f"{latest_mean:.4g}"  # the two jobs read different rows
+    assert page.locator("#stats-rate dl").inner_text().split("mean")[1].split()[0] == f"{first_mean:.4g}"
+    page.goto(page.url.replace(f"against={job_id}", f"against={first_id}"))  # the same job twice
+    assert "choose two different jobs" in page.get_by_role("alert").inner_text()
+    assert page.locator("#drift").count() == 0
+    page.go_back()
+    page.go_back()
     page.go_back()
     page.go_back()
     page.get_by_role("link", name=job_id).click()

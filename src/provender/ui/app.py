@@ -33,6 +33,12 @@ from provender.ui.html import e, error_box, frame
 
 COOKIE = "provender_token"
 HTML = "text/html; charset=utf-8"
+# Pages load nothing but this origin's stylesheet and script (no internet assets, no inline script),
+# post forms only here, and may not be framed (the cancel button).
+CSP = (
+    "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 Headers = list[tuple[bytes, bytes]]
 Answer = tuple[int, bytes, Headers]
 GrantOf = Callable[[str | None], Grant]  # an Authorization header value -> the caller's grant
@@ -166,7 +172,10 @@ class UiApp:
                 raise FeatureTableNotFoundError(name, project=project, known=list(snapshot.feature_tables))
             jobs = data.jobs(project, table=name)
             if match.group(2):
-                return pages.statistics(snapshot, name, jobs, against=request.query.get("against") or None)
+                query = request.query
+                return pages.statistics(
+                    snapshot, name, jobs, current=query.get("current") or None, against=query.get("against") or None
+                )
             online = data.online_freshness(project, [name])
             return pages.table(snapshot, name, jobs, online, can_write=can_write)
         raise PageNotFoundError(f"No page {request.path!r}.")
@@ -189,7 +198,7 @@ class UiApp:
         title, body, crumbs = page
         html = frame(title, body, subject=grant.subject, query=request.query.get("q", ""), crumbs=crumbs,
                      can_logout=self.auth_enabled)  # fmt: skip
-        return 200, html.encode(), [(b"content-type", HTML.encode())]
+        return 200, html.encode(), _html_headers()
 
     def _error(self, status: int, title: str, message: str, subject: str, request: UiRequest) -> Answer:
         if request.path.startswith("/ui/api/"):
@@ -198,7 +207,7 @@ class UiApp:
         return (
             status,
             frame(title, body, subject=subject, can_logout=self.auth_enabled).encode(),
-            [(b"content-type", HTML.encode())],
+            _html_headers(),
         )
 
     def _prompt(self, request: UiRequest, problem: str) -> Answer:
@@ -211,7 +220,7 @@ class UiApp:
 <input id="token" name="token" type="password" autocomplete="current-password" required size="40">
 <input type="hidden" name="next" value="{e(target)}">
 <button type="submit">Sign in</button></form>"""
-        return 401, frame("Sign in", body, subject="nobody").encode(), [(b"content-type", HTML.encode())]
+        return 401, frame("Sign in", body, subject="nobody").encode(), _html_headers()
 
     def _login(self, request: UiRequest) -> Answer:
         token = request.form.get("token", "").strip()
@@ -226,6 +235,15 @@ class UiApp:
             target = "/"
         cookie = f"{COOKIE}={quote(token)}; Path=/; HttpOnly; SameSite=Strict"
         return 303, b"", [(b"location", target.encode()), (b"set-cookie", cookie.encode())]
+
+
+def _html_headers() -> Headers:
+    return [
+        (b"content-type", HTML.encode()),
+        (b"content-security-policy", CSP.encode()),
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"same-origin"),
+    ]
 
 
 def _token(request: UiRequest) -> str | None:

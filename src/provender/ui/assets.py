@@ -31,6 +31,7 @@ h1 { font-size:1.5rem; margin:4px 0 8px; } h2 { font-size:1.15rem; margin:20px 0
 table.list { width:100%; border-collapse:collapse; background:#fff; border:1px solid var(--line); }
 table.list th, table.list td { text-align:left; padding:6px 10px; border-bottom:1px solid var(--line); vertical-align:top; }
 table.list th { background:#eef1f5; font-weight:600; font-size:.9rem; }
+table.list tbody th { background:#fff; font-size:inherit; }
 .scroll { overflow-x:auto; }
 .muted { color:var(--muted); } .small { font-size:.85rem; }
 .tag { display:inline-block; padding:1px 7px; border-radius:10px; background:#e8eef9; font-size:.8rem; margin:1px 2px; }
@@ -51,7 +52,16 @@ dt { color:var(--muted); } dd { margin:0; min-width:0; overflow-wrap:anywhere; }
 #live a:hover, #live a:focus { background:#eef3fc; }
 .loading { color:var(--muted); padding:6px 10px; }
 svg.lineage text { font-size:12px; font-family:inherit; } svg.lineage a text { fill:var(--accent); }
-.bar { fill:#5b8def; }
+.bar { fill:#5b8def; } .bar:hover { fill:#1f5fbf; }
+ol.plain { list-style:none; padding:0; }
+figure.chart { margin:8px 0 0; } svg.histogram { max-width:100%; height:auto; display:block; }
+svg.histogram text { font-size:11px; font-family:inherit; fill:var(--fg); }
+svg.histogram .axis-title { font-size:12px; fill:var(--muted); }
+svg.histogram .axis { stroke:var(--fg); } svg.histogram .grid { stroke:var(--line); }
+svg.hbar rect { fill:#5b8def; } table.top-values { max-width:560px; } table.top-values caption { text-align:left; font-weight:600; padding:4px 0; }
+details summary { cursor:pointer; color:var(--accent); font-size:.9rem; }
+fieldset { border:0; padding:0; margin:0; display:flex; flex-wrap:wrap; gap:6px 10px; align-items:center; }
+legend { font-weight:600; padding:0 0 6px; }
 @media (max-width: 700px) {
   main { padding:10px; } header.top { padding:8px 10px; } .hide-narrow { display:none; }
   table.list th, table.list td { padding:5px 6px; }

@@ -10,12 +10,11 @@ from datetime import UTC, datetime, timedelta
 
 from provender.definitions import Entity, FeatureTable
 from provender.definitions.jobs import JobStatus
-from provender.offline.drift import compare
-from provender.offline.statistics import TableStatistics
 from provender.registry.jobs import JobRecord
 from provender.registry.store import RegistryChangeRecord, RegistrySnapshot
+from provender.ui import statistics as stats_page
 from provender.ui.data import Hit, OnlineFreshness, ProjectSummary
-from provender.ui.html import age, duration, e, empty, error_box, highlight, u, when
+from provender.ui.html import age, duration, e, empty, highlight, u, when
 
 Page = tuple[str, str, str]
 
@@ -418,7 +417,7 @@ def history(project_name: str, records: Sequence[RegistryChangeRecord]) -> Page:
                 f'<li class="card"><p><strong>{e(r.actor)}</strong> · {when(r.changed_at)} · version '
                 f"{r.version_before} → {r.version_after}</p><p>{e(r.description)}</p><ul>{changes}</ul></li>"
             )
-        listing = f'<ol style="list-style:none;padding:0">{"".join(items)}</ol>'
+        listing = f'<ol class="plain">{"".join(items)}</ol>'
     body = f"<h1>History · {e(project_name)}</h1>{_tabs(project_name, 'History')}{listing}"
     return f"History · {project_name}", body, _crumbs((project_name, u("projects", project_name)), ("History", ""))
 
@@ -463,91 +462,20 @@ def lineage(snapshot: RegistrySnapshot, jobs: Sequence[JobRecord]) -> Page:
     return f"Lineage · {name}", body, _crumbs((name, u("projects", name)), ("Lineage", ""))
 
 
-def statistics(snapshot: RegistrySnapshot, name: str, jobs: Sequence[JobRecord], *, against: str | None = None) -> Page:
-    """The statistics recorded on the table's latest job (a chart per feature) and the drift against an earlier one."""
+def statistics(
+    snapshot: RegistrySnapshot,
+    name: str,
+    jobs: Sequence[JobRecord],
+    *,
+    current: str | None = None,
+    against: str | None = None,
+) -> Page:
+    """The statistics a job of the table recorded (the latest, or ``current``), and its drift against ``against``."""
     project_name = snapshot.project
-    recorded = [j for j in jobs if j.statistics]
     crumbs = _crumbs((project_name, u("projects", project_name)), (name, u("projects", project_name, "tables", name)),
                      ("Statistics", ""))  # fmt: skip
-    if not recorded:
-        body = empty(
-            "No statistics recorded for this table yet.",
-            "Run an ingestion (each one records the statistics of the rows it writes), or compute them: "
-            f"<code>client.get_statistics(&quot;{e(name)}&quot;, start=..., end=...)</code>.",
-        )
-        return f"Statistics · {name}", f"<h1>Statistics · {e(name)}</h1>{_tabs(project_name, 'Tables')}{body}", crumbs
-    current = recorded[0]
-    assert current.statistics is not None
-    job_link = f'<a href="{u("projects", project_name, "jobs", current.id)}">{e(current.id)}</a>'
-    body = f"<p>Recorded by job {job_link} ({when(current.created_at)}).</p>{_drift(current, recorded[1:], against)}"
-    body += "".join(_feature_stats(f) for f in _stat_features(current.statistics))
-    page = f"<h1>Statistics · {e(name)}</h1>{_tabs(project_name, 'Tables')}{body}"
-    return f"Statistics · {name}", page, crumbs
-
-
-def _drift(current: JobRecord, earlier: Sequence[JobRecord], against: str | None) -> str:
-    if not earlier:
-        return '<p class="muted">Drift: no earlier job with statistics to compare with yet.</p>'
-    options = "".join(
-        f'<option value="{e(j.id)}"{" selected" if j.id == against else ""}>{e(j.id)} · '
-        f"{e(j.created_at.strftime('%Y-%m-%d %H:%M:%S'))}</option>"
-        for j in earlier
-    )
-    form = (
-        '<form class="card" method="get"><label for="against">Drift against an earlier job</label> '
-        f'<select id="against" name="against">{options}</select> <button type="submit">Compare</button></form>'
-    )
-    if against is None:
-        return form
-    base = next((j for j in earlier if j.id == against), None)
-    if base is None or base.statistics is None:
-        return form + error_box(f"No earlier job {against!r} with statistics for this table.")
-    report = compare(TableStatistics.from_dict(base.statistics), TableStatistics.from_dict(current.statistics or {}))
-    rows = "".join(
-        f"<tr><td>{e(f.name)}</td><td>{_number(f.psi)}</td><td>{_number(f.js_distance)}</td>"
-        f"<td>{'<strong class=status-FAILED>drifted</strong>' if f.drifted else e(f.note) or 'ok'}</td></tr>"
-        for f in report.features
-    )
-    return form + (
-        f'<h2>Drift against {e(base.id)}</h2><div class="scroll"><table class="list" id="drift">'
-        "<caption class=skip>Drift per feature</caption><thead><tr><th>Feature</th><th>PSI</th>"
-        f"<th>Jensen-Shannon distance</th><th>Verdict (PSI &ge; {report.psi_threshold:g} or JS &ge; "
-        f"{report.js_threshold:g} is drift)</th></tr></thead><tbody>{rows}</tbody></table></div>"
-    )
-
-
-def _number(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "&mdash;" if value is None else e(value)
-
-
-def _stat_features(stats: Mapping[str, object]) -> list[Mapping[str, object]]:
-    features = stats.get("features")
-    return [f for f in features if isinstance(f, Mapping)] if isinstance(features, list) else []
-
-
-def _feature_stats(f: Mapping[str, object]) -> str:
-    keys = ("count", "null_count", "mean", "std", "min", "max", "distinct_count")
-    cells = "".join(f"<dt>{k}</dt><dd>{_number(f[k])}</dd>" for k in keys if f.get(k) is not None)
-    chart = ""
-    histogram = f.get("histogram")
-    if isinstance(histogram, Mapping) and isinstance(histogram.get("counts"), list):
-        counts = [int(c) for c in histogram["counts"]]
-        top = max(counts) or 1
-        bars = "".join(
-            f'<rect class="bar" x="{i * 14}" y="{80 - 78 * c / top:.1f}" width="12" height="{78 * c / top:.1f}"/>'
-            for i, c in enumerate(counts)
-        )
-        chart = f'<svg role="img" aria-label="Histogram of {e(f.get("name"))}" width="{14 * len(counts)}" height="80">{bars}</svg>'
-    top_values = f.get("top_values")
-    if isinstance(top_values, list) and top_values:
-        chart = (
-            "<ul>"
-            + "".join(f"<li>{e(v[0])}: {e(v[1])}</li>" for v in top_values if isinstance(v, list | tuple))
-            + "</ul>"
-        )
-    return f'<section class="card"><h2>{e(f.get("name"))}</h2><dl>{cells}</dl>{chart}</section>'
+    tabs = _tabs(project_name, "Tables")
+    return stats_page.statistics(snapshot, name, jobs, tabs, crumbs, current=current, against=against)
 
 
 def now() -> datetime:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 
@@ -11,11 +12,15 @@ import pytest
 import provender as pv
 from provender.auth import Grant, Role
 from provender.errors import AuthenticationError
+from provender.online.store import TableFreshness
+from provender.registry.jobs import JobKind, JobRecord, JobStatus
 from provender.registry.sqlite import SQLiteRegistry
 from provender.registry.store import RegistryChange
 from provender.ui import pages
 from provender.ui.app import UiApp, UiRequest
+from provender.ui.data import OnlineFreshness
 from provender.ui.html import highlight
+from provender.ui.statistics import histogram_chart, top_values_chart
 
 DRIVER = pv.Entity(name="driver_id", value_type=pv.ValueType.INT64, description="A driver")
 TRIPS = pv.FeatureTable(
@@ -95,3 +100,78 @@ def test_without_a_token_the_prompt_and_a_login_sets_the_cookie(app: UiApp) -> N
     status, _, headers = app.handle(UiRequest("POST", "/login", {}, None, None, form))
     assert status == 303 and (b"location", b"/") in headers
     assert any(k == b"set-cookie" and b"HttpOnly" in v for k, v in headers)
+
+
+def test_histogram_axes_label_values_and_counts_and_the_bins_read_as_a_table() -> None:
+    html = histogram_chart("rate", [0.0, 0.25, 0.5, 0.75, 1.0], [3, 0, 12, 5])
+    x_ticks = re.findall(r'class="tick x-tick"[^>]*>([^<]*)<', html)
+    y_ticks = re.findall(r'class="tick y-tick"[^>]*>([^<]*)<', html)
+    assert x_ticks == ["0", "0.25", "0.5", "0.75", "1"] and y_ticks == ["0", "6", "12"]
+    assert ">rate (value)</text>" in html and ">count</text>" in html
+    assert 'aria-label="Histogram of rate: 4 bins of values from 0 to 1 on the x axis, counts from 0 to 12' in html
+    assert "<td>0.75 to 1]</td><td>5</td>" in html and "<td>0 to 0.25)</td><td>3</td>" in html
+    assert html.count('<rect class="bar"') == 4
+    # One bin, all zero counts, many bins, and mismatched lengths (a damaged record) still draw or say nothing.
+    assert "1 bins" in histogram_chart("x", [5.0, 5.0], [7]) and 'y-tick" x="50" y="16.0" text-anchor="end">7<' in (
+        histogram_chart("x", [5.0, 5.0], [7])
+    )
+    assert "counts from 0 to 0" in histogram_chart("x", [0.0, 1.0, 2.0], [0, 0])
+    assert len(re.findall("x-tick", histogram_chart("x", [float(i) for i in range(101)], [1] * 100))) == 5
+    assert histogram_chart("x", [0.0, 1.0], [1, 2]) == "" and histogram_chart("x", [], []) == ""
+
+
+def test_top_values_are_a_table_with_a_bar_per_count() -> None:
+    html = top_values_chart("tag", [("winner", 20), ("<b>", 5)])
+    assert "<caption>Most frequent values of tag</caption>" in html and "<code>&lt;b&gt;</code>" in html
+    assert '<rect width="100.0"' in html and '<rect width="25.0"' in html
+
+
+def record(job_id: str, minutes: int, mean: float) -> JobRecord:
+    counts = [1, 1] if mean == 0.5 else [2, 0]
+    feature = {"name": "rate", "value_type": "DOUBLE", "kind": "number", "count": 2, "null_count": 0, "mean": mean,
+               "min": 0.0, "max": 1.0, "histogram": {"edges": [0.0, 0.5, 1.0], "counts": counts}}  # fmt: skip
+    stats = {"table": "trips", "start": "2026-01-01T00:00:00+00:00", "end": "2026-01-02T00:00:00+00:00", "rows": 2,
+             "features": [feature]}  # fmt: skip
+    created = datetime(2026, 1, 2, tzinfo=UTC) + timedelta(minutes=minutes)
+    return JobRecord(id=job_id, kind=JobKind.OFFLINE_TO_ONLINE, project="fleet", table="trips",
+                     status=JobStatus.SUCCEEDED, created_at=created, statistics=stats)  # fmt: skip
+
+
+def test_drift_between_a_chosen_baseline_and_a_chosen_current_job(app: UiApp) -> None:
+    snapshot = app.data.snapshot("fleet")
+    jobs = [record("job-c", 2, 0.5), record("job-b", 1, 0.25), record("job-a", 0, 0.5)]  # newest first
+    _, body, _ = pages.statistics(snapshot, "trips", jobs)
+    assert "Recorded by job <a" in body and "job-c</a>" in body and 'id="drift"' not in body
+    assert '<option value="job-b" selected>' in body.split('id="against"')[1].split("</select>")[0]
+    _, body, _ = pages.statistics(snapshot, "trips", jobs, current="job-b", against="job-c")
+    assert "Drift of job-b against job-c" in body and "(the baseline is the newer job)" in body
+    assert "<dt>mean</dt><dd>0.25</dd>" in body and "drifted" in body
+    _, body, _ = pages.statistics(snapshot, "trips", jobs, current="job-c", against="job-a")
+    assert "Drift of job-c against job-a" in body and "drifted" not in body  # the same distribution
+    _, body, _ = pages.statistics(snapshot, "trips", jobs, current="job-a", against="job-a")
+    assert "choose two different jobs" in body and 'id="drift"' not in body
+    _, body, _ = pages.statistics(snapshot, "trips", jobs, current="job-zz", against="job-yy")
+    assert "No job &#x27;job-zz&#x27;" in body and "No job &#x27;job-yy&#x27;" in body and "job-c</a>" in body
+    _, body, _ = pages.statistics(snapshot, "trips", jobs[:1])
+    assert "no other job with statistics" in body
+
+
+def test_freshness_flags_an_online_value_older_than_max_age(app: UiApp) -> None:
+    snapshot = app.data.snapshot("fleet")
+    now = datetime.now(UTC)
+    stale = OnlineFreshness(tables={"trips": TableFreshness(now - timedelta(hours=7), now - timedelta(minutes=1))})
+    _, body, _ = pages.freshness(snapshot, [], stale, can_write=False, table=None)
+    assert "older than max_age (6.0 h)" in body and "7.0 h ago" in body and "1 min ago" in body
+    fresh = OnlineFreshness(tables={"trips": TableFreshness(now - timedelta(hours=5), now)})
+    assert "older than max_age" not in pages.freshness(snapshot, [], fresh, can_write=False, table=None)[1]
+    _, body, _ = pages.freshness(snapshot, [], OnlineFreshness(), can_write=False, table=None)
+    assert "none online" in body
+    _, body, _ = pages.freshness(snapshot, [], OnlineFreshness(problem="down"), can_write=False, table=None)
+    assert "Online values: down." in body and "unknown" in body
+
+
+def test_pages_send_a_content_security_policy(app: UiApp) -> None:
+    _, _, headers = app.handle(UiRequest("GET", "/", {}, None, "provender_token=tok", {}))
+    policy = dict(headers)[b"content-security-policy"].decode()
+    assert "default-src 'none'" in policy and "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert app.data.online_freshness("fleet", ["trips"]).problem == "no online store is configured for this UI"
