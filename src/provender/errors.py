@@ -13,10 +13,12 @@ derives from the builtin it refines, so ``except LookupError`` keeps working::
     ├── JobStateError(ValueError)          a job update that its current status does not allow
     ├── DataError(ValueError)              bad input data: missing column, wrong type, bad row
     │   └── RequestTooLargeError           a request body over a service's size limit
+    ├── OnDemandFunctionError              on-demand features' function missing, failing or mismatched
     ├── ProjectNotServedError(LookupError)  a project the serving service does not serve
     ├── NotFoundError(LookupError)
     │   ├── EntityNotFoundError
     │   ├── FeatureTableNotFoundError
+    │   ├── OnDemandFeaturesNotFoundError
     │   ├── ProjectNotFoundError
     │   └── JobNotFoundError
     ├── MissingExtraError(ImportError)     a backend whose optional dependency is absent
@@ -143,6 +145,20 @@ class DataError(ProvenderError, ValueError):
     """Input data is unusable: a missing column, a wrong type, a bad row."""
 
 
+class OnDemandFunctionError(ProvenderError):
+    """On-demand features' function is missing, not the applied one, fails, or returns bad output.
+
+    Attributes:
+        name: the on-demand features' name.
+        function: the function's import path.
+        problem: what went wrong.
+    """
+
+    def __init__(self, name: str, function: str, problem: str) -> None:
+        self.name, self.function, self.problem = name, function, problem
+        super().__init__(f"OnDemandFeatures {name!r}, function {function!r}: {problem}")
+
+
 class RequestTooLargeError(DataError):
     """A request body is larger than the service accepts."""
 
@@ -168,6 +184,12 @@ class FeatureTableNotFoundError(NotFoundError):
     """No feature table of that name is registered."""
 
     kind = "feature table"
+
+
+class OnDemandFeaturesNotFoundError(NotFoundError):
+    """No on-demand features of that name are registered."""
+
+    kind = "on-demand features"
 
 
 class ProjectNotFoundError(NotFoundError):

@@ -11,7 +11,7 @@ import click
 from provender.cli.ignore import python_files
 from provender.cli.render import echo_table, plural
 from provender.cli.state import CliState
-from provender.definitions import Definition, Entity, FeatureTable
+from provender.definitions import Definition, Entity, FeatureTable, OnDemandFeatures
 from provender.errors import DefinitionError
 from provender.registry.diff import MissingPolicy
 
@@ -26,7 +26,7 @@ def find_definition_files(path: Path) -> list[Path]:
 
 
 def read_definitions(path: Path) -> list[Definition]:
-    """Import the files under ``path`` and return their module-level Entity and FeatureTable objects.
+    """Import the files under ``path`` and return their module-level Entity, FeatureTable and OnDemandFeatures.
 
     Raises:
         DefinitionError: a file fails to import (the message names the file), or two files
@@ -49,7 +49,7 @@ def read_definitions(path: Path) -> list[Definition]:
         finally:
             sys.path.remove(str(file.parent))
         for value in vars(module).values():
-            if isinstance(value, Entity | FeatureTable):
+            if isinstance(value, Entity | FeatureTable | OnDemandFeatures):
                 key = (type(value), value.name)
                 other = found.get(key)
                 if other and other[0] != value:
@@ -57,7 +57,8 @@ def read_definitions(path: Path) -> list[Definition]:
                 found.setdefault(key, (value, file))
     entities = [d for d, _ in found.values() if isinstance(d, Entity)]
     feature_tables = [d for d, _ in found.values() if isinstance(d, FeatureTable)]
-    return [*entities, *feature_tables]
+    on_demand = [d for d, _ in found.values() if isinstance(d, OnDemandFeatures)]
+    return [*entities, *feature_tables, *on_demand]
 
 
 @click.command()
@@ -68,7 +69,7 @@ def read_definitions(path: Path) -> list[Definition]:
 )
 @click.pass_obj
 def apply(state: CliState, path: Path, dry_run: bool, prune: bool) -> None:
-    """Register the Entity and FeatureTable objects defined in Python files under PATH.
+    """Register the Entity, FeatureTable and OnDemandFeatures objects defined in Python files under PATH.
 
     Every .py file under PATH is imported, that is executed, even with --dry-run, except files
     matching PATH/.provenderignore (gitignore syntax) and the defaults: hidden folders,
@@ -94,7 +95,7 @@ def apply(state: CliState, path: Path, dry_run: bool, prune: bool) -> None:
     files = find_definition_files(path)
     definitions = read_definitions(path)
     if not definitions:
-        raise click.ClickException(f"no Entity or FeatureTable objects found in {path}")
+        raise click.ClickException(f"no Entity, FeatureTable or OnDemandFeatures objects found in {path}")
     click.echo(f"Imported {plural(len(files), 'file')}: {', '.join(_shown(f, path) for f in files)}")
     client = state.client(existing_project=False)
     # one file is not every definition: what it does not define is not reported as missing

@@ -6,7 +6,7 @@ import click
 
 from provender.cli.render import echo_json, echo_table, format_duration, plural
 from provender.cli.state import CliState
-from provender.definitions import DeltaSource, FeatureTable, FileSource
+from provender.definitions import DeltaSource, FeatureTable, FileSource, OnDemandFeatures
 from provender.registry import codec
 from provender.registry.store import DEFAULT_HISTORY_LIMIT, ItemAction, RegistryChangeRecord
 
@@ -61,10 +61,13 @@ def tables() -> None:
 @json_option
 @click.pass_obj
 def list_tables(state: CliState, as_json: bool) -> None:
-    """List the project's feature tables."""
-    found = state.client().list_feature_tables()
+    """List the project's feature tables (and on-demand features)."""
+    client = state.client()
+    found = client.list_feature_tables()
+    on_demand = client.list_on_demand_features()
     if as_json:
-        echo_json([codec.to_dict(t)["spec"] for t in found])
+        definitions: list[FeatureTable | OnDemandFeatures] = [*found, *on_demand]
+        echo_json([codec.to_dict(d)["spec"] for d in definitions])
         return
     echo_table(
         ["NAME", "ENTITIES", "FEATURES", "MAX_AGE", "SOURCE"],
@@ -79,6 +82,12 @@ def list_tables(state: CliState, as_json: bool) -> None:
             for t in found
         ],
     )
+    if on_demand:
+        click.echo("On-demand features:")
+        echo_table(
+            ["NAME", "INPUTS", "FEATURES", "FUNCTION"],
+            [(o.name, ",".join(o.inputs) or "-", len(o.features), o.function) for o in on_demand],
+        )
 
 
 @tables.command("delete")
@@ -110,8 +119,12 @@ def delete_table(state: CliState, name: str, yes: bool) -> None:
 @json_option
 @click.pass_obj
 def describe_table(state: CliState, name: str, as_json: bool) -> None:
-    """Show one feature table: entities, features, sources, max_age, labels."""
-    table = state.client().get_feature_table(name)
+    """Show one feature table (entities, features, sources, max_age, labels) or on-demand features."""
+    client = state.client()
+    if name in {o.name for o in client.list_on_demand_features()}:
+        _describe_on_demand(client.get_on_demand_features(name), as_json=as_json)
+        return
+    table = client.get_feature_table(name)
     if as_json:
         echo_json(codec.to_dict(table)["spec"])
         return
@@ -158,6 +171,25 @@ def describe_table(state: CliState, name: str, as_json: bool) -> None:
             ["NAME", "FUNCTION", "COLUMN", "WINDOW"],
             [(a.name, a.function, a.column, format_duration(a.window)) for a in table.aggregations],
         )
+
+
+def _describe_on_demand(odf: OnDemandFeatures, *, as_json: bool) -> None:
+    if as_json:
+        echo_json(codec.to_dict(odf)["spec"])
+        return
+    click.echo(f"On-demand features: {odf.name}")
+    click.echo(f"  function:  {odf.function} (mode {odf.mode})")
+    click.echo(
+        f"  applied:   {odf.function_version or 'not from an installed distribution'}, source digest "
+        f"{odf.function_digest or 'unknown'}"
+    )
+    click.echo(f"  inputs:    {', '.join(odf.inputs) or '-'}")
+    request = ", ".join(f"{name} ({value_type})" for name, value_type in odf.request_schema.items())
+    click.echo(f"  request:   {request or '-'}")
+    if odf.labels:
+        click.echo(f"  labels:    {', '.join(f'{k}={v}' for k, v in odf.labels.items())}")
+    click.echo("  features:")
+    echo_table(["NAME", "TYPE", "DESCRIPTION"], [(f.name, f.value_type, f.description) for f in odf.features])
 
 
 def _source(table: FeatureTable) -> str:

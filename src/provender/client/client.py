@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Self, cast, overload
 
-from provender.client.historical import HistoricalJob, to_entity_rows
+from provender.client.historical import HistoricalJob, on_demand_job, to_entity_rows
 from provender.client.jobs import (
     CoreJobSubmitter,
     Job,
@@ -35,13 +35,14 @@ from provender.config import (
     validate_backend_config,
     validate_settings,
 )
-from provender.definitions import Definition, Entity, FeatureTable
+from provender.definitions import Definition, Entity, FeatureTable, OnDemandFeatures
 from provender.errors import (
     ConfigError,
     DataError,
     EntityNotFoundError,
     FeatureRefError,
     FeatureTableNotFoundError,
+    OnDemandFeaturesNotFoundError,
     PermissionDeniedError,
 )
 from provender.ingestion import validation
@@ -51,9 +52,17 @@ from provender.offline.duckdb import StatisticsCollector
 from provender.offline.engine import DistributedIngestion, OfflineEngine
 from provender.offline.plan import LatestPlan, build_retrieval_plan, table_join
 from provender.offline.statistics import StatisticsPlan, TableStatistics
+from provender.on_demand import record_function
 from provender.online.read import OnlineReader, OnlineResponse
 from provender.online.store import OnlineStore
-from provender.registry.diff import ApplyPlan, MissingPolicy, plan_apply, plan_delete_entity, plan_delete_feature_table
+from provender.registry.diff import (
+    ApplyPlan,
+    MissingPolicy,
+    plan_apply,
+    plan_delete_entity,
+    plan_delete_feature_table,
+    plan_delete_on_demand_features,
+)
 from provender.registry.jobs import JobKind, JobStatus
 from provender.registry.store import (
     ANONYMOUS,
@@ -248,6 +257,25 @@ class Client:
         """Return the project's feature tables, sorted by name."""
         return sorted(self._registry.read(self.project).feature_tables.values(), key=lambda t: t.name)
 
+    def get_on_demand_features(self, name: str) -> OnDemandFeatures:
+        """Return the on-demand features called ``name``; raise OnDemandFeaturesNotFoundError if none."""
+        snapshot = self._registry.read(self.project)
+        found = snapshot.on_demand_features.get(name)
+        if found is None:
+            raise OnDemandFeaturesNotFoundError(name, project=self.project, known=list(snapshot.on_demand_features))
+        return found
+
+    def list_on_demand_features(self) -> list[OnDemandFeatures]:
+        """Return the project's on-demand features, sorted by name."""
+        return sorted(self._registry.read(self.project).on_demand_features.values(), key=lambda o: o.name)
+
+    def delete_on_demand_features(self, name: str) -> None:
+        """Delete on-demand features (nothing is stored online for them)."""
+        self._registry.update(
+            self.project, lambda snapshot: plan_delete_on_demand_features(snapshot, name), actor=self.actor
+        )
+        self._registry_changed()
+
     def list_projects(self) -> list[str]:
         """Return the names of all projects but archived ones (``default`` always among them)."""
         return [p.name for p in self._registry.list_projects()]
@@ -288,6 +316,7 @@ class Client:
         Raises:
             FeatureTableNotFoundError: there is no such table.
         """
+        plan_delete_feature_table(self._registry.read(self.project), name)  # refused before rows are deleted
         deleted = self._online_store.delete_table(self.get_feature_table(name))
         self._registry.update(
             self.project, lambda snapshot: plan_delete_feature_table(snapshot, name), actor=self.actor
@@ -329,12 +358,13 @@ class Client:
             tables=snapshot.feature_tables,
             entities=snapshot.entities,
             project=self.project,
+            on_demand_features=snapshot.on_demand_features,
         )
-        job = self._offline_engine().retrieve(plan, rows)
+        job = on_demand_job(self._offline_engine().retrieve(plan, rows), plan, rows.schema)
         tables = sorted({ref.split(":", 1)[0] for ref in feature_refs})
         return HistoricalJob(
             job,
-            output_columns=plan.output_columns,
+            output_columns=plan.output_columns if plan.request is None else plan.request.columns,
             track=lambda: self._track_run(JobKind.HISTORICAL, tables[0] if len(tables) == 1 else ""),
             expectations=[
                 (join.table, join.join_keys, {f.name: join.output_column(f) for f in join.features})
@@ -773,6 +803,6 @@ def as_utc(at: datetime, name: str) -> datetime:
 
 
 def _as_tuple(definitions: Sequence[Definition] | Definition) -> tuple[Definition, ...]:
-    if isinstance(definitions, Entity | FeatureTable):
-        return (definitions,)
-    return tuple(definitions)
+    """The definitions as a tuple, on-demand features with their function's version recorded (imported)."""
+    items = (definitions,) if isinstance(definitions, Entity | FeatureTable | OnDemandFeatures) else tuple(definitions)
+    return tuple(record_function(d) if isinstance(d, OnDemandFeatures) else d for d in items)

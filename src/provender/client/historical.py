@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -15,6 +15,8 @@ from provender.ingestion.validation import ValidationReport, validate_training_s
 from provender.offline.engine import EntityRows, RetrievalJob
 from provender.offline.lineage import SourceInput
 from provender.offline.objectstore import list_s3_files, open_s3, s3_dataset
+from provender.offline.plan import RetrievalPlan, is_compatible
+from provender.on_demand import OnDemandRunner
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -83,6 +85,78 @@ def _parquet_rows(path: str) -> EntityRows:
     if scheme != "file":  # pyarrow lists object-store files without their scheme; engines need it back
         files = [f if "://" in f else f"{scheme}://{f}" for f in files]
     return EntityRows(schema=dataset.schema, paths=tuple(files))
+
+
+def on_demand_job(job: RetrievalJob, plan: RetrievalPlan, entity_schema: pa.Schema) -> RetrievalJob:
+    """Return ``job``, or, if the plan requests on-demand features, a job computing them batch by batch.
+
+    Raises:
+        DataError: the entity source lacks a request field, or has it with a type that does not convert.
+    """
+    request = plan.request
+    if request is None or not request.on_demand:
+        return job
+    runner = OnDemandRunner(request)
+    for name, value_type in runner.request_fields.items():
+        users = ", ".join(r.definition.name for r in request.on_demand if name in r.definition.request_schema)
+        if name not in entity_schema.names:
+            raise DataError(
+                f"The entity source has no column {name!r}, a request field of on-demand features {users} "
+                f"(columns: {', '.join(entity_schema.names)})."
+            )
+        found, declared = entity_schema.field(name).type, value_type.to_arrow()
+        numeric = pa.types.is_floating(declared) and pa.types.is_integer(found)
+        if not (numeric or is_compatible(declared, found)):
+            raise DataError(
+                f"Column {name!r} of the entity source has type {found}, but it is request field {name!r} "
+                f"({value_type}) of on-demand features {users}."
+            )
+    return _OnDemandJob(job, runner, entity_columns=plan.entity_columns)
+
+
+class _OnDemandJob:
+    """A retrieval whose on-demand features are computed over each record batch the engine streams."""
+
+    def __init__(self, job: RetrievalJob, runner: OnDemandRunner, *, entity_columns: tuple[str, ...]) -> None:
+        self._job, self._runner, self._entity_columns = job, runner, entity_columns
+
+    @property
+    def inputs(self) -> object:
+        """The wrapped job's lineage (None if its engine records none)."""
+        return getattr(self._job, "inputs", None)
+
+    def to_arrow_reader(self) -> pa.RecordBatchReader:
+        reader = self._job.to_arrow_reader()
+        request = self._runner.request
+        fields = [reader.schema.field(name) for name in self._entity_columns]
+        for column in request.columns:
+            index = reader.schema.get_field_index(column)
+            fields.append(
+                reader.schema.field(index) if index >= 0 else pa.field(column, request.types[column].to_arrow())
+            )
+        schema = pa.schema(fields)
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for batch in reader:
+                computed = self._runner.run_batch(batch)
+                arrays = [computed[name] if name in computed else batch.column(name) for name in schema.names]
+                yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+        return pa.RecordBatchReader.from_batches(schema, batches())
+
+    def to_arrow(self) -> pa.Table:
+        return self.to_arrow_reader().read_all()
+
+    def to_parquet(self, path: str | Path) -> int:
+        import pyarrow.parquet as pq
+
+        reader = self.to_arrow_reader()
+        rows = 0
+        with pq.ParquetWriter(str(path), reader.schema) as writer:
+            for batch in reader:
+                writer.write_batch(batch)
+                rows += batch.num_rows
+        return rows
 
 
 class HistoricalJob:

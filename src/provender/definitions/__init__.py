@@ -6,6 +6,7 @@ from provender.definitions import expect
 from provender.definitions.aggregation import Aggregation
 from provender.definitions.entity import Entity
 from provender.definitions.feature_table import Feature, FeatureTable
+from provender.definitions.on_demand import OnDemandFeatures
 from provender.definitions.refs import FeatureRef
 from provender.definitions.source import (
     AvroFormat,
@@ -21,7 +22,7 @@ from provender.definitions.source import (
 )
 from provender.definitions.types import ValueType
 
-Definition = Entity | FeatureTable
+Definition = Entity | FeatureTable | OnDemandFeatures
 
 __all__ = [
     "Aggregation",
@@ -39,6 +40,7 @@ __all__ = [
     "JsonFormat",
     "KafkaSource",
     "MessageFormat",
+    "OnDemandFeatures",
     "ParquetFormat",
     "ValueType",
     "expect",

@@ -10,7 +10,9 @@ list of refs means the same thing everywhere (DESIGN.md, "Feature refs"):
   bare table) is refused with a :class:`~provender.errors.FeatureRefError` naming that feature,
   so result columns are unique;
 * result columns are named ``<table>__<feature>``, in ref order;
-* an empty list, a malformed ref, an unknown table or an unknown feature is refused, naming it.
+* an empty list, a malformed ref, an unknown table or an unknown feature is refused, naming it;
+* a ref may name on-demand features (``"<name>:<feature>"`` or ``"<name>"``): their inputs are
+  fetched too (``fetched_columns``) but returned only if requested themselves.
 
 :func:`row_schema` is the normalized row of one feature table that ingestion writes to the
 online store: its entity keys, its features, ``event_timestamp`` and ``created_timestamp``.
@@ -48,6 +50,7 @@ import pyarrow as pa
 
 from provender.definitions.entity import Entity
 from provender.definitions.feature_table import Feature, FeatureTable
+from provender.definitions.on_demand import OnDemandFeatures
 from provender.definitions.refs import FeatureRef, result_column
 from provender.definitions.types import ValueType
 from provender.errors import DataError, EntityNotFoundError, FeatureRefError, FeatureTableNotFoundError, did_you_mean
@@ -69,6 +72,7 @@ __all__ = [
     "SOURCE_ROWS",
     "TIMESTAMP_TYPE",
     "FeatureRequest",
+    "RequestedOnDemand",
     "RequestedTable",
     "ref_list",
     "result_column",
@@ -112,6 +116,21 @@ class RequestedTable:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RequestedOnDemand:
+    """On-demand features of a request and the features asked of them.
+
+    Attributes:
+        definition: the on-demand features.
+        features: the requested features, in ref order.
+        columns: their result columns, aligned with ``features``.
+    """
+
+    definition: OnDemandFeatures
+    features: tuple[Feature, ...]
+    columns: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FeatureRequest:
     """A resolved list of feature refs.
 
@@ -120,7 +139,11 @@ class FeatureRequest:
         tables: one per requested table, in order of first appearance in the refs.
         columns: the result columns, ``<table>__<feature>`` in ref order (bare refs expanded).
         entities: every entity the tables are keyed by, in order of first appearance.
-        types: the value type of each entity column and each result column.
+        types: the value type of each entity column, each result column and each fetched column.
+        on_demand: the requested on-demand features, in order of first appearance in the refs.
+        fetched_columns: the feature tables' result columns to read: the requested ones in ref
+            order, then the on-demand inputs not requested (``hidden_columns``).
+        hidden_columns: on-demand inputs read but not returned.
     """
 
     refs: tuple[str, ...]
@@ -128,6 +151,14 @@ class FeatureRequest:
     columns: tuple[str, ...]
     entities: tuple[Entity, ...]
     types: Mapping[str, ValueType]
+    on_demand: tuple[RequestedOnDemand, ...] = ()
+    fetched_columns: tuple[str, ...] = ()
+    hidden_columns: tuple[str, ...] = ()
+
+    @property
+    def all_columns(self) -> tuple[str, ...]:
+        """Every column a result is computed with: fetched ones and on-demand ones."""
+        return (*self.fetched_columns, *(c for requested in self.on_demand for c in requested.columns))
 
     @classmethod
     def resolve(
@@ -137,6 +168,7 @@ class FeatureRequest:
         feature_tables: Mapping[str, FeatureTable],
         entities: Mapping[str, Entity],
         project: str = "default",
+        on_demand_features: Mapping[str, OnDemandFeatures] | None = None,
     ) -> FeatureRequest:
         """Resolve ``refs`` against a project's definitions (see the module docstring for the rules).
 
@@ -147,13 +179,19 @@ class FeatureRequest:
             EntityNotFoundError: a requested table's entity is not registered.
         """
         texts = ref_list(refs)
+        on_demand = on_demand_features or {}
         picked: dict[str, dict[str, str]] = {}  # table -> {feature: the ref that asked for it}
+        picked_on_demand: dict[str, dict[str, str]] = {}
         columns: list[str] = []
         for text in texts:
             ref = FeatureRef.parse(text)
+            if ref.table in on_demand:
+                columns += _pick(on_demand[ref.table], ref, text, picked_on_demand)
+                continue
             table = feature_tables.get(ref.table)
             if table is None:
-                raise FeatureTableNotFoundError(ref.table, project=project, known=list(feature_tables))
+                known = [*feature_tables, *on_demand]
+                raise FeatureTableNotFoundError(ref.table, project=project, known=known)
             names = table.feature_names
             if ref.feature is None:
                 wanted: tuple[str, ...] = names
@@ -172,6 +210,7 @@ class FeatureRequest:
                     )
                 table_picks[feature] = text
                 columns.append(result_column(table.name, feature))
+        hidden = _add_inputs([on_demand[name] for name in picked_on_demand], picked, feature_tables)
         tables: list[RequestedTable] = []
         key_entities: dict[str, Entity] = {}
         types: dict[str, ValueType] = {}
@@ -188,13 +227,67 @@ class FeatureRequest:
             tables.append(
                 RequestedTable(table=table, entities=keys, features=features, columns=table_columns, indexes=indexes)
             )
+        requested_on_demand = []
+        for name, odf_picks in picked_on_demand.items():
+            odf = on_demand[name]
+            features = tuple(f for wanted in odf_picks for f in odf.features if f.name == wanted)
+            odf_columns = tuple(odf.output_column(f.name) for f in features)
+            types.update({column: f.value_type for column, f in zip(odf_columns, features, strict=True)})
+            requested_on_demand.append(RequestedOnDemand(definition=odf, features=features, columns=odf_columns))
+        derived = {column for requested in requested_on_demand for column in requested.columns}
         return cls(
             refs=texts,
             tables=tuple(tables),
             columns=tuple(columns),
             entities=tuple(key_entities.values()),
             types=types,
+            on_demand=tuple(requested_on_demand),
+            fetched_columns=(*(c for c in columns if c not in derived), *hidden),
+            hidden_columns=hidden,
         )
+
+
+def _pick(odf: OnDemandFeatures, ref: FeatureRef, text: str, picked: dict[str, dict[str, str]]) -> list[str]:
+    """Record the features of ``odf`` that ``ref`` asks for; return their result columns."""
+    names = odf.feature_names
+    if ref.feature is None:
+        wanted: tuple[str, ...] = names
+    elif ref.feature in names:
+        wanted = (ref.feature,)
+    else:
+        hint = did_you_mean(ref.feature, names) or f" Its features: {', '.join(names)}."
+        raise FeatureRefError(text, f"on-demand features {odf.name!r} have no feature {ref.feature!r}.{hint}")
+    odf_picks = picked.setdefault(odf.name, {})
+    for feature in wanted:
+        first = odf_picks.get(feature)
+        if first is not None:
+            raise FeatureRefError(
+                f"{odf.name}:{feature}", f"requested twice (by {first!r} and {text!r}); result columns must be unique"
+            )
+        odf_picks[feature] = text
+    return [odf.output_column(feature) for feature in wanted]
+
+
+def _add_inputs(
+    requested: Sequence[OnDemandFeatures],
+    picked: dict[str, dict[str, str]],
+    feature_tables: Mapping[str, FeatureTable],
+) -> tuple[str, ...]:
+    """Add the inputs of ``requested`` to ``picked``; return the columns of those not requested."""
+    hidden: list[str] = []
+    for odf in requested:
+        for text in odf.inputs:
+            ref = FeatureRef.parse(text)
+            table = feature_tables.get(ref.table)
+            if table is None or ref.feature is None or table.get_feature(ref.feature) is None:
+                raise FeatureRefError(
+                    text, f"input of on-demand features {odf.name!r} is not a registered feature (apply it)"
+                )
+            table_picks = picked.setdefault(table.name, {})
+            if ref.feature not in table_picks:
+                table_picks[ref.feature] = f"input of {odf.name}"
+                hidden.append(result_column(table.name, ref.feature))
+    return tuple(hidden)
 
 
 def check_passthrough_columns(names: Iterable[str], result_columns: Sequence[str], *, where: str) -> None:

@@ -40,7 +40,7 @@ from datetime import datetime, timedelta
 
 import pyarrow as pa
 
-from provender.definitions import Aggregation, BatchSource, Entity, Feature, FeatureTable
+from provender.definitions import Aggregation, BatchSource, Entity, Feature, FeatureTable, OnDemandFeatures
 from provender.definitions.request import (
     CREATED_TIMESTAMP,
     EVENT_TIMESTAMP,
@@ -179,12 +179,15 @@ class RetrievalPlan:
     Attributes:
         entity_columns: the entity source's columns, in order (all pass through).
         joins: one per feature table, in order of first appearance in the refs.
-        output_columns: the feature columns, in ref order (after the entity columns).
+        output_columns: the feature columns the engine returns, in ref order (after the entity
+            columns), then the inputs of on-demand features not requested themselves.
+        request: the resolved refs (with the on-demand features, computed after the engine's join).
     """
 
     entity_columns: tuple[str, ...]
     joins: tuple[TableJoin, ...]
     output_columns: tuple[str, ...]
+    request: FeatureRequest | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -246,6 +249,7 @@ def build_retrieval_plan(
     tables: Mapping[str, FeatureTable],
     entities: Mapping[str, Entity],
     project: str,
+    on_demand_features: Mapping[str, OnDemandFeatures] | None = None,
 ) -> RetrievalPlan:
     """Validate a retrieval against the registry and the entity rows' schema, and plan it.
 
@@ -255,11 +259,17 @@ def build_retrieval_plan(
         DataError: a missing ``event_timestamp`` or entity column, an entity column of the wrong
             type, or an entity-source column that collides with a result column.
     """
-    request = FeatureRequest.resolve(refs, feature_tables=tables, entities=entities, project=project)
+    request = FeatureRequest.resolve(
+        refs, feature_tables=tables, entities=entities, project=project, on_demand_features=on_demand_features
+    )
     joins = tuple(table_join(requested.table, requested.features, entities) for requested in request.tables)
-    output_columns = request.columns
-    _check_entity_schema(entity_schema, joins, output_columns)
-    return RetrievalPlan(entity_columns=tuple(entity_schema.names), joins=joins, output_columns=output_columns)
+    _check_entity_schema(entity_schema, joins, request.all_columns)
+    return RetrievalPlan(
+        entity_columns=tuple(entity_schema.names),
+        joins=joins,
+        output_columns=request.fetched_columns,
+        request=request,
+    )
 
 
 def _check_entity_schema(schema: pa.Schema, joins: Sequence[TableJoin], output_columns: Sequence[str]) -> None:

@@ -27,9 +27,10 @@ from typing import Generic, Protocol, TypeVar
 
 import pyarrow as pa
 
-from provender.definitions import Entity, FeatureTable, ValueType
+from provender.definitions import Entity, FeatureTable, OnDemandFeatures, ValueType
 from provender.definitions.request import FeatureRequest, check_passthrough_columns, ref_list
 from provender.errors import DataError, EntityNotFoundError, FeatureRefError, FeatureTableNotFoundError
+from provender.on_demand import OnDemandRunner
 from provender.online.codec import StoredRow
 from provender.online.keys import KeyEncoder
 from provender.online.store import OnlineStore, ReadRequest
@@ -72,6 +73,11 @@ class Catalog(Protocol):
         """The registered feature tables by name."""
         ...
 
+    @property
+    def on_demand_features(self) -> Mapping[str, OnDemandFeatures]:
+        """The registered on-demand features by name."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class _TablePlan:
@@ -88,10 +94,11 @@ class _ReadPlan:
     tables: tuple[_TablePlan, ...]
     encoders: tuple[KeyEncoder, ...]
     entity_columns: tuple[str, ...]  # every entity the tables need, first-seen order
-    feature_columns: tuple[str, ...]  # result columns in ref order
+    feature_columns: tuple[str, ...]  # result columns in ref order (on-demand ones included)
     entity_types: Mapping[str, pa.DataType]
     feature_types: Mapping[str, pa.DataType]
     request: FeatureRequest
+    on_demand: OnDemandRunner | None  # computes the on-demand columns, if any are requested
 
 
 def compile_plan(feature_refs: Sequence[str], catalog: Catalog) -> _ReadPlan:
@@ -103,7 +110,11 @@ def compile_plan(feature_refs: Sequence[str], catalog: Catalog) -> _ReadPlan:
         EntityNotFoundError: a requested table's entity is not registered.
     """
     request = FeatureRequest.resolve(
-        feature_refs, feature_tables=catalog.feature_tables, entities=catalog.entities, project=catalog.project
+        feature_refs,
+        feature_tables=catalog.feature_tables,
+        entities=catalog.entities,
+        project=catalog.project,
+        on_demand_features=catalog.on_demand_features,
     )
     group_of: dict[tuple[str, ...], int] = {}
     encoders: list[KeyEncoder] = []
@@ -127,6 +138,7 @@ def compile_plan(feature_refs: Sequence[str], catalog: Catalog) -> _ReadPlan:
         entity_types={name: arrow_types[name] for name in entity_columns},
         feature_types={name: arrow_types[name] for name in request.columns},
         request=request,
+        on_demand=OnDemandRunner(request) if request.on_demand else None,
     )
 
 
@@ -178,6 +190,12 @@ class OnlineResponse:
             cutoff = None if plan.max_age_us is None else self._now_us - plan.max_age_us
             for column, index in plan.picks:
                 result[column] = [_status(row, index, cutoff) for row in rows]
+        for requested in self._plan.request.on_demand:  # computed: PRESENT unless null
+            for column in requested.columns:
+                result[column] = [
+                    FeatureStatus.NULL_VALUE if value is None else FeatureStatus.PRESENT
+                    for value in self._columns[column]
+                ]
         return {column: result[column] for column in self.feature_columns}
 
     def to_arrow(self) -> pa.Table:
@@ -301,7 +319,7 @@ class OnlineReader:
             now_us = time.time_ns() // 1000
         columns: dict[str, list[object]] = {}
         names = tuple(entity_rows[0]) if entity_rows else plan.entity_columns
-        check_passthrough_columns(names, plan.feature_columns, where="entity rows")
+        check_passthrough_columns(names, plan.request.all_columns, where="entity rows")
         for name in names:
             columns[name] = [row.get(name) for row in entity_rows]
         features: dict[str, list[object]] = {}
@@ -312,6 +330,8 @@ class OnlineReader:
                 fresh = [row if row is not None and row.event_us >= cutoff else None for row in rows]
             for column, index in table_plan.picks:
                 features[column] = [None if row is None else row.values[index] for row in fresh]
+        if plan.on_demand is not None:
+            features.update(plan.on_demand.run_rows({**columns, **features}))
         for column in plan.feature_columns:
             columns[column] = features[column]
         return OnlineResponse(columns=columns, entity_columns=names, plan=plan, stored=stored, now_us=now_us)

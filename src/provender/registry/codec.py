@@ -1,10 +1,10 @@
 """The versioned JSON form of definitions, as stored by every registry backend.
 
-Shape: ``{"format_version": 3, "kind": "entity" | "feature_table", "spec": {...}}``.
+Shape: ``{"format_version": 3, "kind": "entity" | "feature_table" | "on_demand_features", "spec": {...}}``.
 Version 2 added expectations (``expect`` on features and tables, ``validation_policy``);
-version 3 added a feature table's ``aggregations``; version 4 the ``delta`` batch source. A record
-is written with the oldest version that holds it (a Delta source: 4, aggregations: 3, everything
-else: 2), and older records still load.
+version 3 added a feature table's ``aggregations``; version 4 the ``delta`` batch source; version 5
+the ``on_demand_features`` kind. A record is written with the oldest version that holds it (on-demand
+features: 5, a Delta source: 4, aggregations: 3, everything else: 2), and older records still load.
 Durations are whole microseconds; sources and formats carry a ``"type"`` tag. A reader refuses a
 ``format_version`` newer than it knows, so an old Provender never misreads a newer registry.
 """
@@ -30,13 +30,16 @@ from provender.definitions import (
     JsonFormat,
     KafkaSource,
     MessageFormat,
+    OnDemandFeatures,
     ParquetFormat,
     ValueType,
     expect,
 )
 from provender.errors import DefinitionError
 
-FORMAT_VERSION: Final = 4
+FORMAT_VERSION: Final = 5
+_ON_DEMAND_VERSION: Final = 5
+_DELTA_VERSION: Final = 4
 _AGGREGATIONS_VERSION: Final = 3
 _EXPECTATIONS_VERSION: Final = 2  # what records without aggregations are written as
 
@@ -64,14 +67,16 @@ def to_dict(definition: Definition) -> JsonDict:
     if isinstance(definition, FeatureTable):
         # The oldest version that can hold the table, so older readers still read what they can.
         version = (
-            FORMAT_VERSION
+            _DELTA_VERSION
             if isinstance(definition.batch_source, DeltaSource)
             else _AGGREGATIONS_VERSION
             if definition.aggregations
             else _EXPECTATIONS_VERSION
         )
         return {"format_version": version, "kind": "feature_table", "spec": _table_spec(definition)}
-    raise TypeError(f"cannot serialize {type(definition).__name__}; expected Entity or FeatureTable")
+    if isinstance(definition, OnDemandFeatures):
+        return {"format_version": _ON_DEMAND_VERSION, "kind": "on_demand_features", "spec": _on_demand_spec(definition)}
+    raise TypeError(f"cannot serialize {type(definition).__name__}; expected Entity, FeatureTable or OnDemandFeatures")
 
 
 def from_dict(data: object) -> Definition:
@@ -117,6 +122,8 @@ def _from_dict(data: object) -> Definition:
             )
         if kind == "feature_table":
             return _table_from_spec(spec)
+        if kind == "on_demand_features":
+            return _on_demand_from_spec(spec)
     except KeyError as exc:
         raise DefinitionError(f"registry record {kind}", str(exc.args[0]), "is missing") from None
     raise DefinitionError("registry record", "kind", f"unknown kind {kind!r}")
@@ -205,6 +212,42 @@ def _table_from_spec(spec: Mapping[str, object]) -> FeatureTable:
         expect=_expectations(spec.get("expect", []), "table"),  # type: ignore[arg-type]
         validation_policy=cast(str, spec.get("validation_policy", "fail")),
         aggregations=aggregations,
+    )
+
+
+def _on_demand_spec(odf: OnDemandFeatures) -> JsonDict:
+    return {
+        "name": odf.name,
+        "inputs": list(odf.inputs),
+        "request_schema": {name: value_type.value for name, value_type in odf.request_schema.items()},
+        "features": [
+            {"name": f.name, "value_type": f.value_type.value, "description": f.description} for f in odf.features
+        ],
+        "function": odf.function,
+        "mode": odf.mode,
+        "function_version": odf.function_version,
+        "function_digest": odf.function_digest,
+        "description": odf.description,
+        "labels": dict(odf.labels),
+    }
+
+
+def _on_demand_from_spec(spec: Mapping[str, object]) -> OnDemandFeatures:
+    features = [
+        Feature(cast(str, f["name"]), cast(ValueType, f["value_type"]), cast(str, f.get("description", "")))
+        for f in (_mapping(item, "features") for item in cast(list[object], spec["features"]))
+    ]
+    return OnDemandFeatures(
+        name=cast(str, spec["name"]),
+        inputs=tuple(cast(list[str], spec["inputs"])),
+        request_schema=_mapping(spec.get("request_schema", {}), "request_schema"),  # type: ignore[arg-type]
+        features=features,
+        function=cast(str, spec["function"]),
+        mode=cast(str, spec.get("mode", "pandas")),
+        function_version=cast("str | None", spec.get("function_version")),
+        function_digest=cast("str | None", spec.get("function_digest")),
+        description=cast(str, spec.get("description", "")),
+        labels=_mapping(spec.get("labels", {}), "labels"),  # type: ignore[arg-type]
     )
 
 

@@ -6,6 +6,9 @@ These rules are the registry's contract, shared by every backend:
 - an entity's value type cannot change while a feature table uses it;
 - a feature's value type, and a table's entity key, cannot change (delete the table first);
 - an entity cannot be deleted while a feature table uses it;
+- on-demand features' inputs must be features of registered feature tables (before or in the same
+  apply), a feature table cannot be deleted nor lose a feature while on-demand features read it,
+  and an on-demand features' name cannot be a feature table's (refs would be ambiguous);
 - registered objects missing from an apply's definitions are kept and not mentioned, or reported
   as ``not defined`` (``missing="report"``), or deleted (``missing="prune"``).
 
@@ -14,15 +17,17 @@ A plan with any refused item is refused whole.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Literal
 
-from provender.definitions import Definition, Entity, FeatureTable
+from provender.definitions import Definition, Entity, FeatureTable, OnDemandFeatures
+from provender.definitions.refs import FeatureRef
 from provender.errors import (
     EntityNotFoundError,
     FeatureTableNotFoundError,
+    OnDemandFeaturesNotFoundError,
     RegistryConflictError,
 )
 from provender.registry.store import RegistryChange, RegistrySnapshot
@@ -86,6 +91,7 @@ class ApplyPlan:
             put=put,
             delete_entities=self.deleted("entity"),
             delete_feature_tables=self.deleted("feature table"),
+            delete_on_demand_features=self.deleted(ON_DEMAND),
             description=f"apply {names}" if names else "",
         )
 
@@ -99,8 +105,14 @@ class ApplyPlan:
         return ", ".join(f"{n} {a}" for a, n in counts if n or a not in (Action.NOT_DEFINED, Action.DELETED))
 
 
+ON_DEMAND = "on-demand features"
+"""The kind of an :class:`OnDemandFeatures` in plan items."""
+
+
 def _kind(definition: Definition) -> str:
-    return "entity" if isinstance(definition, Entity) else "feature table"
+    if isinstance(definition, Entity):
+        return "entity"
+    return "feature table" if isinstance(definition, FeatureTable) else ON_DEMAND
 
 
 def _changed_fields(old: Definition, new: Definition) -> list[str]:
@@ -119,9 +131,13 @@ def plan_apply(
     """
     definitions = tuple(definitions)
     for definition in definitions:
-        if not isinstance(definition, Entity | FeatureTable):
-            raise TypeError(f"apply() takes Entity and FeatureTable objects, got {type(definition).__name__}")
+        if not isinstance(definition, Entity | FeatureTable | OnDemandFeatures):
+            raise TypeError(
+                f"apply() takes Entity, FeatureTable and OnDemandFeatures objects, got {type(definition).__name__}"
+            )
     entities = {**snapshot.entities, **{d.name: d for d in definitions if isinstance(d, Entity)}}
+    tables = {**snapshot.feature_tables, **{d.name: d for d in definitions if isinstance(d, FeatureTable)}}
+    on_demand = {**snapshot.on_demand_features, **{d.name: d for d in definitions if isinstance(d, OnDemandFeatures)}}
     items: list[PlanItem] = []
     seen: dict[tuple[str, str], Definition] = {}
     for definition in definitions:
@@ -139,8 +155,10 @@ def plan_apply(
             continue
         if isinstance(definition, Entity):
             items.append(_plan_entity(snapshot, definition))
+        elif isinstance(definition, FeatureTable):
+            items.append(_plan_table(snapshot, definition, entities, on_demand))
         else:
-            items.append(_plan_table(snapshot, definition, entities))
+            items.append(_plan_on_demand(snapshot, definition, tables))
     if missing != "ignore":
         items.extend(_plan_missing(snapshot, definitions, prune=missing == "prune"))
     return ApplyPlan(project=snapshot.project, items=tuple(items), definitions=definitions)
@@ -149,10 +167,15 @@ def plan_apply(
 def _plan_missing(snapshot: RegistrySnapshot, definitions: Sequence[Definition], *, prune: bool) -> list[PlanItem]:
     defined = {(_kind(d), d.name) for d in definitions}
     kept_tables = [t for t in snapshot.feature_tables.values() if ("feature table", t.name) in defined]
+    kept_on_demand = [o for o in snapshot.on_demand_features.values() if (ON_DEMAND, o.name) in defined]
     items = []
+    for name in sorted(snapshot.on_demand_features):
+        if (ON_DEMAND, name) not in defined:
+            items.append(_missing_item(ON_DEMAND, name, prune=prune, users=[]))
     for name in sorted(snapshot.feature_tables):
         if ("feature table", name) not in defined:
-            items.append(_missing_item("feature table", name, prune=prune, users=[]))
+            users = sorted(o.name for o in kept_on_demand if name in _input_tables(o))
+            items.append(_missing_item("feature table", name, prune=prune, users=users))
     for name in sorted(snapshot.entities):
         if ("entity", name) not in defined:
             users = sorted(t.name for t in kept_tables if name in t.entities)
@@ -170,7 +193,8 @@ def _missing_item(kind: str, name: str, *, prune: bool, users: list[str]) -> Pla
             kind=kind,
             name=name,
             action=Action.REFUSED,
-            detail=f"cannot be pruned: used by feature tables {', '.join(users)} (define it too)",
+            detail=f"cannot be pruned: used by {'feature tables' if kind == 'entity' else ON_DEMAND} "
+            f"{', '.join(users)} (define it too)",
         )
     detail = "its online rows are deleted too" if kind == "feature table" else ""
     return PlanItem(kind=kind, name=name, action=Action.DELETED, detail=detail)
@@ -197,7 +221,64 @@ def _plan_entity(snapshot: RegistrySnapshot, entity: Entity) -> PlanItem:
     )
 
 
-def _plan_table(snapshot: RegistrySnapshot, table: FeatureTable, entities: dict[str, Entity]) -> PlanItem:
+def _input_tables(odf: OnDemandFeatures) -> set[str]:
+    return {FeatureRef.parse(ref).table for ref in odf.inputs}
+
+
+def _input_problems(odf: OnDemandFeatures, tables: Mapping[str, FeatureTable]) -> list[str]:
+    """What is wrong with the inputs of ``odf`` against ``tables`` (empty when they all resolve)."""
+    problems = []
+    for ref in odf.inputs:
+        parsed = FeatureRef.parse(ref)
+        table = tables.get(parsed.table)
+        if table is None:
+            problems.append(f"input {ref!r}: there is no feature table {parsed.table!r} (apply it too)")
+        elif parsed.feature is not None and table.get_feature(parsed.feature) is None:
+            problems.append(
+                f"input {ref!r}: feature table {parsed.table!r} has no feature {parsed.feature!r} "
+                f"(its features: {', '.join(table.feature_names)})"
+            )
+    return problems
+
+
+def _plan_on_demand(snapshot: RegistrySnapshot, odf: OnDemandFeatures, tables: Mapping[str, FeatureTable]) -> PlanItem:
+    problems = _input_problems(odf, tables)
+    if odf.name in tables:
+        problems.append(f"a feature table is called {odf.name!r} too; refs '{odf.name}:...' would be ambiguous")
+    if problems:
+        return PlanItem(kind=ON_DEMAND, name=odf.name, action=Action.REFUSED, detail="; ".join(problems))
+    old = snapshot.on_demand_features.get(odf.name)
+    if old is None:
+        return PlanItem(kind=ON_DEMAND, name=odf.name, action=Action.ADDED)
+    if old == odf:
+        return PlanItem(kind=ON_DEMAND, name=odf.name, action=Action.UNCHANGED)
+    return PlanItem(kind=ON_DEMAND, name=odf.name, action=Action.CHANGED, detail=", ".join(_changed_fields(old, odf)))
+
+
+def _on_demand_conflict(table: FeatureTable, on_demand: Mapping[str, OnDemandFeatures]) -> str | None:
+    """Why ``table`` cannot be applied beside ``on_demand`` (a shared name, a feature they read dropped)."""
+    if table.name in on_demand:
+        return f"on-demand features are called {table.name!r} too; refs '{table.name}:...' would be ambiguous"
+    readers = [
+        f"{odf.name} reads {problem.split(':', 1)[0].removeprefix('input ')}"
+        for odf in on_demand.values()
+        if table.name in _input_tables(odf)
+        for problem in _input_problems(odf, {table.name: table})
+    ]
+    if readers:
+        return f"drops features that on-demand features read: {'; '.join(readers)} (change them first)"
+    return None
+
+
+def _plan_table(
+    snapshot: RegistrySnapshot,
+    table: FeatureTable,
+    entities: dict[str, Entity],
+    on_demand: Mapping[str, OnDemandFeatures],
+) -> PlanItem:
+    conflict = _on_demand_conflict(table, on_demand)
+    if conflict is not None:
+        return PlanItem(kind="feature table", name=table.name, action=Action.REFUSED, detail=conflict)
     missing = [name for name in table.entities if name not in entities]
     if missing:
         return PlanItem(
@@ -237,7 +318,20 @@ def plan_delete_feature_table(snapshot: RegistrySnapshot, name: str) -> Registry
     """Return the change deleting feature table ``name``; raise if it does not exist."""
     if name not in snapshot.feature_tables:
         raise FeatureTableNotFoundError(name, project=snapshot.project, known=list(snapshot.feature_tables))
+    users = sorted(o.name for o in snapshot.on_demand_features.values() if name in _input_tables(o))
+    if users:
+        raise RegistryConflictError(
+            [f"feature table {name!r} is read by on-demand features: {', '.join(users)} (delete them first)"],
+            project=snapshot.project,
+        )
     return RegistryChange(delete_feature_tables=(name,), description=f"delete feature table {name}")
+
+
+def plan_delete_on_demand_features(snapshot: RegistrySnapshot, name: str) -> RegistryChange:
+    """Return the change deleting the on-demand features ``name``; raise if they do not exist."""
+    if name not in snapshot.on_demand_features:
+        raise OnDemandFeaturesNotFoundError(name, project=snapshot.project, known=list(snapshot.on_demand_features))
+    return RegistryChange(delete_on_demand_features=(name,), description=f"delete on-demand features {name}")
 
 
 def plan_delete_entity(snapshot: RegistrySnapshot, name: str) -> RegistryChange:
@@ -265,12 +359,20 @@ def check_change(snapshot: RegistrySnapshot, change: RegistryChange) -> Registry
         EntityNotFoundError, FeatureTableNotFoundError: a deleted name that does not exist.
     """
     plan_apply(snapshot, change.put).to_change()
+    for name in change.delete_on_demand_features:
+        plan_delete_on_demand_features(snapshot, name)
+    on_demand = {**snapshot.on_demand_features, **{d.name: d for d in change.put if isinstance(d, OnDemandFeatures)}}
+    for name in change.delete_on_demand_features:
+        on_demand.pop(name, None)
     for name in change.delete_feature_tables:
-        plan_delete_feature_table(snapshot, name)
+        if name not in snapshot.feature_tables:
+            raise FeatureTableNotFoundError(name, project=snapshot.project, known=list(snapshot.feature_tables))
     tables = {**snapshot.feature_tables, **{d.name: d for d in change.put if isinstance(d, FeatureTable)}}
     for name in change.delete_feature_tables:
         tables.pop(name, None)
-    conflicts = []
+    conflicts = [
+        f"on-demand features {odf.name!r}: {p}" for odf in on_demand.values() for p in _input_problems(odf, tables)
+    ]
     for name in change.delete_entities:
         if name not in snapshot.entities:
             raise EntityNotFoundError(name, project=snapshot.project, known=list(snapshot.entities))
@@ -291,4 +393,5 @@ __all__ = [
     "plan_apply",
     "plan_delete_entity",
     "plan_delete_feature_table",
+    "plan_delete_on_demand_features",
 ]

@@ -28,14 +28,12 @@ from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, ClassVar, Self, Unpack
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg  # a missing extra is reported by backends.load_backend (MissingExtraError)
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from provender.definitions import Entity, FeatureTable
 from provender.errors import (
     BackendError,
     ConfigError,
@@ -61,7 +59,10 @@ from provender.registry.store import (
     RegistryChangeRecord,
     RegistrySnapshot,
     SnapshotCache,
+    deleted_records,
     describe_change,
+    record_kind,
+    snapshot_of,
 )
 
 # Migration N (1-based) brings the schema from version N-1 to N.
@@ -261,23 +262,15 @@ class PostgresRegistry:
         cached = self._cache.get(project, row[0], row[1], row[2])
         if cached is not None:
             return cached
-        entities: dict[str, Entity] = {}
-        tables: dict[str, FeatureTable] = {}
-        for (spec,) in conn.execute(
+        rows = conn.execute(
             "SELECT spec FROM provender_definitions WHERE project = %s ORDER BY kind, name", (project,)
-        ):
-            definition = codec.from_json(spec)
-            if isinstance(definition, Entity):
-                entities[definition.name] = definition
-            else:
-                tables[definition.name] = definition
-        snapshot = RegistrySnapshot(
-            project=project,
+        ).fetchall()
+        snapshot = snapshot_of(
+            project,
+            (codec.from_json(spec) for (spec,) in rows),
             version=row[0],
             updated_at=row[1],
             archived_at=row[2],
-            entities=MappingProxyType(entities),
-            feature_tables=MappingProxyType(tables),
         )
         return self._cache.put(snapshot)
 
@@ -350,13 +343,9 @@ class PostgresRegistry:
             cursor.executemany(
                 "INSERT INTO provender_definitions (project, kind, name, spec) VALUES (%s, %s, %s, %s) "
                 "ON CONFLICT (project, kind, name) DO UPDATE SET spec = excluded.spec",
-                [
-                    (project, "entity" if isinstance(d, Entity) else "feature_table", d.name, codec.to_json(d))
-                    for d in change.put
-                ],
+                [(project, record_kind(d), d.name, codec.to_json(d)) for d in change.put],
             )
-            deletes = [(project, "entity", n) for n in change.delete_entities]
-            deletes += [(project, "feature_table", n) for n in change.delete_feature_tables]
+            deletes = [(project, kind, name) for kind, name in deleted_records(change)]
             cursor.executemany(
                 "DELETE FROM provender_definitions WHERE project = %s AND kind = %s AND name = %s", deletes
             )

@@ -19,10 +19,8 @@ from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import MappingProxyType
 from typing import ClassVar, Self, Unpack
 
-from provender.definitions import Entity, FeatureTable
 from provender.errors import (
     BackendError,
     ConfigError,
@@ -47,7 +45,10 @@ from provender.registry.store import (
     RegistryChangeRecord,
     RegistrySnapshot,
     SnapshotCache,
+    deleted_records,
     describe_change,
+    record_kind,
+    snapshot_of,
 )
 
 # Migration N (1-based) brings the schema from version N-1 to N. Version 1 is the schema of
@@ -283,23 +284,13 @@ class SQLiteRegistry:
         cached = self._cache.get(project, row[0], _parse_time(row[1]), _parse_time(row[2]))
         if cached is not None:
             return cached
-        entities: dict[str, Entity] = {}
-        tables: dict[str, FeatureTable] = {}
-        for (spec,) in self._conn.execute(
-            "SELECT spec FROM definitions WHERE project = ? ORDER BY kind, name", (project,)
-        ):
-            definition = codec.from_json(spec)
-            if isinstance(definition, Entity):
-                entities[definition.name] = definition
-            else:
-                tables[definition.name] = definition
-        snapshot = RegistrySnapshot(
-            project=project,
+        rows = self._conn.execute("SELECT spec FROM definitions WHERE project = ? ORDER BY kind, name", (project,))
+        snapshot = snapshot_of(
+            project,
+            (codec.from_json(spec) for (spec,) in rows),
             version=row[0],
             updated_at=_parse_time(row[1]),
             archived_at=_parse_time(row[2]),
-            entities=MappingProxyType(entities),
-            feature_tables=MappingProxyType(tables),
         )
         return self._cache.put(snapshot)
 
@@ -312,14 +303,11 @@ class SQLiteRegistry:
             (project, version, _time_text(now)),
         )
         for definition in change.put:
-            kind = "entity" if isinstance(definition, Entity) else "feature_table"
             self._conn.execute(
                 "INSERT OR REPLACE INTO definitions (project, kind, name, spec) VALUES (?, ?, ?, ?)",
-                (project, kind, definition.name, codec.to_json(definition)),
+                (project, record_kind(definition), definition.name, codec.to_json(definition)),
             )
-        deletes = [("entity", n) for n in change.delete_entities]
-        deletes += [("feature_table", n) for n in change.delete_feature_tables]
-        for kind, name in deletes:
+        for kind, name in deleted_records(change):
             self._conn.execute(
                 "DELETE FROM definitions WHERE project = ? AND kind = ? AND name = ?", (project, kind, name)
             )

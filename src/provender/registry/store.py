@@ -11,7 +11,7 @@ definitions so that every process sharing a registry sees the same jobs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -19,7 +19,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import ClassVar, Protocol, Self, Unpack
 
-from provender.definitions import Definition, Entity, FeatureTable
+from provender.definitions import Definition, Entity, FeatureTable, OnDemandFeatures
 from provender.registry.jobs import JobFields, JobRecord, JobStatus
 
 DEFAULT_PROJECT = "default"
@@ -43,6 +43,7 @@ class RegistrySnapshot:
     archived_at: datetime | None = None
     entities: Mapping[str, Entity] = field(default_factory=lambda: MappingProxyType({}))
     feature_tables: Mapping[str, FeatureTable] = field(default_factory=lambda: MappingProxyType({}))
+    on_demand_features: Mapping[str, OnDemandFeatures] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,12 +53,13 @@ class RegistryChange:
     put: tuple[Definition, ...] = ()
     delete_entities: tuple[str, ...] = ()
     delete_feature_tables: tuple[str, ...] = ()
+    delete_on_demand_features: tuple[str, ...] = ()
     description: str = ""
 
     @property
     def is_empty(self) -> bool:
         """Whether the change writes nothing (and so must not bump the version)."""
-        return not (self.put or self.delete_entities or self.delete_feature_tables)
+        return not (self.put or self.delete_entities or self.delete_feature_tables or self.delete_on_demand_features)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,7 +84,7 @@ class ItemAction(StrEnum):
 class ChangedItem:
     """One definition a change touched; ``fields`` names the changed fields of a changed one."""
 
-    kind: str  # "entity" | "feature_table" | "project"
+    kind: str  # "entity" | "feature_table" | "on_demand_features" | "project"
     name: str
     action: ItemAction
     fields: tuple[str, ...] = ()
@@ -154,11 +156,8 @@ def describe_change(snapshot: RegistrySnapshot, change: RegistryChange) -> tuple
     """Return what ``change`` does to ``snapshot``, item by item (for the audit trail)."""
     items: list[ChangedItem] = []
     for definition in change.put:
-        is_entity = isinstance(definition, Entity)
-        kind = "entity" if is_entity else "feature_table"
-        old: Definition | None = (
-            snapshot.entities.get(definition.name) if is_entity else snapshot.feature_tables.get(definition.name)
-        )
+        kind = record_kind(definition)
+        old: Definition | None = definitions_of(snapshot, kind).get(definition.name)
         if old is None:
             items.append(ChangedItem(kind=kind, name=definition.name, action=ItemAction.ADDED))
         else:
@@ -168,7 +167,68 @@ def describe_change(snapshot: RegistrySnapshot, change: RegistryChange) -> tuple
     items += [
         ChangedItem(kind="feature_table", name=n, action=ItemAction.DELETED) for n in change.delete_feature_tables
     ]
+    items += [
+        ChangedItem(kind="on_demand_features", name=n, action=ItemAction.DELETED)
+        for n in change.delete_on_demand_features
+    ]
     return tuple(items)
+
+
+def record_kind(definition: Definition) -> str:
+    """The ``kind`` a definition is stored under: ``entity``, ``feature_table`` or ``on_demand_features``."""
+    if isinstance(definition, Entity):
+        return "entity"
+    if isinstance(definition, FeatureTable):
+        return "feature_table"
+    return "on_demand_features"
+
+
+def definitions_of(snapshot: RegistrySnapshot, kind: str) -> Mapping[str, Definition]:
+    """The snapshot's definitions of one stored ``kind`` (see :func:`record_kind`), by name."""
+    if kind == "entity":
+        return snapshot.entities
+    if kind == "feature_table":
+        return snapshot.feature_tables
+    return snapshot.on_demand_features
+
+
+def deleted_records(change: RegistryChange) -> list[tuple[str, str]]:
+    """``(kind, name)`` of every definition ``change`` deletes."""
+    return [
+        *(("entity", n) for n in change.delete_entities),
+        *(("feature_table", n) for n in change.delete_feature_tables),
+        *(("on_demand_features", n) for n in change.delete_on_demand_features),
+    ]
+
+
+def snapshot_of(
+    project: str,
+    definitions: Iterable[Definition],
+    *,
+    version: int,
+    updated_at: datetime | None,
+    archived_at: datetime | None,
+) -> RegistrySnapshot:
+    """Build a snapshot from its stored definitions, sorted into their kinds."""
+    entities: dict[str, Entity] = {}
+    tables: dict[str, FeatureTable] = {}
+    on_demand: dict[str, OnDemandFeatures] = {}
+    for definition in definitions:
+        if isinstance(definition, Entity):
+            entities[definition.name] = definition
+        elif isinstance(definition, FeatureTable):
+            tables[definition.name] = definition
+        else:
+            on_demand[definition.name] = definition
+    return RegistrySnapshot(
+        project=project,
+        version=version,
+        updated_at=updated_at,
+        archived_at=archived_at,
+        entities=MappingProxyType(entities),
+        feature_tables=MappingProxyType(tables),
+        on_demand_features=MappingProxyType(on_demand),
+    )
 
 
 class RegistryStore(Protocol):

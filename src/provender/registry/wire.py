@@ -11,7 +11,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import cast
 
-from provender.definitions import Entity, FeatureTable
+from provender.definitions import Definition, Entity, FeatureTable, OnDemandFeatures
 from provender.errors import DataError
 from provender.registry import codec
 from provender.registry.diff import ApplyPlan, PlanItem
@@ -79,12 +79,12 @@ def _names(data: Mapping[str, object], name: str) -> tuple[str, ...]:
 # -- definitions and snapshots
 
 
-def definitions_to_list(definitions: Sequence[Entity | FeatureTable]) -> list[JsonDict]:
+def definitions_to_list(definitions: Sequence[Definition]) -> list[JsonDict]:
     """Return the versioned dicts of ``definitions``."""
     return [codec.to_dict(definition) for definition in definitions]
 
 
-def definitions_from_list(values: object, *, name: str = "definitions") -> tuple[Entity | FeatureTable, ...]:
+def definitions_from_list(values: object, *, name: str = "definitions") -> tuple[Definition, ...]:
     """Rebuild definitions from :func:`definitions_to_list` (raises DefinitionError naming the field)."""
     if not isinstance(values, list):
         raise DataError(f"field {name!r} must be a list of definitions, got {type(values).__name__}")
@@ -100,6 +100,7 @@ def snapshot_to_dict(snapshot: RegistrySnapshot) -> JsonDict:
         "archived_at": time_text(snapshot.archived_at),
         "entities": definitions_to_list(list(snapshot.entities.values())),
         "feature_tables": definitions_to_list(list(snapshot.feature_tables.values())),
+        "on_demand_features": definitions_to_list(list(snapshot.on_demand_features.values())),
     }
 
 
@@ -111,6 +112,12 @@ def snapshot_from_dict(data: Mapping[str, object]) -> RegistrySnapshot:
         for d in definitions_from_list(_get(data, "feature_tables"), name="feature_tables")
         if isinstance(d, FeatureTable)
     ]
+    # Absent from an older core service's answer: it stores no on-demand features.
+    on_demand = [
+        d
+        for d in definitions_from_list(data.get("on_demand_features", []), name="on_demand_features")
+        if isinstance(d, OnDemandFeatures)
+    ]
     return RegistrySnapshot(
         project=str(_get(data, "project")),
         version=_int(data, "version"),
@@ -118,6 +125,7 @@ def snapshot_from_dict(data: Mapping[str, object]) -> RegistrySnapshot:
         archived_at=parse_time(data.get("archived_at"), name="archived_at"),
         entities=MappingProxyType({entity.name: entity for entity in entities}),
         feature_tables=MappingProxyType({table.name: table for table in tables}),
+        on_demand_features=MappingProxyType({odf.name: odf for odf in on_demand}),
     )
 
 
@@ -127,6 +135,7 @@ def change_to_dict(change: RegistryChange) -> JsonDict:
         "put": definitions_to_list(change.put),
         "delete_entities": list(change.delete_entities),
         "delete_feature_tables": list(change.delete_feature_tables),
+        "delete_on_demand_features": list(change.delete_on_demand_features),
         "description": change.description,
     }
 
@@ -138,6 +147,7 @@ def change_from_dict(data: Mapping[str, object]) -> RegistryChange:
         put=definitions_from_list(data.get("put", []), name="put"),
         delete_entities=_names(data, "delete_entities"),
         delete_feature_tables=_names(data, "delete_feature_tables"),
+        delete_on_demand_features=_names(data, "delete_on_demand_features"),
         description=description if isinstance(description, str) else "",
     )
 

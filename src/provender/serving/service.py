@@ -474,9 +474,16 @@ _ROW_STATUS = {
 def _plan_columns(snapshot: RegistrySnapshot, features: Sequence[str]) -> ColumnPlan:
     """Resolve the result columns' types with the one resolver (the refs were already checked by the read)."""
     request = FeatureRequest.resolve(
-        features, feature_tables=snapshot.feature_tables, entities=snapshot.entities, project=snapshot.project
+        features,
+        feature_tables=snapshot.feature_tables,
+        entities=snapshot.entities,
+        project=snapshot.project,
+        on_demand_features=snapshot.on_demand_features,
     )
     types = request.types
     floats = tuple(name for name in request.columns if types[name] in FLOAT_TYPES)
-    tables = tuple((requested.name, requested.columns[0]) for requested in request.tables)
+    # Lookups are counted per table by a returned column (tables read only for on-demand inputs are not).
+    returned = set(request.columns)
+    firsts = ((t.name, next((c for c in t.columns if c in returned), None)) for t in request.tables)
+    tables = tuple((name, column) for name, column in firsts if column is not None)
     return ColumnPlan(types, floats, request.columns, tables)

@@ -93,6 +93,9 @@ _BUILDERS: dict[str, _Builder] = {
     "ProjectArchivedError": lambda _m, f: errors.ProjectArchivedError(project=_text(f, "project")),
     "JobStateError": lambda m, f: errors.JobStateError(_text(f, "job_id"), m, status=_optional(f, "status")),
     "DataError": lambda m, _f: errors.DataError(m),
+    "OnDemandFunctionError": lambda _m, f: errors.OnDemandFunctionError(
+        _text(f, "name"), _text(f, "function"), _text(f, "problem")
+    ),
     "RequestTooLargeError": lambda m, _f: errors.RequestTooLargeError(m),
     "JobCancelledError": lambda m, _f: errors.JobCancelledError(m),
     "ProjectNotServedError": lambda _m, f: errors.ProjectNotServedError(
@@ -101,6 +104,7 @@ _BUILDERS: dict[str, _Builder] = {
     "NotFoundError": _not_found(errors.NotFoundError),
     "EntityNotFoundError": _not_found(errors.EntityNotFoundError),
     "FeatureTableNotFoundError": _not_found(errors.FeatureTableNotFoundError),
+    "OnDemandFeaturesNotFoundError": _not_found(errors.OnDemandFeaturesNotFoundError),
     "ProjectNotFoundError": lambda _m, f: errors.ProjectNotFoundError(_text(f, "name")),
     "JobNotFoundError": lambda _m, f: errors.JobNotFoundError(_text(f, "name")),
     "MissingExtraError": lambda _m, f: errors.MissingExtraError(

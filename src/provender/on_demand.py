@@ -1,0 +1,268 @@
+"""On-demand features at run time: import the function safely, run it the same way on every path.
+
+**How the function reaches a process.** The registry stores only the function's import path
+(``"package.module:function"``), never code. ``apply`` imports the function once to check it
+exists, and records the version of the installed distribution that provides its module
+(``"name==version"``, or None if the module is not part of one) and a digest of the function's
+source. Every process that computes the features (historical retrieval, the SDK's online reads,
+each serving replica) imports the function from *its own* installed modules and refuses it, with
+an :class:`~provender.errors.OnDemandFunctionError` naming the features and the function, when
+it is missing, not callable, or not the version or source that was applied. So training and
+serving run the same code, or fail loudly; deploy the module with the serving image and
+re-apply after changing it.
+
+**One conversion path.** Offline (a record batch of the training set) and online (a request's
+rows as plain Python values) build the same input: an Arrow table with one column per input
+feature (``<table>__<feature>``, typed as registered) and per request field (by name, typed by
+``request_schema``); the function gets it as a pandas DataFrame (``mode="pandas"``) or as a dict
+of plain Python lists (``mode="python"``). Its output is converted to the declared feature types
+with Arrow, then offline kept as Arrow and online turned into plain Python values. So the four
+paths (historical, in-process, HTTP, gRPC) give the same values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import importlib
+import importlib.metadata
+import inspect
+import threading
+from collections.abc import Callable, Mapping, Sequence
+
+import pyarrow as pa
+
+from provender.definitions.on_demand import OnDemandFeatures
+from provender.definitions.request import FeatureRequest, RequestedOnDemand
+from provender.definitions.types import ValueType
+from provender.errors import DataError, OnDemandFunctionError
+
+__all__ = ["OnDemandRunner", "describe_function", "load_function", "record_function"]
+
+Function = Callable[[object], object]
+
+_loaded: dict[tuple[str, str | None, str | None], Function] = {}
+_lock = threading.Lock()
+
+
+def _import(odf: OnDemandFeatures) -> Function:
+    module_name, _, attribute = odf.function.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - any import failure is reported as this error
+        raise OnDemandFunctionError(
+            odf.name,
+            odf.function,
+            f"cannot import module {module_name!r} ({type(exc).__name__}: {exc}); install it where the features "
+            "are computed (the serving image too)",
+        ) from None
+    function = getattr(module, attribute, None)
+    if function is None or not callable(function):
+        raise OnDemandFunctionError(odf.name, odf.function, f"module {module_name!r} has no function {attribute!r}")
+    return function  # type: ignore[no-any-return]
+
+
+@functools.cache
+def _distributions() -> Mapping[str, list[str]]:
+    return importlib.metadata.packages_distributions()
+
+
+def describe_function(function: object) -> tuple[str | None, str | None]:
+    """Return ``(version, digest)`` of a function: its distribution's ``"name==version"``, its source's digest.
+
+    Either is None when unknown (a module outside any installed distribution, no source file).
+    """
+    module = str(getattr(function, "__module__", ""))
+    names = _distributions().get(module.split(".", 1)[0], [])
+    version = None
+    if names:
+        try:
+            version = f"{names[0]}=={importlib.metadata.version(names[0])}"
+        except importlib.metadata.PackageNotFoundError:
+            version = None
+    try:
+        source = inspect.getsource(function)  # type: ignore[arg-type]
+    except (OSError, TypeError):
+        return version, None
+    return version, hashlib.sha256(source.encode("utf-8")).hexdigest()[:16]
+
+
+def record_function(odf: OnDemandFeatures) -> OnDemandFeatures:
+    """Import ``odf``'s function (``apply`` does) and return ``odf`` with its version and digest recorded.
+
+    Raises:
+        OnDemandFunctionError: the function cannot be imported.
+    """
+    version, digest = describe_function(_import(odf))
+    return dataclasses.replace(odf, function_version=version, function_digest=digest)
+
+
+def load_function(odf: OnDemandFeatures) -> Function:
+    """Import ``odf``'s function once per process, checking it is the applied version and source.
+
+    Raises:
+        OnDemandFunctionError: missing, not callable, or another version or source than applied.
+    """
+    key = (odf.function, odf.function_version, odf.function_digest)
+    function = _loaded.get(key)
+    if function is not None:
+        return function
+    with _lock:
+        function = _import(odf)
+        version, digest = describe_function(function)
+        if odf.function_version is not None and version != odf.function_version:
+            raise OnDemandFunctionError(
+                odf.name,
+                odf.function,
+                f"was applied from {odf.function_version}, but this process has {version or 'no distribution'}; "
+                "install the applied version, or apply the definitions again",
+            )
+        if odf.function_digest is not None and digest != odf.function_digest:
+            raise OnDemandFunctionError(
+                odf.name,
+                odf.function,
+                f"its source differs from the applied one (digest {digest} here, {odf.function_digest} applied); "
+                "deploy the applied code, or apply the definitions again",
+            )
+        _loaded[key] = function
+    return function
+
+
+class OnDemandRunner:
+    """Computes the on-demand features of one resolved request, online or offline.
+
+    Args:
+        request: the resolved request (:meth:`FeatureRequest.resolve`).
+        load: imports a function (default :func:`load_function`).
+    """
+
+    def __init__(
+        self, request: FeatureRequest, *, load: Callable[[OnDemandFeatures], Function] = load_function
+    ) -> None:
+        self.request = request
+        self._load = load
+        self._types = request.types
+
+    @property
+    def request_fields(self) -> dict[str, ValueType]:
+        """Every request field the on-demand features need, with its type."""
+        fields: dict[str, ValueType] = {}
+        for requested in self.request.on_demand:
+            odf = requested.definition
+            for name, value_type in odf.request_schema.items():
+                known = fields.setdefault(name, value_type)
+                if known is not value_type:
+                    raise DataError(
+                        f"Request field {name!r} is {known} for one of the requested on-demand features and "
+                        f"{value_type} for {odf.name!r}; request them separately."
+                    )
+        return fields
+
+    def run_rows(self, columns: Mapping[str, Sequence[object]]) -> dict[str, list[object]]:
+        """Online: compute every requested on-demand column from plain-Python columns.
+
+        ``columns`` holds the fetched feature columns and the request's entity-row columns
+        (where the request fields are).
+
+        Raises:
+            DataError: a request field is missing or of the wrong type (naming it and the row).
+            OnDemandFunctionError: the function is missing, fails, or returns bad output.
+        """
+        result: dict[str, list[object]] = {}
+        for requested in self.request.on_demand:
+            inputs = self._online_inputs(requested.definition, columns)
+            for column, array in zip(requested.columns, self._compute(requested, inputs), strict=True):
+                result[column] = array.to_pylist()
+        return result
+
+    def run_batch(self, batch: pa.RecordBatch) -> dict[str, pa.Array]:
+        """Offline: compute every requested on-demand column of one record batch of the training set.
+
+        Raises:
+            DataError: a request field does not convert to its type.
+            OnDemandFunctionError: the function is missing, fails, or returns bad output.
+        """
+        result: dict[str, pa.Array] = {}
+        table = pa.Table.from_batches([batch])
+        for requested in self.request.on_demand:
+            odf = requested.definition
+            arrays = []
+            for name, value_type in self._input_types(odf):
+                column = table.column(name)
+                try:
+                    arrays.append(column.cast(value_type.to_arrow()))
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                    raise DataError(f"Column {name!r} does not convert to {value_type}: {exc}") from None
+            inputs = pa.table(arrays, names=[name for name, _ in self._input_types(odf)])
+            result.update(zip(requested.columns, self._compute(requested, inputs), strict=True))
+        return result
+
+    def _input_types(self, odf: OnDemandFeatures) -> list[tuple[str, ValueType]]:
+        return [*((c, self._types[c]) for c in odf.input_columns), *odf.request_schema.items()]
+
+    def _online_inputs(self, odf: OnDemandFeatures, columns: Mapping[str, Sequence[object]]) -> pa.Table:
+        arrays = []
+        names = []
+        for name, value_type in self._input_types(odf):
+            values = columns.get(name)
+            if values is None:
+                raise DataError(
+                    f"The entity rows have no field {name!r}, a request field ({value_type}) of on-demand "
+                    f"features {odf.name!r}; pass it in every entity row."
+                )
+            try:
+                arrays.append(pa.array(values, type=value_type.to_arrow()))
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
+                raise DataError(
+                    f"Request field {name!r} of on-demand features {odf.name!r} is not {value_type}: {exc}"
+                ) from None
+            names.append(name)
+        return pa.table(arrays, names=names)
+
+    def _compute(self, requested: RequestedOnDemand, inputs: pa.Table) -> list[pa.Array]:
+        odf = requested.definition
+        function = self._load(odf)
+        argument: object = inputs.to_pandas() if odf.mode == "pandas" else inputs.to_pydict()
+        try:
+            output = function(argument)
+        except Exception as exc:
+            raise OnDemandFunctionError(odf.name, odf.function, f"raised {type(exc).__name__}: {exc}") from exc
+        return _check_output(odf, requested, output, inputs.num_rows)
+
+
+def _check_output(odf: OnDemandFeatures, requested: RequestedOnDemand, output: object, rows: int) -> list[pa.Array]:
+    def fail(problem: str) -> OnDemandFunctionError:
+        return OnDemandFunctionError(odf.name, odf.function, problem)
+
+    columns = _output_columns(output)
+    if columns is None:
+        kind = "a pandas DataFrame or a mapping" if odf.mode == "pandas" else "a dict of lists"
+        raise fail(f"returned {type(output).__name__}; expected {kind} with columns {list(odf.feature_names)}")
+    missing = [name for name in odf.feature_names if name not in columns]
+    extra = [str(name) for name in columns if name not in odf.feature_names]
+    if missing or extra:
+        raise fail(f"returned columns {[str(c) for c in columns]}; expected exactly {list(odf.feature_names)}")
+    arrays = []
+    for feature in requested.features:
+        values = columns[feature.name]
+        try:
+            array = pa.array(values, type=feature.value_type.to_arrow(), from_pandas=odf.mode == "pandas")
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
+            raise fail(f"feature {feature.name!r} ({feature.value_type}): cannot convert its values: {exc}") from None
+        if len(array) != rows:
+            raise fail(f"feature {feature.name!r}: returned {len(array)} values for {rows} rows")
+        arrays.append(array)
+    return arrays
+
+
+def _output_columns(output: object) -> Mapping[object, object] | None:
+    if isinstance(output, Mapping):
+        return output
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        return None
+    if isinstance(output, pd.DataFrame):
+        return {name: output[name] for name in output.columns}
+    return None

@@ -1,0 +1,52 @@
+"""Functions of on-demand features used by the tests (importable by a `provender serve` process too)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+
+def ratios(frame: pd.DataFrame) -> pd.DataFrame:
+    """Pandas mode: the request's amount per trip, whether it is big, and the conversion rate scaled."""
+    return pd.DataFrame(
+        {
+            "per_trip": frame["amount"] / frame["stats__trips"],
+            "big": frame["amount"] > 10.0,
+            "scaled": frame["stats__conv_rate"] * 2,
+        }
+    )
+
+
+def ratios_python(columns: dict[str, list[object]]) -> dict[str, list[object]]:
+    """Python mode: the same as :func:`ratios` over plain lists (None where an input is missing)."""
+    amounts, trips, rates = columns["amount"], columns["stats__trips"], columns["stats__conv_rate"]
+    per_trip: list[object] = []
+    for amount, count in zip(amounts, trips, strict=True):
+        if amount is None or count is None:
+            per_trip.append(None)
+        else:
+            per_trip.append(amount / count if count else None)  # type: ignore[operator]
+    return {
+        "per_trip": per_trip,
+        "big": [None if a is None else a > 10.0 for a in amounts],  # type: ignore[operator]
+        "scaled": [None if r is None else r * 2 for r in rates],  # type: ignore[operator]
+    }
+
+
+def failing(frame: pd.DataFrame) -> pd.DataFrame:
+    """Always fails."""
+    raise ValueError(f"no way ({len(frame)} rows)")
+
+
+def wrong_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Returns a column that is not declared."""
+    return pd.DataFrame({"surprise": frame["amount"]})
+
+
+def wrong_type(frame: pd.DataFrame) -> pd.DataFrame:
+    """Returns text for a DOUBLE feature."""
+    return pd.DataFrame({"per_trip": ["a lot"] * len(frame)})
+
+
+def wrong_length(columns: dict[str, list[object]]) -> dict[str, list[object]]:
+    """Returns one value too many."""
+    return {"per_trip": [*columns["amount"], 1.0]}
