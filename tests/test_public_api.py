@@ -31,6 +31,8 @@ EXPECTED_ALL = [
     "KafkaSource",
     "MissingExtraError",
     "NotFoundError",
+    "OnDemandFeatures",
+    "OnDemandFunctionError",
     "ParquetFormat",
     "ProvenderError",
     "RegistryConflictError",

@@ -39,6 +39,7 @@ from provender.errors import (
     FeatureTableNotFoundError,
     MissingExtraError,
     NotFoundError,
+    OnDemandFunctionError,
     ProvenderError,
     RegistryConflictError,
 )
@@ -71,6 +72,7 @@ __all__ = [
     "MissingExtraError",
     "NotFoundError",
     "OnDemandFeatures",
+    "OnDemandFunctionError",
     "ParquetFormat",
     "ProvenderError",
     "RegistryConflictError",

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from provender import Client, Entity, FeatureTable, Settings, backends
+from provender import Client, Entity, Feature, FeatureTable, OnDemandFeatures, Settings, ValueType, backends
 from provender.errors import (
     JobNotFoundError,
     JobStateError,
@@ -26,7 +26,7 @@ from provender.errors import (
     RegistryConflictError,
     RegistryVersionConflictError,
 )
-from provender.registry.diff import Action, plan_apply
+from provender.registry.diff import Action, plan_apply, plan_delete_feature_table, plan_delete_on_demand_features
 from provender.registry.jobs import JobKind, JobRecord, JobStatus, is_finished, new_job_id
 from provender.registry.store import (
     ChangedItem,
@@ -102,7 +102,9 @@ def test_every_registry_backend_is_provisioned() -> None:
 # -- helpers
 
 
-def apply(store: RegistryStore, project: str, *definitions: Entity | FeatureTable, **kwargs: Any) -> RegistrySnapshot:
+def apply(
+    store: RegistryStore, project: str, *definitions: Entity | FeatureTable | OnDemandFeatures, **kwargs: Any
+) -> RegistrySnapshot:
     """Apply ``definitions`` to ``project`` as the client does (refused plans raise)."""
     return store.update(project, lambda snapshot: plan_apply(snapshot, definitions).to_change(), **kwargs)
 
@@ -517,3 +519,27 @@ def test_concurrent_applies_from_processes_lose_nothing(
     history = store.history("default", limit=1000)
     assert sorted(r.version_after for r in history) == list(range(1, PROCESSES * ROUNDS + 1))
     assert all(r.version_before == r.version_after - 1 for r in history)
+
+
+# -- on-demand features
+
+
+def test_on_demand_features_round_trip_and_protect_their_inputs(open_store: Callable[[], RegistryStore]) -> None:
+    writer = open_store()
+    ratio = OnDemandFeatures(
+        name="ratio",
+        inputs=[f"driver_statistics:{driver_statistics().features[0].name}"],
+        request_schema={"amount": ValueType.DOUBLE},
+        features=[Feature("per_trip", ValueType.DOUBLE)],
+        function="tests.support.on_demand_functions:ratios",
+        function_digest="0123456789abcdef",
+    )
+    apply(writer, "default", driver(), driver_statistics(), ratio)
+    reader = open_store()
+    assert dict(reader.read("default").on_demand_features) == {"ratio": ratio}
+    with pytest.raises(RegistryConflictError, match="read by on-demand features: ratio"):
+        writer.update("default", lambda s: plan_delete_feature_table(s, "driver_statistics"))
+    snapshot = writer.update("default", lambda s: plan_delete_on_demand_features(s, "ratio"))
+    assert dict(snapshot.on_demand_features) == {}
+    assert dict(reader.read("default").on_demand_features) == {}
+    assert [item.kind for item in reader.history("default", limit=1)[0].items] == ["on_demand_features"]

@@ -9,11 +9,11 @@ from __future__ import annotations
 _OBJECT = {"type": "object"}
 _DEFINITION = {
     "type": "object",
-    "description": "An entity or feature table in its versioned registry form.",
+    "description": "An entity, feature table or on-demand features in its versioned registry form.",
     "required": ["format_version", "kind", "spec"],
     "properties": {
         "format_version": {"type": "integer"},
-        "kind": {"type": "string", "enum": ["entity", "feature_table"]},
+        "kind": {"type": "string", "enum": ["entity", "feature_table", "on_demand_features"]},
         "spec": _OBJECT,
     },
 }
@@ -54,6 +54,7 @@ SCHEMAS: dict[str, object] = {
             "archived_at": _TIME,
             "entities": {"type": "array", "items": {"$ref": "#/components/schemas/Definition"}},
             "feature_tables": {"type": "array", "items": {"$ref": "#/components/schemas/Definition"}},
+            "on_demand_features": {"type": "array", "items": {"$ref": "#/components/schemas/Definition"}},
         },
     },
     "ApplyRequest": {
@@ -97,6 +98,7 @@ SCHEMAS: dict[str, object] = {
                     "put": {"type": "array", "items": {"$ref": "#/components/schemas/Definition"}},
                     "delete_entities": {"type": "array", "items": {"type": "string"}},
                     "delete_feature_tables": {"type": "array", "items": {"type": "string"}},
+                    "delete_on_demand_features": {"type": "array", "items": {"type": "string"}},
                     "description": {"type": "string"},
                 },
             },

@@ -225,20 +225,24 @@ def _input_tables(odf: OnDemandFeatures) -> set[str]:
     return {FeatureRef.parse(ref).table for ref in odf.inputs}
 
 
-def _input_problems(odf: OnDemandFeatures, tables: Mapping[str, FeatureTable]) -> list[str]:
-    """What is wrong with the inputs of ``odf`` against ``tables`` (empty when they all resolve)."""
+def _unresolved_inputs(odf: OnDemandFeatures, tables: Mapping[str, FeatureTable]) -> list[tuple[str, str]]:
+    """The inputs of ``odf`` that ``tables`` do not hold, each with the reason (empty when all resolve)."""
     problems = []
     for ref in odf.inputs:
         parsed = FeatureRef.parse(ref)
         table = tables.get(parsed.table)
         if table is None:
-            problems.append(f"input {ref!r}: there is no feature table {parsed.table!r} (apply it too)")
+            problems.append((ref, f"there is no feature table {parsed.table!r} (apply it too)"))
         elif parsed.feature is not None and table.get_feature(parsed.feature) is None:
+            known = ", ".join(table.feature_names)
             problems.append(
-                f"input {ref!r}: feature table {parsed.table!r} has no feature {parsed.feature!r} "
-                f"(its features: {', '.join(table.feature_names)})"
+                (ref, f"feature table {parsed.table!r} has no feature {parsed.feature!r} (its features: {known})")
             )
     return problems
+
+
+def _input_problems(odf: OnDemandFeatures, tables: Mapping[str, FeatureTable]) -> list[str]:
+    return [f"input {ref!r}: {reason}" for ref, reason in _unresolved_inputs(odf, tables)]
 
 
 def _plan_on_demand(snapshot: RegistrySnapshot, odf: OnDemandFeatures, tables: Mapping[str, FeatureTable]) -> PlanItem:
@@ -260,10 +264,10 @@ def _on_demand_conflict(table: FeatureTable, on_demand: Mapping[str, OnDemandFea
     if table.name in on_demand:
         return f"on-demand features are called {table.name!r} too; refs '{table.name}:...' would be ambiguous"
     readers = [
-        f"{odf.name} reads {problem.split(':', 1)[0].removeprefix('input ')}"
+        f"{odf.name} reads {ref!r}"
         for odf in on_demand.values()
         if table.name in _input_tables(odf)
-        for problem in _input_problems(odf, {table.name: table})
+        for ref, _ in _unresolved_inputs(odf, {table.name: table})
     ]
     if readers:
         return f"drops features that on-demand features read: {'; '.join(readers)} (change them first)"

@@ -34,6 +34,7 @@ class Catalog:
     project: str = "test"
     version: int = 1
     reads: int = 0
+    on_demand_features: Mapping[str, pv.OnDemandFeatures] = field(default_factory=dict)
 
     def load(self) -> Catalog:
         self.reads += 1

@@ -191,7 +191,7 @@ def test_different_objects_give_different_text() -> None:
 
 
 def test_to_dict_refuses_other_objects() -> None:
-    with pytest.raises(TypeError, match="expected Entity or FeatureTable"):
+    with pytest.raises(TypeError, match="expected Entity, FeatureTable or OnDemandFeatures"):
         codec.to_dict(Feature("f", ValueType.INT32))  # type: ignore[arg-type]
 
 

@@ -101,7 +101,7 @@ def test_entities_may_come_before_or_after_their_tables_in_one_apply() -> None:
 
 
 def test_apply_refuses_non_definitions() -> None:
-    with pytest.raises(TypeError, match="takes Entity and FeatureTable objects, got Feature"):
+    with pytest.raises(TypeError, match="takes Entity, FeatureTable and OnDemandFeatures objects, got Feature"):
         plan_apply(RegistrySnapshot(project="default"), [Feature("f", ValueType.INT32)])  # type: ignore[list-item]
 
 

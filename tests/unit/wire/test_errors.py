@@ -67,6 +67,8 @@ SENT: list[errors.ProvenderError] = [
     errors.NotFoundError("thing", project="fraud"),
     errors.EntityNotFoundError("drivr", project="fraud", known=["driver"]),
     errors.FeatureTableNotFoundError("driver_stat", project="default", known=["driver_stats"]),
+    errors.OnDemandFeaturesNotFoundError("ratio", project="default", known=["ratios"]),
+    errors.OnDemandFunctionError("ratios", "acme.features:ratios", "raised ValueError: boom"),
     errors.ProjectNotFoundError("frau", known=["fraud"]),
     errors.JobNotFoundError("job-2"),
     errors.ProjectNotServedError("other", served=["default", "p"]),
