@@ -140,21 +140,31 @@ async def respond(send: Send, status: int, body: bytes, headers: Headers) -> Non
     await send({"type": "http.response.body", "body": body})
 
 
+def declared_length(scope: Scope) -> int | None:
+    """Return the request's ``Content-Length`` (None if absent or not a number; huge ones capped at 10**18)."""
+    declared = header(scope, b"content-length")
+    if declared is None or not declared.isdigit():
+        return None
+    return 10**18 if len(declared) > 18 else int(declared)
+
+
 async def read_body(scope: Scope, receive: Receive, *, max_bytes: int, setting: str = "") -> bytes:
     """Return the request body (the error names ``setting``, the limit's setting, if given).
+
+    A declared ``Content-Length`` over the limit is refused before any of the body is read.
 
     Raises:
         RequestTooLargeError: it is larger than ``max_bytes``, or the client went away.
     """
+    declared = declared_length(scope)
+    if declared is not None and declared > max_bytes:
+        raise _too_large(max_bytes, setting)
     message = await receive()
     body = cast(bytes, message.get("body", b""))
     if not message.get("more_body"):
         if len(body) > max_bytes:
             raise _too_large(max_bytes, setting)
         return body
-    declared = header(scope, b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise _too_large(max_bytes, setting)
     chunks, size = [body], len(body)
     while message.get("more_body"):
         message = await receive()

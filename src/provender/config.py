@@ -175,7 +175,8 @@ class ServingSection(BaseModel):
         max_feature_refs: the most feature refs one request may list.
         max_entity_columns: the most entity (and pass-through) columns one request may send.
         max_request_bytes: the largest HTTP body and gRPC message accepted (413 /
-            RESOURCE_EXHAUSTED above it).
+            RESOURCE_EXHAUSTED above it, before the body is read when its size is declared). It
+            bounds the cost of parsing one request, paid before any other limit can be checked.
         max_value_depth: how deeply an entity or pass-through value may nest lists and objects.
         max_header_bytes: the largest HTTP request head (request line and headers): 431 above it.
         header_timeout_seconds: how long a connection may take to send a request head.
@@ -196,7 +197,7 @@ class ServingSection(BaseModel):
     max_entity_rows: int = Field(default=1000, gt=0)
     max_feature_refs: int = Field(default=1000, gt=0)
     max_entity_columns: int = Field(default=100, gt=0)
-    max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_value_depth: int = Field(default=16, ge=1, le=200)
     max_header_bytes: int = Field(default=32 * 1024, ge=1024)
     header_timeout_seconds: float = Field(default=10.0, gt=0)

@@ -6,6 +6,7 @@ naming the setting, and the server keeps answering ordinary requests.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,3 +224,50 @@ def test_pass_through_columns_named_like_results_are_refused(server: Server, col
     )
     code, details = _grpc(server, request)
     assert code == grpc.StatusCode.INVALID_ARGUMENT and column in details
+
+
+# -- limits before work: the counts before decoding, a declared size before reading ---------------
+
+
+@pytest.mark.parametrize("declared", [4097, 10**6, 10**12, 2**63])
+def test_a_declared_body_over_the_limit_is_refused_before_it_is_sent(server: Server, declared: int) -> None:
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/online-features HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n{" % declared
+        )
+        answer = b""  # the answer comes without the body having been sent
+        while b"serving.max_request_bytes" not in answer and (chunk := sock.recv(65536)):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"serving.max_request_bytes" in answer
+    _ordinary_requests_still_work(server)
+
+
+def _timestamps(name: str, count: int) -> pb.Column:
+    column = pb.Column(name=name)
+    column.unix_timestamp_us_values.values.extend([2**62] * count)  # each would fail to decode
+    return column
+
+
+@pytest.mark.parametrize("rows", [6, 300])
+def test_grpc_counts_are_checked_before_values_are_decoded(server: Server, rows: int) -> None:
+    request = pb.GetOnlineFeaturesRequest(features=REFS, entities=[_timestamps("driver_id", rows)])
+    code, details = _grpc(server, request)
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "serving.max_entity_rows" in details
+    request = pb.GetOnlineFeaturesRequest(features=REFS * 2, entities=[_timestamps("driver_id", 1)])
+    code, details = _grpc(server, request)
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "serving.max_feature_refs" in details
+    request = pb.GetOnlineFeaturesRequest(
+        features=REFS, entities=[_timestamps(f"c{i}", 1) for i in range(rows if rows < 100 else 4)]
+    )
+    code, details = _grpc(server, request)
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "serving.max_entity_columns" in details
+
+
+@pytest.mark.parametrize("count", [5, 60])
+def test_http_counts_are_checked_before_values_are_typed(server: Server, count: int) -> None:
+    status, message = _http(server, {"features": list(range(count)), "entities": {"driver_id": [1]}})
+    assert status == 413 and "serving.max_feature_refs" in message
+    status, message = _http(server, {"features": REFS, "entities": {"driver_id": [1], "x": [None] * (count + 1)}})
+    assert status == 413 and "serving.max_entity_rows" in message

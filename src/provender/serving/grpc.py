@@ -24,11 +24,11 @@ from datetime import UTC, datetime
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from provender.errors import DataError, RequestTooLargeError
+from provender.errors import DataError
 from provender.online.read import FeatureStatus
 from provender.serving.service import FeatureQuery, FeatureService, QueryResult
 from provender.wire._proto import serving_pb2 as pb
-from provender.wire.codec import fill_column, read_column
+from provender.wire.codec import column_length, fill_column, read_column
 from provender.wire.errors import grpc_metadata, is_expected, shorten, status_of
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class ServingServicer:
         self._auth = service.auth
         self._request_log = service.request_log
         self._default_project = service.default_project
-        self._max_rows = service.serving.max_entity_rows
+        self._limits = service.limits
 
     def get_online_features(
         self, request: pb.GetOnlineFeaturesRequest | _Undecodable, context: grpc.ServicerContext
@@ -106,6 +106,10 @@ class ServingServicer:
         return response
 
     def _entities(self, request: pb.GetOnlineFeaturesRequest) -> dict[str, list[object]]:
+        """Decode the entity columns, after checking the request's counts (refs, columns, rows)."""
+        limits = self._limits
+        limits.check_counts(len(request.features), len(request.entities))
+        limits.check_rows(max((column_length(column) for column in request.entities), default=0))
         entities: dict[str, list[object]] = {}
         rows = -1
         for column in request.entities:
@@ -118,11 +122,6 @@ class ServingServicer:
                     f"the first column {rows}."
                 )
             entities[column.name] = values
-        if rows > self._max_rows:
-            raise RequestTooLargeError(
-                f"The request has {rows} entity rows, more than this server's limit of {self._max_rows} "
-                "(serving.max_entity_rows); split it into smaller requests."
-            )
         return entities
 
 

@@ -37,6 +37,7 @@ from provender.asgi import (
     Receive,
     Scope,
     Send,
+    declared_length,
     error_response,
     header,
     lifespan,
@@ -54,6 +55,9 @@ log = logging.getLogger(__name__)
 
 ONLINE_FEATURES = "/v1/online-features"
 READY_TIMEOUT_SECONDS = 5.0
+DRAIN_BYTES = 16 * 1024 * 1024
+"""A refused body declared larger than this is not read: the connection is closed after the answer
+(smaller ones are read and discarded, so a client that sends its whole body first sees the 413)."""
 _JSON = JSON_HEADERS
 _HEALTH = orjson.dumps({"status": "ok", "version": __version__})
 _ROUTES = {
@@ -75,7 +79,7 @@ class ServingApp:
         self._open_endpoints = service.serving.auth.open_endpoints
         self._request_log = service.request_log
         self._default_project = service.default_project
-        self._max_rows = service.serving.max_entity_rows
+        self._limits = service.limits
         self._max_body = service.limits.max_request_bytes
         self._executor = service.executor
         self._openapi = orjson.dumps(openapi_document())
@@ -120,9 +124,11 @@ class ServingApp:
         request: OnlineRequest | None = None
         result: QueryResult | None = None
         error: BaseException | None = None
+        body_read = False
         try:
             body = await read_body(scope, receive, max_bytes=self._max_body, setting="serving.max_request_bytes")
-            request = parse_online_request(body, max_entity_rows=self._max_rows)
+            body_read = True
+            request = parse_online_request(body, limits=self._limits)
             if request.project is not None:
                 project = request.project
             if self._auth.is_enabled:
@@ -152,6 +158,8 @@ class ServingApp:
         except Exception as exc:  # noqa: BLE001 - every failure, even a bug, must get an answer
             error = exc
             status, payload, headers = _error_response(exc)
+            if not body_read and (declared_length(scope) or 0) > DRAIN_BYTES:
+                headers = [*headers, (b"connection", b"close")]
         await respond(send, status, payload, headers)
         seconds = time.perf_counter() - started
         metrics.finished("http", ONLINE_FEATURES, str(status), seconds)

@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from provender import __version__
-from provender.errors import DataError, RequestTooLargeError
+from provender.errors import DataError
+from provender.serving.limits import RequestLimits
 
 StatusName = Literal["PRESENT", "NOT_FOUND", "OUTSIDE_MAX_AGE", "NULL_VALUE"]
 
@@ -95,13 +96,13 @@ class OnlineRequest:
     include_types: bool
 
 
-def parse_online_request(body: bytes, *, max_entity_rows: int) -> OnlineRequest:
-    """Parse and check a request body.
+def parse_online_request(body: bytes, *, limits: RequestLimits) -> OnlineRequest:
+    """Parse and check a request body; the counts are checked against ``limits`` before the elements.
 
     Raises:
         DataError: invalid JSON, a missing or mistyped field, or columns of different lengths;
             the message names the problem.
-        RequestTooLargeError: more rows than ``max_entity_rows``.
+        RequestTooLargeError: more refs, columns or rows than ``limits`` allow.
     """
     try:
         data = orjson.loads(body)
@@ -113,12 +114,16 @@ def parse_online_request(body: bytes, *, max_entity_rows: int) -> OnlineRequest:
         unknown = sorted(set(data) - _FIELD_SET)
         raise DataError(f"Unknown field(s) {unknown} in the request; expected {', '.join(_FIELDS)}.")
     features = data.get("features")
-    # An empty list is the request model's to refuse (FeatureRefError), as on every other path.
-    if type(features) is not list or not all(type(ref) is str for ref in features):
+    if type(features) is not list:
         raise DataError("'features' must be a list of feature refs, e.g. [\"driver_statistics:conv_rate\"].")
     entities = data.get("entities")
     if type(entities) is not dict:
         raise DataError("'entities' must be an object of entity columns, e.g. {\"driver_id\": [1001, 1002]}.")
+    limits.check_counts(len(features), len(entities))
+    limits.check_rows(max((len(values) for values in entities.values() if type(values) is list), default=0))
+    # An empty list is the request model's to refuse (FeatureRefError), as on every other path.
+    if not all(type(ref) is str for ref in features):
+        raise DataError("'features' must be a list of feature refs, e.g. [\"driver_statistics:conv_rate\"].")
     rows = -1
     for name, values in entities.items():
         if type(values) is not list:
@@ -130,11 +135,6 @@ def parse_online_request(body: bytes, *, max_entity_rows: int) -> OnlineRequest:
                 f"The entity columns differ in length: entities[{name!r}] has {len(values)} values, "
                 f"the first column {rows}."
             )
-    if rows > max_entity_rows:
-        raise RequestTooLargeError(
-            f"The request has {rows} entity rows, more than this server's limit of {max_entity_rows} "
-            "(serving.max_entity_rows); split it into smaller requests."
-        )
     project = data.get("project")
     if project is not None and (type(project) is not str or not project):
         raise DataError("'project' must be a non-empty string.")

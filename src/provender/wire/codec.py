@@ -185,6 +185,16 @@ def fill_column(column: pb.Column, values: Sequence[object], value_type: ValueTy
         column.null_rows.extend(nulls)
 
 
+def column_length(column: pb.Column) -> int:
+    """Return the number of values (rows) of a column without decoding them."""
+    field = column.WhichOneof("values")
+    if field is None:
+        return 0
+    if field == "list_values":
+        return len(column.list_values.lists)
+    return len(getattr(column, field).values)
+
+
 def read_column(column: pb.Column) -> list[object]:
     """Return the Python values of a column (None for its null rows).
 
