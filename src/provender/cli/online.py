@@ -49,7 +49,7 @@ def get(state: CliState, features: tuple[str, ...], entities: tuple[str, ...], a
     """Print the latest stored values of features for one or more entity rows.
 
     Values that are missing print as null with their status (NOT_FOUND, OUTSIDE_MAX_AGE,
-    NULL_VALUE).
+    NULL_VALUE, CORRUPT).
 
     \b
     Example:

@@ -751,7 +751,8 @@ class Client:
         Returns:
             ``to_dict()`` gives the entity columns (the rows' keys, in order), then
             ``<table>__<feature>`` in ref order; ``statuses()`` gives PRESENT, NOT_FOUND,
-            OUTSIDE_MAX_AGE (older than now - ``max_age``; the value is null) or NULL_VALUE.
+            OUTSIDE_MAX_AGE (older than now - ``max_age``; the value is null), NULL_VALUE or
+            CORRUPT (the stored bytes cannot be decoded; the value is null).
 
         Raises:
             FeatureRefError, FeatureTableNotFoundError: a bad ref (with a "did you mean").

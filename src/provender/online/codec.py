@@ -69,6 +69,16 @@ class StoredRow(NamedTuple):
     values: list[object]
 
 
+class CorruptRow(StoredRow):
+    """A stored row that cannot be decoded: every value None, never outside ``max_age``.
+
+    Reads give it the status ``CORRUPT`` (:class:`~provender.online.read.FeatureStatus`) and a
+    null value, so the read's other rows and values are unaffected.
+    """
+
+    __slots__ = ()
+
+
 def pack_version(event_us: int, created_us: int | None) -> bytes:
     """Return the 16 version bytes of a row (see the module docstring)."""
     return _VERSION.pack(event_us + _OFFSET, 0 if created_us is None else created_us + _OFFSET)
@@ -98,7 +108,7 @@ CORRUPT_ROW_LISTENERS: list[Callable[[str], None]] = []
 def _report_corrupt(table: str, key: bytes | None, packed: bytes, error: BaseException) -> None:
     shown = "?" if key is None else key[:64].hex()
     log.error(
-        "corrupt stored row read as missing table=%s key=%s size=%d error=%s",
+        "corrupt stored row read as CORRUPT (null values) table=%s key=%s size=%d error=%s",
         table,
         shown,
         len(packed),
@@ -111,7 +121,7 @@ def _report_corrupt(table: str, key: bytes | None, packed: bytes, error: BaseExc
 class RowCodec:
     """Packs and unpacks one feature table's rows. Get one with :func:`codec_for`."""
 
-    __slots__ = ("_converters", "_width", "fingerprint", "table")
+    __slots__ = ("_converters", "_corrupt", "_width", "fingerprint", "table")
 
     def __init__(self, table: FeatureTable) -> None:
         self.table = table
@@ -125,13 +135,15 @@ class RowCodec:
                 converters.append((index, _timestamp_list))
         self._converters = tuple(converters)
         self._width = len(table.features)
+        # Its event time is the latest possible, so a max_age filter keeps it and its status shows.
+        self._corrupt = _new_tuple(CorruptRow, (2**63 - 1, None, [None] * self._width))
 
     def decode(self, packed: bytes | None, key: bytes | None = None) -> StoredRow | None:
         """Return the stored row, or None if there is none or it has another schema.
 
-        A corrupt row (undecodable, or not one value per feature) reads as None too, and is
-        reported: a log line naming the table and ``key`` (hex), and :data:`CORRUPT_ROW_LISTENERS`.
-        So one damaged value never fails the other rows of a read.
+        A corrupt row (undecodable, or not one value per feature) reads as a :class:`CorruptRow`
+        (every value None) and is reported: a log line naming the table and ``key`` (hex), and
+        :data:`CORRUPT_ROW_LISTENERS`. So one damaged value never fails the other rows of a read.
         """
         if packed is None or not packed.startswith(self.fingerprint, VERSION_BYTES):
             return None
@@ -146,7 +158,7 @@ class RowCodec:
                     values[index] = convert(value)  # type: ignore[arg-type]
         except Exception as exc:  # noqa: BLE001 - whatever is wrong with the bytes, the row is unreadable
             _report_corrupt(self.table.name, key, packed, exc)
-            return None
+            return self._corrupt
         # tuple.__new__ skips the NamedTuple's Python-level __new__: a third of a decode's cost.
         return _new_tuple(StoredRow, (event - _OFFSET, None if created == 0 else created - _OFFSET, values))
 

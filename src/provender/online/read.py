@@ -31,7 +31,7 @@ from provender.definitions import Entity, FeatureTable, OnDemandFeatures, ValueT
 from provender.definitions.request import FeatureRequest, check_passthrough_columns, ref_list
 from provender.errors import DataError, EntityNotFoundError, FeatureRefError, FeatureTableNotFoundError
 from provender.on_demand import OnDemandRunner
-from provender.online.codec import StoredRow
+from provender.online.codec import CorruptRow, StoredRow
 from provender.online.keys import KeyEncoder
 from provender.online.store import OnlineStore, ReadRequest
 
@@ -42,12 +42,21 @@ _V = TypeVar("_V")
 
 
 class FeatureStatus(StrEnum):
-    """Why a value is what it is. Compares equal to its name (``"PRESENT"``)."""
+    """Why a value is what it is. Compares equal to its name (``"PRESENT"``).
+
+    ``PRESENT``: the stored value. ``NOT_FOUND``: nothing is stored for the key (or it was
+    written under another schema of the table). ``OUTSIDE_MAX_AGE``: the stored value is older
+    than now - ``max_age``. ``NULL_VALUE``: the stored value is null. ``CORRUPT``: the stored
+    bytes cannot be decoded (logged with the table and key, counted by the serving's
+    ``provender_serving_corrupt_rows_total``); the value is null and the read's other values
+    are unaffected.
+    """
 
     PRESENT = "PRESENT"
     NOT_FOUND = "NOT_FOUND"
     OUTSIDE_MAX_AGE = "OUTSIDE_MAX_AGE"
     NULL_VALUE = "NULL_VALUE"
+    CORRUPT = "CORRUPT"
 
 
 class Catalog(Protocol):
@@ -214,6 +223,8 @@ class OnlineResponse:
 def _status(row: StoredRow | None, index: int, cutoff: int | None) -> FeatureStatus:
     if row is None:
         return FeatureStatus.NOT_FOUND
+    if type(row) is CorruptRow:
+        return FeatureStatus.CORRUPT
     if cutoff is not None and row.event_us < cutoff:
         return FeatureStatus.OUTSIDE_MAX_AGE
     if row.values[index] is None:

@@ -5,7 +5,7 @@
 ``provender_serving_request_duration_seconds`` latency histogram, same labels
 ``provender_serving_in_flight_requests``       requests being handled, by ``protocol``
 ``provender_serving_lookups_total``            entity-row lookups by ``project``, ``table`` and
-                                               ``status`` (PRESENT, NOT_FOUND, OUTSIDE_MAX_AGE)
+                                               ``status`` (PRESENT, NOT_FOUND, OUTSIDE_MAX_AGE, CORRUPT)
 ``provender_serving_store_errors_total``       failed online-store reads by ``project``, ``retryable``
 ``provender_serving_request_log_lines_total``  request-log lines by ``outcome`` (written, dropped)
 ``provender_serving_registry_refresh_errors_total``  failed registry re-reads
@@ -70,7 +70,7 @@ class Metrics:
         )
         self.lookups = Counter(
             "provender_serving_lookups",
-            "Entity-row lookups per feature table, by status (PRESENT, NOT_FOUND, OUTSIDE_MAX_AGE).",
+            "Entity-row lookups per feature table, by status (PRESENT, NOT_FOUND, OUTSIDE_MAX_AGE, CORRUPT).",
             ["project", "table", "status"],
             registry=registry,
         )
@@ -93,7 +93,7 @@ class Metrics:
         )
         self.corrupt_rows = Counter(
             "provender_serving_corrupt_rows",
-            "Stored rows that could not be decoded (answered as NOT_FOUND, logged with their key).",
+            "Stored rows that could not be decoded (answered as CORRUPT, logged with their key).",
             ["table"],
             registry=registry,
         )

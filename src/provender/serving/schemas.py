@@ -19,7 +19,7 @@ from provender import __version__
 from provender.errors import DataError
 from provender.serving.limits import RequestLimits
 
-StatusName = Literal["PRESENT", "NOT_FOUND", "OUTSIDE_MAX_AGE", "NULL_VALUE"]
+StatusName = Literal["PRESENT", "NOT_FOUND", "OUTSIDE_MAX_AGE", "NULL_VALUE", "CORRUPT"]
 
 
 class OnlineFeaturesRequest(BaseModel):

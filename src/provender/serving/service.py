@@ -468,6 +468,7 @@ _ROW_STATUS = {
     FeatureStatus.NULL_VALUE: "PRESENT",
     FeatureStatus.NOT_FOUND: "NOT_FOUND",
     FeatureStatus.OUTSIDE_MAX_AGE: "OUTSIDE_MAX_AGE",
+    FeatureStatus.CORRUPT: "CORRUPT",
 }
 
 

@@ -1,4 +1,4 @@
-"""A corrupt stored value gives that value NOT_FOUND (counted, logged with its key); its neighbours are read.
+"""A corrupt stored value gives that value CORRUPT (counted, logged with its key); its neighbours are read.
 
 Each case damages the stored row of driver 1001 in the real SQLite online store in another way,
 keeping the header that says which schema wrote it (so the row is not simply "another schema").
@@ -49,7 +49,7 @@ def test_one_corrupt_value_does_not_fail_the_request(
     assert answer.status == 200, answer.body
     body = answer.json()
     statuses = body["statuses"]["driver_stats__conv_rate"]  # type: ignore[index]
-    assert sorted(statuses) == ["NOT_FOUND", "PRESENT"]
+    assert sorted(statuses) == ["CORRUPT", "PRESENT"]
     assert key.hex() in caplog.text and "driver_stats" in caplog.text
     metrics = call(app, "GET", "/metrics").body.decode()
     assert 'provender_serving_corrupt_rows_total{table="driver_stats"} 1.0' in metrics

@@ -15,11 +15,13 @@ class FeatureStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FEATURE_STATUS_NOT_FOUND: _ClassVar[FeatureStatus]
     FEATURE_STATUS_OUTSIDE_MAX_AGE: _ClassVar[FeatureStatus]
     FEATURE_STATUS_NULL_VALUE: _ClassVar[FeatureStatus]
+    FEATURE_STATUS_CORRUPT: _ClassVar[FeatureStatus]
 FEATURE_STATUS_UNSPECIFIED: FeatureStatus
 FEATURE_STATUS_PRESENT: FeatureStatus
 FEATURE_STATUS_NOT_FOUND: FeatureStatus
 FEATURE_STATUS_OUTSIDE_MAX_AGE: FeatureStatus
 FEATURE_STATUS_NULL_VALUE: FeatureStatus
+FEATURE_STATUS_CORRUPT: FeatureStatus
 
 class Column(_message.Message):
     __slots__ = ("name", "bool_values", "int64_values", "double_values", "string_values", "bytes_values", "unix_timestamp_us_values", "list_values", "null_rows", "value_type")
