@@ -36,7 +36,6 @@ import multiprocessing
 import os
 import platform
 import socket
-import statistics
 import sys
 import tempfile
 import time
@@ -46,7 +45,7 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.append(str(HERE))  # after the standard library: benchmarks/statistics.py
+sys.path.append(str(HERE))
 
 from _services import free_port, provender_process  # noqa: E402
 
@@ -341,7 +340,9 @@ def one_run(config: Path, args: argparse.Namespace) -> dict[str, object]:
 
 def median_of(runs: list[dict[str, object]], phase: str, field: str) -> float:
     """The median of one figure over the runs."""
-    return statistics.median(float(run[phase][field]) for run in runs)  # type: ignore[index]
+    values = sorted(float(run[phase][field]) for run in runs)  # type: ignore[index]
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
 
 
 def write_report(result: dict[str, object]) -> None:

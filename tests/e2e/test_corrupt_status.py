@@ -100,10 +100,7 @@ def project(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         rows = [{"driver_id": i, "trips": i, "level": i, "event_timestamp": now} for i in IDS[:3]]
         client._online_store.write(DRIVER_STATS, batch(DRIVER_STATS, rows))
         client._online_store.write(FRESH, batch(FRESH, rows))
-    if request.param == "redis":
-        damaged = _damage_redis(server.url, prefix)
-    else:
-        damaged = _damage_sqlite(root / "online.db")
+    damaged = _damage_redis(server.url, prefix) if request.param == "redis" else _damage_sqlite(root / "online.db")
     assert damaged == 4  # two keys x two tables
     return _Project(root)
 
