@@ -63,7 +63,8 @@ from provender.offline.plan import (
     check_source_schema,
     null_entity_times_error,
 )
-from provender.offline.statistics import Dialect, StatisticsPlan, TableStatistics, compute_statistics
+from provender.offline.statistics import StatisticsPlan, TableStatistics
+from provender.offline.statistics_sql import Dialect, compute_statistics
 
 
 class DuckDBConfig(BaseModel):
@@ -320,8 +321,8 @@ class DuckDBEngine:
         """Compute the statistics of the source rows in ``[start, end)`` (:mod:`provender.offline.statistics`).
 
         The window's feature columns are materialized once in a temporary table (spilling past
-        ``memory_limit``), then read by one aggregate pass, one histogram pass, and one top-values
-        query per string or bytes feature.
+        ``memory_limit``; re-reading it is much cheaper than re-reading the source), then read by
+        the passes of :mod:`provender.offline.statistics_sql`.
         """
         join = plan.join
         if join.aggregations:
@@ -511,6 +512,7 @@ _DUCKDB_DIALECT = Dialect(
     quantiles=lambda x, qs: f"quantile_cont({x}, [{', '.join(repr(q) for q in qs)}])",
     list_length=lambda x: f"len({x})",
     byte_length=lambda x: f"octet_length({x})",
+    collect=lambda x: f"list({x})",
 )
 
 

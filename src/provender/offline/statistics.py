@@ -14,16 +14,18 @@ The rows described are those of a feature table's batch source with
 - lists: the length range and mean (a null list has no length);
 - timestamps: ``count`` and ``null_count`` only.
 
-Everything is exact: quantiles are computed on the sorted values with linear interpolation
-(``numpy.quantile``'s default), distinct counts are exact ``COUNT(DISTINCT ...)``. Means and
-standard deviations are exact up to the floating-point summation order (relative error ~1e-12).
+Everything is exact: quantiles are the order statistics of the values with linear
+interpolation (``numpy.quantile``'s default, to the bit), histograms count exactly as
+``numpy.histogram`` with the same edges, distinct counts are exact ``COUNT(DISTINCT ...)``.
+Means and standard deviations are exact up to the floating-point summation order (relative
+error ~1e-12). Every engine computes them with the same SQL (:mod:`.statistics_sql`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Literal
 
@@ -244,9 +246,6 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
 }
 
 
-# -- the SQL ---------------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StatisticsPlan:
     """Statistics of ``join.features`` over the source rows with ``start <= event_timestamp < end``."""
@@ -254,95 +253,6 @@ class StatisticsPlan:
     join: TableJoin
     start: datetime
     end: datetime
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Dialect:
-    """The few functions in which the engines' SQL differs.
-
-    Attributes:
-        quote: quotes an identifier.
-        quantiles: exact quantiles of a DOUBLE expression at the given fractions, as an array.
-        list_length: the length of a list (NULL for a null list).
-        byte_length: the length of a bytes value in bytes.
-    """
-
-    quote: Callable[[str], str]
-    quantiles: Callable[[str, Sequence[float]], str]
-    list_length: Callable[[str], str]
-    byte_length: Callable[[str], str]
-
-
-def _double(value: float) -> str:
-    return f"CAST('{value!r}' AS DOUBLE)"
-
-
-def _number(value_type: ValueType, column: str) -> str:
-    """A feature's value as DOUBLE, NaN as NULL."""
-    if value_type is ValueType.BOOL:
-        return f"CAST(CAST({column} AS INT) AS DOUBLE)"
-    if value_type in _FLOATS:
-        return f"CASE WHEN isnan({column}) THEN NULL ELSE CAST({column} AS DOUBLE) END"
-    return f"CAST({column} AS DOUBLE)"
-
-
-def aggregate_sql(relation: str, features: Sequence[tuple[str, ValueType]], dialect: Dialect) -> str:
-    """One pass over ``relation``: the row count, then per feature the columns :func:`read_aggregates` reads."""
-    select = ["count(*)"]
-    for name, value_type in features:
-        column = dialect.quote(name)
-        select += [f"count({column})", f"count(*) - count({column})"]
-        kind = kind_of(value_type)
-        if kind == "number":
-            x = _number(value_type, column)
-            nan = f"sum(CASE WHEN isnan({column}) THEN 1 ELSE 0 END)" if value_type in _FLOATS else "0"
-            select += [
-                nan,
-                f"avg({x})",
-                f"stddev_samp({x})",
-                f"min({x})",
-                f"max({x})",
-                f"sum(CASE WHEN {x} = 0 THEN 1 ELSE 0 END)",
-                dialect.quantiles(x, QUANTILES),
-            ]
-        elif kind in ("string", "bytes", "list"):
-            length = {"string": f"length({column})", "bytes": dialect.byte_length(column)}.get(
-                kind, dialect.list_length(column)
-            )
-            select += [f"min({length})", f"max({length})", f"avg(CAST({length} AS DOUBLE))"]
-            if kind != "list":
-                select.append(f"count(DISTINCT {column})")
-    return f"SELECT {', '.join(select)} FROM {relation}"
-
-
-def read_aggregates(
-    row: Sequence[object], features: Sequence[tuple[str, ValueType]]
-) -> tuple[int, list[FeatureStatistics]]:
-    """Read :func:`aggregate_sql`'s row into the row count and statistics (no histogram or top values yet)."""
-    values = iter(row)
-    rows = int(next(values))  # type: ignore[call-overload]
-    result = []
-    for name, value_type in features:
-        kind = kind_of(value_type)
-        stats: dict[str, object] = {"count": int(next(values)), "null_count": int(next(values))}  # type: ignore[call-overload]
-        if kind == "number":
-            nan, mean, std, low, high, zeros, quantiles = (next(values) for _ in range(7))
-            stats |= {
-                "nan_count": int(nan or 0) if value_type in _FLOATS else None,  # type: ignore[call-overload]
-                "mean": _float(mean),
-                "std": _float(std),
-                "min": _float(low),
-                "max": _float(high),
-                "zeros": int(zeros or 0),  # type: ignore[call-overload]
-                "quantiles": None if quantiles is None else tuple(float(q) for q in quantiles),  # type: ignore[attr-defined]
-            }
-        elif kind in ("string", "bytes", "list"):
-            low, high, mean = (next(values) for _ in range(3))
-            stats |= {"min_length": _int(low), "max_length": _int(high), "mean_length": _float(mean)}
-            if kind != "list":
-                stats["distinct_count"] = int(next(values))  # type: ignore[call-overload]
-        result.append(FeatureStatistics(name=name, value_type=value_type, kind=kind, **stats))  # type: ignore[arg-type]
-    return rows, result
 
 
 def histogram_edges(low: float, high: float) -> tuple[float, ...] | None:
@@ -353,82 +263,3 @@ def histogram_edges(low: float, high: float) -> tuple[float, ...] | None:
         return (low, high)
     step = (high - low) / HISTOGRAM_BINS
     return (low, *(low + i * step for i in range(1, HISTOGRAM_BINS)), high)
-
-
-def histogram_sql(
-    relation: str, features: Sequence[tuple[FeatureStatistics, tuple[float, ...]]], dialect: Dialect
-) -> str:
-    """One pass over ``relation`` counting every number feature's values per bin of its ``edges``."""
-    select = []
-    for stats, edges in features:
-        x = _number(stats.value_type, dialect.quote(stats.name))
-        last = len(edges) - 2
-        for i in range(last + 1):
-            upper = "<=" if i == last else "<"
-            select.append(
-                f"sum(CASE WHEN {x} >= {_double(edges[i])} AND {x} {upper} {_double(edges[i + 1])} THEN 1 ELSE 0 END)"
-            )
-    return f"SELECT {', '.join(select)} FROM {relation}"
-
-
-def top_values_sql(relation: str, stats: FeatureStatistics, dialect: Dialect) -> str:
-    """The :data:`TOP_VALUES` most frequent non-null values of a string or bytes feature, ties by value."""
-    column = dialect.quote(stats.name)
-    return (
-        f"SELECT {column}, count(*) AS n FROM {relation} WHERE {column} IS NOT NULL "
-        f"GROUP BY {column} ORDER BY n DESC, {column} LIMIT {TOP_VALUES}"
-    )
-
-
-def top_value(value: object) -> str:
-    """A top value as text (bytes as hex)."""
-    return value.hex() if isinstance(value, bytes | bytearray) else str(value)
-
-
-def _float(value: object) -> float | None:
-    return None if value is None else float(value)  # type: ignore[arg-type]
-
-
-def _int(value: object) -> int | None:
-    return None if value is None else int(value)  # type: ignore[call-overload]
-
-
-def compute_statistics(
-    plan: StatisticsPlan,
-    relation: str,
-    dialect: Dialect,
-    run: Callable[[str], list[tuple[object, ...]]],
-    *,
-    engine: str,
-) -> TableStatistics:
-    """Compute the statistics of ``plan`` with ``run`` (executes SQL, returns rows) over ``relation``.
-
-    ``relation`` holds the rows of the window, one column per feature named after it. It is
-    read ``2 + (string and bytes features)`` times: an engine materializes it first.
-    """
-    features = [(f.name, f.value_type) for f in plan.join.features]
-    rows, stats = read_aggregates(run(aggregate_sql(relation, features, dialect))[0], features)
-    binned = [
-        (s, edges)
-        for s in stats
-        if s.kind == "number" and s.min is not None and s.max is not None
-        for edges in [histogram_edges(s.min, s.max)]
-        if edges is not None
-    ]
-    histograms: dict[str, Histogram] = {}
-    if binned:
-        counts = iter(run(histogram_sql(relation, binned, dialect))[0])
-        for s, edges in binned:
-            histograms[s.name] = Histogram(edges=edges, counts=tuple(int(next(counts) or 0) for _ in edges[1:]))  # type: ignore[call-overload]
-    result = []
-    for s in stats:
-        if s.name in histograms:
-            result.append(replace(s, histogram=histograms[s.name]))
-        elif s.kind in ("string", "bytes"):
-            top = run(top_values_sql(relation, s, dialect))
-            result.append(replace(s, top_values=tuple((top_value(v), int(n)) for v, n in top)))  # type: ignore[call-overload]
-        else:
-            result.append(s)
-    return TableStatistics(
-        table=plan.join.name, start=plan.start, end=plan.end, rows=rows, features=tuple(result), engine=engine
-    )

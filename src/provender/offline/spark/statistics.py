@@ -1,9 +1,10 @@
 """Feature statistics on Spark: the shared SQL of :mod:`provender.offline.statistics` in Spark SQL.
 
 The window's feature columns are cached once (``persist``), registered as a temporary view, and
-read by the same queries DuckDB runs; ``percentile`` is Spark's exact quantile with linear
-interpolation, so the numbers are DuckDB's (means and deviations up to summation order). Rows
-with a null entity key are left out, as in every Spark read of a source.
+read by the same queries DuckDB runs (:mod:`provender.offline.statistics_sql`), so the numbers
+are DuckDB's (means and deviations up to summation order); ``percentile`` (Spark's exact
+quantile) serves only features with an infinite range. Rows with a null entity key are left
+out, as in every Spark read of a source.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ from provender.offline.files import DateRange
 from provender.offline.spark.columns import EVENT, col, quote, timestamp_literal
 from provender.offline.spark.failures import run_in_group
 from provender.offline.spark.sources import SourceContext, source_frame
-from provender.offline.statistics import Dialect, StatisticsPlan, TableStatistics, compute_statistics
+from provender.offline.statistics import StatisticsPlan, TableStatistics
+from provender.offline.statistics_sql import Dialect, compute_statistics
 
 SPARK_DIALECT = Dialect(
     quote=quote,
     quantiles=lambda x, qs: f"percentile({x}, array({', '.join(repr(q) for q in qs)}))",
     list_length=lambda x: f"CASE WHEN {x} IS NULL THEN NULL ELSE size({x}) END",
     byte_length=lambda x: f"length({x})",
+    collect=lambda x: f"collect_list({x})",
 )
 
 
