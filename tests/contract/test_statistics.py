@@ -17,6 +17,7 @@ import pyarrow as pa
 import pytest
 
 import provender as pv
+from provender.offline import statistics_sql
 from provender.offline.statistics import HISTOGRAM_BINS, QUANTILES, TOP_VALUES, TableStatistics
 from tests.support.builders import DRIVER, write_parquet
 from tests.support.engines import EngineCase
@@ -134,6 +135,15 @@ def test_numbers_match_numpy(data: tuple[pv.Client, pd.DataFrame]) -> None:
         assert stats[name].null_count == int(rows[name].isna().sum())
     _check_number(stats, "active", rows["active"].astype("float64"))
     assert stats["active"].mean == pytest.approx(rows["active"].mean(), rel=1e-12)
+
+
+def test_numbers_match_numpy_when_binned(data: tuple[pv.Client, pd.DataFrame], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the collect limit, quantiles are selected through fine bins: still numpy's to the bit."""
+    monkeypatch.setattr(statistics_sql, "_COLLECT_LIMIT", 50)
+    client, rows = data
+    stats = client.get_statistics("driver_statistics", start=START, end=END, features=["conv_rate", "ratio"])
+    _check_number(stats, "conv_rate", rows["conv_rate"])
+    _check_number(stats, "ratio", rows["ratio"])
 
 
 def test_nan_is_counted_apart(data: tuple[pv.Client, pd.DataFrame]) -> None:

@@ -191,6 +191,7 @@ class _Selection:
     """One number feature's order statistics (by 0-based rank) and histogram being found.
 
     Attributes:
+        whole: all values are read in the collecting pass, which also gives the std and histogram.
         pending: bins whose values must be read (or re-binned) for the ranks listed.
         below: per histogram edge ``i`` (1 to 19), the number of values under it once known.
         straddles: edges lying inside a fine bin: (edge index, the bin, the values before it).
@@ -198,6 +199,7 @@ class _Selection:
 
     stats: FeatureStatistics
     n: int
+    whole: bool = False
     found: dict[int, float] = field(default_factory=dict)
     pending: list[tuple[_Bin, list[int]]] = field(default_factory=list)
     below: dict[int, int] = field(default_factory=dict)
@@ -247,7 +249,7 @@ def _bins(rows: Iterable[tuple[object, ...]], first: int) -> tuple[list[_Bin], f
         deviations += float(deviation)  # type: ignore[arg-type]
         start += int(count)  # type: ignore[call-overload]
     n = start - first
-    return bins, max(squares - deviations * deviations / n, 0.0) if n else 0.0
+    return bins, squares - deviations * deviations / n if n else 0.0
 
 
 def _wanted_ranks(n: int) -> set[int]:
@@ -291,9 +293,13 @@ def _numbers(relation: str, stats: list[FeatureStatistics], dialect: Dialect, ru
             )
         elif not _binnable(s.min, s.max) or s.mean is None or not math.isfinite(s.mean):
             unbinnable.append(s)
+        elif n <= _COLLECT_LIMIT:  # few values: all read in the collecting pass, no binning pass
+            selection = _Selection(stats=s, n=n, whole=True)
+            selection.pending.append((_Bin(low=s.min, high=s.max, first=0, count=n), sorted(_wanted_ranks(n))))
+            selections.append(selection)
         else:
             bins, squares = _bins(run(_level_sql(relation, s, dialect, s.min, s.max)), 0)
-            selection = _Selection(stats=replace(s, std=math.sqrt(squares / (n - 1)) if n > 1 else None), n=n)
+            selection = _Selection(stats=replace(s, std=_std(squares, n)), n=n)
             selection.locate(bins, _wanted_ranks(n))
             edges = histogram_edges(s.min, s.max)
             assert edges is not None
@@ -382,6 +388,20 @@ def _pick(selection: _Selection, part: _Bin, ranks: list[int], values: list[floa
         )
     for rank in ranks:
         selection.found[rank] = values[start + rank - part.first]
+    if selection.whole:
+        s = selection.stats
+        assert s.min is not None and s.max is not None and s.mean is not None
+        edges = histogram_edges(s.min, s.max)
+        assert edges is not None
+        selection.below = {i: bisect.bisect_left(values, edges[i]) for i in range(1, len(edges) - 1)}
+        deviations = [v - s.mean for v in values]
+        squares = math.fsum(d * d for d in deviations)
+        selection.stats = replace(s, std=_std(squares - math.fsum(deviations) ** 2 / len(values), len(values)))
+
+
+def _std(squares: float, n: int) -> float | None:
+    """The sample standard deviation from the sum of squared deviations (None for one value)."""
+    return math.sqrt(max(squares, 0.0) / (n - 1)) if n > 1 else None
 
 
 def _unbinnable(
