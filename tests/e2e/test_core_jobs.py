@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import time
@@ -213,3 +214,41 @@ def test_without_a_core_service_reading_jobs_fails_dead_ones(tmp_path: Path) -> 
         time.sleep(1.2)
         assert client.get_job(job_id).status is JobStatus.FAILED
         assert client.list_jobs() == []
+
+
+def test_run_on_core_overrides_the_validation_policy(start_core: StartCore, tmp_path: Path) -> None:
+    """The table says ``fail``; the job submitted to the core says ``skip``: the service runs it so."""
+    core, table = _core_with_data(start_core, tmp_path)
+    trips = pv.Feature("trips", pv.ValueType.INT64, expect=[pv.expect.between(0, 49)])
+    strict = dataclasses.replace(table, features=[trips, *table.features[1:]], validation_policy="fail")
+    written = write_driver_rows(tmp_path / "src", drivers=20, hours=3, end=END)  # the same rows again
+    latest = {
+        d: t
+        for d, t, tag, ts in zip(
+            *(written.column(c).to_pylist() for c in ("driver_id", "trips", "tag", "ts")), strict=True
+        )
+        if tag == "winner" and ts == END - timedelta(hours=1)
+    }
+    bad = {d for d, t in latest.items() if t > 49}
+    assert 0 < len(bad) < 20
+    window = {"start": END - timedelta(days=1), "end": END}
+    with closing(pv.Client(settings=pv.Settings(registry=core.url, base_dir=tmp_path))) as client:
+        client.apply([DRIVER, strict])
+        failed = client.start_offline_to_online_ingestion(strict, **window, run_on="core")
+        with pytest.raises(pv.ProvenderError):
+            failed.wait(60)
+        assert (failed.status, failed.rows_written) == (JobStatus.FAILED, 0)
+        assert failed.validation is not None and failed.validation.policy == "fail"
+        job = client.start_offline_to_online_ingestion(strict, **window, run_on="core", validation_policy="skip")
+        assert job.wait(60).status is JobStatus.SUCCEEDED
+        report = job.validation
+        assert report is not None
+        assert (report.policy, report.rows_checked, report.rows_skipped) == ("skip", 20, len(bad))
+        assert job.rows_written == 20 - len(bad)
+        with pytest.raises(pv.DataError, match=r"'validation_policy' must be one of \['fail', 'skip', 'warn'\]"):
+            client.start_offline_to_online_ingestion(strict, **window, run_on="core", validation_policy="lenient")
+    with closing(pv.Client(settings=load_settings(core.config, environ={}))) as inside:
+        values = inside.get_online_features(["driver_stats:trips"], [{"driver_id": d} for d in sorted(latest)])
+        found = dict(zip(sorted(latest), values.to_dict()["driver_stats__trips"], strict=True))
+    assert {d for d, v in found.items() if v is None} == bad
+    assert all(found[d] == latest[d] for d in latest if d not in bad)

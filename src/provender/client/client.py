@@ -542,11 +542,9 @@ class Client:
             raise DataError(f"start ({start_at.isoformat()}) must be before end ({end_at.isoformat()}).")
         name = table if isinstance(table, str) else table.name
         if run_on == "core":
-            if validation_policy is not None:
-                raise ConfigError(
-                    "validation_policy", "cannot be overridden for run_on='core' yet; set it on the table"
-                )
-            return self._submit_to_core(name, start=start_at, end=end_at, batch_rows=batch_rows)
+            return self._submit_to_core(
+                name, start=start_at, end=end_at, batch_rows=batch_rows, validation_policy=validation_policy
+            )
         if run_on != "local":
             raise ConfigError("run_on", f"{run_on!r} is not a place to run jobs; use 'local' or 'core'")
         snapshot = self._registry.read(self.project)
@@ -624,14 +622,18 @@ class Client:
 
         return job.start(run, **hooks)
 
-    def _submit_to_core(self, table: str, *, start: datetime, end: datetime, batch_rows: int) -> Job:
+    def _submit_to_core(
+        self, table: str, *, start: datetime, end: datetime, batch_rows: int, validation_policy: str | None
+    ) -> Job:
         if not isinstance(self._registry, CoreJobSubmitter):
             raise ConfigError(
                 "run_on",
                 "'core' needs the core service as the registry (registry: http://core:6565), "
                 f"not {self.settings.registry!r}",
             )
-        record = self._registry.submit_ingestion(self.project, table, start=start, end=end, batch_rows=batch_rows)
+        record = self._registry.submit_ingestion(
+            self.project, table, start=start, end=end, batch_rows=batch_rows, validation_policy=validation_policy
+        )
         return Job(self._registry, record, fail_stale=self._fail_stale_jobs)
 
     # -- jobs --------------------------------------------------------------------------------------

@@ -37,9 +37,19 @@ class CoreJobSubmitter(Protocol):
     """A registry that can run jobs itself: the core service's (``registry: http://...``)."""
 
     def submit_ingestion(
-        self, project: str, table: str, *, start: datetime, end: datetime, batch_rows: int
+        self,
+        project: str,
+        table: str,
+        *,
+        start: datetime,
+        end: datetime,
+        batch_rows: int,
+        validation_policy: str | None = None,
     ) -> JobRecord:
-        """Start an offline-to-online ingestion job in the service; return its record."""
+        """Start an offline-to-online ingestion job in the service; return its record.
+
+        ``validation_policy`` overrides the table's for this job (None: the table's).
+        """
         ...
 
 

@@ -49,11 +49,21 @@ class CoreJobs:
         self._reaper.start()
 
     def start_ingestion(
-        self, project: str, table: str, *, start: datetime, end: datetime, batch_rows: int
+        self,
+        project: str,
+        table: str,
+        *,
+        start: datetime,
+        end: datetime,
+        batch_rows: int,
+        validation_policy: str | None = None,
     ) -> JobRecord:
-        """Start an offline-to-online ingestion job here; return its (PENDING or RUNNING) record."""
+        """Start an offline-to-online ingestion job here; return its (PENDING or RUNNING) record.
+
+        ``validation_policy`` overrides the table's for this job (None: the table's).
+        """
         job = self._client(project).start_offline_to_online_ingestion(
-            table, start=start, end=end, batch_rows=batch_rows
+            table, start=start, end=end, batch_rows=batch_rows, validation_policy=validation_policy
         )
         self.metrics.jobs_started.labels(JobKind.OFFLINE_TO_ONLINE.value).inc()
         log.info("job started job=%s project=%s table=%s", job.id, project, table)

@@ -141,6 +141,8 @@ SCHEMAS: dict[str, object] = {
             "table": {"type": "string"},
             "start": {"type": "string", "format": "date-time"},
             "end": {"type": "string", "format": "date-time"},
+            "batch_rows": {"type": "integer", "minimum": 1},
+            "validation_policy": {"type": "string", "enum": ["fail", "skip", "warn"]},
         },
     },
 }

@@ -19,6 +19,7 @@ from provender.auth import ALL_PROJECTS, Authenticator, Grant, Role, require
 from provender.client.jobs import cancel_job
 from provender.config import Settings
 from provender.definitions import Entity, FeatureTable
+from provender.definitions.expect import VALIDATION_POLICIES
 from provender.errors import ConfigError, DataError, EntityNotFoundError, FeatureTableNotFoundError
 from provender.ingestion.batch import DEFAULT_BATCH_ROWS
 from provender.registry import wire
@@ -250,7 +251,14 @@ class CoreService:
         batch_rows = body.get("batch_rows", DEFAULT_BATCH_ROWS)
         if not isinstance(batch_rows, int) or isinstance(batch_rows, bool) or batch_rows <= 0:
             raise DataError(f"field 'batch_rows' must be a positive integer, got {batch_rows!r}")
-        record = self.jobs.start_ingestion(project, table, start=start, end=end, batch_rows=batch_rows)
+        policy = body.get("validation_policy")
+        if policy is not None and policy not in VALIDATION_POLICIES:
+            raise DataError(
+                f"field 'validation_policy' must be one of {list(VALIDATION_POLICIES)} (or absent), got {policy!r}"
+            )
+        record = self.jobs.start_ingestion(
+            project, table, start=start, end=end, batch_rows=batch_rows, validation_policy=policy
+        )
         return wire.job_to_dict(record)
 
     def fail_stale_jobs(self, grant: Grant, body: Mapping[str, object]) -> JsonDict:

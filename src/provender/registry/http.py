@@ -198,15 +198,24 @@ class HttpRegistry:
         return wire.job_from_dict(self._call("POST", f"/v1/jobs/{_q(job_id)}/cancel"))
 
     def submit_ingestion(
-        self, project: str, table: str, *, start: datetime, end: datetime, batch_rows: int
+        self,
+        project: str,
+        table: str,
+        *,
+        start: datetime,
+        end: datetime,
+        batch_rows: int,
+        validation_policy: str | None = None,
     ) -> JobRecord:
         """Start an offline-to-online ingestion job inside the core service; return its record."""
-        body = {
+        body: dict[str, object] = {
             "table": table,
             "start": start.astimezone(UTC).isoformat(),
             "end": end.astimezone(UTC).isoformat(),
             "batch_rows": batch_rows,
         }
+        if validation_policy is not None:
+            body["validation_policy"] = validation_policy
         return wire.job_from_dict(self._call("POST", f"/v1/projects/{_q(project)}/ingestion-jobs", body))
 
     def close(self) -> None:
