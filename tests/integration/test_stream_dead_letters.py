@@ -1,4 +1,10 @@
-"""Records too large for the dead-letter topic never block their partition (real broker, noida-db).
+"""Dead letters on the real broker (noida-db): expectation violations, and records too large for the topic.
+
+Records violating a feature's expectation are dead-lettered whole (their own headers kept) with
+``provender.reason: violated_expectation`` and the expectation in ``provender.error``, never
+written online, while the valid records around them are.
+
+Records too large for the dead-letter topic never block their partition.
 
 The dead-letter producer's ``message.max.bytes`` is set small through ``stream.dead_letter_options``;
 bad records of several sizes and shapes above it are dead-lettered as truncated copies naming
@@ -8,6 +14,7 @@ the good records around them are stored, and the offsets are committed past all 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -90,3 +97,38 @@ def test_oversized_bad_records_are_dead_lettered_truncated_and_committed(
         assert len(letter.value()) < DEAD_LETTER_MAX_BYTES and original.startswith(letter.value())
     assert headers[3]["trace-id"] == b"small" and b"provender.truncated" not in headers[3]
     assert letters[3].value() == small_bad
+
+
+def test_records_violating_an_expectation_go_to_the_dead_letter_topic_not_online(
+    kafka_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    """Each violating record is dead-lettered whole, its expectation in the headers; valid ones are stored."""
+    topic = make_topic(kafka_broker, partitions=1)
+    checked = pv.Feature("trips_today", pv.ValueType.INT64, expect=[pv.expect.not_null(), pv.expect.between(0, 100)])
+    plain = trips_table(kafka_broker, topic, pv.JsonFormat())
+    table = dataclasses.replace(plain, features=[checked, *plain.features[1:]])
+    no_trips = json.dumps({"driver": 3, "trips_today": None, "ts": NOW.isoformat()}).encode()
+    records = [json_bytes(1, 1, NOW), json_bytes(2, 500, NOW), no_trips, json_bytes(4, 4, NOW), json_bytes(5, 100, NOW)]
+    produce_with_headers(kafka_broker, topic, [(value, [("trace-id", b"t%d" % i)]) for i, value in enumerate(records)])
+    with open_client(project(tmp_path, SQLITE_ONLINE)) as client:
+        client.apply([DRIVER, table])
+        job = client.start_stream_to_online_ingestion("trips")
+        assert job.wait_until(lambda j: j.records_consumed >= len(records), 60), job
+        job.stop()
+        assert online(client, [1, 2, 3, 4, 5])["trips__trips_today"] == [1, None, None, 4, 100]
+        assert (job.records_dead_lettered, job.dead_letters_by_reason) == (2, {"violated_expectation": 2})
+        again = client.start_stream_to_online_ingestion("trips")  # committed past the dead-lettered records
+        assert not again.wait_until(lambda j: j.records_consumed > 0, 3)
+        again.stop()
+        deadline = time.monotonic() + 10  # the job records are closed by a reporter thread
+        while client.list_jobs("trips") and time.monotonic() < deadline:
+            time.sleep(0.05)
+    letters = consume_all(kafka_broker, f"{topic}.dlq", 2)
+    assert [letter.value() for letter in letters] == [records[1], records[2]]
+    headers = [dict(letter.headers() or []) for letter in letters]
+    assert [(h["provender.offset"], h["provender.reason"], h["provender.error"]) for h in headers] == [
+        (b"1", b"violated_expectation", b"expectation trips_today: between(0, 100)"),
+        (b"2", b"violated_expectation", b"expectation trips_today: not_null"),
+    ]
+    assert [h["trace-id"] for h in headers] == [b"t1", b"t2"]
+    assert all(h["provender.table"] == b"trips" and h["provender.topic"] == topic.encode() for h in headers)
