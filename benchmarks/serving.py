@@ -126,6 +126,28 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and its descendants."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) used so far by ``pid`` and its descendants."""
+    ticks = 0
+    for current in tree_pids(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def tree_rss_mb(pid: int) -> float:
     """Resident memory of ``pid`` and its descendants, in MiB."""
     total, pending = 0, [pid]
@@ -367,6 +389,7 @@ class Run:
     error_statuses: dict[str, int]
     rss_mb: float
     load_average: float
+    cpu_us: float = float("nan")  # server CPU time per answered request (warm-up included), microseconds
 
 
 def grpc_errors(target: Target) -> int:
@@ -400,14 +423,18 @@ def measure(target: Target, case: str, concurrency: int, number: int, args: argp
         errors_before = grpc_errors(target) if target.protocol == "grpc" else 0
         load = os.getloadavg()[0]
         started = time.time()
+        cpu_before = tree_cpu_seconds(target.pid)
         done = subprocess.run([*argv, target.url], capture_output=True, text=True, timeout=args.duration + 120)
+        cpu_seconds = tree_cpu_seconds(target.pid) - cpu_before
         if done.returncode != 0:
             raise RuntimeError(f"h2load failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
         rss = tree_rss_mb(target.pid)
         measured_from = (started + args.warmup) * 1e6
         latencies, statuses = [], Counter[str]()
+        answered = 0
         for line in log.read_text().splitlines():
             start_us, status, duration_us = line.split("\t")
+            answered += status != "0"
             if float(start_us) < measured_from:
                 continue
             latencies.append(int(duration_us) / 1000)
@@ -434,6 +461,7 @@ def measure(target: Target, case: str, concurrency: int, number: int, args: argp
         error_statuses=dict(statuses),
         rss_mb=round(rss, 1),
         load_average=round(load, 2),
+        cpu_us=round(cpu_seconds / answered * 1e6, 1) if answered else float("nan"),
     )
 
 
@@ -462,6 +490,7 @@ def summarize(runs: list[Run]) -> list[dict[str, object]]:
                 "p99_ms": round(statistics.median(r.p99_ms for r in group), 3),
                 "errors": sum(count_errors(r.error_statuses) for r in group),
                 "rss_mb": max(r.rss_mb for r in group),
+                "cpu_us": round(statistics.median(r.cpu_us for r in group), 1),
             }
         )
     return summary
@@ -635,7 +664,7 @@ def main() -> int:
                                 print(
                                     f"run {number} {target.name:15} {case:6} c={concurrency:<3} {run.rps:9,.0f} req/s "
                                     f"p50 {run.p50_ms:7.2f} ms p99 {run.p99_ms:7.2f} ms errors {run.errors} "
-                                    f"rss {run.rss_mb:.0f} MiB load {run.load_average}",
+                                    f"cpu {run.cpu_us:.0f} us/req rss {run.rss_mb:.0f} MiB load {run.load_average}",
                                     flush=True,
                                 )
             finally:

@@ -13,7 +13,7 @@ whole 90-day window. Each contender runs in its own subprocess, so each peak RSS
 
 (This file shadows the stdlib ``statistics`` module for scripts run from ``benchmarks/``: medians use numpy.)
 
-Usage: ``python benchmarks/statistics.py --size S|L [--runs 3]``. Prints medians and peak RSS;
+Usage: ``python benchmarks/feature_statistics.py --size S|L [--runs 3]``. Prints medians and peak RSS;
 writes ``benchmarks/results/statistics_<size>.json``.
 """
 
