@@ -11,7 +11,7 @@ import asyncio
 import logging
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import cast
@@ -36,6 +36,41 @@ KEEP_ALIVE_SECONDS = 75  # longer than common load balancers' idle timeouts (60 
 BACKLOG = 2048
 
 
+class _CoalescingTransport:
+    """A transport whose writes during one turn of the event loop go out as one write at its end.
+
+    uvicorn writes a response's head and body separately: two system calls and two TCP segments
+    for every small answer. Joined, a 1x5 online-features answer costs one of each (about a tenth
+    of its server CPU time on loopback). Everything else is the wrapped transport's.
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._unsent: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._unsent:
+            self._loop.call_soon(self._flush)
+        self._unsent.append(bytes(data))
+
+    def writelines(self, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
+        for chunk in chunks:
+            self.write(chunk)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def _flush(self) -> None:
+        unsent, self._unsent = self._unsent, []
+        if unsent and not self._transport.is_closing():
+            self._transport.write(unsent[0] if len(unsent) == 1 else b"".join(unsent))
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._transport, name)
+
+
 class _HeadTooLargeError(Exception):
     """Raised inside the parser's callback to stop parsing a refused request."""
 
@@ -53,7 +88,7 @@ class _BoundedHeaders(HttpToolsProtocol):
     header_timeout = 10.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(cast(asyncio.Transport, _CoalescingTransport(transport, self.loop)))
         self._awaiting_head, self._head_bytes = True, 0
         self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(self.header_timeout, self._too_slow)
 

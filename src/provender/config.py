@@ -166,8 +166,9 @@ class ServingSection(BaseModel):
         host: the interface both servers listen on (``0.0.0.0`` for every interface).
         http_port: the HTTP (JSON) port.
         grpc_port: the gRPC port; None turns gRPC off.
-        threads: threads per worker running online-store reads: HTTP requests hand their read
-            to them (the event loop keeps parsing and answering meanwhile), gRPC requests run on them.
+        threads: threads per worker running the reads of stores that cannot be awaited on the
+            event loop (SQLite, Redis over TLS or Cluster): requests hand their read to them, and
+            the loop keeps parsing and answering meanwhile.
         workers: worker processes; each serves both protocols on the shared ports.
         registry_refresh_seconds: how stale the served registry may be: each worker re-reads
             it this often, so a newly applied table is served within this time.

@@ -7,6 +7,7 @@ than the contract select stores by ``capabilities``, never by name.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import multiprocessing
 import random
@@ -15,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 import pytest
@@ -25,7 +26,7 @@ from hypothesis import strategies as st
 import provender as pv
 from provender import backends
 from provender.online.keys import KeyEncoder
-from provender.online.store import OnlineStore, ReadRequest
+from provender.online.store import AsyncReads, OnlineStore, ReadRequest
 from tests.support.online import (
     ALL_TYPES_TABLE,
     BASE_TIME,
@@ -317,6 +318,28 @@ def test_one_read_serves_several_tables_missing_keys_and_duplicates(store: Onlin
     assert stats[0] is not None and stats[0].event_us == int(BASE_TIME.timestamp()) * 1_000_000
     assert store.read([]) == []
     assert store.read([ReadRequest(DRIVER_STATS, [])]) == [[]]
+
+
+def test_an_async_read_answers_exactly_what_the_blocking_read_does(store: OnlineStore) -> None:
+    if not store.capabilities.async_reads:
+        pytest.skip("this store has no async_reads capability")
+    ids = next_ids(3000)
+    store.write(DRIVER_STATS, batch(DRIVER_STATS, [{"driver_id": i, "trips": i} for i in ids[:2500:2]]))
+    store.write(ALL_TYPES_TABLE, batch(ALL_TYPES_TABLE, [{"driver_id": ids[1], "f_int64": 7}]))
+    requests = [ReadRequest(DRIVER_STATS, keys_of(*ids)), ReadRequest(ALL_TYPES_TABLE, keys_of(ids[1], ids[0]))]
+    reader = cast(AsyncReads, store)
+    expected = store.read(requests)
+    assert [None if r is None else r.values[2] for r in expected[0]][:4] == [ids[0], None, ids[2], None]
+
+    async def check() -> None:
+        # More keys than one MGET takes, and several reads in flight on one connection.
+        answers = await asyncio.gather(*(reader.read_async(requests[i % 2 :]) for i in range(6)))
+        for number, answer in enumerate(answers):
+            assert answer == expected[number % 2 :]
+        assert await reader.read_async([ReadRequest(DRIVER_STATS, [])]) == [[]]
+        store.close()  # on the loop: its connection belongs to it
+
+    asyncio.run(check())
 
 
 def test_projects_are_separate(case: StoreCase) -> None:

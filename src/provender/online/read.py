@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar, cast
 
 import pyarrow as pa
 
@@ -33,7 +33,7 @@ from provender.errors import DataError, EntityNotFoundError, FeatureRefError, Fe
 from provender.on_demand import OnDemandRunner
 from provender.online.codec import CorruptRow, StoredRow
 from provender.online.keys import KeyEncoder
-from provender.online.store import OnlineStore, ReadRequest
+from provender.online.store import AsyncReads, OnlineStore, ReadRequest
 
 REGISTRY_REFRESH_SECONDS = 5.0
 PLAN_CACHE_BYTES = 1024 * 1024
@@ -321,11 +321,50 @@ class OnlineReader:
             DataError: a missing entity column or a key of the wrong type (naming row and column).
             BackendError: the store failed.
         """
+        plan, requests = self._start(feature_refs, entity_rows)
+        return self._finish(plan, entity_rows, self.store.read(requests), now_us)
+
+    @property
+    def reads_async(self) -> bool:
+        """Whether :meth:`read_async` can be used (the store has ``capabilities.async_reads``)."""
+        return self.store.capabilities.async_reads
+
+    async def read_async(
+        self,
+        feature_refs: Sequence[str],
+        entity_rows: Sequence[Mapping[str, object]],
+        *,
+        now_us: int | None = None,
+    ) -> OnlineResponse:
+        """:meth:`read`, awaiting the store on the running event loop (only if :attr:`reads_async`).
+
+        Planning and decoding run on the loop; only the store round trip is awaited.
+
+        Raises:
+            FeatureRefError, FeatureTableNotFoundError, DataError, BackendError: as :meth:`read`.
+        """
+        plan, requests = self._start(feature_refs, entity_rows)
+        stored = await cast(AsyncReads, self.store).read_async(requests)
+        return self._finish(plan, entity_rows, stored, now_us)
+
+    def _start(
+        self, feature_refs: Sequence[str], entity_rows: Sequence[Mapping[str, object]]
+    ) -> tuple[_ReadPlan, list[ReadRequest]]:
+        """The plan and the store requests of a read (keys checked and encoded)."""
         plan = self._plan(feature_refs)
         if isinstance(entity_rows, Mapping):
             raise DataError("entity_rows must be a list of mappings, e.g. [{'driver_id': 1001}]; got one mapping.")
         keys = [encoder.encode_rows(entity_rows) for encoder in plan.encoders]
-        stored = self.store.read([ReadRequest(p.table, keys[p.group]) for p in plan.tables])
+        return plan, [ReadRequest(p.table, keys[p.group]) for p in plan.tables]
+
+    @staticmethod
+    def _finish(
+        plan: _ReadPlan,
+        entity_rows: Sequence[Mapping[str, object]],
+        stored: list[list[StoredRow | None]],
+        now_us: int | None,
+    ) -> OnlineResponse:
+        """The response from the stored rows (``max_age`` applied at ``now_us``)."""
         if now_us is None:
             now_us = time.time_ns() // 1000
         columns: dict[str, list[object]] = {}

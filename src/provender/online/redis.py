@@ -51,6 +51,7 @@ Connection errors and timeouts become :class:`~provender.errors.BackendError` wi
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -71,6 +72,7 @@ from provender.config import validate_backend_config
 from provender.definitions import FeatureTable
 from provender.errors import BackendError
 from provender.online.codec import StoredRow, codec_for, encode_batch
+from provender.online.redis_async import AsyncRedis, RedisAddress
 from provender.online.store import DEFAULT_PROJECT, ReadRequest, StoreCapabilities, TableFreshness, now_micros
 
 _hiredis_pack: Callable[[tuple[bytes | str, ...]], bytes] | None
@@ -130,7 +132,7 @@ _SCAN_COUNT = 1000
 
 
 class _Connection(Protocol):
-    """The typed part of ``redis.connection.Connection`` that :meth:`RedisStore._mget` uses."""
+    """The typed part of ``redis.connection.Connection`` that :meth:`RedisStore._execute` uses."""
 
     def pack_command(self, *args: bytes | str) -> list[bytes]: ...
 
@@ -193,12 +195,6 @@ class RedisStore:
 
     def __init__(self, config: RedisConfig, *, base_dir: Path, project: str = DEFAULT_PROJECT) -> None:
         self.config = config
-        self.capabilities = StoreCapabilities(
-            is_shared=True,
-            is_persistent=True,
-            reachable_from_executors=True,
-            supports_key_expiry=config.key_ttl_from_max_age,
-        )
         self.project = project
         self._prefix = f"{config.key_prefix}:{project}:{{".encode()
         self._freshness_key = f"{config.key_prefix}:{project}:freshness".encode()
@@ -220,6 +216,15 @@ class RedisStore:
             kwargs["ssl_ca_certs"] = str(ca_path if ca_path.is_absolute() else base_dir / ca_path)
         if config.max_connections is not None:
             kwargs["max_connections"] = config.max_connections
+        self._address = None if config.cluster else _async_address(url, config)
+        self._async: AsyncRedis | None = None
+        self.capabilities = StoreCapabilities(
+            is_shared=True,
+            is_persistent=True,
+            reachable_from_executors=True,
+            supports_key_expiry=config.key_ttl_from_max_age,
+            async_reads=self._address is not None,
+        )
         with self._errors("connect"):
             if config.cluster:
                 self._cluster: redis.cluster.RedisCluster | None = _cluster_client(url, kwargs)
@@ -307,34 +312,49 @@ class RedisStore:
 
     def read(self, requests: Sequence[ReadRequest]) -> list[list[StoredRow | None]]:
         """Read every request's keys with one ``MGET`` round trip."""
-        keys: list[bytes] = []
-        prefix = self._prefix
-        for request in requests:
-            suffix = self._suffix(request.table)
-            keys += [prefix + key + suffix for key in request.keys]
+        keys = self._keys(requests)
         if not keys:
             return [[] for _ in requests]
         with self._errors("read"):
             if self._cluster is not None:
                 values = cast(list[bytes | None], self._cluster.mget_nonatomic(keys))
             else:
-                values = self._mget(keys)
-        result, start = [], 0
-        for request in requests:
-            decode, end = codec_for(request.table).decode, start + len(request.keys)
-            result.append([decode(value, key) for value, key in zip(values[start:end], request.keys, strict=True)])
-            start = end
-        return result
+                values = _joined(self._execute(_mget_commands(keys)))
+        return _decoded(requests, values)
 
-    def _mget(self, keys: list[bytes]) -> list[bytes | None]:
-        """``MGET`` in chunks of ``_KEYS_PER_MGET`` keys, all sent in one round trip."""
-        commands: list[tuple[bytes | str, ...]] = [
-            ("MGET", *keys[i : i + _KEYS_PER_MGET]) for i in range(0, len(keys), _KEYS_PER_MGET)
-        ]
-        replies = self._execute(commands)
-        if len(replies) == 1:
-            return cast(list[bytes | None], replies[0])
-        return [value for reply in replies for value in cast(list[bytes | None], reply)]
+    async def read_async(self, requests: Sequence[ReadRequest]) -> list[list[StoredRow | None]]:
+        """:meth:`read`, awaited on the running event loop (``capabilities.async_reads``; see ``redis_async.py``).
+
+        Raises:
+            BackendError: the store failed (retryable for connection errors and timeouts).
+            TypeError: this store cannot read asynchronously (TLS or Cluster).
+        """
+        keys = self._keys(requests)
+        if not keys:
+            return [[] for _ in requests]
+        with self._errors("read"):
+            replies = await self._async_client().execute(_mget_commands(keys))
+        return _decoded(requests, _joined(replies))
+
+    def _keys(self, requests: Sequence[ReadRequest]) -> list[bytes]:
+        keys: list[bytes] = []
+        prefix = self._prefix
+        for request in requests:
+            suffix = self._suffix(request.table)
+            keys += [prefix + key + suffix for key in request.keys]
+        return keys
+
+    def _async_client(self) -> AsyncRedis:
+        """The client of the running loop (a store used from another loop gets another one)."""
+        loop = asyncio.get_running_loop()
+        client = self._async
+        if client is None or client.loop is not loop:
+            if self._address is None:
+                raise TypeError("this Redis store cannot read asynchronously (TLS or Cluster)")
+            if client is not None:
+                client.close()
+            client = self._async = AsyncRedis(self._address, loop)
+        return client
 
     def _execute(self, commands: list[tuple[bytes | str, ...]]) -> list[object]:
         """Send ``commands`` back-to-back on one pooled connection and return their replies.
@@ -442,7 +462,10 @@ class RedisStore:
         return sum(cast(list[int], pipe.execute()))
 
     def close(self) -> None:
-        """Close the connection pool(s)."""
+        """Close the connection pool(s) and the event loop's connection."""
+        if self._async is not None:
+            self._async.close()
+            self._async = None
         if self._cluster is not None:
             # A cluster client made by from_url gives each node a pool that RedisCluster.close()
             # leaves open (redis-py 8), so disconnect them here (startup nodes included).
@@ -484,6 +507,48 @@ def _cluster_client(url: str, options: dict[str, object]) -> redis.cluster.Redis
     params.pop("db", None)  # a cluster has only database 0
     params.update(options)
     return redis.cluster.RedisCluster(**params)  # type: ignore[arg-type]
+
+
+def _mget_commands(keys: list[bytes]) -> list[tuple[bytes | str, ...]]:
+    """``MGET`` in chunks of ``_KEYS_PER_MGET`` keys (sent in one round trip)."""
+    return [("MGET", *keys[i : i + _KEYS_PER_MGET]) for i in range(0, len(keys), _KEYS_PER_MGET)]
+
+
+def _joined(replies: list[object]) -> list[bytes | None]:
+    if len(replies) == 1:
+        return cast(list[bytes | None], replies[0])
+    return [value for reply in replies for value in cast(list[bytes | None], reply)]
+
+
+def _decoded(requests: Sequence[ReadRequest], values: list[bytes | None]) -> list[list[StoredRow | None]]:
+    result, start = [], 0
+    for request in requests:
+        decode, end = codec_for(request.table).decode, start + len(request.keys)
+        result.append([decode(value, key) for value, key in zip(values[start:end], request.keys, strict=True)])
+        start = end
+    return result
+
+
+def _async_address(url: str, config: RedisConfig) -> RedisAddress | None:
+    """Where the event-loop client connects, or None when it cannot (TLS)."""
+    scheme = urlsplit(url).scheme
+    if config.ssl or scheme not in ("redis", "unix"):
+        return None
+    params = cast("Callable[[str], dict[str, object]]", parse_url)(url)
+    password = params.get("password")
+    if config.password is not None:
+        password = config.password.get_secret_value()
+    username = config.username if config.username is not None else params.get("username")
+    return RedisAddress(
+        host=str(params.get("host", "localhost")),
+        port=int(cast(int, params.get("port", 6379))),
+        path=cast("str | None", params.get("path")),
+        username=cast("str | None", username),
+        password=cast("str | None", password),
+        db=int(cast(int, params.get("db", 0))),
+        connect_timeout=config.connect_timeout_seconds,
+        command_timeout=config.socket_timeout_seconds,
+    )
 
 
 def _script_calls(

@@ -50,12 +50,15 @@ class StoreCapabilities:
         is_persistent: values survive closing and reopening the store.
         reachable_from_executors: processes on other machines (Spark executors) can open the
             store from the same options and write to it (a network server, not a local file).
+        async_reads: the store also has ``async def read_async(requests)`` (:class:`AsyncReads`),
+            the same read awaited on the running event loop without blocking it.
     """
 
     supports_key_expiry: bool = False
     is_shared: bool = False
     is_persistent: bool = False
     reachable_from_executors: bool = False
+    async_reads: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +180,14 @@ class OnlineStore(Protocol):
 
     def close(self) -> None:
         """Release connections and files. The store must not be used afterwards."""
+        ...
+
+
+class AsyncReads(Protocol):
+    """The read of a store whose ``capabilities.async_reads`` is true, awaited on an event loop."""
+
+    async def read_async(self, requests: Sequence[ReadRequest]) -> list[list[StoredRow | None]]:
+        """:meth:`OnlineStore.read` without blocking the running loop (same answer, same errors)."""
         ...
 
 

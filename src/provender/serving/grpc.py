@@ -4,11 +4,12 @@
 ``POST /v1/online-features``; the standard ``grpc.health.v1.Health`` service answers SERVING
 for ``""`` always and for the serving service while the online store is up.
 
-The server is grpcio's threaded server in the worker process, next to the HTTP event loop; its
-handlers run on the service's read threads (``serving.threads``). Measured on 2 cores, that
-answered more requests, with a tighter p99, than a ``grpc.aio`` server on the HTTP loop (whose
-synchronous store read stalls grpc's own poller) or than larger pools (more threads only add GIL
-contention).
+The server is grpcio's asyncio server (``grpc.aio``) on the worker's event loop, beside HTTP;
+its handler awaits :meth:`FeatureService.read_async`, so with Redis a call never leaves the loop
+thread. (The threaded server it replaced handed every call to a read thread and back: the same
+CPU time per call in ``benchmarks/serving.py``, and the GIL hand-offs that set its p99.) Most
+of a call's CPU time is grpcio's own per-call machinery, not this module (profile in
+``docs/scaling.md``).
 Errors set the status code of the table in :mod:`~provender.wire.errors`, and the trailing
 metadata keys ``provender-error`` (the error type) and ``provender-error-fields-bin`` (its
 attributes, a JSON object); the bearer token is read from the ``authorization`` metadata key.
@@ -22,7 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
 
 from provender.errors import DataError
 from provender.online.read import FeatureStatus
@@ -57,8 +59,8 @@ class ServingServicer:
         self._default_project = service.default_project
         self._limits = service.limits
 
-    def get_online_features(
-        self, request: pb.GetOnlineFeaturesRequest | _Undecodable, context: grpc.ServicerContext
+    async def get_online_features(
+        self, request: pb.GetOnlineFeaturesRequest | _Undecodable, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.GetOnlineFeaturesResponse:
         """Read the request's features; errors set the status code (see the module docstring)."""
         undecodable = request.reason if isinstance(request, _Undecodable) else None
@@ -78,7 +80,7 @@ class ServingServicer:
             if self._auth.is_enabled:
                 self._auth.check(_metadata(context, "authorization"), project)
             entities = self._entities(request)
-            result = self.service.read(
+            result = await self.service.read_async(
                 FeatureQuery(
                     project=project,
                     features=tuple(request.features),
@@ -168,7 +170,7 @@ def _response(request: pb.GetOnlineFeaturesRequest, result: QueryResult) -> pb.G
     return response
 
 
-def _metadata(context: grpc.ServicerContext, key: str) -> str | None:
+def _metadata(context: grpc.aio.ServicerContext[object, object], key: str) -> str | None:
     for name, value in context.invocation_metadata() or ():
         if name == key:
             return value if isinstance(value, str) else value.decode("latin-1")
@@ -208,27 +210,27 @@ class ServingHealth:
 
     def __init__(self, service: FeatureService) -> None:
         self.service = service
-        self.servicer = health.HealthServicer()
+        self.servicer = HealthServicer()
         self._serving: bool | None = None
 
-    def update(self) -> None:
+    async def update(self) -> None:
         """Publish the current status (call periodically)."""
         serving = not self.service.breaker.is_open
         if serving != self._serving:
             self._serving = serving
             status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-            self.servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-            self.servicer.set(SERVICE_NAME, status)
+            await self.servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+            await self.servicer.set(SERVICE_NAME, status)
 
-    def shutdown(self) -> None:
+    async def shutdown(self) -> None:
         """Answer NOT_SERVING for everything (the server is stopping)."""
-        self.servicer.enter_graceful_shutdown()
+        await self.servicer.enter_graceful_shutdown()
 
 
 def create_grpc_server(
     service: FeatureService, *, address: str, reuse_port: bool
-) -> tuple[grpc.Server, ServingHealth, int]:
-    """Build (not start) the gRPC server on ``address`` (``host:port``).
+) -> tuple[grpc.aio.Server, ServingHealth, int]:
+    """Build (not start) the gRPC server on ``address`` (``host:port``), on the running event loop.
 
     Args:
         service: what to serve.
@@ -238,8 +240,7 @@ def create_grpc_server(
     Returns:
         The server, its health service, and the port it listens on.
     """
-    server = grpc.server(
-        service.executor,
+    server = grpc.aio.server(
         options=[
             ("grpc.so_reuseport", 1 if reuse_port else 0),
             ("grpc.max_receive_message_length", service.limits.max_request_bytes),

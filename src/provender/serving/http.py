@@ -81,7 +81,6 @@ class ServingApp:
         self._default_project = service.default_project
         self._limits = service.limits
         self._max_body = service.limits.max_request_bytes
-        self._executor = service.executor
         self._openapi = orjson.dumps(openapi_document())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -146,7 +145,7 @@ class ServingApp:
                 entities=entities,
                 include_statuses=request.include_statuses,
             )
-            result = await asyncio.get_running_loop().run_in_executor(self._executor, self.service.read, query)
+            result = await self.service.read_async(query)
             if result.plan.float_columns:
                 name_non_finite(result.columns, result.plan.float_columns)
             answer: dict[str, object] = {"columns": result.columns}

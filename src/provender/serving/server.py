@@ -8,8 +8,9 @@ keeps dying during start-up; it gives up only after 4 start-up failures in a row
 SIGTERM or SIGINT passes SIGTERM on and waits for them.
 Workers share nothing but the stores, so any number of replicas can run side by side.
 
-A worker is one uvloop event loop running uvicorn (httptools parser, no access log), grpcio's
-threaded server, and the service's read threads that both use. On SIGTERM it stops accepting
+A worker is one uvloop event loop running uvicorn (httptools parser, no access log) and grpcio's
+asyncio server; with Redis, reads are awaited on the same loop (``online/redis_async.py``), and
+other stores are read on the service's read threads. On SIGTERM it stops accepting
 connections, lets in-flight requests finish (at most ``graceful_shutdown_seconds``), reports
 NOT_SERVING on the gRPC health service, and exits. Metrics from several workers are summed
 through ``PROMETHEUS_MULTIPROC_DIR``.
@@ -112,8 +113,8 @@ async def _serve(settings: Settings, *, reuse_port: bool) -> None:
                 else f"{serving.host}:{serving.grpc_port}"
             )
             grpc_server, health, grpc_port = create_grpc_server(service, address=address, reuse_port=reuse_port)
-            grpc_server.start()
-            health.update()
+            await grpc_server.start()
+            await health.update()
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
         for signum in _STOP_SIGNALS:
@@ -131,15 +132,14 @@ async def _serve(settings: Settings, *, reuse_port: bool) -> None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), HEALTH_UPDATE_SECONDS)
             if health is not None:
-                health.update()
+                await health.update()
         log.info("stopping: finishing in-flight requests (at most %.0fs)", serving.graceful_shutdown_seconds)
         http.should_exit = True
         if health is not None:
-            health.shutdown()
+            await health.shutdown()
         stops: list[Awaitable[object]] = [http_task]
         if grpc_server is not None:
-            stopped = grpc_server.stop(serving.graceful_shutdown_seconds)
-            stops.append(loop.run_in_executor(None, stopped.wait))
+            stops.append(grpc_server.stop(serving.graceful_shutdown_seconds))
         await asyncio.gather(*stops)
         for signum in _STOP_SIGNALS:
             loop.remove_signal_handler(signum)

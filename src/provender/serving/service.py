@@ -16,16 +16,18 @@ HTTP (``http.py``) and gRPC (``grpc.py``) parse a request into a :class:`Feature
   the event loop on connection retries, and the service recovers by itself;
 * counts lookups by table and status, and store errors, in :mod:`~provender.serving.metrics`.
 
-:meth:`FeatureService.read` is synchronous, like the stores. HTTP requests run it on
-:attr:`FeatureService.executor` (``serving.threads``, default 2), so the event loop parses and
-answers other requests while a read waits for Redis, and a slow store never stalls the loop;
-gRPC handlers run on the same threads. Measured against reading inline on the event loop
-(``docs/serving.md``), the threads gave the same throughput within noise, a slightly higher p50
-and steadier results on a busy machine.
+:meth:`FeatureService.read_async` is what both transports call on the event loop. With a store
+that has ``capabilities.async_reads`` (Redis over TCP), the store round trip is awaited on the
+loop itself (``online/redis_async.py``): no thread hand-off, and the commands of concurrent
+requests share one write. Other stores are read by the synchronous :meth:`FeatureService.read`
+on :attr:`FeatureService.executor` (``serving.threads``, default 2), so a slow store never
+stalls the loop. Measured in ``benchmarks/serving.py`` (profile in ``docs/scaling.md``): the
+thread hand-off and the GIL waits behind it were about half of a 1x5 request's CPU time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -38,7 +40,7 @@ from provender.definitions import ValueType
 from provender.definitions.request import FeatureRequest, check_passthrough_columns
 from provender.errors import BackendError, ProjectNotServedError
 from provender.online import codec as row_codec
-from provender.online.read import FeatureStatus, OnlineReader, PlanCache
+from provender.online.read import FeatureStatus, OnlineReader, OnlineResponse, PlanCache
 from provender.online.store import OnlineStore
 from provender.registry.store import RegistrySnapshot, RegistryStore
 from provender.runtime import Runtime
@@ -354,6 +356,37 @@ class FeatureService:
             RequestTooLargeError: the query is over a ``serving.max_*`` limit.
             BackendError: the store failed (retryable: it is down; retry later).
         """
+        project, rows = self._begin(query)
+        try:
+            response = project.reader.read(query.features, rows)
+        except BackendError as exc:
+            self._store_failed(project, exc)
+            raise
+        return self._result(project, query, response)
+
+    async def read_async(self, query: FeatureQuery) -> QueryResult:
+        """:meth:`read` for the event loop: the store is awaited on the loop when it can be.
+
+        A store with ``capabilities.async_reads`` (Redis over TCP) is read without leaving the
+        loop's thread; any other store, and a project's first request (which may read the
+        registry and open the store), run :meth:`read` on :attr:`executor`.
+
+        Raises:
+            The errors of :meth:`read`.
+        """
+        project = self._projects.get(query.project)
+        if project is None or not project.reader.reads_async:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, self.read, query)
+        project, rows = self._begin(query)
+        try:
+            response = await project.reader.read_async(query.features, rows)
+        except BackendError as exc:
+            self._store_failed(project, exc)
+            raise
+        return self._result(project, query, response)
+
+    def _begin(self, query: FeatureQuery) -> tuple[_Project, list[dict[str, object]]]:
+        """Check the limits and the breaker; return the project and the entity rows."""
         self.limits.check(query.features, query.entities)
         self.breaker.check()
         project = self._project(query.project)
@@ -365,13 +398,14 @@ class FeatureService:
         else:
             names = tuple(entities)
             rows = [dict(zip(names, values, strict=True)) for values in zip(*entities.values(), strict=True)]
-        try:
-            response = project.reader.read(query.features, rows)
-        except BackendError as exc:
-            self.metrics.store_error(project.name, retryable=exc.retryable)
-            if exc.retryable:
-                self.breaker.trip(exc)
-            raise
+        return project, rows
+
+    def _store_failed(self, project: _Project, error: BackendError) -> None:
+        self.metrics.store_error(project.name, retryable=error.retryable)
+        if error.retryable:
+            self.breaker.trip(error)
+
+    def _result(self, project: _Project, query: FeatureQuery, response: OnlineResponse) -> QueryResult:
         plan = self._column_plan(project, query.features)
         check_passthrough_columns(query.entities, plan.feature_columns, where="request's entity columns")
         columns = response.to_dict()
