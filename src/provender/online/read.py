@@ -19,8 +19,10 @@ does not know triggers one re-read before the error.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Generic, Protocol, TypeVar, cast
@@ -335,16 +337,21 @@ class OnlineReader:
         entity_rows: Sequence[Mapping[str, object]],
         *,
         now_us: int | None = None,
+        executor: Executor | None = None,
     ) -> OnlineResponse:
         """:meth:`read`, awaiting the store on the running event loop (only if :attr:`reads_async`).
 
-        Planning and decoding run on the loop; only the store round trip is awaited.
+        Planning and decoding run on the loop; only the store round trip is awaited. On-demand
+        features (user code of unknown cost) are computed on ``executor`` (default: the loop's).
 
         Raises:
             FeatureRefError, FeatureTableNotFoundError, DataError, BackendError: as :meth:`read`.
         """
         plan, requests = self._start(feature_refs, entity_rows)
         stored = await cast(AsyncReads, self.store).read_async(requests)
+        if plan.on_demand is not None:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(executor, self._finish, plan, entity_rows, stored, now_us)
         return self._finish(plan, entity_rows, stored, now_us)
 
     def _start(

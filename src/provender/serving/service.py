@@ -379,7 +379,7 @@ class FeatureService:
             return await asyncio.get_running_loop().run_in_executor(self.executor, self.read, query)
         project, rows = self._begin(query)
         try:
-            response = await project.reader.read_async(query.features, rows)
+            response = await project.reader.read_async(query.features, rows, executor=self.executor)
         except BackendError as exc:
             self._store_failed(project, exc)
             raise
