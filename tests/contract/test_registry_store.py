@@ -281,7 +281,13 @@ def test_history_records_who_when_versions_and_what(store: RegistryStore) -> Non
     assert oldest.description == "apply entity driver_id, feature table driver_statistics"
     assert (middle.version_before, middle.version_after, middle.actor) == (1, 2, "bob")
     assert middle.items == (
-        ChangedItem(kind="feature_table", name="driver_statistics", action=ItemAction.CHANGED, fields=("labels",)),
+        ChangedItem(
+            kind="feature_table",
+            name="driver_statistics",
+            action=ItemAction.CHANGED,
+            fields=("labels",),
+            diff=("labels: {owner='ride-team'} -> {owner='x'}",),  # a readable diff, values included
+        ),
     )
     assert middle.names(ItemAction.CHANGED) == ["feature_table:driver_statistics"]
     assert (newest.version_before, newest.version_after, newest.actor) == (2, 3, "anonymous")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -69,7 +70,8 @@ def core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CoreServer,
         settings = pv.Settings(registry=server.url, base_dir=root, core_token="tok-w")  # type: ignore[arg-type]
         with closing(pv.Client(settings=settings)) as client:
             table = driver_stats(root / "src")
-            client.apply([DRIVER, table])
+            client.apply([DRIVER, dataclasses.replace(table, labels={"team": "growth"})])
+            client.apply([DRIVER, table])  # a change and back, for the history's diff
             job = client.start_offline_to_online_ingestion(table, start=END - timedelta(days=1), end=END, run_on="core")
             assert job.wait(60).status.value == "SUCCEEDED"
             first = job
@@ -146,10 +148,10 @@ def test_every_page_loads_without_console_errors(
     assert page.locator("#fresh-driver_stats td.newest time").get_attribute("datetime") == newest
     assert page.locator("#fresh-driver_stats td.newest-age").inner_text().endswith("ago")
     page.goto(server.url + "/projects/default/history")
-    assert (
-        "alice" in page.locator("main").inner_text()
-        and "feature table driver_stats added" in page.locator("main").inner_text()
-    )
+    changes = page.locator("main ol.plain > li").all_inner_texts()  # newest first
+    assert len(changes) == 2 and all(c.startswith("alice") for c in changes)
+    assert "feature table driver_stats added" in changes[1] and "version 0 → 1" in changes[1]
+    assert "feature table driver_stats changed (labels)\nlabels: {team='growth'} → {team='pricing'}" in changes[0]
     page.goto(server.url + "/projects/default/tables/driver_stats/statistics")
     assert page.get_by_role("img", name="Histogram of rate").count() == 1  # recorded by the ingestion job
     top_values = page.get_by_role("table", name="Most frequent values of tag")

@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import ClassVar, Protocol, Self, Unpack
 
 from provender.definitions import Definition, Entity, FeatureTable, OnDemandFeatures
+from provender.registry.changes import field_diff
 from provender.registry.jobs import JobFields, JobRecord, JobStatus
 
 DEFAULT_PROJECT = "default"
@@ -82,26 +83,39 @@ class ItemAction(StrEnum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChangedItem:
-    """One definition a change touched; ``fields`` names the changed fields of a changed one."""
+    """One definition a change touched.
+
+    ``fields`` names the changed fields of a changed one, and ``diff`` says how, a readable line
+    per difference with the values (:func:`provender.registry.changes.field_diff`; empty in
+    records written before it was kept).
+    """
 
     kind: str  # "entity" | "feature_table" | "on_demand_features" | "project"
     name: str
     action: ItemAction
     fields: tuple[str, ...] = ()
+    diff: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         """Return the JSON-ready form stored by the backends."""
-        return {"kind": self.kind, "name": self.name, "action": self.action.value, "fields": list(self.fields)}
+        data: dict[str, object] = {
+            "kind": self.kind, "name": self.name, "action": self.action.value, "fields": list(self.fields)
+        }  # fmt: skip
+        if self.diff:
+            data["diff"] = list(self.diff)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> ChangedItem:
         """Rebuild an item from :meth:`to_dict`'s output."""
         names = data.get("fields", [])
+        diff = data.get("diff", [])
         return cls(
             kind=str(data["kind"]),
             name=str(data["name"]),
             action=ItemAction(str(data["action"])),
             fields=tuple(str(n) for n in names) if isinstance(names, list) else (),
+            diff=tuple(str(line) for line in diff) if isinstance(diff, list) else (),
         )
 
 
@@ -162,7 +176,8 @@ def describe_change(snapshot: RegistrySnapshot, change: RegistryChange) -> tuple
             items.append(ChangedItem(kind=kind, name=definition.name, action=ItemAction.ADDED))
         else:
             changed = tuple(f.name for f in fields(old) if getattr(old, f.name) != getattr(definition, f.name))
-            items.append(ChangedItem(kind=kind, name=definition.name, action=ItemAction.CHANGED, fields=changed))
+            items.append(ChangedItem(kind=kind, name=definition.name, action=ItemAction.CHANGED, fields=changed,
+                                     diff=field_diff(old, definition)))  # fmt: skip
     items += [ChangedItem(kind="entity", name=n, action=ItemAction.DELETED) for n in change.delete_entities]
     items += [
         ChangedItem(kind="feature_table", name=n, action=ItemAction.DELETED) for n in change.delete_feature_tables

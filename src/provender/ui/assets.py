@@ -54,6 +54,7 @@ dt { color:var(--muted); } dd { margin:0; min-width:0; overflow-wrap:anywhere; }
 svg.lineage text { font-size:12px; font-family:inherit; } svg.lineage a text { fill:var(--accent); }
 .bar { fill:#5b8def; } .bar:hover { fill:#1f5fbf; }
 ol.plain { list-style:none; padding:0; }
+ul.diff-lines { list-style:none; padding-left:18px; margin:2px 0 6px; } ul.diff-lines code { white-space:pre-wrap; overflow-wrap:anywhere; }
 figure.chart { margin:8px 0 0; } svg.histogram { max-width:100%; height:auto; display:block; }
 svg.histogram text { font-size:11px; font-family:inherit; fill:var(--fg); }
 svg.histogram .axis-title { font-size:12px; fill:var(--muted); }

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from provender.definitions import Entity, FeatureTable
 from provender.definitions.jobs import JobStatus
 from provender.registry.jobs import JobRecord
-from provender.registry.store import RegistryChangeRecord, RegistrySnapshot
+from provender.registry.store import ChangedItem, RegistryChangeRecord, RegistrySnapshot
 from provender.ui import statistics as stats_page
 from provender.ui.data import Hit, OnlineFreshness, ProjectSummary
 from provender.ui.html import age, duration, e, empty, highlight, u, when
@@ -397,22 +397,34 @@ def job(record: JobRecord, *, can_write: bool) -> Page:
     return f"Job {record.id}", body, _crumbs((p, u("projects", p)), ("Jobs", u("projects", p, "jobs")), (record.id, ""))
 
 
+def _diff_lines(lines: Sequence[str]) -> str:
+    """A changed definition's readable diff: added lines green, removed red, the rest as ``old → new``."""
+    if not lines:
+        return ""
+    rendered = []
+    for line in lines:
+        css = "diff-added" if line.startswith("+ ") else "diff-deleted" if line.startswith("- ") else "diff-changed"
+        rendered.append(f'<li class="{css}"><code>{e(line).replace(" -&gt; ", " → ")}</code></li>')
+    return f'<ul class="diff-lines">{"".join(rendered)}</ul>'
+
+
+def _change_item(item: ChangedItem) -> str:
+    sign = {"added": "+", "deleted": "-"}.get(item.action.value, "~")
+    fields = f" ({e(', '.join(item.fields))})" if item.fields else ""
+    return (
+        f'<li class="diff-{e(item.action.value)}">{sign} {e(item.kind.replace("_", " "))} <strong>{e(item.name)}</strong> '
+        f"{e(item.action.value)}{fields}{_diff_lines(item.diff)}</li>"
+    )
+
+
 def history(project_name: str, records: Sequence[RegistryChangeRecord]) -> Page:
-    """The project's registry history: who, when, and what changed."""
+    """The project's registry history: who, when, between which versions, and a readable diff of what changed."""
     if not records:
         listing = empty("No recorded changes.", "Changes appear here after <code>provender apply</code>.")
     else:
         items = []
         for r in records:
-            changes = (
-                "".join(
-                    f'<li class="diff-{e(i.action.value)}">{"+" if i.action.value == "added" else "-" if i.action.value == "deleted" else "~"} '
-                    f"{e(i.kind.replace('_', ' '))} <strong>{e(i.name)}</strong> {e(i.action.value)}"
-                    f"{' (' + e(', '.join(i.fields)) + ')' if i.fields else ''}</li>"
-                    for i in r.items
-                )
-                or "<li class=muted>no definitions changed</li>"
-            )
+            changes = "".join(_change_item(i) for i in r.items) or "<li class=muted>no definitions changed</li>"
             items.append(
                 f'<li class="card"><p><strong>{e(r.actor)}</strong> · {when(r.changed_at)} · version '
                 f"{r.version_before} → {r.version_after}</p><p>{e(r.description)}</p><ul>{changes}</ul></li>"
