@@ -296,8 +296,9 @@ def check_passthrough_columns(names: Iterable[str], result_columns: Sequence[str
     Raises:
         DataError: ``names`` holds a ``<table>__<feature>`` column of ``result_columns``.
     """
-    clash = sorted(set(names).intersection(result_columns))
-    if clash:
+    clashing = set(names).intersection(result_columns)
+    if clashing:
+        clash = sorted(clashing)
         shown = ", ".join(repr(name) for name in clash[:10])
         raise DataError(
             f"The {where} has columns named like result columns: {shown}; rename them "

@@ -332,8 +332,11 @@ class RedisStore:
         keys = self._keys(requests)
         if not keys:
             return [[] for _ in requests]
-        with self._errors("read"):
+        try:
             replies = await self._async_client().execute(_mget_commands(keys))
+        except redis.RedisError as exc:
+            with self._errors("read"):  # the same BackendError as the blocking read (no context manager per read)
+                raise exc from None
         return _decoded(requests, _joined(replies))
 
     def _keys(self, requests: Sequence[ReadRequest]) -> list[bytes]:

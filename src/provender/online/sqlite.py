@@ -80,6 +80,7 @@ _SELECT_ONE = "SELECT value FROM online_rows WHERE project = ? AND feature_table
 _SELECT_MANY = (
     "SELECT entity_key, value FROM online_rows WHERE project = ? AND feature_table = ? AND entity_key IN ({})"
 )
+_MMAP_BYTES = 256 * 1024 * 1024
 # Keys per IN (...) query: well under SQLite's limit of 32766 bound parameters.
 _KEYS_PER_QUERY = 2000
 
@@ -235,6 +236,9 @@ class SQLiteStore:
                 )
                 connection.execute("PRAGMA journal_mode=WAL")
                 connection.execute("PRAGMA synchronous=NORMAL")
+                # Reads through a memory map skip a copy per page: 100-key reads about 1.3x faster
+                # (benchmarks/online_read.py). Address space only; pages are the OS's file cache.
+                connection.execute(f"PRAGMA mmap_size={_MMAP_BYTES}")
             self._connections.append(connection)
         self._local.connection = connection
         return connection

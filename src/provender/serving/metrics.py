@@ -123,12 +123,18 @@ class Metrics:
 
     def count_lookups(self, project: str, table: str, statuses: Iterable[str], repeat: int = 1) -> None:
         """Count one table's row lookups by status (each of ``statuses`` ``repeat`` times)."""
+        if isinstance(statuses, tuple) and len(statuses) == 1:  # one status (every row found): no tally
+            self._lookup(project, table, statuses[0]).inc(repeat)
+            return
         for status, count in Tally(statuses).items():
-            key = (project, table, status)
-            child = self._lookups.get(key)
-            if child is None:
-                child = self._lookups[key] = self.lookups.labels(*key)
-            child.inc(count * repeat)
+            self._lookup(project, table, status).inc(count * repeat)
+
+    def _lookup(self, project: str, table: str, status: str) -> Counter:
+        key = (project, table, status)
+        child = self._lookups.get(key)
+        if child is None:
+            child = self._lookups[key] = self.lookups.labels(*key)
+        return child
 
     def store_error(self, project: str, *, retryable: bool) -> None:
         """Count a failed store read."""

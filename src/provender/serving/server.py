@@ -97,6 +97,7 @@ async def _serve(settings: Settings, *, reuse_port: bool) -> None:
             limit_concurrency=serving.max_connections,
             lifespan="off",
             access_log=False,
+            proxy_headers=False,  # the app reads no client address; skips a middleware per request
             log_config=None,
             server_header=False,
             backlog=BACKLOG,
