@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -195,6 +196,52 @@ def check_histogram_axes(server: CoreServer, page: Any, job_id: str) -> None:
     rows = table.locator("tbody tr").all_inner_texts()
     assert len(rows) == len(counts) and sum(int(r.split("\t")[-1].replace(",", "")) for r in rows) == sum(counts)
     assert rows[0].startswith(f"{edges[0]:.4g} to {edges[1]:.4g})")
+
+
+def test_the_reading_snippet_runs_in_python_and_its_curl_against_provender_serve(
+    core: tuple[CoreServer, str, str, str], browser: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, *_ = core
+    page, errors = open_page(browser, server.url)
+    page.goto(server.url + "/projects/default/tables/driver_stats")
+    code = page.locator("#reading").inner_text().replace("1001", "1")  # driver 1 exists; the page's key is an example
+    assert errors == []
+    reader = tmp_path / "reader"  # a project folder reading the core's registry and its online store
+    reader.mkdir()
+    online_db = server.root / ".provender" / "online.db"
+    (reader / "provender.yaml").write_text(
+        f"project: default\nregistry: {server.url}\ncore_token: tok-w\nonline: {{store: sqlite, path: '{online_db}'}}\n"
+    )
+    monkeypatch.chdir(reader)
+    for name in [n for n in os.environ if n.startswith("PROVENDER_") and n != "PROVENDER_REQUIRE_SERVICES"]:
+        monkeypatch.delenv(name)
+    scope: dict[str, Any] = {}
+    exec(code, scope)  # the Python lines as shown
+    scope["client"].close()
+    assert scope["online"]["driver_id"] == [1] and scope["online"]["driver_stats__tag"] == ["winner"]
+    training = scope["training"]
+    assert list(training["driver_id"]) == [1] and list(training["driver_stats__tag"]) == ["winner"]
+
+    port = free_port()
+    argv = [sys.executable, "-c", "from provender.cli.main import main; main()", "serve", "--http-port", str(port),
+            "--no-grpc"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVENDER_")}
+    with (tmp_path / "serve.log").open("wb") as log:
+        serve = subprocess.Popen(argv, cwd=reader, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        ready = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://{HOST}:{port}/v1/ready"]
+        while subprocess.run(ready, capture_output=True, text=True, check=False).stdout != "200":
+            assert serve.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+            time.sleep(0.1)
+        curl = code.split("# the serving service (provender serve), over HTTP:\n")[1]
+        command = " ".join(line.removeprefix("# ").removesuffix("\\") for line in curl.splitlines())
+        command = command.replace("localhost:6566", f"{HOST}:{port}")
+        answer = subprocess.run(command, shell=True, capture_output=True, text=True, check=True)
+        assert json.loads(answer.stdout)["columns"] == scope["online"], answer.stdout  # the same values as Python
+    finally:
+        serve.terminate()
+        serve.wait(30)
 
 
 def test_search_as_you_type_finds_a_feature_by_its_description(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -199,22 +200,37 @@ def snippet(table: FeatureTable, entities: Sequence[Entity]) -> str:
     return "\n".join(lines)
 
 
-def read_lines(project: str, table: FeatureTable) -> str:
-    """How to read ``table``: historical, online, and the serving service's HTTP API."""
-    refs = [f"{table.name}:{f.name}" for f in table.features[:3]]
-    keys = ", ".join(f'"{x}": [...]' for x in table.entities)
-    curl_refs = ", ".join(f'"{r}"' for r in refs)
+_EXAMPLE_KEYS: dict[str, object] = {"INT32": 1001, "INT64": 1001, "STRING": "1001", "BYTES": "1001", "BOOL": True}
+MAX_READ_REFS = 4  # more features than this: the snippet reads them all by the table's name
+
+
+def read_lines(project: str, table: FeatureTable, entities: Sequence[Entity]) -> str:
+    """Runnable code reading ``table``: historical, online, and the serving service's HTTP API (example keys)."""
+    types = {x.name: x.value_type.value for x in entities}
+    keys = {name: _EXAMPLE_KEYS.get(types.get(name, "INT64"), 1001) for name in table.entities}
+    refs = [f"{table.name}:{f.name}" for f in table.features]
+    if len(refs) > MAX_READ_REFS:
+        refs = [table.name]  # "<table>" reads every feature of the table
+    row = ", ".join(f"{k!r}: {v!r}" for k, v in keys.items())
+    columns = ", ".join(f"{k!r}: [{v!r}]" for k, v in keys.items())
+    body = json.dumps({"project": project, "features": refs, "entities": {k: [v] for k, v in keys.items()}})
     return "\n".join([
+        "import pandas as pd",
         "import provender as pv",
-        f'client = pv.Client(project="{project}")',
-        f"refs = {refs!r}",
-        f"# point in time: a DataFrame with the entity columns ({', '.join(table.entities)}) and 'event_timestamp'",
-        "training = client.get_historical_features(refs, entity_rows).to_pandas()",
-        f"online = client.get_online_features(refs, entity_rows={{{keys}}}).to_dict()",
         "",
-        "# the serving service (provender serve):",
+        f"client = pv.Client(project={project!r})  # in the project's folder (its provender.yaml)",
+        f"refs = {refs!r}",
+        "",
+        "# point in time (training data): one row per entity key and time, with event_timestamp",
+        f"entity_rows = pd.DataFrame({{{columns}, 'event_timestamp': [pd.Timestamp.now(tz='UTC')]}})",
+        "training = client.get_historical_features(refs, entity_rows).to_pandas()",
+        "",
+        "# the latest values (online), one mapping per entity row",
+        f"online = client.get_online_features(refs, [{{{row}}}]).to_dict()",
+        "",
+        "# the serving service (provender serve), over HTTP:",
         "# curl -s localhost:6566/v1/online-features -H 'Content-Type: application/json' \\",
-        f"#   -d '{{\"project\": \"{project}\", \"features\": [{curl_refs}], \"entities\": {{{keys}}}}}'",
+        f"#   -d '{body}'",
     ])  # fmt: skip
 
 
@@ -312,7 +328,7 @@ def table(
 <h2>Features</h2><div class="scroll"><table class="list"><caption class=skip>Features</caption>
 <thead><tr><th>Feature</th><th>Type</th><th>Description</th><th>Expectations</th></tr></thead><tbody>{features}</tbody></table></div>
 <h2>Definition</h2>{_code_block("definition", "definition", snippet(t, entities))}
-<h2>How to read it</h2>{_code_block("reading", "reading code", read_lines(project_name, t))}
+<h2>How to read it</h2>{_code_block("reading", "reading code", read_lines(project_name, t, entities))}
 <h2>Recent jobs</h2>{job_rows(jobs[:20], can_write=can_write, show_table=False)}"""
     return f"{name} · {project_name}", body, _crumbs((project_name, u("projects", project_name)), (name, ""))
 

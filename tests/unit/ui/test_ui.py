@@ -175,3 +175,48 @@ def test_pages_send_a_content_security_policy(app: UiApp) -> None:
     policy = dict(headers)[b"content-security-policy"].decode()
     assert "default-src 'none'" in policy and "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
     assert app.data.online_freshness("fleet", ["trips"]).problem == "no online store is configured for this UI"
+
+
+def test_the_snippet_recreates_every_kind_of_definition_field() -> None:
+    schema = '{"type": "record", "name": "trip", "fields": [{"name": "driver_id", "type": "long"}]}'
+    table = pv.FeatureTable(
+        name="everything",
+        entities=["driver_id", "city"],
+        features=[
+            pv.Feature("trips", pv.ValueType.INT64, description="it's \"quoted\"", expect=[pv.expect.not_null()]),
+            pv.Feature("rate", pv.ValueType.DOUBLE, expect=[pv.expect.between(0, 1), pv.expect.max_null_fraction(0.1)]),
+            pv.Feature("tag", pv.ValueType.STRING, expect=[pv.expect.one_of(["a", "b"]), pv.expect.matches(r"^\w+$")]),
+            pv.Feature("stamps", pv.ValueType.UNIX_TIMESTAMP_LIST),
+            pv.Feature("trips_1h", pv.ValueType.INT64),
+        ],
+        batch_source=pv.DeltaSource(path="s3://bucket/trips", event_timestamp_column="ts", version=3,
+                                    field_mapping={"raw_rate": "rate"}),
+        stream_source=pv.KafkaSource(bootstrap_servers="broker:9092", topic="trips", event_timestamp_column="ts",
+                                     message_format=pv.AvroFormat(schema_json=schema), created_timestamp_column="c"),
+        max_age=timedelta(hours=1, seconds=0.5),
+        labels={"team": "pricing", "tier": "1"},
+        expect=[pv.expect.row_count_between(1, 10_000)],
+        validation_policy="skip",
+        aggregations=[pv.Aggregation(column="trips", function="sum", window=timedelta(hours=1), name="trips_1h")],
+    )  # fmt: skip
+    city = pv.Entity(name="city", value_type=pv.ValueType.STRING, labels={"geo": "yes"})
+    scope: dict[str, object] = {}
+    exec(pages.snippet(table, [DRIVER, city]), scope)
+    assert scope["everything"] == table and scope["city"] == city and scope["driver_id"] == DRIVER
+    csv = pv.FileSource(path="/d", event_timestamp_column="ts", file_format=pv.CsvFormat(), date_partition_column="d")
+    other = pv.FeatureTable(name="csv_table", entities=["driver_id"], features=[pv.Feature("x", pv.ValueType.BYTES)],
+                            batch_source=csv, stream_source=pv.KafkaSource(bootstrap_servers="b:1", topic="t",
+                            event_timestamp_column="ts", message_format=pv.JsonFormat()))  # fmt: skip
+    exec(pages.snippet(other, [DRIVER]), scope)
+    assert scope["csv_table"] == other
+
+
+def test_the_reading_snippet_uses_example_keys_of_the_entity_types_and_compiles() -> None:
+    city = pv.Entity(name="city", value_type=pv.ValueType.STRING)
+    wide = pv.FeatureTable(name="wide", entities=["driver_id", "city"], batch_source=TRIPS.batch_source,
+                           features=[pv.Feature(f"f{i}", pv.ValueType.INT64) for i in range(6)])  # fmt: skip
+    code = pages.read_lines("fleet", wide, [DRIVER, city])
+    compile(code, "<reading>", "exec")  # valid Python as shown
+    assert "refs = ['wide']" in code and "[{'driver_id': 1001, 'city': '1001'}]" in code
+    assert '"entities": {"driver_id": [1001], "city": ["1001"]}' in code and '"features": ["wide"]' in code
+    assert "refs = ['trips:trips_today', 'trips:rate']" in pages.read_lines("fleet", TRIPS, [DRIVER])
