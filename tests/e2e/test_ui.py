@@ -110,7 +110,7 @@ def shot(page: Any, tmp_path: Path, name: str) -> None:
 def test_every_page_loads_without_console_errors(
     core: tuple[CoreServer, str, str, str], browser: Any, tmp_path: Path
 ) -> None:
-    server, job_id, *_ = core
+    server, job_id, pending_id, _ = core
     page, errors = open_page(browser, server.url)
     pages = {
         "projects": ("/", "Projects"),
@@ -158,9 +158,15 @@ def test_every_page_loads_without_console_errors(
     top_values = page.get_by_role("table", name="Most frequent values of tag")
     assert top_values.get_by_role("row", name="winner").inner_text().split() == ["winner", "20"]
     check_histogram_axes(server, page, job_id)
+    page.goto(server.url + "/projects/default/lineage")
+    page.get_by_text("Show the lineage as a list").click()
+    [line] = page.locator("ul.lineage-list li").all_inner_texts()
+    assert line.startswith("file: ") and f"→ driver_stats ← offline_to_online {pending_id} (" in line  # its latest job
     narrow, narrow_errors = open_page(browser, server.url, width=390)
+    for path, _ in pages.values():  # every page fits a phone screen: wide parts scroll inside themselves
+        narrow.goto(server.url + path)
+        assert narrow.evaluate("document.documentElement.scrollWidth") <= 392, path
     narrow.goto(server.url + "/projects/default/tables/driver_stats")
-    assert narrow.evaluate("document.documentElement.scrollWidth") <= 392
     shot(narrow, tmp_path, "table-narrow")
     missing = narrow.goto(server.url + "/projects/default/tables/nope")
     assert missing.status == 404 and "nope" in narrow.get_by_role("alert").inner_text()
@@ -254,6 +260,7 @@ def test_search_as_you_type_finds_a_feature_by_its_description(
     live = page.locator("#live a").first
     live.wait_for()
     assert "rate" in live.inner_text() and page.locator("#live mark").first.inner_text().lower() == "acceptance"
+    assert page.get_by_role("status").filter(has_text="result").inner_text() == "1 result for “acceptance”"
     page.keyboard.press("ArrowDown")
     page.keyboard.press("Enter")
     page.wait_for_url("**/tables/driver_stats#feature-rate")
@@ -262,6 +269,25 @@ def test_search_as_you_type_finds_a_feature_by_its_description(
     page.locator("#q").press("Enter")  # the plain form: /search?q=
     page.wait_for_url("**/search?q=pricing")
     assert "driver_stats" in page.locator("table.list").inner_text()
+    assert errors == []
+
+
+def test_keyboard_skip_link_and_focus(core: tuple[CoreServer, str, str, str], browser: Any) -> None:
+    server, *_ = core
+    page, errors = open_page(browser, server.url)
+    page.goto(server.url + "/projects/default")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "content" and page.url.endswith("#content")
+    page.keyboard.press("Tab")  # the next stop is inside the page: the breadcrumb's first link
+    assert page.evaluate("document.activeElement.closest('main') !== null")
+    for _ in range(6):  # tab to the first table link and follow it with Enter
+        if page.evaluate("document.activeElement.textContent") == "driver_stats":
+            break
+        page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/projects/default/tables/driver_stats")
     assert errors == []
 
 

@@ -71,7 +71,8 @@ legend { font-weight:600; padding:0 0 6px; }
 
 JS = """
 (function () {
-  var input = document.getElementById('q'), box = document.getElementById('live');
+  var input = document.getElementById('q'), box = document.getElementById('live'),
+    status = document.getElementById('live-status');
   if (!input || !box || !window.fetch) return;
   var timer = null, seq = 0;
   function esc(s) { return s.replace(/[&<>"']/g, function (c) {
@@ -85,8 +86,8 @@ JS = """
   }
   function show(q) {
     var mine = ++seq;
-    if (!q.trim()) { box.hidden = true; input.setAttribute('aria-expanded', 'false'); return; }
-    box.hidden = false; box.innerHTML = '<div class="loading" role="status">Searching\\u2026</div>';
+    if (!q.trim()) { box.hidden = true; status.textContent = ''; return; }
+    box.hidden = false; box.innerHTML = '<div class="loading">Searching\\u2026</div>'; status.textContent = 'Searching';
     var started = performance.now();
     fetch('/ui/api/search?q=' + encodeURIComponent(q), {credentials: 'same-origin'})
       .then(function (r) { if (!r.ok) throw new Error('search failed: HTTP ' + r.status); return r.json(); })
@@ -95,10 +96,11 @@ JS = """
         var words = q.toLowerCase().split(/\\s+/);
         if (!data.results.length) { box.innerHTML = '<div class="loading">No match for \\u201c' + esc(q) + '\\u201d.</div>'; }
         else box.innerHTML = data.results.map(function (h) {
-          return '<a href="' + esc(h.url) + '"><span class="tag">' + h.kind + '</span> <strong>' + mark(h.name, words) +
+          return '<a href="' + esc(h.url) + '"><span class="tag">' + esc(h.kind) + '</span> <strong>' + mark(h.name, words) +
             '</strong> <span class="muted small">' + esc(h.where) + '</span><br><span class="small">' +
             mark(h.description, words) + '</span></a>'; }).join('');
-        input.setAttribute('aria-expanded', 'true');
+        status.textContent = data.results.length + (data.results.length === 1 ? ' result' : ' results') +
+          ' for \\u201c' + q + '\\u201d';
         document.body.setAttribute('data-search-ms', String(Math.round(performance.now() - started)));
       })
       .catch(function (e) { if (mine === seq) box.innerHTML = '<div class="error" role="alert">' + esc(String(e.message)) + '</div>'; });

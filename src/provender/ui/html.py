@@ -78,9 +78,11 @@ def frame(title: str, body: str, *, subject: str, query: str = "", crumbs: str =
 <form role="search" action="/search" method="get">
 <label for="q" class="skip">Search tables, features, entities, labels, descriptions</label>
 <input id="q" name="q" type="search" value="{e(query)}" autocomplete="off" aria-controls="live"
- aria-expanded="false" placeholder="Search tables, features, entities, labels, descriptions">
+ aria-describedby="live-help" placeholder="Search tables, features, entities, labels, descriptions">
 <button type="submit">Search</button>
-<div id="live" role="listbox" aria-label="Search results" hidden></div>
+<span id="live-help" class="skip">Results appear as you type: the down arrow moves into them, Escape closes them.</span>
+<span id="live-status" class="skip" role="status"></span>
+<div id="live" role="region" aria-label="Search results" hidden></div>
 </form>
 <span class="who">Signed in as <strong>{e(subject)}</strong>{logout}</span>
 </header>

@@ -450,41 +450,80 @@ def history(project_name: str, records: Sequence[RegistryChangeRecord]) -> Page:
     return f"History · {project_name}", body, _crumbs((project_name, u("projects", project_name)), ("History", ""))
 
 
+MAX_LINEAGE_TABLES = 200
+
+
+def _sources(t: FeatureTable) -> list[str]:
+    found = []
+    if t.batch_source is not None:
+        kind = "delta" if type(t.batch_source).__name__ == "DeltaSource" else "file"
+        found.append(f"{kind}: {t.batch_source.path}")
+    if t.stream_source is not None:
+        found.append(f"kafka: {t.stream_source.topic}")
+    return found
+
+
+def _feeding_jobs(jobs: Sequence[JobRecord]) -> dict[str, list[JobRecord]]:
+    """Per table, its latest job of each kind (jobs are newest first)."""
+    latest: dict[tuple[str, str], JobRecord] = {}
+    for job in jobs:
+        latest.setdefault((job.table, job.kind.value), job)
+    per_table: dict[str, list[JobRecord]] = {}
+    for (table_name, _), job in latest.items():
+        per_table.setdefault(table_name, []).append(job)
+    return per_table
+
+
 def lineage(snapshot: RegistrySnapshot, jobs: Sequence[JobRecord]) -> Page:
-    """Sources -> feature tables -> their latest jobs, as an inline SVG graph."""
+    """Sources -> feature tables -> the latest job of each kind that fed them: an SVG graph and the same as a list."""
     name = snapshot.project
-    tables = sorted(snapshot.feature_tables.values(), key=lambda t: t.name)[:200]
+    every = sorted(snapshot.feature_tables.values(), key=lambda t: t.name)
+    tables = every[:MAX_LINEAGE_TABLES]
     if not tables:
         graph = empty("Nothing to draw yet.", "Apply a feature table with a batch or stream source.")
     else:
-        last = _last_jobs(jobs)
-        row_h, width = 56, 960
-        parts = []
-        for i, t in enumerate(tables):
-            y = 20 + i * row_h
-            sources = [s for s in (t.batch_source and f"file: {t.batch_source.path}",
-                                   t.stream_source and f"kafka: {t.stream_source.topic}") if s]  # fmt: skip
-            for k, s in enumerate(sources or ["(no source)"]):
+        feeding = _feeding_jobs(jobs)
+        width, parts, items, y = 960, [], [], 20
+        for t in tables:
+            sources, fed_by = _sources(t) or ["(no source)"], feeding.get(t.name, [])
+            row_h = 18 * max(len(sources), len(fed_by), 1) + 30
+            table_url = u("projects", name, "tables", t.name)
+            for k, source in enumerate(sources):
                 sy = y + k * 18
-                parts.append(f'<text x="10" y="{sy + 14}">{e(s[-44:])}</text>')
+                parts.append(f'<text x="10" y="{sy + 14}">{e(source[-44:])}</text>')
                 parts.append(f'<line x1="320" y1="{sy + 10}" x2="370" y2="{y + 14}" stroke="#8894a8"/>')
             parts.append(
-                f'<a href="{u("projects", name, "tables", t.name)}"><rect x="370" y="{y}" width="230" height="28" rx="6" '
+                f'<a href="{table_url}"><rect x="370" y="{y}" width="230" height="28" rx="6" '
                 f'fill="#e8eef9" stroke="#1f5fbf"/><text x="380" y="{y + 18}">{e(t.name[:30])}</text></a>'
             )
-            j = last.get(t.name)
-            if j is not None:
-                parts.append(f'<line x1="600" y1="{y + 14}" x2="650" y2="{y + 14}" stroke="#8894a8"/>')
+            for k, j in enumerate(fed_by):
+                jy = y + k * 18
+                parts.append(f'<line x1="600" y1="{y + 14}" x2="650" y2="{jy + 14}" stroke="#8894a8"/>')
                 parts.append(
-                    f'<a href="{u("projects", name, "jobs", j.id)}"><text x="655" y="{y + 18}">{e(j.kind.value)} '
+                    f'<a href="{u("projects", name, "jobs", j.id)}"><text x="655" y="{jy + 18}">{e(j.kind.value)} '
                     f"{e(j.id)} {e(j.status.value)}</text></a>"
                 )
-        height = 40 + len(tables) * row_h
+            jobs_text = ", ".join(
+                f'<a href="{u("projects", name, "jobs", j.id)}">{e(j.kind.value)} {e(j.id)}</a> ({e(j.status.value)})'
+                for j in fed_by
+            )
+            items.append(
+                f'<li>{e(", ".join(sources))} → <a href="{table_url}">{e(t.name)}</a>'
+                f"{' ← ' + jobs_text if jobs_text else ' (no job yet)'}</li>"
+            )
+            y += row_h
+        height = y + 20
+        more = (
+            f'<p class="muted small">Showing the first {len(tables)} of {len(every)} tables (by name).</p>'
+            if len(every) > len(tables) else ""
+        )  # fmt: skip
         graph = (
-            f'<div class="scroll card"><svg class="lineage" role="img" aria-label="Lineage of {e(name)}: sources, '
-            f'feature tables and their latest jobs" width="{width}" height="{height}" viewBox="0 0 {width} {height}">'
-            f'{"".join(parts)}</svg></div><p class="muted small">Sources (left) feed feature tables (middle); the right '
-            "column is each table's latest job.</p>"
+            f'<div class="scroll card"><svg class="lineage" role="group" aria-label="Lineage of {e(name)}: sources, '
+            f'feature tables and the jobs that fed them" width="{width}" height="{height}" viewBox="0 0 {width} {height}">'
+            f'{"".join(parts)}</svg></div>{more}<p class="muted small">Sources (left) feed feature tables (middle); the '
+            "right column is the latest job of each kind that wrote each table.</p>"
+            '<details><summary>Show the lineage as a list</summary><ul class="lineage-list">'
+            f"{''.join(items)}</ul></details>"
         )
     body = f"<h1>Lineage · {e(name)}</h1>{_tabs(name, 'Lineage')}{graph}"
     return f"Lineage · {name}", body, _crumbs((name, u("projects", name)), ("Lineage", ""))
