@@ -270,6 +270,9 @@ class StreamSection(BaseModel):
             producer, e.g. ``security.protocol``, ``sasl.mechanism``.
         dead_letter_options: extra librdkafka properties for the dead-letter producer only,
             e.g. ``message.max.bytes`` (a larger record is dead-lettered truncated).
+        allowed_lateness_seconds: windowed aggregations: an event more than this behind its
+            key's latest event time is not added to the online tiles (it is counted as too
+            late, and still written to the offline log).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -283,6 +286,7 @@ class StreamSection(BaseModel):
     offline_log_max_seconds: float = Field(default=60.0, gt=0)
     consumer_options: dict[str, str | int | float | bool] = Field(default_factory=dict)
     dead_letter_options: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    allowed_lateness_seconds: float = Field(default=3600.0, ge=0)
 
 
 class S3Storage(BaseModel):

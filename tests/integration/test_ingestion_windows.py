@@ -112,20 +112,3 @@ def test_online_aggregates_after_batch_ingestion_equal_historical_at_end(client:
                 assert online[column][n] is None, where
     statuses = client.get_online_features(["trips:fare_count_1d"], [{"rider": 7}]).statuses()
     assert statuses["trips__fare_count_1d"] == ["NOT_FOUND"]  # rider 7's only event is older than every window
-
-
-def test_stream_ingestion_refuses_aggregation_tables(tmp_path: Path) -> None:
-    table = pv.FeatureTable(
-        name="trips",
-        entities=["rider"],
-        features=[pv.Feature("fare", pv.ValueType.DOUBLE)],
-        batch_source=pv.FileSource(path=str(tmp_path / "trips"), event_timestamp_column="ts"),
-        stream_source=pv.KafkaSource(
-            bootstrap_servers="localhost:1", topic="trips", message_format=pv.JsonFormat(), event_timestamp_column="ts"
-        ),
-        aggregations=[AGGREGATIONS[0]],
-    )
-    with make_client(tmp_path / "project") as client:
-        client.apply([RIDER, table])
-        with pytest.raises(pv.DataError, match="'trips' has windowed aggregations, which stream ingestion"):
-            client.start_stream_to_online_ingestion("trips")

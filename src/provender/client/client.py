@@ -721,7 +721,7 @@ class Client:
             options=options,
         )
         store = self._online_store
-        job = start_stream_job(spec, lambda rows: store.write(definition, rows))
+        job = start_stream_job(spec, lambda rows: store.write(definition, rows), tiles=store)
         reporter = self._track_run(
             JobKind.STREAM_TO_ONLINE, name, progress=lambda: job.records_written, on_cancel=lambda: stop_stream(job)
         )

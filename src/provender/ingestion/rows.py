@@ -115,7 +115,10 @@ def column_specs(table: FeatureTable, source: KafkaSource, entity_types: Mapping
         if name not in entity_types:
             raise DataError(f"Feature table {table.name!r} uses entity {name!r}, which is not registered.")
         specs.append(ColumnSpec(name, to_field.get(name, name), entity_types[name], Role.ENTITY))
-    specs.extend(ColumnSpec(f.name, to_field.get(f.name, f.name), f.value_type, Role.FEATURE) for f in table.features)
+    # Aggregations are computed from the events (tiles), not read from messages.
+    specs.extend(
+        ColumnSpec(f.name, to_field.get(f.name, f.name), f.value_type, Role.FEATURE) for f in table.source_features
+    )
     specs.append(
         ColumnSpec(EVENT_TIMESTAMP, source.event_timestamp_column, ValueType.UNIX_TIMESTAMP, Role.EVENT_TIMESTAMP)
     )
@@ -155,7 +158,10 @@ class RowBuilder:
         self._converters: list[tuple[ColumnSpec, Callable[[list[Any]], tuple[pa.Array, dict[int, str]]]]] = [
             (spec, _converter(spec.value_type, units.get(spec.field), spec.required)) for spec in self.specs
         ]
-        self.schema = row_schema(table, entity_types)  # the specs' columns, in the same order
+        self.schema = row_schema(table, entity_types)
+        # The specs' columns, in the same order (without the aggregations, null in the rows).
+        derived = {a.name for a in table.aggregations}
+        self._built_schema = pa.schema([f for f in self.schema if f.name not in derived])
         names = [spec.field for spec in self.specs]
         self._message_schema: pa.Schema | None = None
         if names and set(names) <= trusted_fields and len(set(names)) == len(names):
@@ -176,9 +182,9 @@ class RowBuilder:
             for index, problem in bad.items():
                 if index not in errors:
                     errors[index] = RowError(_reason(spec, problem), f"field {field!r} ({spec.role}): {problem}")
-        if len(arrays) < len(self.schema):
+        if len(arrays) < len(self._built_schema):
             arrays.append(pa.nulls(len(records), TIMESTAMP_TYPE))
-        rows = pa.Table.from_arrays(arrays, schema=self.schema)
+        rows = self._complete(pa.Table.from_arrays(arrays, schema=self._built_schema))
         if errors:
             keep = np.ones(len(records), dtype=bool)
             keep[list(errors)] = False
@@ -208,8 +214,17 @@ class RowBuilder:
                 arrays.append(pa.array(micros, type=TIMESTAMP_TYPE))
             else:
                 arrays.append(column)
-        if len(arrays) < len(self.schema):
+        if len(arrays) < len(self._built_schema):
             arrays.append(pa.nulls(len(records), TIMESTAMP_TYPE))
+        return self._complete(pa.Table.from_arrays(arrays, schema=self._built_schema))
+
+    def _complete(self, rows: pa.Table) -> pa.Table:
+        """Add the aggregations' columns (null: their values come from tiles) in the schema's order."""
+        if len(rows.schema) == len(self.schema):
+            return rows
+        arrays = [
+            rows.column(f.name) if f.name in rows.column_names else pa.nulls(rows.num_rows, f.type) for f in self.schema
+        ]
         return pa.Table.from_arrays(arrays, schema=self.schema)
 
 

@@ -30,6 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -41,9 +42,11 @@ from provender.errors import DataError, DefinitionError, MissingExtraError
 from provender.ingestion.batch import IngestionJob
 from provender.ingestion.offline_log import OfflineLog
 from provender.ingestion.rows import DeadLetterReason, RowBuilder, check_avro_schema, column_specs
+from provender.online.tile_writer import TileWriter
 
 if TYPE_CHECKING:
     from provender.config import StreamSection
+    from provender.online.tiles import TileStore
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +180,10 @@ class StreamIngestionJob(IngestionJob):
         records_written: records written to the online store (``rows_written`` counts the
             entity keys that changed: keys whose stored values were newer are skipped).
         records_dead_lettered: records sent to the dead-letter topic.
+        records_too_late: events of a table with windowed aggregations later than the allowed
+            lateness (``stream.allowed_lateness_seconds``): written to the offline log but not
+            added to the online tiles.
+        records_replayed: records already added to the tiles (re-read after a restart), skipped.
         dead_letters_by_reason: the same, per :class:`~provender.ingestion.rows.DeadLetterReason`.
         batches: micro-batches written.
         commits: offset commits.
@@ -190,6 +197,8 @@ class StreamIngestionJob(IngestionJob):
         self.records_consumed = 0
         self.records_written = 0
         self.records_dead_lettered = 0
+        self.records_too_late = 0
+        self.records_replayed = 0
         self.dead_letters_by_reason: dict[str, int] = {}
         self.batches = 0
         self.commits = 0
@@ -254,26 +263,33 @@ class StreamIngestionJob(IngestionJob):
             self._freshness.popleft()
 
 
-def start_stream_job(spec: StreamJobSpec, write: Callable[[pa.Table], int]) -> StreamIngestionJob:
+def start_stream_job(
+    spec: StreamJobSpec, write: Callable[[pa.Table], int], *, tiles: TileStore | None = None
+) -> StreamIngestionJob:
     """Validate ``spec`` and start its job in a background thread.
 
     Args:
         spec: the table, group and options.
         write: stores normalized rows under the event-time guard (``OnlineStore.write`` of the
             table); returns the number of keys written.
+        tiles: where a table with windowed aggregations keeps its tiles (the online store).
 
     Raises:
         DefinitionError: the table has no stream source, or its Avro schema is invalid.
         DataError: the Avro schema lacks a field of the table, or its type does not fit; or the
-            table has windowed aggregations (not kept fresh from a stream yet: batch-ingest them).
+            table has windowed aggregations and no ``tiles`` store was given.
         MissingExtraError: the ``kafka`` extra is not installed.
     """
     source = spec.source
+    tile_writer = None
     if spec.table.aggregations:
-        raise DataError(
-            f"Feature table {spec.table.name!r} has windowed aggregations, which stream ingestion does not "
-            "compute yet; ingest them with start_offline_to_online_ingestion (their value as of `end`)."
-        )
+        if tiles is None:
+            raise DataError(
+                f"Feature table {spec.table.name!r} has windowed aggregations: stream ingestion needs the "
+                "online store's tiles to keep them fresh."
+            )
+        lateness = timedelta(seconds=spec.options.allowed_lateness_seconds)
+        tile_writer = TileWriter(tiles, spec.table, allowed_lateness=lateness)
     try:
         from provender.ingestion import formats
         from provender.ingestion.kafka import KafkaStream
@@ -309,6 +325,7 @@ def start_stream_job(spec: StreamJobSpec, write: Callable[[pa.Table], int]) -> S
         write=write,
         options=spec.options,
         offline_log=offline_log,
+        tiles=tile_writer,
     )
     log.info("starting %s", job.description)
     job.start(lambda _: loop.run())

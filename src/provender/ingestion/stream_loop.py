@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from provender.config import StreamSection
     from provender.ingestion.formats import MessageDecoder
     from provender.ingestion.offline_log import OfflineLog
+    from provender.online.tile_writer import TileWriter
 
 log = logging.getLogger(__name__)
 
@@ -109,12 +110,13 @@ class StreamLoop:
         write: Callable[[pa.Table], int],
         options: StreamSection,
         offline_log: OfflineLog | None = None,
+        tiles: TileWriter | None = None,
     ) -> None:
         self._job, self._source, self._decoder, self._builder = job, source, decoder, builder
         self._checked = any(e.per_row for f in builder.table.features for e in f.expect)
         self._batch_rows = options.batch_rows
         self._linger = options.linger_ms / 1000
-        self._writer = BatchWriter(job=job, source=source, write=write, offline_log=offline_log)
+        self._writer = BatchWriter(job=job, source=source, write=write, offline_log=offline_log, tiles=tiles)
         self._pending = Polled([], [], [], [], [])
         self._first_at: float | None = None
         self._next_tick = 0.0
@@ -266,8 +268,10 @@ class BatchWriter:
         source: StreamSource,
         write: Callable[[pa.Table], int],
         offline_log: OfflineLog | None,
+        tiles: TileWriter | None = None,
     ) -> None:
         self._job, self._source, self._write, self._log = job, source, write, offline_log
+        self._tiles = tiles
         self._queue: queue.Queue[Prepared | _Sync | object] = queue.Queue(maxsize=1)
         self._lock = threading.Lock()
         self._unlogged: dict[int, int] = {}  # written online, waiting for the offline log's next file
@@ -358,7 +362,14 @@ class BatchWriter:
     def _apply(self, prepared: Prepared) -> None:
         rows, letters = prepared.rows, prepared.letters
         if rows.num_rows:
-            rows = self._store(prepared)
+            rows, positions = self._store(prepared)
+            if self._tiles is not None and rows.num_rows:
+                self._aggregate(
+                    self._tiles,
+                    rows,
+                    [prepared.batch.partitions[p] for p in positions],
+                    [prepared.batch.offsets[p] for p in positions],
+                )
         if self._log is not None:
             self._log.append(rows)
         if letters:
@@ -370,12 +381,34 @@ class BatchWriter:
         else:
             self._unlogged.update(prepared.offsets)
 
-    def _store(self, prepared: Prepared) -> pa.Table:
-        """Write the rows; if the store refuses the batch, write row by row and dead-letter the refused."""
+    def _aggregate(self, tiles: TileWriter, rows: pa.Table, partitions: list[int], offsets: list[int]) -> None:
+        """Add the written rows to their keys' tiles; count (and report) the events too late to count."""
+        job = self._job
+        report = retrying(job, lambda: tiles.apply(rows, partitions, offsets))
+        job.records_too_late += report.too_late
+        job.records_replayed += report.replayed
+        if report.too_late:
+            log.warning(
+                "events later than the allowed lateness not aggregated online table=%s count=%d (total %d); "
+                "they are in the offline log",
+                job.table,
+                report.too_late,
+                job.records_too_late,
+            )
+            metrics = stream_metrics()
+            if metrics is not None:
+                metrics.too_late.labels(job.table).inc(report.too_late)
+
+    def _store(self, prepared: Prepared) -> tuple[pa.Table, list[int]]:
+        """Write the rows; if the store refuses the batch, write row by row and dead-letter the refused.
+
+        Returns:
+            The rows written, and each one's index in the batch.
+        """
         rows = prepared.rows
         try:
             self._job.rows_written += retrying(self._job, lambda: self._write(rows))
-            return rows
+            return rows, prepared.positions
         except DataError:
             log.warning("store refused a batch table=%s rows=%d; retrying row by row", self._job.table, rows.num_rows)
         keep = np.ones(rows.num_rows, dtype=bool)
@@ -387,7 +420,7 @@ class BatchWriter:
                 keep[k] = False
                 where = prepared.positions[k]
                 prepared.letters.append(_letter(prepared.batch, where, DeadLetterReason.REJECTED_BY_STORE, str(exc)))
-        return rows.filter(pa.array(keep))
+        return rows.filter(pa.array(keep)), [p for p, kept in zip(prepared.positions, keep, strict=True) if kept]
 
     def _count(self, consumed: int, rows: pa.Table, letters: list[DeadLetter]) -> None:
         job, table = self._job, self._job.table

@@ -7,6 +7,8 @@
 ``provender_stream_dead_letters_total``            records sent to the dead-letter topic, by
                                                    ``table`` and ``reason``
 ``provender_stream_batches_total``                 micro-batches written, by ``table``
+``provender_stream_records_too_late_total``        events later than the allowed lateness, not
+                                                   aggregated online (windowed aggregations), by ``table``
 ``provender_stream_lag_records``                   records in a partition not yet consumed, by
                                                    ``table``, ``topic`` and ``partition``
 ``provender_stream_freshness_seconds``             write time minus event time of written records
@@ -54,6 +56,11 @@ class StreamMetrics:
             "provender_stream_dead_letters", "Records sent to the dead-letter topic, by reason.", ["table", "reason"]
         )
         self.batches: Counter = Counter("provender_stream_batches", "Micro-batches written.", ["table"])
+        self.too_late: Counter = Counter(
+            "provender_stream_records_too_late",
+            "Events later than the allowed lateness, left out of the online windowed aggregations.",
+            ["table"],
+        )
         self.lag: Gauge = Gauge(
             "provender_stream_lag_records",
             "Records in a partition that the job has not consumed yet.",

@@ -18,6 +18,7 @@ from provender.config import validate_backend_config
 from provender.definitions import FeatureTable
 from provender.online.codec import VERSION_BYTES, StoredRow, codec_for, encode_batch
 from provender.online.store import DEFAULT_PROJECT, ReadRequest, StoreCapabilities, TableFreshness, now_micros
+from provender.online.tiles import TileLayout, TileMerge
 
 
 class MemoryConfig(BaseModel):
@@ -36,6 +37,7 @@ class MemoryStore:
         self.project = project
         self._rows: dict[tuple[str, bytes], bytes] = {}
         self._fresh: dict[str, tuple[int, int]] = {}  # table -> (newest event, last write), in us
+        self._tiles: dict[tuple[str, str, bytes], dict[bytes, bytes]] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -76,6 +78,35 @@ class MemoryStore:
         with self._lock:
             return {t: TableFreshness.from_micros(*self._fresh[t]) for t in tables if t in self._fresh}
 
+    def read_tiles(
+        self, table: FeatureTable, layout: TileLayout, keys: Sequence[bytes], fields: Sequence[bytes]
+    ) -> list[list[bytes | None]]:
+        """Per key, the values of ``fields`` of its tile record (``tiles.py``)."""
+        with self._lock:
+            records = [self._tiles.get((table.name, layout.id, key), {}) for key in keys]
+            return [[record.get(field) for field in fields] for record in records]
+
+    def update_tiles(
+        self,
+        table: FeatureTable,
+        layout: TileLayout,
+        keys: Sequence[bytes],
+        fields: Sequence[Sequence[bytes]],
+        merge: TileMerge,
+    ) -> None:
+        """Read, merge and write each key's tile record under the store's lock."""
+        with self._lock:
+            for index, key in enumerate(keys):
+                record = self._tiles.setdefault((table.name, layout.id, key), {})
+                update = merge(index, [record.get(field) for field in fields[index]])
+                if update is None:
+                    continue
+                record.update(update.set)
+                for field, data in update.append.items():
+                    record[field] = record.get(field, b"") + data
+                for field in update.delete:
+                    record.pop(field, None)
+
     def ping(self) -> None:
         """Always ready."""
 
@@ -86,6 +117,8 @@ class MemoryStore:
             for key in doomed:
                 del self._rows[key]
             self._fresh.pop(table.name, None)
+            for tiles in [key for key in self._tiles if key[0] == table.name]:
+                del self._tiles[tiles]
         return len(doomed)
 
     def close(self) -> None:
@@ -93,3 +126,4 @@ class MemoryStore:
         with self._lock:
             self._rows.clear()
             self._fresh.clear()
+            self._tiles.clear()

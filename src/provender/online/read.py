@@ -11,6 +11,11 @@
 4. builds plain-Python columns: ``<table>__<feature>`` values, null when the row is missing or
    older than ``now - max_age``; statuses are derived only when asked for.
 
+Windowed aggregations of a table with a stream source are computed at ``now`` from the key's
+tiles (``tiles.py``: one more store call for those tables), exactly over
+``now - window < event_timestamp <= now`` (``max_age`` does not apply to them, as offline); a
+key without tiles keeps the value batch ingestion wrote (as of that job's ``end``).
+
 The registry snapshot is cached for ``refresh_seconds`` (bounded staleness: a change made by
 another process is seen within that time; :meth:`OnlineReader.invalidate` forgets it at once,
 which the client does after its own registry changes). A ref to a table the cached snapshot
@@ -33,6 +38,7 @@ from provender.definitions import Entity, FeatureTable, OnDemandFeatures, ValueT
 from provender.definitions.request import FeatureRequest, check_passthrough_columns, ref_list
 from provender.errors import DataError, EntityNotFoundError, FeatureRefError, FeatureTableNotFoundError
 from provender.on_demand import OnDemandRunner
+from provender.online import tiles
 from provender.online.codec import CorruptRow, StoredRow
 from provender.online.keys import KeyEncoder
 from provender.online.store import AsyncReads, OnlineStore, ReadRequest
@@ -98,6 +104,7 @@ class _TablePlan:
     group: int  # index of its entity set in _ReadPlan.encoders
     picks: tuple[tuple[str, int], ...]  # (result column, feature index)
     max_age_us: int | None
+    tile_slots: Mapping[int, int]  # feature index -> its aggregation's place in the tile layout (tiled tables)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +117,11 @@ class _ReadPlan:
     feature_types: Mapping[str, pa.DataType]
     request: FeatureRequest
     on_demand: OnDemandRunner | None  # computes the on-demand columns, if any are requested
+
+    @property
+    def tiled(self) -> bool:
+        """Whether some requested aggregation is read from tiles."""
+        return any(table.tile_slots for table in self.tables)
 
 
 def compile_plan(feature_refs: Sequence[str], catalog: Catalog) -> _ReadPlan:
@@ -138,7 +150,12 @@ def compile_plan(feature_refs: Sequence[str], catalog: Catalog) -> _ReadPlan:
             encoders.append(KeyEncoder([(e.name, e.value_type) for e in requested.entities]))
         max_age_us = None if table.max_age is None else int(table.max_age.total_seconds() * 1_000_000)
         picks = tuple(zip(requested.columns, requested.indexes, strict=True))
-        plans.append(_TablePlan(table, group_of[entity_set], picks, max_age_us))
+        layout = tiles.layout_for(table) if table.stream_source is not None else None
+        slots: dict[int, int] = {}
+        if layout is not None:
+            wanted = set(requested.indexes)
+            slots = {index: slot for slot, index in enumerate(layout.feature_indexes) if index in wanted}
+        plans.append(_TablePlan(table, group_of[entity_set], picks, max_age_us, slots))
     arrow_types = {name: value_type.to_arrow() for name, value_type in request.types.items()}
     entity_columns = tuple(entity.name for entity in request.entities)
     return _ReadPlan(
@@ -166,7 +183,7 @@ class OnlineResponse:
         {'driver_statistics__conv_rate': ['PRESENT', 'NOT_FOUND']}
     """
 
-    __slots__ = ("_columns", "_now_us", "_plan", "_stored", "entity_columns", "feature_columns")
+    __slots__ = ("_columns", "_now_us", "_plan", "_stored", "_tiled", "entity_columns", "feature_columns")
 
     def __init__(
         self,
@@ -176,11 +193,13 @@ class OnlineResponse:
         plan: _ReadPlan,
         stored: list[list[StoredRow | None]],
         now_us: int,
+        tiled: list[list[list[object] | None] | None] | None = None,
     ) -> None:
         self._columns = columns
         self.entity_columns = entity_columns
         self.feature_columns = plan.feature_columns
         self._plan, self._stored, self._now_us = plan, stored, now_us
+        self._tiled = tiled or [None] * len(plan.tables)
 
     def __len__(self) -> int:
         """The number of entity rows."""
@@ -197,10 +216,17 @@ class OnlineResponse:
     def statuses(self) -> dict[str, list[FeatureStatus]]:
         """Return ``{<table>__<feature>: [status per entity row]}`` (see :class:`FeatureStatus`)."""
         result: dict[str, list[FeatureStatus]] = {}
-        for plan, rows in zip(self._plan.tables, self._stored, strict=True):
+        for plan, rows, tiled in zip(self._plan.tables, self._stored, self._tiled, strict=True):
             cutoff = None if plan.max_age_us is None else self._now_us - plan.max_age_us
             for column, index in plan.picks:
-                result[column] = [_status(row, index, cutoff) for row in rows]
+                statuses = [_status(row, index, cutoff) for row in rows]
+                slot = plan.tile_slots.get(index)
+                if tiled is not None and slot is not None:
+                    for n, values in enumerate(tiled):
+                        if values is not None:
+                            present = values[slot] is not None
+                            statuses[n] = FeatureStatus.PRESENT if present else FeatureStatus.NULL_VALUE
+                result[column] = statuses
         for requested in self._plan.request.on_demand:  # computed: PRESENT unless null
             for column in requested.columns:
                 result[column] = [
@@ -316,7 +342,8 @@ class OnlineReader:
             feature_refs: ``"<table>:<feature>"`` or ``"<table>"`` (all its features).
             entity_rows: one mapping per row, holding every entity the tables are keyed by
                 (e.g. ``{"driver_id": 1001}``); other keys pass through to the result.
-            now_us: the current time in Unix microseconds, for ``max_age`` (default: now).
+            now_us: the current time in Unix microseconds, for ``max_age`` and the windows of
+                aggregations read from tiles (default: now).
 
         Raises:
             FeatureRefError, FeatureTableNotFoundError: a bad ref.
@@ -324,7 +351,9 @@ class OnlineReader:
             BackendError: the store failed.
         """
         plan, requests = self._start(feature_refs, entity_rows)
-        return self._finish(plan, entity_rows, self.store.read(requests), now_us)
+        stored = self.store.read(requests)
+        now_us = time.time_ns() // 1000 if now_us is None else now_us
+        return self._finish(plan, entity_rows, stored, now_us, self._read_tiles(plan, requests, now_us))
 
     @property
     def reads_async(self) -> bool:
@@ -349,10 +378,25 @@ class OnlineReader:
         """
         plan, requests = self._start(feature_refs, entity_rows)
         stored = await cast(AsyncReads, self.store).read_async(requests)
+        now_us = time.time_ns() // 1000 if now_us is None else now_us
+        loop = asyncio.get_running_loop()
+        tiled = None
+        if plan.tiled:  # tile records are read by the (blocking) store, off the loop
+            tiled = await loop.run_in_executor(executor, self._read_tiles, plan, requests, now_us)
         if plan.on_demand is not None:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(executor, self._finish, plan, entity_rows, stored, now_us)
-        return self._finish(plan, entity_rows, stored, now_us)
+            return await loop.run_in_executor(executor, self._finish, plan, entity_rows, stored, now_us, tiled)
+        return self._finish(plan, entity_rows, stored, now_us, tiled)
+
+    def _read_tiles(
+        self, plan: _ReadPlan, requests: Sequence[ReadRequest], now_us: int
+    ) -> list[list[list[object] | None] | None] | None:
+        """Per table, the aggregates at ``now_us`` from its keys' tiles (None: the table is not tiled)."""
+        if not plan.tiled:
+            return None
+        return [
+            tiles.read_values(self.store, p.table, request.keys, now_us) if p.tile_slots else None
+            for p, request in zip(plan.tables, requests, strict=True)
+        ]
 
     def _start(
         self, feature_refs: Sequence[str], entity_rows: Sequence[Mapping[str, object]]
@@ -369,29 +413,37 @@ class OnlineReader:
         plan: _ReadPlan,
         entity_rows: Sequence[Mapping[str, object]],
         stored: list[list[StoredRow | None]],
-        now_us: int | None,
+        now_us: int,
+        tiled: list[list[list[object] | None] | None] | None = None,
     ) -> OnlineResponse:
-        """The response from the stored rows (``max_age`` applied at ``now_us``)."""
-        if now_us is None:
-            now_us = time.time_ns() // 1000
+        """The response from the stored rows (``max_age`` applied at ``now_us``) and the tiles' aggregates."""
+        tiled = tiled or [None] * len(plan.tables)
         columns: dict[str, list[object]] = {}
         names = tuple(entity_rows[0]) if entity_rows else plan.entity_columns
         check_passthrough_columns(names, plan.request.all_columns, where="entity rows")
         for name in names:
             columns[name] = [row.get(name) for row in entity_rows]
         features: dict[str, list[object]] = {}
-        for table_plan, rows in zip(plan.tables, stored, strict=True):
+        for table_plan, rows, from_tiles in zip(plan.tables, stored, tiled, strict=True):
             fresh = rows
             if table_plan.max_age_us is not None:
                 cutoff = now_us - table_plan.max_age_us
                 fresh = [row if row is not None and row.event_us >= cutoff else None for row in rows]
             for column, index in table_plan.picks:
-                features[column] = [None if row is None else row.values[index] for row in fresh]
+                values = [None if row is None else row.values[index] for row in fresh]
+                slot = table_plan.tile_slots.get(index)
+                if from_tiles is not None and slot is not None:
+                    values = [
+                        value if tile is None else tile[slot] for value, tile in zip(values, from_tiles, strict=True)
+                    ]
+                features[column] = values
         if plan.on_demand is not None:
             features.update(plan.on_demand.run_rows({**columns, **features}))
         for column in plan.feature_columns:
             columns[column] = features[column]
-        return OnlineResponse(columns=columns, entity_columns=names, plan=plan, stored=stored, now_us=now_us)
+        return OnlineResponse(
+            columns=columns, entity_columns=names, plan=plan, stored=stored, now_us=now_us, tiled=tiled
+        )
 
     def _plan(self, feature_refs: Sequence[str]) -> _ReadPlan:
         if self._catalog is None or self._clock() >= self._expires_at:

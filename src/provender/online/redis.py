@@ -71,9 +71,11 @@ from redis.retry import Retry
 from provender.config import validate_backend_config
 from provender.definitions import FeatureTable
 from provender.errors import BackendError
+from provender.online import redis_tiles
 from provender.online.codec import StoredRow, codec_for, encode_batch
 from provender.online.redis_async import AsyncRedis, RedisAddress
 from provender.online.store import DEFAULT_PROJECT, ReadRequest, StoreCapabilities, TableFreshness, now_micros
+from provender.online.tiles import TileLayout, TileMerge
 
 _hiredis_pack: Callable[[tuple[bytes | str, ...]], bytes] | None
 try:
@@ -415,6 +417,56 @@ class RedisStore:
                 found[name] = TableFreshness.from_micros(int(newest), int(written))
         return found
 
+    # -- tiles (redis_tiles.py)
+
+    def tile_key_of(self, table: FeatureTable, layout: TileLayout, entity_key: bytes) -> bytes:
+        """Return the Redis key of ``table``'s tile record for an encoded entity key."""
+        return self._prefix + entity_key + self._suffix(table) + b":t" + layout.id.encode()
+
+    def read_tiles(
+        self, table: FeatureTable, layout: TileLayout, keys: Sequence[bytes], fields: Sequence[bytes]
+    ) -> list[list[bytes | None]]:
+        """Per key, the values of ``fields`` of its tile record (one ``HMGET`` each, one round trip)."""
+        records = [self.tile_key_of(table, layout, key) for key in keys]
+        with self._errors(f"read the tiles of feature table {table.name!r}"):
+            return redis_tiles.read(self._run, records, fields)
+
+    def update_tiles(
+        self,
+        table: FeatureTable,
+        layout: TileLayout,
+        keys: Sequence[bytes],
+        fields: Sequence[Sequence[bytes]],
+        merge: TileMerge,
+    ) -> None:
+        """Read, merge and compare-and-set each key's tile record (``redis_tiles.py``)."""
+        records = [self.tile_key_of(table, layout, key) for key in keys]
+        with self._errors(f"write the tiles of feature table {table.name!r}"):
+            if self._cluster is not None:
+                self._cluster.script_load(redis_tiles.CAS_SCRIPT)
+            else:
+                self._run([("SCRIPT", "LOAD", redis_tiles.CAS_SCRIPT)])
+            redis_tiles.update(self._run, records, fields, merge, group=lambda members: self._by_slot(records, members))
+
+    def _by_slot(self, records: Sequence[bytes], members: Sequence[int]) -> list[list[int]]:
+        """Group record indexes by cluster slot (all together on a standalone server)."""
+        if self._cluster is None:
+            return [list(members)] if members else []
+        keyslot = cast("Callable[[bytes], int]", self._cluster.keyslot)
+        by_slot: dict[int, list[int]] = defaultdict(list)
+        for index in members:
+            by_slot[keyslot(records[index])].append(index)
+        return list(by_slot.values())
+
+    def _run(self, commands: list[tuple[bytes | str, ...]]) -> list[object]:
+        """Send ``commands`` in one round trip (per node in a cluster) and return their replies."""
+        if self._cluster is None:
+            return self._execute(commands)
+        pipe = cast("Callable[..., _Pipeline]", self._cluster.pipeline)(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return pipe.execute()
+
     # -- admin
 
     def ping(self) -> None:
@@ -439,22 +491,27 @@ class RedisStore:
         return str(info["redis_version"])
 
     def delete_table(self, table: FeatureTable) -> int:
-        """Delete the table's keys in this project (``SCAN`` + ``UNLINK``)."""
-        pattern = self._prefix + b"*" + self._suffix(table)
-        deleted = 0
+        """Delete the table's keys and tile records in this project (``SCAN`` + ``UNLINK``); count the rows."""
+        rows = self._prefix + b"*" + self._suffix(table)
         with self._errors(f"delete feature table {table.name!r}"):
             client = self._cluster if self._cluster is not None else self._redis
             assert client is not None
-            batch: list[bytes] = []
-            for key in client.scan_iter(match=pattern, count=_SCAN_COUNT):
-                batch.append(key)
-                if len(batch) >= _SCAN_COUNT:
-                    deleted += self._unlink(client, batch)
-                    batch = []
-            if batch:
-                deleted += self._unlink(client, batch)
+            deleted = self._delete_matching(client, rows)
+            self._delete_matching(client, rows + b":t*")  # tile records (not counted: rows are)
             name = table.name.encode()
             client.hdel(self._freshness_key, b"e:" + name, b"w:" + name)
+        return deleted
+
+    def _delete_matching(self, client: redis.Redis | redis.cluster.RedisCluster, pattern: bytes) -> int:
+        deleted = 0
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=pattern, count=_SCAN_COUNT):
+            batch.append(key)
+            if len(batch) >= _SCAN_COUNT:
+                deleted += self._unlink(client, batch)
+                batch = []
+        if batch:
+            deleted += self._unlink(client, batch)
         return deleted
 
     @staticmethod

@@ -1,6 +1,12 @@
 """The embedded online store: one SQLite file in WAL mode (``online: {store: sqlite, path: ...}``).
 
-One table holds every project's rows::
+One table holds every project's rows, another the tiles of windowed aggregations (``tiles.py``),
+one row per field of a key's tile record::
+
+    online_tiles(project, feature_table, entity_key BLOB, field BLOB, value BLOB)  -- WITHOUT ROWID,
+        PRIMARY KEY (project, feature_table, entity_key, field); feature_table is '<name>#<layout id>'
+
+and every project's rows::
 
     online_rows(project, feature_table, entity_key BLOB, value BLOB)   -- WITHOUT ROWID,
         PRIMARY KEY (project, feature_table, entity_key)
@@ -42,6 +48,7 @@ from provender.definitions import FeatureTable
 from provender.errors import BackendError
 from provender.online.codec import StoredRow, codec_for, encode_batch
 from provender.online.store import DEFAULT_PROJECT, ReadRequest, StoreCapabilities, TableFreshness, now_micros
+from provender.online.tiles import TileLayout, TileMerge
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS online_rows (
@@ -71,6 +78,28 @@ _SELECT_TABLES = (
     "SELECT feature_table, newest_event_us, written_at_us FROM online_tables "
     "WHERE project = ? AND feature_table IN ({})"
 )
+_TILES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS online_tiles (
+    project TEXT NOT NULL,
+    feature_table TEXT NOT NULL,
+    entity_key BLOB NOT NULL,
+    field BLOB NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (project, feature_table, entity_key, field)
+) WITHOUT ROWID
+"""
+_TILE_SELECT = "SELECT field, value FROM online_tiles WHERE project = ? AND feature_table = ? AND entity_key = ?"
+_TILE_SET = """
+INSERT INTO online_tiles (project, feature_table, entity_key, field, value) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (project, feature_table, entity_key, field) DO UPDATE SET value = excluded.value
+"""
+# || makes text of blobs: cast back, so the bytes stay bytes (a UTF-8 database keeps them as they are).
+_TILE_APPEND = """
+INSERT INTO online_tiles (project, feature_table, entity_key, field, value) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (project, feature_table, entity_key, field)
+DO UPDATE SET value = CAST(online_tiles.value || excluded.value AS BLOB)
+"""
+_TILE_DELETE = "DELETE FROM online_tiles WHERE project = ? AND feature_table = ? AND entity_key = ? AND field = ?"
 _UPSERT = """
 INSERT INTO online_rows (project, feature_table, entity_key, value) VALUES (?, ?, ?, ?)
 ON CONFLICT (project, feature_table, entity_key) DO UPDATE SET value = excluded.value
@@ -126,6 +155,7 @@ class SQLiteStore:
         with self._errors("open"):
             self._connection().execute(_SCHEMA)
             self._connection().execute(_SCHEMA_TABLES)
+            self._connection().execute(_TILES_SCHEMA)
 
     @classmethod
     def from_options(cls, options: Mapping[str, object], *, base_dir: Path, project: str = DEFAULT_PROJECT) -> Self:
@@ -195,6 +225,47 @@ class SQLiteStore:
                     found[name] = TableFreshness.from_micros(newest, written)
         return found
 
+    def read_tiles(
+        self, table: FeatureTable, layout: TileLayout, keys: Sequence[bytes], fields: Sequence[bytes]
+    ) -> list[list[bytes | None]]:
+        """Per key, the values of ``fields`` of its tile record (``tiles.py``)."""
+        connection = self._connection()
+        head = (self.project, f"{table.name}#{layout.id}")
+        result = []
+        with self._errors(f"read the tiles of feature table {table.name!r}"):
+            for key in keys:
+                record = dict(connection.execute(_TILE_SELECT, (*head, key)).fetchall())
+                result.append([record.get(field) for field in fields])
+        return result
+
+    def update_tiles(
+        self,
+        table: FeatureTable,
+        layout: TileLayout,
+        keys: Sequence[bytes],
+        fields: Sequence[Sequence[bytes]],
+        merge: TileMerge,
+    ) -> None:
+        """Read, merge and write every key's tile record in one ``BEGIN IMMEDIATE`` transaction."""
+        connection = self._connection()
+        head = (self.project, f"{table.name}#{layout.id}")
+        with self._errors(f"write the tiles of feature table {table.name!r}"):
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                for index, key in enumerate(keys):
+                    record = dict(connection.execute(_TILE_SELECT, (*head, key)).fetchall())
+                    update = merge(index, [record.get(field) for field in fields[index]])
+                    if update is None:
+                        continue
+                    connection.executemany(_TILE_SET, [(*head, key, f, v) for f, v in update.set.items()])
+                    connection.executemany(_TILE_APPEND, [(*head, key, f, v) for f, v in update.append.items()])
+                    connection.executemany(_TILE_DELETE, [(*head, key, f) for f in update.delete])
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+
     def ping(self) -> None:
         """Run ``SELECT 1``."""
         with self._errors("ping"):
@@ -211,6 +282,10 @@ class SQLiteStore:
             deleted = cursor.rowcount
             connection.execute(
                 "DELETE FROM online_tables WHERE project = ? AND feature_table = ?", (self.project, table.name)
+            )
+            connection.execute(
+                "DELETE FROM online_tiles WHERE project = ? AND feature_table LIKE ? ESCAPE '\\'",
+                (self.project, table.name.replace("_", "\\_") + "#%"),
             )
             connection.execute("COMMIT")
         return deleted

@@ -9,6 +9,8 @@ Every store follows the same rules, checked by ``tests/contract/test_online_stor
   writers can race, and all converge to the newest values.
 * **Atomic per entity key.** A key's row is replaced whole or not at all.
 * **Projects are separate.** A store is opened for one project and sees only its rows.
+* **Tiles.** Windowed aggregations kept fresh by stream ingestion live in per-key tile records
+  (``tiles.py``), read and merged atomically per key (:meth:`OnlineStore.update_tiles`).
 * Stored bytes are the packed rows of ``codec.py`` and keys those of ``keys.py``, shared by all
   stores, so every store holds and returns exactly the same values.
 * **Freshness per table.** Every write also keeps, per table, the newest event time written and
@@ -32,6 +34,7 @@ from pydantic import BaseModel
 
 from provender.definitions import FeatureTable
 from provender.online.codec import StoredRow
+from provender.online.tiles import TileLayout, TileMerge
 
 DEFAULT_PROJECT = "default"
 
@@ -167,6 +170,36 @@ class OnlineStore(Protocol):
 
         Raises:
             BackendError: the store failed.
+        """
+        ...
+
+    def read_tiles(
+        self, table: FeatureTable, layout: TileLayout, keys: Sequence[bytes], fields: Sequence[bytes]
+    ) -> list[list[bytes | None]]:
+        """Per key, the values of ``fields`` of its tile record (``tiles.py``; None where absent).
+
+        Raises:
+            BackendError: the store failed.
+        """
+        ...
+
+    def update_tiles(
+        self,
+        table: FeatureTable,
+        layout: TileLayout,
+        keys: Sequence[bytes],
+        fields: Sequence[Sequence[bytes]],
+        merge: TileMerge,
+    ) -> None:
+        """For each key, read ``fields[i]`` of its tile record, call ``merge(i, values)``, apply the change.
+
+        Each key's read-merge-write is atomic: if another writer changed the record in between,
+        the key is read and merged again (so ``merge`` may run more than once; its last answer
+        counts). Fields appended to are extended without being read.
+
+        Raises:
+            BackendError: the store failed; keys whose change was applied keep it (the tile
+                writer's replay guard makes re-running the batch safe).
         """
         ...
 

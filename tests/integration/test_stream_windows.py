@@ -1,0 +1,252 @@
+"""Stream ingestion keeps windowed aggregations fresh in tiles: online at T equals historical at T.
+
+* Random event streams (out of order, some later than the allowed lateness, random micro-batch
+  sizes) through the real stream loop (in-memory source) into real SQLite and Redis stores, with
+  an offline log: the tiles read at many times equal the oracle over the accepted events, the job
+  reports the too-late ones, and historical retrieval over the offline log counts them all.
+* Through the real Kafka-protocol broker (noida-db) and ``Client``: ``get_online_features``
+  at the wall clock equals ``get_historical_features`` at the same time, on Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+import yaml
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import provender as pv
+from provender.config import StreamSection, load_settings
+from provender.ingestion.formats import JsonDecoder
+from provender.ingestion.offline_log import OfflineLog
+from provender.ingestion.rows import RowBuilder
+from provender.ingestion.stream import StreamIngestionJob
+from provender.ingestion.stream_loop import StreamLoop
+from provender.online import tiles
+from provender.online.keys import encode_arrow_keys
+from provender.online.redis import RedisStore
+from provender.online.sqlite import SQLiteStore
+from provender.online.store import OnlineStore
+from provender.online.tile_writer import TileWriter
+from tests.support import window_oracle
+from tests.support.services import KafkaBroker, RedisServer
+from tests.support.stream_windows import (
+    AGGREGATIONS,
+    LATENESS,
+    RIDER,
+    accepted,
+    assert_matches_oracle,
+    events_strategy,
+    make_events,
+    message,
+    read_times,
+    trips_table,
+)
+from tests.support.streams import MemoryStream
+
+
+def _micros(at: datetime) -> int:
+    return (at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
+def run_stream(
+    store: OnlineStore, table: pv.FeatureTable, events: list[dict[str, Any]], log_path: Path, batch_rows: int
+) -> StreamIngestionJob:
+    """Ingest ``events`` (arrival order; partition by rider) through the stream loop; stop when done."""
+    assert table.stream_source is not None
+    source = MemoryStream(partitions=2)
+    for event in events:
+        source.produce(message(event), partition=event["rider"] % 2)
+    job = StreamIngestionJob(table="trips", topic="trips", group_id="g")
+    loop = StreamLoop(
+        job=job,
+        source=source,
+        decoder=JsonDecoder(),
+        builder=RowBuilder(table, table.stream_source, {"rider": pv.ValueType.INT64}),
+        write=lambda rows: store.write(table, rows),
+        options=StreamSection(linger_ms=1, batch_rows=batch_rows),
+        offline_log=OfflineLog(log_path, max_rows=10_000, max_seconds=60),
+        tiles=TileWriter(store, table, allowed_lateness=LATENESS),
+    )
+    job.start(lambda _: loop.run())
+    assert job.wait_until(lambda j: j.records_consumed == len(events), 20), job.error
+    job.stop()
+    assert job.error is None
+    return job
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("redis", marks=pytest.mark.service)])
+def stores(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """Makes a fresh store (its own project) per call."""
+    made: list[OnlineStore] = []
+    with tempfile.TemporaryDirectory() as tmp:
+
+        def make() -> OnlineStore:
+            project = f"p{uuid.uuid4().hex[:10]}"
+            store: OnlineStore
+            if request.param == "redis":
+                server: RedisServer = request.getfixturevalue("redis_server")
+                store = RedisStore.from_options({"url": server.url}, base_dir=Path(tmp), project=project)
+            else:
+                store = SQLiteStore(Path(tmp) / "online.db", project=project)
+            made.append(store)
+            return store
+
+        yield make
+        for store in made:
+            store.close()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=events_strategy, batch_rows=st.integers(1, 25))
+def test_stream_tiles_equal_the_oracle_at_any_read_time(
+    stores: Any, raw: list[tuple[int, int, int, float | None, str | None]], batch_rows: int
+) -> None:
+    events = make_events(raw)
+    store = stores()
+    with tempfile.TemporaryDirectory() as tmp:
+        table = trips_table(str(Path(tmp) / "log"))
+        job = run_stream(store, table, events, Path(tmp) / "log", batch_rows)
+    kept, late = accepted(events)
+    assert job.records_too_late == late
+    assert job.records_written == len(events)
+    for rider in (1, 2, 3):
+        keys = encode_arrow_keys(pa.table({"rider": pa.array([rider], pa.int64())}), ["rider"])
+        for at in read_times(kept, rider):
+            found = tiles.read_values(store, table, keys, _micros(at))[0]
+            if not any(e["rider"] == rider for e in kept):
+                assert found is None
+            else:
+                assert found is not None
+                assert_matches_oracle(found, kept, rider, at)
+
+
+def test_historical_over_the_offline_log_counts_late_events_that_online_leaves_out(stores: Any) -> None:
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    raw = [(1, 600 + 60 * n, 0, float(n), "abc"[n % 3]) for n in range(12)]  # rider 1: minutes 10..21
+    raw += [(1, 300, 0, 100.0, "z")]  # 16 minutes behind rider 1's watermark: too late (lateness 10 min)
+    raw += [(2, 60 * n, 0, 1.0, "a") for n in (5, 3, 4, 1)]  # rider 2: out of order, within lateness
+    events = make_events(raw)
+    store = stores()
+    with tempfile.TemporaryDirectory() as tmp:
+        log_path = Path(tmp) / "log"
+        table = trips_table(str(log_path))
+        job = run_stream(store, table, events, log_path, batch_rows=4)
+        assert job.records_too_late == 1
+        at = base + timedelta(minutes=21)
+        with _client(Path(tmp)) as client:
+            client.apply([RIDER, table])
+            refs = [f"trips:{a.name}" for a in AGGREGATIONS]
+            frame = pd.DataFrame({"rider": [1, 2], "event_timestamp": [at, at]})
+            historical = client.get_historical_features(refs, frame).to_arrow().to_pylist()
+    for n, rider in enumerate((1, 2)):
+        keys = encode_arrow_keys(pa.table({"rider": pa.array([rider], pa.int64())}), ["rider"])
+        online = tiles.read_values(store, table, keys, _micros(at))[0]
+        assert online is not None
+        offline = [historical[n][f"trips__{a.name}"] for a in AGGREGATIONS]
+        assert_matches_oracle(offline, events, rider, at)  # the offline log has every event
+        kept, _ = accepted(events)
+        assert_matches_oracle(online, kept, rider, at)
+        if rider == 2:
+            assert online == offline  # no late event: online equals historical
+    sum_20m = next(i for i, a in enumerate(AGGREGATIONS) if a.name == "fare_sum_20m")
+    assert historical[0][f"trips__{AGGREGATIONS[sum_20m].name}"] == sum(range(12)) + 100.0
+
+
+def _client(root: Path) -> pv.Client:
+    directory = root / "project"
+    directory.mkdir()
+    config = {"project": "p", "registry": "sqlite:///.provender/registry.db", "online": {"store": "memory"}}
+    (directory / "provender.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    return pv.Client(settings=load_settings(directory / "provender.yaml", environ={}))
+
+
+@pytest.mark.service
+@pytest.mark.timeout(120)
+def test_through_kafka_online_at_now_equals_historical_at_now(
+    kafka_broker: KafkaBroker, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    topic = f"trips-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap_servers})
+    admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])[topic].result(10)
+    directory = tmp_path / "project"
+    directory.mkdir()
+    config = {
+        "project": f"p{uuid.uuid4().hex[:8]}",
+        "registry": "sqlite:///.provender/registry.db",
+        "online": {"store": "redis", "url": redis_server.url},
+        "stream": {"linger_ms": 10, "allowed_lateness_seconds": 600},
+    }
+    (directory / "provender.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    now = datetime.now(UTC)
+    # Event times kept a minute away from every window bound, so the few seconds between the
+    # online read and the historical time cannot move an event across one.
+    offsets = [2, 3.5, 7, 11, 16, 23, 31, 40, 55, 70, 90, 95]
+    events = []
+    for n, minutes in enumerate(offsets):
+        for rider in (1, 2, 3):
+            if (n + rider) % 4:
+                events.append(
+                    {"rider": rider, "fare": float(n + rider), "city": "abcd"[(n * rider) % 4],
+                     "event_timestamp": now - timedelta(minutes=minutes), "created_timestamp": now}
+                )  # fmt: skip
+    events.sort(key=lambda e: e["event_timestamp"])  # in time order...
+    events.append(dict(events[0], fare=1000.0))  # ...then one 95 minutes behind: later than 10 minutes
+    late_rider = events[0]["rider"]
+    aggregations = [
+        pv.Aggregation(column="fare", function="sum", window=timedelta(minutes=30), name="fare_sum_30m"),
+        pv.Aggregation(column="fare", function="count", window=timedelta(hours=2), name="fare_count_2h"),
+        pv.Aggregation(column="fare", function="mean", window=timedelta(hours=1), name="fare_mean_1h"),
+        pv.Aggregation(column="city", function="count_distinct", window=timedelta(hours=2), name="cities_2h"),
+        pv.Aggregation(column="fare", function="last", window=timedelta(minutes=5), name="fare_last_5m"),
+    ]
+    table = trips_table(
+        str(directory / "log"), aggregations=aggregations, topic=topic, bootstrap_servers=kafka_broker.bootstrap_servers
+    )
+    producer = Producer({"bootstrap.servers": kafka_broker.bootstrap_servers})
+    for event in events:
+        producer.produce(topic, json.dumps(message(event)).encode(), key=str(event["rider"]).encode())
+    producer.flush(10)
+    with pv.Client(settings=load_settings(directory / "provender.yaml", environ={})) as client:
+        client.apply([RIDER, table])
+        job = client.start_stream_to_online_ingestion("trips", offline_log="log")
+        assert job.wait_until(lambda j: j.records_consumed == len(events), 60), job.error
+        job.stop()
+        assert job.records_too_late == 1
+        refs = [f"trips:{a.name}" for a in aggregations]
+        riders = [{"rider": r} for r in (1, 2, 3, 4)]
+        at = datetime.now(UTC)
+        online = client.get_online_features(refs, riders)
+        frame = pd.DataFrame({"rider": [1, 2, 3, 4], "event_timestamp": [at] * 4})
+        historical = client.get_historical_features(refs, frame).to_arrow().to_pylist()
+    values = online.to_dict()
+    assert time.time() - at.timestamp() < 30
+    kept = events[:-1]
+    for n, rider in enumerate((1, 2, 3, 4)):
+        for aggregation in aggregations:
+            column = f"trips__{aggregation.name}"
+            where = f"rider {rider} {aggregation.name}"
+            expected_online = window_oracle.aggregate(kept, aggregation, key={"rider": rider}, at=at)
+            expected_offline = window_oracle.aggregate(events, aggregation, key={"rider": rider}, at=at)
+            assert historical[n][column] == pytest.approx(expected_offline), where
+            if rider == 4:  # no events: no tiles, nothing stored
+                assert values[column][n] is None, where
+                continue
+            assert values[column][n] == pytest.approx(expected_online), where
+            if rider != late_rider or aggregation.window < timedelta(minutes=95):
+                assert values[column][n] == pytest.approx(historical[n][column]), where
+    assert online.statuses()["trips__fare_sum_30m"][:3] == ["PRESENT"] * 3
