@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tempfile
 import time
@@ -38,6 +39,7 @@ from provender.ingestion.stream import StreamIngestionJob
 from provender.ingestion.stream_loop import StreamLoop
 from provender.online import tiles
 from provender.online.keys import encode_arrow_keys
+from provender.online.read import OnlineReader, OnlineResponse
 from provender.online.redis import RedisStore
 from provender.online.sqlite import SQLiteStore
 from provender.online.store import OnlineStore
@@ -46,6 +48,7 @@ from tests.support import window_oracle
 from tests.support.services import KafkaBroker, RedisServer
 from tests.support.stream_windows import (
     AGGREGATIONS,
+    BASE,
     LATENESS,
     RIDER,
     accepted,
@@ -250,3 +253,41 @@ def test_through_kafka_online_at_now_equals_historical_at_now(
             if rider != late_rider or aggregation.window < timedelta(minutes=95):
                 assert values[column][n] == pytest.approx(historical[n][column]), where
     assert online.statuses()["trips__fare_sum_30m"][:3] == ["PRESENT"] * 3
+
+
+class _Catalog:
+    def __init__(self, table: pv.FeatureTable) -> None:
+        self.project, self.version = "p", 1
+        self.entities = {"rider": RIDER}
+        self.feature_tables = {table.name: table}
+        self.on_demand_features: dict[str, object] = {}
+
+
+def test_the_reader_serves_tile_aggregates_at_its_time_sync_and_async(stores: Any) -> None:
+    events = make_events([(1, 60 * n, 0, float(n), "ab"[n % 2]) for n in (4, 1, 3, 9, 7)] + [(2, 30, 0, None, "c")])
+    store = stores()
+    with tempfile.TemporaryDirectory() as tmp:
+        table = trips_table(str(Path(tmp) / "log"))
+        run_stream(store, table, events, Path(tmp) / "log", batch_rows=2)
+    reader = OnlineReader(store, load_catalog=lambda: _Catalog(table))  # type: ignore[arg-type, return-value]
+    refs = [f"trips:{a.name}" for a in AGGREGATIONS]
+    rows = [{"rider": 1}, {"rider": 2}, {"rider": 3}]
+    for at in (BASE + timedelta(minutes=9), BASE + timedelta(minutes=12, microseconds=1), BASE + timedelta(hours=1)):
+        response = reader.read(refs, rows, now_us=_micros(at))
+        values = response.to_dict()
+        for n, rider in enumerate((1, 2)):
+            found = [values[f"trips__{a.name}"][n] for a in AGGREGATIONS]
+            assert_matches_oracle(found, events, rider, at)
+        assert [values[f"trips__{a.name}"][2] for a in AGGREGATIONS] == [None] * len(AGGREGATIONS)  # no tiles
+        statuses = response.statuses()
+        assert statuses["trips__fare_count_5m"] == ["PRESENT", "PRESENT", "NOT_FOUND"]
+        assert statuses["trips__fare_min_5m"][1] == "NULL_VALUE"  # rider 2's only fare is null
+        if reader.reads_async:
+
+            async def read_async(at: datetime = at) -> OnlineResponse:
+                try:
+                    return await reader.read_async(refs, rows, now_us=_micros(at))
+                finally:
+                    store.close()  # on the loop: its connection belongs to it (the store reopens)
+
+            assert asyncio.run(read_async()).to_dict() == values
