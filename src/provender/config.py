@@ -320,6 +320,23 @@ class StorageSection(BaseModel):
     s3: S3Storage = Field(default_factory=S3Storage)
 
 
+class SourcesSection(BaseModel):
+    """``sources:``: which paths definitions and requests may read and write (``docs/security.md``).
+
+    Attributes:
+        allowed_roots: the folders (relative to the project folder) and URL prefixes (``s3://lake/
+            features/``, ``https://host/pub/``; ``s3://`` alone for every bucket) that batch sources,
+            entity-row files and outputs must lie under, symlinks and ``..`` resolved; None (the
+            default, for the embedded set-up) checks nothing. Set it for a shared deployment, where
+            whoever writes the registry should not make ingestion hosts read anything or fetch URLs.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    allowed_roots: tuple[str, ...] | None = None
+
+    _roots = field_validator("allowed_roots", mode="before")(_split_names)
+
+
 class Settings(BaseModel):
     """Everything configurable, validated. Build it with :func:`load_settings`.
 
@@ -338,6 +355,7 @@ class Settings(BaseModel):
         serving: the serving service's own settings (``provender serve``).
         stream: stream ingestion jobs' settings (``provender ingest-stream``).
         storage: object-store credentials and endpoints for ``s3://`` sources.
+        sources: the allow-list of source and output paths (``sources.allowed_roots``).
         base_dir: directory that relative paths are resolved against (the config file's).
     """
 
@@ -354,6 +372,7 @@ class Settings(BaseModel):
     jobs: JobsSection = Field(default_factory=JobsSection)
     stream: StreamSection = Field(default_factory=StreamSection)
     storage: StorageSection = Field(default_factory=StorageSection)
+    sources: SourcesSection = Field(default_factory=SourcesSection)
     base_dir: Path = Field(default_factory=Path.cwd)
 
     @field_validator("project")

@@ -145,6 +145,36 @@ class DataError(ProvenderError, ValueError):
     """Input data is unusable: a missing column, a wrong type, a bad row."""
 
 
+class SourcePathNotAllowedError(DataError):
+    """A source, entity-row file or output path lies outside the setting ``sources.allowed_roots``.
+
+    Attributes:
+        path: the path or URL as given.
+        what: what uses it (e.g. "batch source of feature table 'trips'").
+        roots: the allowed roots.
+        resolved: the real path it resolves to, when that differs (symlinks, ``..``).
+        reason: why, when it is not simply outside every root.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        what: str,
+        roots: Sequence[str],
+        resolved: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        self.path, self.what, self.roots = path, what, tuple(roots)
+        self.resolved, self.reason = resolved, reason
+        where = f" (it resolves to {resolved})" if resolved else ""
+        why = reason or f"it is outside sources.allowed_roots {list(self.roots)}"
+        super().__init__(
+            f"{what}: {path!r}{where} is not allowed: {why}. Add its folder or URL prefix to the setting "
+            "sources.allowed_roots, or move the data under an allowed root."
+        )
+
+
 class OnDemandFunctionError(ProvenderError):
     """On-demand features' function is missing, not the applied one, fails, or returns bad output.
 

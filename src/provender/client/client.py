@@ -35,7 +35,7 @@ from provender.config import (
     validate_backend_config,
     validate_settings,
 )
-from provender.definitions import Definition, Entity, FeatureTable, OnDemandFeatures
+from provender.definitions import Definition, Entity, Feature, FeatureTable, OnDemandFeatures
 from provender.errors import (
     ConfigError,
     DataError,
@@ -50,7 +50,7 @@ from provender.ingestion.batch import DEFAULT_BATCH_ROWS, IngestionJob, counting
 from provender.offline.drift import DriftReport, compare
 from provender.offline.duckdb import StatisticsCollector
 from provender.offline.engine import DistributedIngestion, OfflineEngine
-from provender.offline.plan import LatestPlan, build_retrieval_plan, table_join
+from provender.offline.plan import LatestPlan, TableJoin, build_retrieval_plan, table_join
 from provender.offline.statistics import StatisticsPlan, TableStatistics
 from provender.on_demand import record_function
 from provender.online.read import OnlineReader, OnlineResponse
@@ -74,6 +74,7 @@ from provender.registry.store import (
     RegistryStore,
 )
 from provender.runtime import Runtime
+from provender.source_roots import SourceRoots
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,7 @@ class Client:
         self.settings = settings
         # Validates every section at start-up, naming the key, rather than at the first retrieval or read.
         self._runtime = Runtime(settings)
+        self._roots = SourceRoots.of(settings)
         self._registry: RegistryStore = self._runtime.open_registry()
         # Who the registry's history records changes as (the core service records the token subject).
         self.actor = ANONYMOUS
@@ -190,7 +192,11 @@ class Client:
 
         ``missing="report"`` adds a ``not defined`` item for each registered object that is not
         among ``definitions``; ``"prune"`` plans to delete them.
+
+        Raises:
+            SourcePathNotAllowedError: a batch source lies outside ``sources.allowed_roots``.
         """
+        self._roots.check_definitions(_as_tuple(definitions))
         return plan_apply(self._registry.read(self.project), _as_tuple(definitions), missing=missing)
 
     def apply(
@@ -217,8 +223,10 @@ class Client:
             RegistryConflictError: the apply would break a reference; nothing was changed.
             RegistryVersionConflictError: the project is no longer at ``expected_version``.
             ProjectArchivedError: the project is archived.
+            SourcePathNotAllowedError: a batch source lies outside ``sources.allowed_roots``.
         """
         items = _as_tuple(definitions)
+        self._roots.check_definitions(items)
         if missing == "prune":  # online rows first: a failure below leaves the tables registered (re-ingest them)
             planned = self.plan(items, missing="prune")
             for name in () if planned.is_refused else planned.deleted("feature table"):
@@ -349,7 +357,10 @@ class Client:
         Raises:
             FeatureRefError, FeatureTableNotFoundError: a bad ref.
             DataError: a missing or mistyped column, an unreadable source (before heavy work).
+            SourcePathNotAllowedError: a source or the entity rows' path is outside ``sources.allowed_roots``.
         """
+        if isinstance(entity_source, str | Path):
+            self._roots.check(entity_source, what="entity rows", walk=True, relative_to=Path.cwd())
         rows = to_entity_rows(entity_source, storage=self.settings.storage.s3)
         snapshot = self._registry.read(self.project)
         plan = build_retrieval_plan(
@@ -360,12 +371,15 @@ class Client:
             project=self.project,
             on_demand_features=snapshot.on_demand_features,
         )
+        for join in plan.joins:
+            self._check_source(join.table)
         job = on_demand_job(self._offline_engine().retrieve(plan, rows), plan, rows.schema)
         tables = sorted({ref.split(":", 1)[0] for ref in feature_refs})
         return HistoricalJob(
             job,
             output_columns=plan.output_columns if plan.request is None else plan.request.columns,
             track=lambda: self._track_run(JobKind.HISTORICAL, tables[0] if len(tables) == 1 else ""),
+            check_output=lambda path: self._roots.check(path, what="to_parquet output", relative_to=Path.cwd()),
             expectations=[
                 (join.table, join.join_keys, {f.name: join.output_column(f) for f in join.features})
                 for join in plan.joins
@@ -417,7 +431,7 @@ class Client:
                     f"{table}:{name}", f"feature table {table!r} has no feature {name!r}; known: {sorted(by_name)}"
                 )
         chosen = definition.features if features is None else tuple(by_name[n] for n in features)
-        join = table_join(definition, chosen, snapshot.entities)
+        join = self._checked_join(definition, chosen, snapshot)
         return self._offline_engine().compute_statistics(StatisticsPlan(join=join, start=start_at, end=end_at))
 
     def compare_statistics(
@@ -470,6 +484,15 @@ class Client:
         record = new_record(kind=kind, project=self.project, table=table, runner=self.runner)
         heartbeat = self.settings.jobs.heartbeat_seconds
         return track_run(self._registry, record, heartbeat_seconds=heartbeat, progress=progress, on_cancel=on_cancel)
+
+    def _check_source(self, table: FeatureTable) -> None:
+        """Check the table's batch source, and what it leads to on disk, against ``sources.allowed_roots``."""
+        self._roots.check_source(table.batch_source, what=f"batch source of feature table {table.name!r}", walk=True)
+
+    def _checked_join(self, table: FeatureTable, features: Sequence[Feature], snapshot: RegistrySnapshot) -> TableJoin:
+        """:func:`table_join` of a table whose source was checked first (``_check_source``)."""
+        self._check_source(table)
+        return table_join(table, features, snapshot.entities)
 
     def _offline_engine(self) -> OfflineEngine:
         if self._offline is None:
@@ -551,7 +574,7 @@ class Client:
         definition = snapshot.feature_tables.get(name)
         if definition is None:
             raise FeatureTableNotFoundError(name, project=self.project, known=list(snapshot.feature_tables))
-        join = table_join(definition, definition.features, snapshot.entities)
+        join = self._checked_join(definition, definition.features, snapshot)
         plan = LatestPlan(join=join, start=start_at, end=end_at)
         policy = validation.validation_policy(definition, validation_policy)
         validated = validation.has_expectations(definition)
@@ -709,6 +732,8 @@ class Client:
         definition = snapshot.feature_tables.get(name)
         if definition is None:
             raise FeatureTableNotFoundError(name, project=self.project, known=list(snapshot.feature_tables))
+        if offline_log is not None:
+            self._roots.check(offline_log, what=f"offline log of stream job of {name!r}")
         overrides = {k: v for k, v in {"batch_rows": batch_rows, "linger_ms": linger_ms}.items() if v is not None}
         values = {**self.settings.stream.model_dump(), **overrides}
         options = cast("StreamSection", validate_backend_config(StreamSection, "stream", values))

@@ -174,11 +174,13 @@ class HistoricalJob:
         output_columns: tuple[str, ...],
         track: Callable[[], RunReport | None] | None = None,
         expectations: Sequence[tuple[FeatureTable, Sequence[str], Mapping[str, str]]] = (),
+        check_output: Callable[[str | Path], None] | None = None,
     ) -> None:
         self._job = job
         self.output_columns = output_columns
         self._track = track
         self._expectations = tuple(expectations)
+        self._check_output = check_output
 
     def _recorded(self, produce: Callable[[], _T], rows_of: Callable[[_T], int]) -> _T:
         """Run ``produce``, recorded as a job in the registry (RUNNING, then SUCCEEDED or FAILED)."""
@@ -228,7 +230,13 @@ class HistoricalJob:
         return validate_training_set(self._job.to_arrow_reader(), self._expectations)
 
     def to_parquet(self, path: str | Path) -> int:
-        """Stream the training set to a Parquet file without holding it in memory; return its rows."""
+        """Stream the training set to a Parquet file without holding it in memory; return its rows.
+
+        Raises:
+            SourcePathNotAllowedError: ``path`` is outside ``sources.allowed_roots``.
+        """
+        if self._check_output is not None:
+            self._check_output(path)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         return self._recorded(lambda: self._job.to_parquet(path), lambda rows: rows)
 

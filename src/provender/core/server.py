@@ -26,6 +26,7 @@ from provender.core.jobs import CoreJobs
 from provender.core.metrics import CoreMetrics
 from provender.core.service import CoreService, open_registry
 from provender.runtime import Runtime
+from provender.source_roots import SourceRoots
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ async def _serve(settings: Settings) -> None:
     metrics = CoreMetrics()
     store = open_registry(settings)
     jobs = CoreJobs(settings, store, metrics=metrics)
-    service = CoreService(store, Authenticator(core.auth), jobs=jobs)
+    service = CoreService(store, Authenticator(core.auth), jobs=jobs, roots=SourceRoots.of(settings))
     app = create_app(service, metrics=metrics, threads=core.threads, open_online=Runtime(settings).open_online_store)
     try:
         sock = bind_socket(core.host, core.port, reuse_port=False)

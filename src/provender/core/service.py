@@ -27,6 +27,7 @@ from provender.registry.diff import ApplyPlan, check_change, plan_apply, plan_de
 from provender.registry.jobs import JobStatus
 from provender.registry.store import ANONYMOUS, RegistryChange, RegistrySnapshot, RegistryStore
 from provender.runtime import Runtime
+from provender.source_roots import SourceRoots
 
 if TYPE_CHECKING:
     from provender.core.jobs import CoreJobs
@@ -67,12 +68,21 @@ class CoreService:
         store: the registry.
         auth: who may do what (``core.auth``).
         jobs: runs jobs inside the service (None: ``run_on="core"`` is refused).
+        roots: the sources an apply may name (the core's ``sources.allowed_roots``; default: any).
     """
 
-    def __init__(self, store: RegistryStore, auth: Authenticator, *, jobs: CoreJobs | None = None) -> None:
+    def __init__(
+        self,
+        store: RegistryStore,
+        auth: Authenticator,
+        *,
+        jobs: CoreJobs | None = None,
+        roots: SourceRoots | None = None,
+    ) -> None:
         self.store = store
         self.auth = auth
         self.jobs = jobs
+        self.roots = roots
 
     def actor(self, grant: Grant, requested: object) -> str:
         """Who a change is recorded as: the token's subject, or (auth off) the name the client sent."""
@@ -147,6 +157,8 @@ class CoreService:
         """
         require(grant, project, Role.WRITE)
         definitions = wire.definitions_from_list(body.get("definitions"))
+        if self.roots is not None:
+            self.roots.check_definitions(definitions)
         planned: list[ApplyPlan] = []
 
         def decide(snapshot: RegistrySnapshot) -> RegistryChange:
@@ -169,6 +181,8 @@ class CoreService:
         if expected is None:
             raise DataError("field 'expected_version' is required: the version the change was computed against")
         change = wire.change_from_dict(_mapping(body, "change"))
+        if self.roots is not None:
+            self.roots.check_definitions(change.put)
         snapshot = self.store.update(
             project,
             lambda latest: check_change(latest, change),

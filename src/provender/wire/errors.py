@@ -97,6 +97,13 @@ _BUILDERS: dict[str, _Builder] = {
         _text(f, "name"), _text(f, "function"), _text(f, "problem")
     ),
     "RequestTooLargeError": lambda m, _f: errors.RequestTooLargeError(m),
+    "SourcePathNotAllowedError": lambda _m, f: errors.SourcePathNotAllowedError(
+        _text(f, "path"),
+        what=_text(f, "what"),
+        roots=[str(root) for root in cast(list[object], f.get("roots") or [])],
+        resolved=_optional(f, "resolved"),
+        reason=_optional(f, "reason"),
+    ),
     "JobCancelledError": lambda m, _f: errors.JobCancelledError(m),
     "ProjectNotServedError": lambda _m, f: errors.ProjectNotServedError(
         _text(f, "project"), served=[str(name) for name in cast(list[object], f.get("served") or [])]

@@ -64,6 +64,9 @@ SENT: list[errors.ProvenderError] = [
     errors.JobStateError("job-1", "cannot set project", status="RUNNING"),
     errors.DataError("The request has 6 entity rows, more than this server's limit of 5."),
     errors.RequestTooLargeError("The request body is larger than 4194304 bytes."),
+    errors.SourcePathNotAllowedError(
+        "../secret", what="entity rows", roots=["data", "s3://lake/"], resolved="/srv/secret", reason=None
+    ),
     errors.NotFoundError("thing", project="fraud"),
     errors.EntityNotFoundError("drivr", project="fraud", known=["driver"]),
     errors.FeatureTableNotFoundError("driver_stat", project="default", known=["driver_stats"]),
