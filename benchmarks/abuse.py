@@ -10,7 +10,7 @@ in three phases of ``--seconds`` each:
   50,000 refs with 20 MB of values, of 300,000 refs (6 MB, under the size limit) and of 1,000,000
   entity rows (8 MB), the same kinds under the 1 MiB size limit (45,000 refs over HTTP and gRPC,
   450,000 rows over gRPC), an endless header and a slow one (3 s): the probe's mix;
-- ``flood`` (beyond the issue's scenario): the abusers send only the requests refused by their
+- ``flood`` (beyond the probe's scenario): the abusers send only the requests refused by their
   counts (and the 6.3 MB one refused by its size), back to back.
 
 Each abuser is a separate process, at nice 10, with its payloads built once, so the ordinary
@@ -396,12 +396,12 @@ def write_report(result: dict[str, object]) -> None:
             )
     lines += [
         "",
-        f"Target (issue 18): p99 of ordinary requests under abuse < {TARGET_P99_MS:.0f} ms: "
+        f"Target: p99 of ordinary requests under abuse < {TARGET_P99_MS:.0f} ms: "
         f"{'met' if ours['p99_ms'] < TARGET_P99_MS else 'MISSED'} ({ours['p99_ms']:.1f} ms); "
         f"server RSS < {TARGET_RSS_MIB:.0f} MiB: {'met' if ours['peak_rss_mib'] < TARGET_RSS_MIB else 'MISSED'} "
         f"({ours['peak_rss_mib']:.0f} MiB).",
         "",
-        "`abuse` is the probe's mix (the issue's scenario). `flood` (abusers sending only the requests",
+        "`abuse` is the probe's mix (the abuse probe's scenario). `flood` (abusers sending only the requests",
         "refused by their counts, and the 6.3 MB one refused by its size, back to back) is beyond it: it",
         "shows the cost per refused request. A peer, if listed, is the same benchmark against another",
         "source tree (`--peer NAME=SRC`, e.g. the code before the change), in the same runs.",
