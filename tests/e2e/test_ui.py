@@ -37,6 +37,18 @@ LOAD_MS = "(() => { const n = performance.getEntriesByType('navigation')[0]; ret
 SHOTS = os.environ.get("PROVENDER_UI_SCREENSHOTS")  # a folder to copy the screenshots into (docs/ui)
 
 
+def rate_percent(columns: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """The on-demand function of RATE_VIEW (python mode): the acceptance rate in percent."""
+    return {"rate_pct": [None if r is None else r * 100 for r in columns["driver_stats__rate"]]}
+
+
+RATE_VIEW = pv.OnDemandFeatures(
+    name="rate_view",
+    inputs=["driver_stats:rate"],
+    features=[pv.Feature("rate_pct", pv.ValueType.DOUBLE, description="The rate in percent")],
+    function=rate_percent,  # type: ignore[arg-type]  # a function is accepted and stored as its path
+    mode="python",
+)
 DRIVER = pv.Entity(name="driver_id", value_type=pv.ValueType.INT64, description="A driver of the fleet")
 
 
@@ -72,7 +84,7 @@ def core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CoreServer,
         with closing(pv.Client(settings=settings)) as client:
             table = driver_stats(root / "src")
             client.apply([DRIVER, dataclasses.replace(table, labels={"team": "growth"})])
-            client.apply([DRIVER, table])  # a change and back, for the history's diff
+            client.apply([DRIVER, table, RATE_VIEW])  # a change and back, for the history's diff
             job = client.start_offline_to_online_ingestion(table, start=END - timedelta(days=1), end=END, run_on="core")
             assert job.wait(60).status.value == "SUCCEEDED"
             first = job
@@ -122,6 +134,7 @@ def test_every_page_loads_without_console_errors(
         "history": ("/projects/default/history", "History"),
         "lineage": ("/projects/default/lineage", "Lineage"),
         "statistics": ("/projects/default/tables/driver_stats/statistics", "Statistics"),
+        "on-demand": ("/projects/default/on-demand/rate_view", "On-demand features rate_view"),
     }
     for name, (path, heading) in pages.items():
         response = page.goto(server.url + path)
@@ -224,9 +237,23 @@ def test_the_reading_snippet_runs_in_python_and_its_curl_against_provender_serve
     scope: dict[str, Any] = {}
     exec(code, scope)  # the Python lines as shown
     scope["client"].close()
-    assert scope["online"]["driver_id"] == [1] and scope["online"]["driver_stats__tag"] == ["winner"]
+    online = scope["online"]
+    assert online["driver_id"] == [1] and online["driver_stats__tag"] == ["winner"]
     training = scope["training"]
     assert list(training["driver_id"]) == [1] and list(training["driver_stats__tag"]) == ["winner"]
+    page.goto(server.url + "/projects/default/on-demand/rate_view")  # computed features read the same way
+    view_code = page.locator("#reading").inner_text().replace("1001", "1")
+    exec(view_code, scope)
+    scope["client"].close()
+    assert scope["online"]["rate_view__rate_pct"] == [online["driver_stats__rate"][0] * 100]
+    assert list(scope["training"]["rate_view__rate_pct"]) == [online["driver_stats__rate"][0] * 100]
+    definition: dict[str, Any] = {}
+    exec(page.locator("#definition").inner_text(), definition)
+    assert definition["rate_view"] == dataclasses.replace(
+        RATE_VIEW, function_version=definition["rate_view"].function_version,
+        function_digest=definition["rate_view"].function_digest,
+    )  # fmt: skip
+    assert definition["rate_view"].function_digest is not None  # recorded by apply, shown, recreated
 
     port = free_port()
     argv = [sys.executable, "-c", "from provender.cli.main import main; main()", "serve", "--http-port", str(port),
@@ -244,7 +271,7 @@ def test_the_reading_snippet_runs_in_python_and_its_curl_against_provender_serve
         command = " ".join(line.removeprefix("# ").removesuffix("\\") for line in curl.splitlines())
         command = command.replace("localhost:6566", f"{HOST}:{port}")
         answer = subprocess.run(command, shell=True, capture_output=True, text=True, check=True)
-        assert json.loads(answer.stdout)["columns"] == scope["online"], answer.stdout  # the same values as Python
+        assert json.loads(answer.stdout)["columns"] == online, answer.stdout  # the same values as Python
     finally:
         serve.terminate()
         serve.wait(30)

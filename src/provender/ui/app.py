@@ -27,7 +27,7 @@ from provender.errors import (
     ProvenderError,
 )
 from provender.registry.store import RegistryStore
-from provender.ui import assets, pages
+from provender.ui import assets, on_demand, pages
 from provender.ui.data import OpenOnline, UiData
 from provender.ui.html import e, error_box, frame
 
@@ -166,6 +166,12 @@ class UiApp:
             if record.project != project:
                 raise PageNotFoundError(f"No job {record.id!r} in project {project!r}.")
             return pages.job(record, can_write=can_write)
+        if match := re.fullmatch(rf"/on-demand/{_NAME}", rest):
+            name = _unquote(match.group(1))
+            if name not in snapshot.on_demand_features:
+                known = sorted(snapshot.on_demand_features)
+                raise PageNotFoundError(f"No on-demand features {name!r} in project {project!r}; known: {known}")
+            return on_demand.page(snapshot, name)
         if match := re.fullmatch(rf"/tables/{_NAME}(/statistics)?", rest):
             name = _unquote(match.group(1))
             if name not in snapshot.feature_tables:

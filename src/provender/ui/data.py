@@ -30,11 +30,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One searchable thing: a table, a feature or an entity."""
+    """One searchable thing: a table, a feature, an entity, or on-demand features and their features."""
 
-    kind: str  # "table" | "feature" | "entity"
+    kind: str  # "table" | "feature" | "entity" | "on-demand" | "on-demand feature"
     project: str
-    table: str  # the table of a feature or table; "" for an entity
+    table: str  # the table (or on-demand view) of a feature, or the table itself; "" for an entity
     name: str
     description: str
     labels: str
@@ -60,6 +60,7 @@ class ProjectSummary:
     entities: int
     tables: int
     features: int
+    on_demand: int = 0  # on-demand feature views
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +89,14 @@ def _entries(snapshot: RegistrySnapshot) -> tuple[Entry, ...]:
             found.append(
                 _entry("feature", project, table.name, feature.name, feature.description, labels, feature.value_type)
             )
+    for view in snapshot.on_demand_features.values():
+        labels = " ".join(f"{k}={v}" for k, v in view.labels.items())
+        found.append(_entry("on-demand", project, view.name, view.name, view.description, labels, view.mode))
+        for feature in view.features:
+            found.append(
+                _entry("on-demand feature", project, view.name, feature.name, feature.description, labels,
+                       feature.value_type)
+            )  # fmt: skip
     return tuple(found)
 
 
@@ -115,7 +124,10 @@ def score(entry: Entry, words: list[str]) -> int:
             total += 15
         else:
             total += 10
-    return total + {"table": 3, "feature": 2, "entity": 1}[entry.kind]
+    return total + _KIND_BONUS.get(entry.kind, 0)
+
+
+_KIND_BONUS = {"table": 3, "on-demand": 3, "feature": 2, "on-demand feature": 2, "entity": 1}
 
 
 class UiData:
@@ -141,7 +153,9 @@ class UiData:
                 continue
             snapshot, _ = self._load(info.name, info.version)
             features = sum(len(t.features) for t in snapshot.feature_tables.values())
-            summaries.append(ProjectSummary(info, len(snapshot.entities), len(snapshot.feature_tables), features))
+            features += sum(len(v.features) for v in snapshot.on_demand_features.values())
+            summaries.append(ProjectSummary(info, len(snapshot.entities), len(snapshot.feature_tables), features,
+                                            len(snapshot.on_demand_features)))  # fmt: skip
         return summaries
 
     def snapshot(self, project: str) -> RegistrySnapshot:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from html import escape
 from urllib.parse import quote
@@ -102,3 +103,40 @@ def empty(message: str, next_step: str) -> str:
 def error_box(message: str) -> str:
     """Return an error shown in the page."""
     return f'<div class="error" role="alert"><strong>Error:</strong> {e(message)}</div>'
+
+
+def crumbs(*links: tuple[str, str]) -> str:
+    """Return the breadcrumb trail: Projects, then ``(text, href)`` links (no href: the current page)."""
+    parts = ['<a href="/">Projects</a>']
+    parts += [f'<a href="{e(href)}">{e(text)}</a>' if href else e(text) for text, href in links]
+    return " / ".join(parts)
+
+
+def tabs(project: str, current: str) -> str:
+    """Return the project's section navigation with ``current`` marked."""
+    sections = [
+        ("Tables", u("projects", project)),
+        ("Freshness & jobs", u("projects", project, "jobs")),
+        ("History", u("projects", project, "history")),
+        ("Lineage", u("projects", project, "lineage")),
+    ]
+    links = "".join(
+        f'<a href="{href}"{" aria-current=page" if name == current else ""}>{name}</a>' for name, href in sections
+    )
+    return f'<nav class="tabs" aria-label="Project sections">{links}</nav>'
+
+
+def labels(values: Mapping[str, str]) -> str:
+    """Return labels as tags (or "none")."""
+    return (
+        "".join(f'<span class="tag">{e(k)}={e(v)}</span>' for k, v in values.items())
+        or '<span class="muted">none</span>'
+    )
+
+
+def code_block(block_id: str, label: str, text: str) -> str:
+    """Return a code block with a Copy button."""
+    return (
+        f'<div class="code"><button class="copy" type="button" data-for="{block_id}" aria-label="Copy {e(label)}">'
+        f'Copy</button><pre><code id="{block_id}">{e(text)}</code></pre></div>'
+    )

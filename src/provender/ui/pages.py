@@ -3,40 +3,20 @@
 
 from __future__ import annotations
 
-import dataclasses
-import enum
-import json
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Sequence
+from datetime import UTC, datetime
 
-from provender.definitions import Entity, FeatureTable
+from provender.definitions import FeatureTable
 from provender.definitions.jobs import JobStatus
 from provender.registry.jobs import JobRecord
 from provender.registry.store import ChangedItem, RegistryChangeRecord, RegistrySnapshot
+from provender.ui import code
+from provender.ui import on_demand as on_demand_page
 from provender.ui import statistics as stats_page
 from provender.ui.data import Hit, OnlineFreshness, ProjectSummary
-from provender.ui.html import age, duration, e, empty, highlight, u, when
+from provender.ui.html import age, code_block, crumbs, duration, e, empty, highlight, labels, tabs, u, when
 
 Page = tuple[str, str, str]
-
-
-def _crumbs(*links: tuple[str, str]) -> str:
-    parts = ['<a href="/">Projects</a>']
-    parts += [f'<a href="{e(href)}">{e(text)}</a>' if href else e(text) for text, href in links]
-    return " / ".join(parts)
-
-
-def _tabs(project: str, current: str) -> str:
-    tabs = [
-        ("Tables", u("projects", project)),
-        ("Freshness & jobs", u("projects", project, "jobs")),
-        ("History", u("projects", project, "history")),
-        ("Lineage", u("projects", project, "lineage")),
-    ]
-    links = "".join(
-        f'<a href="{href}"{" aria-current=page" if name == current else ""}>{name}</a>' for name, href in tabs
-    )
-    return f'<nav class="tabs" aria-label="Project sections">{links}</nav>'
 
 
 def projects(summaries: Sequence[ProjectSummary]) -> Page:
@@ -52,7 +32,8 @@ def projects(summaries: Sequence[ProjectSummary]) -> Page:
         f'<section class="card" aria-labelledby="p-{e(s.info.name)}"><h2 id="p-{e(s.info.name)}">'
         f'<a href="{u("projects", s.info.name)}">{e(s.info.name)}</a></h2>'
         f'<p><span class="count">{s.tables}</span> tables · <span class="count">{s.features}</span> features · '
-        f'<span class="count">{s.entities}</span> entities</p>'
+        f'<span class="count">{s.entities}</span> entities'
+        f"{f' · <span class=count>{s.on_demand}</span> on-demand' if s.on_demand else ''}</p>"
         f'<p class="muted small">version {s.info.version} · changed {age(s.info.updated_at)}</p></section>'
         for s in summaries
     )
@@ -63,14 +44,21 @@ def _hit_url(hit: Hit) -> str:
     entry = hit.entry
     if entry.kind == "entity":
         return u("projects", entry.project) + f"#entity-{entry.name}"
+    if entry.kind.startswith("on-demand"):
+        url = u("projects", entry.project, "on-demand", entry.table)
+        return url + (f"#feature-{entry.name}" if entry.kind == "on-demand feature" else "")
     url = u("projects", entry.project, "tables", entry.table)
     return url + (f"#feature-{entry.name}" if entry.kind == "feature" else "")
+
+
+def _is_feature(hit: Hit) -> bool:
+    return hit.entry.kind in ("feature", "on-demand feature")
 
 
 def hit_json(hit: Hit) -> dict[str, object]:
     """A search result as the as-you-type box shows it."""
     entry = hit.entry
-    where = f"{entry.project} / {entry.table}" if entry.table and entry.kind == "feature" else entry.project
+    where = f"{entry.project} / {entry.table}" if _is_feature(hit) else entry.project
     return {"kind": entry.kind, "name": entry.name, "project": entry.project, "table": entry.table,
             "description": entry.description or entry.labels, "where": where, "url": _hit_url(hit),
             "score": hit.score}  # fmt: skip
@@ -87,7 +75,7 @@ def search(hits: Sequence[Hit], query: str) -> Page:
         rows = "".join(
             f'<tr><td><span class="tag">{e(h.entry.kind)}</span></td>'
             f'<td><a href="{e(_hit_url(h))}">{highlight(h.entry.name, words)}</a></td>'
-            f"<td>{e(h.entry.project)}{' / ' + highlight(h.entry.table, words) if h.entry.kind == 'feature' else ''}</td>"
+            f"<td>{e(h.entry.project)}{' / ' + highlight(h.entry.table, words) if _is_feature(h) else ''}</td>"
             f"<td>{highlight(h.entry.description, words)}"
             f"{' <span class=small>' + highlight(h.entry.labels, words) + '</span>' if h.entry.labels else ''}</td>"
             f'<td class="hide-narrow">{e(h.entry.value_type)}</td></tr>'
@@ -98,14 +86,7 @@ def search(hits: Sequence[Hit], query: str) -> Page:
             "<caption class=skip>Search results</caption><thead><tr><th>Kind</th><th>Name</th><th>Where</th>"
             f'<th>Description and labels</th><th class="hide-narrow">Type</th></tr></thead><tbody>{rows}</tbody></table></div>'
         )
-    return f"Search: {query}", f"<h1>Search results for “{e(query)}”</h1>{body}", _crumbs(("Search", ""))
-
-
-def _labels(labels: Mapping[str, str]) -> str:
-    return (
-        "".join(f'<span class="tag">{e(k)}={e(v)}</span>' for k, v in labels.items())
-        or '<span class="muted">none</span>'
-    )
+    return f"Search: {query}", f"<h1>Search results for “{e(query)}”</h1>{body}", crumbs(("Search", ""))
 
 
 def _last_jobs(jobs: Sequence[JobRecord]) -> dict[str, JobRecord]:
@@ -132,7 +113,7 @@ def project(snapshot: RegistrySnapshot, jobs: Sequence[JobRecord]) -> Page:
         rows = "".join(
             f'<tr><td><a href="{u("projects", name, "tables", t.name)}">{e(t.name)}</a></td>'
             f"<td>{e(', '.join(t.entities))}</td><td>{len(t.features)}</td>"
-            f'<td class="hide-narrow">{_labels(t.labels)}</td>'
+            f'<td class="hide-narrow">{labels(t.labels)}</td>'
             f"<td>{_status(last[t.name]) + ' ' + age(last[t.name].finished_at or last[t.name].created_at) if t.name in last else '<span class=muted>no job yet</span>'}</td></tr>"
             for t in sorted(snapshot.feature_tables.values(), key=lambda t: t.name)
         )
@@ -143,7 +124,7 @@ def project(snapshot: RegistrySnapshot, jobs: Sequence[JobRecord]) -> Page:
         )
     entities = "".join(
         f'<tr id="entity-{e(x.name)}"><td>{e(x.name)}</td><td>{e(x.value_type.value)}</td><td>{e(x.description)}</td>'
-        f"<td>{_labels(x.labels)}</td></tr>"
+        f"<td>{labels(x.labels)}</td></tr>"
         for x in sorted(snapshot.entities.values(), key=lambda x: x.name)
     )
     entity_table = (
@@ -153,92 +134,10 @@ def project(snapshot: RegistrySnapshot, jobs: Sequence[JobRecord]) -> Page:
     )  # fmt: skip
     body = (
         f'<h1>Project {e(name)}</h1><p class="muted">registry version {snapshot.version} · changed '
-        f"{when(snapshot.updated_at)}</p>{_tabs(name, 'Tables')}<h2>Feature tables</h2>{tables}"
-        f"<h2>Entities</h2>{entity_table}"
+        f"{when(snapshot.updated_at)}</p>{tabs(name, 'Tables')}<h2>Feature tables</h2>{tables}"
+        f"{on_demand_page.listing(snapshot)}<h2>Entities</h2>{entity_table}"
     )
-    return f"Project {name}", body, _crumbs((name, ""))
-
-
-def _code(value: object) -> str:  # noqa: PLR0911 - one return per kind of value
-    """Python source that recreates ``value`` (a definition, a source, a format, ...)."""
-    if isinstance(value, enum.Enum):
-        return f"pv.{type(value).__name__}.{value.name}"
-    if isinstance(value, timedelta):
-        return f"timedelta(seconds={value.total_seconds():g})"
-    if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{k!r}: {_code(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_code(v) for v in value) + "]"
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        constructor = f"pv.{type(value).__name__}"
-        if type(value).__module__ == "provender.definitions.expect":
-            constructor = f"pv.expect.{getattr(value, 'kind', type(value).__name__)}"
-        args = []
-        for f in dataclasses.fields(value):
-            current = getattr(value, f.name)
-            if f.default is not dataclasses.MISSING and current == f.default:
-                continue
-            if f.default_factory is not dataclasses.MISSING and current == f.default_factory():
-                continue
-            args.append(f"{f.name}={_code(current)}")
-        one_line = f"{constructor}({', '.join(args)})"
-        if len(one_line) <= 88:
-            return one_line
-        inner = ",\n".join("    " + a.replace("\n", "\n    ") for a in args)
-        return f"{constructor}(\n{inner},\n)"
-    return repr(value)
-
-
-def snippet(table: FeatureTable, entities: Sequence[Entity]) -> str:
-    """The Python that recreates ``table`` (and its entities)."""
-    lines = ["import provender as pv"]
-    if table.max_age is not None:
-        lines.insert(0, "from datetime import timedelta")
-    lines.append("")
-    lines += [f"{x.name} = {_code(x)}" for x in entities]
-    lines.append(f"{table.name} = {_code(table)}")
-    return "\n".join(lines)
-
-
-_EXAMPLE_KEYS: dict[str, object] = {"INT32": 1001, "INT64": 1001, "STRING": "1001", "BYTES": "1001", "BOOL": True}
-MAX_READ_REFS = 4  # more features than this: the snippet reads them all by the table's name
-
-
-def read_lines(project: str, table: FeatureTable, entities: Sequence[Entity]) -> str:
-    """Runnable code reading ``table``: historical, online, and the serving service's HTTP API (example keys)."""
-    types = {x.name: x.value_type.value for x in entities}
-    keys = {name: _EXAMPLE_KEYS.get(types.get(name, "INT64"), 1001) for name in table.entities}
-    refs = [f"{table.name}:{f.name}" for f in table.features]
-    if len(refs) > MAX_READ_REFS:
-        refs = [table.name]  # "<table>" reads every feature of the table
-    row = ", ".join(f"{k!r}: {v!r}" for k, v in keys.items())
-    columns = ", ".join(f"{k!r}: [{v!r}]" for k, v in keys.items())
-    body = json.dumps({"project": project, "features": refs, "entities": {k: [v] for k, v in keys.items()}})
-    return "\n".join([
-        "import pandas as pd",
-        "import provender as pv",
-        "",
-        f"client = pv.Client(project={project!r})  # in the project's folder (its provender.yaml)",
-        f"refs = {refs!r}",
-        "",
-        "# point in time (training data): one row per entity key and time, with event_timestamp",
-        f"entity_rows = pd.DataFrame({{{columns}, 'event_timestamp': [pd.Timestamp.now(tz='UTC')]}})",
-        "training = client.get_historical_features(refs, entity_rows).to_pandas()",
-        "",
-        "# the latest values (online), one mapping per entity row",
-        f"online = client.get_online_features(refs, [{{{row}}}]).to_dict()",
-        "",
-        "# the serving service (provender serve), over HTTP:",
-        "# curl -s localhost:6566/v1/online-features -H 'Content-Type: application/json' \\",
-        f"#   -d '{body}'",
-    ])  # fmt: skip
-
-
-def _code_block(block_id: str, label: str, text: str) -> str:
-    return (
-        f'<div class="code"><button class="copy" type="button" data-for="{block_id}" aria-label="Copy {e(label)}">'
-        f'Copy</button><pre><code id="{block_id}">{e(text)}</code></pre></div>'
-    )
+    return f"Project {name}", body, crumbs((name, ""))
 
 
 def job_rows(jobs: Sequence[JobRecord], *, can_write: bool, show_table: bool) -> str:
@@ -315,22 +214,22 @@ def table(
         else f"Newest online value {newest} ({newest_age})." if name in online.tables
         else "No value online yet."
     )  # fmt: skip
-    body = f"""<h1>Feature table {e(name)}</h1>{_tabs(project_name, "Tables")}
+    body = f"""<h1>Feature table {e(name)}</h1>{tabs(project_name, "Tables")}
 <div class="card"><dl>
 <dt>Entities</dt><dd>{", ".join(f'<a href="{u("projects", project_name)}#entity-{e(x)}">{e(x)}</a>' for x in t.entities)}</dd>
 {_source(t)}
 <dt>max_age</dt><dd>{duration(t.max_age) if t.max_age else "none (values never expire)"}</dd>
-<dt>Labels</dt><dd>{_labels(t.labels)}</dd>
+<dt>Labels</dt><dd>{labels(t.labels)}</dd>
 <dt>Table expectations</dt><dd>{_expectations(t.expect)} (violations at ingestion: <code>{e(t.validation_policy)}</code>)</dd>
 <dt>Freshness</dt><dd id="table-freshness">{online_line}<br>{freshness}</dd></dl>
 <p><a href="{u("projects", project_name, "tables", name, "statistics")}">Statistics</a> ·
 <a href="{u("projects", project_name, "jobs")}?table={e(name)}">All jobs of this table</a></p></div>
 <h2>Features</h2><div class="scroll"><table class="list"><caption class=skip>Features</caption>
 <thead><tr><th>Feature</th><th>Type</th><th>Description</th><th>Expectations</th></tr></thead><tbody>{features}</tbody></table></div>
-<h2>Definition</h2>{_code_block("definition", "definition", snippet(t, entities))}
-<h2>How to read it</h2>{_code_block("reading", "reading code", read_lines(project_name, t, entities))}
+<h2>Definition</h2>{code_block("definition", "definition", code.table_snippet(t, entities))}
+<h2>How to read it</h2>{code_block("reading", "reading code", code.read_table(project_name, t, entities))}
 <h2>Recent jobs</h2>{job_rows(jobs[:20], can_write=can_write, show_table=False)}"""
-    return f"{name} · {project_name}", body, _crumbs((project_name, u("projects", project_name)), (name, ""))
+    return f"{name} · {project_name}", body, crumbs((project_name, u("projects", project_name)), (name, ""))
 
 
 def _online_value(t: FeatureTable, online: OnlineFreshness) -> tuple[str, str, str]:
@@ -386,7 +285,7 @@ def freshness(
     shown = [j for j in jobs if table is None or j.table == table][:100]
     filtered = f" of table <code>{e(table)}</code>" if table else ""
     body = (
-        f"<h1>Freshness and jobs · {e(name)}</h1>{_tabs(name, 'Freshness & jobs')}"
+        f"<h1>Freshness and jobs · {e(name)}</h1>{tabs(name, 'Freshness & jobs')}"
         '<h2>Freshness</h2><div class="scroll"><table class="list" id="freshness">'
         "<caption class=skip>Freshness per table</caption><thead><tr><th>Table</th>"
         "<th>Newest online value (event time)</th><th>Its age</th><th class=hide-narrow>Last online write</th>"
@@ -394,7 +293,7 @@ def freshness(
         f"{_online_note(online)}<h2>Recent jobs{filtered}</h2>"
         f"{job_rows(shown, can_write=can_write, show_table=True)}"
     )
-    return f"Jobs · {name}", body, _crumbs((name, u("projects", name)), ("Jobs", ""))
+    return f"Jobs · {name}", body, crumbs((name, u("projects", name)), ("Jobs", ""))
 
 
 def job(record: JobRecord, *, can_write: bool) -> Page:
@@ -410,7 +309,7 @@ def job(record: JobRecord, *, can_write: bool) -> Page:
 <dt>Error</dt><dd>{f"<pre>{e(record.error)}</pre>" if record.error else "none"}</dd></dl></div>
 {job_rows([record], can_write=can_write, show_table=True) if can_write and record.status in (JobStatus.PENDING, JobStatus.RUNNING) else ""}"""
     p = record.project
-    return f"Job {record.id}", body, _crumbs((p, u("projects", p)), ("Jobs", u("projects", p, "jobs")), (record.id, ""))
+    return f"Job {record.id}", body, crumbs((p, u("projects", p)), ("Jobs", u("projects", p, "jobs")), (record.id, ""))
 
 
 def _diff_lines(lines: Sequence[str]) -> str:
@@ -446,8 +345,8 @@ def history(project_name: str, records: Sequence[RegistryChangeRecord]) -> Page:
                 f"{r.version_before} → {r.version_after}</p><p>{e(r.description)}</p><ul>{changes}</ul></li>"
             )
         listing = f'<ol class="plain">{"".join(items)}</ol>'
-    body = f"<h1>History · {e(project_name)}</h1>{_tabs(project_name, 'History')}{listing}"
-    return f"History · {project_name}", body, _crumbs((project_name, u("projects", project_name)), ("History", ""))
+    body = f"<h1>History · {e(project_name)}</h1>{tabs(project_name, 'History')}{listing}"
+    return f"History · {project_name}", body, crumbs((project_name, u("projects", project_name)), ("History", ""))
 
 
 MAX_LINEAGE_TABLES = 200
@@ -525,8 +424,8 @@ def lineage(snapshot: RegistrySnapshot, jobs: Sequence[JobRecord]) -> Page:
             '<details><summary>Show the lineage as a list</summary><ul class="lineage-list">'
             f"{''.join(items)}</ul></details>"
         )
-    body = f"<h1>Lineage · {e(name)}</h1>{_tabs(name, 'Lineage')}{graph}"
-    return f"Lineage · {name}", body, _crumbs((name, u("projects", name)), ("Lineage", ""))
+    body = f"<h1>Lineage · {e(name)}</h1>{tabs(name, 'Lineage')}{graph}"
+    return f"Lineage · {name}", body, crumbs((name, u("projects", name)), ("Lineage", ""))
 
 
 def statistics(
@@ -539,10 +438,11 @@ def statistics(
 ) -> Page:
     """The statistics a job of the table recorded (the latest, or ``current``), and its drift against ``against``."""
     project_name = snapshot.project
-    crumbs = _crumbs((project_name, u("projects", project_name)), (name, u("projects", project_name, "tables", name)),
+    trail = crumbs((project_name, u("projects", project_name)), (name, u("projects", project_name, "tables", name)),
                      ("Statistics", ""))  # fmt: skip
-    tabs = _tabs(project_name, "Tables")
-    return stats_page.statistics(snapshot, name, jobs, tabs, crumbs, current=current, against=against)
+    return stats_page.statistics(
+        snapshot, name, jobs, tabs(project_name, "Tables"), trail, current=current, against=against
+    )
 
 
 def now() -> datetime:

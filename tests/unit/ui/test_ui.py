@@ -16,7 +16,7 @@ from provender.online.store import TableFreshness
 from provender.registry.jobs import JobKind, JobRecord, JobStatus
 from provender.registry.sqlite import SQLiteRegistry
 from provender.registry.store import RegistryChange
-from provender.ui import pages
+from provender.ui import code, pages
 from provender.ui.app import UiApp, UiRequest
 from provender.ui.data import OnlineFreshness
 from provender.ui.html import highlight
@@ -34,13 +34,21 @@ TRIPS = pv.FeatureTable(
     max_age=timedelta(hours=6),
     labels={"team": "pricing"},
 )
+RATIOS = pv.OnDemandFeatures(
+    name="trip_ratios",
+    inputs=["trips:rate"],
+    request_schema={"amount": pv.ValueType.DOUBLE},
+    features=[pv.Feature("scaled", pv.ValueType.DOUBLE, description="Rate doubled for zebras")],
+    function="tests.support.on_demand_functions:ratios",
+    labels={"team": "pricing"},
+)
 READER = Grant("viewer", MappingProxyType({"fleet": Role.READ}))
 
 
 @pytest.fixture
 def app(tmp_path: Path) -> UiApp:
     store = SQLiteRegistry.from_url(f"sqlite:///{tmp_path / 'r.db'}", base_dir=tmp_path)
-    store.update("fleet", lambda _s: RegistryChange(put=(DRIVER, TRIPS)), actor="alice")
+    store.update("fleet", lambda _s: RegistryChange(put=(DRIVER, TRIPS, RATIOS)), actor="alice")
     store.update("other", lambda _s: RegistryChange(put=(DRIVER,)), actor="bob")
 
     def grant_of(authorization: str | None) -> Grant:
@@ -71,7 +79,7 @@ def test_highlight_escapes_and_marks() -> None:
 
 def test_the_snippet_recreates_the_table() -> None:
     scope: dict[str, object] = {}
-    exec(pages.snippet(TRIPS, [DRIVER]), scope)  # the snippet must recreate the definitions
+    exec(code.table_snippet(TRIPS, [DRIVER]), scope)  # the snippet must recreate the definitions
     assert scope["trips"] == TRIPS and scope["driver_id"] == DRIVER
 
 
@@ -201,13 +209,13 @@ def test_the_snippet_recreates_every_kind_of_definition_field() -> None:
     )  # fmt: skip
     city = pv.Entity(name="city", value_type=pv.ValueType.STRING, labels={"geo": "yes"})
     scope: dict[str, object] = {}
-    exec(pages.snippet(table, [DRIVER, city]), scope)
+    exec(code.table_snippet(table, [DRIVER, city]), scope)
     assert scope["everything"] == table and scope["city"] == city and scope["driver_id"] == DRIVER
     csv = pv.FileSource(path="/d", event_timestamp_column="ts", file_format=pv.CsvFormat(), date_partition_column="d")
     other = pv.FeatureTable(name="csv_table", entities=["driver_id"], features=[pv.Feature("x", pv.ValueType.BYTES)],
                             batch_source=csv, stream_source=pv.KafkaSource(bootstrap_servers="b:1", topic="t",
                             event_timestamp_column="ts", message_format=pv.JsonFormat()))  # fmt: skip
-    exec(pages.snippet(other, [DRIVER]), scope)
+    exec(code.table_snippet(other, [DRIVER]), scope)
     assert scope["csv_table"] == other
 
 
@@ -215,8 +223,32 @@ def test_the_reading_snippet_uses_example_keys_of_the_entity_types_and_compiles(
     city = pv.Entity(name="city", value_type=pv.ValueType.STRING)
     wide = pv.FeatureTable(name="wide", entities=["driver_id", "city"], batch_source=TRIPS.batch_source,
                            features=[pv.Feature(f"f{i}", pv.ValueType.INT64) for i in range(6)])  # fmt: skip
-    code = pages.read_lines("fleet", wide, [DRIVER, city])
-    compile(code, "<reading>", "exec")  # valid Python as shown
-    assert "refs = ['wide']" in code and "[{'driver_id': 1001, 'city': '1001'}]" in code
-    assert '"entities": {"driver_id": [1001], "city": ["1001"]}' in code and '"features": ["wide"]' in code
-    assert "refs = ['trips:trips_today', 'trips:rate']" in pages.read_lines("fleet", TRIPS, [DRIVER])
+    text = code.read_table("fleet", wide, [DRIVER, city])
+    compile(text, "<reading>", "exec")  # valid Python as shown
+    assert "refs = ['wide']" in text and "[{'driver_id': 1001, 'city': '1001'}]" in text
+    assert '"entities": {"driver_id": [1001], "city": ["1001"]}' in text and '"features": ["wide"]' in text
+    assert "refs = ['trips:trips_today', 'trips:rate']" in code.read_table("fleet", TRIPS, [DRIVER])
+
+
+def test_on_demand_features_are_listed_searched_shown_and_their_code_recreates_them(app: UiApp) -> None:
+    status, body = get(app, "/")
+    assert status == 200 and "on-demand" in body
+    status, body = get(app, "/projects/fleet")
+    assert status == 200 and 'href="/projects/fleet/on-demand/trip_ratios"' in body and "trips:rate" in body
+    [hit] = app.data.search(READER, "zebras")
+    assert (hit.entry.kind, hit.entry.name, pages.hit_json(hit)["url"]) == (
+        "on-demand feature",
+        "scaled",
+        "/projects/fleet/on-demand/trip_ratios#feature-scaled",
+    )
+    assert pages.hit_json(app.data.search(READER, "trip_ratios")[0])["url"] == "/projects/fleet/on-demand/trip_ratios"
+    status, body = get(app, "/projects/fleet/on-demand/trip_ratios")
+    assert status == 200 and "<code>amount</code> (DOUBLE)" in body and "Rate doubled for zebras" in body
+    scope: dict[str, object] = {}
+    exec(code.on_demand_snippet(RATIOS), scope)
+    assert scope["trip_ratios"] == RATIOS
+    reading = code.read_on_demand("fleet", RATIOS, app.data.snapshot("fleet"))
+    compile(reading, "<reading>", "exec")
+    assert "[{'driver_id': 1001, 'amount': 1.5}]" in reading and "refs = ['trip_ratios:scaled']" in reading
+    status, body = get(app, "/projects/fleet/on-demand/nope")
+    assert status == 404 and "trip_ratios" in body
