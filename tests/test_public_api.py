@@ -37,6 +37,7 @@ EXPECTED_ALL = [
     "ProvenderError",
     "RegistryConflictError",
     "Settings",
+    "SqlSource",
     "TableStatistics",
     "ValueType",
     "__version__",

@@ -26,6 +26,7 @@ from provender.definitions import (
     KafkaSource,
     OnDemandFeatures,
     ParquetFormat,
+    SqlSource,
     ValueType,
     expect,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "ProvenderError",
     "RegistryConflictError",
     "Settings",
+    "SqlSource",
     "TableStatistics",
     "ValueType",
     "__version__",

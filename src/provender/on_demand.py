@@ -30,9 +30,11 @@ import importlib.metadata
 import inspect
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from typing import TypeAlias
 
 import pyarrow as pa
 
+from provender.definitions.feature_table import Feature
 from provender.definitions.on_demand import OnDemandFeatures
 from provender.definitions.request import FeatureRequest, RequestedOnDemand
 from provender.definitions.types import ValueType
@@ -129,6 +131,11 @@ def load_function(odf: OnDemandFeatures) -> Function:
     return function
 
 
+Column: TypeAlias = pa.Array | list[object]
+"""A column of values of one declared type: an Arrow array, or a list of plain Python values
+that Arrow would give exactly the same (see :func:`_convert`)."""
+
+
 class OnDemandRunner:
     """Computes the on-demand features of one resolved request, online or offline.
 
@@ -171,9 +178,16 @@ class OnDemandRunner:
         """
         result: dict[str, list[object]] = {}
         for requested in self.request.on_demand:
-            inputs = self._online_inputs(requested.definition, columns)
-            for column, array in zip(requested.columns, self._compute(requested, inputs), strict=True):
-                result[column] = array.to_pylist()
+            odf = requested.definition
+            inputs = self._online_inputs(odf, columns, arrow=odf.mode == "pandas")
+            if odf.mode == "pandas":
+                argument: object = pa.table(list(inputs.values()), names=list(inputs)).to_pandas()
+            else:
+                argument = {name: _plain(values) for name, values in inputs.items()}
+            output = self._call(odf, argument)
+            rows = len(next(iter(inputs.values()), ()))
+            for column, values in zip(requested.columns, _check_output(requested, output, rows), strict=True):
+                result[column] = _plain(values)
         return result
 
     def run_batch(self, batch: pa.RecordBatch) -> dict[str, pa.Array]:
@@ -195,15 +209,25 @@ class OnDemandRunner:
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                     raise DataError(f"Column {name!r} does not convert to {value_type}: {exc}") from None
             inputs = pa.table(arrays, names=[name for name, _ in self._input_types(odf)])
-            result.update(zip(requested.columns, self._compute(requested, inputs), strict=True))
+            argument = inputs.to_pandas() if odf.mode == "pandas" else inputs.to_pydict()
+            output = self._call(odf, argument)
+            converted = _check_output(requested, output, inputs.num_rows)
+            result.update(
+                zip(
+                    requested.columns,
+                    (_arrow(v, f) for v, f in zip(converted, requested.features, strict=True)),
+                    strict=True,
+                )
+            )
         return result
 
     def _input_types(self, odf: OnDemandFeatures) -> list[tuple[str, ValueType]]:
         return [*((c, self._types[c]) for c in odf.input_columns), *odf.request_schema.items()]
 
-    def _online_inputs(self, odf: OnDemandFeatures, columns: Mapping[str, Sequence[object]]) -> pa.Table:
-        arrays = []
-        names = []
+    def _online_inputs(
+        self, odf: OnDemandFeatures, columns: Mapping[str, Sequence[object]], *, arrow: bool
+    ) -> dict[str, Column]:
+        inputs: dict[str, Column] = {}
         for name, value_type in self._input_types(odf):
             values = columns.get(name)
             if values is None:
@@ -212,26 +236,65 @@ class OnDemandRunner:
                     f"features {odf.name!r}; pass it in every entity row."
                 )
             try:
-                arrays.append(pa.array(values, type=value_type.to_arrow()))
+                inputs[name] = (
+                    pa.array(values, type=value_type.to_arrow())
+                    if arrow
+                    else _convert(values, value_type, from_pandas=False)
+                )
             except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
                 raise DataError(
                     f"Request field {name!r} of on-demand features {odf.name!r} is not {value_type}: {exc}"
                 ) from None
-            names.append(name)
-        return pa.table(arrays, names=names)
+        return inputs
 
-    def _compute(self, requested: RequestedOnDemand, inputs: pa.Table) -> list[pa.Array]:
-        odf = requested.definition
+    def _call(self, odf: OnDemandFeatures, argument: object) -> object:
         function = self._load(odf)
-        argument: object = inputs.to_pandas() if odf.mode == "pandas" else inputs.to_pydict()
         try:
-            output = function(argument)
+            return function(argument)
         except Exception as exc:
             raise OnDemandFunctionError(odf.name, odf.function, f"raised {type(exc).__name__}: {exc}") from exc
-        return _check_output(odf, requested, output, inputs.num_rows)
 
 
-def _check_output(odf: OnDemandFeatures, requested: RequestedOnDemand, output: object, rows: int) -> list[pa.Array]:
+_INT64 = range(-(2**63), 2**63)
+# Declared types whose plain-Python values are used as they are when every value already has the
+# exact type Arrow would give back (so skipping Arrow changes nothing); other types always convert.
+_AS_IS: dict[ValueType, Callable[[object], bool]] = {
+    ValueType.DOUBLE: lambda v: type(v) is float,
+    ValueType.INT64: lambda v: type(v) is int and v in _INT64,
+    ValueType.STRING: lambda v: type(v) is str,
+    ValueType.BOOL: lambda v: type(v) is bool,
+}
+
+
+def _convert(values: object, value_type: ValueType, *, from_pandas: bool) -> Column:
+    """Return ``values`` as a column of ``value_type``: as they are if already exact, else through Arrow.
+
+    Raises:
+        pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError: a value does not convert.
+    """
+    exact = _AS_IS.get(value_type)
+    if exact is not None and type(values) is list and all(v is None or exact(v) for v in values):
+        return values
+    return pa.array(values, type=value_type.to_arrow(), from_pandas=from_pandas)
+
+
+def _plain(column: Column) -> list[object]:
+    return column if isinstance(column, list) else column.to_pylist()
+
+
+def _arrow(column: Column, feature: Feature) -> pa.Array:
+    return column if isinstance(column, pa.Array) else pa.array(column, type=feature.value_type.to_arrow())
+
+
+def _check_output(requested: RequestedOnDemand, output: object, rows: int) -> list[Column]:
+    """The requested features' columns of ``output``, converted to their declared types.
+
+    Raises:
+        OnDemandFunctionError: not a table of exactly the declared columns, a value that does not
+            convert (naming the feature), or another number of values than rows.
+    """
+    odf = requested.definition
+
     def fail(problem: str) -> OnDemandFunctionError:
         return OnDemandFunctionError(odf.name, odf.function, problem)
 
@@ -243,17 +306,16 @@ def _check_output(odf: OnDemandFeatures, requested: RequestedOnDemand, output: o
     extra = [str(name) for name in columns if name not in odf.feature_names]
     if missing or extra:
         raise fail(f"returned columns {[str(c) for c in columns]}; expected exactly {list(odf.feature_names)}")
-    arrays = []
+    converted = []
     for feature in requested.features:
-        values = columns[feature.name]
         try:
-            array = pa.array(values, type=feature.value_type.to_arrow(), from_pandas=odf.mode == "pandas")
+            column = _convert(columns[feature.name], feature.value_type, from_pandas=odf.mode == "pandas")
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
             raise fail(f"feature {feature.name!r} ({feature.value_type}): cannot convert its values: {exc}") from None
-        if len(array) != rows:
-            raise fail(f"feature {feature.name!r}: returned {len(array)} values for {rows} rows")
-        arrays.append(array)
-    return arrays
+        if len(column) != rows:
+            raise fail(f"feature {feature.name!r}: returned {len(column)} values for {rows} rows")
+        converted.append(column)
+    return converted
 
 
 def _output_columns(output: object) -> Mapping[object, object] | None:

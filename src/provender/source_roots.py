@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -124,7 +124,15 @@ class SourceRoots:
             self._walk(text, raw, wildcard >= 0, base, what=what)
 
     def check_source(self, source: object, *, what: str, walk: bool = False) -> None:
-        """Check a source's ``path``, if it has one (file and Delta sources; a Kafka source has none)."""
+        """Check a source's ``path``, if it has one (file and Delta sources; a Kafka source has none).
+
+        A SQL source reads its inputs: each of them is checked instead (its ``path`` is only a name).
+        """
+        inputs = getattr(source, "sources", None)
+        if isinstance(inputs, Mapping):
+            for name, input_source in inputs.items():
+                self.check_source(input_source, what=f"{what}, input {name!r}", walk=walk)
+            return
         path = getattr(source, "path", None)
         if self.roots is not None and isinstance(path, str):
             self.check(path, what=what, walk=walk)

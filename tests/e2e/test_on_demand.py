@@ -168,6 +168,19 @@ def test_the_values_are_the_functions(paths: dict[str, Read]) -> None:
     assert values["stats__trips"] == [4, 0, None, 4]
 
 
+@pytest.mark.parametrize("via", ["in-process", "http", "grpc"])
+def test_whole_amounts_sent_as_ints_are_doubles_like_offline(
+    project: Path, server: Server, paths: dict[str, Read], via: str
+) -> None:
+    url = {"in-process": None, "http": server.http_url, "grpc": server.grpc_url}[via]
+    rows = [{"driver_id": 1, "amount": 12}, {"driver_id": 2, "amount": 5}]  # as JSON clients send them
+    with pv.Client(project / "provender.yaml", serving_url=url) as client:
+        for refs in (["ratios"], ["ratios_py"]):
+            got = client.get_online_features(refs, rows).to_dict()
+            expected = paths["historical"](refs)
+            assert {name: got[name] for name in expected} == {name: values[:2] for name, values in expected.items()}
+
+
 def test_inputs_not_requested_are_not_returned(paths: dict[str, Read]) -> None:
     for read in paths.values():
         assert list(read(["ratios:big"])) == ["ratios__big"]

@@ -213,3 +213,20 @@ def test_the_error_travels_over_the_wire_with_its_fields(tree: Path) -> None:
     assert type(again) is SourcePathNotAllowedError and str(again) == str(info.value)
     assert (again.path, again.what, again.roots) == ("../secret", "entity rows", ("data",))
     assert os.path.realpath(tree.parent / "secret") in str(again)
+
+
+def test_a_sql_source_is_checked_by_its_inputs(tree: Path) -> None:
+    def sql(drivers: str) -> pv.SqlSource:
+        return pv.SqlSource(
+            query="SELECT * FROM trips JOIN drivers USING (driver_id)",
+            sources={
+                "trips": pv.FileSource(path="data/b.parquet", event_timestamp_column="ts"),
+                "drivers": pv.FileSource(path=drivers, event_timestamp_column="ts"),
+            },
+            event_timestamp_column="ts",
+        )
+
+    allowed = roots(tree, "data")
+    allowed.check_source(sql("data/date=2026-01-01/a.parquet"), what="batch source of feature table 'rides'", walk=True)
+    with pytest.raises(SourcePathNotAllowedError, match="batch source of feature table 'rides', input 'drivers'"):
+        allowed.check_source(sql("../secret/s.parquet"), what="batch source of feature table 'rides'")

@@ -6,7 +6,7 @@ import click
 
 from provender.cli.render import echo_json, echo_table, format_duration, plural
 from provender.cli.state import CliState
-from provender.definitions import DeltaSource, FeatureTable, FileSource, OnDemandFeatures
+from provender.definitions import DeltaSource, FeatureTable, FileSource, OnDemandFeatures, SqlSource
 from provender.registry import codec
 from provender.registry.store import DEFAULT_HISTORY_LIMIT, ItemAction, RegistryChangeRecord
 
@@ -143,6 +143,8 @@ def describe_table(state: CliState, name: str, as_json: bool) -> None:
                 else ""
             )
         )
+    if isinstance(table.batch_source, SqlSource):
+        click.echo(f"  query:     {' '.join(table.batch_source.query.split())}")
     if table.stream_source:
         stream = table.stream_source
         click.echo(
@@ -288,7 +290,9 @@ def _record_json(record: RegistryChangeRecord) -> dict[str, object]:
     }
 
 
-def _source_kind(source: FileSource | DeltaSource) -> str:
+def _source_kind(source: FileSource | DeltaSource | SqlSource) -> str:
+    if isinstance(source, SqlSource):
+        return f"SQL ({source.dialect}) over " + ", ".join(f"{n}={s.path}" for n, s in source.sources.items())
     if isinstance(source, DeltaSource):
         pin = source.version if source.version is not None else source.timestamp
         return "Delta" + ("" if pin is None else f" at {pin}")

@@ -51,6 +51,7 @@ from provender.offline.drift import DriftReport, compare
 from provender.offline.duckdb import StatisticsCollector
 from provender.offline.engine import DistributedIngestion, OfflineEngine
 from provender.offline.plan import LatestPlan, TableJoin, build_retrieval_plan, table_join
+from provender.offline.sql_source import check_sql_source
 from provender.offline.statistics import StatisticsPlan, TableStatistics
 from provender.on_demand import record_function
 from provender.online.read import OnlineReader, OnlineResponse
@@ -196,8 +197,10 @@ class Client:
         Raises:
             SourcePathNotAllowedError: a batch source lies outside ``sources.allowed_roots``.
         """
-        self._roots.check_definitions(_as_tuple(definitions))
-        return plan_apply(self._registry.read(self.project), _as_tuple(definitions), missing=missing)
+        items = _as_tuple(definitions)
+        self._roots.check_definitions(items)
+        snapshot = self._registry.read(self.project)
+        return plan_apply(snapshot, self._checked(snapshot, items), missing=missing)
 
     def apply(
         self,
@@ -227,6 +230,7 @@ class Client:
         """
         items = _as_tuple(definitions)
         self._roots.check_definitions(items)
+        items = self._checked(self._registry.read(self.project), items)
         if missing == "prune":  # online rows first: a failure below leaves the tables registered (re-ingest them)
             planned = self.plan(items, missing="prune")
             for name in () if planned.is_refused else planned.deleted("feature table"):
@@ -240,6 +244,14 @@ class Client:
         self._registry.update(self.project, decide, actor=self.actor, expected_version=expected_version)
         self._registry_changed()
         return applied[-1]
+
+    def _checked(self, snapshot: RegistrySnapshot, items: tuple[Definition, ...]) -> tuple[Definition, ...]:
+        """``items``, after checking that the SQL sources among them run and give their tables' columns."""
+        entities = {**snapshot.entities, **{d.name: d for d in items if isinstance(d, Entity)}}
+        for table in items:
+            if isinstance(table, FeatureTable):
+                check_sql_source(table, entities, base_dir=self.settings.base_dir)
+        return items
 
     def get_entity(self, name: str) -> Entity:
         """Return the entity called ``name``; raise EntityNotFoundError if there is none."""

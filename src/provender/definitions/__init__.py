@@ -19,6 +19,7 @@ from provender.definitions.source import (
     KafkaSource,
     MessageFormat,
     ParquetFormat,
+    SqlSource,
 )
 from provender.definitions.types import ValueType
 
@@ -42,6 +43,7 @@ __all__ = [
     "MessageFormat",
     "OnDemandFeatures",
     "ParquetFormat",
+    "SqlSource",
     "ValueType",
     "expect",
 ]

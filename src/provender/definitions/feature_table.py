@@ -10,7 +10,7 @@ from types import MappingProxyType
 from provender.definitions import expect as _expect
 from provender.definitions._validate import check_identifier, freeze_str_mapping, reduce_definition
 from provender.definitions.aggregation import Aggregation
-from provender.definitions.source import BatchSource, DeltaSource, FileSource, KafkaSource
+from provender.definitions.source import BatchSource, DeltaSource, FileSource, KafkaSource, SqlSource
 from provender.definitions.types import ValueType
 from provender.errors import DefinitionError
 
@@ -98,9 +98,11 @@ class FeatureTable:
         self._add_aggregations(what)
         if self.batch_source is None and self.stream_source is None:
             raise DefinitionError(what, "batch_source", "a feature table needs a batch_source or a stream_source")
-        if self.batch_source is not None and not isinstance(self.batch_source, FileSource | DeltaSource):
+        if self.batch_source is not None and not isinstance(self.batch_source, FileSource | DeltaSource | SqlSource):
             raise DefinitionError(
-                what, "batch_source", f"must be a FileSource or a DeltaSource, got {type(self.batch_source).__name__}"
+                what,
+                "batch_source",
+                f"must be a FileSource, a DeltaSource or a SqlSource, got {type(self.batch_source).__name__}",
             )
         if self.stream_source is not None and not isinstance(self.stream_source, KafkaSource):
             raise DefinitionError(

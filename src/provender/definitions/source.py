@@ -150,7 +150,67 @@ class DeltaSource:
         object.__setattr__(self, "field_mapping", MappingProxyType(dict(mapping)))
 
 
-BatchSource = FileSource | DeltaSource
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SqlSource:
+    """Batch feature rows defined by a SQL query over other sources (joins, filters, expressions).
+
+    The query is written once, in ``dialect``, and transpiled (sqlglot) for the engine that runs
+    it (DuckDB or Spark). It reads the tables named in ``sources``; its result columns are the
+    source's columns, as a file's would be (``field_mapping`` renames them).
+
+    Args:
+        query: one ``SELECT`` (CTEs, joins, unions allowed) reading only the tables of ``sources``.
+        sources: the tables the query reads, by the name it uses: local ``FileSource`` paths.
+        event_timestamp_column: the result column with each row's event time.
+        created_timestamp_column: optional; breaks ties between equal event timestamps.
+        dialect: the query's SQL dialect (a sqlglot dialect name): ``duckdb`` (default), ``spark``...
+        field_mapping: optional renames from result column to entity/feature name.
+
+    Examples:
+        >>> SqlSource(
+        ...     query="SELECT t.*, d.city FROM trips t JOIN drivers d USING (driver_id) WHERE t.fare > 0",
+        ...     sources={"trips": FileSource(path="data/trips", event_timestamp_column="ts"),
+        ...              "drivers": FileSource(path="data/drivers.parquet", event_timestamp_column="since")},
+        ...     event_timestamp_column="ts",
+        ... ).path
+        'sql:drivers,trips'
+    """
+
+    query: str
+    sources: Mapping[str, FileSource]
+    event_timestamp_column: str
+    created_timestamp_column: str | None = None
+    dialect: str = "duckdb"
+    field_mapping: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    __reduce__ = reduce_definition
+
+    def __post_init__(self) -> None:
+        from provender.definitions.sql import check_query  # sqlglot: only when SQL sources are used
+
+        what = "SqlSource"
+        _check_timestamps(what, self.event_timestamp_column, self.created_timestamp_column)
+        if not isinstance(self.sources, Mapping) or not self.sources:
+            raise DefinitionError(what, "sources", "must map each table name the query reads to a FileSource")
+        for name, source in self.sources.items():
+            if not isinstance(name, str) or not name.isidentifier():
+                raise DefinitionError(what, "sources", f"{name!r} is not a table name (letters, digits, '_')")
+            if not isinstance(source, FileSource):
+                raise DefinitionError(what, "sources", f"{name!r} must be a FileSource, got {type(source).__name__}")
+        object.__setattr__(self, "sources", MappingProxyType(dict(sorted(self.sources.items()))))
+        if not isinstance(self.query, str) or not self.query.strip():
+            raise DefinitionError(what, "query", f"must be a SELECT query, got {self.query!r}")
+        check_query(self.query, self.dialect, tuple(self.sources))
+        mapping = freeze_str_mapping(what, "field_mapping", self.field_mapping)
+        object.__setattr__(self, "field_mapping", MappingProxyType(dict(mapping)))
+
+    @property
+    def path(self) -> str:
+        """A short name for messages and listings: ``sql:<the tables read>``."""
+        return "sql:" + ",".join(self.sources)
+
+
+BatchSource = FileSource | DeltaSource | SqlSource
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow.dataset as ds
 
 from provender.config import S3Storage
-from provender.definitions import DeltaSource
+from provender.definitions import DeltaSource, FileSource
 from provender.offline.delta import open_delta
 from provender.offline.files import DateRange, is_remote
 from provender.offline.lineage import SourceInput, filesystem_files
@@ -66,6 +66,7 @@ def open_arrow_source(
         snapshot = open_delta(join.source, what=what, base_dir=base_dir, storage=storage, lower=lower, upper=upper)
         source_input = SourceInput(table=name, path=path, files=snapshot.files, delta_version=snapshot.version)
         return ArrowSource(snapshot.dataset, source_input)  # even with no file kept: its schema is checked
+    assert isinstance(join.source, FileSource)  # SQL sources are read by each engine itself
     store = open_s3(storage, what)
     files = s3_source_files(store, join.source, dates, what)
     keys = [f.removeprefix("s3://") for f in files]

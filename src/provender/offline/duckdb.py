@@ -26,7 +26,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
 from provender.config import S3Storage, validate_backend_config
-from provender.definitions import CsvFormat, FileSource
+from provender.definitions import CsvFormat, FileSource, SqlSource
 from provender.definitions.request import SOURCE_ROWS
 from provender.errors import BackendError, DataError
 from provender.offline.arrow_source import open_arrow_source, reads_through_arrow
@@ -63,6 +63,7 @@ from provender.offline.plan import (
     check_source_schema,
     null_entity_times_error,
 )
+from provender.offline.sql_source import duckdb_relation, input_files
 from provender.offline.statistics import StatisticsPlan, TableStatistics
 from provender.offline.statistics_sql import Dialect, compute_statistics
 
@@ -182,7 +183,12 @@ class DuckDBEngine:
     ) -> str:
         """SQL for ``join``'s candidate rows; what is read is appended to ``inputs`` (lineage)."""
         scrub: Callable[[str], str] = str
-        if reads_through_arrow(join):
+        if isinstance(join.source, SqlSource):
+            inputs_files = input_files(join.source, base_dir=self.base_dir, table=join.name)
+            every = [f for name in inputs_files for f in inputs_files[name]]
+            source_input = SourceInput(table=join.name, path=join.source.path, files=local_files(every))
+            scan = duckdb_relation(join.source, inputs_files)
+        elif reads_through_arrow(join):
             opened = open_arrow_source(
                 join, dates, base_dir=self.base_dir, storage=self.storage, lower=lower, upper=upper
             )

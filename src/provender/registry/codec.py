@@ -3,8 +3,9 @@
 Shape: ``{"format_version": 3, "kind": "entity" | "feature_table" | "on_demand_features", "spec": {...}}``.
 Version 2 added expectations (``expect`` on features and tables, ``validation_policy``);
 version 3 added a feature table's ``aggregations``; version 4 the ``delta`` batch source; version 5
-the ``on_demand_features`` kind. A record is written with the oldest version that holds it (on-demand
-features: 5, a Delta source: 4, aggregations: 3, everything else: 2), and older records still load.
+the ``on_demand_features`` kind and the ``sql`` batch source. A record is written with the oldest
+version that holds it (on-demand features, a SQL source: 5, a Delta source: 4, aggregations: 3,
+everything else: 2), and older records still load.
 Durations are whole microseconds; sources and formats carry a ``"type"`` tag. A reader refuses a
 ``format_version`` newer than it knows, so an old Provender never misreads a newer registry.
 """
@@ -19,6 +20,7 @@ from typing import Final, cast
 from provender.definitions import (
     Aggregation,
     AvroFormat,
+    BatchSource,
     CsvFormat,
     Definition,
     DeltaSource,
@@ -32,6 +34,7 @@ from provender.definitions import (
     MessageFormat,
     OnDemandFeatures,
     ParquetFormat,
+    SqlSource,
     ValueType,
     expect,
 )
@@ -67,7 +70,9 @@ def to_dict(definition: Definition) -> JsonDict:
     if isinstance(definition, FeatureTable):
         # The oldest version that can hold the table, so older readers still read what they can.
         version = (
-            _DELTA_VERSION
+            _ON_DEMAND_VERSION
+            if isinstance(definition.batch_source, SqlSource)
+            else _DELTA_VERSION
             if isinstance(definition.batch_source, DeltaSource)
             else _AGGREGATIONS_VERSION
             if definition.aggregations
@@ -260,9 +265,19 @@ def _expectations(items: object, where: str) -> list[object]:
         raise DefinitionError("registry record", "expect", f"of {where}: {exc}") from None
 
 
-def _batch_source_spec(source: FileSource | DeltaSource) -> JsonDict:
+def _batch_source_spec(source: BatchSource) -> JsonDict:
     if isinstance(source, FileSource):
         return _file_source_spec(source)
+    if isinstance(source, SqlSource):
+        return {
+            "type": "sql",
+            "query": source.query,
+            "dialect": source.dialect,
+            "sources": {name: _file_source_spec(input_source) for name, input_source in source.sources.items()},
+            "event_timestamp_column": source.event_timestamp_column,
+            "created_timestamp_column": source.created_timestamp_column,
+            "field_mapping": dict(source.field_mapping),
+        }
     return {
         "type": "delta",
         "path": source.path,
@@ -274,7 +289,19 @@ def _batch_source_spec(source: FileSource | DeltaSource) -> JsonDict:
     }
 
 
-def _batch_source_from(spec: Mapping[str, object]) -> FileSource | DeltaSource:
+def _batch_source_from(spec: Mapping[str, object]) -> BatchSource:
+    if spec.get("type") == "sql":
+        return SqlSource(
+            query=cast(str, spec["query"]),
+            dialect=cast(str, spec.get("dialect", "duckdb")),
+            sources={
+                str(name): _file_source_from(_mapping(item, "sources"))
+                for name, item in _mapping(spec["sources"], "sources").items()
+            },
+            event_timestamp_column=cast(str, spec["event_timestamp_column"]),
+            created_timestamp_column=cast("str | None", spec.get("created_timestamp_column")),
+            field_mapping=_mapping(spec.get("field_mapping", {}), "field_mapping"),  # type: ignore[arg-type]
+        )
     if spec.get("type") != "delta":
         return _file_source_from(spec)
     at = spec.get("timestamp")

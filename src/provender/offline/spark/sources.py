@@ -22,9 +22,11 @@ from py4j.protocol import Py4JError  # type: ignore[import-untyped]
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, DataFrameReader, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import to_arrow_schema
 
 from provender.config import S3Storage
-from provender.definitions import CsvFormat, FileSource, ValueType
+from provender.definitions import CsvFormat, FileSource, SqlSource, ValueType
+from provender.definitions.sql import transpile
 from provender.errors import DataError
 from provender.offline.arrow_source import open_arrow_source, reads_through_arrow
 from provender.offline.engine import EntityRows
@@ -63,6 +65,7 @@ from provender.offline.spark.schemas import (
     spark_view,
 )
 from provender.offline.spark.staging import Staging
+from provender.offline.sql_source import input_files, relation_names
 
 
 def entity_frame(
@@ -155,17 +158,22 @@ def source_frame(
     the staged copy. Local files are read in place.
     """
     columns = join.columns
-    if reads_through_arrow(join):
+    if isinstance(join.source, SqlSource):
+        files: list[str] = []
+    elif reads_through_arrow(join):
         files, join = _stage(join, dates, context=context, lower=lower, upper=upper)
     else:
         assert isinstance(join.source, FileSource)
         files = list_table_files(join.name, join.source, base_dir=context.base_dir, dates=dates)
         context.inputs.append(SourceInput(table=join.name, path=join.source.path, files=local_files(files)))
-    if not files:  # every date partition was pruned: no row can be a candidate
+    if isinstance(join.source, SqlSource):
+        frame, view = _sql_frame(session, join, join.source, context=context)
+    elif not files:  # every date partition was pruned: no row can be a candidate
         fields = [f"{quote(e.name)} {spark_type(e.value_type)}" for e in join.entities]
         fields += [f"{quote(f.name)} {spark_type(f.value_type)}" for f in join.source_features]
         return session.createDataFrame([], ", ".join([*fields, f"{EVENT} timestamp", f"{CREATED} timestamp"]))
-    frame, view = _read_source(session, join, files, base_dir=context.base_dir)
+    else:
+        frame, view = _read_source(session, join, files, base_dir=context.base_dir)
     wanted = {f.name for f in join.source_features}
     select = [as_type(c, view, e.value_type).alias(e.name) for c, e in zip(columns.keys, join.entities, strict=True)]
     select += [
@@ -186,6 +194,38 @@ def source_frame(
     if lower is not None:
         where &= F.col(EVENT) >= timestamp_literal(lower)
     return frame.select(*select).where(where)
+
+
+def _sql_frame(
+    session: SparkSession, join: TableJoin, source: SqlSource, *, context: SourceContext
+) -> tuple[DataFrame, pa.Schema]:
+    """Run a SQL source's query (transpiled to Spark SQL) over temporary views of its inputs.
+
+    The views are named per read (so concurrent reads never share one); the query's result is
+    checked like a file's schema, as Spark types it.
+    """
+    files = input_files(source, base_dir=context.base_dir, table=join.name)
+    context.inputs.append(
+        SourceInput(table=join.name, path=source.path, files=local_files([f for name in files for f in files[name]]))
+    )
+    suffix = uuid.uuid4().hex[:12]
+    names = {name: f"{view}_{suffix}" for name, view in relation_names(source).items()}
+    try:
+        for name, input_source in source.sources.items():
+            fmt = input_source.file_format
+            if isinstance(fmt, CsvFormat):
+                read = session.read.options(header=True, sep=fmt.delimiter, inferSchema=True).csv(files[name])
+            else:
+                read = session.read.parquet(*files[name])
+            read.createOrReplaceTempView(names[name])
+        frame = session.sql(transpile(source.query, source.dialect, to="spark", relations=names))
+        view = to_arrow_schema(frame.schema, timezone="UTC")
+    except (PySparkException, Py4JError) as exc:
+        raise DataError(
+            f"The SQL source of feature table {join.name!r} does not run on Spark: {spark_message(exc)}"
+        ) from exc
+    check_source_schema(join, view)
+    return frame, view
 
 
 def _stage(
