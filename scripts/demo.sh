@@ -88,6 +88,44 @@ provender apply . > /dev/null  # back to the definitions as written
 step "provender online get: a low-latency online lookup (same values as training at the same time)"
 provender online get --features driver_statistics --entity driver_id=1001 --entity driver_id=1002 --entity driver_id=4242
 
+step "on-demand features: a function of features and request data, the same in training and serving"
+cat > demo_features.py <<'PY'
+"""The function of the trip_score on-demand features: importable by every process that computes them."""
+
+
+def trip_score(columns):
+    """Python mode: the conversion rate times the acceptance rate, and whether the request's trip is long."""
+    rates = zip(columns["driver_statistics__conv_rate"], columns["driver_statistics__acc_rate"])
+    return {
+        "quality": [None if c is None or a is None else c * a for c, a in rates],
+        "long_trip": [None if d is None else d > 10 for d in columns["distance_km"]],
+    }
+PY
+export PYTHONPATH="$DEMO${PYTHONPATH:+:$PYTHONPATH}"  # as if installed: `provender serve` imports it too
+python - <<'PY'
+from datetime import UTC, datetime
+
+import pandas as pd
+
+import provender as pv
+
+client = pv.Client()
+client.apply(pv.OnDemandFeatures(
+    name="trip_score",
+    inputs=["driver_statistics:conv_rate", "driver_statistics:acc_rate"],
+    request_schema={"distance_km": pv.ValueType.DOUBLE},
+    features=[pv.Feature("quality", pv.ValueType.DOUBLE), pv.Feature("long_trip", pv.ValueType.BOOL)],
+    function="demo_features:trip_score",
+    mode="python",
+))
+refs = ["trip_score", "driver_statistics:conv_rate"]
+rows = pd.DataFrame({"driver_id": [1001, 1002], "event_timestamp": [datetime.now(UTC)] * 2, "distance_km": [3.5, 12.0]})
+print("training:", client.get_historical_features(refs, rows).to_pandas().drop(columns="event_timestamp").to_dict("list"))
+print("online:  ", client.get_online_features(refs, [{"driver_id": 1001, "distance_km": 3.5},
+                                                     {"driver_id": 1002, "distance_km": 12.0}]).to_dict())
+PY
+provender tables describe trip_score
+
 step "provender serve: the same lookup over HTTP (gRPC listens too), then a graceful stop"
 free_port() { python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 HTTP_PORT=$(free_port); GRPC_PORT=$(free_port)
@@ -99,8 +137,9 @@ for _ in $(seq 1 300); do
     sleep 0.1
 done
 curl -fsS -X POST "http://127.0.0.1:$HTTP_PORT/v1/online-features" -H 'Content-Type: application/json' \
-    -d '{"features": ["driver_statistics:conv_rate", "driver_statistics:acc_rate", "driver_statistics:avg_daily_trips"],
-         "entities": {"driver_id": [1001, 1002, 4242]}, "include_statuses": true}'
+    -d '{"features": ["driver_statistics:conv_rate", "driver_statistics:acc_rate", "driver_statistics:avg_daily_trips",
+                      "trip_score"],
+         "entities": {"driver_id": [1001, 1002, 4242], "distance_km": [3.5, 12.0, 7.0]}, "include_statuses": true}'
 echo
 kill -TERM "$SERVE_PID"
 wait "$SERVE_PID"

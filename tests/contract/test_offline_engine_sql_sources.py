@@ -5,7 +5,8 @@ feature table with a plain feature and a windowed aggregation. On each engine (D
 Spark local), historical retrieval equals the point-in-time rule applied by hand to the query's
 rows computed here with pandas; offline-to-online ingestion over it (into Redis, which Spark's
 executors can write) gives at ``end`` the historical values at ``end``. A query written in the
-Spark dialect runs on both engines too.
+Spark dialect runs on both engines too, and on-demand features over the SQL source's features
+are computed from the engine's result the same way.
 """
 
 from __future__ import annotations
@@ -104,6 +105,14 @@ def make_table(root: Path, *, query: str = QUERY, dialect: str = "duckdb") -> pv
 
 
 REFS = ["rides:city", "rides:big", "rides:fare2_sum_1d"]
+DOUBLED = pv.OnDemandFeatures(
+    name="ride_calc",
+    inputs=["rides:fare2_sum_1d"],
+    request_schema={"tip": pv.ValueType.DOUBLE},
+    features=[pv.Feature("doubled_plus_tip", pv.ValueType.DOUBLE)],
+    function="tests.support.on_demand_functions:doubled",
+    mode="python",
+)
 
 
 @pytest.mark.parametrize(

@@ -50,3 +50,13 @@ def wrong_type(frame: pd.DataFrame) -> pd.DataFrame:
 def wrong_length(columns: dict[str, list[object]]) -> dict[str, list[object]]:
     """Returns one value too many."""
     return {"per_trip": [*columns["amount"], 1.0]}
+
+
+def doubled(columns: dict[str, list[object]]) -> dict[str, list[object]]:
+    """Python mode: a SQL source's windowed sum doubled, plus the request's tip."""
+    return {
+        "doubled_plus_tip": [
+            None if total is None else total * 2 + tip  # type: ignore[operator]
+            for total, tip in zip(columns["rides__fare2_sum_1d"], columns["tip"], strict=True)
+        ]
+    }

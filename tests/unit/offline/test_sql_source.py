@@ -13,8 +13,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from click.testing import CliRunner
 
 import provender as pv
+from provender.cli.main import cli
 from provender.definitions.sql import transpile
 from provender.errors import DataError, DefinitionError
 from provender.registry import codec
@@ -150,6 +152,10 @@ def test_apply_checks_the_query_runs_and_gives_the_declared_columns(project: Pat
             with pytest.raises(DataError, match=re.escape(text)):
                 client.plan([bad])
         assert client.registry_version() == version
+    described = CliRunner().invoke(cli, ["--config", str(project / "provender.yaml"), "tables", "describe", "rides"])
+    assert described.exit_code == 0, described.output
+    assert "sql:drivers,trips (SQL (duckdb) over drivers=drivers.parquet, trips=trips.parquet)" in described.output
+    assert f"query:     {QUERY}" in described.output
 
 
 def test_an_input_that_does_not_exist_is_named(project: Path) -> None:
