@@ -303,7 +303,7 @@ def test_apply_without_definitions(project: Path, tmp_path: Path) -> None:
     empty.mkdir()
     (empty / "nothing.py").write_text("x = 1\n", encoding="utf-8")
     result = run(project, "apply", str(empty), exit_code=1)
-    assert "no Entity or FeatureTable objects found" in result.stderr
+    assert "no Entity, FeatureTable or OnDemandFeatures objects found" in result.stderr
 
 
 def test_apply_missing_path(project: Path, tmp_path: Path) -> None:
