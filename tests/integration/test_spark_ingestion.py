@@ -3,11 +3,12 @@
 The ingestion contract (the rule over ``[start, end)``, the event-time guard, training/serving
 consistency, counts, failing jobs, windows) runs on Spark with Redis in
 ``tests/unit/ingestion/test_batch.py``. Here: stores the executors cannot reach are refused,
-and a job can be cancelled.
+a job can be cancelled, and the statistics of what the executors wrote are recorded.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from datetime import UTC, datetime, timedelta
@@ -15,12 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
 import provender as pv
 from provender.ingestion.batch import IngestionJob, JobCancelledError, JobStatus
 from provender.offline.plan import LatestPlan, table_join
+from provender.offline.statistics import QUANTILES
 from provender.online.redis import RedisStore
 from tests.support.builders import DRIVER, make_client
 from tests.support.ingestion import driver_table, hour, write_driver_rows
@@ -79,3 +82,40 @@ def test_cancel_stops_the_spark_job(tmp_path: Path, spark_engine: object, redis_
         job.wait(timeout_seconds=60)
     assert job.status is JobStatus.CANCELLED
     assert time.monotonic() - started < 20
+
+
+def test_executors_writing_record_the_statistics_of_what_they_wrote(
+    tmp_path: Path, spark_options: dict[str, object], spark_engine: object, redis_server: RedisServer
+) -> None:
+    """Spark's executors write; the job still records statistics, equal to DuckDB's job of the same rows."""
+    written = write_driver_rows(tmp_path / "src", drivers=30, hours=3, end=NOW)
+    latest = written.filter(
+        pc.and_(
+            pc.equal(written.column("tag"), "winner"),
+            pc.equal(written.column("ts"), pa.scalar(NOW - timedelta(hours=1), pa.timestamp("us", tz="UTC"))),
+        )
+    )
+    window = {"start": NOW - timedelta(days=1), "end": NOW}
+    online = {"store": "redis", "url": redis_server.url}
+    recorded = {}
+    for name, offline in (("spark", spark_options), ("duckdb", None)):
+        with make_client(tmp_path / name, offline=offline, online=online, project=f"stats-{name}") as client:
+            client.apply([DRIVER, driver_table(tmp_path / "src")])
+            job = client.start_offline_to_online_ingestion("driver_stats", **window).wait(timeout_seconds=180)
+            assert job.rows_written == 30
+            assert job.statistics is not None
+            assert client.get_statistics("driver_stats", from_job=job.id) == job.statistics
+            recorded[name] = job.statistics
+    spark, duckdb = recorded["spark"], recorded["duckdb"]
+    assert (spark.engine, spark.rows, spark.job_id is not None) == ("spark", 30, True)
+    assert "engine's workers" in spark.notes[0]
+    for feature in ("trips", "rate"):
+        values = latest.column(feature).to_numpy().astype("float64")
+        found = spark[feature]
+        assert found.quantiles == tuple(float(q) for q in np.quantile(values, QUANTILES))
+        assert found.histogram == duckdb[feature].histogram
+        assert (found.count, found.min, found.max) == (30, values.min(), values.max())
+        assert found.mean == pytest.approx(values.mean(), rel=1e-12)
+        assert found.std == pytest.approx(values.std(ddof=1), rel=1e-9)
+        assert found == dataclasses.replace(duckdb[feature], mean=found.mean, std=found.std)
+    assert spark["tag"].top_values == duckdb["tag"].top_values == (("winner", 30),)

@@ -49,7 +49,7 @@ from provender.ingestion import validation
 from provender.ingestion.batch import DEFAULT_BATCH_ROWS, IngestionJob, counting_source_rows, write_batches
 from provender.offline.drift import DriftReport, compare
 from provender.offline.duckdb import StatisticsCollector
-from provender.offline.engine import DistributedIngestion, OfflineEngine
+from provender.offline.engine import DistributedIngestion, OfflineEngine, StoreFactory
 from provender.offline.plan import LatestPlan, TableJoin, build_retrieval_plan, table_join
 from provender.offline.sql_source import check_sql_source
 from provender.offline.statistics import StatisticsPlan, TableStatistics
@@ -473,7 +473,7 @@ class Client:
         if record.statistics is None:
             raise DataError(
                 f"job {job_id} ({record.status.value}) recorded no statistics: only a succeeded "
-                "offline-to-online job run in-process records them."
+                "offline-to-online job records them."
             )
         stats = TableStatistics.from_dict(record.statistics)
         if features is None:
@@ -617,8 +617,7 @@ class Client:
         }
         if engine.capabilities.is_distributed and not validated:  # validated rows pass through this process
             factory = self._runtime.online_store_factory(self.project)
-            distributed = cast("DistributedIngestion", engine)
-            return job.start(lambda j: distributed.ingest_to_online(plan, store_factory=factory, progress=j), **hooks)
+            return job.start(_on_workers(cast("DistributedIngestion", engine), plan, factory), **hooks)
         store = self._online_store
 
         counted = replace(plan, count_source_rows=True)
@@ -846,3 +845,16 @@ def _as_tuple(definitions: Sequence[Definition] | Definition) -> tuple[Definitio
     """The definitions as a tuple, on-demand features with their function's version recorded (imported)."""
     items = (definitions,) if isinstance(definitions, Entity | FeatureTable | OnDemandFeatures) else tuple(definitions)
     return tuple(record_function(d) if isinstance(d, OnDemandFeatures) else d for d in items)
+
+
+def _on_workers(
+    engine: DistributedIngestion, plan: LatestPlan, factory: StoreFactory
+) -> Callable[[IngestionJob], None]:
+    """The run of a job whose rows the engine's workers write; the engine describes what they wrote."""
+
+    def run(job: IngestionJob) -> None:
+        stats = engine.ingest_to_online(plan, store_factory=factory, progress=job)
+        note = "statistics of the rows the job wrote (latest per key), computed by the engine's workers"
+        job.statistics = replace(stats, job_id=job.id, notes=(note,))
+
+    return run

@@ -57,8 +57,7 @@ class IngestionJob:
             far; None when the engine does not count them (a distributed engine).
         error: the exception that failed the job, or None.
         validation: the report of the table's expectations (None if it declares none).
-        statistics: the statistics of the rows written, once the job succeeded (None when the
-            engine's workers wrote them).
+        statistics: the statistics of the rows written, once the job succeeded.
     """
 
     def __init__(self, *, table: str, description: str, job_id: str | None = None) -> None:

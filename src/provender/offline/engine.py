@@ -150,8 +150,10 @@ class DistributedIngestion(Protocol):
     The workers write the rows themselves, so the driver never collects them.
     """
 
-    def ingest_to_online(self, plan: LatestPlan, *, store_factory: StoreFactory, progress: IngestionProgress) -> None:
-        """Write the rows of ``plan`` to the online store each worker opens with ``store_factory``.
+    def ingest_to_online(
+        self, plan: LatestPlan, *, store_factory: StoreFactory, progress: IngestionProgress
+    ) -> TableStatistics:
+        """Write the rows of ``plan`` to the online store each worker opens with ``store_factory``; describe them.
 
         Args:
             plan: the latest row per entity key in ``[start, end)``.
@@ -159,6 +161,10 @@ class DistributedIngestion(Protocol):
                 :meth:`provender.runtime.Runtime.online_store_factory`); called on the driver
                 to check the store is ``reachable_from_executors``, then on every worker.
             progress: the job, counted on and watched for cancellation.
+
+        Returns:
+            The statistics of the rows written (:mod:`provender.offline.statistics`), computed by
+            the engine in the same job, so every engine's ingestion records them.
 
         Raises:
             ConfigError: a store the workers cannot reach.

@@ -39,7 +39,7 @@ from provender.offline.spark.schemas import latest_schema, result_schema
 from provender.offline.spark.session import SparkConfig, session_conf
 from provender.offline.spark.sources import SourceContext, entity_frame, source_frame
 from provender.offline.spark.staging import Staging
-from provender.offline.spark.statistics import spark_statistics
+from provender.offline.spark.statistics import frame_statistics, spark_statistics
 from provender.offline.statistics import StatisticsPlan, TableStatistics
 
 log = logging.getLogger(__name__)
@@ -212,7 +212,9 @@ class SparkEngine:
 
         return pa.RecordBatchReader.from_batches(schema, batches())
 
-    def ingest_to_online(self, plan: LatestPlan, *, store_factory: StoreFactory, progress: IngestionProgress) -> None:
+    def ingest_to_online(
+        self, plan: LatestPlan, *, store_factory: StoreFactory, progress: IngestionProgress
+    ) -> TableStatistics:
         """Write the latest row per entity key in ``[start, end)`` to the online store, from the executors.
 
         ``store_factory`` is called once here, to check that the store is
@@ -221,6 +223,13 @@ class SparkEngine:
         event-time guard, reading the next batch while it writes one. Only per-partition counts
         reach the driver (``progress.rows_read``, ``progress.rows_written``). Runs in the calling
         thread; a cancelled ``progress`` cancels the Spark job.
+
+        The rows are cached as they are written; the statistics of what was written are then
+        computed over the cache, in Spark (the same SQL and numbers as every engine's), so the
+        source is read and the rows chosen once.
+
+        Returns:
+            The statistics of the rows written.
 
         Raises:
             ConfigError: a store the executors cannot reach (a local file; one process's memory).
@@ -238,15 +247,17 @@ class SparkEngine:
             )
         writer = PartitionWriter(store_factory=store_factory, table=plan.join.table, schema=latest_schema(plan.join))
         stage_dir = self.staging.new_dir("ingest")
+        latest = self._latest_frame(plan, stage_dir).persist()
         try:
-            self._write_from_executors(plan, writer, stage_dir, progress)
+            return self._write_from_executors(plan, latest, writer, progress)
         finally:
+            latest.unpersist()
             self.staging.remove(stage_dir)
 
     def _write_from_executors(
-        self, plan: LatestPlan, writer: PartitionWriter, stage_dir: str, progress: IngestionProgress
-    ) -> None:
-        counts = self._latest_frame(plan, stage_dir).mapInArrow(writer, "rows_read long, rows_written long")
+        self, plan: LatestPlan, latest: DataFrame, writer: PartitionWriter, progress: IngestionProgress
+    ) -> TableStatistics:
+        counts = latest.mapInArrow(writer, "rows_read long, rows_written long")
         total = counts.agg(F.sum("rows_read"), F.sum("rows_written"))
         group, done = f"provender-ingest-{progress.id}", threading.Event()
         log.info("spark ingestion table=%s app=%s group=%s", plan.join.name, self.application_id, group)
@@ -259,11 +270,13 @@ class SparkEngine:
         InheritableThread(target=watch, daemon=True).start()
         try:
             row = run_in_group(self.session, group, f"ingestion of feature table {plan.join.name!r}", total.first)
+            assert row is not None
+            progress.rows_read, progress.rows_written = int(row[0] or 0), int(row[1] or 0)
+            written = StatisticsPlan(join=plan.join, start=plan.start, end=plan.end)
+            return frame_statistics(self.session, latest, written, group=group)
         except ProvenderError as exc:
             if progress.is_cancelled:
                 raise JobCancelledError(f"job {progress.id} was cancelled: {exc}") from exc
             raise
         finally:
             done.set()
-        assert row is not None
-        progress.rows_read, progress.rows_written = int(row[0] or 0), int(row[1] or 0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from provender.offline.files import DateRange
@@ -36,10 +36,20 @@ def spark_statistics(session: SparkSession, plan: StatisticsPlan, *, context: So
     dates = DateRange.for_interval(plan.start, plan.end)
     source = source_frame(session, join, dates, context=context, lower=plan.start, upper=None)
     frame = source.where(F.col(EVENT) < timestamp_literal(plan.end)).select(*(col(f.name) for f in join.features))
-    view = f"provender_stats_{uuid.uuid4().hex}"
     frame.persist()
-    frame.createOrReplaceTempView(view)
-    group = f"provender-{view}"
+    try:
+        return frame_statistics(session, frame, plan, group=f"provender-stats-{uuid.uuid4().hex}")
+    finally:
+        frame.unpersist()
+
+
+def frame_statistics(session: SparkSession, frame: DataFrame, plan: StatisticsPlan, *, group: str) -> TableStatistics:
+    """The statistics of the columns of ``frame`` named after ``plan``'s features, as Spark jobs of ``group``.
+
+    ``frame`` is read by several queries: the caller persists it (so each reads the cache).
+    """
+    view = f"provender_stats_{uuid.uuid4().hex}"
+    frame.select(*(col(f.name) for f in plan.join.features)).createOrReplaceTempView(view)
     try:
         return compute_statistics(
             plan,
@@ -48,11 +58,10 @@ def spark_statistics(session: SparkSession, plan: StatisticsPlan, *, context: So
             lambda sql: run_in_group(
                 session,
                 group,
-                f"statistics of feature table {join.name!r}",
+                f"statistics of feature table {plan.join.name!r}",
                 lambda: [tuple(row) for row in session.sql(sql).collect()],
             ),
             engine="spark",
         )
     finally:
         session.catalog.dropTempView(view)
-        frame.unpersist()
