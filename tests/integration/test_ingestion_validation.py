@@ -54,6 +54,11 @@ def online(request: pytest.FixtureRequest) -> dict[str, object] | None:
 
 @pytest.fixture
 def source(tmp_path: Path) -> Path:
+    return write_quality_rows(tmp_path)
+
+
+def write_quality_rows(tmp_path: Path) -> Path:
+    """One row per driver, 1 h before END: drivers in BAD violate an expectation, 7 has no trips."""
     rows = pa.table(
         {
             "driver_id": pa.array(DRIVERS, pa.int64()),

@@ -3,7 +3,8 @@
 The ingestion contract (the rule over ``[start, end)``, the event-time guard, training/serving
 consistency, counts, failing jobs, windows) runs on Spark with Redis in
 ``tests/unit/ingestion/test_batch.py``. Here: stores the executors cannot reach are refused,
-a job can be cancelled, and the statistics of what the executors wrote are recorded.
+a job can be cancelled, the statistics of what the executors wrote are recorded, and
+expectations are enforced (the rows then pass through the driver).
 """
 
 from __future__ import annotations
@@ -22,9 +23,17 @@ import pytest
 
 import provender as pv
 from provender.ingestion.batch import IngestionJob, JobCancelledError, JobStatus
+from provender.ingestion.validation import ExpectationError
 from provender.offline.plan import LatestPlan, table_join
 from provender.offline.statistics import QUANTILES
 from provender.online.redis import RedisStore
+from tests.integration.test_ingestion_validation import BAD, EXPECTED
+from tests.integration.test_ingestion_validation import END as QUALITY_END
+from tests.integration.test_ingestion_validation import START as QUALITY_START
+from tests.integration.test_ingestion_validation import _by_expectation as by_expectation
+from tests.integration.test_ingestion_validation import _online as quality_online
+from tests.integration.test_ingestion_validation import _table as quality_table
+from tests.integration.test_ingestion_validation import write_quality_rows as quality_source
 from tests.support.builders import DRIVER, make_client
 from tests.support.ingestion import driver_table, hour, write_driver_rows
 from tests.support.services import RedisServer
@@ -119,3 +128,25 @@ def test_executors_writing_record_the_statistics_of_what_they_wrote(
         assert found.std == pytest.approx(values.std(ddof=1), rel=1e-9)
         assert found == dataclasses.replace(duckdb[feature], mean=found.mean, std=found.std)
     assert spark["tag"].top_values == duckdb["tag"].top_values == (("winner", 30),)
+
+
+def test_expectations_are_enforced_on_spark(
+    tmp_path: Path, spark_options: dict[str, object], spark_engine: object, redis_server: RedisServer
+) -> None:
+    """Validated rows pass through the driver: ``fail`` writes nothing, ``skip`` writes the valid rows only."""
+    source = quality_source(tmp_path)
+    online = {"store": "redis", "url": redis_server.url}
+    with make_client(tmp_path / "p", offline=spark_options, online=online, project="spark-quality") as client:
+        client.apply([DRIVER, quality_table(source)])
+        failed = client.start_offline_to_online_ingestion("driver_quality", start=QUALITY_START, end=QUALITY_END)
+        with pytest.raises(ExpectationError, match="nothing written"):
+            failed.wait(timeout_seconds=180)
+        assert failed.validation is not None and by_expectation(failed.validation) == EXPECTED
+        assert set(quality_online(client).values()) == {None}
+        job = client.start_offline_to_online_ingestion(
+            "driver_quality", start=QUALITY_START, end=QUALITY_END, validation_policy="skip"
+        ).wait(timeout_seconds=180)
+        assert job.validation is not None
+        assert (job.validation.rows_checked, job.validation.rows_skipped) == (10, len(BAD))
+        assert {d for d, v in quality_online(client).items() if v is None} == BAD
+        assert job.statistics is not None and job.statistics.rows == 10 - len(BAD)
