@@ -89,6 +89,10 @@ TIMEOUT_SECONDS = {"S": 120, "L": 300, "XL": 3_600}
 RSS_CAP_GB = 18.0
 """A run whose RSS passes this is killed (the machine is shared; Feast's file store was seen at 14 GB)."""
 XL_MEMORY_LIMIT = "4GB"
+# DuckDB's memory_limit per size for Provender and the floors (None: DuckDB's default, 80% of RAM).
+# L runs under 1 GB so that the whole process stays under the 1.5 GiB target: DuckDB's buffers are
+# bounded by the setting, the rest is the interpreter, the entity rows and the 1M-row result.
+MEMORY_LIMITS: dict[str, str | None] = {"S": None, "L": "1GB", "XL": XL_MEMORY_LIMIT}
 REFERENCE = "provender-df"
 RESULT_MARK = "@@RESULT "
 TARGETS_L = {"median_s": 3.0, "x_feast_duckdb": 3.0, "x_feast_file": 30.0, "peak_rss_mb": 1536.0}
@@ -170,6 +174,10 @@ def main() -> int:
         action="store_true",
         help="record in benchmarks/results/ even a partial run (subset, fewer runs, no guard)",
     )
+    parser.add_argument(
+        "--memory-limit",
+        help='DuckDB memory_limit for Provender and the floors (default: L 1GB, XL 4GB; "" for DuckDB\'s own)',
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -192,7 +200,8 @@ def _bench(args: argparse.Namespace) -> int:
     gen_started = time.perf_counter()
     files = ensure_scenario(size)
     gen_seconds = time.perf_counter() - gen_started
-    memory_limit = XL_MEMORY_LIMIT if size.name == "XL" else None
+    memory_limit = args.memory_limit if args.memory_limit is not None else MEMORY_LIMITS[size.name]
+    memory_limit = memory_limit or None  # --memory-limit "" means DuckDB's default
     work = Path(tempfile.mkdtemp(prefix=f"bench-{size.name}-", dir=DATA_DIR))
     try:
         config = _provender_project(work / "project", files, memory_limit=memory_limit)

@@ -68,6 +68,9 @@ ENTITY_KEYS = 10_000
 FIRST_KEY = 1001
 CASES = {"1x5": (1, 5), "1x50": (1, 50), "100x5": (100, 5)}
 CONCURRENCY = (8, 32)
+LATENCY_POINTS = (("100x5", 1), ("1x5", 1))  # one request at a time: latency beside the in-process read
+INPROCESS_CALLS = 2000
+TARGET_BATCH_RATIO = 2.0  # 100x5 served p50 within 2x of the in-process read's p50
 DURATION_SECONDS = 10.0
 WARMUP_SECONDS = 2.0
 RUNS = 3
@@ -256,6 +259,25 @@ def setup_provender(directory: Path, redis_url: str, data: dict[int, Path]) -> P
         for table, path in zip(tables, data.values(), strict=True):
             store.write(table, pq.read_table(path))
     return config
+
+
+def inprocess_latency(config: Path, case: str, calls: int) -> dict[str, float]:
+    """p50 / p99 (ms) of ``Client.get_online_features`` in this process, for the same request."""
+    import provender as pv
+
+    rows, features = CASES[case]
+    refs = [f"{table_name(features)}:{name}" for name in feature_names(features)]
+    entity_rows = [{"driver_id": key} for key in range(FIRST_KEY, FIRST_KEY + rows)]
+    timings = []
+    with contextlib.closing(pv.Client(config)) as client:
+        for _ in range(200):
+            client.get_online_features(refs, entity_rows)
+        for _ in range(calls):
+            started = time.perf_counter()
+            client.get_online_features(refs, entity_rows)
+            timings.append((time.perf_counter() - started) * 1000)
+    timings.sort()
+    return {"p50_ms": round(timings[len(timings) // 2], 3), "p99_ms": round(timings[int(len(timings) * 0.99)], 3)}
 
 
 FEAST_REPO = """
@@ -503,7 +525,7 @@ def point(summary: list[dict[str, object]], target: str, case: str, concurrency:
     return None
 
 
-def verdicts(summary: list[dict[str, object]]) -> list[str]:
+def verdicts(summary: list[dict[str, object]], inprocess: dict[str, dict[str, float]] | None = None) -> list[str]:
     lines = []
     http = point(summary, "provender-http", "1x5", 8)
     grpc = point(summary, "provender-grpc", "1x5", 8)
@@ -523,6 +545,13 @@ def verdicts(summary: list[dict[str, object]]) -> list[str]:
                 f"(p99 {float(feast['p99_ms']):.2f} ms vs ours {p99:.2f} ms): "  # type: ignore[arg-type]
                 f"{'met' if ratio >= TARGET_SPEEDUP and p99 <= float(feast['p99_ms']) else 'MISSED'}."  # type: ignore[arg-type]
             )
+        if feast is not None and float(feast.get("cpu_us", "nan")) > 0:  # type: ignore[arg-type]
+            ours, theirs = float(http.get("cpu_us", "nan")), float(feast["cpu_us"])  # type: ignore[arg-type]
+            lines.append(
+                f"- Server CPU time per request, 1x5 at concurrency 8: HTTP {ours:.0f} us, gRPC "
+                f"{float(grpc.get('cpu_us', 'nan')) if grpc else float('nan'):.0f} us, `feast serve` {theirs:.0f} us "  # type: ignore[arg-type]
+                f"({theirs / ours:.1f}x ours over HTTP)."
+            )
         lines.append(
             f"- p99, 1x5 at concurrency 8, HTTP: {p99:.2f} ms; target <= {TARGET_P99_MS:.0f} ms: "
             f"{'met' if p99 <= TARGET_P99_MS else 'MISSED'}."
@@ -533,6 +562,17 @@ def verdicts(summary: list[dict[str, object]]) -> list[str]:
         lines.append(
             f"- gRPC vs HTTP, 1x5 at concurrency 8: {g_rps:,.0f} vs {h_rps:,.0f} req/s, p99 {g_p99:.2f} vs "
             f"{h_p99:.2f} ms; target gRPC no slower: {'met' if g_rps >= h_rps * 0.98 else 'MISSED'}."
+        )
+    for protocol in ("http", "grpc"):
+        served = point(summary, f"provender-{protocol}", "100x5", 1)
+        local = (inprocess or {}).get("100x5")
+        if served is None or local is None:
+            continue
+        ratio = float(served["p50_ms"]) / local["p50_ms"]  # type: ignore[arg-type]
+        lines.append(
+            f"- Batch lookup 100x5, one request at a time, {protocol.upper()}: p50 {float(served['p50_ms']):.3f} ms "  # type: ignore[arg-type]
+            f"vs the in-process read's {local['p50_ms']:.3f} ms ({ratio:.2f}x); target <= {TARGET_BATCH_RATIO:g}x: "
+            f"{'met' if ratio <= TARGET_BATCH_RATIO else 'MISSED'}."
         )
     return lines
 
@@ -554,23 +594,31 @@ def write_report(result: dict[str, object]) -> None:
     ]
     if result.get("feast_error"):
         lines += [f"Feast was not measured: {result['feast_error']}", ""]
-    lines += ["## Targets", "", *verdicts(summary), ""]
+    inprocess: dict[str, dict[str, float]] = result.get("inprocess") or {}  # type: ignore[assignment]
+    lines += ["## Targets", "", *verdicts(summary, inprocess), ""]
     for case in CASES:
         lines += [
             f"## {case} (entity rows x features)",
             "",
-            "| contender | concurrency | req/s | p50 ms | p99 ms | errors | server RSS MiB |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            "| contender | concurrency | req/s | p50 ms | p99 ms | errors | server CPU us/req | server RSS MiB |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
-        for concurrency in CONCURRENCY:
+        for concurrency in sorted({*CONCURRENCY, *(c for name, c in LATENCY_POINTS if name == case)}):
             for target in ("provender-http", "provender-grpc", "feast-http"):
                 row = point(summary, target, case, concurrency)
                 if row is None:
                     continue
                 lines.append(
                     f"| {target} | {concurrency} | {float(row['rps']):,.0f} | {float(row['p50_ms']):.2f} | "  # type: ignore[arg-type]
-                    f"{float(row['p99_ms']):.2f} | {row['errors']} | {float(row['rss_mb']):.0f} |"  # type: ignore[arg-type]
+                    f"{float(row['p99_ms']):.2f} | {row['errors']} | {float(row.get('cpu_us', 'nan')):.0f} | "  # type: ignore[arg-type]
+                    f"{float(row['rss_mb']):.0f} |"  # type: ignore[arg-type]
                 )
+        local = inprocess.get(case)
+        if local is not None:
+            lines.append(
+                f"| in-process read (`Client.get_online_features`) | 1 | | {local['p50_ms']:.3f} | "
+                f"{local['p99_ms']:.3f} | | | |"
+            )
         lines.append("")
     notes = result.get("notes")
     if notes:
@@ -599,6 +647,10 @@ def main() -> int:
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     parser.add_argument("--concurrency", nargs="*", type=int, default=list(CONCURRENCY))
     parser.add_argument("--no-write", action="store_true", help="print, do not write results/")
+    parser.add_argument(
+        "--no-latency", action="store_true", help="skip the one-at-a-time points and the in-process read"
+    )
+    parser.add_argument("--inprocess-calls", type=int, default=INPROCESS_CALLS)
     parser.add_argument("--report-only", action="store_true", help="rewrite serving.md from serving.json")
     parser.add_argument(
         "--nice",
@@ -626,6 +678,7 @@ def main() -> int:
 
     runs: list[Run] = []
     notes: list[str] = []
+    inprocess: dict[str, dict[str, float]] = {}
     feast_error: str | None = "skipped (--no-peers)" if args.no_peers else None
     with tempfile.TemporaryDirectory(prefix="provender-bench-serving-") as scratch:
         root = Path(scratch)
@@ -655,18 +708,24 @@ def main() -> int:
                         feast_error = f"feast serve did not start: {exc}"
                 if feast_error:
                     print(f"Feast: {feast_error}", file=sys.stderr)
+                if not args.no_latency:
+                    for case in {case for case, _ in LATENCY_POINTS if case in args.cases}:
+                        inprocess[case] = inprocess_latency(config, case, args.inprocess_calls)
+                        print(f"in-process {case}: {inprocess[case]}", flush=True)
+                points = [(case, c) for case in args.cases for c in args.concurrency]
+                if not args.no_latency:
+                    points += [(case, c) for case, c in LATENCY_POINTS if case in args.cases]
                 for number in range(1, args.runs + 1):
-                    for case in args.cases:
-                        for concurrency in args.concurrency:
-                            for target in targets:
-                                run = measure(target, case, concurrency, number, args)
-                                runs.append(run)
-                                print(
-                                    f"run {number} {target.name:15} {case:6} c={concurrency:<3} {run.rps:9,.0f} req/s "
-                                    f"p50 {run.p50_ms:7.2f} ms p99 {run.p99_ms:7.2f} ms errors {run.errors} "
-                                    f"cpu {run.cpu_us:.0f} us/req rss {run.rss_mb:.0f} MiB load {run.load_average}",
-                                    flush=True,
-                                )
+                    for case, concurrency in points:
+                        for target in targets:
+                            run = measure(target, case, concurrency, number, args)
+                            runs.append(run)
+                            print(
+                                f"run {number} {target.name:15} {case:6} c={concurrency:<3} {run.rps:9,.0f} req/s "
+                                f"p50 {run.p50_ms:7.2f} ms p99 {run.p99_ms:7.2f} ms errors {run.errors} "
+                                f"cpu {run.cpu_us:.0f} us/req rss {run.rss_mb:.0f} MiB load {run.load_average}",
+                                flush=True,
+                            )
             finally:
                 for proc in procs:
                     stop(proc)
@@ -686,11 +745,12 @@ def main() -> int:
         "warmup_seconds": args.warmup,
         "anchor_feast_tuned": ANCHOR_FEAST_TUNED,
         "feast_error": feast_error,
+        "inprocess": inprocess,
         "summary": summarize(runs),
         "points": [asdict(run) for run in runs],
         "notes": notes,
     }
-    for line in verdicts(result["summary"]):  # type: ignore[arg-type]
+    for line in verdicts(result["summary"], inprocess):  # type: ignore[arg-type]
         print(line)
     if not args.no_write:
         write_report(result)
