@@ -409,6 +409,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--feast-calls", type=int, default=500, help="calls per case for Feast (it is slower)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write online_read.json/.md")
     args = parser.parse_args()
     SIZE = SIZES[args.size]
     files = ensure_scenario(SIZE)
@@ -473,10 +474,10 @@ def main() -> None:
     print()
     for line in [*ratios, *results]:
         print(line)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "online_read.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "online_read.md").write_text(render_markdown(report) + render_feast(report))
-    print(f"\nwrote {RESULTS / 'online_read.json'} and {RESULTS / 'online_read.md'}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "online_read.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "online_read.md").write_text(render_markdown(report) + render_feast(report))
+    print(f"\nwrote {args.out / 'online_read.json'} and {args.out / 'online_read.md'}")
 
 
 if __name__ == "__main__":

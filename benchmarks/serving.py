@@ -577,9 +577,9 @@ def verdicts(summary: list[dict[str, object]], inprocess: dict[str, dict[str, fl
     return lines
 
 
-def write_report(result: dict[str, object]) -> None:
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "serving.json").write_text(json.dumps(result, indent=2) + "\n")
+def write_report(result: dict[str, object], results: Path = RESULTS) -> None:
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "serving.json").write_text(json.dumps(result, indent=2) + "\n")
     summary: list[dict[str, object]] = result["summary"]  # type: ignore[assignment]
     machine: dict[str, object] = result["machine"]  # type: ignore[assignment]
     lines = [
@@ -623,7 +623,7 @@ def write_report(result: dict[str, object]) -> None:
     notes = result.get("notes")
     if notes:
         lines += ["## Notes", "", *[f"- {note}" for note in notes], ""]  # type: ignore[union-attr]
-    (RESULTS / "serving.md").write_text("\n".join(lines))
+    (results / "serving.md").write_text("\n".join(lines))
 
 
 # ------------------------------------------------------------------------------ main
@@ -647,6 +647,7 @@ def main() -> int:
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     parser.add_argument("--concurrency", nargs="*", type=int, default=list(CONCURRENCY))
     parser.add_argument("--no-write", action="store_true", help="print, do not write results/")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write serving.json/.md")
     parser.add_argument(
         "--no-latency", action="store_true", help="skip the one-at-a-time points and the in-process read"
     )
@@ -753,8 +754,8 @@ def main() -> int:
     for line in verdicts(result["summary"], inprocess):  # type: ignore[arg-type]
         print(line)
     if not args.no_write:
-        write_report(result)
-        print(f"wrote {RESULTS / 'serving.json'} and {RESULTS / 'serving.md'}")
+        write_report(result, args.out)
+        print(f"wrote {args.out / 'serving.json'} and {args.out / 'serving.md'}")
     return 0
 
 

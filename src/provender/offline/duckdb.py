@@ -227,11 +227,19 @@ class DuckDBEngine:
             else "NULL::TIMESTAMP"
         )
         select += [f"{event} AS {_EVENT}", f"{created} AS {_CREATED}"]
-        where = [f"{event} IS NOT NULL"]
+        # Filter on the stored column itself when it orders like its UTC reading (a timestamp of
+        # microseconds or coarser, zoned or naive UTC): the comparison is then a plain integer one
+        # that DuckDB pushes into the Parquet scan (row-group statistics), instead of a
+        # conversion evaluated for every row (about a tenth of a 10M-row retrieval's CPU).
+        event_type = schema.field(columns.event_timestamp).type
+        raw = pa.types.is_timestamp(event_type) and event_type.unit != "ns"
+        bounded = quote(columns.event_timestamp) if raw else event
+        cast = "TIMESTAMPTZ" if raw and event_type.tz is not None else None
+        where = [f"{bounded} IS NOT NULL"]
         if upper is not None:
-            where.append(f"{event} <= {_timestamp_literal(upper)}")
+            where.append(f"{bounded} <= {_bound_literal(upper, cast)}")
         if lower is not None:
-            where.append(f"{event} >= {_timestamp_literal(lower)}")
+            where.append(f"{bounded} >= {_bound_literal(lower, cast)}")
         return f"SELECT {', '.join(select)} FROM {scan} WHERE {' AND '.join(where)}"
 
     def _scan(self, source: FileSource, join: TableJoin, files: list[str]) -> str:
@@ -428,9 +436,10 @@ def compile_retrieval(
         for name, e in keys
     ]
     stamp, stamp_type = entity_column(names, ENTITY_TIMESTAMP), entity_time_type or pa.timestamp("us")
+    floor = _floor_timestamp(stamp, stamp_type)
     ctes = [
-        f"e AS (SELECT *, {_floor_timestamp(stamp, stamp_type)} AS {_TS}, "
-        f"{_ceil_timestamp(stamp, stamp_type)} AS {_TS_CEIL}"
+        f"e AS (SELECT *, {floor} AS {_TS}, {_ceil_timestamp(stamp, stamp_type)} AS {_TS_CEIL}, "
+        f"{_rank_at(floor)} AS {_RANK}"
         f"{''.join(', ' + c for c in key_casts)} FROM ({entity_sql}))"
     ]
     joins, columns = [], {}
@@ -449,17 +458,16 @@ def compile_retrieval(
             continue
         alias = f"s{n}"
         # The rule's ranking key, built once per source row; the join carries it, and max_age is
-        # checked on its event time, so the event and created columns are not carried twice.
-        rank = f"{{'t': {_EVENT}, 'c': coalesce({_CREATED}, '-infinity'::TIMESTAMP)}} AS {_RANK}"
-        ctes.append(f"{alias} AS (SELECT * EXCLUDE ({_EVENT}, {_CREATED}), {rank} FROM ({source}))")
+        # checked on it too, so the event and created columns are not carried (see _rank).
+        ctes.append(f"{alias} AS (SELECT * EXCLUDE ({_EVENT}, {_CREATED}), {_rank()} AS {_RANK} FROM ({source}))")
         on = [f"e.{quote('__key_' + k)} = {alias}.{quote(k)}" for k in join.join_keys]
-        on.append(f"{{'t': e.{_TS}, 'c': 'infinity'::TIMESTAMP}} >= {alias}.{_RANK}")
+        on.append(f"e.{_RANK} >= {alias}.{_RANK}")
         joins.append(f"ASOF LEFT JOIN {alias} ON {' AND '.join(on)}")
         for feature in join.plain_features:
             value = f"{alias}.{quote(feature.name)}"
             if join.max_age is not None and join.max_age < _AGE_WITHOUT_BOUND:
                 bound = f"e.{_TS_CEIL} - {_interval(join.max_age)}"
-                value = f"CASE WHEN {alias}.{_RANK}.t >= {bound} THEN {value} END"
+                value = f"CASE WHEN {alias}.{_RANK} >= {_rank_at(bound, latest=False)} THEN {value} END"
             columns[join.output_column(feature)] = f"{value} AS {quote(join.output_column(feature))}"
     select = [
         f"CAST(e.{_TS} AS TIMESTAMPTZ) AS {quote(c)}"
@@ -473,6 +481,34 @@ def compile_retrieval(
         return f"WITH {', '.join(ctes)} SELECT {', '.join(select)} FROM e {' '.join(joins)}"
     select += features
     return f"WITH {', '.join(ctes)} SELECT {', '.join(select)} FROM e {' '.join(joins)} ORDER BY e.{_ROW_ID}"
+
+
+def _bound_literal(at: datetime, cast: str | None) -> str:
+    """``at`` as a naive UTC TIMESTAMP literal, or as a TIMESTAMPTZ one (the same instant) for a zoned column."""
+    naive = _timestamp_literal(at)
+    return naive if cast is None else f"({naive} AT TIME ZONE 'UTC')"
+
+
+_TWO_64 = "18446744073709551616::HUGEINT"
+
+
+def _rank() -> str:
+    """A source row's ranking key ``(event_timestamp, created_timestamp)`` as one HUGEINT.
+
+    ``event_us * 2**64 + low``, where ``low`` is ``created_us + 2**63`` (1 .. 2**64 - 1 for any
+    timestamp) or 0 for a missing created time: ordering these integers is ordering the pairs,
+    with a missing created time lowest, exactly as the rule says. One 16-byte integer compares
+    and moves much faster through the ASOF join than the two-timestamp struct it replaced
+    (``benchmarks/historical.py``: about a third less CPU and memory at size L).
+    """
+    low = f"coalesce(epoch_us({_CREATED})::HUGEINT + 9223372036854775808::HUGEINT, 0::HUGEINT)"
+    return f"(epoch_us({_EVENT})::HUGEINT * {_TWO_64} + {low})"
+
+
+def _rank_at(timestamp: str, *, latest: bool = True) -> str:
+    """The rank bounding the rows of event time ``timestamp``: above all of them (``latest``) or below."""
+    low = "18446744073709551615::HUGEINT" if latest else "0::HUGEINT"
+    return f"(epoch_us({timestamp})::HUGEINT * {_TWO_64} + {low})"
 
 
 class StatisticsCollector:
