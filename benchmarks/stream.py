@@ -270,6 +270,121 @@ def role_consume(
     }
 
 
+def role_group_member(bootstrap: str, topic: str, redis_url: str, workdir: str, group_id: str) -> dict[str, Any]:
+    """One of several processes of one consumer group: consume until no record came for 2 s."""
+    client = bench_project(Path(workdir), bootstrap, topic, redis_url)
+    job = client.start_stream_to_online_ingestion("driver_trips", group_id=group_id)
+    gc.freeze()
+    started = time.time()
+    first_at = last_at = None
+    first_count = last_count = 0
+    first_cpu = 0.0
+    while True:
+        now, count = time.time(), job.records_consumed
+        if job.is_done:
+            job.wait()
+        if count != last_count:
+            if first_at is None:
+                first_at, first_count, first_cpu = now, count, cpu_seconds()
+            last_at, last_count = now, count
+        elif (first_at is not None and last_at is not None and now - last_at > 2.0) or (
+            first_at is None and now - started > 60  # never assigned a partition
+        ):
+            break
+        time.sleep(0.002)
+    cpu = cpu_seconds() - first_cpu
+    job.stop()
+    return {
+        "first_at": first_at,
+        "last_at": last_at,
+        "records": last_count - first_count,
+        "all_records": last_count,
+        "cpu_seconds": cpu if first_at is not None else 0.0,
+    }
+
+
+def group_scaling(args: argparse.Namespace) -> dict[str, Any]:
+    """Records/s into Redis of 1, 2 and 4 processes in one consumer group (4 partitions), medians of runs."""
+    workdir = Path(tempfile.mkdtemp(prefix="provender-bench-stream-group-"))
+    figures: dict[str, list[dict[str, Any]]] = {}
+    load_before = os.getloadavg()
+    try:
+        with services(workdir) as (bootstrap, redis_url):
+            bulk = f"bulk-{uuid.uuid4().hex[:6]}"
+            create_topic(bootstrap, bulk)
+            result_of(child("produce", bootstrap, bulk, str(args.bulk_records), "0"))
+            for run_index in range(args.runs):
+                for processes in (1, 2, 4):
+                    flush_redis(redis_url)
+                    group = f"bench-group-{uuid.uuid4().hex[:8]}"
+                    members = [
+                        child(
+                            "group-member",
+                            bootstrap,
+                            bulk,
+                            redis_url,
+                            str(workdir / f"g{run_index}-{processes}-{n}"),
+                            group,
+                        )
+                        for n in range(processes)
+                    ]
+                    results = [result_of(member) for member in members]
+                    active = [r for r in results if r["first_at"] is not None]
+                    seconds = max(r["last_at"] for r in active) - min(r["first_at"] for r in active)
+                    records = sum(r["records"] for r in active)
+                    point = {
+                        "processes": processes,
+                        "active": len(active),
+                        "rate": records / seconds,
+                        "records": sum(r["all_records"] for r in results),
+                        "records_per_cpu_second": records / max(sum(r["cpu_seconds"] for r in active), 1e-9),
+                    }
+                    figures.setdefault(str(processes), []).append(point)
+                    print(f"run {run_index + 1}: {processes} process(es): {point}", flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
+        "load_before": [round(x, 2) for x in load_before],
+        "load_after": [round(x, 2) for x in os.getloadavg()],
+        "bulk_records": args.bulk_records,
+        "partitions": PARTITIONS,
+        "summary": {
+            n: {"rate": median(runs, "rate"), "records_per_cpu_second": median(runs, "records_per_cpu_second")}
+            for n, runs in figures.items()
+        },
+        "runs": figures,
+    }
+
+
+def group_markdown(result: dict[str, Any]) -> str:
+    one = result["summary"]["1"]["rate"]
+    lines = [
+        "# Stream ingestion: processes in one consumer group",
+        "",
+        f"`python benchmarks/stream.py --group-scaling`, {result['date']}: {result['cpus']} CPUs shared with "
+        f"other work (load average {result['load_before'][0]} before, {result['load_after'][0]} after). "
+        f"{result['bulk_records']:,} records on a {result['partitions']}-partition topic, consumed into Redis "
+        "by 1, 2 and 4 `ingest-stream` processes of one group (a fresh group each time); the rate is all "
+        "records counted from the group's first record to its last. Medians of the runs.",
+        "",
+        "| processes | records/s | x one process | records per CPU-second |",
+        "|---:|---:|---:|---:|",
+    ]
+    for n, figures in result["summary"].items():
+        lines.append(
+            f"| {n} | {figures['rate']:,.0f} | {figures['rate'] / one:.2f} | {figures['records_per_cpu_second']:,.0f} |"
+        )
+    lines += [
+        "",
+        "The processes, the broker and Redis share the machine's 2 cores: more processes than free cores cannot "
+        "add throughput here. Per CPU-second, a process's rate is what one core gives (docs/scaling.md).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def cpu_seconds() -> float:
     """User plus system CPU seconds of this process so far (all its threads)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -569,6 +684,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--bulk-records", type=int, default=BULK_RECORDS)
     parser.add_argument("--steady-seconds", type=int, default=STEADY_SECONDS)
+    parser.add_argument(
+        "--group-scaling", action="store_true", help="measure 1, 2 and 4 processes in one group (stream_group.*)"
+    )
     parser.add_argument("--role", help=argparse.SUPPRESS)
     parser.add_argument("params", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -580,8 +698,16 @@ def main() -> None:
             "consume": lambda: role_consume(p[0], p[1], p[2], int(p[3]), p[4], p[5] == "1"),
             "fresh": lambda: role_fresh(p[0], p[1], p[2], int(p[3]), p[4]),
             "fresh-floor": lambda: role_fresh_floor(p[0], p[1], int(p[2])),
+            "group-member": lambda: role_group_member(p[0], p[1], p[2], p[3], p[4]),
         }
         print(json.dumps(roles[args.role]()), flush=True)
+        return
+    if args.group_scaling:
+        group = group_scaling(args)
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "stream_group.json").write_text(json.dumps(group, indent=2) + "\n")
+        (RESULTS / "stream_group.md").write_text(group_markdown(group))
+        print(group_markdown(group))
         return
     result = run(args)
     RESULTS.mkdir(exist_ok=True)
