@@ -19,6 +19,7 @@ import pytest
 
 import provender as pv
 from provender.online.redis import RedisStore
+from provender.online.sqlite import SQLiteStore
 from provender.registry import wire
 from provender.registry.jobs import JobKind, JobRecord, new_job_id, utc_now
 from tests.support.core import CoreServer, launch_core
@@ -507,6 +508,11 @@ def test_a_project_with_1000_tables_and_20000_features_is_fast(
     ))  # fmt: skip
     store.update("big", lambda _s: RegistryChange(put=(entity, *tables)), actor="loader")
     store.close()
+    online = SQLiteStore(tmp_path / "core" / ".provender" / "online.db", project="big")  # the core's online store
+    for n, t in enumerate(tables):  # a value per table, so the freshness page reads 1,000 tables' freshness
+        online.write(t, batch(t, [{"customer_id": "c1", "event_timestamp": END - timedelta(minutes=n)}],
+                              entities={"customer_id": entity}))  # fmt: skip
+    online.close()
     server = launch_core(tmp_path / "core", registry=f"sqlite:///{db}")
     try:
         page, errors = open_page(browser, server.url, token=None)
@@ -528,10 +534,19 @@ def test_a_project_with_1000_tables_and_20000_features_is_fast(
             found[word] = page.locator("#live").inner_text()
             page.evaluate("delete document.body.dataset.searchMs")
         assert "days_since_login" in found["zephyrine"] and "f0999_01" in found["f0999"]
+        fresh = []
+        for _ in range(3):  # the freshness page: 1,000 tables' newest online values in one read of the store
+            page.goto(server.url + "/projects/big/jobs")
+            fresh.append(page.evaluate(LOAD_MS))
+        assert page.locator("#freshness td.newest time").count() == 1000
+        assert page.locator("#fresh-table_0000 td.newest time").get_attribute("datetime") == END.isoformat()
         load_ms, search_ms = sorted(timings)[1], sorted(searches)[1]  # medians (the machine is shared)
         with capsys.disabled():
-            print(f"\nUI 1000 tables/20000 features: first page load {timings} ms, searches {searches} ms")  # noqa: T201 - the measurement, reported
+            print(f"\nUI 1000 tables/20000 features: first page load {timings} ms, searches {searches} ms, "  # noqa: T201 - the measurement, reported
+                  f"freshness page {fresh} ms")  # fmt: skip
         assert load_ms < 300 and search_ms < 300, (timings, searches)
+        assert sorted(fresh)[1] < 2000, fresh  # no target in the issue (the store's read is one command: see
+        # tests/integration/test_redis_online.py); the page is 1,000 rows the browser lays out
         assert errors == []
     finally:
         server.stop()

@@ -119,6 +119,38 @@ def test_a_read_of_several_tables_and_many_rows_is_one_round_trip(
     assert values["pairs__together"] == [3 if i % 6000 == 1 else None for i in range(10_000)]
 
 
+def test_freshness_rides_on_the_write_round_trip_and_is_read_with_one_hmget(
+    redis_server: RedisServer, open_store: Callable[..., RedisStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = open_store(redis_server.url)
+    tables = [pv.FeatureTable(name=f"t{i:04d}", entities=["driver_id"], features=STATS.features, batch_source=SOURCE)
+              for i in range(1000)]  # fmt: skip
+    store.write(STATS, batch(STATS, [{"driver_id": 0, "trips": 0}]))  # connect
+    sends: list[int] = []
+    original = redis.connection.AbstractConnection.send_packed_command
+
+    def counting(self: object, command: object, check_health: bool = True) -> None:
+        sends.append(1)
+        original(self, command, check_health)
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    with redis.Redis.from_url(redis_server.url) as admin:
+        before = command_stats(admin)
+        monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)
+        assert store.write(tables[7], batch(tables[7], [{"driver_id": i, "event_timestamp": now} for i in range(300)]))
+        monkeypatch.undo()
+        middle = command_stats(admin)
+        found = store.freshness([t.name for t in tables])
+        after = command_stats(admin)
+    assert len(sends) == 1  # the rows' script calls and the freshness script: one round trip
+    wrote = {name: middle[name] - before.get(name, 0) for name in middle if middle[name] != before.get(name, 0)}
+    # 300 keys in 2 script calls (a GET and a SET per key), and the freshness call (HGET, 2 HSET)
+    assert wrote == {"info": 1, "eval": 3, "get": 300, "set": 300, "hget": 1, "hset": 2}
+    read = {name: after[name] - middle.get(name, 0) for name in after if after[name] != middle.get(name, 0)}
+    assert read == {"info": 1, "hmget": 1}  # 1,000 tables' freshness: one command, no scan
+    assert set(found) == {"t0007"} and found["t0007"].newest_event == now
+
+
 # ----------------------------------------------------------------------------- outages
 
 
