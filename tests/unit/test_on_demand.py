@@ -172,3 +172,11 @@ def test_the_cli_lists_and_describes_them(client: pv.Client, tmp_path: Path) -> 
     spec = json.loads(as_json.output)
     assert (spec["function"], spec["mode"]) == ("tests.support.on_demand_functions:ratios_python", "python")
     assert spec["function_digest"] == client.get_on_demand_features("ratios").function_digest
+    client.start_offline_to_online_ingestion("stats", start=NOW - timedelta(days=1), end=NOW).wait()
+    got = CliRunner().invoke(
+        cli, [*config, "online", "get", "-f", "ratios:per_trip", "-e", "driver_id=1,amount=3", "--json"]
+    )
+    assert got.exit_code == 0, got.output
+    assert json.loads(got.output)["columns"] == {"driver_id": [1], "amount": [3.0], "ratios__per_trip": [1.5]}
+    bad = CliRunner().invoke(cli, [*config, "online", "get", "-f", "ratios", "-e", "driver_id=1,amount=lots"])
+    assert bad.exit_code != 0 and "request field 'amount': 'lots' is not a valid DOUBLE value" in bad.output

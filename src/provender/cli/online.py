@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Mapping
 from datetime import datetime
 
 import click
@@ -12,7 +13,8 @@ from provender.cli.render import echo_json, echo_table, format_value
 from provender.cli.retrieve import split_refs
 from provender.cli.state import CliState
 from provender.client import Client
-from provender.online.read import FeatureStatus, to_entity_value
+from provender.definitions import ValueType
+from provender.online.read import FeatureStatus, parse_text, to_entity_value
 
 # Split "a=1,b=x" before each "<identifier>=", so a string value may itself hold commas.
 _PAIRS = re.compile(r",(?=[A-Za-z_][A-Za-z0-9_]*=)")
@@ -39,7 +41,8 @@ def online() -> None:
     multiple=True,
     required=True,
     help="One entity row as name=value pairs, e.g. driver_id=1001 or driver_id=1001,customer_id=7 "
-    "(repeat for several rows). BYTES values are UTF-8 text or 0x-prefixed hex.",
+    "(repeat for several rows); request fields of on-demand features too (distance_km=12.5). "
+    "BYTES values are UTF-8 text or 0x-prefixed hex.",
 )
 @click.option(
     "--json", "as_json", is_flag=True, help="Print JSON as the HTTP service answers: {'columns': ..., 'statuses': ...}."
@@ -57,7 +60,8 @@ def get(state: CliState, features: tuple[str, ...], entities: tuple[str, ...], a
       provender online get -f driver_statistics:conv_rate -e driver_id=1001 --json
     """
     client = state.client()
-    rows = [parse_entity_row(client, text) for text in entities]
+    fields = {name: t for odf in client.list_on_demand_features() for name, t in odf.request_schema.items()}
+    rows = [parse_entity_row(client, text, request_fields=fields) for text in entities]
     response = client.get_online_features(split_refs(features), rows)
     values, statuses = response.to_dict(), response.statuses()
     if as_json:
@@ -79,8 +83,12 @@ def get(state: CliState, features: tuple[str, ...], entities: tuple[str, ...], a
     echo_table(headers, table_rows)
 
 
-def parse_entity_row(client: Client, text: str) -> dict[str, object]:
+def parse_entity_row(
+    client: Client, text: str, *, request_fields: Mapping[str, ValueType] | None = None
+) -> dict[str, object]:
     """Parse ``"driver_id=1001,customer_id=7"`` into a row, each value typed by its entity.
+
+    A name that is a request field of on-demand features (``request_fields``) is typed by it.
 
     Raises:
         click.BadParameter: a pair is not ``name=value`` or a value does not parse.
@@ -91,8 +99,12 @@ def parse_entity_row(client: Client, text: str) -> dict[str, object]:
         name, sep, value = pair.partition("=")
         if not sep or not name.strip():
             raise click.BadParameter(f"{pair!r} is not name=value (e.g. driver_id=1001)", param_hint="--entity")
-        entity = client.get_entity(name.strip())
+        field = (request_fields or {}).get(name.strip())
         try:
+            if field is not None:
+                row[name.strip()] = parse_text(value, field, what=f"request field {name.strip()!r}")
+                continue
+            entity = client.get_entity(name.strip())
             row[entity.name] = to_entity_value(value, entity)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--entity") from None

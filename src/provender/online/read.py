@@ -476,10 +476,20 @@ def to_entity_value(text: str, entity: Entity) -> object:
     Raises:
         DataError: the text is not a value of that type.
     """
-    value_type = entity.value_type
+    return parse_text(text, entity.value_type, what=f"entity {entity.name!r}")
+
+
+def parse_text(text: str, value_type: ValueType, *, what: str) -> object:
+    """Parse a command-line value as ``value_type`` (scalars; other types stay text).
+
+    Raises:
+        DataError: the text is not a value of that type (``what`` names the entity or field).
+    """
     try:
         if value_type in (ValueType.INT32, ValueType.INT64):
             return int(text)
+        if value_type in (ValueType.FLOAT, ValueType.DOUBLE):
+            return float(text)
         if value_type is ValueType.BOOL:
             lowered = text.strip().lower()
             if lowered in ("true", "1", "yes"):
@@ -490,5 +500,5 @@ def to_entity_value(text: str, entity: Entity) -> object:
         if value_type is ValueType.BYTES:
             return bytes.fromhex(text[2:]) if text.startswith("0x") else text.encode("utf-8")
     except ValueError as exc:
-        raise DataError(f"entity {entity.name!r}: {text!r} is not a valid {value_type} value: {exc}") from None
+        raise DataError(f"{what}: {text!r} is not a valid {value_type} value: {exc}") from None
     return text
