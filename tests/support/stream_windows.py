@@ -31,6 +31,7 @@ AGGREGATIONS = [
     pv.Aggregation(column="fare", function="last", window=timedelta(minutes=5), name="fare_last_5m"),
     pv.Aggregation(column="city", function="count_distinct", window=timedelta(minutes=20), name="cities_20m"),
     pv.Aggregation(column="city", function="last", window=timedelta(minutes=20), name="city_last_20m"),
+    pv.Aggregation(column="city", function="approx_count_distinct", window=timedelta(minutes=5), name="cities_5m"),
 ]
 
 # rider, second (many on the minute grid, so window bounds fall on event times), microsecond

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import provender as pv
+from provender.definitions import sketch
 
 
 def aggregate(
@@ -38,6 +39,12 @@ def aggregate(
         return len(values)
     if function == "count_distinct":
         return len(set(values))
+    if function == "approx_count_distinct":  # the sketch's registers, filled value by value
+        registers: dict[int, int] = {}
+        for value in values:
+            register, rank = sketch.register(value)
+            registers[register] = max(rank, registers.get(register, 0))
+        return sketch.estimate(registers)
     if not values:
         return None
     if function == "sum":

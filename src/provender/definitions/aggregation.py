@@ -5,7 +5,9 @@ For an entity row at time *T*, an aggregation covers the key's source events wit
 input values are skipped, as in SQL. With no event in the window, ``count`` and
 ``count_distinct`` are ``0`` and the other functions are null. ``last`` is the value of the
 latest event in the window by ``(event_timestamp, created_timestamp)``, the point-in-time
-rule's ranking. ``count_distinct`` is exact (its error is zero).
+rule's ranking. ``count_distinct`` is exact (its error is zero); ``approx_count_distinct`` is a
+HyperLogLog estimate (``sketch.py``: 1.6 % relative standard error) with the same registers
+offline and online, so both give the same estimate.
 
 Examples:
     >>> from datetime import timedelta
@@ -31,6 +33,7 @@ _SCALAR: Final = frozenset(t for t in ValueType if not t.is_list)
 FUNCTIONS: Final[dict[str, frozenset[ValueType]]] = {
     "count": frozenset(ValueType),
     "count_distinct": _SCALAR,
+    "approx_count_distinct": frozenset({ValueType.INT32, ValueType.INT64, ValueType.STRING}),
     "sum": _NUMERIC,
     "mean": _NUMERIC,
     "min": _ORDERED,
@@ -48,7 +51,8 @@ class Aggregation:
 
     Args:
         column: the input: a feature declared in the table's ``features`` (a source column).
-        function: one of ``count``, ``count_distinct``, ``sum``, ``mean``, ``min``, ``max``, ``last``.
+        function: one of ``count``, ``count_distinct``, ``approx_count_distinct``, ``sum``,
+            ``mean``, ``min``, ``max``, ``last``.
         window: a positive duration; events with ``T - window < event_timestamp <= T`` count.
         name: the feature's name (ref ``<table>:<name>``, column ``<table>__<name>``).
         description: free text.
@@ -75,6 +79,11 @@ class Aggregation:
         if not isinstance(self.description, str):
             raise DefinitionError(what, "description", "must be a string")
 
+    @property
+    def counts(self) -> bool:
+        """Whether the function counts (``count``, ``count_distinct``, ``approx_count_distinct``): 0 with no event."""
+        return self.function in ("count", "count_distinct", "approx_count_distinct")
+
     def output_type(self, input_type: ValueType) -> ValueType:
         """The value type of the aggregate over an input of ``input_type``.
 
@@ -89,7 +98,7 @@ class Aggregation:
                 f"{self.function!r} cannot aggregate column {self.column!r} of type {input_type.value}; "
                 f"it accepts {allowed}",
             )
-        if self.function in ("count", "count_distinct"):
+        if self.counts:
             return ValueType.INT64
         if self.function == "mean" or (self.function == "sum" and input_type in (ValueType.FLOAT, ValueType.DOUBLE)):
             return ValueType.DOUBLE

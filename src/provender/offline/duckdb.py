@@ -47,6 +47,7 @@ from provender.offline.duckdb_sql import (
     compile_windows,
     literal,
     quote,
+    sketch_sql,
     sql_type,
 )
 from provender.offline.engine import EngineCapabilities, EntityRows
@@ -316,6 +317,9 @@ class DuckDBEngine:
                     f"arg_max(struct_pack(v := {quote(feature.name)}), {rank}) {recent} AS {quote(feature.name)}"
                 )
                 outer.append(f"{quote(feature.name)}.v AS {quote(feature.name)}")
+            elif aggregation.function == "approx_count_distinct":  # estimated below, by key
+                inner.append(f"NULL::BIGINT AS {quote(feature.name)}")
+                outer.append(quote(feature.name))
             else:
                 inner.append(f"{aggregate_sql(feature, aggregation, at=end, src='')} AS {quote(feature.name)}")
                 outer.append(quote(feature.name))
@@ -324,6 +328,18 @@ class DuckDBEngine:
             inner.append(f"count(*) {recent} AS {quote(SOURCE_ROWS)}")
             outer.append(quote(SOURCE_ROWS))
         sql = f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM ({source}) GROUP BY {keys})"
+        sketched = [(f, a) for f, a in join.aggregations if a.function == "approx_count_distinct"]
+        if sketched:  # HyperLogLog: registers per key first, then the estimate (duckdb_sql.sketch_sql)
+            estimates = sketch_sql(
+                sketched,
+                f"({source})",
+                [quote(k) for k in join.join_keys],
+                at=end,
+                src="",
+                names=lambda f: quote(f.name),
+            )
+            replaced = ", ".join(f"coalesce(z.{quote(f.name)}, 0) AS {quote(f.name)}" for f, _ in sketched)
+            sql = f"SELECT * REPLACE ({replaced}) FROM ({sql}) q LEFT JOIN ({estimates}) z USING ({keys})"
         try:
             return cursor.sql(sql).to_arrow_reader(batch_rows)
         except duckdb.Error as exc:
@@ -451,7 +467,7 @@ def compile_retrieval(
             for feature, aggregation in join.aggregations:
                 column = quote(join.output_column(feature))
                 value = f"{window_alias}.{column}"
-                if aggregation.function in ("count", "count_distinct"):  # no event in the window: 0
+                if aggregation.counts:  # no event in the window: 0
                     value = f"coalesce({value}, 0)"
                 columns[join.output_column(feature)] = f"{value} AS {column}"
         if not join.plain_features:

@@ -7,11 +7,12 @@ in the longest window, grouped by entity row, each aggregate keeping its own win
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 
-from provender.definitions import Aggregation, Feature, ValueType
+from provender.definitions import Aggregation, Feature, ValueType, sketch
 from provender.offline.plan import TableJoin
 
 _ROW_ID = "__provender_row_id"
@@ -111,8 +112,54 @@ def compile_windows(join: TableJoin, source: str) -> str:
     select += [
         f"{aggregate_sql(feature, aggregation, at=f'e.{_TS}', src='src.')} AS {quote(join.output_column(feature))}"
         for feature, aggregation in join.aggregations
+        if aggregation.function != "approx_count_distinct"
     ]
-    return f"SELECT {', '.join(select)} FROM e JOIN ({source}) AS src ON {' AND '.join(on)} GROUP BY e.{_ROW_ID}"
+    joined = f"e JOIN ({source}) AS src ON {' AND '.join(on)}"
+    sql = f"SELECT {', '.join(select)} FROM {joined} GROUP BY e.{_ROW_ID}"
+    sketched = [(f, a) for f, a in join.aggregations if a.function == "approx_count_distinct"]
+    if not sketched:
+        return sql
+    estimates = sketch_sql(
+        sketched, joined, [f"e.{_ROW_ID}"], at=f"e.{_TS}", src="src.", names=lambda f: quote(join.output_column(f))
+    )
+    return f"SELECT * FROM ({sql}) q LEFT JOIN ({estimates}) z USING ({_ROW_ID})"
+
+
+def sketch_sql(
+    sketched: list[tuple[Feature, Aggregation]],
+    relation: str,
+    groups: list[str],
+    *,
+    at: str,
+    src: str,
+    names: Callable[[Feature], str],
+) -> str:
+    """``approx_count_distinct`` (``sketch.py``) per group: the highest rank per register, then the estimate.
+
+    ``relation`` holds the events (columns prefixed ``src``), ``groups`` the grouping columns (an
+    entity row id, or the entity keys), ``at`` the time *T*; each estimate is named ``names(feature)``.
+    """
+    plain = [g.rsplit(".", 1)[-1] for g in groups]
+    by_column: dict[str, list[tuple[int, Feature, Aggregation]]] = {}
+    for n, (feature, aggregation) in enumerate(sketched):
+        by_column.setdefault(aggregation.column, []).append((n, feature, aggregation))
+    parts = []
+    for column, members in by_column.items():  # registers of one input column: one GROUP BY
+        value = f"{src}{quote(column)}"
+        text = f"CAST({value} AS VARCHAR)"
+        ranks, estimates = [], []
+        for n, feature, aggregation in members:
+            window = f"{src}{_EVENT} > {at} - {_interval(aggregation.window)} AND {value} IS NOT NULL"
+            ranks.append(f"max({sketch.rank_sql(text)}) FILTER (WHERE {window}) AS __provender_m{n}")
+            estimates.append(f"{sketch.estimate_sql(f'__provender_m{n}')} AS {names(feature)}")
+        keys = [f"{g} AS {p}" for g, p in zip(groups, plain, strict=True)]
+        by = ", ".join([*groups, sketch.register_sql(text)])
+        inner = f"SELECT {', '.join([*keys, *ranks])} FROM {relation} GROUP BY {by}"
+        parts.append(f"SELECT {', '.join([*plain, *estimates])} FROM ({inner}) GROUP BY {', '.join(plain)}")
+    sql = f"({parts[0]}) z0"
+    for n, part in enumerate(parts[1:], start=1):
+        sql += f" JOIN ({part}) z{n} USING ({', '.join(plain)})"
+    return f"SELECT * FROM {sql}"
 
 
 def aggregate_sql(feature: Feature, aggregation: Aggregation, *, at: str, src: str) -> str:

@@ -6,7 +6,7 @@ tile holds two things, as fields of one record per key (a Redis hash, SQLite row
 
 * ``s<i>``: the tile's **state**, the partial aggregates of its events per input column
   (count of non-null values, sum, min, max, the latest value by ``(event_timestamp,
-  created_timestamp)``, the distinct values), which merge across tiles;
+  created_timestamp)``, the distinct values, HyperLogLog registers), which merge across tiles;
 * ``e<i>``: the tile's **events** (time, created time, input values), appended.
 
 A new event updates its one tile (state merged, event appended): nothing else of the window is
@@ -38,7 +38,7 @@ from typing import Any, NamedTuple, Protocol
 
 import msgpack  # type: ignore[import-untyped]
 
-from provender.definitions import Aggregation, FeatureTable, ValueType
+from provender.definitions import Aggregation, FeatureTable, ValueType, sketch
 from provender.online.codec import to_datetime
 
 _US = timedelta(microseconds=1)
@@ -54,8 +54,9 @@ _LOW = -(2**63) - 1  # ranks a missing created time below every real one
 WATERMARK = b"w"
 TILE_SET = b"t"
 
-# Per input column, a tile's state is a list: count, sum, min, max, last (event, created, value), distinct.
-_N, _SUM, _MIN, _MAX, _LAST_EVENT, _LAST_CREATED, _LAST_VALUE, _DISTINCT = range(8)
+# Per input column, a tile's state is a list: count, sum, min, max, last (event, created, value),
+# distinct values, HyperLogLog registers ({register: highest rank}, sketch.py).
+_N, _SUM, _MIN, _MAX, _LAST_EVENT, _LAST_CREATED, _LAST_VALUE, _DISTINCT, _SKETCH = range(9)
 
 _pack = msgpack.Packer().pack
 _unpackb = msgpack.unpackb
@@ -117,6 +118,7 @@ class TileLayout:
         windows_us: the distinct windows, shortest first.
         longest_us: the longest window.
         distinct: per column, whether its distinct values are kept (a ``count_distinct`` reads it).
+        sketched: per column, whether its HyperLogLog registers are kept (``approx_count_distinct``).
         id: a short hex fingerprint of all of the above, part of the stored record's name.
     """
 
@@ -128,6 +130,7 @@ class TileLayout:
     windows_us: tuple[int, ...]
     longest_us: int
     distinct: tuple[bool, ...]
+    sketched: tuple[bool, ...]
     id: str
 
     @property
@@ -171,6 +174,9 @@ def layout_for(table: FeatureTable) -> TileLayout | None:
         distinct=tuple(
             any(a.column == c and a.function == "count_distinct" for a in table.aggregations) for c in columns
         ),
+        sketched=tuple(
+            any(a.column == c and a.function == "approx_count_distinct" for a in table.aggregations) for c in columns
+        ),
         id=struct.pack(">I", zlib.crc32(signature.encode())).hex(),
     )
     if len(_LAYOUTS) > 1024:
@@ -184,7 +190,10 @@ def layout_for(table: FeatureTable) -> TileLayout | None:
 
 def new_state(layout: TileLayout) -> list[list[Any]]:
     """An empty tile state of ``layout`` (distinct values kept only for the columns that need them)."""
-    return [[0, None, None, None, None, None, None, set() if kept else None] for kept in layout.distinct]
+    return [
+        [0, None, None, None, None, None, None, set() if kept else None, {} if sketched else None]
+        for kept, sketched in zip(layout.distinct, layout.sketched, strict=True)
+    ]
 
 
 def add_value(column: list[Any], value: object, event_us: int, created_us: int | None) -> None:
@@ -199,6 +208,10 @@ def add_value(column: list[Any], value: object, event_us: int, created_us: int |
             column[_MAX] = value
         if column[_DISTINCT] is not None:
             column[_DISTINCT].add(value)
+        if column[_SKETCH] is not None:
+            register, highest = sketch.register(value)
+            if highest > column[_SKETCH].get(register, 0):
+                column[_SKETCH][register] = highest
     rank = (event_us, _LOW if created_us is None else created_us)
     last = column[_LAST_EVENT]
     if last is None or rank >= (last, _LOW if column[_LAST_CREATED] is None else column[_LAST_CREATED]):
@@ -211,9 +224,7 @@ def merge_into(target: list[list[Any]], other: list[list[Any]]) -> None:
         if not column[_N]:
             continue
         if not into[_N]:
-            into[:_DISTINCT] = column[:_DISTINCT]
-            if column[_DISTINCT] is not None:
-                into[_DISTINCT] = set(column[_DISTINCT])
+            _copy_into(into, column)
             continue
         into[_N] += column[_N]
         if column[_SUM] is not None:
@@ -224,6 +235,8 @@ def merge_into(target: list[list[Any]], other: list[list[Any]]) -> None:
             into[_MAX] = column[_MAX]
         if column[_DISTINCT] is not None and into[_DISTINCT] is not None:
             into[_DISTINCT].update(column[_DISTINCT])
+        if column[_SKETCH] is not None and into[_SKETCH] is not None:
+            _merge_registers(into[_SKETCH], column[_SKETCH])
         rank = (column[_LAST_EVENT], _LOW if column[_LAST_CREATED] is None else column[_LAST_CREATED])
         if rank >= (into[_LAST_EVENT], _LOW if into[_LAST_CREATED] is None else into[_LAST_CREATED]):
             into[_LAST_EVENT], into[_LAST_CREATED], into[_LAST_VALUE] = (
@@ -233,18 +246,35 @@ def merge_into(target: list[list[Any]], other: list[list[Any]]) -> None:
             )
 
 
+def _copy_into(into: list[Any], column: list[Any]) -> None:
+    into[:_DISTINCT] = column[:_DISTINCT]
+    if column[_DISTINCT] is not None:
+        into[_DISTINCT] = set(column[_DISTINCT])
+    if column[_SKETCH] is not None:
+        into[_SKETCH] = dict(column[_SKETCH])
+
+
+def _merge_registers(into: dict[int, int], other: dict[int, int]) -> None:
+    for register, rank in other.items():
+        if rank > into.get(register, 0):
+            into[register] = rank
+
+
 def encode_state(state: list[list[Any]]) -> bytes:
     """The stored bytes of a state (msgpack; distinct values as a list)."""
     return bytes(
         _pack(
-            [[*column[:_DISTINCT], None if column[_DISTINCT] is None else list(column[_DISTINCT])] for column in state]
+            [
+                [*column[:_DISTINCT], None if column[_DISTINCT] is None else list(column[_DISTINCT]), column[_SKETCH]]
+                for column in state
+            ]
         )
     )
 
 
 def decode_state(packed: bytes) -> list[list[Any]]:
     """A state from its stored bytes."""
-    state: list[list[Any]] = _unpackb(packed)
+    state: list[list[Any]] = _unpackb(packed, strict_map_key=False)
     for column in state:
         if column[_DISTINCT] is not None:
             column[_DISTINCT] = set(column[_DISTINCT])
@@ -338,16 +368,16 @@ def evaluate(layout: TileLayout, plan: TileRead, values: Sequence[bytes | None])
 
 def _result(spec: _Spec, column: list[Any]) -> object:
     function = spec.aggregation.function
-    if function == "count":
-        return column[_N]
-    if function == "count_distinct":
-        return 0 if column[_DISTINCT] is None else len(column[_DISTINCT])
+    if spec.aggregation.counts:
+        if function == "count":
+            return column[_N]
+        if function == "count_distinct":
+            return 0 if column[_DISTINCT] is None else len(column[_DISTINCT])
+        return 0 if column[_SKETCH] is None else sketch.estimate(column[_SKETCH])
     if not column[_N]:
         return None
-    if function == "sum":
-        return column[_SUM]
-    if function == "mean":
-        return column[_SUM] / column[_N]
+    if function in ("sum", "mean"):
+        return column[_SUM] if function == "sum" else column[_SUM] / column[_N]
     value = {"min": column[_MIN], "max": column[_MAX], "last": column[_LAST_VALUE]}[function]
     return _output(value, spec.output)
 

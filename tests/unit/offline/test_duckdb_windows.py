@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -28,7 +29,7 @@ AGGREGATIONS = [
     )
     for column, function in [
         ("fare", "count"), ("fare", "sum"), ("fare", "mean"), ("fare", "min"), ("fare", "max"), ("fare", "last"),
-        ("city", "count_distinct"), ("city", "last"),
+        ("city", "count_distinct"), ("city", "last"), ("city", "approx_count_distinct"),
     ]
     for minutes in (1, 5)
 ] + [pv.Aggregation(column="fare", function="sum", window=timedelta(minutes=7), name="fare_sum_7m")]  # fmt: skip
@@ -46,8 +47,8 @@ def trips_table(path: Path, aggregations: Sequence[pv.Aggregation] = AGGREGATION
     )
 
 
-def write_events(events: Sequence[dict[str, Any]], path: Path) -> None:
-    schema = pa.schema(
+def write_schema() -> pa.Schema:
+    return pa.schema(
         [
             ("rider", pa.int64()),
             ("fare", pa.float64()),
@@ -56,8 +57,11 @@ def write_events(events: Sequence[dict[str, Any]], path: Path) -> None:
             ("created_timestamp", pa.timestamp("us", tz="UTC")),
         ]
     )
+
+
+def write_events(events: Sequence[dict[str, Any]], path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(list(events), schema=schema), path / "part-0.parquet")
+    pq.write_table(pa.Table.from_pylist(list(events), schema=write_schema()), path / "part-0.parquet")
 
 
 def retrieve(
@@ -163,3 +167,32 @@ def test_statistics_of_aggregations_are_refused(tmp_path: Path) -> None:
         client.apply([RIDER, trips_table(tmp_path / "trips")])
         with pytest.raises(DataError, match="aggregations"):
             client.get_statistics("trips", start=BASE, end=BASE + timedelta(days=1))
+
+
+def test_approx_count_distinct_is_within_its_stated_error_and_equal_online(tmp_path: Path) -> None:
+    from provender.definitions import sketch
+    from provender.online.keys import encode_arrow_keys
+    from provender.online.memory import MemoryStore
+    from provender.online.tile_writer import TileWriter
+    from provender.online.tiles import read_values
+
+    at = BASE + timedelta(minutes=10)
+    events = [
+        {"rider": 1, "fare": 1.0, "city": f"c{(n * 7919) % 30_000}", "event_timestamp": at - timedelta(seconds=n % 600),
+         "created_timestamp": BASE}
+        for n in range(40_000)
+    ]  # fmt: skip
+    exact = len({e["city"] for e in events})
+    windowed = [pv.Aggregation(column="city", function="approx_count_distinct", window=timedelta(minutes=30), name="n")]
+    table = trips_table(tmp_path / "trips", windowed)
+    [row] = retrieve(tmp_path, events, [(1, at)], ["trips:n"], table=table)
+    offline = row["trips__n"]
+    assert abs(offline - exact) <= 4 * sketch.RELATIVE_STANDARD_ERROR * exact, (offline, exact)
+    online_table = dataclasses.replace(table, stream_source=None)
+    store = MemoryStore()
+    TileWriter(store, online_table, allowed_lateness=timedelta(hours=1)).apply(
+        pa.Table.from_pylist(events, schema=write_schema())
+    )
+    keys = encode_arrow_keys(pa.table({"rider": pa.array([1], pa.int64())}), ["rider"])
+    online = read_values(store, online_table, keys, int(at.timestamp() * 1_000_000))[0]
+    assert online == [offline]  # the same registers offline and online: the same estimate

@@ -6,6 +6,7 @@ in-memory and SQLite stores; reads at many times must equal the oracle over the 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -158,8 +159,8 @@ def test_tile_sizes() -> None:
 def test_a_changed_layout_reads_no_old_tiles() -> None:
     store = MemoryStore()
     TileWriter(store, TABLE, allowed_lateness=LATENESS).apply(rows_of(make_events([(1, 0, 0, 1.0, "a")])))
-    changed = trips_table("unused", aggregations=[*AGGREGATIONS[:-1], AGGREGATIONS[-1].__class__(
-        column="city", function="last", window=timedelta(minutes=21), name="city_last_20m")])  # fmt: skip
+    longer = dataclasses.replace(AGGREGATIONS[-1], window=AGGREGATIONS[-1].window + timedelta(minutes=1))
+    changed = trips_table("unused", aggregations=[*AGGREGATIONS[:-1], longer])
     assert read(store, 1, BASE, changed) is None
     assert read(store, 1, BASE) is not None
 

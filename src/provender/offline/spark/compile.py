@@ -19,7 +19,7 @@ from datetime import timedelta
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from provender.definitions import Aggregation, Feature
+from provender.definitions import Aggregation, Feature, sketch
 from provender.offline.plan import (
     CREATED_TIMESTAMP,
     ENTITY_TIMESTAMP,
@@ -113,21 +113,51 @@ def _with_windows(join: TableJoin, current: DataFrame, source: DataFrame) -> Dat
     aggregates = [
         _aggregate(feature, aggregation).alias(join.output_column(feature))
         for feature, aggregation in join.aggregations
+        if aggregation.function != "approx_count_distinct"
     ]
-    grouped = left.join(right, on, "inner").groupBy(ORDER).agg(*aggregates)
+    pairs = left.join(right, on, "inner")
+    grouped = pairs.groupBy(ORDER).agg(*aggregates) if aggregates else pairs.select(ORDER).distinct()
+    sketched = [(join.output_column(f), a) for f, a in join.aggregations if a.function == "approx_count_distinct"]
+    if sketched:
+        grouped = grouped.join(_sketches(pairs, [ORDER], sketched, F.col(_AT)), on=ORDER, how="left")
     joined = current.join(grouped, on=ORDER, how="left")
-    counted = {
-        join.output_column(f) for f, aggregation in join.aggregations if aggregation.function.startswith("count")
-    }  # count and count_distinct: 0 with no event in the window
+    counted = {join.output_column(f) for f, aggregation in join.aggregations if aggregation.counts}  # 0 with no event
     return joined.select(*(F.coalesce(col(c), F.lit(0)).alias(c) if c in counted else col(c) for c in joined.columns))
+
+
+def _sketches(pairs: DataFrame, groups: list[str], sketched: list[tuple[str, Aggregation]], at: Column) -> DataFrame:
+    """``approx_count_distinct`` per group (``definitions/sketch.py``): ranks per register, then estimates.
+
+    The register and rank are the sketch's SQL (the same text as DuckDB's), so both engines and
+    the online tiles hold the same registers.
+    """
+    result: DataFrame | None = None
+    for column in dict.fromkeys(a.column for _, a in sketched):
+        text = f"CAST(`{column}` AS STRING)"
+        members = [(n, name, a) for n, (name, a) in enumerate(sketched) if a.column == column]
+        ranks = [
+            F.max(F.when(_in_window(a, at), F.expr(sketch.rank_sql(text)))).alias(f"__provender_m{n}")
+            for n, _, a in members
+        ]
+        registers = pairs.groupBy(*groups, F.expr(sketch.register_sql(text)).alias("__provender_r")).agg(*ranks)
+        estimates = registers.groupBy(*groups).agg(
+            *(F.expr(sketch.estimate_sql(f"__provender_m{n}")).alias(name) for n, name, _ in members)
+        )
+        result = estimates if result is None else result.join(estimates, on=groups, how="outer")
+    assert result is not None
+    return result
+
+
+def _in_window(aggregation: Aggregation, at: Column) -> Column:
+    window = aggregation.window // timedelta(microseconds=1)
+    in_window = F.unix_micros(F.col(EVENT)) > F.unix_micros(at) - F.lit(window)
+    return in_window & col(aggregation.column).isNotNull()
 
 
 def _aggregate(feature: Feature, aggregation: Aggregation, at: Column | None = None) -> Column:
     """One aggregate over the rows in its own window before *T* (``at``, else each row's ``_AT``)."""
     value = col(aggregation.column)
-    window = aggregation.window // timedelta(microseconds=1)
-    t = F.col(_AT) if at is None else at
-    in_window = (F.unix_micros(F.col(EVENT)) > F.unix_micros(t) - F.lit(window)) & value.isNotNull()
+    in_window = _in_window(aggregation, F.col(_AT) if at is None else at)
     out = spark_type(feature.value_type)
     function = aggregation.function
     if function == "count":
@@ -169,19 +199,27 @@ def compile_latest_windows(plan: LatestPlan, source: DataFrame) -> DataFrame:
     end = timestamp_literal(plan.end)
     recent = F.col(EVENT) >= timestamp_literal(plan.start)
     values = []
+    sketched = []
     for feature in join.features:
         aggregation = join.table.get_aggregation(feature.name)
         if aggregation is None:
             ranked = F.struct(F.col(EVENT).alias("t"), F.col(CREATED).alias("c"), col(feature.name).alias("v"))
             values.append(F.max(F.when(recent, ranked))["v"].alias(feature.name))
-        elif aggregation.function.startswith("count"):  # count and count_distinct: 0 with no event
+        elif aggregation.function == "approx_count_distinct":  # estimated below, by key
+            sketched.append((feature.name, aggregation))
+        elif aggregation.counts:  # count and count_distinct: 0 with no event
             values.append(F.coalesce(_aggregate(feature, aggregation, end), F.lit(0)).alias(feature.name))
         else:
             values.append(_aggregate(feature, aggregation, end).alias(feature.name))
-    grouped = source.where(F.col(EVENT) <= end).groupBy(*join.join_keys).agg(*values)
+    rows = source.where(F.col(EVENT) <= end)
+    keys = list(join.join_keys)
+    grouped = rows.groupBy(*keys).agg(*values) if values else rows.select(*keys).distinct()
+    if sketched:
+        grouped = grouped.join(_sketches(rows, keys, sketched, end), on=keys, how="left")
+    counted = {name for name, _ in sketched}
     return grouped.select(
         *(col(k) for k in join.join_keys),
-        *(col(f.name) for f in join.features),
+        *(F.coalesce(col(f.name), F.lit(0)).alias(f.name) if f.name in counted else col(f.name) for f in join.features),
         end.alias(EVENT_TIMESTAMP),
         F.lit(None).cast("timestamp").alias(CREATED_TIMESTAMP),
     )
