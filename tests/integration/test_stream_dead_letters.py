@@ -61,9 +61,11 @@ def test_oversized_bad_records_are_dead_lettered_truncated_and_committed(
         json.dumps({"trips_today": 1, "ts": NOW.isoformat(), "pad": "y" * 400_000}).encode(),  # no entity key
     ]
     small_bad = b"not json at all"
+    big_headers = [("trace-id", b"t3"), ("blob", b"z" * 30_000), ("after", b"a")]  # too large by its headers
     records = [
         (json_bytes(1, 1, NOW), []),
         *[(value, [("trace-id", b"t%d" % i)]) for i, value in enumerate(too_large)],
+        (b"{not json", big_headers),
         (small_bad, [("trace-id", b"small")]),
         (json_bytes(4, 4, NOW), []),
     ]
@@ -75,7 +77,7 @@ def test_oversized_bad_records_are_dead_lettered_truncated_and_committed(
         assert job.wait_until(lambda j: j.records_consumed >= len(records), 60), job
         job.stop()
         assert online(client, [1, 4])["trips__trips_today"] == [1, 4]
-        assert job.records_dead_lettered == 4
+        assert job.records_dead_lettered == 5
         # Committed past every record: a second run of the same group consumes nothing.
         again = client.start_stream_to_online_ingestion("trips")
         assert not again.wait_until(lambda j: j.records_consumed > 0, 3)
@@ -84,19 +86,26 @@ def test_oversized_bad_records_are_dead_lettered_truncated_and_committed(
         deadline = time.monotonic() + 10  # the job records are closed by a reporter thread
         while client.list_jobs("trips") and time.monotonic() < deadline:
             time.sleep(0.05)
-    letters = consume_all(kafka_broker, f"{topic}.dlq", 4)
-    assert len(letters) == 4
+    letters = consume_all(kafka_broker, f"{topic}.dlq", 5)
+    assert len(letters) == 5
     letters.sort(key=lambda m: int(dict(m.headers())["provender.offset"]))
     headers = [dict(m.headers() or []) for m in letters]
-    assert [h["provender.offset"] for h in headers] == [b"1", b"2", b"3", b"4"]
-    for letter, original, found in zip(letters[:3], too_large, headers[:3], strict=True):
+    assert [h["provender.offset"] for h in headers] == [b"1", b"2", b"3", b"4", b"5"]
+    for index, (letter, original, found) in enumerate(zip(letters[:3], too_large, headers[:3], strict=True)):
         assert found["provender.truncated"] == b"true"
+        assert found["trace-id"] == b"t%d" % index  # the record's own headers are kept
+        assert "provender.headers_dropped" not in found
         assert found["provender.original_size"] == str(len(original)).encode()
         assert found["provender.partition"] == b"0"
         assert found["provender.reason"] in (b"undecodable", b"missing_entity_key")
         assert len(letter.value()) < DEAD_LETTER_MAX_BYTES and original.startswith(letter.value())
-    assert headers[3]["trace-id"] == b"small" and b"provender.truncated" not in headers[3]
-    assert letters[3].value() == small_bad
+    # Too large by its headers: those that fit are kept in order, the rest counted.
+    assert headers[3]["provender.truncated"] == b"true" and headers[3]["trace-id"] == b"t3"
+    assert "blob" not in headers[3] and "after" not in headers[3]
+    assert headers[3]["provender.headers_dropped"] == b"2"
+    assert letters[3].value() == b"{not json"
+    assert headers[4]["trace-id"] == b"small" and "provender.truncated" not in headers[4]
+    assert letters[4].value() == small_bad
 
 
 def test_records_violating_an_expectation_go_to_the_dead_letter_topic_not_online(

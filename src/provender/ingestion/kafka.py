@@ -11,8 +11,9 @@
   ``provender.topic``, ``provender.partition``, ``provender.offset`` and ``provender.table``,
   after the record's own headers. A letter too large for the producer
   (``stream.dead_letter_options``, e.g. ``message.max.bytes``) or the broker is sent once more
-  as a truncated copy: the first :data:`TRUNCATED_BYTES` of its value and key, without its own
-  headers, plus ``provender.truncated: true`` and ``provender.original_size`` (key and value
+  as a truncated copy: the first :data:`TRUNCATED_BYTES` of its value and key, its own headers
+  in order while they fit in :data:`TRUNCATED_HEADER_BYTES` (``provender.headers_dropped`` counts
+  the rest), plus ``provender.truncated: true`` and ``provender.original_size`` (key and value
   bytes). If even that is refused, the record is logged (partition, offset, reason, size) and its
   offset committed: a record never blocks its partition.
 * librdkafka's own log lines go to the ``provender.ingestion.kafka.librdkafka`` logger.
@@ -42,6 +43,8 @@ _client_log = logging.getLogger(f"{__name__}.librdkafka")
 DEAD_LETTER_TIMEOUT_SECONDS = 30.0
 TRUNCATED_BYTES = 1024
 """How much of a too-large record's value (and key) its dead-letter copy keeps."""
+TRUNCATED_HEADER_BYTES = 4096
+"""How many bytes of a too-large record's own headers (names and values) its dead-letter copy keeps."""
 _ERROR_CHARS = 1000
 _WARN_EVERY_SECONDS = 60.0
 # A commit refused because the group moved on: the partition's new owner re-reads the records.
@@ -205,7 +208,16 @@ class KafkaStream:
             )
 
     def _headers(self, letter: DeadLetter, *, truncated: bool = False) -> list[tuple[str, str | bytes | None]]:
-        own = [] if letter.headers is None or truncated else list(letter.headers)
+        own = list(letter.headers or ())
+        dropped = 0
+        if truncated:  # the record's own headers while they fit: they may be what made it too large
+            kept, size = [], 0
+            for name, value in own:
+                size += len(name) + (0 if value is None else len(value))
+                if size > TRUNCATED_HEADER_BYTES:
+                    break
+                kept.append((name, value))
+            own, dropped = kept, len(own) - len(kept)
         headers: list[tuple[str, str | bytes | None]] = [
             *own,
             ("provender.reason", str(letter.reason).encode()),
@@ -218,6 +230,8 @@ class KafkaStream:
         if truncated:
             headers.append(("provender.truncated", b"true"))
             headers.append(("provender.original_size", str(_size(letter)).encode()))
+            if dropped:
+                headers.append(("provender.headers_dropped", str(dropped).encode()))
         return headers
 
     def _produce(
