@@ -151,7 +151,12 @@ class SQLiteStore:
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._closed = False
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BackendError(
+                f"SQLite online store {str(path)!r}: cannot create its folder {str(path.parent)!r}: {exc}"
+            ) from exc
         with self._errors("open"):
             self._connection().execute(_SCHEMA)
             self._connection().execute(_SCHEMA_TABLES)
@@ -325,8 +330,11 @@ class SQLiteStore:
         except sqlite3.OperationalError as exc:
             message = str(exc)
             retryable = "locked" in message or "busy" in message
+            hint = ""
+            if "unable to open" in message or "readonly" in message or "read-only" in message:
+                hint = f" (check that the folder {str(self.path.parent)!r} exists and that this user may write to it)"
             raise BackendError(
-                f"SQLite online store {str(self.path)!r}: {what} failed: {message}", retryable=retryable
+                f"SQLite online store {str(self.path)!r}: {what} failed: {message}{hint}", retryable=retryable
             ) from exc
         except sqlite3.DatabaseError as exc:
             raise BackendError(f"SQLite online store {str(self.path)!r}: {what} failed: {exc}") from exc

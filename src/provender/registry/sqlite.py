@@ -187,6 +187,14 @@ class SQLiteRegistry:
             try:
                 yield self._conn
                 self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:  # e.g. a full disk: the real cause, and that nothing was written
+                if self._conn.in_transaction:  # SQLite may have rolled back already (e.g. disk full)
+                    self._conn.execute("ROLLBACK")
+                text = str(exc)
+                raise BackendError(
+                    f"registry {self.path}: nothing was written: {text}{_hint(self.path, exc)}",
+                    retryable="locked" in text or "busy" in text,
+                ) from exc
             except BaseException:
                 if self._conn.in_transaction:  # SQLite may have rolled back already (e.g. disk full)
                     self._conn.execute("ROLLBACK")
