@@ -206,13 +206,16 @@ def test_a_bad_function_is_the_same_error_on_every_path(paths: dict[str, Read], 
 
 
 def test_a_missing_request_field_is_named_on_every_path(project: Path, paths: dict[str, Read], server: Server) -> None:
-    with pv.Client(project / "provender.yaml") as local:
+    with (
+        pv.Client(project / "provender.yaml") as local,
+        pv.Client(project / "provender.yaml", serving_url=server.grpc_url) as remote,
+    ):
         entity_df = pd.DataFrame({"driver_id": [1], "event_timestamp": [NOW]})
         with pytest.raises(pv.DataError, match="no column 'amount', a request field of on-demand features ratios"):
             local.get_historical_features(["ratios"], entity_df)
         with pytest.raises(pv.DataError, match="Column 'amount' of the entity source has type string"):
             local.get_historical_features(["ratios"], entity_df.assign(amount=["x"]))
-        for client in (local, pv.Client(project / "provender.yaml", serving_url=server.grpc_url)):
+        for client in (local, remote):
             with pytest.raises(pv.DataError, match="no field 'amount', a request field \\(DOUBLE\\) of on-demand"):
                 client.get_online_features(["ratios"], [{"driver_id": 1}])
             with pytest.raises(

@@ -136,6 +136,8 @@ def test_apply_checks_the_query_runs_and_gives_the_declared_columns(project: Pat
             ["rides:fare2", "rides:city"], pd.DataFrame({"driver_id": [1, 2], "event_timestamp": [NOW, NOW]})
         ).to_arrow()
         assert got.column("rides__fare2").to_pylist() == [20.0, 40.0]
+        stats = client.get_statistics("rides", start=NOW - timedelta(days=1), end=NOW)
+        assert stats.rows == 2 and stats["fare2"].mean == 30.0
         version = client.registry_version()
         cases = [
             (
