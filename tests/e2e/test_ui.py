@@ -355,6 +355,11 @@ def test_click_through_and_back_forward(core: tuple[CoreServer, str, str, str], 
     page.get_by_role("link", name=job_id).click()
     page.wait_for_url(f"**/projects/default/jobs/{job_id}")
     assert "SUCCEEDED" in page.locator("main").inner_text()
+    assert page.locator("#validation").inner_text().startswith("passed: 20 rows checked")  # recorded by the job
+    page.get_by_role("link", name="The statistics this job recorded").click()
+    page.wait_for_url(f"**/tables/driver_stats/statistics?current={job_id}")
+    assert f"Recorded by job {job_id}" in page.locator("main").inner_text()
+    page.go_back()
     page.go_back()
     assert page.url.endswith("/projects/default/tables/driver_stats")
     page.go_back()

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from provender.definitions import FeatureTable
@@ -299,6 +299,11 @@ def freshness(
 def job(record: JobRecord, *, can_write: bool) -> Page:
     """One job record."""
     took = (record.finished_at - record.started_at) if record.finished_at and record.started_at else None
+    statistics_link = (
+        f'<a href="{u("projects", record.project, "tables", record.table, "statistics")}?current={e(record.id)}">'
+        "The statistics this job recorded</a>"
+        if record.statistics and record.table else '<span class="muted">none recorded</span>'
+    )  # fmt: skip
     body = f"""<h1>Job {e(record.id)}</h1>
 <div class="card"><dl>
 <dt>Status</dt><dd>{_status(record)}</dd><dt>Kind</dt><dd>{e(record.kind.value)}</dd>
@@ -306,10 +311,36 @@ def job(record: JobRecord, *, can_write: bool) -> Page:
 <dt>Rows</dt><dd>{record.rows:,}</dd><dt>Created</dt><dd>{when(record.created_at)}</dd>
 <dt>Started</dt><dd>{when(record.started_at)}</dd><dt>Finished</dt><dd>{when(record.finished_at)}</dd>
 <dt>Duration</dt><dd>{duration(took)}</dd><dt>Runner</dt><dd>{e(record.runner or "—")}</dd>
-<dt>Error</dt><dd>{f"<pre>{e(record.error)}</pre>" if record.error else "none"}</dd></dl></div>
+<dt>Error</dt><dd>{f"<pre>{e(record.error)}</pre>" if record.error else "none"}</dd>
+<dt>Validation</dt><dd id="validation">{_validation(record.validation)}</dd>
+<dt>Statistics</dt><dd>{statistics_link}</dd></dl></div>
 {job_rows([record], can_write=can_write, show_table=True) if can_write and record.status in (JobStatus.PENDING, JobStatus.RUNNING) else ""}"""
     p = record.project
     return f"Job {record.id}", body, crumbs((p, u("projects", p)), ("Jobs", u("projects", p, "jobs")), (record.id, ""))
+
+
+def _validation(report: Mapping[str, object] | None) -> str:
+    """A job's validation report (as recorded): passed, or each violated expectation with its count."""
+    if not report:
+        return '<span class="muted">not validated</span>'
+    checked, skipped = report.get("rows_checked", 0), report.get("rows_skipped", 0)
+    head = (
+        f"{_count(checked)} rows checked, {_count(skipped)} skipped (policy <code>{e(report.get('policy', ''))}</code>)"
+    )
+    violations = report.get("violations")
+    if not isinstance(violations, list) or not violations:
+        return f'<span class="status-SUCCEEDED">passed</span>: {head}'
+    items = "".join(
+        f"<li>{e(v.get('feature') or 'table')}: <code>{e(v.get('expectation', ''))}</code> violated by "
+        f"{_count(v.get('count', 0))} rows{': e.g. <code>' + e(v['examples'][0]) + '</code>' if v.get('examples') else ''}</li>"
+        for v in violations
+        if isinstance(v, Mapping)
+    )
+    return f'<span class="status-FAILED">violations</span>: {head}<ul>{items}</ul>'
+
+
+def _count(value: object) -> str:
+    return f"{value:,}" if isinstance(value, int) else e(value)
 
 
 def _diff_lines(lines: Sequence[str]) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from provender.offline.drift import compare
-from provender.offline.statistics import TableStatistics
+from provender.offline.statistics import QUANTILES, TableStatistics
 from provender.registry.jobs import JobRecord
 from provender.registry.store import RegistrySnapshot
 from provender.ui.html import e, empty, error_box, u, when
@@ -70,7 +70,7 @@ def statistics(  # noqa: PLR0913 - the page's inputs
     )
     if base is not None:
         body += _drift(base, shown)
-    body += "".join(_feature_stats(f) for f in _stat_features(shown.statistics or {}))
+    body += "".join(feature_card(f) for f in _stat_features(shown.statistics or {}))
     return title, f"<h1>Statistics · {e(name)}</h1>{tabs}{body}", crumbs
 
 
@@ -141,9 +141,15 @@ def _stat_features(stats: Mapping[str, object]) -> list[Mapping[str, object]]:
     return [f for f in features if isinstance(f, Mapping)] if isinstance(features, list) else []
 
 
-def _feature_stats(f: Mapping[str, object]) -> str:
-    keys = ("count", "null_count", "mean", "std", "min", "max", "distinct_count")
+def feature_card(f: Mapping[str, object]) -> str:
+    """One feature's recorded statistics as a card: its numbers, quantiles and chart."""
+    keys = ("count", "null_count", "nan_count", "mean", "std", "min", "max", "zeros", "distinct_count",
+            "min_length", "max_length", "mean_length")  # fmt: skip
     cells = "".join(f"<dt>{k}</dt><dd>{_number(f[k])}</dd>" for k in keys if f.get(k) is not None)
+    quantiles = f.get("quantiles")
+    if isinstance(quantiles, list) and len(quantiles) == len(QUANTILES):
+        values = " · ".join(f"p{100 * q:g} {_number(v)}" for q, v in zip(QUANTILES, quantiles, strict=True))
+        cells += f"<dt>quantiles</dt><dd>{values}</dd>"
     name = str(f.get("name"))
     chart = ""
     histogram = f.get("histogram")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,7 +11,7 @@ from types import MappingProxyType
 import pytest
 
 import provender as pv
-from provender.auth import Grant, Role
+from provender.auth import ALL_PROJECTS, Grant, Role
 from provender.errors import AuthenticationError
 from provender.online.store import TableFreshness
 from provender.registry.jobs import JobKind, JobRecord, JobStatus
@@ -20,7 +21,7 @@ from provender.ui import code, pages
 from provender.ui.app import UiApp, UiRequest
 from provender.ui.data import OnlineFreshness
 from provender.ui.html import highlight
-from provender.ui.statistics import histogram_chart, top_values_chart
+from provender.ui.statistics import feature_card, histogram_chart, top_values_chart
 
 DRIVER = pv.Entity(name="driver_id", value_type=pv.ValueType.INT64, description="A driver")
 TRIPS = pv.FeatureTable(
@@ -252,3 +253,41 @@ def test_on_demand_features_are_listed_searched_shown_and_their_code_recreates_t
     assert "[{'driver_id': 1001, 'amount': 1.5}]" in reading and "refs = ['trip_ratios:scaled']" in reading
     status, body = get(app, "/projects/fleet/on-demand/nope")
     assert status == 404 and "trip_ratios" in body
+
+
+def test_a_job_page_shows_its_validation_and_links_its_statistics(app: UiApp) -> None:
+    validation = {"table": "trips", "policy": "skip", "rows_checked": 1200, "rows_skipped": 3, "passed": False,
+                  "violations": [{"expectation": "between [0, 1]", "feature": "rate", "count": 3,
+                                  "examples": [{"driver_id": 7, "rate": 1.5}]}]}  # fmt: skip
+    job = dataclasses.replace(record("job-v", 0, 0.5), validation=validation)
+    app.data.store.put_job(job)
+    status, body = get(app, "/projects/fleet/jobs/job-v")
+    assert status == 200 and "1,200 rows checked, 3 skipped (policy <code>skip</code>)" in body
+    assert "rate: <code>between [0, 1]</code> violated by 3 rows: e.g. <code>{&#x27;driver_id&#x27;: 7" in body
+    assert 'href="/projects/fleet/tables/trips/statistics?current=job-v"' in body
+    status, body = get(app, "/projects/fleet/tables/trips/statistics", {"current": "job-v"})
+    assert status == 200 and "job-v</a>" in body
+    passed = dataclasses.replace(job, id="job-p", validation={**validation, "violations": [], "passed": True},
+                                 statistics=None)  # fmt: skip
+    app.data.store.put_job(passed)
+    status, body = get(app, "/projects/fleet/jobs/job-p")
+    assert "passed</span>: 1,200 rows checked" in body and "none recorded" in body
+
+
+def test_statistics_show_the_quantiles() -> None:
+    feature = {"name": "rate", "count": 2, "quantiles": [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0]}
+    html = feature_card(feature)
+    assert "<dt>quantiles</dt><dd>p1 0 · p5 0.1 · p25 0.25 · p50 0.5 · p75 0.75 · p95 0.9 · p99 1</dd>" in html
+
+
+def test_search_spans_every_readable_project_and_an_authorization_header_works(app: UiApp) -> None:
+    everyone = Grant("admin", MappingProxyType({ALL_PROJECTS: Role.READ}))
+    hits = app.data.search(everyone, "driver")
+    assert {(h.entry.project, h.entry.kind) for h in hits} >= {("fleet", "entity"), ("other", "entity")}
+    assert (
+        pages.hit_json(next(h for h in hits if h.entry.project == "other"))["url"] == "/projects/other#entity-driver_id"
+    )
+    status, body, _ = app.handle(UiRequest("GET", "/projects/fleet", {}, "Bearer tok", None, {}))
+    assert status == 200 and "Signed in as <strong>viewer</strong>" in body.decode()
+    status, _, _ = app.handle(UiRequest("GET", "/projects/fleet", {}, "Bearer nope", None, {}))
+    assert status == 401
