@@ -12,11 +12,14 @@ from collections.abc import Mapping, Sequence
 
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import ParseError
+from sqlglot.errors import ErrorLevel, ParseError, UnsupportedError
 
 from provender.errors import DefinitionError
 
-__all__ = ["check_query", "transpile"]
+__all__ = ["ENGINE_DIALECTS", "check_query", "transpile"]
+
+ENGINE_DIALECTS = {"duckdb": "duckdb", "spark": "spark"}
+"""The sqlglot dialect each offline engine runs: a query must transpile to every one of them."""
 
 
 def _parse(query: str, dialect: str) -> exp.Query:
@@ -48,7 +51,11 @@ def _read_tables(statement: exp.Query) -> list[exp.Table]:
 
 
 def check_query(query: str, dialect: str, sources: Sequence[str]) -> None:
-    """Raise DefinitionError unless ``query`` is one read-only query over exactly ``sources``."""
+    """Raise DefinitionError unless ``query`` is one read-only query over exactly ``sources``.
+
+    It must also transpile to every engine's dialect without a construct sqlglot reports as
+    unsupported there (e.g. a function with no equivalent), so it fails here, not in a job.
+    """
     statement = _parse(query, dialect)
     tables = _read_tables(statement)
     unknown = sorted({t.sql(dialect=dialect) for t in tables if t.db or t.catalog or t.name not in sources})
@@ -62,6 +69,13 @@ def check_query(query: str, dialect: str, sources: Sequence[str]) -> None:
     unused = sorted(set(sources) - {t.name for t in tables})
     if unused:
         raise DefinitionError("SqlSource", "sources", f"lists {', '.join(unused)}, which the query does not read")
+    for engine, target in ENGINE_DIALECTS.items():
+        try:
+            statement.sql(dialect=target, unsupported_level=ErrorLevel.RAISE)
+        except UnsupportedError as exc:
+            raise DefinitionError(
+                "SqlSource", "query", f"cannot be written for the {engine} engine ({target} SQL): {exc}"
+            ) from None
 
 
 def transpile(query: str, dialect: str, *, to: str, relations: Mapping[str, str]) -> str:

@@ -71,6 +71,11 @@ def test_a_sql_source_names_its_inputs() -> None:
         ({"query": "SELECT FROM WHERE trips drivers ("}, "query", "is not valid duckdb SQL"),
         ({"query": "  "}, "query", "must be a SELECT query"),
         ({"dialect": "klingon"}, "dialect", "'klingon' is not a SQL dialect sqlglot knows"),
+        (
+            {"query": "SELECT approx_top_k(t.fare, 3) AS top FROM trips t JOIN drivers d USING (driver_id)"},
+            "query",
+            "cannot be written for the duckdb engine (duckdb SQL): APPROX_TOP_K",
+        ),
         ({"sources": {}}, "sources", "must map each table name"),
         ({"sources": {"trips": TRIPS, "drivers": "x.parquet"}}, "sources", "'drivers' must be a FileSource"),
         ({"sources": {"trips": TRIPS, "dri vers": DRIVERS}}, "sources", "'dri vers' is not a table name"),
