@@ -13,6 +13,8 @@ import pytest
 import provender as pv
 from provender.auth import ALL_PROJECTS, Grant, Role
 from provender.errors import AuthenticationError
+from provender.online.memory import MemoryStore
+from provender.online.sqlite import SQLiteStore
 from provender.online.store import TableFreshness
 from provender.registry.jobs import JobKind, JobRecord, JobStatus
 from provender.registry.sqlite import SQLiteRegistry
@@ -22,6 +24,7 @@ from provender.ui.app import UiApp, UiRequest
 from provender.ui.data import OnlineFreshness
 from provender.ui.html import highlight
 from provender.ui.statistics import feature_card, histogram_chart, top_values_chart
+from tests.support.online import batch
 
 DRIVER = pv.Entity(name="driver_id", value_type=pv.ValueType.INT64, description="A driver")
 TRIPS = pv.FeatureTable(
@@ -291,3 +294,30 @@ def test_search_spans_every_readable_project_and_an_authorization_header_works(a
     assert status == 200 and "Signed in as <strong>viewer</strong>" in body.decode()
     status, _, _ = app.handle(UiRequest("GET", "/projects/fleet", {}, "Bearer nope", None, {}))
     assert status == 401
+
+
+def test_freshness_comes_from_a_shared_online_store_and_a_private_one_is_explained(tmp_path: Path) -> None:
+    store = SQLiteRegistry.from_url(f"sqlite:///{tmp_path / 'r.db'}", base_dir=tmp_path)
+    store.update("fleet", lambda _s: RegistryChange(put=(DRIVER, TRIPS)), actor="alice")
+    online = SQLiteStore(tmp_path / "online.db", project="fleet")
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    online.write(
+        TRIPS, batch(TRIPS, [{"driver_id": 1, "rate": 0.5, "event_timestamp": when}], entities={"driver_id": DRIVER})
+    )
+    opened: list[str] = []
+
+    def open_online(project: str) -> SQLiteStore:
+        opened.append(project)
+        return SQLiteStore(tmp_path / "online.db", project=project)
+
+    app = UiApp(store, lambda _a: READER, auth_enabled=False, open_online=open_online)
+    for _ in range(2):
+        status, body, _ = app.handle(UiRequest("GET", "/projects/fleet/jobs", {}, None, None, {}))
+        assert status == 200 and f'<time datetime="{when.isoformat()}">' in body.decode()
+    assert opened == ["fleet"]  # opened once per project, then reused
+    app.close()
+    private = UiApp(store, lambda _a: READER, auth_enabled=False, open_online=lambda p: MemoryStore(project=p))
+    status, body, _ = private.handle(UiRequest("GET", "/projects/fleet/jobs", {}, None, None, {}))
+    assert status == 200 and "lives inside each process" in body.decode()
+    online.close()
+    store.close()
