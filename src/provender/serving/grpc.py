@@ -106,6 +106,9 @@ class ServingServicer:
         metrics.finished("grpc", METHOD, code, seconds)
         if self._request_log.is_sampled():
             self._request_log.submit(_log_record(project, request, entities, result, code, seconds, error))
+        # Break the cycle error -> traceback -> this frame -> error: it would keep the request (up to
+        # serving.max_request_bytes, decoded) alive until the cyclic GC ran, and refused requests pile up.
+        error = None
         return response
 
     def _entities(self, request: pb.GetOnlineFeaturesRequest) -> dict[str, list[object]]:

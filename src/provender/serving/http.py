@@ -164,6 +164,9 @@ class ServingApp:
         metrics.finished("http", ONLINE_FEATURES, str(status), seconds)
         if self._request_log.is_sampled():
             self._request_log.submit(_log_record(project, request, result, status, seconds, error))
+        # Break the cycle error -> traceback -> this frame -> error: it would keep the body and the
+        # parsed request alive until the cyclic GC ran, and refused requests would pile up.
+        error = None
 
     def _closed_endpoint(self, scope: Scope) -> tuple[int, bytes, Headers] | None:
         """With ``auth.open_endpoints: false``, refuse a request without a valid token (any grant)."""
