@@ -300,6 +300,33 @@ def test_search_as_you_type_finds_a_feature_by_its_description(
     assert errors == []
 
 
+def test_every_page_passes_an_axe_accessibility_audit(core: tuple[CoreServer, str, str, str], browser: Any) -> None:
+    """axe-core (shipped in the axe-playwright-python wheel) finds no violation on any page, wide or narrow."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    server, job_id, _, first_id = core
+    axe = Axe()
+    paths = ["/", "/search?q=rate", "/projects/default", "/projects/default/tables/driver_stats",
+             f"/projects/default/tables/driver_stats/statistics?against={first_id}&current={job_id}",
+             "/projects/default/jobs",
+             f"/projects/default/jobs/{job_id}", "/projects/default/history", "/projects/default/lineage",
+             "/projects/default/on-demand/rate_view"]  # fmt: skip
+    found = {}
+    for width in (1280, 390):
+        page, errors = open_page(browser, server.url, width=width)
+        for path in paths:
+            page.goto(server.url + path)
+            for summary in page.locator("details summary").all():  # audit the disclosed tables too
+                summary.click()
+            violations = axe.run(page).response["violations"]
+            found.update({(width, path, v["id"]): [n["target"] for n in v["nodes"]][:3] for v in violations})
+        assert errors == []
+    prompt, _ = open_page(browser, server.url, token=None)
+    prompt.goto(server.url + "/projects/default")  # the sign-in page
+    found.update({(0, "sign-in", v["id"]): v["nodes"][0]["target"] for v in axe.run(prompt).response["violations"]})
+    assert found == {}, "\n".join(f"{k}: {v}" for k, v in found.items())
+
+
 def test_keyboard_skip_link_and_focus(core: tuple[CoreServer, str, str, str], browser: Any) -> None:
     server, *_ = core
     page, errors = open_page(browser, server.url)

@@ -138,5 +138,5 @@ def code_block(block_id: str, label: str, text: str) -> str:
     """Return a code block with a Copy button."""
     return (
         f'<div class="code"><button class="copy" type="button" data-for="{block_id}" aria-label="Copy {e(label)}">'
-        f'Copy</button><pre><code id="{block_id}">{e(text)}</code></pre></div>'
+        f'Copy</button><pre tabindex="0" aria-label="{e(label)}"><code id="{block_id}">{e(text)}</code></pre></div>'
     )

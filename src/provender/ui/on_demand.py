@@ -53,7 +53,7 @@ def page(snapshot: RegistrySnapshot, name: str) -> Page:
 <dt>Function</dt><dd><code>{e(view.function)}</code> ({e(view.mode)} mode){f" · {e(version)}" if version else ""}</dd>
 <dt>Labels</dt><dd>{labels(view.labels)}</dd></dl>
 <p class="muted small">Computed when read (online and historical), from the inputs and the request fields; nothing is stored.</p></div>
-<h2>Features</h2><div class="scroll"><table class="list"><caption class=skip>Features</caption>
+<h2>Features</h2><div class="scroll" tabindex="0" role="region" aria-label="Features"><table class="list"><caption class=skip>Features</caption>
 <thead><tr><th>Feature</th><th>Type</th><th>Description</th></tr></thead><tbody>{features}</tbody></table></div>
 <h2>Definition</h2>{code_block("definition", "definition", code.on_demand_snippet(view))}
 <h2>How to read it</h2>{code_block("reading", "reading code", code.read_on_demand(project, view, snapshot))}"""

@@ -128,7 +128,7 @@ def project(snapshot: RegistrySnapshot, jobs: Sequence[JobRecord]) -> Page:
         for x in sorted(snapshot.entities.values(), key=lambda x: x.name)
     )
     entity_table = (
-        '<div class="scroll"><table class="list"><caption class=skip>Entities</caption><thead><tr><th>Entity</th>'
+        '<div class="scroll" tabindex="0" role="region" aria-label="Entities"><table class="list"><caption class=skip>Entities</caption><thead><tr><th>Entity</th>'
         f"<th>Type</th><th>Description</th><th>Labels</th></tr></thead><tbody>{entities}</tbody></table></div>"
         if entities else empty("No entities.", "Define an <code>Entity</code> and apply it.")
     )  # fmt: skip
@@ -224,7 +224,7 @@ def table(
 <dt>Freshness</dt><dd id="table-freshness">{online_line}<br>{freshness}</dd></dl>
 <p><a href="{u("projects", project_name, "tables", name, "statistics")}">Statistics</a> ·
 <a href="{u("projects", project_name, "jobs")}?table={e(name)}">All jobs of this table</a></p></div>
-<h2>Features</h2><div class="scroll"><table class="list"><caption class=skip>Features</caption>
+<h2>Features</h2><div class="scroll" tabindex="0" role="region" aria-label="Features"><table class="list"><caption class=skip>Features</caption>
 <thead><tr><th>Feature</th><th>Type</th><th>Description</th><th>Expectations</th></tr></thead><tbody>{features}</tbody></table></div>
 <h2>Definition</h2>{code_block("definition", "definition", code.table_snippet(t, entities))}
 <h2>How to read it</h2>{code_block("reading", "reading code", code.read_table(project_name, t, entities))}
@@ -311,7 +311,7 @@ def job(record: JobRecord, *, can_write: bool) -> Page:
 <dt>Rows</dt><dd>{record.rows:,}</dd><dt>Created</dt><dd>{when(record.created_at)}</dd>
 <dt>Started</dt><dd>{when(record.started_at)}</dd><dt>Finished</dt><dd>{when(record.finished_at)}</dd>
 <dt>Duration</dt><dd>{duration(took)}</dd><dt>Runner</dt><dd>{e(record.runner or "—")}</dd>
-<dt>Error</dt><dd>{f"<pre>{e(record.error)}</pre>" if record.error else "none"}</dd>
+<dt>Error</dt><dd>{f'<pre tabindex="0">{e(record.error)}</pre>' if record.error else "none"}</dd>
 <dt>Validation</dt><dd id="validation">{_validation(record.validation)}</dd>
 <dt>Statistics</dt><dd>{statistics_link}</dd></dl></div>
 {job_rows([record], can_write=can_write, show_table=True) if can_write and record.status in (JobStatus.PENDING, JobStatus.RUNNING) else ""}"""

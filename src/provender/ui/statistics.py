@@ -123,7 +123,7 @@ def _drift(base: JobRecord, current: JobRecord) -> str:
         "" if base.created_at <= current.created_at else ' <span class="muted">(the baseline is the newer job)</span>'
     )
     return (
-        f'<h2>Drift of {e(current.id)} against {e(base.id)}{order}</h2><div class="scroll"><table class="list" id="drift">'
+        f'<h2>Drift of {e(current.id)} against {e(base.id)}{order}</h2><div class="scroll" tabindex="0" role="region" aria-label="Drift per feature"><table class="list" id="drift">'
         "<caption class=skip>Drift per feature</caption><thead><tr><th>Feature</th><th>PSI</th>"
         f"<th>Jensen-Shannon distance</th><th>Verdict (PSI &ge; {report.psi_threshold:g} or JS &ge; "
         f"{report.js_threshold:g} is drift)</th></tr></thead><tbody>{rows}</tbody></table></div>"
