@@ -92,23 +92,39 @@ def _number(value_type: ValueType, column: str) -> str:
     return f"CAST({column} AS DOUBLE)"
 
 
-def _numbers_of(relation: str, stats: FeatureStatistics, dialect: Dialect) -> str:
-    """``relation`` reduced to one column ``x``: the feature's non-null, non-NaN values as DOUBLE."""
-    x = _number(stats.value_type, dialect.quote(stats.name))
-    return f"(SELECT x FROM (SELECT {x} AS x FROM {relation}) WHERE x IS NOT NULL)"
+def _as_double(value_type: ValueType, column: str) -> str:
+    """A feature's value as DOUBLE.
+
+    NaN stays NaN: a range ``x >= low AND x <= high`` with a finite ``high`` leaves it out, as NaN
+    is greater than every number in DuckDB and Spark alike.
+    """
+    if value_type is ValueType.BOOL:
+        return f"CAST(CAST({column} AS INT) AS DOUBLE)"
+    return f"CAST({column} AS DOUBLE)"
+
+
+def _values_in(relation: str, stats: FeatureStatistics, dialect: Dialect, low: float, high: float) -> str:
+    """``relation`` reduced to one column ``x``: the feature's values in ``[low, high]`` as DOUBLE."""
+    x = _as_double(stats.value_type, dialect.quote(stats.name))
+    return f"(SELECT x FROM (SELECT {x} AS x FROM {relation}) WHERE x >= {_double(low)} AND x <= {_double(high)})"
 
 
 def aggregate_sql(relation: str, features: Sequence[tuple[str, ValueType]], dialect: Dialect) -> str:
-    """One pass over ``relation``: the row count, then per feature the columns :func:`read_aggregates` reads."""
-    select = ["count(*)"]
-    for name, value_type in features:
+    """One pass over ``relation``: the row count, then per feature the columns :func:`read_aggregates` reads.
+
+    A number feature's value (NaN as NULL) is computed once per row, in a subquery; its NaN
+    count is then the non-null values less the numbers.
+    """
+    select, inner = ["count(*)"], ["*"]
+    for n, (name, value_type) in enumerate(features):
         column = dialect.quote(name)
         select += [f"count({column})", f"count(*) - count({column})"]
         kind = kind_of(value_type)
         if kind == "number":
-            x = _number(value_type, column)
-            nan = f"sum(CASE WHEN isnan({column}) THEN 1 ELSE 0 END)" if value_type in _FLOATS else "0"
-            select += [nan, f"avg({x})", f"min({x})", f"max({x})", f"sum(CASE WHEN {x} = 0 THEN 1 ELSE 0 END)"]
+            x = dialect.quote(f"__provender_x{n}")
+            inner.append(f"{_number(value_type, column)} AS {x}")
+            select += [f"count({column}) - count({x})", f"avg({x})", f"min({x})", f"max({x})"]
+            select.append(f"count(*) FILTER (WHERE {x} = 0)")
         elif kind in ("string", "bytes", "list"):
             length = {"string": f"length({column})", "bytes": dialect.byte_length(column)}.get(
                 kind, dialect.list_length(column)
@@ -116,7 +132,7 @@ def aggregate_sql(relation: str, features: Sequence[tuple[str, ValueType]], dial
             select += [f"min({length})", f"max({length})", f"avg(CAST({length} AS DOUBLE))"]
             if kind != "list":
                 select.append(f"count(DISTINCT {column})")
-    return f"SELECT {', '.join(select)} FROM {relation}"
+    return f"SELECT {', '.join(select)} FROM (SELECT {', '.join(inner)} FROM {relation})"
 
 
 def read_aggregates(
@@ -169,10 +185,9 @@ def _level_sql(relation: str, stats: FeatureStatistics, dialect: Dialect, low: f
     """
     scale, mean = _FINE_BINS / (high - low), _double(stats.mean or 0.0)
     fine = f"least(CAST(floor((x - {_double(low)}) * {_double(scale)}) AS BIGINT), {_FINE_BINS - 1})"
-    where = "" if (low, high) == (stats.min, stats.max) else f" WHERE x >= {_double(low)} AND x <= {_double(high)}"
     return (
         f"SELECT f, count(*), min(x), max(x), sum((x - {mean}) * (x - {mean})), sum(x - {mean}) "
-        f"FROM (SELECT x, {fine} AS f FROM {_numbers_of(relation, stats, dialect)}{where}) GROUP BY f"
+        f"FROM (SELECT x, {fine} AS f FROM {_values_in(relation, stats, dialect, low, high)}) GROUP BY f"
     )
 
 
@@ -356,7 +371,7 @@ def _collect(relation: str, selections: list[_Selection], dialect: Dialect, run:
     if not select:
         return
     columns = ", ".join(
-        f"{_number(s.stats.value_type, dialect.quote(s.stats.name))} AS x{n}" for n, s in enumerate(selections)
+        f"{_as_double(s.stats.value_type, dialect.quote(s.stats.name))} AS x{n}" for n, s in enumerate(selections)
     )
     row = iter(run(f"SELECT {', '.join(select)} FROM (SELECT {columns} FROM {relation})")[0])
     for s, small in reads:
