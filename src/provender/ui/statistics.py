@@ -24,6 +24,7 @@ Page = tuple[str, str, str]
 _W, _H = 380, 190
 _LEFT, _RIGHT, _TOP, _BOTTOM = 56, 12, 12, 48
 _X_TICKS = 4  # value labels at 5 edges: first, quarters, last
+MAX_JOBS = 200  # the newest jobs with statistics offered as current and baseline
 
 
 def statistics(  # noqa: PLR0913 - the page's inputs
@@ -38,7 +39,7 @@ def statistics(  # noqa: PLR0913 - the page's inputs
 ) -> Page:
     """The statistics recorded by a job of the table (the latest, or ``current``), and the drift against ``against``."""
     title = f"Statistics · {name}"
-    recorded = [j for j in jobs if j.statistics]  # newest first
+    recorded = [j for j in jobs if j.statistics][:MAX_JOBS]  # newest first
     if not recorded:
         body = empty(
             "No statistics recorded for this table yet.",
@@ -51,14 +52,18 @@ def statistics(  # noqa: PLR0913 - the page's inputs
     if current is not None:
         chosen = next((j for j in recorded if j.id == current), None)
         if chosen is None:
-            problems.append(f"No job {current!r} with statistics for this table; showing the latest.")
+            problems.append(
+                f"No job {current!r} among the {len(recorded)} newest with statistics for this table; showing the latest."
+            )
         else:
             shown = chosen
     base = None
     if against is not None:
         base = next((j for j in recorded if j.id == against), None)
         if base is None:
-            problems.append(f"No job {against!r} with statistics for this table to compare with.")
+            problems.append(
+                f"No job {against!r} among the {len(recorded)} newest with statistics for this table to compare with."
+            )
         elif base.id == shown.id:
             problems.append("The baseline and the current job are the same job: choose two different jobs.")
             base = None

@@ -164,6 +164,9 @@ def test_drift_between_a_chosen_baseline_and_a_chosen_current_job(app: UiApp) ->
     assert "choose two different jobs" in body and 'id="drift"' not in body
     _, body, _ = pages.statistics(snapshot, "trips", jobs, current="job-zz", against="job-yy")
     assert "No job &#x27;job-zz&#x27;" in body and "No job &#x27;job-yy&#x27;" in body and "job-c</a>" in body
+    many = [record(f"job-{n:03d}", -n, 0.5) for n in range(250)]  # newest first
+    _, body, _ = pages.statistics(snapshot, "trips", many, current="job-249")
+    assert body.count('<option value="job-') == 2 * 200 and "among the 200 newest" in body
     _, body, _ = pages.statistics(snapshot, "trips", jobs[:1])
     assert "no other job with statistics" in body
 
