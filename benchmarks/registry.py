@@ -41,13 +41,12 @@ import json
 import os
 import platform
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -93,6 +92,13 @@ def percentile(sorted_ms: list[float], q: float) -> float:
     return sorted_ms[min(len(sorted_ms) - 1, int(q * len(sorted_ms)))]
 
 
+def median(values: Iterable[float]) -> float:
+    """The median (not ``statistics.median``: ``benchmarks/statistics.py`` shadows the standard module here)."""
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
 def run_provender(url: str, base_dir: Path, *, list_calls: int, get_calls: int, seed: int) -> dict[str, float]:
     """One run of the three measures on the registry at ``url`` (empty)."""
     settings = pv.Settings(registry=url, base_dir=base_dir)
@@ -113,7 +119,7 @@ def run_provender(url: str, base_dir: Path, *, list_calls: int, get_calls: int, 
             began = time.perf_counter()
             reader.list_feature_tables()
             timings.append((time.perf_counter() - began) * 1000)
-        result["list_ms"] = statistics.median(timings)
+        result["list_ms"] = median(timings)
         rng = random.Random(seed)
         names = [f"table_{rng.randrange(TOTAL_TABLES):04d}" for _ in range(get_calls)]
         for name in names[:50]:
@@ -286,7 +292,7 @@ def render_markdown(report: dict[str, object]) -> str:
             "",
             "| median | p90 | max |",
             "|---:|---:|---:|",
-            f"| {statistics.median(ordered):.0f} | {percentile(ordered, 0.9):.0f} | {ordered[-1]:.0f} |",
+            f"| {median(ordered):.0f} | {percentile(ordered, 0.9):.0f} | {ordered[-1]:.0f} |",
         ]
     lines += [
         "",
@@ -344,7 +350,7 @@ def main() -> None:
                 served_ms.extend(samples)
                 print(f"run {run + 1} apply to served: " + ", ".join(f"{ms:.0f}" for ms in samples))
     for name, runs in per_run.items():
-        figures[name] = {m: statistics.median(r[m] for r in runs) for m in METRICS}
+        figures[name] = {m: median(r[m] for r in runs) for m in METRICS}
     report["figures"], report["per_run"], report["errors"] = figures, per_run, errors
     report["served_ms"] = served_ms
     markdown = render_markdown(report)

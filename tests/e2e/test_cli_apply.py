@@ -16,6 +16,7 @@ from click.testing import CliRunner, Result
 from provender import Client
 from provender.cli.ignore import IgnoreRules, python_files
 from provender.cli.main import cli
+from tests.support.registries import use_test_registry
 from tests.support.services import RedisServer
 from tests.support.terminal import init_project
 
@@ -35,6 +36,7 @@ def project(generated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
             monkeypatch.delenv(name)
     directory = tmp_path / "driver_project"
     shutil.copytree(generated, directory)
+    use_test_registry(directory / "provender.yaml")
     monkeypatch.chdir(directory)
     return directory
 

@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from provender.cli.main import cli
+from tests.support.registries import use_test_registry
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,6 +26,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             monkeypatch.delenv(name)
     directory = tmp_path / "driver_project"
     assert CliRunner().invoke(cli, ["init", str(directory)]).exit_code == 0
+    use_test_registry(directory / "provender.yaml")
     monkeypatch.chdir(directory)
     run("apply", ".")
     return directory

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from provender.cli.main import cli
+from tests.support.registries import use_test_registry
 
 
 @pytest.fixture(autouse=True)
@@ -26,6 +27,7 @@ def project(tmp_path: Path) -> Path:
     """A project written by `provender init`, with its definitions applied."""
     directory = tmp_path / "driver_project"
     assert CliRunner().invoke(cli, ["init", str(directory)]).exit_code == 0
+    use_test_registry(directory / "provender.yaml")
     run(directory, "apply", str(directory))
     return directory
 

@@ -20,6 +20,7 @@ import yaml
 import provender as pv
 from tests.e2e.test_serving import Server, start_server
 from tests.support.builders import write_table
+from tests.support.registries import registry_url
 from tests.support.services import read_log
 
 DRIVER = pv.Entity(name="driver_id", value_type=pv.ValueType.INT64)
@@ -64,7 +65,7 @@ class _ServedProject:
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project with two tables, rows offline (Parquet) and online (SQLite, shared with the server)."""
     root = tmp_path_factory.mktemp("parity")
-    config = {"registry": "sqlite:///registry.db", "online": {"store": "sqlite", "path": "online.db"}}
+    config = {"registry": registry_url(root), "online": {"store": "sqlite", "path": "online.db"}}
     (root / "provender.yaml").write_text(yaml.safe_dump(config))
     entities = {"driver_id": DRIVER}
     rows = [{"driver_id": 1, "conv_rate": 0.5, "trips": 3, "score": 1.5, "event_timestamp": NOW - timedelta(hours=1)}]

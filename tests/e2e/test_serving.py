@@ -31,6 +31,7 @@ import provender as pv
 from provender.online.redis import RedisStore
 from provender.wire._proto import serving_pb2 as pb
 from tests.support.online import ALL_TYPES_TABLE, BASE_TIME, DRIVER, DRIVER_STATS, SOURCE, batch, same
+from tests.support.registries import registry_url
 from tests.support.services import RedisServer, free_port, read_log
 
 pytestmark = pytest.mark.service
@@ -77,7 +78,7 @@ def make_project(root: Path, redis: RedisServer, serving: Mapping[str, object] |
     project = Project(root, redis, key_prefix=f"pve2e{uuid.uuid4().hex[:8]}")
     config = {
         "project": "default",
-        "registry": "sqlite:///registry.db",
+        "registry": registry_url(root),
         "online": {"store": "redis", "url": redis.url, "key_prefix": project.key_prefix},
         "serving": {"registry_refresh_seconds": 0.3, "max_entity_rows": 50, **(serving or {})},
     }

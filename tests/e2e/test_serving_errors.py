@@ -19,6 +19,7 @@ from provender import errors as pe
 from provender.config import load_settings
 from tests.e2e.test_serving import Server, start_server
 from tests.support.online import DRIVER, DRIVER_STATS, batch
+from tests.support.registries import registry_url
 from tests.support.services import read_log
 
 TOKENS = {"reader": ["default"], "elsewhere": ["other"], "everything": ["*"]}
@@ -37,7 +38,7 @@ class _ServedProject:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Server]]:
     root = tmp_path_factory.mktemp("errors")
     config = {
-        "registry": "sqlite:///registry.db",
+        "registry": registry_url(root),
         "online": {"store": "sqlite", "path": "online.db"},
         "serving": {
             "projects": ["default"],

@@ -20,6 +20,7 @@ import yaml
 import provender as pv
 from tests.e2e.test_serving import Server, start_server
 from tests.support.online import DRIVER, DRIVER_STATS
+from tests.support.registries import registry_url
 from tests.support.services import read_log
 
 MAX_HEADER_BYTES = 4096
@@ -39,7 +40,7 @@ class _Root:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("heads")
     config = {
-        "registry": "sqlite:///registry.db",
+        "registry": registry_url(root),
         "online": {"store": "sqlite", "path": "online.db"},
         "serving": {
             "projects": ["default"],

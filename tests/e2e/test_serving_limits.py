@@ -20,6 +20,7 @@ import provender as pv
 from provender.wire._proto import serving_pb2 as pb
 from tests.e2e.test_serving import Server, entity_column, start_server
 from tests.support.online import DRIVER, DRIVER_STATS, batch
+from tests.support.registries import registry_url
 from tests.support.services import read_log
 
 LIMITS = {
@@ -45,7 +46,7 @@ class _Root:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("limits")
     config = {
-        "registry": "sqlite:///registry.db",
+        "registry": registry_url(root),
         "online": {"store": "sqlite", "path": "online.db"},
         "serving": {"projects": ["default"], **LIMITS},
     }

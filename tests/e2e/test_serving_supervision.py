@@ -19,6 +19,7 @@ import provender as pv
 from tests.e2e.test_serving import Server, start_server
 from tests.e2e.test_serving_ops import _children
 from tests.support.online import DRIVER, DRIVER_STATS
+from tests.support.registries import registry_url
 from tests.support.services import read_log
 
 
@@ -57,7 +58,7 @@ def wait_until_healthy(server: Server, timeout: float = 30.0) -> None:
 @pytest.mark.timeout(120)
 def test_workers_killed_early_are_restarted(tmp_path: Path) -> None:
     config = {
-        "registry": "sqlite:///registry.db",
+        "registry": registry_url(tmp_path),
         "online": {"store": "sqlite", "path": "online.db"},
         "serving": {"projects": ["default"]},
     }

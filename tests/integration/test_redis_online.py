@@ -17,6 +17,7 @@ from provender.online.keys import KeyEncoder
 from provender.online.redis import RedisStore
 from provender.online.store import ReadRequest
 from tests.support.online import CUSTOMER, DRIVER, SOURCE, batch
+from tests.support.registries import registry_url
 from tests.support.services import (
     RedisCluster,
     RedisServer,
@@ -82,7 +83,7 @@ def test_a_read_of_several_tables_and_many_rows_is_one_round_trip(
         if name.startswith("PROVENDER_"):
             monkeypatch.delenv(name)
     (tmp_path / "provender.yaml").write_text(
-        yaml.safe_dump({"registry": "sqlite:///registry.db", "online": {"store": "redis", "url": redis_server.url}})
+        yaml.safe_dump({"registry": registry_url(tmp_path), "online": {"store": "redis", "url": redis_server.url}})
     )
     now = datetime.now(UTC)
     with pv.Client(config=tmp_path / "provender.yaml", project=project()) as client:
@@ -318,7 +319,7 @@ def test_settings_from_the_environment(
     monkeypatch.setenv("PROVENDER_ONLINE__STORE", "redis")
     monkeypatch.setenv("PROVENDER_ONLINE__URL", redis_server.url)
     monkeypatch.setenv("PROVENDER_ONLINE__KEY_TTL_FROM_MAX_AGE", "true")
-    monkeypatch.setenv("PROVENDER_REGISTRY", f"sqlite:///{tmp_path / 'registry.db'}")
+    monkeypatch.setenv("PROVENDER_REGISTRY", registry_url(tmp_path, f"sqlite:///{tmp_path / 'registry.db'}"))
     with pv.Client() as client:
         store = client._online_store
         assert isinstance(store, RedisStore)

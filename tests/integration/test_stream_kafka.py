@@ -36,6 +36,7 @@ from confluent_kafka.cimpl import NewTopic
 import provender as pv
 from provender.config import load_settings
 from provender.ingestion.batch import JobStatus
+from tests.support.registries import registry_url
 from tests.support.services import KafkaBroker, RedisServer, free_port
 from tests.unit.ingestion.test_stream_formats import Registry
 
@@ -93,7 +94,7 @@ def project(tmp_path: Path, online: dict[str, Any], **stream: Any) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     config = {
         "project": f"p{uuid.uuid4().hex[:8]}",
-        "registry": "sqlite:///.provender/registry.db",
+        "registry": registry_url(directory, "sqlite:///.provender/registry.db"),
         "online": online,
         "stream": {"linger_ms": 10, **stream},
     }

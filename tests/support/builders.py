@@ -24,6 +24,7 @@ import yaml
 
 import provender as pv
 from provender.config import load_settings
+from tests.support.registries import registry_url
 
 DRIVER = pv.Entity(name="driver_id", value_type=pv.ValueType.INT64)
 CUSTOMER = pv.Entity(name="customer_id", value_type=pv.ValueType.STRING)
@@ -193,10 +194,12 @@ def write_config(
 ) -> Path:
     """Write a ``provender.yaml`` in ``project_dir`` (registry and state under ``.provender/``).
 
+    The registry is the test's (:func:`tests.support.registries.registry_url`).
+
     Sections left out take their defaults (DuckDB, the SQLite online store, project ``default``).
     """
     project_dir.mkdir(parents=True, exist_ok=True)
-    config: dict[str, object] = {"registry": "sqlite:///.provender/registry.db"}
+    config: dict[str, object] = {"registry": registry_url(project_dir, "sqlite:///.provender/registry.db")}
     if project is not None:
         config["project"] = project
     if offline is not None:

@@ -13,6 +13,7 @@ import yaml
 import provender as pv
 from provender.online.sqlite import SQLiteStore
 from tests.support.online import CUSTOMER, DRIVER, SOURCE, batch
+from tests.support.registries import registry_url
 
 NOW = datetime.now(UTC)
 STATS = pv.FeatureTable(
@@ -35,7 +36,7 @@ PAIRS = pv.FeatureTable(
 
 
 def open_client(root: Path, store: str) -> pv.Client:
-    config = {"registry": "sqlite:///registry.db", "online": {"store": store}}
+    config = {"registry": registry_url(root), "online": {"store": store}}
     (root / "provender.yaml").write_text(yaml.safe_dump(config))
     return pv.Client(config=root / "provender.yaml")
 

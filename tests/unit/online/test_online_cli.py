@@ -15,6 +15,7 @@ from click.testing import CliRunner, Result
 import provender as pv
 from provender.cli.main import cli
 from tests.support.online import CUSTOMER, DRIVER, SOURCE, batch
+from tests.support.registries import registry_url
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 USER = pv.Entity(name="user", value_type=pv.ValueType.STRING)
@@ -43,7 +44,7 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         if name.startswith("PROVENDER_"):
             monkeypatch.delenv(name)
     path = tmp_path / "provender.yaml"
-    path.write_text(yaml.safe_dump({"registry": "sqlite:///registry.db", "online": {"store": "sqlite"}}))
+    path.write_text(yaml.safe_dump({"registry": registry_url(tmp_path), "online": {"store": "sqlite"}}))
     with pv.Client(config=path) as client:
         client.apply([DRIVER, CUSTOMER, USER, STATS, USERS])
         client._online_store.write(

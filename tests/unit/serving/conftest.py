@@ -16,6 +16,7 @@ from provender.runtime import Runtime
 from provender.serving.http import ServingApp, create_app
 from provender.serving.service import FeatureService
 from tests.support.online import DRIVER, DRIVER_STATS, SOURCE, at, batch
+from tests.support.registries import registry_url
 
 TAG = pv.Entity(name="tag", value_type=pv.ValueType.BYTES)
 TAGGED = pv.FeatureTable(
@@ -26,12 +27,19 @@ TAGGED = pv.FeatureTable(
 )
 
 
-def project_settings(tmp_path: Path, serving: Mapping[str, object] | None = None) -> Settings:
-    """Settings of a project under ``tmp_path`` with the given ``serving:`` section."""
+def project_settings(
+    tmp_path: Path, serving: Mapping[str, object] | None = None, *, sqlite_registry: bool = False
+) -> Settings:
+    """Settings of a project under ``tmp_path`` with the given ``serving:`` section.
+
+    The registry is the test's (``PROVENDER_TEST_REGISTRY``), or ``registry.db`` in ``tmp_path``
+    with ``sqlite_registry``.
+    """
+    registry = f"sqlite:///{tmp_path / 'registry.db'}"
     return load_settings(
         environ={},
         overrides={
-            "registry": f"sqlite:///{tmp_path / 'registry.db'}",
+            "registry": registry if sqlite_registry else registry_url(tmp_path, registry),
             "online": {"store": "sqlite", "path": str(tmp_path / "online.db")},
             "serving": dict(serving or {}),
         },

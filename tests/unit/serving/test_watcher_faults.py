@@ -58,7 +58,7 @@ def refresh_errors(service: FeatureService) -> float:
 
 @pytest.mark.parametrize("spec", MALFORMED.values(), ids=MALFORMED.keys())
 def test_a_malformed_definition_is_skipped_reported_and_refreshing_continues(tmp_path: Path, spec: str) -> None:
-    settings = project_settings(tmp_path, {"registry_refresh_seconds": 0.05})
+    settings = project_settings(tmp_path, {"registry_refresh_seconds": 0.05}, sqlite_registry=True)
     seed(settings)
     service = FeatureService(Runtime(settings))
     service.start()
@@ -94,7 +94,7 @@ def test_a_malformed_definition_is_skipped_reported_and_refreshing_continues(tmp
 
 
 def test_the_watcher_survives_a_registry_that_fails_in_any_way(tmp_path: Path) -> None:
-    settings = project_settings(tmp_path, {"registry_refresh_seconds": 0.05})
+    settings = project_settings(tmp_path, {"registry_refresh_seconds": 0.05}, sqlite_registry=True)
     seed(settings)
     service = FeatureService(Runtime(settings))
     service.start()
