@@ -245,6 +245,7 @@ def session_registries(request: pytest.FixtureRequest) -> Iterator[ProjectRegist
     if BACKEND == "sqlite":
         yield None
         return
+    request.getfixturevalue("postgres_server")  # set up first, so it is torn down after the registries
     _session = ProjectRegistries(request, BACKEND)
     try:
         yield _session

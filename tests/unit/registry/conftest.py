@@ -1,4 +1,8 @@
-"""Fixtures of the registry tests: an isolated working directory and clients on one SQLite file."""
+"""Fixtures of the registry tests: an isolated working directory and clients on one registry.
+
+The registry is a SQLite file, or the test's PostgreSQL database or core service
+(``PROVENDER_TEST_REGISTRY``, :mod:`tests.support.registries`).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from provender import Client
+from tests.support.registries import registry_url as test_registry_url
 
 
 @pytest.fixture
@@ -18,7 +23,7 @@ def registry_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     for name in list(os.environ):
         if name.startswith("PROVENDER_") and name != "PROVENDER_REQUIRE_SERVICES":
             monkeypatch.delenv(name)
-    return f"sqlite:///{tmp_path}/registry.db"
+    return test_registry_url(tmp_path, f"sqlite:///{tmp_path}/registry.db")
 
 
 @pytest.fixture
