@@ -21,6 +21,22 @@ SUITE_GROUPS=(
   "integration:tests/integration"
   "e2e:tests/e2e tests/deploy tests/release tests/abuse"
 )
+# The tests whose projects have a registry, again with it on PostgreSQL and through a core service
+# (PROVENDER_TEST_REGISTRY; tests/support/registries.py). Spark cases (marked slow) are left out, as
+# are tests that never open a registry; docs/registry.md lists what runs ("The suite on each backend").
+REGISTRY_BACKENDS=(postgresql core)
+REGISTRY_TESTS="tests/unit/registry/test_sqlite.py tests/unit/registry/test_client_history.py
+  tests/unit/online/test_client_online.py tests/unit/online/test_online_cli.py tests/unit/serving
+  tests/unit/ingestion/test_batch.py tests/unit/ingestion/test_stream_formats.py
+  tests/unit/ingestion/test_stream_job.py tests/unit/ingestion/test_stream_loop.py
+  tests/unit/offline/test_bad_input.py tests/unit/offline/test_delta.py tests/unit/offline/test_drift.py
+  tests/unit/offline/test_retrieval.py tests/unit/offline/test_spoofing.py tests/unit/offline/test_sql_source.py
+  tests/integration/test_ingestion_redis.py tests/integration/test_ingestion_validation.py
+  tests/integration/test_ingestion_windows.py tests/integration/test_job_statistics.py
+  tests/integration/test_redis_online.py tests/integration/test_s3_sources.py
+  tests/integration/test_stream_kafka.py tests/integration/test_stream_dead_letters.py
+  tests/e2e/test_cli.py tests/e2e/test_cli_apply.py tests/e2e/test_cli_history.py tests/e2e/test_cli_frictions.py
+  tests/e2e/test_serving.py tests/e2e/test_serving_errors.py tests/e2e/test_ref_parity.py"
 # Every entry of tests/ must belong to a group: a folder nobody runs is a suite that cannot fail.
 covered=" ${SUITE_GROUPS[*]} "
 for entry in tests/*; do
@@ -35,6 +51,12 @@ for group in "${SUITE_GROUPS[@]}"; do
   # shellcheck disable=SC2086
   "$PY" -m pytest -q -p no:cacheprovider $paths >"$LOGS/$name.log" 2>&1 &
   pids+=($!); names+=("$name")
+done
+for backend in "${REGISTRY_BACKENDS[@]}"; do
+  # shellcheck disable=SC2086
+  PROVENDER_TEST_REGISTRY=$backend "$PY" -m pytest -q -p no:cacheprovider -m "not slow" $REGISTRY_TESTS \
+    >"$LOGS/registry-$backend.log" 2>&1 &
+  pids+=($!); names+=("registry-$backend")
 done
 if [ "$DEPLOY" = 1 ]; then
   make --no-print-directory deploy-test >"$LOGS/deploy.log" 2>&1 &
