@@ -51,8 +51,13 @@ def parse_time(value: str) -> datetime:
     "--start", "start", required=True, help="Window start, inclusive (ISO-8601, UTC if no zone; or now-2h, now-1d)."
 )
 @click.option("--end", "end", default="now", show_default=True, help="Window end, exclusive (ISO-8601 or 'now').")
+@click.option(
+    "--incremental",
+    is_flag=True,
+    help="Delta sources: read only what was committed since the table's last succeeded ingestion.",
+)
 @click.pass_obj
-def ingest(state: CliState, table: str, validation_policy: str | None, start: str, end: str) -> None:
+def ingest(state: CliState, table: str, validation_policy: str | None, start: str, end: str, incremental: bool) -> None:
     """Write, per entity key, the latest row with start <= event_timestamp < end to the online store.
 
     Stored values that are newer are never replaced, so jobs can be re-run and overlap.
@@ -61,11 +66,14 @@ def ingest(state: CliState, table: str, validation_policy: str | None, start: st
     Example:
       provender ingest --table driver_statistics --start now-7d --end now
       provender ingest --table driver_statistics --start 2026-11-20T00:00 --end 2026-11-27T00:00
+      provender ingest --table driver_statistics --start now-30d --incremental
     """
     client = state.client()
     started = parse_time(start)
     ended = parse_time(end)
-    job = client.start_offline_to_online_ingestion(table, start=started, end=ended, validation_policy=validation_policy)
+    job = client.start_offline_to_online_ingestion(
+        table, start=started, end=ended, validation_policy=validation_policy, incremental=incremental
+    )
 
     began = time.perf_counter()
 

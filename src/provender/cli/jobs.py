@@ -53,6 +53,42 @@ def show_job(state: CliState, job_id: str) -> None:
     echo_json(wire.job_to_dict(state.client().get_job(job_id).record))
 
 
+@jobs.command("lineage")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the recorded JSON instead of a table.")
+@click.pass_obj
+def job_lineage(state: CliState, job_id: str, as_json: bool) -> None:
+    """Show what job JOB_ID read: per feature table its files (size, modified) and Delta version.
+
+    \b
+    Example:
+      provender jobs lineage job-3f2a9c0d1e4b5a6f
+    """
+    job = state.client().get_job(job_id)
+    if as_json:
+        echo_json(job.record.lineage or {})
+        return
+    rows = [
+        (
+            read.table,
+            "-" if read.delta_version is None else read.delta_version,
+            "-" if read.changes_since is None else read.changes_since,
+            f.path,
+            "-" if f.size is None else f.size,
+            f.modified.isoformat(timespec="seconds") if f.modified else "-",
+        )
+        for read in job.lineage()
+        for f in read.files
+    ]
+    if not rows and not job.lineage():
+        click.echo(f"Job {job_id} recorded no lineage.")
+        return
+    echo_table(["TABLE", "DELTA_VERSION", "SINCE", "FILE", "SIZE", "MODIFIED"], rows)
+    for read in job.lineage():
+        if read.note:
+            click.echo(f"{read.table}: {read.note}")
+
+
 @jobs.command("cancel")
 @click.argument("job_id")
 @click.pass_obj

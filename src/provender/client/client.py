@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Self, cast, overload
 
 from provender.client.historical import HistoricalJob, on_demand_job, to_entity_rows
+from provender.client.ingest_sources import ingestion_lineage, pin_source
 from provender.client.jobs import (
     CoreJobSubmitter,
     Job,
@@ -523,6 +524,7 @@ class Client:
         batch_rows: int = ...,
         run_on: Literal["local"] = ...,
         validation_policy: str | None = ...,
+        incremental: bool = ...,
     ) -> IngestionJob: ...
 
     @overload
@@ -535,9 +537,10 @@ class Client:
         batch_rows: int = ...,
         run_on: Literal["core"],
         validation_policy: str | None = ...,
+        incremental: bool = ...,
     ) -> Job: ...
 
-    def start_offline_to_online_ingestion(
+    def start_offline_to_online_ingestion(  # noqa: PLR0913 - keyword-only options of one job
         self,
         table: FeatureTable | str,
         *,
@@ -546,6 +549,7 @@ class Client:
         batch_rows: int = DEFAULT_BATCH_ROWS,
         run_on: Literal["local", "core"] = "local",
         validation_policy: str | None = None,
+        incremental: bool = False,
     ) -> IngestionJob | Job:
         """Start writing, per entity key, the latest row with ``start <= event_timestamp < end``.
 
@@ -563,6 +567,9 @@ class Client:
                 and it goes on if this process ends.
             validation_policy: ``"fail"``, ``"skip"`` or ``"warn"``, overriding the table's
                 (:mod:`provender.ingestion.validation`); ``job.validation`` holds the report.
+            incremental: for a Delta source, read only what was committed since the last
+                succeeded ingestion of the table (:mod:`provender.client.ingest_sources`); the
+                first one reads the whole window. The version read is in the job's lineage.
 
         Returns:
             A running job, recorded in the registry (``list_jobs``, ``get_job``): ``id``,
@@ -577,6 +584,7 @@ class Client:
             raise DataError(f"start ({start_at.isoformat()}) must be before end ({end_at.isoformat()}).")
         name = table if isinstance(table, str) else table.name
         if run_on == "core":
+            _refuse_on_core(incremental=incremental)
             return self._submit_to_core(
                 name, start=start_at, end=end_at, batch_rows=batch_rows, validation_policy=validation_policy
             )
@@ -586,7 +594,14 @@ class Client:
         definition = snapshot.feature_tables.get(name)
         if definition is None:
             raise FeatureTableNotFoundError(name, project=self.project, known=list(snapshot.feature_tables))
-        join = self._checked_join(definition, definition.features, snapshot)
+        join = pin_source(
+            self._checked_join(definition, definition.features, snapshot),
+            incremental=incremental,
+            registry=self._registry,
+            project=self.project,
+            base_dir=self.settings.base_dir,
+            storage=self.settings.storage.s3,
+        )
         plan = LatestPlan(join=join, start=start_at, end=end_at)
         policy = validation.validation_policy(definition, validation_policy)
         validated = validation.has_expectations(definition)
@@ -613,6 +628,7 @@ class Client:
                 error=error_text(j.error),
                 validation=None if j.validation is None else j.validation.to_dict(),
                 statistics=None if j.statistics is None else j.statistics.to_dict(),
+                lineage=ingestion_lineage(plan) if plan.inputs else None,
             ),
         }
         if engine.capabilities.is_distributed and not validated:  # validated rows pass through this process
@@ -858,3 +874,9 @@ def _on_workers(
         job.statistics = replace(stats, job_id=job.id, notes=(note,))
 
     return run
+
+
+def _refuse_on_core(*, incremental: bool) -> None:
+    """Refuse the ingestion options a job run by the core service cannot take yet."""
+    if incremental:
+        raise ConfigError("incremental", "is not available for run_on='core' yet; run the job locally")

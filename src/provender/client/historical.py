@@ -14,6 +14,7 @@ from provender.errors import BackendError, DataError
 from provender.ingestion.validation import ValidationReport, validate_training_set
 from provender.offline.engine import EntityRows, RetrievalJob
 from provender.offline.lineage import SourceInput
+from provender.offline.lineage import to_json as lineage_to_json
 from provender.offline.objectstore import list_s3_files, open_s3, s3_dataset
 from provender.offline.plan import RetrievalPlan, is_compatible
 from provender.on_demand import OnDemandRunner
@@ -192,7 +193,8 @@ class HistoricalJob:
         except BaseException as exc:
             report.failed(f"{type(exc).__name__}: {exc}")
             raise
-        report.succeeded(rows_of(result))
+        inputs = getattr(self._job, "inputs", None)
+        report.succeeded(rows_of(result), lineage=None if inputs is None else lineage_to_json(inputs))
         return result
 
     def lineage(self) -> tuple[SourceInput, ...]:
@@ -244,8 +246,8 @@ class HistoricalJob:
 class RunReport(Protocol):
     """How a retrieval reports its outcome to its job record."""
 
-    def succeeded(self, rows: int) -> None:
-        """Record the job SUCCEEDED with ``rows`` rows."""
+    def succeeded(self, rows: int, *, lineage: Mapping[str, object] | None = None) -> None:
+        """Record the job SUCCEEDED with ``rows`` rows and ``lineage`` (what it read)."""
         ...
 
     def failed(self, error: str) -> None:

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from provender.errors import BackendError, JobStateError, PermissionDeniedError, ProvenderError
 from provender.ingestion.validation import ValidationReport
+from provender.offline.lineage import SourceInput
+from provender.offline.lineage import from_json as lineage_from_json
 from provender.registry.jobs import JobFields, JobKind, JobRecord, JobStatus, is_finished, new_job_id, utc_now
 from provender.registry.store import RegistryStore
 
@@ -130,6 +132,13 @@ class Job:
         """Why the job failed, or ""."""
         return self.record.error
 
+    def lineage(self) -> tuple[SourceInput, ...]:
+        """What the job read, as recorded: per feature table its files and Delta version.
+
+        Empty for a job that recorded none (a stream job, one that failed before reading).
+        """
+        return () if self.record.lineage is None else lineage_from_json(self.record.lineage)
+
     @property
     def is_done(self) -> bool:
         """Whether the job has ended."""
@@ -224,10 +233,10 @@ class JobReporter:
             if self.record.cancel_requested:
                 self._on_cancel()
 
-    def succeeded(self, rows: int) -> None:
-        """Record the job SUCCEEDED with ``rows`` rows (a finished retrieval)."""
+    def succeeded(self, rows: int, *, lineage: Mapping[str, object] | None = None) -> None:
+        """Record the job SUCCEEDED with ``rows`` rows (a finished retrieval) and what it read."""
         self._progress = lambda: rows
-        self.finished(JobStatus.SUCCEEDED)
+        self.finished(JobStatus.SUCCEEDED, lineage=lineage)
 
     def failed(self, error: str) -> None:
         """Record the job FAILED with ``error``."""
@@ -240,10 +249,12 @@ class JobReporter:
         error: str = "",
         validation: Mapping[str, object] | None = None,
         statistics: Mapping[str, object] | None = None,
+        lineage: Mapping[str, object] | None = None,
     ) -> None:
         """Stop beating and record the outcome (unless the job was ended elsewhere meanwhile).
 
-        ``validation`` and ``statistics`` are the job's reports, recorded with it when given.
+        ``validation``, ``statistics`` and ``lineage`` (what it read) are the job's reports,
+        recorded with it when given.
         """
         self._stop.set()
         if self._thread is not None:
@@ -259,6 +270,8 @@ class JobReporter:
             changes["validation"] = validation
         if statistics is not None:
             changes["statistics"] = statistics
+        if lineage is not None:
+            changes["lineage"] = lineage
         try:
             self.record = self.store.update_job(
                 self.record.id,

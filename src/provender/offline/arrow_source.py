@@ -63,8 +63,23 @@ def open_arrow_source(
     name, path = join.name, join.source.path
     what = f"Feature table {name!r} (batch source {path})"
     if isinstance(join.source, DeltaSource):
-        snapshot = open_delta(join.source, what=what, base_dir=base_dir, storage=storage, lower=lower, upper=upper)
-        source_input = SourceInput(table=name, path=path, files=snapshot.files, delta_version=snapshot.version)
+        snapshot = open_delta(
+            join.source,
+            what=what,
+            base_dir=base_dir,
+            storage=storage,
+            lower=lower,
+            upper=upper,
+            since=join.delta_since,
+        )
+        source_input = SourceInput(
+            table=name,
+            path=path,
+            files=snapshot.files,
+            delta_version=snapshot.version,
+            changes_since=snapshot.changes_since,
+            note=snapshot.note,
+        )
         return ArrowSource(snapshot.dataset, source_input)  # even with no file kept: its schema is checked
     assert isinstance(join.source, FileSource)  # SQL sources are read by each engine itself
     store = open_s3(storage, what)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import ModuleType
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -22,20 +23,26 @@ from provender.config import S3Storage
 from provender.definitions import DeltaSource
 from provender.errors import DataError, MissingExtraError
 from provender.offline.files import is_remote
-from provender.offline.lineage import InputFile
+from provender.offline.lineage import InputFile, PreviousRead
 from provender.offline.objectstore import open_s3
 
 
 @dataclass(frozen=True, slots=True)
 class DeltaSnapshot:
-    """The snapshot a read uses: its table version, the files kept, and their rows as a dataset."""
+    """The snapshot a read uses: its table version, the files kept, and their rows as a dataset.
+
+    ``changes_since`` is set when only the files committed after that version were kept (an
+    incremental read); ``note`` says why an incremental read kept the whole snapshot instead.
+    """
 
     version: int
     files: tuple[InputFile, ...]
     dataset: ds.Dataset
+    changes_since: int | None = None
+    note: str = ""
 
 
-def open_delta(
+def open_delta(  # noqa: PLR0913 - keyword-only: the source, where it is, and what to keep
     source: DeltaSource,
     *,
     what: str,
@@ -43,8 +50,14 @@ def open_delta(
     storage: S3Storage | None,
     lower: datetime | None = None,
     upper: datetime | None = None,
+    since: PreviousRead | None = None,
 ) -> DeltaSnapshot:
     """Open ``source``'s snapshot, its files outside ``[lower, upper]`` (event time) pruned.
+
+    With ``since`` (what an earlier ingestion read), the files of its version are skipped unless
+    their statistics can hold rows outside its window, if every one of them is still in the
+    snapshot (only appends since). Otherwise (a delete, an overwrite, a compaction, or that
+    version gone from the log) the whole snapshot is kept and ``note`` says why.
 
     Raises:
         DataError: the table does not exist, the pinned version or time is not in its history,
@@ -68,8 +81,57 @@ def open_delta(
     window = _window(dataset.schema, source.event_timestamp_column, lower, upper)
     # Each fragment's partition expression holds its file's min/max statistics from the Delta log.
     fragments = list(dataset.get_fragments(filter=window))
+    note = ""
+    if since is not None:
+        note, previous = _appended_only(deltalake, path, options, since.version, current=_file_paths(table))
+        if not note:
+            outside = _outside(dataset.schema, source.event_timestamp_column, lower, upper, since)
+            reread = set() if outside is None else {f.path for f in dataset.get_fragments(filter=outside)}
+            fragments = [f for f in fragments if f.path not in previous or f.path in reread]
     kept = ds.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem)
-    return DeltaSnapshot(version=table.version(), files=_input_files(table, path, fragments), dataset=kept)
+    return DeltaSnapshot(
+        version=table.version(),
+        files=_input_files(table, path, fragments),
+        dataset=kept,
+        changes_since=since.version if since is not None and not note else None,
+        note=note,
+    )
+
+
+def latest_version(source: DeltaSource, *, what: str, base_dir: Path, storage: S3Storage | None) -> int:
+    """The version ``source`` reads now: its pin, else the table's latest (to pin a job's read).
+
+    Raises:
+        DataError: the table cannot be opened (the message names ``what``).
+    """
+    return open_delta(source, what=what, base_dir=base_dir, storage=storage, lower=None, upper=None).version
+
+
+def _file_paths(table: object) -> set[str]:
+    """The paths (relative to the table) of the snapshot's files, from its add actions."""
+    actions = pa.table(table.get_add_actions(flatten=True))  # type: ignore[attr-defined]
+    return set(actions.column("path").to_pylist())
+
+
+def _appended_only(
+    deltalake: ModuleType, path: str, options: dict[str, str] | None, since: int, *, current: set[str]
+) -> tuple[str, set[str]]:
+    """The files of version ``since``, and a note saying why they cannot be skipped ("" if they can).
+
+    They can when the table only had files added since: none of them was removed.
+    """
+    try:
+        previous = _file_paths(deltalake.DeltaTable(path, version=since, storage_options=options))
+    except Exception as exc:  # noqa: BLE001 - deltalake raises several unrelated types
+        return f"version {since} can no longer be read ({type(exc).__name__}); read the whole snapshot", set()
+    removed = len(previous - current)
+    if removed:
+        note = (
+            f"{removed} file(s) of version {since} were removed since (a delete, an overwrite or a "
+            "compaction); read the whole snapshot"
+        )
+        return note, previous
+    return "", previous
 
 
 def _input_files(table: object, root: str, fragments: list[ds.FileFragment]) -> tuple[InputFile, ...]:
@@ -106,6 +168,20 @@ def _location(
         options["AWS_ENDPOINT_URL"] = settings.endpoint_url
         options["AWS_ALLOW_HTTP"] = "true"
     return source.path, options, store.scrub
+
+
+def _outside(
+    schema: pa.Schema, column: str, lower: datetime | None, upper: datetime | None, since: PreviousRead
+) -> pc.Expression | None:
+    """The filter keeping files with rows in ``[lower, upper]`` but outside ``since``'s window (None: no such part)."""
+    parts = []
+    if lower is None or lower < since.start:
+        parts.append(_window(schema, column, lower, since.start - timedelta(microseconds=1)))
+    if upper is None or upper >= since.end:
+        parts.append(_window(schema, column, since.end, upper))
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else parts[0] | parts[1]
 
 
 def _window(schema: pa.Schema, column: str, lower: datetime | None, upper: datetime | None) -> pc.Expression:

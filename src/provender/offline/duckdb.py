@@ -269,7 +269,7 @@ class DuckDBEngine:
         if join.aggregations:
             return self._read_latest_windows(cursor, plan, batch_rows=batch_rows)
         dates = DateRange.for_interval(plan.start, plan.end)
-        source = self._source_relation(cursor, join, dates, upper=None, lower=plan.start)
+        source = self._source_relation(cursor, join, dates, upper=plan.end, lower=plan.start, inputs=plan.inputs)
         keys = ", ".join(quote(k) for k in join.join_keys)
         # The rule's ranking, (event, created) with a missing created lowest, as one struct key;
         # arg_max keeps the winning row per key in one hash aggregation (no sort).
@@ -302,7 +302,7 @@ class DuckDBEngine:
         join = plan.join
         lower = min(plan.start, plan.end - max(aggregation.window for _, aggregation in join.aggregations))
         source = self._source_relation(
-            cursor, join, DateRange.for_interval(lower, plan.end), upper=plan.end, lower=lower
+            cursor, join, DateRange.for_interval(lower, plan.end), upper=plan.end, lower=lower, inputs=plan.inputs
         )
         keys = ", ".join(quote(k) for k in join.join_keys)
         end = _timestamp_literal(plan.end)

@@ -35,7 +35,7 @@ entity columns and their types; so bad input fails before any heavy work.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import pyarrow as pa
@@ -49,6 +49,7 @@ from provender.definitions.request import (
     result_column,
 )
 from provender.errors import DataError
+from provender.offline.lineage import PreviousRead, SourceInput
 
 ENTITY_TIMESTAMP = EVENT_TIMESTAMP
 """The entity rows' timestamp column (*T* of the rule)."""
@@ -117,6 +118,9 @@ class TableJoin:
     Attributes:
         entities: the table's entities, in key order (their names are the join columns).
         features: the requested features, in the order of the refs.
+        delta_since: with a Delta source, what an earlier ingestion read: skip its files unless
+            their statistics reach outside its window (incremental ingestion); the whole snapshot
+            if the history since is not append-only.
     """
 
     table: FeatureTable
@@ -124,6 +128,7 @@ class TableJoin:
     features: tuple[Feature, ...]
     source: BatchSource
     columns: SourceColumns
+    delta_since: PreviousRead | None = None
 
     @property
     def name(self) -> str:
@@ -203,6 +208,8 @@ class LatestPlan:
     start: datetime
     end: datetime
     count_source_rows: bool = False
+    inputs: list[SourceInput] = field(default_factory=list, compare=False)
+    """What the engine read, appended as it opens the source (the job's lineage)."""
 
 
 def source_columns(table: FeatureTable, source: BatchSource) -> SourceColumns:

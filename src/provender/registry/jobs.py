@@ -53,6 +53,8 @@ class JobRecord:
         runner: where it runs: ``"core"`` or ``"<host>:<pid>"``.
         cancel_requested: a cancel was asked for; the runner stops and sets CANCELLED.
         statistics / validation: JSON-ready reports, for the statistics and validation features.
+        lineage: what the job read, JSON-ready: ``{"sources": [...]}``, per feature table its
+            files (path, size, modified) and Delta version (:mod:`provender.offline.lineage`).
     """
 
     id: str
@@ -70,6 +72,7 @@ class JobRecord:
     cancel_requested: bool = False
     statistics: Mapping[str, object] | None = None
     validation: Mapping[str, object] | None = None
+    lineage: Mapping[str, object] | None = None
 
 
 class JobFields(TypedDict, total=False):
@@ -85,6 +88,7 @@ class JobFields(TypedDict, total=False):
     cancel_requested: bool
     statistics: Mapping[str, object] | None
     validation: Mapping[str, object] | None
+    lineage: Mapping[str, object] | None
 
 
 UPDATABLE_FIELDS = frozenset(JobFields.__annotations__)
@@ -106,6 +110,7 @@ COLUMNS = (
     "cancel_requested",
     "statistics",
     "validation",
+    "lineage",
 )
 
 
@@ -149,12 +154,12 @@ def _check_times(job: JobRecord) -> None:
 
 
 def json_text(value: Mapping[str, object] | None) -> str | None:
-    """Serialize a statistics / validation report for storage."""
+    """Serialize a statistics / validation / lineage report for storage."""
     return None if value is None else json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def json_value(text: str | None) -> Mapping[str, object] | None:
-    """Parse a stored statistics / validation report."""
+    """Parse a stored statistics / validation / lineage report."""
     return None if text is None else cast(Mapping[str, object], json.loads(text))
 
 
@@ -176,6 +181,7 @@ def to_row(job: JobRecord) -> tuple[object, ...]:
         job.cancel_requested,
         json_text(job.statistics),
         json_text(job.validation),
+        json_text(job.lineage),
     )
 
 
@@ -198,6 +204,7 @@ def from_row(row: tuple[object, ...]) -> JobRecord:
         cancel_requested=bool(values["cancel_requested"]),
         statistics=json_value(cast("str | None", values["statistics"])),
         validation=json_value(cast("str | None", values["validation"])),
+        lineage=json_value(cast("str | None", values["lineage"])),
     )
 
 

@@ -82,6 +82,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX provender_jobs_by_project ON provender_jobs (project, table_name, created_at)",
         "CREATE INDEX provender_jobs_by_status ON provender_jobs (status)",
     ),
+    ("ALTER TABLE provender_jobs ADD COLUMN lineage text",),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 _MIGRATION_LOCK = 0x70726F76  # pg_advisory_xact_lock key ("prov")

@@ -72,6 +72,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX jobs_by_project ON jobs (project, table_name, created_at)",
         "CREATE INDEX jobs_by_status ON jobs (status)",
     ),
+    ("ALTER TABLE jobs ADD COLUMN lineage TEXT",),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 _LOCK_TIMEOUT_SECONDS = 60.0

@@ -252,6 +252,7 @@ def job_to_dict(job: JobRecord) -> JsonDict:
         "cancel_requested": job.cancel_requested,
         "statistics": None if job.statistics is None else dict(job.statistics),
         "validation": None if job.validation is None else dict(job.validation),
+        "lineage": None if job.lineage is None else dict(job.lineage),
     }
 
 
@@ -284,6 +285,7 @@ def job_from_dict(data: Mapping[str, object]) -> JobRecord:
         cancel_requested=bool(data.get("cancel_requested", False)),
         statistics=cast("Mapping[str, object] | None", data.get("statistics")),
         validation=cast("Mapping[str, object] | None", data.get("validation")),
+        lineage=cast("Mapping[str, object] | None", data.get("lineage")),
     )
 
 

@@ -30,6 +30,7 @@ from provender.config import S3Storage, validate_backend_config
 from provender.errors import BackendError, ConfigError, JobCancelledError, ProvenderError
 from provender.offline.engine import EngineCapabilities, EntityRows, IngestionProgress, StoreFactory
 from provender.offline.files import DateRange, lower_event_bound
+from provender.offline.lineage import SourceInput
 from provender.offline.plan import LatestPlan, RetrievalPlan, refuse_aggregations
 from provender.offline.spark.compile import compile_latest, compile_latest_windows, compile_retrieval
 from provender.offline.spark.executors import PartitionWriter
@@ -101,8 +102,14 @@ class SparkEngine:
         assert isinstance(config, SparkConfig)
         return cls(config, base_dir=base_dir, storage=storage)
 
-    def _context(self, stage_dir: str) -> SourceContext:
-        return SourceContext(base_dir=self.base_dir, storage=self.storage, staging=self.staging, stage_dir=stage_dir)
+    def _context(self, stage_dir: str, inputs: list[SourceInput] | None = None) -> SourceContext:
+        return SourceContext(
+            base_dir=self.base_dir,
+            storage=self.storage,
+            staging=self.staging,
+            stage_dir=stage_dir,
+            inputs=[] if inputs is None else inputs,
+        )
 
     @property
     def application_id(self) -> str:
@@ -178,12 +185,12 @@ class SparkEngine:
             longest = max(aggregation.window for _, aggregation in plan.join.aggregations)
             lower = min(plan.start, plan.end - longest)
             dates = DateRange.for_interval(lower, plan.end)
-            context = self._context(stage_dir)
+            context = self._context(stage_dir, plan.inputs)
             rows = source_frame(self.session, plan.join, dates, context=context, lower=lower, upper=plan.end)
             return compile_latest_windows(plan, rows)
         dates = DateRange.for_interval(plan.start, plan.end)
-        context = self._context(stage_dir)
-        source = source_frame(self.session, plan.join, dates, context=context, lower=plan.start, upper=None)
+        context = self._context(stage_dir, plan.inputs)
+        source = source_frame(self.session, plan.join, dates, context=context, lower=plan.start, upper=plan.end)
         return compile_latest(plan, source)
 
     def read_latest(self, plan: LatestPlan, *, batch_rows: int) -> pa.RecordBatchReader:
