@@ -371,7 +371,8 @@ def job(**overrides: Any) -> JobRecord:
 
 def test_job_round_trip(open_store: Callable[[], RegistryStore]) -> None:
     store = open_store()
-    recorded = job(statistics={"conv_rate": {"mean": 0.5, "count": 3}}, validation={"passed": True})
+    lineage = {"sources": [{"table": "t", "path": "s3://b/t", "delta_version": 3, "files": [{"path": "s3://b/t/x"}]}]}
+    recorded = job(statistics={"conv_rate": {"mean": 0.5, "count": 3}}, validation={"passed": True}, lineage=lineage)
     assert store.put_job(recorded) == recorded
     assert store.get_job(recorded.id) == recorded
     assert open_store().get_job(recorded.id) == recorded  # seen by another store (process)
@@ -404,8 +405,10 @@ def test_update_job_sets_fields_atomically(store: RegistryStore) -> None:
         finished_at=datetime.now(UTC),
         rows=1234,
         statistics={"rows": 1234},
+        lineage={"sources": []},
     )
     assert store.get_job(recorded.id) == done
+    assert done.lineage == {"sources": []}
     assert (done.rows, done.statistics, is_finished(done.status)) == (1234, {"rows": 1234}, True)
     with pytest.raises(JobNotFoundError):
         store.update_job("job-missing", rows=1)
