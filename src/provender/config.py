@@ -313,11 +313,37 @@ class S3Storage(BaseModel):
     connect_timeout: float = Field(default=5.0, gt=0)
 
 
+class GcsStorage(BaseModel):
+    """``storage: {gcs: ...}``: how ``gs://`` sources and outputs are reached.
+
+    Without ``anonymous`` or ``access_token``, Google's default credentials are used
+    (``GOOGLE_APPLICATION_CREDENTIALS``, Workload Identity, the metadata server).
+
+    Attributes:
+        endpoint_url: another endpoint (an emulator, ``http://127.0.0.1:4443``); default:
+            ``STORAGE_EMULATOR_HOST``, else Google Cloud Storage.
+        project_id: the project buckets are created in (only needed to create buckets).
+        anonymous: no credentials (public buckets, emulators).
+        access_token: an OAuth2 access token; never logged.
+        token_lifetime_seconds: how long ``access_token`` is valid from start-up.
+        retry_seconds: how long a failing request is retried before the error is raised.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    endpoint_url: str | None = None
+    project_id: str | None = None
+    anonymous: bool = False
+    access_token: SecretStr | None = None
+    token_lifetime_seconds: float = Field(default=3600.0, gt=0)
+    retry_seconds: float = Field(default=15.0, gt=0)
+
+
 class StorageSection(BaseModel):
     """``storage:``: credentials and endpoints of the object stores sources live in."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     s3: S3Storage = Field(default_factory=S3Storage)
+    gcs: GcsStorage = Field(default_factory=GcsStorage)
 
 
 class SourcesSection(BaseModel):

@@ -87,7 +87,7 @@ class Runtime:
     def open_offline_engine(self) -> OfflineEngine:
         """Build the offline engine of the ``offline:`` section."""
         return self.engine_class.from_options(
-            self.settings.offline.model_dump(), base_dir=self.settings.base_dir, storage=self.settings.storage.s3
+            self.settings.offline.model_dump(), base_dir=self.settings.base_dir, storage=self.settings.storage
         )
 
     def open_online_store(self, project: str) -> OnlineStore:

@@ -55,6 +55,15 @@ EVERYTHING_ON: dict[str, Any] = {
     },
     "extraEnv": [{"name": "TZ", "value": "UTC"}],
     "config": {"stream": {"batch_rows": 5000}},
+    "storage": {
+        "s3": {
+            "endpointUrl": "http://minio.data:9000",
+            "region": "eu-west-1",
+            "existingSecret": "s3-keys",
+            "sessionTokenKey": "token",
+        },
+        "gcs": {"projectId": "features", "anonymous": True},
+    },
 }
 MATRIX: dict[str, dict[str, Any]] = {
     "minimal": {},
@@ -274,6 +283,17 @@ def test_every_container_loads_its_settings_despite_injected_service_variables(
             assert settings.stream.batch_rows == 5000
             assert settings.online.model_extra == {"url": "redis://redis.db:6379/0", "cluster": False,
                                                    "password": "secret-value"}  # fmt: skip
+            s3 = settings.storage.s3
+            assert (s3.endpoint_url, s3.region, s3.access_key_id, s3.credential_chain) == (
+                "http://minio.data:9000", "eu-west-1", "secret-value", False)  # fmt: skip
+            assert s3.secret_access_key is not None and s3.secret_access_key.get_secret_value() == "secret-value"
+            assert s3.session_token is not None
+            assert (settings.storage.gcs.project_id, settings.storage.gcs.anonymous) == ("features", True)
+            assert "secret" not in yaml.safe_load(config_maps[config_map])["storage"]["s3"], (
+                "keys never in the ConfigMap"
+            )
+        if case == "minimal":  # no Secret: the pods' default chain (IAM roles for service accounts)
+            assert settings.storage.s3.credential_chain and settings.storage.s3.access_key_id is None
         if case.startswith("auth-"):
             assert settings.core_token is not None and settings.core_token.get_secret_value() == "c0re", name
             core_auth = settings.core.auth
@@ -309,6 +329,8 @@ def test_every_container_loads_its_settings_despite_injected_service_variables(
         ({"streamIngestion": {"tables": [{"table": "bad-name"}]}}, "at '/streamIngestion/tables/0/table'"),
         ({"sevring": {"enabled": False}}, "additional properties 'sevring' not allowed"),
         ({"image": {"pullPolicy": "Sometimes"}}, "at '/image/pullPolicy'"),
+        ({"storage": {"s3": {"endpointUrl": "minio:9000"}}}, "at '/storage/s3/endpointUrl'"),
+        ({"storage": {"s3": {"secretAccessKey": "plain"}}}, "additional properties 'secretAccessKey' not allowed"),
     ],
 )
 def test_schema_refuses_a_wrong_value_naming_it(

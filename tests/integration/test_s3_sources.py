@@ -21,7 +21,7 @@ import provender as pv
 from provender.config import load_settings
 from provender.errors import DataError
 from provender.offline.files import DateRange
-from provender.offline.objectstore import list_s3_files, open_s3
+from provender.offline.objectstore import list_files, open_s3
 from tests.support.builders import ENTITIES, Layout, write_config, write_table
 from tests.support.objectstore import SECRET_KEY, S3Server
 from tests.support.retrieval import driver_rows, driver_stats, entity_frame
@@ -108,7 +108,7 @@ def test_pruned_partitions_are_never_listed(tmp_path: Path, s3_server: S3Server)
     (trap / "x.parquet").write_bytes(b"not parquet")
     _upload(s3_server, tmp_path / "trap", bucket, "driver_stats/date=2024-03-01")
     store = open_s3(pv.Settings.model_validate({"storage": s3_server.storage()}).storage.s3, "test")
-    files = list_s3_files(
+    files = list_files(
         store,
         remote.batch_source.path,
         suffix=".parquet",
@@ -190,3 +190,97 @@ def test_delta_table_in_s3_equals_local(tmp_path: Path, s3_server: S3Server) -> 
             frames.append(client.get_historical_features(["driver_stats:trips"], entity_frame()).to_pandas())
     assert frames[1].equals(frames[0])
     assert frames[0]["driver_stats__trips"].notna().sum() >= 3
+
+
+def test_retrieval_never_lists_nor_opens_a_pruned_partition(tmp_path: Path, s3_server: S3Server) -> None:
+    """Counted on the server's request log: pruned partitions get no request at all."""
+    _, remote = _tables(tmp_path, s3_server)
+    assert remote.batch_source is not None
+    bucket = remote.batch_source.path.split("/")[2]
+    with _client(tmp_path / "p", s3_server.storage()) as client:
+        client.apply([pv.Entity(name="driver_id", value_type=pv.ValueType.INT64), dataclasses.replace(remote)])
+        since = s3_server.log_size()
+        # Entity rows on 03-02 and 03-03, max_age one day: partitions 03-01 to 03-03 can hold candidates.
+        rows = [
+            {"driver_id": 1, "event_timestamp": datetime(2024, 3, 2, 7)},
+            {"driver_id": 2, "event_timestamp": datetime(2024, 3, 3)},
+        ]
+        frame = client.get_historical_features(["driver_stats:trips"], entity_frame(rows)).to_pandas()
+    assert frame["driver_stats__trips"].notna().all()
+    requests = [r for r in s3_server.requests(since) if f"/{bucket}" in r]
+    touched = {
+        day for r in requests for day in range(1, 6) if f"date%3D2024-03-0{day}" in r or f"date=2024-03-0{day}" in r
+    }
+    assert touched == {1, 2, 3}, requests  # the kept partitions were listed and read...
+    assert not any("2024-03-04" in r or "2024-03-05" in r for r in requests), requests  # ...the pruned ones never
+
+
+def test_a_training_set_written_to_s3_equals_the_local_file(tmp_path: Path, s3_server: S3Server) -> None:
+    import pyarrow.parquet as pq
+
+    _, remote = _tables(tmp_path, s3_server)
+    assert remote.batch_source is not None
+    bucket = remote.batch_source.path.split("/")[2]
+    refs = ["driver_stats:trips", "driver_stats:rate"]
+    with _client(tmp_path / "p", s3_server.storage()) as client:
+        client.apply([pv.Entity(name="driver_id", value_type=pv.ValueType.INT64), remote])
+        job = client.get_historical_features(refs, entity_frame())
+        assert job.to_parquet(f"s3://{bucket}/out/training.parquet") == len(entity_frame())
+        job.to_parquet(tmp_path / "training.parquet")
+        historical = [j for j in client.list_jobs(include_finished=True) if j.record.kind.value == "historical"]
+        assert len(historical) == 2 and all(j.status.value == "SUCCEEDED" for j in historical)
+        with pytest.raises(DataError, match=r"bucket 'no-such-bucket' does not exist"):
+            job.to_parquet("s3://no-such-bucket/training.parquet")
+    fs = s3_server.filesystem()
+    written = pq.read_table(f"{bucket}/out/training.parquet", filesystem=fs)
+    assert written.equals(pq.read_table(tmp_path / "training.parquet"))
+    assert [i.base_name for i in fs.get_file_info(pafs.FileSelector(f"{bucket}/out"))] == ["training.parquet"]
+
+
+def test_a_failed_write_leaves_no_object_behind(s3_server: S3Server) -> None:
+    import pyarrow as pa
+
+    from provender.offline.objectstore import write_parquet
+
+    bucket = f"w-{uuid.uuid4().hex[:12]}"
+    fs = s3_server.filesystem()
+    assert isinstance(fs, pafs.S3FileSystem)
+    fs.create_dir(bucket)
+    schema = pa.schema([("x", pa.int64())])
+
+    def batches() -> object:
+        yield pa.record_batch([pa.array(range(1000))], schema=schema)
+        raise DataError("the retrieval failed half-way")
+
+    storage = pv.Settings.model_validate({"storage": s3_server.storage()}).storage
+    reader = pa.RecordBatchReader.from_batches(schema, batches())  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="half-way"):
+        write_parquet(storage, f"s3://{bucket}/training.parquet", reader, what="test")
+    assert fs.get_file_info(pafs.FileSelector(bucket, recursive=True)) == []
+    ok = pa.RecordBatchReader.from_batches(schema, [pa.record_batch([pa.array([1, 2])], schema=schema)])
+    assert write_parquet(storage, f"s3://{bucket}/training.parquet", ok, what="test") == 2
+
+
+def test_the_cli_writes_a_training_set_to_s3(tmp_path: Path, s3_server: S3Server) -> None:
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+
+    from provender.cli.main import cli
+
+    _, remote = _tables(tmp_path, s3_server)
+    assert remote.batch_source is not None
+    bucket = remote.batch_source.path.split("/")[2]
+    with _client(tmp_path / "p", s3_server.storage()) as client:
+        client.apply([pv.Entity(name="driver_id", value_type=pv.ValueType.INT64), remote])
+    entities = tmp_path / "entities.parquet"
+    entity_frame().to_parquet(entities)
+    env = {f"PROVENDER_STORAGE__S3__{k.upper()}": str(v) for k, v in s3_server.storage()["s3"].items()}  # type: ignore[attr-defined]
+    result = CliRunner().invoke(
+        cli,
+        ["--config", str(tmp_path / "p" / "provender.yaml"), "retrieve", "-f", "driver_stats:trips",
+         "-e", str(entities), "--out", f"s3://{bucket}/cli/training.parquet"],
+        env=env,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    written = pq.read_table(f"{bucket}/cli/training.parquet", filesystem=s3_server.filesystem())
+    assert written.num_rows == len(entity_frame()) and "driver_stats__trips" in written.column_names

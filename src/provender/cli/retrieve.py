@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from provender.cli.progress import Progress
@@ -36,12 +34,11 @@ def split_refs(values: tuple[str, ...]) -> list[str]:
     "--out",
     "-o",
     "out",
-    type=click.Path(dir_okay=False, path_type=Path),
     required=True,
-    help="Parquet file to write the training set to.",
+    help="Parquet file to write the training set to (a path, or an s3:// or gs:// object).",
 )
 @click.pass_obj
-def retrieve(state: CliState, features: tuple[str, ...], entities: str, out: Path) -> None:
+def retrieve(state: CliState, features: tuple[str, ...], entities: str, out: str) -> None:
     """Join entity rows with feature values as of each row's event_timestamp; write Parquet.
 
     \b

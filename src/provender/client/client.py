@@ -374,7 +374,7 @@ class Client:
         """
         if isinstance(entity_source, str | Path):
             self._roots.check(entity_source, what="entity rows", walk=True, relative_to=Path.cwd())
-        rows = to_entity_rows(entity_source, storage=self.settings.storage.s3)
+        rows = to_entity_rows(entity_source, storage=self.settings.storage)
         snapshot = self._registry.read(self.project)
         plan = build_retrieval_plan(
             feature_refs,
@@ -393,6 +393,7 @@ class Client:
             output_columns=plan.output_columns if plan.request is None else plan.request.columns,
             track=lambda: self._track_run(JobKind.HISTORICAL, tables[0] if len(tables) == 1 else ""),
             check_output=lambda path: self._roots.check(path, what="to_parquet output", relative_to=Path.cwd()),
+            storage=self.settings.storage,
             expectations=[
                 (join.table, join.join_keys, {f.name: join.output_column(f) for f in join.features})
                 for join in plan.joins
@@ -600,7 +601,7 @@ class Client:
             registry=self._registry,
             project=self.project,
             base_dir=self.settings.base_dir,
-            storage=self.settings.storage.s3,
+            storage=self.settings.storage,
         )
         plan = LatestPlan(join=join, start=start_at, end=end_at)
         policy = validation.validation_policy(definition, validation_policy)

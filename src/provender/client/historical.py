@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import pyarrow as pa
 
-from provender.config import S3Storage
+from provender.config import StorageSection
 from provender.definitions import FeatureTable
 from provender.errors import BackendError, DataError
 from provender.ingestion.validation import ValidationReport, validate_training_set
 from provender.offline.engine import EntityRows, RetrievalJob
 from provender.offline.lineage import SourceInput
 from provender.offline.lineage import to_json as lineage_to_json
-from provender.offline.objectstore import list_s3_files, open_s3, s3_dataset
+from provender.offline.objectstore import is_object_store_url, list_files, open_store, store_dataset, write_parquet
 from provender.offline.plan import RetrievalPlan, is_compatible
 from provender.on_demand import OnDemandRunner
 
@@ -25,15 +25,16 @@ if TYPE_CHECKING:
 _T = TypeVar("_T")
 
 
-def to_entity_rows(entity_source: object, *, storage: S3Storage | None = None) -> EntityRows:
+def to_entity_rows(entity_source: object, *, storage: StorageSection | None = None) -> EntityRows:
     """Convert what a user hands ``get_historical_features`` to :class:`EntityRows`, once.
 
     Accepts a pandas DataFrame (never modified), a pyarrow Table, or a Parquet path: a file, a
-    directory or a glob (local), or an ``s3://`` file or prefix (read with ``storage``, the
-    ``storage.s3`` settings, else the AWS environment variables).
+    directory or a glob (local), or an ``s3://`` or ``gs://`` file or prefix (read with
+    ``storage``, the object stores' settings, else the standard environment variables).
     """
-    if isinstance(entity_source, str) and entity_source.startswith("s3://"):
-        return _s3_rows(entity_source, storage)
+    if is_object_store_url(entity_source):
+        assert isinstance(entity_source, str)
+        return _object_store_rows(entity_source, storage)
     if isinstance(entity_source, pa.Table):
         return EntityRows(schema=entity_source.schema, table=entity_source)
     if isinstance(entity_source, str | Path):
@@ -51,12 +52,12 @@ def to_entity_rows(entity_source: object, *, storage: S3Storage | None = None) -
     )
 
 
-def _s3_rows(url: str, storage: S3Storage | None) -> EntityRows:
+def _object_store_rows(url: str, storage: StorageSection | None) -> EntityRows:
     what = f"The entity source ({url})"
-    store = open_s3(storage, what)
-    files = list_s3_files(store, url, suffix=".parquet", what=what, partition_column=None, dates=None)
+    store = open_store(url, storage, what)
+    files = list_files(store, url, suffix=".parquet", what=what, partition_column=None, dates=None)
     try:
-        schema = s3_dataset(store, files, root=None).schema
+        schema = store_dataset(store, files, root=None).schema
     except OSError as exc:
         raise DataError(f"{what}: cannot read: {store.scrub(str(exc))}") from None
     return EntityRows(schema=schema, paths=tuple(files))
@@ -176,8 +177,10 @@ class HistoricalJob:
         track: Callable[[], RunReport | None] | None = None,
         expectations: Sequence[tuple[FeatureTable, Sequence[str], Mapping[str, str]]] = (),
         check_output: Callable[[str | Path], None] | None = None,
+        storage: StorageSection | None = None,
     ) -> None:
         self._job = job
+        self._storage = storage
         self.output_columns = output_columns
         self._track = track
         self._expectations = tuple(expectations)
@@ -234,11 +237,19 @@ class HistoricalJob:
     def to_parquet(self, path: str | Path) -> int:
         """Stream the training set to a Parquet file without holding it in memory; return its rows.
 
+        ``path`` may be an ``s3://`` or ``gs://`` object (written with the object stores'
+        settings): it appears only once complete.
+
         Raises:
             SourcePathNotAllowedError: ``path`` is outside ``sources.allowed_roots``.
         """
         if self._check_output is not None:
             self._check_output(path)
+        if is_object_store_url(path):
+            url, what = str(path), "The training set's output"
+            return self._recorded(
+                lambda: write_parquet(self._storage, url, self._job.to_arrow_reader(), what=what), lambda rows: rows
+            )
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         return self._recorded(lambda: self._job.to_parquet(path), lambda rows: rows)
 

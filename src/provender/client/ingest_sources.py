@@ -15,7 +15,7 @@ from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
-from provender.config import S3Storage
+from provender.config import StorageSection
 from provender.definitions import DeltaSource
 from provender.errors import DataError
 from provender.offline.delta import latest_version
@@ -32,7 +32,7 @@ def pin_source(
     registry: RegistryStore,
     project: str,
     base_dir: Path,
-    storage: S3Storage | None,
+    storage: StorageSection | None,
 ) -> TableJoin:
     """``join`` with its Delta source pinned to the version read now, and, if ``incremental``, what was read before.
 

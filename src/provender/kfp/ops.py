@@ -15,6 +15,7 @@ from pathlib import Path
 from provender.client import Client
 from provender.definitions.request import EVENT_TIMESTAMP, FeatureRequest
 from provender.errors import DataError
+from provender.offline.objectstore import is_object_store_url, write_parquet
 
 # How many mismatches a consistency report lists (all are counted).
 REPORTED_MISMATCHES = 10
@@ -57,6 +58,9 @@ def retrieve_to_parquet(
     with open_client(config_path, project) as client:
         job = client.get_historical_features(feature_refs=list(feature_refs), entity_source=entity_source_uri)
         table = job.to_arrow()
+        if is_object_store_url(output_path):
+            write_parquet(client.settings.storage, output_path, table.to_reader(), what="The training set's output")
+            return {"rows": table.num_rows, "columns": table.num_columns}
     Path(output_path).parent.mkdir(parents=True, exist_ok=True)
     import pyarrow.parquet as pq
 

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pyarrow.dataset as ds
 
-from provender.config import S3Storage
+from provender.config import StorageSection
 from provender.definitions import DeltaSource, FileSource
 from provender.offline.delta import open_delta
 from provender.offline.files import DateRange, is_remote
 from provender.offline.lineage import SourceInput, filesystem_files
-from provender.offline.objectstore import open_s3, s3_dataset, s3_source_files
+from provender.offline.objectstore import open_store, source_files, store_dataset
 from provender.offline.plan import TableJoin
 
 
@@ -50,7 +50,7 @@ def open_arrow_source(
     dates: DateRange,
     *,
     base_dir: Path,
-    storage: S3Storage | None,
+    storage: StorageSection | None,
     lower: datetime | None,
     upper: datetime | None,
 ) -> ArrowSource:
@@ -82,10 +82,11 @@ def open_arrow_source(
         )
         return ArrowSource(snapshot.dataset, source_input)  # even with no file kept: its schema is checked
     assert isinstance(join.source, FileSource)  # SQL sources are read by each engine itself
-    store = open_s3(storage, what)
-    files = s3_source_files(store, join.source, dates, what)
-    keys = [f.removeprefix("s3://") for f in files]
-    source_input = SourceInput(table=name, path=path, files=filesystem_files(store.filesystem, keys, prefix="s3://"))
+    store = open_store(path, storage, what)
+    files = source_files(store, join.source, dates, what)
+    prefix = f"{store.scheme}://"
+    keys = [f.removeprefix(prefix) for f in files]
+    source_input = SourceInput(table=name, path=path, files=filesystem_files(store.filesystem, keys, prefix=prefix))
     root = None if files == [path] else path
-    dataset = s3_dataset(store, files, root=root) if files else None
+    dataset = store_dataset(store, files, root=root) if files else None
     return ArrowSource(dataset, source_input, store.scrub)

@@ -19,12 +19,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from provender.config import S3Storage
+from provender.config import StorageSection
 from provender.definitions import DeltaSource
 from provender.errors import DataError, MissingExtraError
 from provender.offline.files import is_remote
 from provender.offline.lineage import InputFile, PreviousRead
-from provender.offline.objectstore import open_s3
+from provender.offline.objectstore import open_store
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +47,7 @@ def open_delta(  # noqa: PLR0913 - keyword-only: the source, where it is, and wh
     *,
     what: str,
     base_dir: Path,
-    storage: S3Storage | None,
+    storage: StorageSection | None,
     lower: datetime | None = None,
     upper: datetime | None = None,
     since: PreviousRead | None = None,
@@ -98,7 +98,7 @@ def open_delta(  # noqa: PLR0913 - keyword-only: the source, where it is, and wh
     )
 
 
-def latest_version(source: DeltaSource, *, what: str, base_dir: Path, storage: S3Storage | None) -> int:
+def latest_version(source: DeltaSource, *, what: str, base_dir: Path, storage: StorageSection | None) -> int:
     """The version ``source`` reads now: its pin, else the table's latest (to pin a job's read).
 
     Raises:
@@ -151,7 +151,7 @@ def _input_files(table: object, root: str, fragments: list[ds.FileFragment]) -> 
 
 
 def _location(
-    source: DeltaSource, *, what: str, base_dir: Path, storage: S3Storage | None
+    source: DeltaSource, *, what: str, base_dir: Path, storage: StorageSection | None
 ) -> tuple[str, dict[str, str] | None, Callable[[str], str]]:
     if not is_remote(source.path):
         local = Path(source.path.removeprefix("file://")).expanduser()
@@ -159,14 +159,18 @@ def _location(
         if not (local / "_delta_log").is_dir():
             raise DataError(f"{what}: {source.path!r} is not a Delta table (no _delta_log at {local}).")
         return str(local), None, str
-    store = open_s3(storage, what)
-    settings = storage or S3Storage()
+    store = open_store(source.path, storage, what)
+    if store.scheme != "s3":  # deltalake reads its own environment for other stores (GOOGLE_*)
+        return source.path, None, store.scrub
+    settings = (storage or StorageSection()).s3
     options = {"AWS_REGION": settings.region or "us-east-1"}
     if store.access_key_id is not None and store.secrets:
         options.update(AWS_ACCESS_KEY_ID=store.access_key_id, AWS_SECRET_ACCESS_KEY=store.secrets[0])
+        if len(store.secrets) > 1:
+            options["AWS_SESSION_TOKEN"] = store.secrets[1]
     if settings.endpoint_url:
         options["AWS_ENDPOINT_URL"] = settings.endpoint_url
-        options["AWS_ALLOW_HTTP"] = "true"
+        options["AWS_ALLOW_HTTP"] = str(settings.endpoint_url.startswith("http://")).lower()
     return source.path, options, store.scrub
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
-from provender.config import S3Storage, validate_backend_config
+from provender.config import StorageSection, validate_backend_config
 from provender.definitions import CsvFormat, FileSource, SqlSource
 from provender.definitions.request import SOURCE_ROWS
 from provender.errors import BackendError, DataError
@@ -51,9 +51,9 @@ from provender.offline.duckdb_sql import (
     sql_type,
 )
 from provender.offline.engine import EngineCapabilities, EntityRows
-from provender.offline.files import DateRange, is_remote, list_table_files, lower_event_bound
+from provender.offline.files import DateRange, list_table_files, lower_event_bound
 from provender.offline.lineage import SourceInput, local_files
-from provender.offline.objectstore import read_s3_rows
+from provender.offline.objectstore import is_object_store_url, read_rows
 from provender.offline.plan import (
     CREATED_TIMESTAMP,
     ENTITY_TIMESTAMP,
@@ -91,7 +91,7 @@ class DuckDBEngine:
     capabilities: ClassVar[EngineCapabilities] = EngineCapabilities(is_distributed=False)
     config_model: ClassVar[type[BaseModel]] = DuckDBConfig
 
-    def __init__(self, config: DuckDBConfig, *, base_dir: Path, storage: S3Storage | None = None) -> None:
+    def __init__(self, config: DuckDBConfig, *, base_dir: Path, storage: StorageSection | None = None) -> None:
         self.config = config
         self.base_dir = base_dir
         self.storage = storage
@@ -110,8 +110,10 @@ class DuckDBEngine:
             raise BackendError(f"cannot start DuckDB with offline settings {config.model_dump()}: {exc}") from exc
 
     @classmethod
-    def from_options(cls, options: Mapping[str, object], *, base_dir: Path, storage: S3Storage | None = None) -> Self:
-        """Build the engine from the ``offline:`` section (``storage``: the ``storage.s3`` settings)."""
+    def from_options(
+        cls, options: Mapping[str, object], *, base_dir: Path, storage: StorageSection | None = None
+    ) -> Self:
+        """Build the engine from the ``offline:`` section (``storage``: the object stores' settings)."""
         config = validate_backend_config(DuckDBConfig, "offline", options)
         assert isinstance(config, DuckDBConfig)
         return cls(config, base_dir=base_dir, storage=storage)
@@ -132,8 +134,8 @@ class DuckDBEngine:
     def retrieve(self, plan: RetrievalPlan, entity_rows: EntityRows) -> DuckDBRetrievalJob:
         """Check the sources and return a job computing ``plan`` (run lazily)."""
         cursor = self.cursor()
-        if entity_rows.paths and is_remote(entity_rows.paths[0]):
-            table = read_s3_rows(self.storage, list(entity_rows.paths))
+        if entity_rows.paths and is_object_store_url(entity_rows.paths[0]):
+            table = read_rows(self.storage, list(entity_rows.paths))
             entity_rows = EntityRows(schema=table.schema, table=table)
         entity_sql = self._entity_relation(cursor, entity_rows)
         earliest, latest = _time_range(cursor, entity_sql, entity_column(plan.entity_columns, ENTITY_TIMESTAMP))

@@ -10,7 +10,7 @@ from typing import ClassVar, Protocol, Self
 import pyarrow as pa
 from pydantic import BaseModel
 
-from provender.config import S3Storage
+from provender.config import StorageSection
 from provender.definitions import FeatureTable
 from provender.definitions.jobs import JobStatus as JobStatus  # re-exported: engines report job states
 from provender.offline.plan import LatestPlan, RetrievalPlan
@@ -65,10 +65,12 @@ class OfflineEngine(Protocol):
     """The pydantic model of the engine's options (the whole ``offline:`` section)."""
 
     @classmethod
-    def from_options(cls, options: Mapping[str, object], *, base_dir: Path, storage: S3Storage | None = None) -> Self:
+    def from_options(
+        cls, options: Mapping[str, object], *, base_dir: Path, storage: StorageSection | None = None
+    ) -> Self:
         """Build the engine from the ``offline:`` section (validated by the engine's Config).
 
-        ``storage`` holds the ``storage.s3`` settings, for ``s3://`` sources.
+        ``storage`` holds the ``storage`` settings, for object-store sources (``s3://``, ``gs://``).
         """
         ...
 

@@ -1,38 +1,50 @@
-"""Object-store sources (``s3://``): credentials, listing with partition pruning, clear errors.
+"""Object-store sources and outputs (``s3://``, ``gs://``): credentials, listing with partition pruning, errors.
 
-Credentials come from ``storage.s3`` in the settings, else from the standard AWS environment
+S3 credentials come from ``storage.s3`` in the settings, else from the standard AWS environment
 variables (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_REGION``,
 ``AWS_ENDPOINT_URL``), else, only with ``credential_chain: true``, from the machine's default
-chain. Secrets are held as :class:`~pydantic.SecretStr` and scrubbed from every error message.
+chain. GCS uses ``storage.gcs``: anonymous access, an access token, or Google's default
+credentials (``GOOGLE_APPLICATION_CREDENTIALS``, the metadata server); ``STORAGE_EMULATOR_HOST``
+names an emulator. Secrets are held as :class:`~pydantic.SecretStr` and scrubbed from every
+error message.
 
-Files are listed with pyarrow's S3 filesystem, one directory level at a time, so a pruned date
-partition (``<column>=YYYY-MM-DD/``) is never listed beyond its own prefix.
+S3 files are listed one directory level at a time, so a pruned date partition
+(``<column>=YYYY-MM-DD/``) is never listed beyond its own prefix. pyarrow's GCS filesystem only
+sees a "directory" level where directory marker objects exist (which most writers do not
+create), so a GCS prefix is listed in one recursive listing of names, and pruned partitions are
+dropped from it before anything is opened.
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
-from provender.config import S3Storage
+from provender.config import GcsStorage, S3Storage, StorageSection
 from provender.definitions import CsvFormat, FileSource
 from provender.errors import DataError
 from provender.offline.files import DateRange, partition_date
 
 _DEFAULT_REGION = "us-east-1"
+SCHEMES = ("s3", "gs")
+"""The object stores sources and outputs can be in."""
 
 
 @dataclass(frozen=True, slots=True)
 class ObjectStore:
-    """An opened object store: its filesystem and the secrets to scrub from messages."""
+    """An opened object store: its filesystem, its URL scheme and the secrets to scrub from messages."""
 
     filesystem: pafs.FileSystem
+    scheme: str = "s3"
     secrets: tuple[str, ...] = field(default=(), repr=False)
     access_key_id: str | None = None
 
@@ -43,14 +55,35 @@ class ObjectStore:
                 text = text.replace(secret, "***")
         return text
 
+    def url(self, path: str) -> str:
+        """The URL of ``path`` (``bucket/key``) in this store."""
+        return f"{self.scheme}://{path}"
+
+
+def is_object_store_url(path: object) -> bool:
+    """Whether ``path`` is an ``s3://`` or ``gs://`` URL."""
+    return isinstance(path, str) and urlsplit(path).scheme in SCHEMES
+
+
+def open_store(
+    url: str, storage: StorageSection | None, what: str, environ: Mapping[str, str] | None = None
+) -> ObjectStore:
+    """Open the object store ``url`` is in, with the ``storage`` settings (None: the environment only).
+
+    Raises:
+        DataError: an unsupported scheme, or missing or incomplete credentials (naming ``what``).
+    """
+    scheme = urlsplit(url).scheme
+    storage = storage or StorageSection()
+    if scheme == "s3":
+        return open_s3(storage.s3, what, environ)
+    if scheme == "gs":
+        return open_gcs(storage.gcs, what, environ)
+    raise DataError(f"{what}: {url!r} is not in a supported object store (s3://bucket/path or gs://bucket/path).")
+
 
 def open_s3(storage: S3Storage | None, what: str, environ: Mapping[str, str] | None = None) -> ObjectStore:
     """Open S3 with ``storage`` (settings) or the environment's credentials.
-
-    Args:
-        storage: the ``storage.s3`` settings (None: environment only).
-        what: the source being read, named in errors.
-        environ: the environment (default: ``os.environ``).
 
     Raises:
         DataError: no credentials are configured (and the default chain is not enabled), or only
@@ -86,21 +119,66 @@ def open_s3(storage: S3Storage | None, what: str, environ: Mapping[str, str] | N
         options.update(endpoint_override=parts.netloc, scheme=parts.scheme or "https")
     if key is not None:
         options.update(access_key=key, secret_key=secret, session_token=token)
-    return ObjectStore(pafs.S3FileSystem(**options), secrets=tuple(s for s in (secret, token) if s), access_key_id=key)
+    return ObjectStore(
+        pafs.S3FileSystem(**options), "s3", secrets=tuple(s for s in (secret, token) if s), access_key_id=key
+    )
+
+
+def gcs_options(storage: GcsStorage | None, environ: Mapping[str, str] | None = None) -> dict[str, object]:
+    """The pyarrow ``GcsFileSystem`` options ``storage`` (and ``STORAGE_EMULATOR_HOST``) map to."""
+    env = os.environ if environ is None else environ
+    storage = storage or GcsStorage()
+    options: dict[str, object] = {"retry_time_limit": timedelta(seconds=storage.retry_seconds)}
+    if storage.project_id:
+        options["project_id"] = storage.project_id
+    endpoint = storage.endpoint_url or env.get("STORAGE_EMULATOR_HOST")
+    if endpoint:
+        parts = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+        options.update(endpoint_override=parts.netloc, scheme=parts.scheme or "https")
+    if storage.anonymous:
+        options["anonymous"] = True
+    elif storage.access_token is not None:
+        options.update(
+            access_token=storage.access_token.get_secret_value(),
+            credential_token_expiration=datetime.now(UTC) + timedelta(seconds=storage.token_lifetime_seconds),
+        )
+    return options
+
+
+def open_gcs(storage: GcsStorage | None, what: str, environ: Mapping[str, str] | None = None) -> ObjectStore:
+    """Open Google Cloud Storage with ``storage`` (anonymous, a token, or Google's default credentials).
+
+    Raises:
+        DataError: pyarrow cannot build the filesystem (naming ``what``).
+    """
+    options = gcs_options(storage, environ)
+    token = options.get("access_token")
+    secrets = (str(token),) if token else ()
+    try:
+        filesystem = pafs.GcsFileSystem(**options)
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(f"{what}: cannot open Google Cloud Storage: {_scrub(str(exc), secrets)}") from None
+    return ObjectStore(filesystem, "gs", secrets=secrets)
+
+
+def _scrub(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
 
 
 def split_url(url: str) -> tuple[str, str]:
     """``s3://bucket/some/prefix`` -> ``("bucket", "bucket/some/prefix")`` (pyarrow's path form)."""
     parts = urlsplit(url)
-    if parts.scheme != "s3" or not parts.netloc:
-        raise DataError(f"{url!r} is not an s3://bucket/path URL (only s3:// object stores are supported).")
+    if parts.scheme not in SCHEMES or not parts.netloc:
+        raise DataError(f"{url!r} is not an s3://bucket/path or gs://bucket/path URL.")
     return parts.netloc, (parts.netloc + parts.path).rstrip("/")
 
 
-def list_s3_files(
+def list_files(
     store: ObjectStore, url: str, *, suffix: str, what: str, partition_column: str | None, dates: DateRange | None
 ) -> list[str]:
-    """The files under ``url`` (a file or a prefix), as ``s3://`` URLs, date partitions pruned.
+    """The files under ``url`` (a file or a prefix), as URLs, date partitions pruned.
 
     Raises:
         DataError: the bucket does not exist, access is denied, or the path matches no file;
@@ -117,12 +195,15 @@ def list_s3_files(
             return [url]
         if info.type == pafs.FileType.NotFound:
             raise DataError(f"{what}: {url} does not exist.")
-        files = _walk(store.filesystem, path, suffix, partition_column, dates)
+        if store.scheme == "s3":
+            files = _walk(store.filesystem, path, suffix, partition_column, dates)
+        else:
+            files = _listed(store.filesystem, path, suffix, partition_column, dates)
     except OSError as exc:
         raise DataError(f"{what}: cannot list {url}: {_cause(store.scrub(str(exc)))}") from None
     if not files and not (dates is not None and partition_column):
         raise DataError(f"{what}: {url} holds no {suffix} files.")
-    return [f"s3://{f}" for f in sorted(files)]
+    return [store.url(f) for f in sorted(files)]
 
 
 def _walk(fs: pafs.FileSystem, path: str, suffix: str, column: str | None, dates: DateRange | None) -> list[str]:
@@ -142,6 +223,24 @@ def _walk(fs: pafs.FileSystem, path: str, suffix: str, column: str | None, dates
     return files
 
 
+def _listed(fs: pafs.FileSystem, path: str, suffix: str, column: str | None, dates: DateRange | None) -> list[str]:
+    """The files under ``path`` from one recursive listing, partitions outside ``dates`` dropped unopened."""
+    files = []
+    for entry in fs.get_file_info(pafs.FileSelector(path, recursive=True)):
+        parts = entry.path.removeprefix(path + "/").split("/")
+        name = parts[-1]
+        if entry.type != pafs.FileType.File or any(p.startswith((".", "_")) for p in parts):
+            continue
+        if not (name.endswith(suffix) or "." not in name):
+            continue
+        if column and dates is not None:
+            days = [partition_date(unquote(p), column, entry.path) for p in parts[:-1] if p.startswith(f"{column}=")]
+            if any(not dates.contains(day) for day in days):
+                continue  # pruned: never opened
+        files.append(entry.path)
+    return files
+
+
 def _cause(message: str) -> str:
     for code, cause in (
         ("AccessDenied", "access denied (the credentials lack permission)"),
@@ -149,14 +248,16 @@ def _cause(message: str) -> str:
         ("InvalidAccessKeyId", "access denied (the access key id is not known to the store)"),
         ("SignatureDoesNotMatch", "access denied (the secret key is wrong)"),
         ("NoSuchBucket", "the bucket does not exist"),
+        ("PERMISSION_DENIED", "access denied (the credentials lack permission)"),
+        ("UNAUTHENTICATED", "access denied (no valid credentials)"),
     ):
         if code in message:
             return f"{cause}: {message}"
     return message
 
 
-def s3_dataset(store: ObjectStore, files: list[str], *, root: str | None) -> ds.Dataset:
-    """A Parquet dataset over ``files`` (``s3://`` URLs); hive partitions under ``root`` are columns."""
+def store_dataset(store: ObjectStore, files: list[str], *, root: str | None) -> ds.Dataset:
+    """A Parquet dataset over ``files`` (URLs in ``store``); hive partitions under ``root`` are columns."""
     paths = [split_url(f)[1] for f in files]
     if root is None:
         return ds.dataset(paths, filesystem=store.filesystem, format="parquet")
@@ -165,20 +266,62 @@ def s3_dataset(store: ObjectStore, files: list[str], *, root: str | None) -> ds.
     )
 
 
-def s3_source_files(store: ObjectStore, source: FileSource, dates: DateRange, what: str) -> list[str]:
-    """The Parquet files of ``source`` (an ``s3://`` path), date partitions outside ``dates`` pruned."""
+def source_files(store: ObjectStore, source: FileSource, dates: DateRange, what: str) -> list[str]:
+    """The Parquet files of ``source`` (an object-store path), date partitions outside ``dates`` pruned."""
     if isinstance(source.file_format, CsvFormat):
         raise DataError(f"{what}: CSV sources in object stores are not supported; use Parquet.")
-    return list_s3_files(
+    return list_files(
         store, source.path, suffix=".parquet", what=what, partition_column=source.date_partition_column, dates=dates
     )
 
 
-def read_s3_rows(storage: S3Storage | None, files: list[str]) -> pa.Table:
-    """Entity rows in ``files`` (``s3://`` Parquet), read into memory; errors name the source."""
+def read_rows(storage: StorageSection | None, files: list[str]) -> pa.Table:
+    """Entity rows in ``files`` (object-store Parquet), read into memory; errors name the source."""
     what = f"The entity source ({files[0]})"
-    store = open_s3(storage, what)
+    store = open_store(files[0], storage, what)
     try:
-        return s3_dataset(store, files, root=None).to_table()
+        return store_dataset(store, files, root=None).to_table()
     except OSError as exc:
         raise DataError(f"{what}: cannot read: {store.scrub(str(exc))}") from None
+
+
+def write_parquet(storage: StorageSection | None, url: str, reader: pa.RecordBatchReader, *, what: str) -> int:
+    """Stream ``reader`` into one Parquet object at ``url``; return its rows.
+
+    The object is written under a temporary name and moved to ``url`` once complete, so a
+    failure part-way leaves no partial object at ``url`` (and the temporary one is deleted).
+
+    Raises:
+        DataError: the bucket does not exist, access is denied, or the write fails (naming
+            ``what`` and ``url``, never a secret).
+    """
+    store = open_store(url, storage, what)
+    bucket, path = split_url(url)
+    if path == bucket:
+        raise DataError(f"{what}: {url} names a bucket; name an object (s3://bucket/training.parquet).")
+    partial = f"{path}.provender-{uuid.uuid4().hex[:12]}.partial"
+    rows = 0
+    try:
+        if store.filesystem.get_file_info(bucket).type == pafs.FileType.NotFound:
+            raise DataError(f"{what}: bucket {bucket!r} does not exist ({url}).")
+        with store.filesystem.open_output_stream(partial) as stream, pq.ParquetWriter(stream, reader.schema) as writer:
+            for batch in reader:
+                writer.write_batch(batch)
+                rows += batch.num_rows
+        store.filesystem.copy_file(partial, path)  # a server-side copy: the object appears whole
+        store.filesystem.delete_file(partial)
+    except OSError as exc:
+        _remove_quietly(store.filesystem, partial)
+        raise DataError(f"{what}: cannot write {url}: {_cause(store.scrub(str(exc)))}") from None
+    except BaseException:
+        _remove_quietly(store.filesystem, partial)
+        raise
+    return rows
+
+
+def _remove_quietly(fs: pafs.FileSystem, path: str) -> None:
+    try:
+        if fs.get_file_info(path).type == pafs.FileType.File:
+            fs.delete_file(path)
+    except OSError:
+        pass  # nothing there, or the store refuses: nothing more to do

@@ -67,7 +67,13 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- $auth := dict "mode" .Values.serving.auth.mode -}}
 {{- $serving := dict "host" "0.0.0.0" "http_port" (int .Values.serving.httpPort) "grpc_port" (int .Values.serving.grpcPort) "workers" (int .Values.serving.workers) "auth" $auth -}}
-{{- $settings := dict "project" .Values.project "registry" (include "provender.registryUrl" .) "offline" (deepCopy .Values.offline) "online" $online "serving" $serving "stream" (dict "consumer_options" $consumer) -}}
+{{- $s3 := dict "credential_chain" (not .Values.storage.s3.existingSecret) -}}
+{{- with .Values.storage.s3.endpointUrl }}{{- $_ := set $s3 "endpoint_url" . -}}{{- end -}}
+{{- with .Values.storage.s3.region }}{{- $_ := set $s3 "region" . -}}{{- end -}}
+{{- $gcs := dict "anonymous" .Values.storage.gcs.anonymous -}}
+{{- with .Values.storage.gcs.endpointUrl }}{{- $_ := set $gcs "endpoint_url" . -}}{{- end -}}
+{{- with .Values.storage.gcs.projectId }}{{- $_ := set $gcs "project_id" . -}}{{- end -}}
+{{- $settings := dict "project" .Values.project "registry" (include "provender.registryUrl" .) "offline" (deepCopy .Values.offline) "online" $online "serving" $serving "stream" (dict "consumer_options" $consumer) "storage" (dict "s3" $s3 "gcs" $gcs) -}}
 {{- toYaml (mustMergeOverwrite $settings (deepCopy .Values.config)) -}}
 {{- end -}}
 
@@ -90,6 +96,27 @@ app.kubernetes.io/component: {{ .component }}
     secretKeyRef:
       name: {{ .Values.redis.existingSecret }}
       key: {{ .Values.redis.passwordKey }}
+{{- end }}
+{{- with .Values.storage.s3 }}
+{{- if .existingSecret }}
+- name: PROVENDER_STORAGE__S3__ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .accessKeyIdKey }}
+- name: PROVENDER_STORAGE__S3__SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .secretAccessKeyKey }}
+{{- if .sessionTokenKey }}
+- name: PROVENDER_STORAGE__S3__SESSION_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .sessionTokenKey }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if .Values.kafka.existingSecret }}
 - name: PROVENDER_STREAM__CONSUMER_OPTIONS__SASL.PASSWORD

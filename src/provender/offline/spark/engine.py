@@ -26,7 +26,7 @@ from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from provender.config import S3Storage, validate_backend_config
+from provender.config import StorageSection, validate_backend_config
 from provender.errors import BackendError, ConfigError, JobCancelledError, ProvenderError
 from provender.offline.engine import EngineCapabilities, EntityRows, IngestionProgress, StoreFactory
 from provender.offline.files import DateRange, lower_event_bound
@@ -61,7 +61,7 @@ class SparkEngine:
     capabilities: ClassVar[EngineCapabilities] = EngineCapabilities(is_distributed=True)
     config_model: ClassVar[type[BaseModel]] = SparkConfig
 
-    def __init__(self, config: SparkConfig, *, base_dir: Path, storage: S3Storage | None = None) -> None:
+    def __init__(self, config: SparkConfig, *, base_dir: Path, storage: StorageSection | None = None) -> None:
         self.config = config
         self.base_dir = base_dir
         self.storage = storage
@@ -92,10 +92,12 @@ class SparkEngine:
         log.info("spark session master=%s app=%s", context.master, context.applicationId)
 
     @classmethod
-    def from_options(cls, options: Mapping[str, object], *, base_dir: Path, storage: S3Storage | None = None) -> Self:
+    def from_options(
+        cls, options: Mapping[str, object], *, base_dir: Path, storage: StorageSection | None = None
+    ) -> Self:
         """Build the engine (starting or joining the process's Spark session) from ``offline:``.
 
-        ``storage`` (the ``storage.s3`` settings) reaches ``s3://`` sources, which the driver
+        ``storage`` (the object stores' settings) reaches ``s3://`` and ``gs://`` sources, which the driver
         stages through pyarrow (:func:`provender.offline.spark.sources.source_frame`).
         """
         config = validate_backend_config(SparkConfig, "offline", options)

@@ -24,7 +24,7 @@ from pyspark.sql import DataFrame, DataFrameReader, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
 
-from provender.config import S3Storage
+from provender.config import StorageSection
 from provender.definitions import CsvFormat, FileSource, SqlSource, ValueType
 from provender.definitions.sql import transpile
 from provender.errors import DataError
@@ -129,14 +129,14 @@ class SourceContext:
 
     Attributes:
         base_dir: the project directory (relative source paths).
-        storage: the ``storage.s3`` settings, for ``s3://`` sources.
+        storage: the object stores' settings, for ``s3://`` and ``gs://`` sources.
         staging: where Delta and object-store sources are staged as Parquet.
         stage_dir: the caller's directory under ``staging`` (it removes it when done).
         inputs: what was read, appended per source (the read's lineage).
     """
 
     base_dir: Path
-    storage: S3Storage | None
+    storage: StorageSection | None
     staging: Staging
     stage_dir: str
     inputs: list[SourceInput] = field(default_factory=list)
