@@ -1,0 +1,305 @@
+"""Sources where the data lives: local Parquet vs S3 Parquet vs an S3 Delta table, in one run.
+
+The ``driver_hourly_stats`` table of ``_data.py`` (S: 1M rows over 90 days), laid out as hive
+date partitions (one per day), is read from:
+
+- ``local``: the partitions on the local disk;
+- ``s3-parquet``: the same files in an S3-compatible server (moto, started here, on loopback);
+- ``s3-delta``: a Delta table in the same server, one file per day (partitioned by date).
+
+Measured, with the DuckDB engine, medians of ``--runs`` (3):
+
+- historical retrieval of the 100k entity rows (3 features, max_age 7 days) -> Arrow;
+- offline-to-online ingestion (SQLite online store) of the last 7 days;
+- incremental Delta ingestion of one new day (a commit appended after a first ingestion) against
+  a full rescan of the same table version, both over the whole 90 days.
+
+Bytes read from the object store are what the S3 server process wrote to its sockets during the
+operation (``wchar`` of ``/proc/<pid>/io``; its log lines, ~150 bytes a request, included), and,
+for ingestions, the sizes of the files the job's lineage records.
+
+Usage: ``python benchmarks/sources.py [--size S] [--runs 3]``. Writes ``results/sources.json``
+and ``results/sources.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+sys.path.insert(0, str(BENCH_DIR))
+
+import pyarrow as pa  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
+import pyarrow.dataset as ds  # noqa: E402
+import pyarrow.fs as pafs  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+from _data import DRIVER_STATS, SCENARIO_DAYS, SCENARIO_START, SIZES, ensure_scenario  # noqa: E402
+from _services import free_port  # noqa: E402
+
+KEY, SECRET, BUCKET = "AKIABENCHMARK0000001", "benchmark-secret-key", "bench"
+END = SCENARIO_START + timedelta(days=SCENARIO_DAYS)
+INGEST_START = END - timedelta(days=7)
+REFS = DRIVER_STATS.refs()
+
+
+@contextlib.contextmanager
+def moto(directory: Path) -> Iterator[tuple[str, int]]:
+    """Run moto's S3 server (this interpreter's) on a free loopback port; yield its URL and pid."""
+    binary = Path(sys.executable).parent / "moto_server"
+    if not binary.exists():
+        sys.exit("moto_server not found beside this python: pip install 'moto[server]' (make test-deps)")
+    port = free_port()
+    with (directory / "moto.log").open("wb") as log:
+        proc = subprocess.Popen([str(binary), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/moto-api/", timeout=1):
+                break
+            time.sleep(0.05)
+        yield url, proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def served_bytes(pid: int) -> int:
+    """Bytes the server process has written (its responses, and its log)."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    return 0
+
+
+def storage_options(url: str) -> dict[str, str]:
+    return {
+        "AWS_ACCESS_KEY_ID": KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": url,
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
+    }
+
+
+def with_dates(path: Path) -> pa.Table:
+    table = pq.read_table(path)
+    return table.append_column("date", pc.strftime(table["event_timestamp"], format="%Y-%m-%d"))
+
+
+def prepare(files: Any, work: Path, url: str) -> dict[str, str]:
+    """Lay the driver table out locally (hive), in S3 (the same files) and as an S3 Delta table."""
+    import deltalake
+
+    rows = with_dates(files.driver_stats)
+    local = work / "driver_parquet"
+    ds.write_dataset(rows, local, format="parquet", partitioning=["date"], partitioning_flavor="hive")
+    fs = pafs.S3FileSystem(
+        endpoint_override=url.removeprefix("http://"), scheme="http", access_key=KEY, secret_key=SECRET,
+        region="us-east-1", allow_bucket_creation=True,
+    )  # fmt: skip
+    fs.create_dir(BUCKET)
+    pafs.copy_files(str(local), f"{BUCKET}/driver_parquet", destination_filesystem=fs)
+    deltalake.write_deltalake(
+        f"s3://{BUCKET}/driver_delta", rows, partition_by=["date"], storage_options=storage_options(url)
+    )
+    return {
+        "local": str(local),
+        "s3-parquet": f"s3://{BUCKET}/driver_parquet",
+        "s3-delta": f"s3://{BUCKET}/driver_delta",
+    }
+
+
+def client(project: Path, url: str, source: str, kind: str) -> Any:
+    import provender as pv
+    from provender.config import load_settings
+
+    project.mkdir(parents=True, exist_ok=True)
+    (project / "provender.yaml").write_text("registry: sqlite:///registry.db\n", encoding="utf-8")
+    storage = {"s3": {"endpoint_url": url, "region": "us-east-1", "access_key_id": KEY, "secret_access_key": SECRET}}
+    c = pv.Client(settings=load_settings(project / "provender.yaml", environ={}, overrides={"storage": storage}))
+    types = {"float32": pv.ValueType.FLOAT, "float64": pv.ValueType.DOUBLE, "int64": pv.ValueType.INT64}
+    batch: Any = (
+        pv.DeltaSource(path=source, event_timestamp_column="event_timestamp", created_timestamp_column="created")
+        if kind == "s3-delta"
+        else pv.FileSource(
+            path=source, event_timestamp_column="event_timestamp", created_timestamp_column="created",
+            date_partition_column="date",
+        )
+    )  # fmt: skip
+    table = pv.FeatureTable(
+        name=DRIVER_STATS.name,
+        entities=[DRIVER_STATS.key],
+        features=[pv.Feature(f.name, types[f.dtype]) for f in DRIVER_STATS.features],
+        batch_source=batch,
+        max_age=DRIVER_STATS.max_age,
+    )
+    c.apply([pv.Entity(name=DRIVER_STATS.key, value_type=pv.ValueType.INT64), table])
+    return c
+
+
+def measure(pid: int, work: Callable[[], Any]) -> tuple[float, int, Any]:
+    before, started = served_bytes(pid), time.perf_counter()
+    result = work()
+    return time.perf_counter() - started, served_bytes(pid) - before, result
+
+
+def lineage_bytes(c: Any, job_id: str) -> tuple[int, int]:
+    (read,) = c.get_job(job_id).lineage()
+    return len(read.files), sum(f.size or 0 for f in read.files)
+
+
+def incremental(files: Any, work: Path, url: str, pid: int, run: int) -> dict[str, Any]:
+    """A first ingestion, one day appended, then the incremental and the full ingestion of it."""
+    import deltalake
+
+    rows = with_dates(files.driver_stats)
+    last = (END - timedelta(days=1)).strftime("%Y-%m-%d")
+    path = f"s3://{BUCKET}/delta_incremental_{run}"
+    options = storage_options(url)
+    deltalake.write_deltalake(
+        path, rows.filter(pc.not_equal(rows["date"], last)), partition_by=["date"], storage_options=options
+    )
+    c = client(work / f"incremental-{run}", url, path, "s3-delta")
+    with c:
+        c.start_offline_to_online_ingestion(DRIVER_STATS.name, start=SCENARIO_START, end=END, incremental=True).wait()
+        deltalake.write_deltalake(
+            path,
+            rows.filter(pc.equal(rows["date"], last)),
+            partition_by=["date"],
+            storage_options=options,
+            mode="append",
+        )
+        out: dict[str, Any] = {}
+        for name, flag in (("incremental", True), ("full", False)):
+            seconds, served, job = measure(pid, lambda flag=flag: c.start_offline_to_online_ingestion(
+                DRIVER_STATS.name, start=SCENARIO_START, end=END, incremental=flag).wait())  # fmt: skip
+            count, size = lineage_bytes(c, job.id)
+            out[name] = {
+                "seconds": seconds,
+                "served_bytes": served,
+                "files": count,
+                "file_bytes": size,
+                "rows": job.rows_written,
+            }
+    return out
+
+
+def run_once(files: Any, work: Path, url: str, pid: int, sources: dict[str, str], run: int) -> dict[str, Any]:
+    entity_rows = pq.read_table(files.entity_rows)
+    found: dict[str, Any] = {}
+    for kind, source in sources.items():
+        with client(work / f"{kind}-{run}", url, source, kind) as c:
+            seconds, served, table = measure(pid, lambda c=c: c.get_historical_features(REFS, entity_rows).to_arrow())
+            checksum = float(pc.sum(pc.fill_null(table["driver_hourly_stats__conv_rate"], 0)).as_py())
+            found[f"retrieval/{kind}"] = {
+                "seconds": seconds, "served_bytes": served, "rows": table.num_rows, "checksum": checksum,
+            }  # fmt: skip
+            seconds, served, job = measure(pid, lambda c=c: c.start_offline_to_online_ingestion(
+                DRIVER_STATS.name, start=INGEST_START, end=END).wait())  # fmt: skip
+            count, size = lineage_bytes(c, job.id)
+            found[f"ingestion/{kind}"] = {"seconds": seconds, "served_bytes": served, "rows": job.rows_written,
+                                          "files": count, "file_bytes": size}  # fmt: skip
+    for name, figures in incremental(files, work, url, pid, run).items():
+        found[f"delta-ingestion/{name}"] = figures
+    return found
+
+
+def median(runs: list[dict[str, Any]], key: str, field: str) -> float:
+    return statistics.median(r[key][field] for r in runs)
+
+
+def report(size: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = list(runs[0])
+    summary = {k: {f: median(runs, k, f) for f in runs[0][k] if f != "checksum"} for k in keys}
+    checks = {k: len({r[k].get("checksum") for r in runs}) == 1 for k in keys if "checksum" in runs[0][k]}
+    same = len({runs[0][f"retrieval/{k}"]["checksum"] for k in ("local", "s3-parquet", "s3-delta")}) == 1
+    ratios = {
+        f"{phase}/{kind} vs local": summary[f"{phase}/{kind}"]["seconds"] / summary[f"{phase}/local"]["seconds"]
+        for phase in ("retrieval", "ingestion")
+        for kind in ("s3-parquet", "s3-delta")
+    }
+    inc, full = summary["delta-ingestion/incremental"], summary["delta-ingestion/full"]
+    ratios["incremental vs full: served bytes"] = inc["served_bytes"] / full["served_bytes"]
+    ratios["incremental vs full: file bytes"] = inc["file_bytes"] / full["file_bytes"]
+    ratios["incremental vs full: time"] = inc["seconds"] / full["seconds"]
+    return {
+        "size": size,
+        "runs": len(runs),
+        "machine": f"{platform.node()} ({platform.processor() or platform.machine()}), shared 2-core, under load",
+        "medians": summary,
+        "ratios": ratios,
+        "same_answers": same and all(checks.values()),
+        "all_runs": runs,
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    m, r = result["medians"], result["ratios"]
+    lines = [
+        "# Sources benchmark",
+        "",
+        f"`python benchmarks/sources.py --size {result['size']} --runs {result['runs']}`: driver_hourly_stats "
+        "(S: 1M rows, 90 daily partitions), DuckDB engine, S3 = moto's server on loopback; medians. Measured "
+        f"{time.strftime('%Y-%m-%d')} on the shared 2-core development machine while other work ran: times are "
+        "noisy, ratios within one run are the figures to read. Retrieval and ingestion answers were the same "
+        f"from every source: {result['same_answers']}.",
+        "",
+        "| operation | source | time | bytes served by S3 | files read (bytes) |",
+        "|---|---|---|---|---|",
+    ]
+    for key, fig in m.items():
+        phase, kind = key.split("/")
+        files = f"{fig['files']:.0f} ({fig['file_bytes'] / 1e6:.1f} MB)" if "files" in fig else "-"
+        served = "-" if kind == "local" else f"{fig['served_bytes'] / 1e6:.1f} MB"
+        lines.append(f"| {phase} | {kind} | {fig['seconds']:.2f} s | {served} | {files} |")
+    lines += ["", "| ratio | value | target |", "|---|---|---|"]
+    targets = {"vs local": "<= 2x", "bytes": "<= 0.2"}
+    for name, value in r.items():
+        target = next((t for k, t in targets.items() if name.endswith(k)), "-")
+        lines.append(f"| {name} | {value:.3f} | {target} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--size", default="S", choices=sorted(SIZES))
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    files = ensure_scenario(SIZES[args.size])
+    work = Path(tempfile.mkdtemp(prefix="provender-bench-sources-"))
+    try:
+        with moto(work) as (url, pid):
+            sources = prepare(files, work, url)
+            runs = []
+            for run in range(args.runs):
+                runs.append(run_once(files, work, url, pid, sources, run))
+                print(f"run {run + 1}/{args.runs} done", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result = report(args.size, runs)
+    RESULTS_DIR.mkdir(exist_ok=True)
+    (RESULTS_DIR / "sources.json").write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+    text = markdown(result)
+    (RESULTS_DIR / "sources.md").write_text(text, encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
