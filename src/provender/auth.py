@@ -123,7 +123,8 @@ class Authenticator:
             _digest(token): Grant(spec.subject or f"token-{_digest(token).hex()[:8]}", parse_grants(spec.grants))
             for token, spec in section.tokens.items()
         }
-        self._cache: dict[str, tuple[Grant, float]] = {}
+        # Keyed by the token's digest, so the cache's size is bounded in bytes (a token may be 16 KiB).
+        self._cache: dict[bytes, tuple[Grant, float]] = {}
 
     @property
     def is_enabled(self) -> bool:
@@ -160,14 +161,15 @@ class Authenticator:
             if grant is None:
                 raise AuthenticationError("Invalid bearer token.")
             return grant
-        cached = self._cache.get(token)
+        key = _digest(token)
+        cached = self._cache.get(key)
         now = self._clock()
         if cached is not None and cached[1] > now:
             return cached[0]
         grant, expires_at = self._verify_jwt(token, now)
         if len(self._cache) >= _MAX_CACHED_TOKENS:
             self._cache.clear()
-        self._cache[token] = (grant, expires_at)
+        self._cache[key] = (grant, expires_at)
         return grant
 
     def _verify_jwt(self, token: str, now: float) -> tuple[Grant, float]:

@@ -56,3 +56,15 @@ def test_jwt_roles_from_a_mapping_claim_and_sub() -> None:
 def test_auth_off_is_anonymous_admin_everywhere() -> None:
     grant = Authenticator(AuthSection()).check(None, "anything", Role.ADMIN)
     assert grant.subject == "anonymous"
+
+
+@pytest.mark.parametrize("pad", [100, 10_000])
+def test_the_token_cache_is_bounded_in_bytes_whatever_the_tokens_size(pad: int) -> None:
+    auth = Authenticator(AuthSection(mode="jwt", jwt_secret=SECRET))
+    claims = {"projects": ["default"], "exp": int(time.time()) + 3600, "pad": "p" * pad}
+    tokens = [jwt.encode({**claims, "sub": f"user-{i}"}, SECRET, algorithm="HS256") for i in range(40)]
+    for token in tokens * 2:  # the second round is answered from the cache
+        auth.check(bearer(token), "default")
+    keys = list(auth._cache)
+    assert len(keys) == 40 and all(len(key) == 32 for key in keys)  # digests, not the tokens
+    assert auth.grant(bearer(tokens[7])).subject == "user-7"
