@@ -272,3 +272,43 @@ def test_http_counts_are_checked_before_values_are_typed(server: Server, count: 
     assert status == 413 and "serving.max_feature_refs" in message
     status, message = _http(server, {"features": REFS, "entities": {"driver_id": [1], "x": [None] * (count + 1)}})
     assert status == 413 and "serving.max_entity_rows" in message
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field (the nesting is built as bytes: the library refuses to)."""
+    size, varint = len(payload), b""
+    while True:
+        byte, size = size & 0x7F, size >> 7
+        varint += bytes([byte | (0x80 if size else 0)])
+        if not size:
+            break
+    return bytes([number << 3 | 2]) + varint + payload
+
+
+@pytest.mark.parametrize("depth", [3, 6, 60, 150, 600])
+def test_grpc_list_values_nested_deep_are_4xx_never_internal(server: Server, depth: int) -> None:
+    column = pb.Column(name="")
+    column.int64_values.values.append(1)
+    nested = column.SerializeToString()
+    for _ in range(depth):  # Column.list_values (8) -> ListValues.lists (1) -> Column
+        nested = _field(8, _field(1, nested))
+    note = _field(1, b"note") + nested
+    raw = pb.GetOnlineFeaturesRequest(
+        features=REFS, entities=[entity_column("driver_id", [1])]
+    ).SerializeToString() + _field(2, note)
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+    try:
+        call = channel.unary_unary("/provender.serving.v1.ServingService/GetOnlineFeatures")
+        try:
+            call(raw, timeout=30)
+            code, details = grpc.StatusCode.OK, ""
+        except grpc.RpcError as exc:
+            code, details = exc.code(), exc.details() or ""
+    finally:
+        channel.close()
+    if depth + 1 <= LIMITS["max_value_depth"]:
+        assert code == grpc.StatusCode.OK, details
+    else:  # over the depth limit, or deeper than protobuf parses (INVALID_ARGUMENT)
+        assert code in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INVALID_ARGUMENT), (code, details)
+        assert "serving.max_value_depth" in details or "not a valid GetOnlineFeaturesRequest" in details, details
+    _ordinary_requests_still_work(server)
