@@ -29,16 +29,30 @@ from typing import IO
 import orjson
 
 from provender.config import RequestLogSection
+from provender.wire.errors import shorten
 
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_SECONDS = 0.05
+MAX_LINE_BYTES = 64 * 1024
+"""A longer line has its ``request`` and ``response`` shortened (their start and end, and the size left out)."""
 
 
 def _default(value: object) -> object:
     if isinstance(value, bytes | bytearray | memoryview):
         return base64.b64encode(bytes(value)).decode("ascii")
     return repr(value)
+
+
+def _shortened(record: dict[str, object]) -> dict[str, object]:
+    """``record`` with its request and response as shortened JSON text (a huge request stays one short line)."""
+    budget = MAX_LINE_BYTES // 4
+    short = dict(record)
+    for part in ("request", "response"):
+        if part in short:
+            text = orjson.dumps(short[part], default=_default).decode()
+            short[part] = shorten(text, budget)
+    return short
 
 
 class RequestLog:
@@ -132,7 +146,10 @@ class RequestLog:
         lines = []
         while buffer:
             record = buffer.popleft()
-            lines.append(orjson.dumps(record, default=_default, option=orjson.OPT_APPEND_NEWLINE))
+            line = orjson.dumps(record, default=_default, option=orjson.OPT_APPEND_NEWLINE)
+            if len(line) > MAX_LINE_BYTES:
+                line = orjson.dumps(_shortened(record), default=_default, option=orjson.OPT_APPEND_NEWLINE)
+            lines.append(line)
         try:
             out.write(b"".join(lines))
             out.flush()

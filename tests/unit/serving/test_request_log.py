@@ -6,10 +6,11 @@ import random
 from pathlib import Path
 
 import orjson
+import pytest
 
 from provender.config import RequestLogSection
 from provender.runtime import Runtime
-from provender.serving.request_log import RequestLog
+from provender.serving.request_log import MAX_LINE_BYTES, RequestLog
 from provender.serving.service import FeatureService
 from tests.unit.serving.conftest import post, project_settings, seed
 
@@ -82,3 +83,25 @@ def test_the_service_logs_sampled_requests_and_counts_them(tmp_path: Path) -> No
     assert first["response"]["columns"] == {"driver_id": [1001], "driver_stats__trips": [7]}
     assert second["status"] == "400" and "nope" in second["error"]
     assert service.request_log.written == 2
+
+
+@pytest.mark.parametrize(
+    "request_part",
+    [
+        {"features": ["t:f"] * 40_000, "entities": {"driver_id": [1]}},
+        {"features": ["t:f"], "entities": {"note": ["x" * 3_000_000]}},
+        {"features": ["t:f"], "entities": {f"c{i}": [i] * 900 for i in range(100)}},
+    ],
+    ids=["many refs", "one huge value", "many columns and rows"],
+)
+def test_a_huge_request_is_logged_as_one_short_line(tmp_path: Path, request_part: dict[str, object]) -> None:
+    log = make_log(tmp_path)
+    log.start()
+    log.submit({"status": "413", "request": request_part, "error": "too large"})
+    log.submit({"status": "200", "request": {"features": ["t:f"], "entities": {"driver_id": [1]}}})
+    log.close()
+    lines = (tmp_path / "requests.jsonl").read_bytes().splitlines()
+    assert len(lines) == 2 and all(len(line) <= MAX_LINE_BYTES for line in lines)
+    huge, small = (orjson.loads(line) for line in lines)
+    assert huge["status"] == "413" and huge["error"] == "too large" and "chars]" in huge["request"]
+    assert small["request"] == {"features": ["t:f"], "entities": {"driver_id": [1]}}  # small ones untouched
