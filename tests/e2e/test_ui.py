@@ -34,6 +34,9 @@ TOKENS = {
     "tok-w": {"subject": "alice", "grants": ["default:write"]},
     "tok-r": {"subject": "viewer", "grants": ["default"]},
 }
+SERVED_MS = (
+    "(() => { const n = performance.getEntriesByType('navigation')[0]; return n.responseEnd - n.requestStart; })()"
+)
 LOAD_MS = "(() => { const n = performance.getEntriesByType('navigation')[0]; return n.loadEventEnd - n.startTime; })()"
 SHOTS = os.environ.get("PROVENDER_UI_SCREENSHOTS")  # a folder to copy the screenshots into (docs/ui)
 
@@ -566,19 +569,21 @@ def test_a_project_with_1000_tables_and_20000_features_is_fast(
             found[word] = page.locator("#live").inner_text()
             page.evaluate("delete document.body.dataset.searchMs")
         assert "days_since_login" in found["zephyrine"] and "f0999_01" in found["f0999"]
-        fresh = []
+        fresh, served = [], []
         for _ in range(3):  # the freshness page: 1,000 tables' newest online values in one read of the store
             page.goto(server.url + "/projects/big/jobs")
             fresh.append(page.evaluate(LOAD_MS))
+            served.append(page.evaluate(SERVED_MS))
         assert page.locator("#freshness td.newest time").count() == 1000
         assert page.locator("#fresh-table_0000 td.newest time").get_attribute("datetime") == END.isoformat()
         load_ms, search_ms = sorted(timings)[1], sorted(searches)[1]  # medians (the machine is shared)
         with capsys.disabled():
             print(f"\nUI 1000 tables/20000 features: first page load {timings} ms, searches {searches} ms, "  # noqa: T201 - the measurement, reported
-                  f"freshness page {fresh} ms")  # fmt: skip
+                  f"freshness page {fresh} ms (served in {served} ms)")  # fmt: skip
         assert load_ms < 300 and search_ms < 300, (timings, searches)
-        assert sorted(fresh)[1] < 2000, fresh  # no target in the issue (the store's read is one command: see
-        # tests/integration/test_redis_online.py); the page is 1,000 rows the browser lays out
+        # No target in the issue. The server's part is bounded (the store's read is one command: see
+        # tests/integration/test_redis_online.py); the rest is the browser laying out 1,000 rows.
+        assert sorted(served)[1] < 1000, (served, fresh)
         assert errors == []
     finally:
         server.stop()
