@@ -88,6 +88,34 @@ provender apply . > /dev/null  # back to the definitions as written
 step "provender online get: a low-latency online lookup (same values as training at the same time)"
 provender online get --features driver_statistics --entity driver_id=1001 --entity driver_id=1002 --entity driver_id=4242
 
+step "a 7-day windowed aggregate: the same value in training and online at the same time"
+python - <<'PY'
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+
+import provender as pv
+
+client = pv.Client()
+stats = client.get_feature_table("driver_statistics")
+week = timedelta(days=7)
+client.apply(pv.FeatureTable(
+    name="driver_week", entities=["driver_id"], batch_source=stats.batch_source,
+    features=[f for f in stats.features if f.name in ("conv_rate", "avg_daily_trips")],
+    aggregations=[
+        pv.Aggregation(column="conv_rate", function="mean", window=week, name="conv_rate_mean_7d"),
+        pv.Aggregation(column="avg_daily_trips", function="sum", window=week, name="trips_sum_7d"),
+        pv.Aggregation(column="avg_daily_trips", function="count", window=week, name="hours_7d"),
+    ],
+))
+end = datetime.now(UTC).replace(microsecond=0)
+client.start_offline_to_online_ingestion("driver_week", start=end - week, end=end).wait()
+refs = ["driver_week:conv_rate_mean_7d", "driver_week:trips_sum_7d", "driver_week:hours_7d"]
+rows = pd.DataFrame({"driver_id": [1001, 1002], "event_timestamp": [end, end]})
+print("training at end:", client.get_historical_features(refs, rows).to_pandas().drop(columns="event_timestamp").to_dict("list"))
+print("online (as of end):", client.get_online_features(refs, [{"driver_id": 1001}, {"driver_id": 1002}]).to_dict())
+PY
+
 step "on-demand features: a function of features and request data, the same in training and serving"
 cat > demo_features.py <<'PY'
 """The function of the trip_score on-demand features: importable by every process that computes them."""
