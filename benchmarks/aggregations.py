@@ -481,7 +481,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"## Stream aggregation into Redis (tiles), {s['drivers']:,} drivers",
             "",
             f"{s['records']:,} Avro records ({s['drivers']:,} drivers, so about "
-            f"{min(10_000, s['records']) / s['drivers']:,.1f} records per key per 10,000-record micro-batch) from",
+            f"{max(1.0, 10_000 / s['drivers']):,.0f} record(s) per key per 10,000-record micro-batch) from",
             "noida-db into Redis, one process, a table with 7-day and 30-day sum/count/mean (tiles); rate from",
             "the first record to the last.",
             "",
