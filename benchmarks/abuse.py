@@ -401,7 +401,7 @@ def write_report(result: dict[str, object]) -> None:
         f"server RSS < {TARGET_RSS_MIB:.0f} MiB: {'met' if ours['peak_rss_mib'] < TARGET_RSS_MIB else 'MISSED'} "
         f"({ours['peak_rss_mib']:.0f} MiB).",
         "",
-        "`abuse` is the probe's mix (the abuse probe's scenario). `flood` (abusers sending only the requests",
+        "`abuse` is the abuse probe's mix, the scenario of the targets. `flood` (abusers sending only the requests",
         "refused by their counts, and the 6.3 MB one refused by its size, back to back) is beyond it: it",
         "shows the cost per refused request. A peer, if listed, is the same benchmark against another",
         "source tree (`--peer NAME=SRC`, e.g. the code before the change), in the same runs.",
