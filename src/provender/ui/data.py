@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ from provender.registry.jobs import JobRecord
 from provender.registry.store import ProjectInfo, RegistryChangeRecord, RegistrySnapshot, RegistryStore
 
 MAX_RESULTS = 50
+ONLINE_RETRY_SECONDS = 30.0  # after a failed freshness read, pages say so without asking the store again
 OpenOnline = Callable[[str], OnlineStore]  # a project -> its online store
 
 log = logging.getLogger(__name__)
@@ -136,11 +138,22 @@ class UiData:
     Args:
         store: the registry.
         open_online: opens a project's online store, for freshness (None: not shown).
+        online_retry_seconds: after a failed read of a project's online store, how long pages
+            report that failure without asking the store again (an unreachable store would
+            otherwise cost every page its connect timeout).
     """
 
-    def __init__(self, store: RegistryStore, *, open_online: OpenOnline | None = None) -> None:
+    def __init__(
+        self,
+        store: RegistryStore,
+        *,
+        open_online: OpenOnline | None = None,
+        online_retry_seconds: float = ONLINE_RETRY_SECONDS,
+    ) -> None:
         self.store = store
         self.open_online = open_online
+        self.online_retry_seconds = online_retry_seconds
+        self._online_failed: dict[str, tuple[float, str]] = {}  # project -> (retry after, problem)
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[RegistrySnapshot, tuple[Entry, ...]]] = {}
         self._online: dict[str, OnlineStore] = {}
@@ -206,6 +219,10 @@ class UiData:
         """Return the online store's freshness of ``tables`` (never raises: a problem is reported)."""
         if self.open_online is None:
             return OnlineFreshness(problem="no online store is configured for this UI")
+        with self._lock:
+            failed = self._online_failed.get(project)
+        if failed is not None and time.monotonic() < failed[0]:
+            return OnlineFreshness(problem=failed[1])
         try:
             online = self._online_store(project)
             if not online.capabilities.is_shared:
@@ -214,7 +231,10 @@ class UiData:
             return OnlineFreshness(tables=online.freshness(tables))
         except ProvenderError as exc:
             log.warning("ui cannot read the online store's freshness project=%s error=%s", project, exc)
-            return OnlineFreshness(problem=f"cannot read the online store: {exc}")
+            problem = f"cannot read the online store: {exc} (tried again after {self.online_retry_seconds:g} s)"
+            with self._lock:
+                self._online_failed[project] = (time.monotonic() + self.online_retry_seconds, problem)
+            return OnlineFreshness(problem=problem)
 
     def _online_store(self, project: str) -> OnlineStore:
         assert self.open_online is not None
