@@ -69,8 +69,8 @@ def ingest_stream(
     Records are validated against the table's types and written in micro-batches; offsets are
     committed after each write (at-least-once; replays are harmless). Bad records go to
     <topic>.dlq with the reason in their headers. Every --status-interval seconds a status line
-    shows records/s, dead letters, lag per partition and freshness (write time minus event
-    time). On SIGTERM or SIGINT the current batch is written and committed before exiting.
+    shows records/s, dead letters, events too late for windowed aggregations (if any), lag per
+    partition and freshness (write time minus event time). On SIGTERM or SIGINT the current batch is written and committed before exiting.
 
     \b
     Example:
@@ -103,9 +103,12 @@ def ingest_stream(
     started = job.started_at
     seconds = (job.finished_at - started).total_seconds() if started and job.finished_at else 0.0
     job.wait()  # raises the job's error, if it failed
+    late = ""
+    if job.records_too_late:
+        late = f", {job.records_too_late:,} too late for the online aggregations"
     click.echo(
-        f"Stopped {table}: {job.records_written:,} records written, {job.records_dead_lettered:,} dead-lettered, "
-        f"{job.records_consumed:,} consumed in {seconds:.1f} s; offsets committed."
+        f"Stopped {table}: {job.records_written:,} records written, {job.records_dead_lettered:,} dead-lettered"
+        f"{late}, {job.records_consumed:,} consumed in {seconds:.1f} s; offsets committed."
     )
 
 
@@ -125,9 +128,10 @@ class StatusLine:
         lag = " ".join(f"p{p}={n:,}" for p, n in sorted(job.lag.items())) or "-"
         fresh = job.freshness_seconds()
         freshness = "-" if fresh is None else f"p50 {fresh[0] * 1000:,.0f} ms p99 {fresh[1] * 1000:,.0f} ms"
+        late = f" | too late {job.records_too_late:,}" if job.records_too_late else ""
         return (
             f"[{job.table}] {rate:,.0f} records/s | written {job.records_written:,} | "
-            f"dead letters {job.records_dead_lettered:,} | lag {lag} | freshness {freshness}"
+            f"dead letters {job.records_dead_lettered:,}{late} | lag {lag} | freshness {freshness}"
         )
 
 

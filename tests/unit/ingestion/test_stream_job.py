@@ -60,3 +60,13 @@ def test_bad_batch_settings_are_a_config_error(tmp_path: Path) -> None:
 def test_an_unknown_table_is_named(tmp_path: Path) -> None:
     with make_client(tmp_path) as client, pytest.raises(pv.FeatureTableNotFoundError, match="'nope'"):
         client.start_stream_to_online_ingestion("nope")
+
+
+def test_the_status_line_reports_events_too_late_for_aggregations() -> None:
+    from provender.cli.ingest_stream import StatusLine
+    from provender.ingestion.stream import StreamIngestionJob
+
+    job = StreamIngestionJob(table="trips", topic="trips", group_id="g")
+    assert "too late" not in StatusLine(job).render()
+    job.records_too_late = 3
+    assert "| too late 3 |" in StatusLine(job).render()
