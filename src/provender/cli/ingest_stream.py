@@ -70,7 +70,8 @@ def ingest_stream(
     committed after each write (at-least-once; replays are harmless). Bad records go to
     <topic>.dlq with the reason in their headers. Every --status-interval seconds a status line
     shows records/s, dead letters, events too late for windowed aggregations (if any), lag per
-    partition and freshness (write time minus event time). On SIGTERM or SIGINT the current batch is written and committed before exiting.
+    partition and freshness (write time minus event time). On SIGTERM or SIGINT the current
+    batch is written and committed before exiting.
 
     \b
     Example:
