@@ -33,6 +33,10 @@ Headers = list[tuple[bytes, bytes]]
 
 JSON_HEADERS: Headers = [(b"content-type", b"application/json")]
 KEEP_ALIVE_SECONDS = 75  # longer than common load balancers' idle timeouts (60 s)
+MAX_HEADER_BYTES = 32 * 1024
+"""The largest request head (request line and headers) the core service and the UI accept (431 above)."""
+HEADER_TIMEOUT_SECONDS = 10.0
+"""How long a connection to the core service or the UI may take to send a request head."""
 BACKLOG = 2048
 
 
@@ -84,8 +88,8 @@ class _BoundedHeaders(HttpToolsProtocol):
     connection) is closed. Idle keep-alive connections are closed by uvicorn's own timer.
     """
 
-    max_header_bytes = 32 * 1024
-    header_timeout = 10.0
+    max_header_bytes = MAX_HEADER_BYTES
+    header_timeout = HEADER_TIMEOUT_SECONDS
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(cast(asyncio.Transport, _CoalescingTransport(transport, self.loop)))
@@ -142,7 +146,9 @@ class _BoundedHeaders(HttpToolsProtocol):
             self.transport.close()
 
 
-def bounded_http_protocol(*, max_header_bytes: int, header_timeout: float) -> type[asyncio.Protocol]:
+def bounded_http_protocol(
+    *, max_header_bytes: int = MAX_HEADER_BYTES, header_timeout: float = HEADER_TIMEOUT_SECONDS
+) -> type[asyncio.Protocol]:
     """Return uvicorn's httptools protocol bounding request heads (size, time); pass it as ``http=``."""
     return type(
         "BoundedHttpToolsProtocol",

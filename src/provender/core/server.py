@@ -18,7 +18,7 @@ import signal
 import uvicorn
 import uvloop
 
-from provender.asgi import BACKLOG, KEEP_ALIVE_SECONDS, HttpServer, bind_socket
+from provender.asgi import BACKLOG, KEEP_ALIVE_SECONDS, HttpServer, bind_socket, bounded_http_protocol
 from provender.auth import Authenticator
 from provender.config import Settings
 from provender.core.http import create_app
@@ -53,7 +53,7 @@ async def _serve(settings: Settings) -> None:
         sock = bind_socket(core.host, core.port, reuse_port=False)
         config = uvicorn.Config(
             app,
-            http="httptools",
+            http=bounded_http_protocol(),  # heads bounded in size and time, as the serving's
             lifespan="off",
             access_log=False,
             log_config=None,

@@ -16,7 +16,16 @@ from typing import cast
 import uvicorn
 import uvloop
 
-from provender.asgi import KEEP_ALIVE_SECONDS, Receive, Scope, Send, bind_socket, read_body, respond
+from provender.asgi import (
+    KEEP_ALIVE_SECONDS,
+    Receive,
+    Scope,
+    Send,
+    bind_socket,
+    bounded_http_protocol,
+    read_body,
+    respond,
+)
 from provender.auth import ALL_PROJECTS, Grant, Role
 from provender.registry.store import RegistryStore
 from provender.ui.app import UiApp, parse_request
@@ -59,8 +68,8 @@ def run(store: RegistryStore, *, host: str, port: int, open_online: OpenOnline |
     app = LocalUi(store, open_online=open_online)
     sock = bind_socket(host, port, reuse_port=False)
     print(f"Provender UI (read-only) at http://{host}:{sock.getsockname()[1]}/  (Ctrl-C stops it)", flush=True)  # noqa: T201
-    config = uvicorn.Config(app, lifespan="off", access_log=False, log_config=None, server_header=False,
-                            timeout_keep_alive=KEEP_ALIVE_SECONDS)  # fmt: skip
+    config = uvicorn.Config(app, http=bounded_http_protocol(), lifespan="off", access_log=False, log_config=None,
+                            server_header=False, timeout_keep_alive=KEEP_ALIVE_SECONDS)  # fmt: skip
     try:
         uvloop.run(uvicorn.Server(config).serve(sockets=[sock]))
     finally:
