@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -291,3 +292,93 @@ def test_the_reader_serves_tile_aggregates_at_its_time_sync_and_async(stores: An
                     store.close()  # on the loop: its connection belongs to it (the store reopens)
 
             assert asyncio.run(read_async()).to_dict() == values
+
+
+def test_racing_writers_of_the_same_keys_lose_no_event(stores: Any) -> None:
+    """Two writers (two stores, as two processes would have) add events of the same keys at once."""
+    first, second = stores(), stores()
+    if isinstance(first, SQLiteStore) and isinstance(second, SQLiteStore):  # the same file, as two processes share it
+        second.close()
+        second = SQLiteStore(first.path, project=first.project)
+    elif isinstance(first, RedisStore) and isinstance(second, RedisStore):
+        second.close()
+        second = RedisStore.from_options({"url": first.config.url}, base_dir=Path("."), project=first.project)
+    table = trips_table("unused")
+    events = make_events([(1 + n % 3, 60 * (n % 30) + n % 7, 0, float(n % 11), "abc"[n % 3]) for n in range(600)])
+    calls = {"merges": 0}
+    writers = []
+    for store in (first, second):
+        writer = TileWriter(store, table, allowed_lateness=timedelta(hours=2))
+        merge_of = store.update_tiles
+
+        def counted(*args: Any, merge_of: Any = merge_of) -> None:
+            table_, layout, keys, fields, merge = args
+
+            def merge_counted(i: int, values: list[bytes | None]) -> Any:
+                calls["merges"] += 1
+                return merge(i, values)
+
+            merge_of(table_, layout, keys, fields, merge_counted)
+
+        store.update_tiles = counted  # type: ignore[method-assign]
+        writers.append(writer)
+    rows = pa.Table.from_pylist(
+        [{k: e[k] for k in ("rider", "fare", "city", "event_timestamp", "created_timestamp")} for e in events]
+    )
+
+    def run(part: int) -> None:
+        for start in range(part * 10, len(events), 20):  # each writer its own partition, batches of 10
+            batch = list(range(start, min(start + 10, len(events))))
+            writers[part].apply(rows.take(batch), [part] * len(batch), batch)
+
+    threads = [threading.Thread(target=run, args=(part,)) for part in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    at = max(e["event_timestamp"] for e in events)
+    for rider in (1, 2, 3):
+        keys = encode_arrow_keys(pa.table({"rider": pa.array([rider], pa.int64())}), ["rider"])
+        found = tiles.read_values(first, table, keys, _micros(at))[0]
+        assert found is not None
+        assert_matches_oracle(found, events, rider, at)
+    assert calls["merges"] >= 3 * len(range(0, len(events), 10))  # every batch merged its 3 keys (or more: retries)
+    second.close()
+
+
+@pytest.mark.service
+def test_redis_compare_and_set_merges_again_when_another_writer_came_between(redis_server: RedisServer) -> None:
+    """Writer B changes the key between writer A's read and A's write: A's change is refused and re-merged."""
+    project = f"p{uuid.uuid4().hex[:10]}"
+    stores = [RedisStore.from_options({"url": redis_server.url}, base_dir=Path("."), project=project) for _ in "ab"]
+    table = trips_table("unused")
+    events = make_events([(1, 60, 0, 1.0, "a"), (1, 120, 0, 2.0, "b"), (1, 180, 0, 4.0, "c")])
+    rows = pa.Table.from_pylist(
+        [{k: e[k] for k in ("rider", "fare", "city", "event_timestamp", "created_timestamp")} for e in events]
+    )
+    a, b = (TileWriter(s, table, allowed_lateness=LATENESS) for s in stores)
+    update_a = stores[0].update_tiles
+    merges = []
+
+    def update_with_a_writer_between(*args: Any) -> None:
+        table_, layout, keys, fields, merge = args
+
+        def merge_then_interfere(i: int, values: list[bytes | None]) -> Any:
+            merges.append(i)
+            change = merge(i, values)
+            if len(merges) == 1:  # after A read the key, B writes it
+                b.apply(rows.slice(2, 1), [1], [0])
+            return change
+
+        update_a(table_, layout, keys, fields, merge_then_interfere)
+
+    stores[0].update_tiles = update_with_a_writer_between  # type: ignore[method-assign]
+    report = a.apply(rows.slice(0, 2), [0, 0], [0, 1])
+    assert report.applied == 2 and len(merges) == 2  # merged twice: the first change was refused
+    keys = encode_arrow_keys(pa.table({"rider": pa.array([1], pa.int64())}), ["rider"])
+    at = events[-1]["event_timestamp"]
+    found = tiles.read_values(stores[1], table, keys, _micros(at))[0]
+    assert found is not None
+    assert_matches_oracle(found, events, 1, at)  # all three events, each once
+    for store in stores:
+        store.close()
