@@ -1,7 +1,7 @@
 """Offline-to-online ingestion of windowed aggregations: online at ``end`` equals historical at ``end``.
 
 On real SQLite and Redis stores (DuckDB), and Redis written by Spark's executors, over random events
-(duplicate times, nulls, events on the window bounds and after ``end``), checked against the
+(duplicate times, nulls, events on the window bounds and after ``end``; approx_count_distinct too), checked against the
 brute-force oracle too.
 """
 
@@ -33,6 +33,7 @@ AGGREGATIONS = [
     pv.Aggregation(column="fare", function="max", window=DAY, name="fare_max_1d"),
     pv.Aggregation(column="fare", function="last", window=WEEK, name="fare_last_7d"),
     pv.Aggregation(column="city", function="count_distinct", window=WEEK, name="cities_7d"),
+    pv.Aggregation(column="city", function="approx_count_distinct", window=DAY, name="cities_approx_1d"),
 ]
 
 
