@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -26,7 +27,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from provender.errors import DataError
+from provender.errors import DataError, RequestTooLargeError
 from provender.online.read import FeatureStatus
 from provender.serving.service import FeatureQuery, FeatureService, QueryResult
 from provender.wire._proto import serving_pb2 as pb
@@ -63,7 +64,7 @@ class ServingServicer:
         self, request: pb.GetOnlineFeaturesRequest | _Undecodable, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.GetOnlineFeaturesResponse:
         """Read the request's features; errors set the status code (see the module docstring)."""
-        undecodable = request.reason if isinstance(request, _Undecodable) else None
+        refused = request if isinstance(request, _Undecodable) else None
         if isinstance(request, _Undecodable):
             request = pb.GetOnlineFeaturesRequest()
         started = time.perf_counter()
@@ -75,8 +76,13 @@ class ServingServicer:
         error: BaseException | None = None
         code = "OK"
         try:
-            if undecodable is not None:
-                raise DataError(f"The request is not a valid GetOnlineFeaturesRequest message: {undecodable}.")
+            if refused is not None:
+                if refused.size is not None:
+                    raise RequestTooLargeError(
+                        f"The request message is {refused.size} bytes, larger than this server's limit of "
+                        f"{self._limits.max_request_bytes} bytes (serving.max_request_bytes)."
+                    )
+                raise DataError(f"The request is not a valid GetOnlineFeaturesRequest message: {refused.reason}.")
             if self._auth.is_enabled:
                 self._auth.check(_metadata(context, "authorization"), project)
             entities = self._entities(request)
@@ -133,16 +139,32 @@ class ServingServicer:
 
 @dataclass(frozen=True, slots=True)
 class _Undecodable:
-    """A request whose bytes did not parse (answered INVALID_ARGUMENT, not grpc's INTERNAL)."""
+    """A request not decoded.
+
+    Its bytes did not parse (answered INVALID_ARGUMENT, not grpc's INTERNAL), or, with ``size``,
+    it is over ``serving.max_request_bytes`` (RESOURCE_EXHAUSTED naming the setting).
+    """
 
     reason: str
+    size: int | None = None
 
 
-def _decode_request(data: bytes) -> pb.GetOnlineFeaturesRequest | _Undecodable:
-    try:
-        return pb.GetOnlineFeaturesRequest.FromString(data)
-    except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and, for some inputs, others
-        return _Undecodable(f"{type(exc).__name__}: {str(exc)[:200]}")
+def _decoder(max_bytes: int) -> Callable[[bytes], pb.GetOnlineFeaturesRequest | _Undecodable]:
+    """The request deserializer: a message over ``max_bytes`` is refused before it is parsed.
+
+    grpc itself refuses messages over twice the limit as they arrive (its own message gives only
+    the sizes); between the two, the refusal names the setting.
+    """
+
+    def decode(data: bytes) -> pb.GetOnlineFeaturesRequest | _Undecodable:
+        if len(data) > max_bytes:
+            return _Undecodable("too large", size=len(data))
+        try:
+            return pb.GetOnlineFeaturesRequest.FromString(data)
+        except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and, for some inputs, others
+            return _Undecodable(f"{type(exc).__name__}: {str(exc)[:200]}")
+
+    return decode
 
 
 def _response(request: pb.GetOnlineFeaturesRequest, result: QueryResult) -> pb.GetOnlineFeaturesResponse:
@@ -246,7 +268,7 @@ def create_grpc_server(
     server = grpc.aio.server(
         options=[
             ("grpc.so_reuseport", 1 if reuse_port else 0),
-            ("grpc.max_receive_message_length", service.limits.max_request_bytes),
+            ("grpc.max_receive_message_length", 2 * service.limits.max_request_bytes),
             ("grpc.max_send_message_length", MAX_SEND_BYTES),
             ("grpc.max_metadata_size", MAX_METADATA_BYTES),
         ],
@@ -257,7 +279,7 @@ def create_grpc_server(
         {
             METHOD: grpc.unary_unary_rpc_method_handler(
                 servicer.get_online_features,
-                request_deserializer=_decode_request,
+                request_deserializer=_decoder(service.limits.max_request_bytes),
                 response_serializer=pb.GetOnlineFeaturesResponse.SerializeToString,
             )
         },
