@@ -41,7 +41,6 @@ from provender.config import Settings
 from provender.errors import SourcePathNotAllowedError
 
 _GLOB_CHARS = "*?["
-_MAX_CHECKED_ENTRIES = 1_000_000  # a source folder this large is walked no further (its root was checked)
 
 
 def _is_url(path: str) -> bool:
@@ -155,19 +154,23 @@ class SourceRoots:
     def _walk(self, shown: str, raw: str, is_glob: bool, base: Path, *, what: str) -> None:
         path = os.path.join(base, os.path.expanduser(raw))
         starts = sorted(glob.glob(path, recursive=True)) if is_glob else [path]
-        checked = 0
+        seen: set[str] = set()
         for start in starts:
             self._check_local(shown, os.path.realpath(start), what=f"{what}, file {start}")
-            if not os.path.isdir(start) or os.path.islink(start):
+            if not os.path.isdir(start):
                 continue
-            for folder, dirs, files in os.walk(start):
+            # Symlinked folders are followed (readers follow them), each real folder once; every
+            # symlink is checked before anything under it is visited.
+            for folder, dirs, files in os.walk(start, followlinks=True):
+                real = os.path.realpath(folder)
+                if real in seen:
+                    dirs[:] = []
+                    continue
+                seen.add(real)
                 for name in (*dirs, *files):
                     entry = os.path.join(folder, name)
-                    checked += 1
                     if os.path.islink(entry):
                         self._check_local(shown, os.path.realpath(entry), what=f"{what}, symlink {entry}")
-                if checked > _MAX_CHECKED_ENTRIES:
-                    return
 
     # -- URLs
 

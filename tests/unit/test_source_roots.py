@@ -109,6 +109,18 @@ def test_a_symlinked_file_or_folder_inside_a_root_pointing_outside_is_refused_wh
         allowed.check("data/date=*/*.parquet", what="source", walk=True)
 
 
+def test_symlinks_are_followed_through_other_allowed_roots_and_loops(tree: Path) -> None:
+    other = tree / "other"
+    other.mkdir()
+    (tree / "data" / "alias").symlink_to(other, target_is_directory=True)  # inside a second root
+    (tree / "data" / "loop").symlink_to(tree / "data", target_is_directory=True)  # a cycle
+    allowed = roots(tree, "data", "other")
+    allowed.check("data", what="source", walk=True)
+    (other / "evil.parquet").symlink_to(tree.parent / "secret" / "s.parquet")  # reached through alias
+    with pytest.raises(SourcePathNotAllowedError, match=r"evil\.parquet"):
+        allowed.check("data", what="source", walk=True)
+
+
 def test_a_symlink_to_a_folder_inside_a_root_is_allowed(tree: Path) -> None:
     (tree / "data" / "alias").symlink_to(tree / "data" / "date=2026-01-01", target_is_directory=True)
     roots(tree, "data").check("data", what="source", walk=True)
