@@ -379,7 +379,9 @@ def group_markdown(result: dict[str, Any]) -> str:
     lines += [
         "",
         "The processes, the broker and Redis share the machine's 2 cores: more processes than free cores cannot "
-        "add throughput here. Per CPU-second, a process's rate is what one core gives (docs/scaling.md).",
+        "add throughput here. Per CPU-second, a process's rate is what one core gives (docs/scaling.md). With "
+        "several processes the group rebalances as they join, and records consumed before a rebalance's commit "
+        "are read again (`records` in the JSON counts them).",
         "",
     ]
     return "\n".join(lines)
