@@ -552,3 +552,44 @@ def test_on_demand_features_round_trip_and_protect_their_inputs(open_store: Call
     assert dict(snapshot.on_demand_features) == {}
     assert dict(reader.read("default").on_demand_features) == {}
     assert [item.kind for item in reader.history("default", limit=1)[0].items] == ["on_demand_features"]
+
+
+def _corrupt(registry_url: str, spec: str) -> None:
+    """Overwrite the stored definition of feature table 'driver_statistics' of 'default', as SQL can."""
+    if registry_url.startswith("sqlite:///"):
+        import sqlite3
+
+        db = sqlite3.connect(registry_url.removeprefix("sqlite:///"))
+        with db:
+            db.execute("UPDATE definitions SET spec = ? WHERE name = 'driver_statistics'", (spec,))
+            db.execute("UPDATE projects SET version = version + 1 WHERE name = 'default'")
+        db.close()
+        return
+    import psycopg
+
+    with psycopg.connect(registry_url, autocommit=True) as conn:
+        conn.execute("UPDATE provender_definitions SET spec = %s WHERE name = 'driver_statistics'", (spec,))
+        conn.execute("UPDATE provender_projects SET version = version + 1 WHERE name = 'default'")
+
+
+@pytest.mark.parametrize("spec", ["{not json", '{"format_version": 1, "kind": "gadget", "spec": {}}'])
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.service)]
+)  # the core service decodes its own registry: its readers get its answer (or its refusal)
+def test_reads_can_skip_an_undecodable_definition_and_name_it(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str, spec: str
+) -> None:
+    registry_url = PROVISIONERS[backend](request, tmp_path)
+    store = backends.load_registry(registry_url).from_url(registry_url, base_dir=tmp_path)
+    try:
+        apply(store, "default", driver(), driver_statistics(), customer())
+        _corrupt(registry_url, spec)
+        with pytest.raises(Exception, match=r"JSON|gadget|kind"):  # a strict read fails, as before
+            store.read("default")
+        lenient = store.read("default", skip_malformed=True)
+        assert set(lenient.feature_tables) == set() and set(lenient.entities) == {"driver_id", "customer_id"}
+        assert list(lenient.skipped) == ["feature_table 'driver_statistics'"]
+        with pytest.raises(Exception, match=r"JSON|gadget|kind"):  # the lenient snapshot is not cached
+            store.read("default")
+    finally:
+        store.close()

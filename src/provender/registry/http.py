@@ -86,8 +86,11 @@ class HttpRegistry:
 
     # -- definitions
 
-    def read(self, project: str) -> RegistrySnapshot:
+    def read(self, project: str, *, skip_malformed: bool = False) -> RegistrySnapshot:  # noqa: ARG002
         """Return the project's current snapshot.
+
+        ``skip_malformed`` has no effect here: the core service decodes, and refuses a project
+        holding an undecodable definition (its readers keep their last good snapshot).
 
         The last snapshot of each project is kept, decoded; the service is asked whether its
         version is still current (``If-None-Match``) and answers 304 without a body if so, so a

@@ -59,6 +59,7 @@ from provender.registry.store import (
     RegistryChangeRecord,
     RegistrySnapshot,
     SnapshotCache,
+    decode_stored,
     deleted_records,
     describe_change,
     record_kind,
@@ -212,12 +213,15 @@ class PostgresRegistry:
 
     # -- definitions
 
-    def read(self, project: str) -> RegistrySnapshot:
-        """Return the project's current snapshot (one consistent read, or the cached one if current)."""
+    def read(self, project: str, *, skip_malformed: bool = False) -> RegistrySnapshot:
+        """Return the project's current snapshot (one consistent read, or the cached one if current).
+
+        With ``skip_malformed``, undecodable definitions are left out and named (``skipped``).
+        """
         with self._connection() as conn:
             row = conn.execute(_PROJECT_ROW, (project,)).fetchone()
             cached = self._cached(project, row)
-            return cached if cached is not None else self._read_on(conn, project)
+            return cached if cached is not None else self._read_on(conn, project, skip_malformed=skip_malformed)
 
     def update(
         self,
@@ -245,18 +249,27 @@ class PostgresRegistry:
                 return snapshot
             return self._read_on(conn, project)
 
-    def _read_on(self, conn: psycopg.Connection[Any], project: str) -> RegistrySnapshot:
+    def _read_on(
+        self, conn: psycopg.Connection[Any], project: str, *, skip_malformed: bool = False
+    ) -> RegistrySnapshot:
         with conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             row = conn.execute(_PROJECT_ROW, (project,)).fetchone()
-            return self._snapshot(conn, project, row)
+            return self._snapshot(conn, project, row, skip_malformed=skip_malformed)
 
     def _cached(self, project: str, row: tuple[Any, ...] | None) -> RegistrySnapshot | None:
         if row is None:
             return RegistrySnapshot(project=project)  # never written: no definitions
         return self._cache.get(project, row[0], row[1], row[2])
 
-    def _snapshot(self, conn: psycopg.Connection[Any], project: str, row: tuple[Any, ...] | None) -> RegistrySnapshot:
+    def _snapshot(
+        self,
+        conn: psycopg.Connection[Any],
+        project: str,
+        row: tuple[Any, ...] | None,
+        *,
+        skip_malformed: bool = False,
+    ) -> RegistrySnapshot:
         """The snapshot ``row`` describes: cached, or read on ``conn`` (in the caller's transaction)."""
         if row is None:
             return RegistrySnapshot(project=project)  # never written: no definitions
@@ -264,15 +277,14 @@ class PostgresRegistry:
         if cached is not None:
             return cached
         rows = conn.execute(
-            "SELECT spec FROM provender_definitions WHERE project = %s ORDER BY kind, name", (project,)
+            "SELECT kind, name, spec FROM provender_definitions WHERE project = %s ORDER BY kind, name", (project,)
         ).fetchall()
+        definitions, skipped = decode_stored(rows, codec.from_json, skip_malformed=skip_malformed)
         snapshot = snapshot_of(
-            project,
-            (codec.from_json(spec) for (spec,) in rows),
-            version=row[0],
-            updated_at=row[1],
-            archived_at=row[2],
+            project, definitions, version=row[0], updated_at=row[1], archived_at=row[2], skipped=skipped
         )
+        if skipped:  # never cached: a strict read of this version must still fail
+            return snapshot
         return self._cache.put(snapshot)
 
     def list_projects(self, *, include_archived: bool = False) -> list[ProjectInfo]:

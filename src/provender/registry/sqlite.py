@@ -45,6 +45,7 @@ from provender.registry.store import (
     RegistryChangeRecord,
     RegistrySnapshot,
     SnapshotCache,
+    decode_stored,
     deleted_records,
     describe_change,
     record_kind,
@@ -203,10 +204,10 @@ class SQLiteRegistry:
 
     # -- definitions
 
-    def read(self, project: str) -> RegistrySnapshot:
-        """Return the project's current snapshot."""
+    def read(self, project: str, *, skip_malformed: bool = False) -> RegistrySnapshot:
+        """Return the project's current snapshot (undecodable definitions left out and named if asked)."""
         with self._reading():
-            return self._read(project)
+            return self._read(project, skip_malformed=skip_malformed)
 
     def update(
         self,
@@ -284,7 +285,7 @@ class SQLiteRegistry:
         with self._lock:
             self._conn.close()
 
-    def _read(self, project: str) -> RegistrySnapshot:
+    def _read(self, project: str, *, skip_malformed: bool = False) -> RegistrySnapshot:
         row = self._conn.execute(
             "SELECT version, updated_at, archived_at FROM projects WHERE name = ?", (project,)
         ).fetchone()
@@ -293,14 +294,20 @@ class SQLiteRegistry:
         cached = self._cache.get(project, row[0], _parse_time(row[1]), _parse_time(row[2]))
         if cached is not None:
             return cached
-        rows = self._conn.execute("SELECT spec FROM definitions WHERE project = ? ORDER BY kind, name", (project,))
+        rows = self._conn.execute(
+            "SELECT kind, name, spec FROM definitions WHERE project = ? ORDER BY kind, name", (project,)
+        )
+        definitions, skipped = decode_stored(rows, codec.from_json, skip_malformed=skip_malformed)
         snapshot = snapshot_of(
             project,
-            (codec.from_json(spec) for (spec,) in rows),
+            definitions,
             version=row[0],
             updated_at=_parse_time(row[1]),
             archived_at=_parse_time(row[2]),
+            skipped=skipped,
         )
+        if skipped:  # never cached: a strict read of this version must still fail
+            return snapshot
         return self._cache.put(snapshot)
 
     def _write(self, project: str, snapshot: RegistrySnapshot, change: RegistryChange, actor: str) -> None:

@@ -36,6 +36,8 @@ class RegistrySnapshot:
         version: bumped by every change; 0 for a project never written to.
         updated_at: when the last change happened (UTC), or None.
         archived_at: when the project was archived (read-only since), or None.
+        skipped: only from ``read(project, skip_malformed=True)``: the stored definitions that
+            could not be decoded and were left out (``"feature_table 'trips'"`` -> the error).
     """
 
     project: str
@@ -45,6 +47,7 @@ class RegistrySnapshot:
     entities: Mapping[str, Entity] = field(default_factory=lambda: MappingProxyType({}))
     feature_tables: Mapping[str, FeatureTable] = field(default_factory=lambda: MappingProxyType({}))
     on_demand_features: Mapping[str, OnDemandFeatures] = field(default_factory=lambda: MappingProxyType({}))
+    skipped: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -223,6 +226,7 @@ def snapshot_of(
     version: int,
     updated_at: datetime | None,
     archived_at: datetime | None,
+    skipped: Mapping[str, str] | None = None,
 ) -> RegistrySnapshot:
     """Build a snapshot from its stored definitions, sorted into their kinds."""
     entities: dict[str, Entity] = {}
@@ -243,7 +247,31 @@ def snapshot_of(
         entities=MappingProxyType(entities),
         feature_tables=MappingProxyType(tables),
         on_demand_features=MappingProxyType(on_demand),
+        skipped=MappingProxyType(dict(skipped or {})),
     )
+
+
+def decode_stored(
+    records: Iterable[tuple[str, str, str]], decode: Callable[[str], Definition], *, skip_malformed: bool
+) -> tuple[list[Definition], dict[str, str]]:
+    """Decode stored ``(kind, name, spec)`` records; with ``skip_malformed``, leave out those that fail.
+
+    Returns:
+        The definitions, and ``{"<kind> '<name>'": error}`` of the records left out.
+
+    Raises:
+        Exception: without ``skip_malformed``, the first record's error, as raised.
+    """
+    definitions: list[Definition] = []
+    skipped: dict[str, str] = {}
+    for kind, name, spec in records:
+        try:
+            definitions.append(decode(spec))
+        except Exception as exc:
+            if not skip_malformed:
+                raise
+            skipped[f"{kind} {name!r}"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+    return definitions, skipped
 
 
 class RegistryStore(Protocol):
@@ -262,8 +290,12 @@ class RegistryStore(Protocol):
         """
         ...
 
-    def read(self, project: str) -> RegistrySnapshot:
-        """Return the project's current snapshot (empty if it was never written)."""
+    def read(self, project: str, *, skip_malformed: bool = False) -> RegistrySnapshot:
+        """Return the project's current snapshot (empty if it was never written).
+
+        With ``skip_malformed``, a stored definition that cannot be decoded is left out and named
+        in ``skipped`` (the serving's watcher reads so, to serve the rest); without it, it raises.
+        """
         ...
 
     def update(

@@ -151,7 +151,9 @@ class RegistryWatcher:
         """Return the project's cached snapshot, reading it on first use (then it is watched)."""
         snapshot = self._snapshots.get(project)
         if snapshot is None:
-            snapshot = self._registry.read(project)
+            snapshot = self._registry.read(project, skip_malformed=True)
+            if snapshot.skipped:
+                self._report(_skipped_text(snapshot), project)
             with self._lock:
                 snapshot = self._snapshots.setdefault(project, snapshot)
         return snapshot
@@ -165,8 +167,10 @@ class RegistryWatcher:
     def refresh(self) -> None:
         """Re-read every watched project whose registry version changed.
 
-        A project that cannot be read (e.g. a malformed stored definition) keeps its last good
-        snapshot and is reported (:attr:`errors`, ``on_error``, a log line); the others refresh.
+        A stored definition that cannot be decoded is skipped and the rest of its project served;
+        it is reported (:attr:`errors`, ``on_error``, a log line naming it) until it is fixed. A
+        project that cannot be read at all keeps its last good snapshot and is reported likewise;
+        the other projects refresh.
         """
         versions = self._list_projects()
         with self._lock:
@@ -174,9 +178,11 @@ class RegistryWatcher:
         errors: dict[str, str] = {}
         for project, snapshot in watched.items():
             if versions.get(project, 0) == snapshot.version:
+                if snapshot.skipped:  # still skipped: still reported
+                    errors[project] = _skipped_text(snapshot)
                 continue
             try:
-                fresh = self._registry.read(project)
+                fresh = self._registry.read(project, skip_malformed=True)
             except Exception as exc:  # noqa: BLE001 - one bad project must not stop the others
                 errors[project] = f"{type(exc).__name__}: {str(exc)[:500]}"
                 self._report(errors[project], project)
@@ -184,13 +190,16 @@ class RegistryWatcher:
             with self._lock:
                 self._snapshots[project] = fresh
             log.info("registry changed project=%s version=%d", project, fresh.version)
+            if fresh.skipped:
+                errors[project] = _skipped_text(fresh)
+                self._report(errors[project], project)
         self.errors = errors
 
     def _report(self, error: str, project: str) -> None:
         if self._on_error is not None:
             self._on_error()
         log.warning(
-            "registry refresh failed, serving the last good snapshot project=%s error=%s",
+            "registry refresh problem (the rest is served) project=%s error=%s",
             project,
             error,
             extra={"project": project, "error": error},
@@ -211,6 +220,13 @@ class RegistryWatcher:
                 self._report(self.last_error, "*")
             else:
                 self.last_error = None
+
+
+def _skipped_text(snapshot: RegistrySnapshot) -> str:
+    """Describe a snapshot's skipped definitions (for the log, ``/v1/ready`` and :attr:`RegistryWatcher.errors`)."""
+    return "skipped malformed definitions: " + "; ".join(
+        f"{name}: {error}" for name, error in sorted(snapshot.skipped.items())
+    )
 
 
 class StoreUnavailableError(BackendError):

@@ -1,9 +1,10 @@
-"""The registry watcher survives any malformed stored definition, reports it, and keeps refreshing.
+"""The registry watcher survives any malformed stored definition, skips and reports it, and serves the rest.
 
 Each case corrupts one stored definition of the served project (real SQLite registry) in a
-different way; the watcher thread must stay alive, keep serving the last good snapshot, count
-``registry_refresh_errors_total``, say so in ``/v1/ready``, and pick up later changes once the
-record is fixed.
+different way, while a new table is written beside it (as a newer writer, one that can decode
+everything, would); the watcher thread must stay alive, skip the bad definition, serve the others
+and the new table, count ``registry_refresh_errors_total``, say so in ``/v1/ready``, and clear
+the report once the record is fixed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import provender as pv
+from provender.registry import codec
 from provender.runtime import Runtime
 from provender.serving.http import create_app
 from provender.serving.service import FeatureQuery, FeatureService
@@ -70,25 +72,34 @@ def test_a_malformed_definition_is_skipped_reported_and_refreshing_continues(tmp
         (original,) = db.execute("SELECT spec FROM definitions WHERE name = 'tagged'").fetchone()
         with db:
             db.execute("UPDATE definitions SET spec = ? WHERE name = 'tagged'", (spec,))
+            db.execute(
+                "INSERT INTO definitions (project, kind, name, spec) VALUES ('default', 'feature_table', 'fresh', ?)",
+                (codec.to_json(NEW),),
+            )
             db.execute("UPDATE projects SET version = version + 1 WHERE name = 'default'")
-        wait_for(lambda: refresh_errors(service) >= 2, "the refresh errors to be counted")
-        assert "default" in service.watcher.errors
+        wait_for(lambda: "fresh" in service.watcher.snapshot("default").feature_tables, "the new table")
+        assert refresh_errors(service) >= 1
+        assert "tagged" not in service.watcher.snapshot("default").feature_tables  # skipped
         assert service.watcher._thread is not None and service.watcher._thread.is_alive()
-        assert service.read(query).columns["driver_stats__trips"] == [7]  # the last good snapshot
+        assert service.read(query).columns["driver_stats__trips"] == [7]  # the rest is served
+        fresh = FeatureQuery(project="default", features=("fresh",), entities={"driver_id": [1001]})
+        assert service.read(fresh).columns["fresh__level"] == [None]  # and the new table too
+        time.sleep(0.2)  # several refreshes later, still reported
         ready = call(app, "GET", "/v1/ready")
         assert ready.status == 200
         detail = ready.json()["detail"]
-        assert isinstance(detail, str) and "project 'default'" in detail and "DefinitionError" in detail
-        # Fixed: the next refresh reads the project again, and later changes are served.
+        assert isinstance(detail, str) and "project 'default'" in detail, detail
+        assert "feature_table 'tagged'" in detail and "Error" in detail, detail
+        # Fixed: the next refresh reads it again, and the report clears.
         with db:
             db.execute("UPDATE definitions SET spec = ? WHERE name = 'tagged'", (original,))
             db.execute("UPDATE projects SET version = version + 1 WHERE name = 'default'")
         db.close()
-        with pv.Client(settings=settings) as client:
-            client.apply([NEW])
-        wait_for(lambda: "fresh" in service.watcher.snapshot("default").feature_tables, "the new table")
-        assert service.watcher.errors == {}
+        wait_for(lambda: "tagged" in service.watcher.snapshot("default").feature_tables, "the fixed table")
+        wait_for(lambda: service.watcher.errors == {}, "the report to clear")
         assert call(app, "GET", "/v1/ready").json() == {"status": "ready"}
+        with pv.Client(settings=settings) as client:  # a strict reader sees the whole registry again
+            assert {t.name for t in client.list_feature_tables()} >= {"tagged", "fresh", "driver_stats"}
     finally:
         service.close()
 
