@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow.dataset as ds
@@ -20,7 +20,7 @@ from provender.config import StorageSection
 from provender.definitions import DeltaSource, FileSource
 from provender.offline.delta import open_delta
 from provender.offline.files import DateRange, is_remote
-from provender.offline.lineage import SourceInput, filesystem_files
+from provender.offline.lineage import InputFile, SourceInput
 from provender.offline.objectstore import open_store, source_files, store_dataset
 from provender.offline.plan import TableJoin
 
@@ -83,10 +83,14 @@ def open_arrow_source(
         return ArrowSource(snapshot.dataset, source_input)  # even with no file kept: its schema is checked
     assert isinstance(join.source, FileSource)  # SQL sources are read by each engine itself
     store = open_store(path, storage, what)
-    files = source_files(store, join.source, dates, what)
-    prefix = f"{store.scheme}://"
-    keys = [f.removeprefix(prefix) for f in files]
-    source_input = SourceInput(table=name, path=path, files=filesystem_files(store.filesystem, keys, prefix=prefix))
+    infos = source_files(store, join.source, dates, what)  # one listing: sizes and times come with it
+    read = tuple(
+        InputFile(path=store.url(i.path), size=i.size, modified=None if i.mtime is None else i.mtime.astimezone(UTC))
+        for i in infos
+    )
+    source_input = SourceInput(table=name, path=path, files=read)
+    files = [f.path for f in read]
     root = None if files == [path] else path
-    dataset = store_dataset(store, files, root=root) if files else None
+    sizes = {f.path: f.size for f in read}
+    dataset = store_dataset(store, files, root=root, sizes=sizes) if files else None
     return ArrowSource(dataset, source_input, store.scrub)

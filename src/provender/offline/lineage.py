@@ -13,8 +13,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
 
-import pyarrow.fs as pafs
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InputFile:
@@ -118,16 +116,3 @@ def local_files(paths: list[str]) -> tuple[InputFile, ...]:
         stat = Path(path).stat()
         found.append(InputFile(path=path, size=stat.st_size, modified=datetime.fromtimestamp(stat.st_mtime, tz=UTC)))
     return tuple(found)
-
-
-def filesystem_files(fs: pafs.FileSystem, paths: list[str], *, prefix: str = "") -> tuple[InputFile, ...]:
-    """Sizes and modification times of ``paths`` on ``fs``, reported as ``prefix + path``."""
-    infos = fs.get_file_info(paths) if paths else []
-    return tuple(
-        InputFile(
-            path=prefix + info.path,
-            size=info.size,
-            modified=None if info.mtime is None else info.mtime.astimezone(UTC),
-        )
-        for info in infos
-    )

@@ -178,7 +178,15 @@ def split_url(url: str) -> tuple[str, str]:
 def list_files(
     store: ObjectStore, url: str, *, suffix: str, what: str, partition_column: str | None, dates: DateRange | None
 ) -> list[str]:
-    """The files under ``url`` (a file or a prefix), as URLs, date partitions pruned.
+    """The files under ``url`` (a file or a prefix), as URLs, date partitions pruned (see :func:`list_infos`)."""
+    infos = list_infos(store, url, suffix=suffix, what=what, partition_column=partition_column, dates=dates)
+    return [store.url(info.path) for info in infos]
+
+
+def list_infos(
+    store: ObjectStore, url: str, *, suffix: str, what: str, partition_column: str | None, dates: DateRange | None
+) -> list[pafs.FileInfo]:
+    """The files under ``url`` (a file or a prefix) with their sizes and times, date partitions pruned.
 
     Raises:
         DataError: the bucket does not exist, access is denied, or the path matches no file;
@@ -192,7 +200,7 @@ def list_files(
             raise DataError(f"{what}: bucket {bucket!r} does not exist ({url}).")
         info = store.filesystem.get_file_info(path)
         if info.type == pafs.FileType.File:
-            return [url]
+            return [info]
         if info.type == pafs.FileType.NotFound:
             raise DataError(f"{what}: {url} does not exist.")
         if store.scheme == "s3":
@@ -203,11 +211,13 @@ def list_files(
         raise DataError(f"{what}: cannot list {url}: {_cause(store.scrub(str(exc)))}") from None
     if not files and not (dates is not None and partition_column):
         raise DataError(f"{what}: {url} holds no {suffix} files.")
-    return [store.url(f) for f in sorted(files)]
+    return sorted(files, key=lambda f: f.path)
 
 
-def _walk(fs: pafs.FileSystem, path: str, suffix: str, column: str | None, dates: DateRange | None) -> list[str]:
-    files: list[str] = []
+def _walk(
+    fs: pafs.FileSystem, path: str, suffix: str, column: str | None, dates: DateRange | None
+) -> list[pafs.FileInfo]:
+    files: list[pafs.FileInfo] = []
     for entry in fs.get_file_info(pafs.FileSelector(path, recursive=False)):
         name = entry.base_name
         if name.startswith((".", "_")):
@@ -219,11 +229,13 @@ def _walk(fs: pafs.FileSystem, path: str, suffix: str, column: str | None, dates
                     continue  # pruned: never listed
             files += _walk(fs, entry.path, suffix, column, dates)
         elif entry.type == pafs.FileType.File and (name.endswith(suffix) or "." not in name):
-            files.append(entry.path)
+            files.append(entry)
     return files
 
 
-def _listed(fs: pafs.FileSystem, path: str, suffix: str, column: str | None, dates: DateRange | None) -> list[str]:
+def _listed(
+    fs: pafs.FileSystem, path: str, suffix: str, column: str | None, dates: DateRange | None
+) -> list[pafs.FileInfo]:
     """The files under ``path`` from one recursive listing, partitions outside ``dates`` dropped unopened."""
     files = []
     for entry in fs.get_file_info(pafs.FileSelector(path, recursive=True)):
@@ -237,7 +249,7 @@ def _listed(fs: pafs.FileSystem, path: str, suffix: str, column: str | None, dat
             days = [partition_date(unquote(p), column, entry.path) for p in parts[:-1] if p.startswith(f"{column}=")]
             if any(not dates.contains(day) for day in days):
                 continue  # pruned: never opened
-        files.append(entry.path)
+        files.append(entry)
     return files
 
 
@@ -256,21 +268,39 @@ def _cause(message: str) -> str:
     return message
 
 
-def store_dataset(store: ObjectStore, files: list[str], *, root: str | None) -> ds.Dataset:
-    """A Parquet dataset over ``files`` (URLs in ``store``); hive partitions under ``root`` are columns."""
+def store_dataset(
+    store: ObjectStore, files: list[str], *, root: str | None, sizes: Mapping[str, int | None] | None = None
+) -> ds.Dataset:
+    """A Parquet dataset over ``files`` (URLs in ``store``); hive partitions under ``root`` are columns.
+
+    With ``sizes`` (the listing's, by URL), each file is opened without asking its size first.
+    """
     paths = [split_url(f)[1] for f in files]
     if root is None:
-        return ds.dataset(paths, filesystem=store.filesystem, format="parquet")
-    return ds.dataset(
-        paths, filesystem=store.filesystem, format="parquet", partitioning="hive", partition_base_dir=split_url(root)[1]
-    )
+        dataset = ds.dataset(paths, filesystem=store.filesystem, format="parquet")
+    else:
+        base = split_url(root)[1]
+        dataset = ds.dataset(
+            paths, filesystem=store.filesystem, format="parquet", partitioning="hive", partition_base_dir=base
+        )
+    if not sizes:
+        return dataset
+    known = {split_url(url)[1]: size for url, size in sizes.items()}
+    parquet = ds.ParquetFileFormat()
+    fragments = [
+        parquet.make_fragment(
+            f.path, store.filesystem, partition_expression=f.partition_expression, file_size=known.get(f.path)
+        )
+        for f in dataset.get_fragments()
+    ]
+    return ds.FileSystemDataset(fragments, dataset.schema, parquet, store.filesystem)
 
 
-def source_files(store: ObjectStore, source: FileSource, dates: DateRange, what: str) -> list[str]:
-    """The Parquet files of ``source`` (an object-store path), date partitions outside ``dates`` pruned."""
+def source_files(store: ObjectStore, source: FileSource, dates: DateRange, what: str) -> list[pafs.FileInfo]:
+    """The Parquet files of ``source`` (an object-store path, listed once), date partitions outside ``dates`` pruned."""
     if isinstance(source.file_format, CsvFormat):
         raise DataError(f"{what}: CSV sources in object stores are not supported; use Parquet.")
-    return list_files(
+    return list_infos(
         store, source.path, suffix=".parquet", what=what, partition_column=source.date_partition_column, dates=dates
     )
 
