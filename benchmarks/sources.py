@@ -14,9 +14,10 @@ Measured, with the DuckDB engine, medians of ``--runs`` (3):
 - incremental Delta ingestion of one new day (a commit appended after a first ingestion) against
   a full rescan of the same table version, both over the whole 90 days.
 
-Bytes read from the object store are what the S3 server process wrote to its sockets during the
-operation (``wchar`` of ``/proc/<pid>/io``; its log lines, ~150 bytes a request, included), and,
-for ingestions, the sizes of the files the job's lineage records.
+Bytes read from the object store are counted by a small TCP proxy (its own process) between
+Provender and the S3 server: every byte the server answered during the operation, HTTP headers
+included; and, for ingestions, the sizes of the files the job's lineage records. The proxy and
+moto are Python processes on the same 2 cores, so the S3 times are upper bounds for a real store.
 
 Usage: ``python benchmarks/sources.py [--size S] [--runs 3]``. Writes ``results/sources.json``
 and ``results/sources.md``.
@@ -25,8 +26,10 @@ and ``results/sources.md``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
+import multiprocessing
 import platform
 import shutil
 import statistics
@@ -79,12 +82,52 @@ def moto(directory: Path) -> Iterator[tuple[str, int]]:
         proc.wait(10)
 
 
-def served_bytes(pid: int) -> int:
-    """Bytes the server process has written (its responses, and its log)."""
-    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
-        if line.startswith("wchar:"):
-            return int(line.split()[1])
-    return 0
+def _proxy(listen: int, target: int, counter: Any) -> None:
+    """Forward 127.0.0.1:listen to 127.0.0.1:target, adding the bytes the target answers to ``counter``."""
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, count: bool) -> None:
+        try:
+            while data := await reader.read(1 << 16):
+                if count:
+                    with counter.get_lock():
+                        counter.value += len(data)
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def handle(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        server_reader, server_writer = await asyncio.open_connection("127.0.0.1", target)
+        await asyncio.gather(pipe(client_reader, server_writer, False), pipe(server_reader, client_writer, True))
+
+    async def serve() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", listen)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(serve())
+
+
+@contextlib.contextmanager
+def counting_proxy(target_url: str) -> Iterator[tuple[str, Any]]:
+    """A byte-counting proxy in front of ``target_url``; yield its URL and its counter."""
+    context = multiprocessing.get_context("spawn")
+    counter = context.Value("q", 0)
+    port = free_port()
+    target = int(target_url.rsplit(":", 1)[1])
+    proc = context.Process(target=_proxy, args=(port, target, counter), daemon=True)
+    proc.start()
+    try:
+        for _ in range(200):
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=1):
+                break
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}", counter
+    finally:
+        proc.terminate()
+        proc.join(10)
 
 
 def storage_options(url: str) -> dict[str, str]:
@@ -154,10 +197,10 @@ def client(project: Path, url: str, source: str, kind: str) -> Any:
     return c
 
 
-def measure(pid: int, work: Callable[[], Any]) -> tuple[float, int, Any]:
-    before, started = served_bytes(pid), time.perf_counter()
+def measure(counter: Any, work: Callable[[], Any]) -> tuple[float, int, Any]:
+    before, started = counter.value, time.perf_counter()
     result = work()
-    return time.perf_counter() - started, served_bytes(pid) - before, result
+    return time.perf_counter() - started, counter.value - before, result
 
 
 def lineage_bytes(c: Any, job_id: str) -> tuple[int, int]:
@@ -165,7 +208,7 @@ def lineage_bytes(c: Any, job_id: str) -> tuple[int, int]:
     return len(read.files), sum(f.size or 0 for f in read.files)
 
 
-def incremental(files: Any, work: Path, url: str, pid: int, run: int) -> dict[str, Any]:
+def incremental(files: Any, work: Path, url: str, proxy: tuple[str, Any], run: int) -> dict[str, Any]:
     """A first ingestion, one day appended, then the incremental and the full ingestion of it."""
     import deltalake
 
@@ -176,7 +219,7 @@ def incremental(files: Any, work: Path, url: str, pid: int, run: int) -> dict[st
     deltalake.write_deltalake(
         path, rows.filter(pc.not_equal(rows["date"], last)), partition_by=["date"], storage_options=options
     )
-    c = client(work / f"incremental-{run}", url, path, "s3-delta")
+    c = client(work / f"incremental-{run}", proxy[0], path, "s3-delta")
     with c:
         c.start_offline_to_online_ingestion(DRIVER_STATS.name, start=SCENARIO_START, end=END, incremental=True).wait()
         deltalake.write_deltalake(
@@ -188,7 +231,7 @@ def incremental(files: Any, work: Path, url: str, pid: int, run: int) -> dict[st
         )
         out: dict[str, Any] = {}
         for name, flag in (("incremental", True), ("full", False)):
-            seconds, served, job = measure(pid, lambda flag=flag: c.start_offline_to_online_ingestion(
+            seconds, served, job = measure(proxy[1], lambda flag=flag: c.start_offline_to_online_ingestion(
                 DRIVER_STATS.name, start=SCENARIO_START, end=END, incremental=flag).wait())  # fmt: skip
             count, size = lineage_bytes(c, job.id)
             out[name] = {
@@ -201,22 +244,26 @@ def incremental(files: Any, work: Path, url: str, pid: int, run: int) -> dict[st
     return out
 
 
-def run_once(files: Any, work: Path, url: str, pid: int, sources: dict[str, str], run: int) -> dict[str, Any]:
+def run_once(
+    files: Any, work: Path, url: str, proxy: tuple[str, Any], sources: dict[str, str], run: int
+) -> dict[str, Any]:
     entity_rows = pq.read_table(files.entity_rows)
     found: dict[str, Any] = {}
     for kind, source in sources.items():
-        with client(work / f"{kind}-{run}", url, source, kind) as c:
-            seconds, served, table = measure(pid, lambda c=c: c.get_historical_features(REFS, entity_rows).to_arrow())
+        with client(work / f"{kind}-{run}", proxy[0], source, kind) as c:
+            seconds, served, table = measure(
+                proxy[1], lambda c=c: c.get_historical_features(REFS, entity_rows).to_arrow()
+            )
             checksum = float(pc.sum(pc.fill_null(table["driver_hourly_stats__conv_rate"], 0)).as_py())
             found[f"retrieval/{kind}"] = {
                 "seconds": seconds, "served_bytes": served, "rows": table.num_rows, "checksum": checksum,
             }  # fmt: skip
-            seconds, served, job = measure(pid, lambda c=c: c.start_offline_to_online_ingestion(
+            seconds, served, job = measure(proxy[1], lambda c=c: c.start_offline_to_online_ingestion(
                 DRIVER_STATS.name, start=INGEST_START, end=END).wait())  # fmt: skip
             count, size = lineage_bytes(c, job.id)
             found[f"ingestion/{kind}"] = {"seconds": seconds, "served_bytes": served, "rows": job.rows_written,
                                           "files": count, "file_bytes": size}  # fmt: skip
-    for name, figures in incremental(files, work, url, pid, run).items():
+    for name, figures in incremental(files, work, url, proxy, run).items():
         found[f"delta-ingestion/{name}"] = figures
     return found
 
@@ -285,11 +332,11 @@ def main() -> None:
     files = ensure_scenario(SIZES[args.size])
     work = Path(tempfile.mkdtemp(prefix="provender-bench-sources-"))
     try:
-        with moto(work) as (url, pid):
+        with moto(work) as (url, _), counting_proxy(url) as proxy:
             sources = prepare(files, work, url)
             runs = []
             for run in range(args.runs):
-                runs.append(run_once(files, work, url, pid, sources, run))
+                runs.append(run_once(files, work, url, proxy, sources, run))
                 print(f"run {run + 1}/{args.runs} done", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)

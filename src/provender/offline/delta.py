@@ -101,10 +101,24 @@ def open_delta(  # noqa: PLR0913 - keyword-only: the source, where it is, and wh
 def latest_version(source: DeltaSource, *, what: str, base_dir: Path, storage: StorageSection | None) -> int:
     """The version ``source`` reads now: its pin, else the table's latest (to pin a job's read).
 
+    Reads the Delta log only (no file list, no dataset).
+
     Raises:
         DataError: the table cannot be opened (the message names ``what``).
     """
-    return open_delta(source, what=what, base_dir=base_dir, storage=storage, lower=None, upper=None).version
+    if source.version is not None:
+        return source.version
+    if source.timestamp is not None:
+        return open_delta(source, what=what, base_dir=base_dir, storage=storage).version
+    try:
+        import deltalake
+    except ImportError:
+        raise MissingExtraError("DeltaSource", extra="delta", missing="deltalake") from None
+    path, options, scrub = _location(source, what=what, base_dir=base_dir, storage=storage)
+    try:
+        return int(deltalake.DeltaTable(path, storage_options=options).version())
+    except Exception as exc:  # noqa: BLE001 - deltalake raises several unrelated types; all are data errors here
+        raise DataError(f"{what}: cannot open the Delta table: {scrub(str(exc))}") from None
 
 
 def _file_paths(table: object) -> set[str]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote, urlsplit
@@ -35,6 +36,7 @@ from provender.errors import DataError
 from provender.offline.files import DateRange, partition_date
 
 _DEFAULT_REGION = "us-east-1"
+_LISTING_THREADS = 16
 SCHEMES = ("s3", "gs")
 """The object stores sources and outputs can be in."""
 
@@ -217,19 +219,29 @@ def list_infos(
 def _walk(
     fs: pafs.FileSystem, path: str, suffix: str, column: str | None, dates: DateRange | None
 ) -> list[pafs.FileInfo]:
+    """The files under ``path``, listed one directory level at a time.
+
+    The directories of a level are listed concurrently: each listing is one round trip.
+    """
     files: list[pafs.FileInfo] = []
-    for entry in fs.get_file_info(pafs.FileSelector(path, recursive=False)):
-        name = entry.base_name
-        if name.startswith((".", "_")):
-            continue
-        if entry.type == pafs.FileType.Directory:
-            if column and dates is not None and name.startswith(f"{column}="):
-                day = partition_date(unquote(name), column, entry.path)
-                if not dates.contains(day):
-                    continue  # pruned: never listed
-            files += _walk(fs, entry.path, suffix, column, dates)
-        elif entry.type == pafs.FileType.File and (name.endswith(suffix) or "." not in name):
-            files.append(entry)
+    level = [path]
+    with ThreadPoolExecutor(max_workers=_LISTING_THREADS) as pool:
+        while level:
+            below: list[str] = []
+            for entries in pool.map(lambda d: fs.get_file_info(pafs.FileSelector(d, recursive=False)), level):
+                for entry in entries:
+                    name = entry.base_name
+                    if name.startswith((".", "_")):
+                        continue
+                    if entry.type == pafs.FileType.Directory:
+                        if column and dates is not None and name.startswith(f"{column}="):
+                            day = partition_date(unquote(name), column, entry.path)
+                            if not dates.contains(day):
+                                continue  # pruned: never listed
+                        below.append(entry.path)
+                    elif entry.type == pafs.FileType.File and (name.endswith(suffix) or "." not in name):
+                        files.append(entry)
+            level = below
     return files
 
 
