@@ -117,3 +117,32 @@ def test_spark_reads_s3_parquet_and_s3_delta_as_duckdb_does(
         assert spark[2] == duck[2], kind  # the same files read (lineage), the same Delta version
     # The entity rows end on 03-04: the Delta commit of 03-05 is never read (its statistics), nor its partition.
     assert [d for d, _ in spark[2]] == ["delta"] * 4 and {v for _, v in spark[2]} == {4}
+
+
+def test_incremental_delta_ingestion_on_spark_reads_only_the_new_commit(
+    tmp_path: Path, redis_server: RedisServer, spark_engine: object, spark_options: dict[str, object]
+) -> None:
+    deltalake = pytest.importorskip("deltalake")
+    rows = pa.Table.from_pylist(driver_rows(), schema=source_schema(driver_stats(), ENTITIES))
+    path = tmp_path / "delta"
+    day = pa.compute.day(rows["event_ts"])
+    for d in range(1, 4):
+        deltalake.write_deltalake(str(path), rows.filter(pa.compute.equal(day, d)), mode="append")
+    source = pv.DeltaSource(path=str(path), event_timestamp_column="event_ts", created_timestamp_column="created")
+    table = dataclasses.replace(driver_stats(max_age=None), batch_source=source)
+    end = datetime(2024, 3, 10, tzinfo=UTC)
+    online = {"store": "redis", "url": redis_server.url}
+    config = write_config(
+        tmp_path / "p", offline=dict(spark_options), online=online, project=f"p{uuid.uuid4().hex[:8]}"
+    )
+    with pv.Client(settings=load_settings(config, environ={})) as client:
+        client.apply([ENTITIES["driver_id"], table])
+        first = client.start_offline_to_online_ingestion("driver_stats", start=START, end=end, incremental=True).wait()
+        for d in (4, 5):
+            deltalake.write_deltalake(str(path), rows.filter(pa.compute.equal(day, d)), mode="append")
+        second = client.start_offline_to_online_ingestion("driver_stats", start=START, end=end, incremental=True).wait()
+        (before,), (after,) = client.get_job(first.id).lineage(), client.get_job(second.id).lineage()
+        got = client.get_online_features(REFS, [{"driver_id": 1}, {"driver_id": 2}]).to_dict()
+    assert (before.delta_version, before.changes_since, len(before.files)) == (2, None, 2)  # days 2-3 (>= START)
+    assert (after.delta_version, after.changes_since, len(after.files)) == (4, 2, 2)  # only days 4 and 5
+    assert got["driver_stats__trips"] == [191, 192]  # the last rows (n = 19), as a full ingestion gives
