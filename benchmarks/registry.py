@@ -33,7 +33,11 @@ Usage::
     .venv/bin/python benchmarks/registry.py                # 3 runs, all contenders
     .venv/bin/python benchmarks/registry.py --contenders provender-sqlite --runs 5
 
-Writes ``benchmarks/results/registry.json`` and ``benchmarks/results/registry.md``.
+Writes ``benchmarks/results/registry.json`` and ``benchmarks/results/registry.md`` (``--name`` another
+name). On a shared machine the tail is the load's: ``/v1/health p99`` shows its floor, and
+``nice -n -15 .venv/bin/python benchmarks/registry.py --contenders provender-core-sqlite,provender-core-postgresql
+--served-tables 0 --name registry-priority`` measures the core service with the CPU given to it first
+(its child processes, the core service and PostgreSQL, inherit the priority).
 """
 
 from __future__ import annotations
@@ -44,12 +48,13 @@ import json
 import os
 import platform
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -96,13 +101,6 @@ def percentile(sorted_ms: list[float], q: float) -> float:
     return sorted_ms[min(len(sorted_ms) - 1, int(q * len(sorted_ms)))]
 
 
-def median(values: Iterable[float]) -> float:
-    """The median (not ``statistics.median``: ``benchmarks/statistics.py`` shadows the standard module here)."""
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-
 def run_provender(
     url: str, base_dir: Path, *, list_calls: int, get_calls: int, seed: int, health_port: int | None = None
 ) -> dict[str, float]:
@@ -130,7 +128,7 @@ def run_provender(
             began = time.perf_counter()
             reader.list_feature_tables()
             timings.append((time.perf_counter() - began) * 1000)
-        result["list_ms"] = median(timings)
+        result["list_ms"] = statistics.median(timings)
         rng = random.Random(seed)
         names = [f"table_{rng.randrange(TOTAL_TABLES):04d}" for _ in range(get_calls)]
         for name in names[:50]:
@@ -278,6 +276,7 @@ def machine() -> dict[str, object]:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "niceness": os.nice(0),
     }
 
 
@@ -289,8 +288,8 @@ def render_markdown(report: dict[str, object]) -> str:
         "",
         f"Run {report['date']} on {info['cpus']} CPUs ({info['cpu']}), Python {info['python']}, PostgreSQL 15 "
         f"(local, fsync off); medians of {report['runs']} runs, milliseconds. Command: "
-        "`.venv/bin/python benchmarks/registry.py`. Load average at start: "
-        f"{info['load_average_at_start']} (the machine is shared; p99 is sensitive to it).",
+        f"`.venv/bin/python {report['command']}` at niceness {info['niceness']}. Load average at start: "
+        f"{info['load_average_at_start']} (the machine is shared with other work; p99 is sensitive to it).",
         "",
         "| contender | " + " | ".join(LABELS[m] for m in METRICS) + " |",
         "|---|" + "---:|" * len(METRICS),
@@ -310,7 +309,7 @@ def render_markdown(report: dict[str, object]) -> str:
             "",
             "| median | p90 | max |",
             "|---:|---:|---:|",
-            f"| {median(ordered):.0f} | {percentile(ordered, 0.9):.0f} | {ordered[-1]:.0f} |",
+            f"| {statistics.median(ordered):.0f} | {percentile(ordered, 0.9):.0f} | {ordered[-1]:.0f} |",
         ]
     lines += [
         "",
@@ -333,9 +332,11 @@ def main() -> None:
     parser.add_argument("--contenders", default="", help="comma-separated subset (default: all)")
     parser.add_argument("--served-tables", type=int, default=10, help="apply-to-served samples per run (0: skip)")
     parser.add_argument("--no-save", action="store_true", help="print only, write nothing")
+    parser.add_argument("--name", default="registry", help="results file name (results/NAME.json and .md)")
     args = parser.parse_args()
     report: dict[str, object] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": " ".join(["benchmarks/registry.py", *sys.argv[1:]]),
         "machine": machine(),
         "runs": args.runs,
         "list_calls": args.list_calls,
@@ -372,15 +373,15 @@ def main() -> None:
                 served_ms.extend(samples)
                 print(f"run {run + 1} apply to served: " + ", ".join(f"{ms:.0f}" for ms in samples))
     for name, runs in per_run.items():
-        figures[name] = {m: median(r[m] for r in runs) for m in METRICS if all(m in r for r in runs)}
+        figures[name] = {m: statistics.median(r[m] for r in runs) for m in METRICS if all(m in r for r in runs)}
     report["figures"], report["per_run"], report["errors"] = figures, per_run, errors
     report["served_ms"] = served_ms
     markdown = render_markdown(report)
     print(markdown)
     if not args.no_save:
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "registry.json").write_text(json.dumps(report, indent=2) + "\n")
-        (RESULTS / "registry.md").write_text(markdown)
+        (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
+        (RESULTS / f"{args.name}.md").write_text(markdown)
 
 
 if __name__ == "__main__":
