@@ -284,3 +284,27 @@ def test_the_cli_writes_a_training_set_to_s3(tmp_path: Path, s3_server: S3Server
     assert result.exit_code == 0, result.output
     written = pq.read_table(f"{bucket}/cli/training.parquet", filesystem=s3_server.filesystem())
     assert written.num_rows == len(entity_frame()) and "driver_stats__trips" in written.column_names
+
+
+def test_the_kubeflow_retrieval_step_writes_to_s3(tmp_path: Path, s3_server: S3Server) -> None:
+    import pyarrow.parquet as pq
+    import yaml
+
+    from provender.kfp.ops import retrieve_to_parquet
+
+    _, remote = _tables(tmp_path, s3_server)
+    assert remote.batch_source is not None
+    bucket = remote.batch_source.path.split("/")[2]
+    with _client(tmp_path / "p", s3_server.storage()) as client:
+        client.apply([pv.Entity(name="driver_id", value_type=pv.ValueType.INT64), remote])
+    config = tmp_path / "p" / "provender.yaml"
+    config.write_text(
+        yaml.safe_dump(yaml.safe_load(config.read_text()) | {"storage": s3_server.storage()}), encoding="utf-8"
+    )
+    entities = tmp_path / "entities.parquet"
+    entity_frame().to_parquet(entities)
+    summary = retrieve_to_parquet(
+        ["driver_stats:trips"], str(entities), f"s3://{bucket}/kfp/training.parquet", config_path=str(config)
+    )
+    written = pq.read_table(f"{bucket}/kfp/training.parquet", filesystem=s3_server.filesystem())
+    assert summary == {"rows": written.num_rows, "columns": written.num_columns} and written.num_rows == 5
