@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
 
@@ -93,6 +94,20 @@ class Runtime:
     def open_online_store(self, project: str) -> OnlineStore:
         """Open the online store of the ``online:`` section for ``project``."""
         return self.online_store_factory(project)()
+
+    def open_existing_online_store(self, project: str) -> OnlineStore | None:
+        """Open the online store for reading, or return None when it keeps its data in a file not written yet.
+
+        For a reader that must create nothing (``provender ui``): a store whose class names its
+        local file (``local_file``, the SQLite store) is opened only once that file exists; a
+        network store is opened as usual (opening it creates nothing here).
+        """
+        local_file = getattr(self.store_class, "local_file", None)
+        if callable(local_file):
+            path = local_file(self.online_options, base_dir=self.settings.base_dir)
+            if not isinstance(path, Path) or not path.exists():
+                return None
+        return self.open_online_store(project)
 
     def online_store_factory(self, project: str) -> OnlineStoreFactory:
         """Return a picklable callable that opens the online store for ``project`` wherever it runs.

@@ -77,3 +77,33 @@ def test_archive_a_project(project: Path) -> None:
     everything = run(project, "history", "--all-projects").output
     assert "archive project fraud" in everything
     assert everything.splitlines()[0].split()[0] == "PROJECT"
+
+
+def test_history_prints_the_readable_diff_of_each_change(project: Path) -> None:
+    definitions = project / "driver_repo.py"
+    text = definitions.read_text()
+    edited = text.replace('labels={"owner": "ride-team"}', 'labels={"owner": "pricing"}').replace(
+        'pv.Feature("acc_rate", pv.ValueType.FLOAT),',
+        'pv.Feature("acc_rate", pv.ValueType.FLOAT, description="Accepted offers"),\n'
+        '        pv.Feature("speed", pv.ValueType.DOUBLE),',
+    )
+    assert edited.count("pricing") == 1 and edited.count('"speed"') == 1
+    definitions.write_text(edited.replace('pv.Feature("conv_rate", pv.ValueType.FLOAT),\n', ""))
+    run(project, "apply", str(project))
+    lines = run(project, "history").output.splitlines()
+    assert lines[2].split()[0] == "1->2" and "changed feature_table:driver_statistics" in lines[2]
+    assert lines[3:9] == [
+        "    ~ feature_table:driver_statistics",
+        "        + feature speed (DOUBLE)",
+        "        - feature conv_rate",
+        "        ~ feature acc_rate: description '' -> 'Accepted offers'",
+        "        labels: {owner='ride-team'} -> {owner='pricing'}",
+        lines[8],
+    ]
+    assert lines[8].split()[0] == "0->1"  # the first apply added everything: no diff lines under it
+    assert len(lines) == 9
+    summaries = run(project, "history", "--no-diff").output.splitlines()
+    assert summaries == [*lines[:3], lines[8]]
+    [record, _] = json.loads(run(project, "history", "--json").output)
+    [item] = record["items"]
+    assert item["diff"] == [line.strip() for line in lines[4:8]]

@@ -53,6 +53,22 @@ RATE_VIEW = pv.OnDemandFeatures(
     function=rate_percent,  # type: ignore[arg-type]  # a function is accepted and stored as its path
     mode="python",
 )
+
+
+def fare_per_trip(columns: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """The on-demand function of FARE_VIEW (python mode): the request's fare over the driver's trips."""
+    pairs = zip(columns["fare"], columns["driver_stats__trips"], strict=True)
+    return {"fare_per_trip": [None if f is None or not t else f / t for f, t in pairs]}
+
+
+FARE_VIEW = pv.OnDemandFeatures(
+    name="fare_view",
+    inputs=["driver_stats:trips"],
+    request_schema={"fare": pv.ValueType.DOUBLE},
+    features=[pv.Feature("fare_per_trip", pv.ValueType.DOUBLE, description="The fare over the trips")],
+    function=fare_per_trip,  # type: ignore[arg-type]
+    mode="python",
+)
 DRIVER = pv.Entity(name="driver_id", value_type=pv.ValueType.INT64, description="A driver of the fleet")
 
 
@@ -88,7 +104,7 @@ def core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CoreServer,
         with closing(pv.Client(settings=settings)) as client:
             table = driver_stats(root / "src")
             client.apply([DRIVER, dataclasses.replace(table, labels={"team": "growth"})])
-            client.apply([DRIVER, table, RATE_VIEW])  # a change and back, for the history's diff
+            client.apply([DRIVER, table, RATE_VIEW, FARE_VIEW])  # a change and back, for the history's diff
             job = client.start_offline_to_online_ingestion(table, start=END - timedelta(days=1), end=END, run_on="core")
             assert job.wait(60).status.value == "SUCCEEDED"
             first = job
@@ -177,8 +193,17 @@ def test_every_page_loads_without_console_errors(
     check_histogram_axes(server, page, job_id)
     page.goto(server.url + "/projects/default/lineage")
     page.get_by_text("Show the lineage as a list").click()
-    [line] = page.locator("ul.lineage-list li").all_inner_texts()
+    line, fare_line, rate_line = page.locator("ul.lineage-list li").all_inner_texts()
     assert line.startswith("file: ") and f"→ driver_stats ← offline_to_online {pending_id} (" in line  # its latest job
+    assert fare_line == "feature table driver_stats (trips), request (fare) → fare_view (on demand)"
+    assert rate_line == "feature table driver_stats (rate) → rate_view (on demand)"
+    graph = page.get_by_role("group", name="Lineage of default")
+    assert graph.locator("rect.on-demand").count() == 2  # drawn in the graph, not only listed
+    assert graph.get_by_text("request: fare").count() == 1
+    assert graph.locator('a[href="/projects/default/tables/driver_stats"]').count() == 3  # the table and 2 inputs
+    graph.locator('a[href="/projects/default/on-demand/fare_view"]').click()
+    page.wait_for_url("**/on-demand/fare_view")
+    assert page.locator("h1").inner_text() == "On-demand features fare_view"
     narrow, narrow_errors = open_page(browser, server.url, width=390)
     for path, _ in pages.values():  # every page fits a phone screen: wide parts scroll inside themselves
         narrow.goto(server.url + path)
@@ -511,6 +536,73 @@ def test_provender_ui_serves_the_local_registry_read_only(tmp_path: Path) -> Non
         proc.wait(10)
         if proc.stdout:
             proc.stdout.close()
+
+
+def files_in(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def test_provender_ui_creates_no_file_and_says_there_is_no_online_data_yet(tmp_path: Path) -> None:
+    import http.client
+
+    project = tmp_path / "repo"
+    project.mkdir()
+    (project / "provender.yaml").write_text("project: local\nregistry: sqlite:///registry.db\n")  # online: SQLite
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVENDER_")}
+    port = free_port()
+    argv = [sys.executable, "-c", "from provender.cli.main import main; main()", "ui", "--port", str(port)]
+
+    # No registry yet: a clear error, and the folder is left as it was (no empty registry.db).
+    refused = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert f"no registry at {project / 'registry.db'} yet: run `provender apply`" in refused.stderr
+    assert files_in(project) == {"provender.yaml"}
+
+    settings = pv.load_settings(project / "provender.yaml", environ={})
+    with closing(pv.Client(settings=settings)) as client:
+        client.apply([DRIVER, driver_stats(tmp_path / "src")])
+    before = files_in(project)
+    assert ".provender/online.db" not in before
+    proc = subprocess.Popen(argv, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+
+        def get(path: str) -> str:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    with closing(http.client.HTTPConnection(HOST, port, timeout=5)) as connection:
+                        connection.request("GET", path)
+                        response = connection.getresponse()
+                        assert response.status == 200, path
+                        return response.read().decode()
+                except OSError:
+                    assert time.monotonic() < deadline and proc.poll() is None, (
+                        proc.stdout.read() if proc.stdout else ""
+                    )
+                    time.sleep(0.1)
+
+        jobs = get("/projects/local/jobs")
+        assert "Online values: no online store data yet: an ingestion job writes the first values." in jobs
+        assert "no online store data yet" in get("/projects/local/tables/driver_stats")
+        assert not (project / ".provender").exists()  # reading created no online store
+
+        # An ingestion writes the first values: the running UI finds them on the next page.
+        write_driver_rows(tmp_path / "src", drivers=5, hours=2, end=END)
+        with closing(pv.Client(settings=settings)) as client:
+            job = client.start_offline_to_online_ingestion("driver_stats", start=END - timedelta(days=1), end=END)
+            assert job.wait(60).status.value == "SUCCEEDED"
+        jobs = get("/projects/local/jobs")
+        assert "no online store data yet" not in jobs
+        assert f'datetime="{(END - timedelta(hours=1)).isoformat()}"' in jobs
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if proc.stdout:
+            proc.stdout.close()
+    assert {f for f in files_in(project) - before if not f.endswith(("-wal", "-shm"))} == {
+        ".provender",
+        ".provender/online.db",
+    }  # written by the ingestion, not by the UI
 
 
 def test_a_project_with_1000_tables_and_20000_features_is_fast(

@@ -247,14 +247,20 @@ def archive_project(state: CliState, name: str, yes: bool) -> None:
 @click.command()
 @click.option("--limit", "-n", type=click.IntRange(min=1), default=DEFAULT_HISTORY_LIMIT, show_default=True)
 @click.option("--all-projects", is_flag=True, help="Show the changes of every project.")
+@click.option("--no-diff", "no_diff", is_flag=True, help="Only the summary line of each change, not its diff lines.")
 @json_option
 @click.pass_obj
-def history(state: CliState, limit: int, all_projects: bool, as_json: bool) -> None:
+def history(state: CliState, limit: int, all_projects: bool, no_diff: bool, as_json: bool) -> None:
     """Show the registry's changes, newest first: who, when, versions and what changed.
+
+    Under each change, every changed definition's readable diff, a line per difference with the
+    values (``labels: {team='growth'} -> {team='pricing'}``, ``+ feature speed (DOUBLE)``);
+    ``--no-diff`` prints the summary lines alone.
 
     \b
     Example:
       provender history --limit 20
+      provender history --no-diff
     """
     records = state.client().registry_history(limit, all_projects=all_projects)
     if as_json:
@@ -268,7 +274,23 @@ def history(state: CliState, limit: int, all_projects: bool, as_json: bool) -> N
     if all_projects:
         headers.insert(0, "PROJECT")
         rows = [(r.project, *row) for r, row in zip(records, rows, strict=True)]
-    echo_table(headers, rows)
+    echo_table(headers, rows, details=None if no_diff else [_diff_lines(r) for r in records])
+
+
+_DIFF_COLOURS = {"+": "green", "-": "red"}
+
+
+def _diff_lines(record: RegistryChangeRecord) -> list[str]:
+    """The readable diff of each changed definition of ``record``, indented under its summary row."""
+    lines = []
+    for item in record.items:
+        if not item.diff:
+            continue
+        lines.append(f"    ~ {item.kind}:{item.name}")
+        for line in item.diff:
+            colour = _DIFF_COLOURS.get(line[:2].strip()) if line[1:2] == " " else None
+            lines.append(click.style(f"        {line}", fg=colour) if colour else f"        {line}")
+    return lines
 
 
 def _what(record: RegistryChangeRecord) -> str:

@@ -13,8 +13,13 @@ import numpy as np
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def echo_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    """Print rows as an aligned text table (or a note when there are none)."""
+def echo_table(
+    headers: Sequence[str], rows: Sequence[Sequence[object]], *, details: Sequence[Sequence[str]] | None = None
+) -> None:
+    """Print rows as an aligned text table (or a note when there are none).
+
+    ``details``, when given, holds per row the lines printed under it, as they are (indent them).
+    """
     if not rows:
         click.echo("(none)")
         return
@@ -24,6 +29,9 @@ def echo_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
         if n == 0:
             click.echo("  ".join("-" * width for width in widths))
+        elif details is not None:
+            for line in details[n - 1]:
+                click.echo(line)
 
 
 def echo_json(value: object) -> None:

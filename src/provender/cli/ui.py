@@ -7,6 +7,9 @@ import click
 from provender.cli.state import CliState
 from provender.config import load_settings
 from provender.errors import MissingExtraError
+from provender.registry.sqlite import path_from_url
+
+SQLITE_PREFIX = "sqlite:///"
 
 
 @click.command()
@@ -20,6 +23,9 @@ def ui(state: CliState, host: str, port: int) -> None:
     the job records and this folder's online store) and jobs, history and lineage
     (docs/ui.md). With a core service, open its own address instead: it serves the same UI at /.
 
+    It creates nothing: with no registry file yet it says to apply first, and with no online
+    store file yet the pages say "no online store data yet".
+
     \b
     Example:
       provender ui --port 8888      # then open http://127.0.0.1:8888/
@@ -31,5 +37,12 @@ def ui(state: CliState, host: str, port: int) -> None:
     from provender.runtime import Runtime
 
     settings = load_settings(state.config, overrides={"project": state.project})
+    if settings.registry.startswith(SQLITE_PREFIX):
+        path = path_from_url(settings.registry, base_dir=settings.base_dir)
+        if not path.exists():  # opening it would create an empty registry file
+            raise click.ClickException(
+                f"no registry at {path} yet: run `provender apply` in this folder first "
+                "(provender ui only reads, and creates no file)"
+            )
     runtime = Runtime(settings)
-    run(runtime.open_registry(), host=host, port=port, open_online=runtime.open_online_store)
+    run(runtime.open_registry(), host=host, port=port, open_online=runtime.open_existing_online_store)

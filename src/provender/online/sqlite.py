@@ -167,12 +167,22 @@ class SQLiteStore:
         """Open (creating if needed) the database at ``path`` (default ``.provender/online.db``)."""
         config = validate_backend_config(SQLiteConfig, "online", {k: v for k, v in options.items() if k != "store"})
         assert isinstance(config, SQLiteConfig)
-        path = Path(config.path).expanduser()
         return cls(
-            path if path.is_absolute() else base_dir / path,
+            cls.local_file(options, base_dir=base_dir),
             project=project,
             busy_timeout_seconds=config.busy_timeout_seconds,
         )
+
+    @staticmethod
+    def local_file(options: Mapping[str, object], *, base_dir: Path) -> Path:
+        """The database file ``options`` name, resolved against ``base_dir`` (it may not exist yet).
+
+        A reader that must create nothing (``provender ui``) checks that it exists before opening.
+        """
+        config = validate_backend_config(SQLiteConfig, "online", {k: v for k, v in options.items() if k != "store"})
+        assert isinstance(config, SQLiteConfig)
+        path = Path(config.path).expanduser()
+        return path if path.is_absolute() else base_dir / path
 
     def write(self, table: FeatureTable, rows: pa.Table) -> int:
         """Upsert the newest row per key under the event-time guard, in one transaction."""

@@ -51,7 +51,7 @@ dt { color:var(--muted); } dd { margin:0; min-width:0; overflow-wrap:anywhere; }
 #live[hidden] { display:none; } #live a { display:block; padding:6px 10px; text-decoration:none; color:var(--fg); }
 #live a:hover, #live a:focus { background:#eef3fc; }
 .loading { color:var(--muted); padding:6px 10px; }
-svg.lineage text { font-size:12px; font-family:inherit; } svg.lineage a text { fill:var(--accent); }
+svg.lineage text { font-size:12px; font-family:inherit; } svg.lineage a text { fill:var(--accent); } svg.lineage text.muted { fill:var(--muted); }
 .bar { fill:#5b8def; } .bar:hover { fill:#1f5fbf; }
 ol.plain { list-style:none; padding:0; }
 ul.diff-lines { list-style:none; padding-left:18px; margin:2px 0 6px; } ul.diff-lines code { white-space:pre-wrap; overflow-wrap:anywhere; }

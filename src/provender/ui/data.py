@@ -25,7 +25,8 @@ from provender.registry.store import ProjectInfo, RegistryChangeRecord, Registry
 
 MAX_RESULTS = 50
 ONLINE_RETRY_SECONDS = 30.0  # after a failed freshness read, pages say so without asking the store again
-OpenOnline = Callable[[str], OnlineStore]  # a project -> its online store
+OpenOnline = Callable[[str], OnlineStore | None]  # a project -> its online store (None: it has no data yet)
+NO_ONLINE_DATA = "no online store data yet: an ingestion job writes the first values"
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +226,8 @@ class UiData:
             return OnlineFreshness(problem=failed[1])
         try:
             online = self._online_store(project)
+            if online is None:  # nothing was created to find that out; asked again on the next page
+                return OnlineFreshness(problem=NO_ONLINE_DATA)
             if not online.capabilities.is_shared:
                 return OnlineFreshness(problem="the online store lives inside each process (not shared): "
                                        "its values cannot be seen from here")  # fmt: skip
@@ -236,12 +239,14 @@ class UiData:
                 self._online_failed[project] = (time.monotonic() + self.online_retry_seconds, problem)
             return OnlineFreshness(problem=problem)
 
-    def _online_store(self, project: str) -> OnlineStore:
+    def _online_store(self, project: str) -> OnlineStore | None:
         assert self.open_online is not None
         with self._lock:
             online = self._online.get(project)
             if online is None:
-                online = self._online[project] = self.open_online(project)
+                online = self.open_online(project)
+                if online is not None:
+                    self._online[project] = online
             return online
 
     def close(self) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
-from provender.definitions import FeatureTable
+from provender.definitions import FeatureTable, OnDemandFeatures
 from provender.definitions.jobs import JobStatus
 from provender.registry.jobs import JobRecord
 from provender.registry.store import ChangedItem, RegistryChangeRecord, RegistrySnapshot
@@ -409,7 +409,9 @@ def lineage(snapshot: RegistrySnapshot, jobs: Sequence[JobRecord]) -> Page:
     name = snapshot.project
     every = sorted(snapshot.feature_tables.values(), key=lambda t: t.name)
     tables = every[:MAX_LINEAGE_TABLES]
-    if not tables:
+    every_view = sorted(snapshot.on_demand_features.values(), key=lambda v: v.name)
+    views = every_view[:MAX_LINEAGE_TABLES]
+    if not tables and not views:
         graph = empty("Nothing to draw yet.", "Apply a feature table with a batch or stream source.")
     else:
         feeding = _feeding_jobs(jobs)
@@ -442,21 +444,61 @@ def lineage(snapshot: RegistrySnapshot, jobs: Sequence[JobRecord]) -> Page:
                 f"{' ← ' + jobs_text if jobs_text else ' (no job yet)'}</li>"
             )
             y += row_h
+        y = _on_demand_lineage(name, views, parts, items, y)
         height = y + 20
-        more = (
-            f'<p class="muted small">Showing the first {len(tables)} of {len(every)} tables (by name).</p>'
-            if len(every) > len(tables) else ""
-        )  # fmt: skip
+        more = "".join(
+            f'<p class="muted small">Showing the first {len(shown)} of {len(total)} {what} (by name).</p>'
+            for shown, total, what in ((tables, every, "tables"), (views, every_view, "on-demand views"))
+            if len(total) > len(shown)
+        )
         graph = (
             f'<div class="scroll card"><svg class="lineage" role="group" aria-label="Lineage of {e(name)}: sources, '
-            f'feature tables and the jobs that fed them" width="{width}" height="{height}" viewBox="0 0 {width} {height}">'
+            f'feature tables and the jobs that fed them, and the inputs of on-demand features" width="{width}" height="{height}" viewBox="0 0 {width} {height}">'
             f'{"".join(parts)}</svg></div>{more}<p class="muted small">Sources (left) feed feature tables (middle); the '
-            "right column is the latest job of each kind that wrote each table.</p>"
+            "right column is the latest job of each kind that wrote each table. On-demand features (dashed) are "
+            "computed when read, from the feature tables' features and the request's fields on their left.</p>"
             '<details><summary>Show the lineage as a list</summary><ul class="lineage-list">'
             f"{''.join(items)}</ul></details>"
         )
     body = f"<h1>Lineage · {e(name)}</h1>{tabs(name, 'Lineage')}{graph}"
     return f"Lineage · {name}", body, crumbs((name, u("projects", name)), ("Lineage", ""))
+
+
+def _on_demand_lineage(
+    project: str, views: Sequence[OnDemandFeatures], parts: list[str], items: list[str], y: int
+) -> int:
+    """Draw each on-demand view below the tables: its input tables and request fields -> the view; return the next y."""
+    for view in views:
+        inputs: dict[str, list[str]] = {}
+        for ref in view.inputs:
+            table, _, feature = ref.partition(":")
+            inputs.setdefault(table, []).append(feature)
+        left = [
+            (f"feature table {t} ({', '.join(fs)})", u("projects", project, "tables", t)) for t, fs in inputs.items()
+        ]
+        if view.request_schema:
+            left.append((f"request: {', '.join(view.request_schema)}", ""))
+        row_h = 18 * max(len(left), 1) + 30
+        view_url = u("projects", project, "on-demand", view.name)
+        for k, (label, href) in enumerate(left):
+            sy = y + k * 18
+            text = f'<text x="10" y="{sy + 14}">{e(label[-50:])}</text>'
+            parts.append(f'<a href="{href}">{text}</a>' if href else text)
+            parts.append(f'<line x1="320" y1="{sy + 10}" x2="370" y2="{y + 14}" stroke="#8894a8"/>')
+        parts.append(
+            f'<a href="{view_url}"><rect class="on-demand" x="370" y="{y}" width="230" height="28" rx="6" '
+            f'fill="#f4effa" stroke="#6b3fa0" stroke-dasharray="4 3"/><text x="380" y="{y + 18}">{e(view.name[:30])}'
+            '</text></a><text x="610" y="' + str(y + 18) + '" class="muted">on demand: computed when read</text>'
+        )
+        sources = [
+            f'feature table <a href="{u("projects", project, "tables", t)}">{e(t)}</a> ({e(", ".join(fs))})'
+            for t, fs in inputs.items()
+        ]
+        if view.request_schema:
+            sources.append(f"request ({e(', '.join(view.request_schema))})")
+        items.append(f'<li>{", ".join(sources)} → <a href="{view_url}">{e(view.name)}</a> (on demand)</li>')
+        y += row_h
+    return y
 
 
 def statistics(

@@ -324,3 +324,61 @@ def test_freshness_comes_from_a_shared_online_store_and_a_private_one_is_explain
     assert status == 200 and "lives inside each process" in body.decode()
     online.close()
     store.close()
+
+
+def test_lineage_draws_on_demand_views_from_their_inputs_and_says_when_it_cuts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request_only = pv.OnDemandFeatures(
+        name="amount_cents",
+        inputs=[],
+        request_schema={"amount": pv.ValueType.DOUBLE},
+        features=[pv.Feature("cents", pv.ValueType.DOUBLE)],
+        function="tests.support.on_demand_functions:ratios",
+    )
+    store = SQLiteRegistry(tmp_path / "r.db")
+    try:
+        store.update("fleet", lambda _s: RegistryChange(put=(DRIVER, TRIPS, RATIOS, request_only)))
+        snapshot = store.read("fleet")
+    finally:
+        store.close()
+    _, body, _ = pages.lineage(snapshot, [])
+    items = re.findall(r"<li>(.*?)</li>", body.split('class="lineage-list"')[1])
+    assert [re.sub("<[^>]+>", "", item) for item in items] == [
+        "file: /data/trips → trips (no job yet)",
+        "request (amount) → amount_cents (on demand)",
+        "feature table trips (rate), request (amount) → trip_ratios (on demand)",
+    ]
+    assert body.count('class="on-demand"') == 2 and '<a href="/projects/fleet/on-demand/trip_ratios">' in body
+    assert "Showing the first" not in body
+    monkeypatch.setattr(pages, "MAX_LINEAGE_TABLES", 1)
+    _, body, _ = pages.lineage(snapshot, [])
+    assert body.count('class="on-demand"') == 1 and "Showing the first 1 of 2 on-demand views (by name)." in body
+    only_views = dataclasses.replace(snapshot, feature_tables=MappingProxyType({}))
+    assert "Nothing to draw yet" not in pages.lineage(only_views, [])[1]
+
+
+def test_no_online_store_yet_is_said_and_asked_again_on_the_next_page(tmp_path: Path) -> None:
+    store = SQLiteRegistry(tmp_path / "r.db")
+    store.update("fleet", lambda _s: RegistryChange(put=(DRIVER, TRIPS)))
+    opened: list[SQLiteStore] = []
+
+    def open_online(project: str) -> SQLiteStore | None:
+        path = tmp_path / "online.db"
+        if not path.exists():
+            return None
+        opened.append(SQLiteStore(path, project=project))
+        return opened[-1]
+
+    app = UiApp(store, lambda _a: READER, auth_enabled=False, open_online=open_online)
+    try:
+        assert app.data.online_freshness("fleet", ["trips"]).problem.startswith("no online store data yet")
+        writer = SQLiteStore(tmp_path / "online.db", project="fleet")
+        writer.write(TRIPS, batch(TRIPS, [{"driver_id": 1, "trips_today": 3}]))
+        writer.close()
+        assert set(app.data.online_freshness("fleet", ["trips"]).tables) == {"trips"}  # not cached as missing
+        app.data.online_freshness("fleet", ["trips"])
+        assert len(opened) == 1  # opened once it existed, then kept
+    finally:
+        app.close()
+        store.close()
