@@ -101,3 +101,41 @@ def test_a_table_applied_through_core_is_served_within_the_refresh_interval(
             assert served_after < 0.5 + 1.0
         finally:
             assert server.stop() == 0
+
+
+def test_core_upgrades_an_older_postgresql_schema_on_start_and_refuses_a_newer_one(
+    start_core: StartCore, postgres_database: str, tmp_path: Path
+) -> None:
+    import psycopg
+
+    from provender.registry.postgres import SCHEMA_VERSION
+    from tests.support.old_registries import DRIVER_STATS, POSTGRES_V1
+
+    def stored_version() -> int:
+        with psycopg.connect(postgres_database) as conn:
+            row = conn.execute("SELECT version FROM provender_schema_version").fetchone()
+        assert row is not None
+        return int(row[0])
+
+    with psycopg.connect(postgres_database, autocommit=True) as conn:
+        conn.execute(POSTGRES_V1.read_text().encode())  # as the code before job lineage wrote it
+    assert stored_version() == 1
+    core = start_core(tmp_path / "core", registry=postgres_database)
+    assert stored_version() == SCHEMA_VERSION  # upgraded when the service started
+    with closing(remote(core.url, tmp_path)) as client:
+        assert client.get_feature_table("driver_stats") == DRIVER_STATS
+        job = client.get_job("job-0000000000000001")
+        assert (job.status.value, job.record.rows) == ("SUCCEEDED", 20)
+        assert [r.actor for r in client.registry_history(10, all_projects=True)] == ["admin", "alice", "bob", "alice"]
+    assert core.stop() == 0
+
+    with psycopg.connect(postgres_database, autocommit=True) as conn:
+        conn.execute("UPDATE provender_schema_version SET version = %s", (SCHEMA_VERSION + 1,))
+    with pytest.raises(RuntimeError) as excinfo:  # the process exits at start: it serves nothing
+        start_core(tmp_path / "newer", registry=postgres_database)
+    assert (
+        f"has schema version {SCHEMA_VERSION + 1}, newer than this Provender supports ({SCHEMA_VERSION}): "
+        "upgrade provender" in str(excinfo.value)
+    )
+    assert "exited with 1" in str(excinfo.value)
+    assert stored_version() == SCHEMA_VERSION + 1  # refused without touching it

@@ -16,6 +16,7 @@ from provender.errors import RegistrySchemaError
 from provender.registry.diff import plan_apply
 from provender.registry.postgres import SCHEMA_VERSION, PostgresRegistry, redacted, split_url
 from provender.registry.store import RegistryChange, RegistrySnapshot
+from tests.support.old_registries import POSTGRES_V1, check_upgraded
 from tests.support.services import PostgresServer, Services
 from tests.unit.registry.definitions import customer, driver, driver_statistics
 
@@ -98,6 +99,27 @@ def test_a_newer_schema_is_refused_naming_both_versions(open_registry: Callable[
     assert (excinfo.value.found, excinfo.value.supported) == (SCHEMA_VERSION + 3, SCHEMA_VERSION)
     assert f"schema version {SCHEMA_VERSION + 3}" in str(excinfo.value)
     assert f"({SCHEMA_VERSION})" in str(excinfo.value)
+
+
+def test_a_schema_1_registry_is_upgraded_on_open_and_keeps_every_row(postgres_database: str) -> None:
+    import psycopg
+
+    with psycopg.connect(postgres_database, autocommit=True) as conn:
+        conn.execute(POSTGRES_V1.read_text().encode())  # as the code before job lineage wrote it (pg_dump)
+        assert conn.execute("SELECT version FROM provender_schema_version").fetchall() == [(1,)]
+    registry = PostgresRegistry(postgres_database)
+    try:
+        assert registry.schema_version() == SCHEMA_VERSION > 1
+        check_upgraded(registry)
+    finally:
+        registry.close()
+    reopened = PostgresRegistry(postgres_database)  # the upgraded database opens as it is, its new rows kept
+    try:
+        assert reopened.schema_version() == SCHEMA_VERSION
+        assert reopened.read("default").version == 3
+        assert len(reopened.list_jobs("default", include_finished=True)) == 3
+    finally:
+        reopened.close()
 
 
 def test_opening_a_new_database_from_many_threads_migrates_once(postgres_database: str) -> None:

@@ -1,4 +1,4 @@
-"""SQLite registry schema versions: files of Provender 0.1 are upgraded, newer files refused."""
+"""SQLite registry schema versions: files of Provender 0.1 and of schema 2 are upgraded, newer files refused."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from provender.registry import codec
 from provender.registry.jobs import JobKind, JobRecord, new_job_id, utc_now
 from provender.registry.sqlite import SCHEMA_VERSION, SQLiteRegistry
 from provender.registry.store import RegistryChange
+from tests.support.old_registries import SQLITE_V2, check_upgraded
 from tests.unit.registry.definitions import driver, driver_statistics
 
 # The schema and rows exactly as Provender 0.1 (before schema versioning) wrote them.
@@ -101,3 +102,23 @@ def test_a_newer_schema_is_refused_naming_both_versions(tmp_path: Path) -> None:
     assert f"({SCHEMA_VERSION})" in str(error)
     assert str(path) in str(error)
     assert not error.retryable
+
+
+def test_a_schema_2_registry_with_jobs_is_upgraded_and_keeps_every_row(tmp_path: Path) -> None:
+    path = tmp_path / "registry.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(SQLITE_V2.read_text())  # as the code before job lineage wrote it
+    conn.close()
+    assert stored_schema_version(path) == 2 < SCHEMA_VERSION
+    registry = SQLiteRegistry(path)
+    try:
+        check_upgraded(registry)
+    finally:
+        registry.close()
+    assert stored_schema_version(path) == SCHEMA_VERSION
+    reopened = SQLiteRegistry(path)  # the upgraded file opens as it is, its new rows kept
+    try:
+        assert reopened.read("default").version == 3
+        assert len(reopened.list_jobs("default", include_finished=True)) == 3
+    finally:
+        reopened.close()
