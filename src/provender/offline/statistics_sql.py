@@ -5,18 +5,20 @@ An engine gives a relation (the window's rows, one column per feature named afte
 
 1. one pass over every feature: counts, nulls, NaNs, mean, min, max, zeros; lengths and exact
    distinct counts of strings, bytes and lists;
-2. per number feature, one ``GROUP BY`` of its values into :data:`_FINE_BINS` equal-width fine bins
-   over ``[min, max]``, each also tagged with its histogram bin (the :data:`HISTOGRAM_BINS` bins of
-   :func:`histogram_edges`, assigned by comparing with the edges themselves, as
-   ``numpy.histogram`` does). It returns the histogram, the sum of squared deviations from the
-   mean (the standard deviation, two-pass, so no cancellation), and per fine bin the count,
-   minimum and maximum: where each wanted order statistic lies;
+2. one query holding, per number feature, a ``GROUP BY`` of its values into :data:`_FINE_BINS`
+   equal-width fine bins over ``[min, max]`` (bin ``floor((x - min) * scale)``): per fine bin
+   the count, minimum and maximum (where each wanted order statistic and each histogram edge
+   lies), and the sums giving the standard deviation (deviations from the mean, two-pass, so
+   no cancellation). The histogram counts values under each edge of :func:`histogram_edges`
+   (compared with the edges themselves, as ``numpy.histogram`` does): the fine bins wholly
+   below it, and an edge inside a fine bin is counted in the collecting pass;
 3. exact quantiles by selection: an order statistic that is a fine bin's minimum or maximum (or
    in a bin of equal values) is known; the others are read from their bins' values, collected
-   in one pass when a bin holds at most :data:`_COLLECT_LIMIT` values, else re-binned over the
-   bin's own range (each level narrows by :data:`_FINE_BINS`). Quantiles are then interpolated
-   as ``numpy.quantile`` does (``method="linear"``, its two-sided lerp), so they equal numpy's
-   to the bit;
+   in one pass (a fine bin found by its number: one ``floor`` and a set test per row) when a
+   bin holds at most :data:`_COLLECT_LIMIT` values, else re-binned over the bin's own range
+   (each level narrows by :data:`_FINE_BINS`). Quantiles are then interpolated as
+   ``numpy.quantile`` does (``method="linear"``, its two-sided lerp), so they equal numpy's to
+   the bit;
 4. one ``GROUP BY`` per string or bytes feature for its top values.
 
 No aggregate holds all values (as an exact ``quantile`` aggregate does), so memory stays
@@ -124,7 +126,7 @@ def aggregate_sql(relation: str, features: Sequence[tuple[str, ValueType]], dial
             x = dialect.quote(f"__provender_x{n}")
             inner.append(f"{_number(value_type, column)} AS {x}")
             select += [f"count({column}) - count({x})", f"avg({x})", f"min({x})", f"max({x})"]
-            select.append(f"count(*) FILTER (WHERE {x} = 0)")
+            select.append(f"count_if({x} = 0)")  # a third of FILTER's cost in DuckDB
         elif kind in ("string", "bytes", "list"):
             length = {"string": f"length({column})", "bytes": dialect.byte_length(column)}.get(
                 kind, dialect.list_length(column)
@@ -177,28 +179,44 @@ def _binnable(low: float, high: float) -> bool:
     return math.isfinite(width) and width > 0 and math.isfinite(_FINE_BINS / width)
 
 
-def _level_sql(relation: str, stats: FeatureStatistics, dialect: Dialect, low: float, high: float) -> str:
-    """Per fine bin of ``[low, high]``: count, min, max, and the sums of deviations from the mean and of their squares.
+def _fine(x: str, low: float, high: float) -> str:
+    """The fine bin of ``x`` in ``[low, high]``: ``floor((x - low) * scale)``, from 0 to :data:`_FINE_BINS`.
 
-    The fine bin, ``floor((x - low) * scale)``, is monotone in ``x``: the bins split the sorted
-    values into consecutive runs.
+    Monotone in ``x``, so the bins split the sorted values into consecutive runs; ``high`` (and
+    values a rounding below it) get bin :data:`_FINE_BINS`, one more bin rather than a ``least``
+    per row (which cost a third of the binning pass in DuckDB).
     """
-    scale, mean = _FINE_BINS / (high - low), _double(stats.mean or 0.0)
-    fine = f"least(CAST(floor((x - {_double(low)}) * {_double(scale)}) AS BIGINT), {_FINE_BINS - 1})"
+    return f"floor(({x} - {_double(low)}) * {_double(_FINE_BINS / (high - low))})"
+
+
+def _level_sql(relation: str, stats: FeatureStatistics, dialect: Dialect, low: float, high: float, key: int) -> str:
+    """Per fine bin of ``[low, high]``: ``key``, the bin, count, min, max, and the sums of deviations from the mean.
+
+    The sums are of the deviations and of their squares.
+    """
+    mean = _double(stats.mean or 0.0)
     return (
-        f"SELECT f, count(*), min(x), max(x), sum((x - {mean}) * (x - {mean})), sum(x - {mean}) "
-        f"FROM (SELECT x, {fine} AS f FROM {_values_in(relation, stats, dialect, low, high)}) GROUP BY f"
+        f"SELECT {key} AS k, f, count(*), min(x), max(x), sum((x - {mean}) * (x - {mean})), sum(x - {mean}) "
+        f"FROM (SELECT x, CAST({_fine('x', low, high)} AS BIGINT) AS f "
+        f"FROM {_values_in(relation, stats, dialect, low, high)}) GROUP BY f"
     )
 
 
 @dataclass(frozen=True, slots=True)
 class _Bin:
-    """The values of a feature in ``[low, high]``: ``count`` of them, ranked from ``first`` on."""
+    """The values of a feature in ``[low, high]``: ``count`` of them, ranked from ``first`` on.
+
+    A fine bin also knows its level's range and its index there: the collecting pass finds its
+    values by that index (one bin number per row and a set test, half the cost of a range test
+    per bin).
+    """
 
     low: float
     high: float
     first: int
     count: int
+    level: tuple[float, float] | None = None
+    index: int | None = None
 
 
 @dataclass(slots=True)
@@ -251,15 +269,17 @@ class _Selection:
         return Histogram(edges=edges, counts=tuple(b - a for a, b in itertools.pairwise(cumulative)))
 
 
-def _bins(rows: Iterable[tuple[object, ...]], first: int) -> tuple[list[_Bin], float]:
-    """:func:`_level_sql`'s rows as consecutive bins ranked from ``first``, and the squared deviations.
+def _bins(rows: Iterable[tuple[object, ...]], first: int, level: tuple[float, float]) -> tuple[list[_Bin], float]:
+    """:func:`_level_sql`'s rows of ``level`` as consecutive bins ranked from ``first``, and the squared deviations.
 
     The sum of squared deviations is corrected for the rounding of the mean (the corrected
     two-pass algorithm: ``sum(d^2) - sum(d)^2 / n``).
     """
     bins, squares, deviations, start = [], 0.0, 0.0, first
-    for _, count, low, high, square, deviation in sorted(rows, key=lambda row: int(row[0])):  # type: ignore[call-overload]
-        bins.append(_Bin(low=float(low), high=float(high), first=start, count=int(count)))  # type: ignore[arg-type,call-overload]
+    for index, count, low, high, square, deviation in sorted(rows, key=lambda row: int(row[0])):  # type: ignore[call-overload]
+        bins.append(
+            _Bin(low=float(low), high=float(high), first=start, count=int(count), level=level, index=int(index))  # type: ignore[arg-type,call-overload]
+        )
         squares += float(square)  # type: ignore[arg-type]
         deviations += float(deviation)  # type: ignore[arg-type]
         start += int(count)  # type: ignore[call-overload]
@@ -293,7 +313,7 @@ def _numbers(relation: str, stats: list[FeatureStatistics], dialect: Dialect, ru
     """Add std, quantiles and histogram to the number features in ``stats`` with values."""
     selections: list[_Selection] = []
     result: dict[str, FeatureStatistics] = {}
-    unbinnable = []
+    unbinnable, binned = [], []
     for s in stats:
         n = _values(s)
         if s.kind != "number" or n == 0 or s.min is None or s.max is None:
@@ -313,13 +333,17 @@ def _numbers(relation: str, stats: list[FeatureStatistics], dialect: Dialect, ru
             selection.pending.append((_Bin(low=s.min, high=s.max, first=0, count=n), sorted(_wanted_ranks(n))))
             selections.append(selection)
         else:
-            bins, squares = _bins(run(_level_sql(relation, s, dialect, s.min, s.max)), 0)
-            selection = _Selection(stats=replace(s, std=_std(squares, n)), n=n)
-            selection.locate(bins, _wanted_ranks(n))
-            edges = histogram_edges(s.min, s.max)
-            assert edges is not None
-            selection.count_below_edges(bins, edges)
-            selections.append(selection)
+            binned.append(s)
+    levels = _levels(relation, [(s, s.min or 0.0, s.max or 0.0) for s in binned], dialect, run)
+    for s, rows in zip(binned, levels, strict=True):
+        bins, squares = _bins(rows, 0, (s.min or 0.0, s.max or 0.0))
+        n = _values(s)
+        selection = _Selection(stats=replace(s, std=_std(squares, n)), n=n)
+        selection.locate(bins, _wanted_ranks(n))
+        edges = histogram_edges(s.min or 0.0, s.max or 0.0)
+        assert edges is not None
+        selection.count_below_edges(bins, edges)
+        selections.append(selection)
     _select(relation, selections, dialect, run)
     for selection in selections:
         edges = histogram_edges(selection.stats.min or 0.0, selection.stats.max or 0.0)
@@ -342,9 +366,29 @@ def _select(relation: str, selections: list[_Selection], dialect: Dialect, run: 
             return
         for s in selections:
             s.pending = []
-        for selection, part, ranks in refine:
-            rows = run(_level_sql(relation, selection.stats, dialect, part.low, part.high))
-            selection.locate(_bins(rows, part.first)[0], ranks)
+        levels = _levels(relation, [(s.stats, part.low, part.high) for s, part, _ in refine], dialect, run)
+        for (selection, part, ranks), rows in zip(refine, levels, strict=True):
+            selection.locate(_bins(rows, part.first, (part.low, part.high))[0], ranks)
+
+
+def _levels(
+    relation: str, requests: Sequence[tuple[FeatureStatistics, float, float]], dialect: Dialect, run: Run
+) -> list[list[tuple[object, ...]]]:
+    """:func:`_level_sql`'s rows (without the key) for each ``(feature, low, high)``, in one query.
+
+    One query rather than one per feature: the same work, but each query is a synchronisation
+    of the engine's threads, which a loaded machine makes wait for a core.
+    """
+    if not requests:
+        return []
+    sql = " UNION ALL ".join(
+        f"SELECT * FROM ({_level_sql(relation, stats, dialect, low, high, key)})"
+        for key, (stats, low, high) in enumerate(requests)
+    )
+    result: list[list[tuple[object, ...]]] = [[] for _ in requests]
+    for row in run(sql):
+        result[int(row[0])].append(row[1:])  # type: ignore[call-overload]
+    return result
 
 
 def _collect(relation: str, selections: list[_Selection], dialect: Dialect, run: Run, *, everything: bool) -> None:
@@ -361,8 +405,7 @@ def _collect(relation: str, selections: list[_Selection], dialect: Dialect, run:
         ]
         s.pending = [(p, r) for p, r in s.pending if (p, r) not in small]
         if small:
-            inside = " OR ".join(f"({x} >= {_double(p.low)} AND {x} <= {_double(p.high)})" for p, _ in small)
-            select.append(f"{dialect.collect(x)} FILTER (WHERE {inside})")
+            select.append(f"{dialect.collect(x)} FILTER (WHERE {_inside(x, [p for p, _ in small])})")
         select += [
             f"count(*) FILTER (WHERE {x} >= {_double(part.low)} AND {x} < {_double(_edge(s, i))})"
             for i, part in s.straddles
@@ -382,6 +425,24 @@ def _collect(relation: str, selections: list[_Selection], dialect: Dialect, run:
         for i, part in s.straddles:
             s.below[i] = part.first + int(next(row) or 0)  # type: ignore[call-overload]
         s.straddles = []
+
+
+def _inside(x: str, bins: Sequence[_Bin]) -> str:
+    """SQL: whether ``x`` lies in one of ``bins`` (fine bins by their index, others by their range)."""
+    levels: dict[tuple[float, float], list[int]] = {}
+    tests = []
+    for part in bins:
+        if part.level is None or part.index is None:
+            tests.append(f"({x} >= {_double(part.low)} AND {x} <= {_double(part.high)})")
+        else:
+            levels.setdefault(part.level, []).append(part.index)
+    for (low, high), indexes in levels.items():
+        # With the range test: outside it (NaN included) an engine may give any bin number.
+        tests.append(
+            f"({x} >= {_double(low)} AND {x} <= {_double(high)} AND "
+            f"{_fine(x, low, high)} IN ({', '.join(str(i) for i in sorted(indexes))}))"
+        )
+    return " OR ".join(tests)
 
 
 def _edge(selection: _Selection, i: int) -> float:
