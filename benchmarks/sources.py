@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import multiprocessing
+import os
 import platform
 import shutil
 import statistics
@@ -197,9 +198,13 @@ def client(project: Path, url: str, source: str, kind: str) -> Any:
     return c
 
 
+CPU_SECONDS: list[float] = []  # this process's CPU time of each measure(), read by the caller
+
+
 def measure(counter: Any, work: Callable[[], Any]) -> tuple[float, int, Any]:
-    before, started = counter.value, time.perf_counter()
+    before, started, cpu = counter.value, time.perf_counter(), time.process_time()
     result = work()
+    CPU_SECONDS.append(time.process_time() - cpu)
     return time.perf_counter() - started, counter.value - before, result
 
 
@@ -236,6 +241,7 @@ def incremental(files: Any, work: Path, url: str, proxy: tuple[str, Any], run: i
             count, size = lineage_bytes(c, job.id)
             out[name] = {
                 "seconds": seconds,
+                "cpu_seconds": CPU_SECONDS[-1],
                 "served_bytes": served,
                 "files": count,
                 "file_bytes": size,
@@ -256,13 +262,14 @@ def run_once(
             )
             checksum = float(pc.sum(pc.fill_null(table["driver_hourly_stats__conv_rate"], 0)).as_py())
             found[f"retrieval/{kind}"] = {
-                "seconds": seconds, "served_bytes": served, "rows": table.num_rows, "checksum": checksum,
+                "seconds": seconds, "cpu_seconds": CPU_SECONDS[-1], "served_bytes": served, "rows": table.num_rows,
+                "checksum": checksum,
             }  # fmt: skip
             seconds, served, job = measure(proxy[1], lambda c=c: c.start_offline_to_online_ingestion(
                 DRIVER_STATS.name, start=INGEST_START, end=END).wait())  # fmt: skip
             count, size = lineage_bytes(c, job.id)
-            found[f"ingestion/{kind}"] = {"seconds": seconds, "served_bytes": served, "rows": job.rows_written,
-                                          "files": count, "file_bytes": size}  # fmt: skip
+            found[f"ingestion/{kind}"] = {"seconds": seconds, "cpu_seconds": CPU_SECONDS[-1], "served_bytes": served,
+                                          "rows": job.rows_written, "files": count, "file_bytes": size}  # fmt: skip
     for name, figures in incremental(files, work, url, proxy, run).items():
         found[f"delta-ingestion/{name}"] = figures
     return found
@@ -272,7 +279,7 @@ def median(runs: list[dict[str, Any]], key: str, field: str) -> float:
     return statistics.median(r[key][field] for r in runs)
 
 
-def report(size: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+def report(size: str, runs: list[dict[str, Any]], load: dict[str, list[float]]) -> dict[str, Any]:
     keys = list(runs[0])
     summary = {k: {f: median(runs, k, f) for f in runs[0][k] if f != "checksum"} for k in keys}
     checks = {k: len({r[k].get("checksum") for r in runs}) == 1 for k in keys if "checksum" in runs[0][k]}
@@ -293,6 +300,7 @@ def report(size: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
         "medians": summary,
         "ratios": ratios,
         "same_answers": same and all(checks.values()),
+        "load_average": load,
         "all_runs": runs,
     }
 
@@ -308,14 +316,19 @@ def markdown(result: dict[str, Any]) -> str:
         "noisy, ratios within one run are the figures to read. Retrieval and ingestion answers were the same "
         f"from every source: {result['same_answers']}.",
         "",
-        "| operation | source | time | bytes served by S3 | files read (bytes) |",
-        "|---|---|---|---|---|",
+        "Load average (1, 5, 15 min) at the start: {}; at the end: {}. CPU is this process's (moto and the "
+        "byte-counting proxy are processes of their own).".format(
+            *(", ".join(f"{x:.1f}" for x in result["load_average"][k]) for k in ("start", "end"))
+        ),
+        "",
+        "| operation | source | time | CPU | bytes served by S3 | files read (bytes) |",
+        "|---|---|---|---|---|---|",
     ]
     for key, fig in m.items():
         phase, kind = key.split("/")
         files = f"{fig['files']:.0f} ({fig['file_bytes'] / 1e6:.1f} MB)" if "files" in fig else "-"
         served = "-" if kind == "local" else f"{fig['served_bytes'] / 1e6:.1f} MB"
-        lines.append(f"| {phase} | {kind} | {fig['seconds']:.2f} s | {served} | {files} |")
+        lines.append(f"| {phase} | {kind} | {fig['seconds']:.2f} s | {fig['cpu_seconds']:.2f} s | {served} | {files} |")
     lines += ["", "| ratio | value | target |", "|---|---|---|"]
     targets = {"vs local": "<= 2x", "bytes": "<= 0.2"}
     for name, value in r.items():
@@ -330,6 +343,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     files = ensure_scenario(SIZES[args.size])
+    load = {"start": list(os.getloadavg())}
     work = Path(tempfile.mkdtemp(prefix="provender-bench-sources-"))
     try:
         with moto(work) as (url, _), counting_proxy(url) as proxy:
@@ -340,7 +354,8 @@ def main() -> None:
                 print(f"run {run + 1}/{args.runs} done", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    result = report(args.size, runs)
+    load["end"] = list(os.getloadavg())
+    result = report(args.size, runs, load)
     RESULTS_DIR.mkdir(exist_ok=True)
     (RESULTS_DIR / "sources.json").write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
     text = markdown(result)

@@ -308,3 +308,45 @@ def test_the_kubeflow_retrieval_step_writes_to_s3(tmp_path: Path, s3_server: S3S
     )
     written = pq.read_table(f"{bucket}/kfp/training.parquet", filesystem=s3_server.filesystem())
     assert summary == {"rows": written.num_rows, "columns": written.num_columns} and written.num_rows == 5
+
+
+def test_listing_and_reading_cost_few_requests(tmp_path: Path, s3_server: S3Server) -> None:
+    """Counted on the server's log: a listing that prunes nothing is one recursive listing, not one per
+    partition, and a narrow read of a file with many row groups is one ranged GET after the footer's."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from provender.offline.objectstore import list_infos, store_dataset
+
+    _, remote = _tables(tmp_path, s3_server)
+    assert remote.batch_source is not None
+    url, bucket = remote.batch_source.path, remote.batch_source.path.split("/")[2]
+    store = open_s3(pv.Settings.model_validate({"storage": s3_server.storage()}).storage.s3, "test")
+
+    def listing(dates: DateRange | None) -> tuple[list[str], list[str]]:
+        since = s3_server.log_size()
+        infos = list_infos(store, url, suffix=".parquet", what="test", partition_column="date", dates=dates)
+        return [i.path.rsplit("/", 2)[1] for i in infos], [r for r in s3_server.requests(since) if f"/{bucket}" in r]
+
+    every = [f"date=2024-03-0{day}" for day in range(1, 6)]
+    found, requests = listing(None)
+    assert found == every
+    lists = [r for r in requests if "list-type=2" in r]
+    assert len(lists) == 2 and "delimiter" not in lists[-1], requests  # pyarrow's directory check, then one listing
+    assert len(requests) == 3, requests  # and the HEAD of that check: no request per partition, no bucket HEAD
+    found, requests = listing(DateRange(first=datetime(2024, 3, 1).date(), last=datetime(2024, 3, 5).date()))
+    assert found == every and len(requests) == 4, requests  # + the level of date partitions, all kept
+    found, requests = listing(DateRange(first=datetime(2024, 3, 3).date(), last=datetime(2024, 3, 4).date()))
+    assert found == every[2:4] and len(requests) == 5, requests  # 2 kept partitions, listed one by one
+
+    wide = pa.table({f"c{i}": pa.array(range(2_000), pa.int64()) for i in range(12)})
+    pq.write_table(wide, tmp_path / "wide.parquet", row_group_size=100)  # 20 row groups
+    assert pq.ParquetFile(tmp_path / "wide.parquet").num_row_groups == 20
+    pafs.copy_files(str(tmp_path / "wide.parquet"), f"{bucket}/wide/part-0.parquet",
+                    destination_filesystem=s3_server.filesystem())  # fmt: skip
+    [info] = list_infos(store, f"s3://{bucket}/wide", suffix=".parquet", what="test", partition_column=None, dates=None)
+    dataset = store_dataset(store, [store.url(info.path)], root=None, sizes={store.url(info.path): info.size})
+    since = s3_server.log_size()
+    assert dataset.to_table(columns=["c7"]).column("c7").to_pylist() == list(range(2_000))
+    reads = [r for r in s3_server.requests(since) if "wide/part-0.parquet" in r]
+    assert len(reads) == 2, reads  # the footer, then the 20 column chunks of c7 in one ranged GET (not 20)

@@ -36,6 +36,11 @@ class DateRange:
         start, end = (at if at.tzinfo else at.replace(tzinfo=UTC) for at in (start, end))
         return cls(first=start.astimezone(UTC).date(), last=end.astimezone(UTC).date())
 
+    @property
+    def is_unbounded(self) -> bool:
+        """Whether every date is inside the range (nothing can be pruned)."""
+        return self.first is None and self.last is None
+
     def contains(self, day: date) -> bool:
         """Whether ``day`` is inside the range."""
         return (self.first is None or day >= self.first) and (self.last is None or day <= self.last)
