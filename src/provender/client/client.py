@@ -639,7 +639,7 @@ class Client:
 
         counted = replace(plan, count_source_rows=True)
 
-        collector = StatisticsCollector(StatisticsPlan(join=join, start=start_at, end=end_at))
+        collector = StatisticsCollector(StatisticsPlan(join=join, start=start_at, end=end_at), engine=engine)
 
         def write(rows: pa.Table) -> int:
             collector.add(rows)

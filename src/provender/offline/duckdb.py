@@ -51,7 +51,7 @@ from provender.offline.duckdb_sql import (
     sketch_sql,
     sql_type,
 )
-from provender.offline.engine import EngineCapabilities, EntityRows
+from provender.offline.engine import EngineCapabilities, EntityRows, OfflineEngine
 from provender.offline.files import DateRange, list_table_files, lower_event_bound
 from provender.offline.lineage import SourceInput, local_files
 from provender.offline.objectstore import is_object_store_url, read_rows
@@ -542,19 +542,21 @@ def _rank_at(timestamp: str, *, latest: bool = True) -> str:
 class StatisticsCollector:
     """Statistics of the rows an ingestion job writes, gathered as its batches go by.
 
-    Each batch's feature columns are appended to a temporary table of the process's collector
-    database (:func:`_collector_database`, spilling past DuckDB's default limits); :meth:`finish`
-    runs the statistics SQL over it. The extra cost is one columnar copy of what is written (one
-    row per entity key), never a second read of the source. The database is started once per
-    process: starting one per job cost about 80 ms of a 1 s job's wall time (half the statistics'
-    share of it), and each collector's own connection keeps its table private.
+    Each batch's feature columns are appended to a temporary table (spilling past DuckDB's
+    limits); :meth:`finish` runs the statistics SQL over it. The extra cost is one columnar copy
+    of what is written (one row per entity key), never a second read of the source. The table
+    lives in the job's DuckDB engine's database when the job runs on one (``engine``), else in
+    the process's collector database (:func:`_collector_database`, started once): starting a
+    database per job cost about 80 ms of a 1 s job's wall time, half the statistics' share of
+    it. The collector's own connection keeps its table private.
     """
 
-    def __init__(self, plan: StatisticsPlan) -> None:
+    def __init__(self, plan: StatisticsPlan, *, engine: OfflineEngine | None = None) -> None:
         self.plan = plan
         self._names = [f.name for f in plan.join.features]
         self._lock = threading.Lock()
-        self._db = _collector_database().cursor()
+        database = engine._db if isinstance(engine, DuckDBEngine) else _collector_database()
+        self._db = database.cursor()
         columns = ", ".join(f"{quote(f.name)} {sql_type(f.value_type)}" for f in plan.join.features)
         self._db.execute(f"CREATE TEMP TABLE written ({columns})")
 
