@@ -204,7 +204,13 @@ class KeyEncoder:
 
 
 def encode_arrow_keys(rows: pa.Table, entity_names: Sequence[str]) -> list[bytes]:
-    """Return the encoded key of every row of ``rows``, from its entity columns.
+    """Return the encoded key of every row of ``rows``, from its entity columns (see :func:`arrow_keys`)."""
+    keys: list[bytes] = arrow_keys(rows, entity_names).to_pylist()
+    return keys
+
+
+def arrow_keys(rows: pa.Table, entity_names: Sequence[str]) -> pa.Array:
+    """Return the encoded key of every row of ``rows``, from its entity columns, as an Arrow binary array.
 
     The columns' Arrow types give the entity types (int*, string, binary, bool). The bytes are
     built with Arrow compute kernels (a property test checks they equal :class:`KeyEncoder`'s).
@@ -227,12 +233,14 @@ def encode_arrow_keys(rows: pa.Table, entity_names: Sequence[str]) -> list[bytes
         entities.append((name, value_type))
     encoder = KeyEncoder(entities)
     if rows.num_rows == 0:
-        return []
+        return pa.array([], pa.binary())
     parts: list[pa.ChunkedArray | pa.Array | bytes] = []
     for head, name, value_type in zip(encoder._heads, encoder.names, encoder.types, strict=True):
         parts += _arrow_part(head, rows.column(name), value_type)
-    keys: list[bytes] = pc.binary_join_element_wise(*parts, b"").to_pylist()
-    return keys
+    joined = pc.binary_join_element_wise(*parts, b"")
+    if isinstance(joined, pa.ChunkedArray):
+        joined = joined.combine_chunks()
+    return joined
 
 
 def _arrow_part(head: bytes, column: pa.ChunkedArray, value_type: ValueType) -> list[pa.ChunkedArray | bytes]:

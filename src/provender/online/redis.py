@@ -75,7 +75,7 @@ from provender.online import redis_tiles
 from provender.online.codec import StoredRow, codec_for, encode_batch
 from provender.online.redis_async import AsyncRedis, RedisAddress
 from provender.online.store import DEFAULT_PROJECT, ReadRequest, StoreCapabilities, TableFreshness, now_micros
-from provender.online.tiles import TileLayout, TileMerge
+from provender.online.tiles import TileAppend, TileAppended, TileLayout, TileMerge
 
 _hiredis_pack: Callable[[tuple[bytes | str, ...]], bytes] | None
 try:
@@ -447,6 +447,24 @@ class RedisStore:
             else:
                 self._run([("SCRIPT", "LOAD", redis_tiles.CAS_SCRIPT)])
             redis_tiles.update(self._run, records, fields, merge, group=lambda members: self._by_slot(records, members))
+
+    def append_tiles(
+        self, table: FeatureTable, layout: TileLayout, keys: Sequence[bytes], appends: Sequence[TileAppend],
+        lateness_us: int,
+    ) -> list[TileAppended]:  # fmt: skip
+        """Apply each key's folded batch without a read: one script call per chunk of keys (``redis_tiles.py``)."""
+        if not keys:
+            return []
+        records = [self.tile_key_of(table, layout, key) for key in keys]
+        with self._errors(f"write the tiles of feature table {table.name!r}"):
+            if self._cluster is not None:
+                self._cluster.script_load(redis_tiles.APPEND_SCRIPT)
+            else:
+                self._run([("SCRIPT", "LOAD", redis_tiles.APPEND_SCRIPT)])
+            return redis_tiles.append(
+                self._run, records, appends, reach_us=lateness_us + layout.longest_us, tile_us=layout.tile_us,
+                group=lambda members: self._by_slot(records, members),
+            )  # fmt: skip
 
     def _by_slot(self, records: Sequence[bytes], members: Sequence[int]) -> list[list[int]]:
         """Group record indexes by cluster slot (all together on a standalone server)."""

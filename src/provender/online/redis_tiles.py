@@ -17,8 +17,10 @@ import hashlib
 from collections.abc import Callable, Sequence
 from typing import cast
 
+import msgpack  # type: ignore[import-untyped]
+
 from provender.errors import BackendError
-from provender.online.tiles import TileMerge
+from provender.online.tiles import MAX_APPENDED_STATES, TileAppend, TileAppended, TileMerge, offset_field
 
 # KEYS: the records; ARGV per key: expected version ('' if none), #set, #append, #delete, then
 # the set pairs, the append pairs, the deleted fields. Returns per key 1 (applied) or 0 (conflict).
@@ -61,6 +63,7 @@ _KEYS_PER_CALL = 64
 Command = tuple[bytes | str, ...]
 Run = Callable[[list[Command]], list[object]]
 """Sends commands in one round trip and returns their replies."""
+_pack = msgpack.Packer().pack
 
 
 def read(run: Run, records: Sequence[bytes], fields: Sequence[bytes]) -> list[list[bytes | None]]:
@@ -138,3 +141,161 @@ def update(
             "retry the batch.",
             retryable=True,
         )
+
+
+# Appends folded batches without a read (``TileAppend``): KEYS the records; ARGV[1] the lateness
+# plus the longest window, ARGV[2] the tile size, ARGV[3] MAX_APPENDED_STATES; then per key: the
+# watermark limit, the batch's latest time and its encoding, #partitions, per partition (offset
+# field, first offset, encoded last offset), #tiles, per tile (tile, encoded state, events).
+# Returns per key 0 (refused: a replay or a too-late event; nothing changed), 1 (applied) or the
+# tiles whose states should be compacted. Numbers are exact below 2^53 (the writer checks).
+APPEND_SCRIPT = """
+local reach, size, most = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local exact = 9007199254740992
+local results = {}
+local a = 4
+local function name(prefix, tile) return prefix .. string.format('%d', tile) end
+for k = 1, #KEYS do
+  local key = KEYS[k]
+  local limit, latest, packed, np = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), ARGV[a + 2], tonumber(ARGV[a + 3])
+  local p0 = a + 4
+  local nt = tonumber(ARGV[p0 + 3 * np])
+  local t0 = p0 + 3 * np + 1
+  a = t0 + 3 * nt
+  local head = redis.call('HMGET', key, 'w', 't')
+  local ok, watermark = true, nil
+  if head[1] then
+    watermark = cmsgpack.unpack(head[1])
+    if watermark > limit or watermark >= exact or watermark <= -exact then ok = false end
+  end
+  if ok and np > 0 then
+    local names = {}
+    for j = 0, np - 1 do names[j + 1] = ARGV[p0 + 3 * j] end
+    local stored = redis.call('HMGET', key, unpack(names))
+    for j = 0, np - 1 do
+      if stored[j + 1] then
+        local offset = cmsgpack.unpack(stored[j + 1])
+        if offset >= tonumber(ARGV[p0 + 3 * j + 1]) or offset >= exact then ok = false end
+      end
+    end
+  end
+  if not ok then
+    results[k] = 0
+  else
+    local sets = {}
+    if watermark == nil or latest > watermark then
+      watermark = latest
+      sets[#sets + 1] = 'w'
+      sets[#sets + 1] = packed
+    end
+    for j = 0, np - 1 do
+      sets[#sets + 1] = ARGV[p0 + 3 * j]
+      sets[#sets + 1] = ARGV[p0 + 3 * j + 2]
+    end
+    local present, previous = {}, nil
+    if head[2] then
+      for _, tile in ipairs(cmsgpack.unpack(head[2])) do
+        present[tile] = true
+        if previous == nil or tile > previous then previous = tile end
+      end
+    end
+    local horizon = watermark - reach
+    local compact, newest = {}, nil
+    for j = 0, nt - 1 do
+      local tile = tonumber(ARGV[t0 + 3 * j])
+      if (tile + 1) * size > horizon then
+        local tag = ARGV[t0 + 3 * j]
+        local sf, ef = 's' .. tag, 'e' .. tag
+        local old = redis.call('HMGET', key, sf, ef)
+        if old[1] then
+          sets[#sets + 1] = sf
+          sets[#sets + 1] = old[1] .. ARGV[t0 + 3 * j + 1]
+          if redis.call('HINCRBY', key, 'c' .. tag, 1) + 1 >= most then compact[#compact + 1] = tile end
+        else
+          sets[#sets + 1] = sf
+          sets[#sets + 1] = ARGV[t0 + 3 * j + 1]
+        end
+        sets[#sets + 1] = ef
+        sets[#sets + 1] = (old[2] or '') .. ARGV[t0 + 3 * j + 2]
+        present[tile] = true
+        if newest == nil or tile > newest then newest = tile end
+      end
+    end
+    if previous ~= nil and newest ~= nil and newest > previous and (previous + 1) * size > horizon then
+      if redis.call('HGET', key, name('c', previous)) then compact[#compact + 1] = previous end
+    end
+    local kept, doomed = {}, {}
+    for tile in pairs(present) do
+      if (tile + 1) * size <= horizon then
+        doomed[#doomed + 1] = name('s', tile)
+        doomed[#doomed + 1] = name('e', tile)
+        doomed[#doomed + 1] = name('c', tile)
+      else
+        kept[#kept + 1] = tile
+      end
+    end
+    table.sort(kept)
+    sets[#sets + 1] = 't'
+    sets[#sets + 1] = cmsgpack.pack(kept)
+    redis.call('HSET', key, unpack(sets))
+    if #doomed > 0 then redis.call('HDEL', key, unpack(doomed)) end
+    redis.call('HINCRBY', key, 'v', 1)
+    if #compact > 0 then results[k] = compact else results[k] = 1 end
+  end
+end
+return results
+"""
+APPEND_SHA = hashlib.sha1(APPEND_SCRIPT.encode(), usedforsecurity=False).hexdigest()
+_APPENDS_PER_CALL = 128
+
+
+def append(
+    run: Run,
+    records: Sequence[bytes],
+    appends: Sequence[TileAppend],
+    *,
+    reach_us: int,
+    tile_us: int,
+    group: Callable[[Sequence[int]], list[list[int]]],
+) -> list[TileAppended]:
+    """Apply each record's folded batch without reading it first (one script call per chunk of keys).
+
+    Args:
+        run: sends commands (the script must be loaded: ``SCRIPT LOAD`` of :data:`APPEND_SCRIPT`).
+        records: the Redis keys.
+        appends: per record, its folded batch.
+        reach_us: the allowed lateness plus the longest window (tiles ending before the
+            watermark minus this are deleted).
+        tile_us: the tile size.
+        group: splits record indexes into groups a script call may hold together (one slot).
+
+    Returns:
+        Per record: 0 refused, 1 applied, or the tiles (applied) to compact (:data:`TileAppended`).
+    """
+    head = [b"%d" % reach_us, b"%d" % tile_us, b"%d" % MAX_APPENDED_STATES]
+    calls: list[Command] = []
+    order: list[list[int]] = []
+    for members in group(range(len(records))):
+        for start in range(0, len(members), _APPENDS_PER_CALL):
+            chunk = members[start : start + _APPENDS_PER_CALL]
+            args: list[bytes] = list(head)
+            for i in chunk:
+                change = appends[i]
+                args += [
+                    b"%d" % change.watermark_limit,
+                    b"%d" % change.watermark,
+                    _pack(change.watermark),
+                    b"%d" % len(change.offsets),
+                ]
+                for partition, low, high in change.offsets:
+                    args += [offset_field(partition), b"%d" % low, _pack(high)]
+                args.append(b"%d" % len(change.tiles))
+                for tile, state, events in change.tiles:
+                    args += [b"%d" % tile, state, events]
+            calls.append(("EVALSHA", APPEND_SHA, b"%d" % len(chunk), *(records[i] for i in chunk), *args))
+            order.append(chunk)
+    results: list[TileAppended] = [0] * len(records)
+    for chunk, reply in zip(order, run(calls) if calls else [], strict=True):
+        for i, status in zip(chunk, cast(list[TileAppended], reply), strict=True):
+            results[i] = status
+    return results

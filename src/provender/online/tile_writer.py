@@ -20,29 +20,34 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, NamedTuple
 
 import msgpack  # type: ignore[import-untyped]
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from provender.definitions import FeatureTable, ValueType
+from provender.definitions import FeatureTable, ValueType, sketch
 from provender.definitions.request import CREATED_TIMESTAMP, EVENT_TIMESTAMP, TIMESTAMP_TYPE
 from provender.errors import DataError
-from provender.online.keys import encode_arrow_keys
+from provender.online.keys import arrow_keys
 from provender.online.tiles import (
     TILE_SET,
     WATERMARK,
+    TileAppend,
     TileLayout,
     TileStore,
     TileUpdate,
     add_value,
+    count_field,
     decode_state,
     encode_event,
     encode_state,
     events_field,
     layout_for,
+    merge_into,
     new_state,
     offset_field,
     state_field,
@@ -50,6 +55,9 @@ from provender.online.tiles import (
 
 _pack = msgpack.Packer().pack
 _unpackb = msgpack.unpackb
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+EXACT_IN_LUA = 2**53
+"""Times and offsets below this magnitude are exact as Lua numbers (doubles): the Redis script's domain."""
 
 
 class TileReport(NamedTuple):
@@ -95,6 +103,13 @@ class TileWriter:
     ) -> TileReport:
         """Add ``rows`` (normalized, in arrival order) to their keys' tiles.
 
+        The batch is folded, vectorised, into per-(key, tile) partial states and appended events
+        (:class:`_Batch`). A store that can append them without a read (``append_tiles``: Redis,
+        one script call per chunk of keys) gets them first; it refuses a key if one of its events
+        is a replay or too late against what is stored. The refused keys, and every key on the
+        other stores, are read and merged (``update_tiles``): with the partial states if nothing
+        of the key is a replay or too late, else record by record in arrival order.
+
         Args:
             rows: the entity columns, the aggregations' input columns and ``event_timestamp``
                 (``created_timestamp`` optional).
@@ -107,50 +122,79 @@ class TileWriter:
         """
         if not rows.num_rows:
             return TileReport(0, 0, 0)
-        layout = self.layout
-        keys = encode_arrow_keys(rows, self.table.entities)
-        events = _micros(rows, EVENT_TIMESTAMP, self.table.name)
-        if None in events:
-            raise DataError(f"rows for feature table {self.table.name!r}: {EVENT_TIMESTAMP!r} has nulls.")
-        created: list[int | None] = [None] * rows.num_rows
-        if CREATED_TIMESTAMP in rows.column_names:
-            created = _micros(rows, CREATED_TIMESTAMP, self.table.name)
-        values = []
-        for name, value_type in zip(layout.columns, layout.column_types, strict=True):
-            if name not in rows.column_names:
-                raise DataError(f"rows for feature table {self.table.name!r} lack the column {name!r}.")
-            values.append(pc.cast(rows.column(name), _storage(value_type)).to_pylist())
-        by_key: dict[bytes, list[int]] = defaultdict(list)
-        for index, key in enumerate(keys):
-            by_key[key].append(index)
-        distinct = list(by_key)
-        fields = []
-        for key in distinct:
-            indexes = by_key[key]
-            tiles = sorted({events[i] // layout.tile_us for i in indexes})  # type: ignore[operator]
-            parts = sorted({partitions[i] for i in indexes}) if partitions is not None else []
-            fields.append([WATERMARK, TILE_SET, *map(offset_field, parts), *map(state_field, tiles)])
+        guarded = partitions is not None and offsets is not None
+        batch = _Batch.of(rows, self.table, self.layout, self.lateness_us, partitions if guarded else None, offsets)
         reports: dict[int, TileReport] = {}
-        batch = _Batch(events, created, list(zip(*values, strict=True)), partitions, offsets)  # type: ignore[arg-type]
-
-        def merge(position: int, stored: list[bytes | None]) -> TileUpdate | None:
-            record = _Record(self.layout, dict(zip(fields[position], stored, strict=True)))
-            reports[position] = self._add(record, batch, by_key[distinct[position]])
-            return record.update(self.lateness_us)
-
-        self.store.update_tiles(self.table, layout, distinct, fields, merge)
+        pending = list(range(len(batch.keys)))
+        compact: dict[int, list[int]] = {}
+        append = getattr(self.store, "append_tiles", None)
+        if append is not None and batch.exact_in_lua(self.lateness_us + self.layout.longest_us):
+            eligible = [k for k in pending if batch.eligible[k]]
+            statuses = append(
+                self.table, self.layout, [batch.keys[k] for k in eligible], [batch.append(k) for k in eligible],
+                self.lateness_us,
+            )  # fmt: skip
+            pending = [k for k in pending if not batch.eligible[k]]
+            for k, status in zip(eligible, statuses, strict=True):
+                if status == 0:
+                    pending.append(k)
+                    continue
+                reports[k] = TileReport(batch.applied[k], batch.late[k], 0)
+                if isinstance(status, list) and status:
+                    compact[k] = sorted(set(status))
+        if pending:
+            self._merge(batch, pending, reports)
+        if compact:
+            self._compact(batch, compact)
         return TileReport(
             sum(r.applied for r in reports.values()),
             sum(r.too_late for r in reports.values()),
             sum(r.replayed for r in reports.values()),
         )
 
-    def _add(self, record: _Record, batch: _Batch, indexes: list[int]) -> TileReport:
+    def _merge(self, batch: _Batch, members: list[int], reports: dict[int, TileReport]) -> None:
+        """Read and merge the keys ``members`` of the batch (``update_tiles``)."""
+        layout = self.layout
+        fields = []
+        for k in members:
+            parts = sorted({p for p, _, _ in batch.offsets[k]})
+            tiles = sorted({batch.events[i] // layout.tile_us for i in batch.rows[k]})
+            fields.append([WATERMARK, TILE_SET, *map(offset_field, parts), *map(state_field, tiles)])
+
+        def merge(position: int, stored: list[bytes | None]) -> TileUpdate | None:
+            k = members[position]
+            record = _Record(layout, dict(zip(fields[position], stored, strict=True)))
+            if batch.eligible[k] and record.accepts(batch.limits[k], batch.offsets[k]):
+                record.add_partials(batch, k)
+                reports[k] = TileReport(batch.applied[k], batch.late[k], 0)
+            else:
+                reports[k] = self._add(record, batch, batch.rows[k])
+            return record.update(self.lateness_us)
+
+        self.store.update_tiles(self.table, layout, [batch.keys[k] for k in members], fields, merge)
+
+    def _compact(self, batch: _Batch, compact: dict[int, list[int]]) -> None:
+        """Rewrite the named tiles' states (several appended) as one, so reads decode one per tile."""
+        members = list(compact)
+        fields = [[state_field(tile) for tile in compact[k]] for k in members]
+
+        def merge(position: int, stored: list[bytes | None]) -> TileUpdate | None:
+            changes: dict[bytes, bytes] = {}
+            deleted: list[bytes] = []
+            for tile, packed in zip(compact[members[position]], stored, strict=True):
+                if packed is not None:
+                    changes[state_field(tile)] = encode_state(decode_state(packed))
+                    deleted.append(count_field(tile))
+            return TileUpdate(changes, {}, deleted) if changes else None
+
+        self.store.update_tiles(self.table, self.layout, [batch.keys[k] for k in members], fields, merge)
+
+    def _add(self, record: _Record, batch: _Batch, indexes: Sequence[int]) -> TileReport:
         """Add a key's rows of the batch to its record, in arrival order (replays and late ones skipped)."""
         applied = too_late = replayed = 0
+        partitions, offsets = batch.partitions, batch.partition_offsets
         for i in indexes:
-            guarded = batch.partitions is not None and batch.offsets is not None
-            if guarded and not record.take_offset(batch.partitions[i], batch.offsets[i]):  # type: ignore[index]
+            if partitions is not None and offsets is not None and not record.take_offset(partitions[i], offsets[i]):
                 replayed += 1
                 continue
             event = batch.events[i]
@@ -158,17 +202,287 @@ class TileWriter:
             if watermark is not None and event < watermark - self.lateness_us:
                 too_late += 1
                 continue
-            record.add(event, batch.created[i], batch.columns[i])
+            record.add(event, batch.created[i], batch.values[i])
             applied += 1
         return TileReport(applied, too_late, replayed)
 
 
-class _Batch(NamedTuple):
+@dataclass(slots=True)
+class _Batch:
+    """A batch folded per key (vectorised): what each key's record gets if nothing of it is late or replayed.
+
+    Per key ``k`` (``keys[k]``): ``rows[k]``, its rows in arrival order; ``late[k]``, how many
+    of them are too late against the key's earlier rows of the batch alone (more than the
+    lateness behind their running maximum); ``applied[k]``, the others; ``limits[k]``, the
+    highest stored watermark under which none of those others is too late (their earliest time
+    plus the lateness); ``latest[k]``, the batch's latest event time; ``offsets[k]``, per
+    partition (first offset, last offset); ``eligible[k]``, whether its offsets increase in each
+    partition (else it is merged record by record); ``tiles[k]``, per tile its partial state
+    (over the applied rows) and its applied rows' encoded events, in arrival order.
+    """
+
+    keys: list[bytes]
+    rows: list[list[int]]
+    late: list[int]
+    applied: list[int]
+    limits: list[int]
+    latest: list[int]
+    offsets: list[list[tuple[int, int, int]]]
+    eligible: list[bool]
+    tiles: list[list[tuple[int, list[list[Any]], bytes]]]
     events: list[int]
     created: list[int | None]
-    columns: list[tuple[Any, ...]]
+    values: list[tuple[Any, ...]]
     partitions: Sequence[int] | None
-    offsets: Sequence[int] | None
+    partition_offsets: Sequence[int] | None
+    magnitude: int  # the largest magnitude of an event time or offset
+
+    def exact_in_lua(self, reach: int) -> bool:
+        """Whether every time (give or take ``reach``) and offset is exact as a Lua number."""
+        return self.magnitude + reach < EXACT_IN_LUA
+
+    def append(self, k: int) -> TileAppend:
+        """Key ``k``'s change for a store that appends without a read."""
+        return TileAppend(
+            self.limits[k],
+            self.latest[k],
+            self.offsets[k],
+            [(tile, encode_state(state), events) for tile, state, events in self.tiles[k]],
+        )
+
+    @classmethod
+    def of(
+        cls,
+        rows: pa.Table,
+        table: FeatureTable,
+        layout: TileLayout,
+        lateness_us: int,
+        partitions: Sequence[int] | None,
+        offsets: Sequence[int] | None,
+    ) -> _Batch:
+        """Fold ``rows`` (arrival order) per key and tile."""
+        n = rows.num_rows
+        encoded = arrow_keys(rows, table.entities).dictionary_encode()
+        key_ids = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        keys: list[bytes] = encoded.dictionary.to_pylist()
+        micros = _micros(rows, EVENT_TIMESTAMP, table.name)
+        if micros.null_count:
+            raise DataError(f"rows for feature table {table.name!r}: {EVENT_TIMESTAMP!r} has nulls.")
+        events = micros.to_numpy(zero_copy_only=False)
+        if CREATED_TIMESTAMP in rows.column_names:
+            created_micros = _micros(rows, CREATED_TIMESTAMP, table.name)
+            created_rank = created_micros.fill_null(_INT64_MIN).to_numpy(zero_copy_only=False)
+            created: list[int | None] = created_micros.to_pylist()
+        else:
+            created_rank = np.full(n, _INT64_MIN, np.int64)
+            created = [None] * n
+        columns = []
+        for name, value_type in zip(layout.columns, layout.column_types, strict=True):
+            if name not in rows.column_names:
+                raise DataError(f"rows for feature table {table.name!r} lack the column {name!r}.")
+            column = pc.cast(rows.column(name), _storage(value_type))
+            columns.append(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
+        lists = [column.to_pylist() for column in columns]
+        values = list(zip(*lists, strict=True))
+        order, late, starts = _too_late_in_batch(key_ids, events, lateness_us)
+        ends = np.append(starts[1:], n)
+        times = events[order]
+        late_counts = np.add.reduceat(late.astype(np.int64), starts).tolist()
+        key_offsets, eligible = _offsets(key_ids, len(keys), partitions, offsets)
+        magnitude = int(np.abs(events).max())
+        if offsets is not None and len(offsets):
+            magnitude = max(magnitude, int(np.abs(np.asarray(offsets, dtype=np.int64)).max()))
+        rows_in = _Rows(events, created_rank, created, columns, lists, values)
+        order_list = order.tolist()
+        return cls(
+            keys=keys,
+            rows=[order_list[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True)],
+            late=late_counts,
+            applied=[int(e - s) - c for s, e, c in zip(starts.tolist(), ends.tolist(), late_counts, strict=True)],
+            limits=[m + lateness_us for m in np.minimum.reduceat(np.where(late, _INT64_MAX, times), starts).tolist()],
+            latest=np.maximum.reduceat(times, starts).tolist(),
+            offsets=key_offsets,
+            eligible=eligible,
+            tiles=_fold(layout, rows_in, order[~late], key_ids[order][~late], len(keys)),
+            events=events.tolist(),
+            created=created,
+            values=values,
+            partitions=partitions,
+            partition_offsets=offsets,
+            magnitude=magnitude,
+        )
+
+
+class _Rows(NamedTuple):
+    events: np.ndarray  # int64 microseconds
+    created_rank: np.ndarray  # int64 microseconds, the lowest int64 where null
+    created: list[int | None]
+    columns: list[pa.Array]  # the input columns, as stored
+    lists: list[list[Any]]  # the same as Python values
+    values: list[tuple[Any, ...]]  # per row, its input values
+
+
+def _too_late_in_batch(key_ids: np.ndarray, events: np.ndarray, lateness_us: int) -> tuple[Any, Any, Any]:
+    """The rows by key (arrival order kept), which are too late against their key's earlier rows, key starts.
+
+    Times are replaced by their ranks so that ``key * ranks + rank`` orders by key first: one
+    cumulative maximum gives, for every key at once, the running maximum of its earlier rows.
+    """
+    n = len(key_ids)
+    order = np.argsort(key_ids, kind="stable")
+    by_key, times = key_ids[order], events[order]
+    first = np.ones(n, dtype=bool)
+    first[1:] = by_key[1:] != by_key[:-1]
+    distinct_times, rank = np.unique(times, return_inverse=True)
+    span = len(distinct_times)
+    running = np.maximum.accumulate(by_key * span + rank.reshape(-1))
+    earlier = np.zeros(n, dtype=np.int64)
+    earlier[1:] = running[:-1] - by_key[1:] * span
+    earlier[first] = 0
+    late = ~first & (times < distinct_times[earlier] - lateness_us)
+    return order, late, np.flatnonzero(first)
+
+
+def _offsets(
+    key_ids: np.ndarray, keys: int, partitions: Sequence[int] | None, offsets: Sequence[int] | None
+) -> tuple[list[list[tuple[int, int, int]]], list[bool]]:
+    """Per key, per partition (first offset, last offset); and whether they rise in each partition."""
+    key_offsets: list[list[tuple[int, int, int]]] = [[] for _ in range(keys)]
+    eligible = [True] * keys
+    if partitions is None or offsets is None:
+        return key_offsets, eligible
+    n = len(key_ids)
+    parts = np.asarray(partitions, dtype=np.int64)
+    offs = np.asarray(offsets, dtype=np.int64)
+    order = np.lexsort((np.arange(n), parts, key_ids))
+    pk, pp, op = key_ids[order], parts[order], offs[order]
+    group = np.ones(n, dtype=bool)
+    group[1:] = (pk[1:] != pk[:-1]) | (pp[1:] != pp[:-1])
+    rising = np.ones(n, dtype=bool)
+    rising[1:] = group[1:] | (op[1:] > op[:-1])
+    for k in np.unique(pk[~rising]).tolist():
+        eligible[k] = False
+    starts = np.flatnonzero(group)
+    ends = np.append(starts[1:], n) - 1
+    for k, p, low, high in zip(
+        pk[starts].tolist(), pp[starts].tolist(), op[starts].tolist(), op[ends].tolist(), strict=True
+    ):
+        key_offsets[k].append((p, low, high))
+    return key_offsets, eligible
+
+
+def _fold(
+    layout: TileLayout, rows: _Rows, applied: np.ndarray, applied_keys: np.ndarray, keys: int
+) -> list[list[tuple[int, list[list[Any]], bytes]]]:
+    """Per key, per tile: the partial state of its applied rows and their encoded events (arrival order)."""
+    tiles = rows.events[applied] // layout.tile_us
+    regroup = np.lexsort((tiles, applied_keys))
+    index = applied[regroup]
+    group_keys, group_tiles = applied_keys[regroup], tiles[regroup]
+    new_group = np.ones(len(index), dtype=bool)
+    new_group[1:] = (group_keys[1:] != group_keys[:-1]) | (group_tiles[1:] != group_tiles[:-1])
+    starts = np.flatnonzero(new_group)
+    group_of = np.cumsum(new_group) - 1
+    states = _partial_states(layout, rows, index, group_of, starts)
+    created, values = rows.created, rows.values
+    packed = [
+        _pack([event, created[i], *values[i]])
+        for i, event in zip(index.tolist(), rows.events[index].tolist(), strict=True)
+    ]
+    bounds = np.append(starts, len(index)).tolist()
+    folded: list[list[tuple[int, list[list[Any]], bytes]]] = [[] for _ in range(keys)]
+    for g, (k, tile) in enumerate(zip(group_keys[starts].tolist(), group_tiles[starts].tolist(), strict=True)):
+        folded[k].append((tile, states[g], b"".join(packed[bounds[g] : bounds[g + 1]])))
+    return folded
+
+
+def _partial_states(
+    layout: TileLayout, rows: _Rows, index: np.ndarray, group_of: np.ndarray, starts: np.ndarray
+) -> list[list[list[Any]]]:
+    """Per group of rows, the tile state of its rows, computed per column with Arrow and numpy.
+
+    ``index`` holds the rows ordered by group (arrival order within one), ``group_of`` each one's
+    group, ``starts`` where each group starts: the states equal what :func:`tiles.add_value`
+    gives row by row.
+    """
+    groups = len(starts)
+    states: list[list[list[Any]]] = [[] for _ in range(groups)]
+    if not groups:
+        return states
+    group_column = pa.array(group_of, pa.int64())
+    for c, column in enumerate(rows.columns):
+        taken = column.take(pa.array(index, pa.int64()))
+        valid = taken.is_valid().to_numpy(zero_copy_only=False)
+        counts = np.add.reduceat(valid.astype(np.int64), starts).tolist()
+        sums, mins, maxs = _folded_columns(taken, group_column, groups)
+        positions = np.flatnonzero(valid)
+        lasts = _lasts(rows, c, index, group_of, positions, groups)
+        distinct, registers = _distinct(layout, c, rows, index, group_of, positions)
+        for g in range(groups):
+            last = lasts[g]
+            if counts[g] and last is not None:
+                states[g].append([counts[g], sums[g], mins[g], maxs[g], *last, distinct[g], registers[g]])
+            else:
+                states[g].append([0, None, None, None, None, None, None, distinct[g], registers[g]])
+    return states
+
+
+def _folded_columns(taken: pa.Array, group_column: pa.Array, groups: int) -> tuple[list[Any], list[Any], list[Any]]:
+    """Per group: sum (numbers only), min and max (not of lists), None where no value."""
+    kind = taken.type
+    nothing: list[Any] = [None] * groups
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return nothing, nothing, nothing
+    numeric = pa.types.is_integer(kind) or pa.types.is_floating(kind)
+    wanted = [("v", "min"), ("v", "max")] + ([("v", "sum")] if numeric else [])
+    folded = pa.table({"g": group_column, "v": taken}).group_by("g", use_threads=False).aggregate(wanted)
+    folded = folded.sort_by("g")
+    sums = folded.column("v_sum").to_pylist() if numeric else nothing
+    return sums, folded.column("v_min").to_pylist(), folded.column("v_max").to_pylist()
+
+
+def _lasts(
+    rows: _Rows, c: int, index: np.ndarray, group_of: np.ndarray, positions: np.ndarray, groups: int
+) -> list[tuple[int, int | None, Any] | None]:
+    """Per group, the (event, created, value) of its valid row with the highest (event, created, arrival)."""
+    lasts: list[tuple[int, int | None, Any] | None] = [None] * groups
+    if not len(positions):
+        return lasts
+    events, created, values = rows.events, rows.created, rows.lists[c]
+    chosen = index[positions]
+    ranked = positions[np.lexsort((positions, rows.created_rank[chosen], events[chosen], group_of[positions]))]
+    ranked_groups = group_of[ranked]
+    ending = np.ones(len(ranked), dtype=bool)
+    ending[:-1] = ranked_groups[1:] != ranked_groups[:-1]
+    for g, row in zip(ranked_groups[ending].tolist(), index[ranked[ending]].tolist(), strict=True):
+        lasts[g] = (int(events[row]), created[row], values[row])
+    return lasts
+
+
+def _distinct(
+    layout: TileLayout, c: int, rows: _Rows, index: np.ndarray, group_of: np.ndarray, positions: np.ndarray
+) -> tuple[list[Any], list[Any]]:
+    """Per group, the distinct values (``count_distinct``) and HyperLogLog registers (``approx_count_distinct``)."""
+    groups, values = len(group_of) and int(group_of[-1]) + 1, rows.lists[c]
+    kept: list[Any] = [set() for _ in range(groups)] if layout.distinct[c] else [None] * groups
+    sketches: list[Any] = [{} for _ in range(groups)] if layout.sketched[c] else [None] * groups
+    if not (layout.distinct[c] or layout.sketched[c]):
+        return kept, sketches
+    seen: dict[object, tuple[int, int]] = {}
+    for g, row in zip(group_of[positions].tolist(), index[positions].tolist(), strict=True):
+        value = values[row]
+        if isinstance(value, list):
+            continue
+        if layout.distinct[c]:
+            kept[g].add(value)
+        if layout.sketched[c]:
+            found = seen.get(value)
+            if found is None:
+                found = seen[value] = sketch.register(value)
+            register, highest = found
+            if highest > sketches[g].get(register, 0):
+                sketches[g][register] = highest
+    return kept, sketches
 
 
 class _Record:
@@ -185,30 +499,54 @@ class _Record:
         self.states: dict[int, list[list[Any]]] = {}
         self.appended: dict[int, list[bytes]] = defaultdict(list)
 
-    def take_offset(self, partition: int, offset: int) -> bool:
-        """Move the partition's applied offset to ``offset``; False if it was applied already."""
+    def _applied_offset(self, partition: int) -> int:
         applied = self.offsets.get(partition)
         if applied is None:
             packed = self.stored[offset_field(partition)]
             applied = -1 if packed is None else _unpackb(packed)
-        if offset <= applied:
+        return applied
+
+    def take_offset(self, partition: int, offset: int) -> bool:
+        """Move the partition's applied offset to ``offset``; False if it was applied already."""
+        if offset <= self._applied_offset(partition):
             return False
         self.offsets[partition] = self.moved[partition] = offset
         return True
+
+    def accepts(self, limit: int, offsets: Sequence[tuple[int, int, int]]) -> bool:
+        """Whether no row of a folded batch is too late (watermark at most ``limit``) or replayed."""
+        if self.watermark is not None and self.watermark > limit:
+            return False
+        return all(self._applied_offset(partition) < low for partition, low, _ in offsets)
+
+    def _state(self, tile: int) -> list[list[Any]]:
+        state = self.states.get(tile)
+        if state is None:
+            packed = self.stored[state_field(tile)]
+            state = self.states[tile] = new_state(self.layout) if packed is None else decode_state(packed)
+        return state
 
     def add(self, event: int, created: int | None, row: tuple[Any, ...]) -> None:
         """Add one event to its tile's state and events."""
         self.watermark = event if self.watermark is None or event > self.watermark else self.watermark
         tile = event // self.layout.tile_us
-        state = self.states.get(tile)
-        if state is None:
-            packed = self.stored[state_field(tile)]
-            state = self.states[tile] = new_state(self.layout) if packed is None else decode_state(packed)
+        state = self._state(tile)
         for column, value in zip(state, row, strict=True):
             if value is not None:
                 add_value(column, value, event, created)
         self.appended[tile].append(encode_event(event, created, row))
         self.present.add(tile)
+
+    def add_partials(self, batch: _Batch, k: int) -> None:
+        """Add key ``k``'s folded batch (every row not too late against the batch: :meth:`accepts` held)."""
+        latest = batch.latest[k]
+        self.watermark = latest if self.watermark is None or latest > self.watermark else self.watermark
+        for partition, _, high in batch.offsets[k]:
+            self.offsets[partition] = self.moved[partition] = high
+        for tile, partial, events in batch.tiles[k]:
+            merge_into(self._state(tile), partial)
+            self.appended[tile].append(events)
+            self.present.add(tile)
 
     def update(self, lateness_us: int) -> TileUpdate | None:
         """The change to store: states, events, watermark, offsets; tiles no read can reach deleted."""
@@ -224,19 +562,21 @@ class _Record:
                 self.present.discard(tile)
                 self.states.pop(tile, None)
                 self.appended.pop(tile, None)
-                deleted += [state_field(tile), events_field(tile)]
+                deleted += [state_field(tile), events_field(tile), count_field(tile)]
             changes[WATERMARK] = bytes(_pack(self.watermark))
             changes[TILE_SET] = bytes(_pack(sorted(self.present)))
             changes.update({state_field(tile): encode_state(state) for tile, state in self.states.items()})
+            deleted += [count_field(tile) for tile in self.states]  # each state is now one, not several appended
         append = {events_field(tile): b"".join(parts) for tile, parts in self.appended.items()}
         return TileUpdate(changes, append, deleted)
 
 
-def _micros(rows: pa.Table, name: str, table: str) -> list[int | None]:
+def _micros(rows: pa.Table, name: str, table: str) -> pa.Array:
     column = rows.column(name)
     try:
         if column.type != TIMESTAMP_TYPE:
             column = pc.cast(column, TIMESTAMP_TYPE)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
         raise DataError(f"rows for feature table {table!r}: column {name!r} is not a timestamp: {exc}") from None
-    return column.cast(pa.int64()).to_pylist()  # type: ignore[no-any-return]
+    micros = column.cast(pa.int64())
+    return micros.combine_chunks() if isinstance(micros, pa.ChunkedArray) else micros

@@ -72,6 +72,11 @@ def events_field(tile: int) -> bytes:
     return b"e%d" % tile
 
 
+def count_field(tile: int) -> bytes:
+    """The field counting the states appended to tile ``tile``'s state field beyond its first."""
+    return b"c%d" % tile
+
+
 def offset_field(partition: int) -> bytes:
     """The field holding the last offset applied from stream partition ``partition``."""
     return b"o%d" % partition
@@ -273,8 +278,21 @@ def encode_state(state: list[list[Any]]) -> bytes:
 
 
 def decode_state(packed: bytes) -> list[list[Any]]:
-    """A state from its stored bytes."""
-    state: list[list[Any]] = _unpackb(packed, strict_map_key=False)
+    """A state from its stored bytes: one encoded state, or several appended (merged in order)."""
+    try:
+        return _decoded(_unpackb(packed, strict_map_key=False))
+    except msgpack.ExtraData:
+        pass
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+    unpacker.feed(packed)
+    parts = iter(unpacker)
+    state = _decoded(next(parts))
+    for part in parts:
+        merge_into(state, _decoded(part))
+    return state
+
+
+def _decoded(state: list[list[Any]]) -> list[list[Any]]:
     for column in state:
         if column[_DISTINCT] is not None:
             column[_DISTINCT] = set(column[_DISTINCT])
@@ -397,6 +415,31 @@ class TileUpdate(NamedTuple):
     append: dict[bytes, bytes]
     delete: list[bytes]
 
+
+class TileAppend(NamedTuple):
+    """One key's folded batch, for a store that applies it without a read (``append_tiles``).
+
+    The store applies it atomically, and only if none of its events is too late or a replay
+    against the key's record: the stored watermark is at most ``watermark_limit`` and each
+    partition's stored offset is below the batch's first. It then appends each tile's state to
+    ``s<tile>`` (several states appended read as their merge; :func:`decode_state`) and counts
+    the extra ones in ``c<tile>``, appends the events to ``e<tile>``, moves the watermark to
+    ``watermark`` if later and the offsets to the batch's last, and deletes the tiles no read
+    can reach (as :class:`tile_writer._Record` does).
+    """
+
+    watermark_limit: int
+    watermark: int
+    offsets: list[tuple[int, int, int]]  # (partition, first offset, last offset)
+    tiles: list[tuple[int, bytes, bytes]]  # (tile, encoded state of its events, the encoded events)
+
+
+TileAppended = int | list[int]
+"""Per key of ``append_tiles``: 0 refused (merge it instead), 1 applied, or the tiles (applied) whose
+states should be compacted (:data:`MAX_APPENDED_STATES` reached, or no longer the key's newest)."""
+
+MAX_APPENDED_STATES = 8
+"""A tile's state field holds at most this many appended states before the writer compacts it."""
 
 TileMerge = Callable[[int, list[bytes | None]], TileUpdate | None]
 """Called with a key's index and its fields' stored values; returns the change (None: nothing)."""

@@ -1,0 +1,163 @@
+"""Micro-batches folded per (key, tile) (``online/tile_writer.py``) on the in-memory, SQLite and Redis stores.
+
+Several records of one key in a batch, out of order within it, spanning tile boundaries, too
+late against an earlier record of the same batch, replayed, and Redis's appended states (read
+as their merge, compacted after ``MAX_APPENDED_STATES``): reads at many times must equal the
+brute-force oracle over the accepted events, and the reports must count what the record-by-record
+semantics count.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import msgpack  # type: ignore[import-untyped]
+import pyarrow as pa
+import pytest
+
+from provender.online import tiles
+from provender.online.keys import encode_arrow_keys
+from provender.online.memory import MemoryStore
+from provender.online.redis import RedisStore
+from provender.online.sqlite import SQLiteStore
+from provender.online.store import OnlineStore
+from provender.online.tile_writer import TileWriter
+from tests.support.services import RedisServer
+from tests.support.stream_windows import (
+    BASE,
+    LATENESS,
+    accepted,
+    assert_matches_oracle,
+    make_events,
+    read_times,
+    trips_table,
+)
+
+TABLE = trips_table("unused")
+LAYOUT = tiles.layout_for(TABLE)
+assert LAYOUT is not None
+SCHEMA = pa.schema(
+    [
+        ("rider", pa.int64()),
+        ("fare", pa.float64()),
+        ("city", pa.string()),
+        ("event_timestamp", pa.timestamp("us", tz="UTC")),
+        ("created_timestamp", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+def rows_of(events: Sequence[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist(list(events), schema=SCHEMA)
+
+
+def key_of(rider: int) -> list[bytes]:
+    return encode_arrow_keys(pa.table({"rider": pa.array([rider], pa.int64())}), ["rider"])
+
+
+def micros(at: Any) -> int:
+    return (at - BASE) // timedelta(microseconds=1) + int(BASE.timestamp()) * 1_000_000
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.service)])
+def store(request: pytest.FixtureRequest) -> Iterator[OnlineStore]:
+    with tempfile.TemporaryDirectory() as tmp:
+        made: OnlineStore
+        if request.param == "redis":
+            server: RedisServer = request.getfixturevalue("redis_server")
+            made = RedisStore.from_options({"url": server.url}, base_dir=Path(tmp), project=f"p{uuid.uuid4().hex[:8]}")
+        elif request.param == "sqlite":
+            made = SQLiteStore(Path(tmp) / "online.db")
+        else:
+            made = MemoryStore()
+        yield made
+        made.close()
+
+
+def assert_reads_match(store: OnlineStore, events: Sequence[dict[str, Any]], riders: Sequence[int]) -> None:
+    kept, _ = accepted(events)
+    for rider in riders:
+        for at in read_times(kept, rider):
+            found = tiles.read_values(store, TABLE, key_of(rider), micros(at))[0]
+            assert found is not None
+            assert_matches_oracle(found, kept, rider, at)
+
+
+def test_several_records_of_a_key_out_of_order_across_tiles_in_one_batch(store: OnlineStore) -> None:
+    # tiles are 10 s: rider 1's records span five tiles, out of order; the fifth is 16 minutes
+    # behind the batch's earlier records (too late: lateness 10 minutes); rider 2 ties on event time
+    raw = [
+        (1, 1000, 0, 5.0, "a"), (1, 1000, 0, 7.0, "b"), (1, 985, 0, 1.0, "c"), (1, 1012, 3, None, "a"),
+        (1, 40, 0, 100.0, "z"), (2, 600, 0, 2.0, "x"), (1, 1031, 0, 4.0, None), (2, 600, 0, 3.0, "y"),
+        (1, 1009, -1, -2.0, "b"), (2, 599, 0, None, None),
+    ]  # fmt: skip
+    events = make_events(raw)
+    # rider 2's two records at 600 s: the later to arrive was created first, so the earlier is `last`
+    events[7]["created_timestamp"] = events[0]["created_timestamp"]
+    writer = TileWriter(store, TABLE, allowed_lateness=LATENESS)
+    report = writer.apply(rows_of(events), [0] * len(events), list(range(len(events))))
+    assert report == (len(events) - 1, 1, 0)
+    assert_reads_match(store, events, (1, 2))
+
+
+def test_a_batch_is_refused_and_merged_when_a_record_is_too_late_against_the_stored_watermark(
+    store: OnlineStore,
+) -> None:
+    writer = TileWriter(store, TABLE, allowed_lateness=LATENESS)
+    first = make_events([(1, 2000, 0, 1.0, "a"), (2, 100, 0, 1.0, "a")])
+    second = make_events(
+        [(1, 2005, 0, 2.0, "b"), (1, 1300, 0, 50.0, "c"), (1, 1500, 0, 3.0, "a"), (2, 110, 0, 4.0, "d")]
+    )
+    assert writer.apply(rows_of(first), [0, 1], [0, 0]) == (2, 0, 0)
+    # rider 1: 1300 s is 11.7 minutes behind 2000 s (stored): too late; 1500 s is not
+    assert writer.apply(rows_of(second), [0, 0, 0, 1], [1, 2, 3, 1]) == (3, 1, 0)
+    assert_reads_match(store, first + second, (1, 2))
+
+
+def test_replays_within_a_batch_are_skipped_and_the_rest_counted_once(store: OnlineStore) -> None:
+    writer = TileWriter(store, TABLE, allowed_lateness=LATENESS)
+    events = make_events([(1, 60 * n, 0, float(n), "abc"[n % 3]) for n in range(8)])
+    assert writer.apply(rows_of(events[:5]), [0] * 5, list(range(5))) == (5, 0, 0)
+    # the last two records of partition 0 come back after a restart, with three new ones
+    assert writer.apply(rows_of(events[3:]), [0] * 5, list(range(3, 8))) == (3, 0, 2)
+    # offsets that do not rise within a partition: merged record by record
+    assert writer.apply(rows_of(events[:2]), [1, 1], [5, 5]) == (1, 0, 1)
+    assert_reads_match(store, events + events[:1], (1,))
+
+
+def test_appended_states_read_as_their_merge_and_are_compacted(store: OnlineStore) -> None:
+    writer = TileWriter(store, TABLE, allowed_lateness=LATENESS)
+    events = make_events([(1, 3 + n % 5, 0, float(n), "abcd"[n % 4]) for n in range(20)])  # one 10 s tile
+    for n, event in enumerate(events):
+        assert writer.apply(rows_of([event]), [0], [n]) == (1, 0, 0)
+        assert_reads_match(store, events[: n + 1], (1,))
+    tile = micros(events[0]["event_timestamp"]) // LAYOUT.tile_us
+    fields = [tiles.state_field(tile), tiles.count_field(tile)]
+    state, count = store.read_tiles(TABLE, LAYOUT, key_of(1), fields)[0]
+    assert state is not None
+    unpacker = msgpack.Unpacker(strict_map_key=False)
+    unpacker.feed(state)
+    appended = len(list(unpacker))
+    assert 1 <= appended < tiles.MAX_APPENDED_STATES
+    assert (count is None) == (appended == 1)
+    # the key's newest tile moves on: the previous one is compacted to one state
+    later = make_events([(1, 45, 0, 1.0, "a")])
+    writer.apply(rows_of(later), [0], [len(events)])
+    state, count = store.read_tiles(TABLE, LAYOUT, key_of(1), fields)[0]
+    assert state is not None and count is None
+    assert msgpack.unpackb(state, strict_map_key=False) is not None  # one state: no extra data
+    assert_reads_match(store, events + later, (1,))
+
+
+def test_times_beyond_the_exact_range_of_lua_numbers_are_merged_exactly(store: OnlineStore) -> None:
+    writer = TileWriter(store, TABLE, allowed_lateness=LATENESS)
+    far = 2**53 // 1_000_000 - int(BASE.timestamp()) + 86_400  # seconds after BASE: past 2^53 us
+    events = make_events([(1, far, 0, 1.0, "a"), (1, far + 1, 1, 2.0, "b"), (1, far + 2, 0, 3.0, "a")])
+    assert micros(events[1]["event_timestamp"]) > 2**53
+    assert writer.apply(rows_of(events), [0, 0, 0], [0, 1, 2]) == (3, 0, 0)
+    assert_reads_match(store, events, (1,))
