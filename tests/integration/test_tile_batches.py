@@ -9,6 +9,7 @@ semantics count.
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
@@ -17,22 +18,27 @@ from pathlib import Path
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped]
+import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+import provender as pv
 from provender.online import tiles
 from provender.online.keys import encode_arrow_keys
 from provender.online.memory import MemoryStore
 from provender.online.redis import RedisStore
 from provender.online.sqlite import SQLiteStore
 from provender.online.store import OnlineStore
-from provender.online.tile_writer import TileWriter
+from provender.online.tile_writer import TileWriter, _Msgpack
 from tests.support.services import RedisServer
 from tests.support.stream_windows import (
     BASE,
     LATENESS,
     accepted,
     assert_matches_oracle,
+    events_strategy,
     make_events,
     read_times,
     trips_table,
@@ -79,13 +85,77 @@ def store(request: pytest.FixtureRequest) -> Iterator[OnlineStore]:
         made.close()
 
 
-def assert_reads_match(store: OnlineStore, events: Sequence[dict[str, Any]], riders: Sequence[int]) -> None:
+def assert_reads_match(
+    store: OnlineStore, events: Sequence[dict[str, Any]], riders: Sequence[int], table: pv.FeatureTable = TABLE
+) -> None:
     kept, _ = accepted(events)
     for rider in riders:
+        if not any(e["rider"] == rider for e in kept):
+            continue
         for at in read_times(kept, rider):
-            found = tiles.read_values(store, TABLE, key_of(rider), micros(at))[0]
+            found = tiles.read_values(store, table, key_of(rider), micros(at))[0]
             assert found is not None
-            assert_matches_oracle(found, kept, rider, at)
+            assert_matches_oracle(found, kept, rider, at, table.aggregations)
+
+
+# numbers only: folded with numpy and encoded at once (no Python value per row)
+NUMERIC = trips_table(
+    "unused",
+    aggregations=[
+        pv.Aggregation(column="fare", function=function, window=window, name=f"fare_{function}_{minutes}m")
+        for minutes, window in ((5, timedelta(minutes=5)), (20, timedelta(minutes=20)))
+        for function in ("count", "sum", "mean", "min", "max", "last")
+    ],
+)
+
+
+_EXAMPLES = itertools.count(1)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=events_strategy, cuts=st.lists(st.integers(1, 60), max_size=4))
+def test_numeric_tables_fold_with_numpy_equal_the_oracle(
+    store: OnlineStore, raw: list[tuple[int, int, int, float | None, str | None]], cuts: list[int]
+) -> None:
+    events = make_events(raw)
+    base = 10 * next(_EXAMPLES)
+    for event in events:
+        event["rider"] += base  # keys of their own within the store the examples share
+    writer = TileWriter(store, NUMERIC, allowed_lateness=LATENESS)
+    bounds = sorted({0, len(events), *(c for c in cuts if c < len(events))})
+    late = 0
+    for start, end in itertools.pairwise(bounds):
+        late += writer.apply(rows_of(events[start:end]), [0] * (end - start), list(range(start, end))).too_late
+    assert late == accepted(events)[1]
+    assert_reads_match(store, events, sorted({e["rider"] for e in events}), NUMERIC)
+
+
+def test_rows_of_fixed_width_fields_encode_as_msgpack() -> None:
+    ints = np.array([0, -1, 2**62, -(2**63), 57])
+    floats = np.array([0.5, -0.0, 1e300, 3.0, float("inf")])
+    flags = np.array([True, False, True, False, True])
+    valid = np.array([True, False, True, True, False])
+    encoder = _Msgpack(5)
+    encoder.header(4)
+    encoder.add("i", ints, None)
+    encoder.add("f", floats, valid)
+    encoder.add("b", flags, valid[::-1].copy())
+    encoder.nil()
+    groups = encoder.slices(np.array([0, 2, 3]))
+    expected = [
+        [int(i), float(f) if ok else None, bool(b) if ok_b else None, None]
+        for i, f, b, ok, ok_b in zip(ints, floats, flags, valid, valid[::-1], strict=True)
+    ]
+    unpacker = msgpack.Unpacker()
+    unpacker.feed(b"".join(groups))
+    assert list(unpacker) == expected
+    assert [len(list(msgpack.Unpacker(io))) for io in map(_stream, groups)] == [2, 1, 2]
+
+
+def _stream(data: bytes) -> Any:
+    import io
+
+    return io.BytesIO(data)
 
 
 def test_several_records_of_a_key_out_of_order_across_tiles_in_one_batch(store: OnlineStore) -> None:

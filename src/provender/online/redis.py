@@ -455,7 +455,8 @@ class RedisStore:
         """Apply each key's folded batch without a read: one script call per chunk of keys (``redis_tiles.py``)."""
         if not keys:
             return []
-        records = [self.tile_key_of(table, layout, key) for key in keys]
+        prefix, suffix = self._prefix, self._suffix(table) + b":t" + layout.id.encode()
+        records = [prefix + key + suffix for key in keys]
         with self._errors(f"write the tiles of feature table {table.name!r}"):
             if self._cluster is not None:
                 self._cluster.script_load(redis_tiles.APPEND_SCRIPT)

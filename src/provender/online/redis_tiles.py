@@ -20,7 +20,7 @@ from typing import cast
 import msgpack  # type: ignore[import-untyped]
 
 from provender.errors import BackendError
-from provender.online.tiles import MAX_APPENDED_STATES, TileAppend, TileAppended, TileMerge, offset_field
+from provender.online.tiles import MAX_APPENDED_STATES, TileAppend, TileAppended, TileMerge
 
 # KEYS: the records; ARGV per key: expected version ('' if none), #set, #append, #delete, then
 # the set pairs, the append pairs, the deleted fields. Returns per key 1 (applied) or 0 (conflict).
@@ -63,7 +63,6 @@ _KEYS_PER_CALL = 64
 Command = tuple[bytes | str, ...]
 Run = Callable[[list[Command]], list[object]]
 """Sends commands in one round trip and returns their replies."""
-_pack = msgpack.Packer().pack
 
 
 def read(run: Run, records: Sequence[bytes], fields: Sequence[bytes]) -> list[list[bytes | None]]:
@@ -143,110 +142,110 @@ def update(
         )
 
 
-# Appends folded batches without a read (``TileAppend``): KEYS the records; ARGV[1] the lateness
-# plus the longest window, ARGV[2] the tile size, ARGV[3] MAX_APPENDED_STATES; then per key: the
-# watermark limit, the batch's latest time and its encoding, #partitions, per partition (offset
-# field, first offset, encoded last offset), #tiles, per tile (tile, encoded state, events).
-# Returns per key 0 (refused: a replay or a too-late event; nothing changed), 1 (applied) or the
-# tiles whose states should be compacted. Numbers are exact below 2^53 (the writer checks).
+# Appends folded batches without a read (``TileAppend``). KEYS: the records; ARGV[1]: msgpack (str
+# for bytes: Redis's cmsgpack has no bin type) of [lateness + longest window, tile size,
+# MAX_APPENDED_STATES, then per key: [watermark limit, latest time, its encoding, [[offset
+# field, first offset, encoded last offset], ...], [[tile, its decimal, encoded state, events],
+# ...]]]. A tile is in the tile set ``t`` exactly when it has a state.
+# One HMGET and one HSET per key. Returns per key 0 (refused: a replay or a too-late event;
+# nothing changed), 1 (applied) or the tiles whose states should be compacted. Numbers are
+# exact below 2^53 (the writer checks its own; stored ones beyond are refused).
 APPEND_SCRIPT = """
-local reach, size, most = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local batch = cmsgpack.unpack(ARGV[1])
+local reach, size, most = batch[1], batch[2], batch[3]
 local exact = 9007199254740992
 local results = {}
-local a = 4
-local function name(prefix, tile) return prefix .. string.format('%d', tile) end
+local function tag(tile) return string.format('%d', tile) end
 for k = 1, #KEYS do
   local key = KEYS[k]
-  local limit, latest, packed, np = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), ARGV[a + 2], tonumber(ARGV[a + 3])
-  local p0 = a + 4
-  local nt = tonumber(ARGV[p0 + 3 * np])
-  local t0 = p0 + 3 * np + 1
-  a = t0 + 3 * nt
-  local head = redis.call('HMGET', key, 'w', 't')
+  local change = batch[3 + k]
+  local limit, latest, offsets, tiles = change[1], change[2], change[4], change[5]
+  local fields = {'v', 'w', 't'}
+  for j = 1, #offsets do fields[#fields + 1] = offsets[j][1] end
+  for j = 1, #tiles do
+    fields[#fields + 1] = 's' .. tiles[j][2]
+    fields[#fields + 1] = 'e' .. tiles[j][2]
+  end
+  local stored = redis.call('HMGET', key, unpack(fields))
   local ok, watermark = true, nil
-  if head[1] then
-    watermark = cmsgpack.unpack(head[1])
+  if stored[2] then
+    watermark = cmsgpack.unpack(stored[2])
     if watermark > limit or watermark >= exact or watermark <= -exact then ok = false end
   end
-  if ok and np > 0 then
-    local names = {}
-    for j = 0, np - 1 do names[j + 1] = ARGV[p0 + 3 * j] end
-    local stored = redis.call('HMGET', key, unpack(names))
-    for j = 0, np - 1 do
-      if stored[j + 1] then
-        local offset = cmsgpack.unpack(stored[j + 1])
-        if offset >= tonumber(ARGV[p0 + 3 * j + 1]) or offset >= exact then ok = false end
-      end
+  for j = 1, #offsets do
+    if ok and stored[3 + j] then
+      local offset = cmsgpack.unpack(stored[3 + j])
+      if offset >= offsets[j][2] or offset >= exact then ok = false end
     end
   end
   if not ok then
     results[k] = 0
   else
-    local sets = {}
+    local sets = {'v', tag((tonumber(stored[1]) or 0) + 1)}
     if watermark == nil or latest > watermark then
       watermark = latest
       sets[#sets + 1] = 'w'
-      sets[#sets + 1] = packed
+      sets[#sets + 1] = change[3]
     end
-    for j = 0, np - 1 do
-      sets[#sets + 1] = ARGV[p0 + 3 * j]
-      sets[#sets + 1] = ARGV[p0 + 3 * j + 2]
+    for j = 1, #offsets do
+      sets[#sets + 1] = offsets[j][1]
+      sets[#sets + 1] = offsets[j][3]
     end
-    local present, previous = {}, nil
-    if head[2] then
-      for _, tile in ipairs(cmsgpack.unpack(head[2])) do
-        present[tile] = true
-        if previous == nil or tile > previous then previous = tile end
-      end
-    end
+    local present = {}
+    if stored[3] then present = cmsgpack.unpack(stored[3]) end  -- ascending
+    local previous = present[#present]
     local horizon = watermark - reach
-    local compact, newest = {}, nil
-    for j = 0, nt - 1 do
-      local tile = tonumber(ARGV[t0 + 3 * j])
+    local compact, newest, added = {}, nil, false
+    local base = 3 + #offsets
+    for j = 1, #tiles do
+      local tile, name = tiles[j][1], tiles[j][2]
       if (tile + 1) * size > horizon then
-        local tag = ARGV[t0 + 3 * j]
-        local sf, ef = 's' .. tag, 'e' .. tag
-        local old = redis.call('HMGET', key, sf, ef)
-        if old[1] then
-          sets[#sets + 1] = sf
-          sets[#sets + 1] = old[1] .. ARGV[t0 + 3 * j + 1]
-          if redis.call('HINCRBY', key, 'c' .. tag, 1) + 1 >= most then compact[#compact + 1] = tile end
+        local state, events = stored[base + 2 * j - 1], stored[base + 2 * j]
+        sets[#sets + 1] = 's' .. name
+        if state then
+          sets[#sets + 1] = state .. tiles[j][3]
+          if redis.call('HINCRBY', key, 'c' .. name, 1) + 1 >= most then compact[#compact + 1] = tile end
         else
-          sets[#sets + 1] = sf
-          sets[#sets + 1] = ARGV[t0 + 3 * j + 1]
+          sets[#sets + 1] = tiles[j][3]
+          added = true  -- a tile without a state is not in the tile set yet
         end
-        sets[#sets + 1] = ef
-        sets[#sets + 1] = (old[2] or '') .. ARGV[t0 + 3 * j + 2]
-        present[tile] = true
+        sets[#sets + 1] = 'e' .. name
+        sets[#sets + 1] = (events or '') .. tiles[j][4]
         if newest == nil or tile > newest then newest = tile end
       end
     end
     if previous ~= nil and newest ~= nil and newest > previous and (previous + 1) * size > horizon then
-      if redis.call('HGET', key, name('c', previous)) then compact[#compact + 1] = previous end
+      if redis.call('HEXISTS', key, 'c' .. tag(previous)) == 1 then compact[#compact + 1] = previous end
     end
-    local kept, doomed = {}, {}
-    for tile in pairs(present) do
-      if (tile + 1) * size <= horizon then
-        doomed[#doomed + 1] = name('s', tile)
-        doomed[#doomed + 1] = name('e', tile)
-        doomed[#doomed + 1] = name('c', tile)
-      else
-        kept[#kept + 1] = tile
+    if added or (present[1] ~= nil and (present[1] + 1) * size <= horizon) then
+      local seen, kept, doomed = {}, {}, {}
+      for _, tile in ipairs(present) do seen[tile] = true end
+      for j = 1, #tiles do
+        if stored[base + 2 * j - 1] == false and (tiles[j][1] + 1) * size > horizon then seen[tiles[j][1]] = true end
       end
+      for tile in pairs(seen) do
+        if (tile + 1) * size <= horizon then
+          doomed[#doomed + 1] = 's' .. tag(tile)
+          doomed[#doomed + 1] = 'e' .. tag(tile)
+          doomed[#doomed + 1] = 'c' .. tag(tile)
+        else
+          kept[#kept + 1] = tile
+        end
+      end
+      table.sort(kept)
+      sets[#sets + 1] = 't'
+      sets[#sets + 1] = cmsgpack.pack(kept)
+      if #doomed > 0 then redis.call('HDEL', key, unpack(doomed)) end
     end
-    table.sort(kept)
-    sets[#sets + 1] = 't'
-    sets[#sets + 1] = cmsgpack.pack(kept)
     redis.call('HSET', key, unpack(sets))
-    if #doomed > 0 then redis.call('HDEL', key, unpack(doomed)) end
-    redis.call('HINCRBY', key, 'v', 1)
     if #compact > 0 then results[k] = compact else results[k] = 1 end
   end
 end
 return results
 """
 APPEND_SHA = hashlib.sha1(APPEND_SCRIPT.encode(), usedforsecurity=False).hexdigest()
-_APPENDS_PER_CALL = 128
+_APPENDS_PER_CALL = 256
+_pack_str = msgpack.Packer(use_bin_type=False).pack
 
 
 def append(
@@ -272,27 +271,13 @@ def append(
     Returns:
         Per record: 0 refused, 1 applied, or the tiles (applied) to compact (:data:`TileAppended`).
     """
-    head = [b"%d" % reach_us, b"%d" % tile_us, b"%d" % MAX_APPENDED_STATES]
     calls: list[Command] = []
     order: list[list[int]] = []
     for members in group(range(len(records))):
         for start in range(0, len(members), _APPENDS_PER_CALL):
             chunk = members[start : start + _APPENDS_PER_CALL]
-            args: list[bytes] = list(head)
-            for i in chunk:
-                change = appends[i]
-                args += [
-                    b"%d" % change.watermark_limit,
-                    b"%d" % change.watermark,
-                    _pack(change.watermark),
-                    b"%d" % len(change.offsets),
-                ]
-                for partition, low, high in change.offsets:
-                    args += [offset_field(partition), b"%d" % low, _pack(high)]
-                args.append(b"%d" % len(change.tiles))
-                for tile, state, events in change.tiles:
-                    args += [b"%d" % tile, state, events]
-            calls.append(("EVALSHA", APPEND_SHA, b"%d" % len(chunk), *(records[i] for i in chunk), *args))
+            changes: list[object] = [reach_us, tile_us, MAX_APPENDED_STATES, *[appends[i] for i in chunk]]
+            calls.append(("EVALSHA", APPEND_SHA, b"%d" % len(chunk), *(records[i] for i in chunk), _pack_str(changes)))
             order.append(chunk)
     results: list[TileAppended] = [0] * len(records)
     for chunk, reply in zip(order, run(calls) if calls else [], strict=True):

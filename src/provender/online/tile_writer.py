@@ -19,7 +19,7 @@ So reads at *T* >= ``watermark - allowed_lateness`` see every applied event of t
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, NamedTuple
@@ -131,9 +131,8 @@ class TileWriter:
         if append is not None and batch.exact_in_lua(self.lateness_us + self.layout.longest_us):
             eligible = [k for k in pending if batch.eligible[k]]
             statuses = append(
-                self.table, self.layout, [batch.keys[k] for k in eligible], [batch.append(k) for k in eligible],
-                self.lateness_us,
-            )  # fmt: skip
+                self.table, self.layout, [batch.keys[k] for k in eligible], batch.appends(eligible), self.lateness_us
+            )
             pending = [k for k in pending if not batch.eligible[k]]
             for k, status in zip(eligible, statuses, strict=True):
                 if status == 0:
@@ -229,7 +228,8 @@ class _Batch:
     latest: list[int]
     offsets: list[list[tuple[int, int, int]]]
     eligible: list[bool]
-    tiles: list[list[tuple[int, list[list[Any]], bytes]]]
+    tiles: list[list[tuple[int, int]]]  # per key: (tile, group of fold)
+    fold: _Fold
     events: list[int]
     created: list[int | None]
     values: list[tuple[Any, ...]]
@@ -241,14 +241,24 @@ class _Batch:
         """Whether every time (give or take ``reach``) and offset is exact as a Lua number."""
         return self.magnitude + reach < EXACT_IN_LUA
 
-    def append(self, k: int) -> TileAppend:
-        """Key ``k``'s change for a store that appends without a read."""
-        return TileAppend(
-            self.limits[k],
-            self.latest[k],
-            self.offsets[k],
-            [(tile, encode_state(state), events) for tile, state, events in self.tiles[k]],
-        )
+    def appends(self, members: Sequence[int]) -> list[TileAppend]:
+        """The folded batches of keys ``members``, for a store that appends without a read."""
+        limits, latest, offsets, tiles = self.limits, self.latest, self.offsets, self.tiles
+        encoded, events = self.fold.encoded(), self.fold.events
+        fields: dict[int, bytes] = {}
+        return [
+            (
+                limits[k],
+                latest[k],
+                _pack(latest[k]),
+                [
+                    (fields.get(p) or fields.setdefault(p, offset_field(p)), low, _pack(high))
+                    for p, low, high in offsets[k]
+                ],
+                [(tile, b"%d" % tile, encoded[g], events[g]) for tile, g in tiles[k]],
+            )
+            for k in members
+        ]
 
     @classmethod
     def of(
@@ -272,9 +282,11 @@ class _Batch:
         if CREATED_TIMESTAMP in rows.column_names:
             created_micros = _micros(rows, CREATED_TIMESTAMP, table.name)
             created_rank = created_micros.fill_null(_INT64_MIN).to_numpy(zero_copy_only=False)
+            created_valid = created_micros.is_valid().to_numpy(zero_copy_only=False)
             created: list[int | None] = created_micros.to_pylist()
         else:
             created_rank = np.full(n, _INT64_MIN, np.int64)
+            created_valid = np.zeros(n, dtype=bool)
             created = [None] * n
         columns = []
         for name, value_type in zip(layout.columns, layout.column_types, strict=True):
@@ -292,7 +304,8 @@ class _Batch:
         magnitude = int(np.abs(events).max())
         if offsets is not None and len(offsets):
             magnitude = max(magnitude, int(np.abs(np.asarray(offsets, dtype=np.int64)).max()))
-        rows_in = _Rows(events, created_rank, created, columns, lists, values)
+        rows_in = _Rows(events, created_rank, created_valid, created, columns, lists, values)
+        fold = _Fold(layout, rows_in, order[~late], key_ids[order][~late])
         order_list = order.tolist()
         return cls(
             keys=keys,
@@ -303,7 +316,8 @@ class _Batch:
             latest=np.maximum.reduceat(times, starts).tolist(),
             offsets=key_offsets,
             eligible=eligible,
-            tiles=_fold(layout, rows_in, order[~late], key_ids[order][~late], len(keys)),
+            tiles=fold.by_key(len(keys)),
+            fold=fold,
             events=events.tolist(),
             created=created,
             values=values,
@@ -316,6 +330,7 @@ class _Batch:
 class _Rows(NamedTuple):
     events: np.ndarray  # int64 microseconds
     created_rank: np.ndarray  # int64 microseconds, the lowest int64 where null
+    created_valid: np.ndarray
     created: list[int | None]
     columns: list[pa.Array]  # the input columns, as stored
     lists: list[list[Any]]  # the same as Python values
@@ -371,118 +386,268 @@ def _offsets(
     return key_offsets, eligible
 
 
-def _fold(
-    layout: TileLayout, rows: _Rows, applied: np.ndarray, applied_keys: np.ndarray, keys: int
-) -> list[list[tuple[int, list[list[Any]], bytes]]]:
-    """Per key, per tile: the partial state of its applied rows and their encoded events (arrival order)."""
-    tiles = rows.events[applied] // layout.tile_us
-    regroup = np.lexsort((tiles, applied_keys))
-    index = applied[regroup]
-    group_keys, group_tiles = applied_keys[regroup], tiles[regroup]
-    new_group = np.ones(len(index), dtype=bool)
-    new_group[1:] = (group_keys[1:] != group_keys[:-1]) | (group_tiles[1:] != group_tiles[:-1])
-    starts = np.flatnonzero(new_group)
-    group_of = np.cumsum(new_group) - 1
-    states = _partial_states(layout, rows, index, group_of, starts)
-    created, values = rows.created, rows.values
-    packed = [
-        _pack([event, created[i], *values[i]])
-        for i, event in zip(index.tolist(), rows.events[index].tolist(), strict=True)
-    ]
-    bounds = np.append(starts, len(index)).tolist()
-    folded: list[list[tuple[int, list[list[Any]], bytes]]] = [[] for _ in range(keys)]
-    for g, (k, tile) in enumerate(zip(group_keys[starts].tolist(), group_tiles[starts].tolist(), strict=True)):
-        folded[k].append((tile, states[g], b"".join(packed[bounds[g] : bounds[g + 1]])))
-    return folded
+class _Fold:
+    """A batch's applied rows grouped by (key, tile): per group its partial state and encoded events.
 
-
-def _partial_states(
-    layout: TileLayout, rows: _Rows, index: np.ndarray, group_of: np.ndarray, starts: np.ndarray
-) -> list[list[list[Any]]]:
-    """Per group of rows, the tile state of its rows, computed per column with Arrow and numpy.
-
-    ``index`` holds the rows ordered by group (arrival order within one), ``group_of`` each one's
-    group, ``starts`` where each group starts: the states equal what :func:`tiles.add_value`
-    gives row by row.
+    Columns of numbers, booleans and times (and no distinct values kept) are folded with numpy
+    and encoded at once (:class:`_Msgpack`); the others through Python values.
     """
-    groups = len(starts)
-    states: list[list[list[Any]]] = [[] for _ in range(groups)]
-    if not groups:
-        return states
-    group_column = pa.array(group_of, pa.int64())
-    for c, column in enumerate(rows.columns):
-        taken = column.take(pa.array(index, pa.int64()))
-        valid = taken.is_valid().to_numpy(zero_copy_only=False)
-        counts = np.add.reduceat(valid.astype(np.int64), starts).tolist()
-        sums, mins, maxs = _folded_columns(taken, group_column, groups)
-        positions = np.flatnonzero(valid)
-        lasts = _lasts(rows, c, index, group_of, positions, groups)
-        distinct, registers = _distinct(layout, c, rows, index, group_of, positions)
+
+    def __init__(self, layout: TileLayout, rows: _Rows, applied: np.ndarray, applied_keys: np.ndarray) -> None:
+        tiles = rows.events[applied] // layout.tile_us
+        regroup = np.lexsort((tiles, applied_keys))
+        index = applied[regroup]
+        group_keys, group_tiles = applied_keys[regroup], tiles[regroup]
+        new_group = np.ones(len(index), dtype=bool)
+        new_group[1:] = (group_keys[1:] != group_keys[:-1]) | (group_tiles[1:] != group_tiles[:-1])
+        self.starts = np.flatnonzero(new_group)
+        self.group_keys, self.group_tiles = group_keys[self.starts].tolist(), group_tiles[self.starts].tolist()
+        self.layout, self.rows, self.index = layout, rows, index
+        self.group_of = np.cumsum(new_group) - 1
+        self.columns = [
+            _ColumnFold(layout, c, rows, index, self.group_of, self.starts) for c in range(len(rows.columns))
+        ]
+        fixed = all(column.kind is not None for column in self.columns)
+        self.events = self._encode_events() if fixed else self._pack_events()
+        self._encoded: list[bytes] | None = None
+        if fixed and not any(layout.distinct) and not any(layout.sketched):
+            self._encoded = self._encode_states()
+        self._states: list[list[list[Any]]] | None = None
+
+    def by_key(self, keys: int) -> list[list[tuple[int, int]]]:
+        """Per key, its groups: (tile, group)."""
+        groups: list[list[tuple[int, int]]] = [[] for _ in range(keys)]
+        for g, (k, tile) in enumerate(zip(self.group_keys, self.group_tiles, strict=True)):
+            groups[k].append((tile, g))
+        return groups
+
+    def encoded(self) -> list[bytes]:
+        """Per group, its partial state encoded (:func:`tiles.encode_state`)."""
+        if self._encoded is None:
+            self._encoded = [encode_state(state) for state in self.states()]
+        return self._encoded
+
+    def states(self) -> list[list[list[Any]]]:
+        """Per group, its partial state (what :func:`tiles.add_value` gives row by row)."""
+        if self._states is None:
+            groups = len(self.starts)
+            states: list[list[list[Any]]] = [[] for _ in range(groups)]
+            for column in self.columns:
+                for g, state in enumerate(column.python(groups)):
+                    states[g].append(state)
+            self._states = states
+        return self._states
+
+    def _pack_events(self) -> list[bytes]:
+        rows, index = self.rows, self.index.tolist()
+        created, values = rows.created, rows.values
+        packed = [
+            _pack([event, created[i], *values[i]]) for i, event in zip(index, rows.events[index].tolist(), strict=True)
+        ]
+        bounds = np.append(self.starts, len(index)).tolist()
+        return [b"".join(packed[bounds[g] : bounds[g + 1]]) for g in range(len(self.starts))]
+
+    def _encode_events(self) -> list[bytes]:
+        rows, index = self.rows, self.index
+        encoder = _Msgpack(len(index))
+        encoder.header(2 + len(self.columns))
+        encoder.add("i", rows.events[index], None)
+        encoder.add("i", rows.created_rank[index], rows.created_valid[index])
+        for column in self.columns:
+            assert column.kind is not None
+            encoder.add(column.kind, column.data, column.valid)
+        return encoder.slices(self.starts)
+
+    def _encode_states(self) -> list[bytes]:
+        groups = len(self.starts)
+        encoder = _Msgpack(groups)
+        encoder.header(len(self.columns))
+        for column in self.columns:
+            assert column.kind is not None
+            filled = column.counts > 0
+            encoder.header(9)
+            encoder.add("i", column.counts, None)
+            encoder.add("i" if column.kind == "i" else "f", column.sums, column.sums_valid)
+            encoder.add(column.kind, column.mins, column.mins_valid)
+            encoder.add(column.kind, column.maxs, column.maxs_valid)
+            encoder.add("i", column.last_events, filled)
+            encoder.add("i", column.last_created, column.last_created_valid)
+            encoder.add(column.kind, column.last_values, filled)
+            encoder.nil()
+            encoder.nil()
+        return encoder.slices(np.arange(groups))
+
+
+class _ColumnFold:
+    """One input column folded per group: count, sum, min, max and last (numpy where the type allows)."""
+
+    def __init__(
+        self, layout: TileLayout, c: int, rows: _Rows, index: np.ndarray, group_of: np.ndarray, starts: np.ndarray
+    ) -> None:
+        groups = len(starts)
+        taken = rows.columns[c].take(pa.array(index, pa.int64()))
+        kind = taken.type
+        self.valid = taken.is_valid().to_numpy(zero_copy_only=False)
+        self.counts = np.add.reduceat(self.valid.astype(np.int64), starts) if groups else np.zeros(0, np.int64)
+        self.kind: str | None = None
+        if pa.types.is_integer(kind) or pa.types.is_timestamp(kind):
+            self.kind = "i"
+        elif pa.types.is_floating(kind):
+            self.kind = "f"
+        elif pa.types.is_boolean(kind):
+            self.kind = "b"
+        listed = pa.types.is_list(kind) or pa.types.is_large_list(kind)
+        numeric = self.kind in ("i", "f")
+        self.values, self.created = rows.lists[c], rows.created
+        self.data = _numpy(taken, self.kind) if self.kind is not None else None
+        nothing = pa.nulls(groups)
+        sums = mins = maxs = nothing
+        if groups and not listed:
+            wanted = [("v", "min"), ("v", "max")] + ([("v", "sum")] if numeric else [])
+            group_column = pa.array(group_of, pa.int64())
+            folded = pa.table({"g": group_column, "v": taken}).group_by("g", use_threads=False).aggregate(wanted)
+            folded = folded.sort_by("g")
+            mins, maxs = folded.column("v_min").combine_chunks(), folded.column("v_max").combine_chunks()
+            if numeric:
+                sums = folded.column("v_sum").combine_chunks()
+        self.sums_arrow, self.mins_arrow, self.maxs_arrow = sums, mins, maxs
+        self.sums, self.sums_valid = _numpy(sums, self.kind), sums.is_valid().to_numpy(zero_copy_only=False)
+        self.mins, self.mins_valid = _numpy(mins, self.kind), mins.is_valid().to_numpy(zero_copy_only=False)
+        self.maxs, self.maxs_valid = _numpy(maxs, self.kind), maxs.is_valid().to_numpy(zero_copy_only=False)
+        # last: per group, the valid row with the highest (event, created, arrival)
+        self.last_rows = np.zeros(groups, dtype=np.int64)
+        positions = np.flatnonzero(self.valid)
+        if len(positions):
+            chosen = index[positions]
+            ranked = positions[
+                np.lexsort((positions, rows.created_rank[chosen], rows.events[chosen], group_of[positions]))
+            ]
+            ranked_groups = group_of[ranked]
+            ending = np.ones(len(ranked), dtype=bool)
+            ending[:-1] = ranked_groups[1:] != ranked_groups[:-1]
+            self.last_rows[ranked_groups[ending]] = index[ranked[ending]]
+        self.last_events = rows.events[self.last_rows]
+        self.last_created = rows.created_rank[self.last_rows]
+        self.last_created_valid = rows.created_valid[self.last_rows] & (self.counts > 0)
+        self.last_values = self.data_of_rows(rows, c) if self.kind is not None else None
+        pairs = zip(group_of[positions].tolist(), index[positions].tolist(), strict=True)
+        self.distinct, self.registers = _distinct(layout.distinct[c], layout.sketched[c], self.values, pairs, groups)
+
+    def data_of_rows(self, rows: _Rows, c: int) -> np.ndarray:
+        """The column's values (numpy) at each group's last row."""
+        return _numpy(rows.columns[c].take(pa.array(self.last_rows, pa.int64())), self.kind)
+
+    def python(self, groups: int) -> list[list[Any]]:
+        """Per group, the column's state as Python values."""
+        counts = self.counts.tolist()
+        sums, mins, maxs = self.sums_arrow.to_pylist(), self.mins_arrow.to_pylist(), self.maxs_arrow.to_pylist()
+        last_events, last_rows = self.last_events.tolist(), self.last_rows.tolist()
+        created, values = self.created, self.values
+        states = []
         for g in range(groups):
-            last = lasts[g]
-            if counts[g] and last is not None:
-                states[g].append([counts[g], sums[g], mins[g], maxs[g], *last, distinct[g], registers[g]])
+            if counts[g]:
+                row = last_rows[g]
+                states.append(
+                    [counts[g], sums[g], mins[g], maxs[g], last_events[g], created[row], values[row],
+                     self.distinct[g], self.registers[g]]
+                )  # fmt: skip
             else:
-                states[g].append([0, None, None, None, None, None, None, distinct[g], registers[g]])
-    return states
+                states.append([0, None, None, None, None, None, None, self.distinct[g], self.registers[g]])
+        return states
 
 
-def _folded_columns(taken: pa.Array, group_column: pa.Array, groups: int) -> tuple[list[Any], list[Any], list[Any]]:
-    """Per group: sum (numbers only), min and max (not of lists), None where no value."""
-    kind = taken.type
-    nothing: list[Any] = [None] * groups
-    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
-        return nothing, nothing, nothing
-    numeric = pa.types.is_integer(kind) or pa.types.is_floating(kind)
-    wanted = [("v", "min"), ("v", "max")] + ([("v", "sum")] if numeric else [])
-    folded = pa.table({"g": group_column, "v": taken}).group_by("g", use_threads=False).aggregate(wanted)
-    folded = folded.sort_by("g")
-    sums = folded.column("v_sum").to_pylist() if numeric else nothing
-    return sums, folded.column("v_min").to_pylist(), folded.column("v_max").to_pylist()
+def _numpy(array: pa.Array, kind: str | None) -> np.ndarray:
+    """An Arrow column as int64, float64 or bool numpy values (nulls filled; their validity is kept apart)."""
+    if kind is None or not len(array):
+        return np.zeros(len(array), dtype=np.int64)
+    target = {"i": pa.int64(), "f": pa.float64(), "b": pa.bool_()}[kind]
+    if array.type != target:
+        array = pc.cast(array, target)
+    filled = array.fill_null(False if kind == "b" else 0)
+    values: np.ndarray = filled.to_numpy(zero_copy_only=False)
+    return values
 
 
-def _lasts(
-    rows: _Rows, c: int, index: np.ndarray, group_of: np.ndarray, positions: np.ndarray, groups: int
-) -> list[tuple[int, int | None, Any] | None]:
-    """Per group, the (event, created, value) of its valid row with the highest (event, created, arrival)."""
-    lasts: list[tuple[int, int | None, Any] | None] = [None] * groups
-    if not len(positions):
-        return lasts
-    events, created, values = rows.events, rows.created, rows.lists[c]
-    chosen = index[positions]
-    ranked = positions[np.lexsort((positions, rows.created_rank[chosen], events[chosen], group_of[positions]))]
-    ranked_groups = group_of[ranked]
-    ending = np.ones(len(ranked), dtype=bool)
-    ending[:-1] = ranked_groups[1:] != ranked_groups[:-1]
-    for g, row in zip(ranked_groups[ending].tolist(), index[ranked[ending]].tolist(), strict=True):
-        lasts[g] = (int(events[row]), created[row], values[row])
-    return lasts
+class _Msgpack:
+    """Rows of msgpack arrays of fixed-width fields (int64, float64, bool, nil), encoded at once.
+
+    Each field takes a slot of its widest encoding in a byte matrix, with a mask of the bytes
+    used (a null takes one byte, ``nil``); the masked matrix read row by row is the rows' msgpack,
+    back to back. Integers are always 64-bit (``0xd3``), which msgpack readers take as any other.
+    """
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+        self.matrices: list[np.ndarray] = []
+        self.used: list[np.ndarray] = []
+
+    def header(self, length: int) -> None:
+        """An array of ``length`` (<= 15) items starts."""
+        self._constant(0x90 | length)
+
+    def nil(self) -> None:
+        """A nil item."""
+        self._constant(0xC0)
+
+    def _constant(self, byte: int) -> None:
+        self.matrices.append(np.full((self.rows, 1), byte, dtype=np.uint8))
+        self.used.append(np.ones((self.rows, 1), dtype=bool))
+
+    def add(self, kind: str, data: np.ndarray | None, valid: np.ndarray | None) -> None:
+        """One item per row: ``data`` as ``kind`` (``i``, ``f``, ``b``), nil where not ``valid``."""
+        assert data is not None
+        n = self.rows
+        ok = np.ones(n, dtype=bool) if valid is None else valid
+        if kind == "b":
+            self.matrices.append(np.where(ok, np.where(data, 0xC3, 0xC2), 0xC0).astype(np.uint8).reshape(n, 1))
+            self.used.append(np.ones((n, 1), dtype=bool))
+            return
+        matrix = np.empty((n, 9), dtype=np.uint8)
+        matrix[:, 0] = np.where(ok, 0xD3 if kind == "i" else 0xCB, 0xC0)
+        matrix[:, 1:] = data.astype(">i8" if kind == "i" else ">f8").view(np.uint8).reshape(n, 8)
+        used = np.empty((n, 9), dtype=bool)
+        used[:, 0] = True
+        used[:, 1:] = ok[:, None]
+        self.matrices.append(matrix)
+        self.used.append(used)
+
+    def slices(self, starts: np.ndarray) -> list[bytes]:
+        """The encoded rows, joined per group of rows starting at ``starts``."""
+        if not self.rows:
+            return []
+        used = np.concatenate(self.used, axis=1)
+        blob = np.concatenate(self.matrices, axis=1)[used].tobytes()
+        ends = np.cumsum(used.sum(axis=1))
+        bounds = np.append(np.concatenate(([0], ends))[starts], ends[-1]).tolist()
+        return [blob[bounds[g] : bounds[g + 1]] for g in range(len(starts))]
 
 
 def _distinct(
-    layout: TileLayout, c: int, rows: _Rows, index: np.ndarray, group_of: np.ndarray, positions: np.ndarray
+    kept: bool, sketched: bool, values: list[Any], pairs: Iterable[tuple[int, int]], groups: int
 ) -> tuple[list[Any], list[Any]]:
-    """Per group, the distinct values (``count_distinct``) and HyperLogLog registers (``approx_count_distinct``)."""
-    groups, values = len(group_of) and int(group_of[-1]) + 1, rows.lists[c]
-    kept: list[Any] = [set() for _ in range(groups)] if layout.distinct[c] else [None] * groups
-    sketches: list[Any] = [{} for _ in range(groups)] if layout.sketched[c] else [None] * groups
-    if not (layout.distinct[c] or layout.sketched[c]):
-        return kept, sketches
+    """Per group, the distinct values (if ``kept``) and HyperLogLog registers (if ``sketched``).
+
+    ``pairs``: the (group, row) of each valid value of ``values``.
+    """
+    distinct: list[Any] = [set() for _ in range(groups)] if kept else [None] * groups
+    registers: list[Any] = [{} for _ in range(groups)] if sketched else [None] * groups
+    if not (kept or sketched):
+        return distinct, registers
     seen: dict[object, tuple[int, int]] = {}
-    for g, row in zip(group_of[positions].tolist(), index[positions].tolist(), strict=True):
+    for g, row in pairs:
         value = values[row]
         if isinstance(value, list):
             continue
-        if layout.distinct[c]:
-            kept[g].add(value)
-        if layout.sketched[c]:
+        if kept:
+            distinct[g].add(value)
+        if sketched:
             found = seen.get(value)
             if found is None:
                 found = seen[value] = sketch.register(value)
             register, highest = found
-            if highest > sketches[g].get(register, 0):
-                sketches[g][register] = highest
-    return kept, sketches
+            if highest > registers[g].get(register, 0):
+                registers[g][register] = highest
+    return distinct, registers
 
 
 class _Record:
@@ -543,9 +708,10 @@ class _Record:
         self.watermark = latest if self.watermark is None or latest > self.watermark else self.watermark
         for partition, _, high in batch.offsets[k]:
             self.offsets[partition] = self.moved[partition] = high
-        for tile, partial, events in batch.tiles[k]:
-            merge_into(self._state(tile), partial)
-            self.appended[tile].append(events)
+        states, events = batch.fold.states(), batch.fold.events
+        for tile, g in batch.tiles[k]:
+            merge_into(self._state(tile), states[g])
+            self.appended[tile].append(events[g])
             self.present.add(tile)
 
     def update(self, lateness_us: int) -> TileUpdate | None:

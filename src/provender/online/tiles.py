@@ -267,6 +267,8 @@ def _merge_registers(into: dict[int, int], other: dict[int, int]) -> None:
 
 def encode_state(state: list[list[Any]]) -> bytes:
     """The stored bytes of a state (msgpack; distinct values as a list)."""
+    if all(column[_DISTINCT] is None for column in state):
+        return bytes(_pack(state))
     return bytes(
         _pack(
             [
@@ -416,23 +418,19 @@ class TileUpdate(NamedTuple):
     delete: list[bytes]
 
 
-class TileAppend(NamedTuple):
-    """One key's folded batch, for a store that applies it without a read (``append_tiles``).
+TileAppend = tuple[int, int, bytes, list[tuple[bytes, int, bytes]], list[tuple[int, bytes, bytes, bytes]]]
+"""One key's folded batch, for a store that applies it without a read (``append_tiles``).
 
-    The store applies it atomically, and only if none of its events is too late or a replay
-    against the key's record: the stored watermark is at most ``watermark_limit`` and each
-    partition's stored offset is below the batch's first. It then appends each tile's state to
-    ``s<tile>`` (several states appended read as their merge; :func:`decode_state`) and counts
-    the extra ones in ``c<tile>``, appends the events to ``e<tile>``, moves the watermark to
-    ``watermark`` if later and the offsets to the batch's last, and deletes the tiles no read
-    can reach (as :class:`tile_writer._Record` does).
-    """
-
-    watermark_limit: int
-    watermark: int
-    offsets: list[tuple[int, int, int]]  # (partition, first offset, last offset)
-    tiles: list[tuple[int, bytes, bytes]]  # (tile, encoded state of its events, the encoded events)
-
+``(watermark limit, latest time, its encoding, [(offset field, first offset, encoded last
+offset)], [(tile, its decimal, encoded state of its events, the encoded events)])`` (a plain tuple: one per
+key of every batch). The store applies it atomically, and only if none of its events is too
+late or a replay against the key's record: the stored watermark is at most the limit and each
+partition's stored offset is below the batch's first. It then appends each tile's state to
+``s<tile>`` (several states appended read as their merge; :func:`decode_state`) and counts the
+extra ones in ``c<tile>``, appends the events to ``e<tile>``, moves the watermark to the latest
+time if later and the offsets to the batch's last, and deletes the tiles no read can reach
+(as ``tile_writer._Record`` does).
+"""
 
 TileAppended = int | list[int]
 """Per key of ``append_tiles``: 0 refused (merge it instead), 1 applied, or the tiles (applied) whose
