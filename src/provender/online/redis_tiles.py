@@ -146,10 +146,11 @@ def update(
 # for bytes: Redis's cmsgpack has no bin type) of [lateness + longest window, tile size,
 # MAX_APPENDED_STATES, then per key: [watermark limit, latest time, its encoding, [[offset
 # field, first offset, encoded last offset], ...], [[tile, its decimal, encoded state, events],
-# ...]]]. A tile is in the tile set ``t`` exactly when it has a state.
-# One HMGET and one HSET per key. Returns per key 0 (refused: a replay or a too-late event;
-# nothing changed), 1 (applied) or the tiles whose states should be compacted. Numbers are
-# exact below 2^53 (the writer checks its own; stored ones beyond are refused).
+# ...], earliest time]]. A tile is in the tile set ``t`` exactly when it has a state.
+# One HMGET and one HSET per key. Returns per key 0 (refused: a replay, a too-late event or one
+# at or before the batch floor ``b``; nothing changed), 1 (applied) or the tiles whose states
+# should be compacted. Numbers are exact below 2^53 (the writer checks its own; stored ones
+# beyond are refused).
 APPEND_SCRIPT = """
 local batch = cmsgpack.unpack(ARGV[1])
 local reach, size, most = batch[1], batch[2], batch[3]
@@ -159,8 +160,8 @@ local function tag(tile) return string.format('%d', tile) end
 for k = 1, #KEYS do
   local key = KEYS[k]
   local change = batch[3 + k]
-  local limit, latest, offsets, tiles = change[1], change[2], change[4], change[5]
-  local fields = {'v', 'w', 't'}
+  local limit, latest, offsets, tiles, earliest = change[1], change[2], change[4], change[5], change[6]
+  local fields = {'v', 'w', 't', 'b'}
   for j = 1, #offsets do fields[#fields + 1] = offsets[j][1] end
   for j = 1, #tiles do
     fields[#fields + 1] = 's' .. tiles[j][2]
@@ -172,9 +173,13 @@ for k = 1, #KEYS do
     watermark = cmsgpack.unpack(stored[2])
     if watermark > limit or watermark >= exact or watermark <= -exact then ok = false end
   end
+  if ok and stored[4] then  -- batch ingestion rebuilt the tiles up to b: later events only
+    local floor = cmsgpack.unpack(stored[4])
+    if floor >= earliest or floor >= exact then ok = false end
+  end
   for j = 1, #offsets do
-    if ok and stored[3 + j] then
-      local offset = cmsgpack.unpack(stored[3 + j])
+    if ok and stored[4 + j] then
+      local offset = cmsgpack.unpack(stored[4 + j])
       if offset >= offsets[j][2] or offset >= exact then ok = false end
     end
   end
@@ -196,7 +201,7 @@ for k = 1, #KEYS do
     local previous = present[#present]
     local horizon = watermark - reach
     local compact, newest, added = {}, nil, false
-    local base = 3 + #offsets
+    local base = 4 + #offsets
     for j = 1, #tiles do
       local tile, name = tiles[j][1], tiles[j][2]
       if (tile + 1) * size > horizon then

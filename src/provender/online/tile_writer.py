@@ -34,6 +34,7 @@ from provender.definitions.request import CREATED_TIMESTAMP, EVENT_TIMESTAMP, TI
 from provender.errors import DataError
 from provender.online.keys import arrow_keys
 from provender.online.tiles import (
+    BATCH_FLOOR,
     TILE_SET,
     WATERMARK,
     TileAppend,
@@ -158,12 +159,12 @@ class TileWriter:
         for k in members:
             parts = sorted({p for p, _, _ in batch.offsets[k]})
             tiles = sorted({batch.events[i] // layout.tile_us for i in batch.rows[k]})
-            fields.append([WATERMARK, TILE_SET, *map(offset_field, parts), *map(state_field, tiles)])
+            fields.append([WATERMARK, TILE_SET, BATCH_FLOOR, *map(offset_field, parts), *map(state_field, tiles)])
 
         def merge(position: int, stored: list[bytes | None]) -> TileUpdate | None:
             k = members[position]
             record = _Record(layout, dict(zip(fields[position], stored, strict=True)))
-            if batch.eligible[k] and record.accepts(batch.limits[k], batch.offsets[k]):
+            if batch.eligible[k] and record.accepts(batch.limits[k], batch.offsets[k], batch.earliest[k]):
                 record.add_partials(batch, k)
                 reports[k] = TileReport(batch.applied[k], batch.late[k], 0)
             else:
@@ -198,7 +199,9 @@ class TileWriter:
                 continue
             event = batch.events[i]
             watermark = record.watermark
-            if watermark is not None and event < watermark - self.lateness_us:
+            if (watermark is not None and event < watermark - self.lateness_us) or (
+                record.floor is not None and event <= record.floor
+            ):
                 too_late += 1
                 continue
             record.add(event, batch.created[i], batch.values[i])
@@ -226,6 +229,7 @@ class _Batch:
     applied: list[int]
     limits: list[int]
     latest: list[int]
+    earliest: list[int]
     offsets: list[list[tuple[int, int, int]]]
     eligible: list[bool]
     tiles: list[list[tuple[int, int]]]  # per key: (tile, group of fold)
@@ -243,7 +247,7 @@ class _Batch:
 
     def appends(self, members: Sequence[int]) -> list[TileAppend]:
         """The folded batches of keys ``members``, for a store that appends without a read."""
-        limits, latest, offsets, tiles = self.limits, self.latest, self.offsets, self.tiles
+        limits, latest, earliest, offsets, tiles = self.limits, self.latest, self.earliest, self.offsets, self.tiles
         encoded, events = self.fold.encoded(), self.fold.events
         fields: dict[int, bytes] = {}
         return [
@@ -256,6 +260,7 @@ class _Batch:
                     for p, low, high in offsets[k]
                 ],
                 [(tile, b"%d" % tile, encoded[g], events[g]) for tile, g in tiles[k]],
+                earliest[k],
             )
             for k in members
         ]
@@ -314,6 +319,7 @@ class _Batch:
             applied=[int(e - s) - c for s, e, c in zip(starts.tolist(), ends.tolist(), late_counts, strict=True)],
             limits=[m + lateness_us for m in np.minimum.reduceat(np.where(late, _INT64_MAX, times), starts).tolist()],
             latest=np.maximum.reduceat(times, starts).tolist(),
+            earliest=np.minimum.reduceat(times, starts).tolist(),
             offsets=key_offsets,
             eligible=eligible,
             tiles=fold.by_key(len(keys)),
@@ -657,6 +663,8 @@ class _Record:
         self.layout, self.stored = layout, stored
         packed = stored[WATERMARK]
         self.watermark: int | None = None if packed is None else _unpackb(packed)
+        packed = stored.get(BATCH_FLOOR)
+        self.floor: int | None = None if packed is None else _unpackb(packed)
         packed = stored[TILE_SET]
         self.present: set[int] = set() if packed is None else set(_unpackb(packed))
         self.offsets: dict[int, int] = {}
@@ -678,9 +686,15 @@ class _Record:
         self.offsets[partition] = self.moved[partition] = offset
         return True
 
-    def accepts(self, limit: int, offsets: Sequence[tuple[int, int, int]]) -> bool:
-        """Whether no row of a folded batch is too late (watermark at most ``limit``) or replayed."""
+    def accepts(self, limit: int, offsets: Sequence[tuple[int, int, int]], earliest: int) -> bool:
+        """Whether no row of a folded batch is too late or replayed.
+
+        That is: the watermark is at most ``limit``, the batch floor before ``earliest``, and each
+        partition's applied offset before the batch's first.
+        """
         if self.watermark is not None and self.watermark > limit:
+            return False
+        if self.floor is not None and self.floor >= earliest:
             return False
         return all(self._applied_offset(partition) < low for partition, low, _ in offsets)
 

@@ -20,6 +20,11 @@ of the longest window (plus the allowed lateness) is kept, besides the states.
 
 The record's other fields: ``w``, the latest event time applied for the key (its watermark;
 its presence means "the key has tiles"); ``t``, the tiles present (so old ones can be deleted);
+``b``, the batch floor: the ``end`` of the batch ingestion that rebuilt the key's tiles from the
+offline source (events at or before it are that source's: a stream event at or before it is
+skipped and counted too late); ``c<i>``, how many states were appended to ``s<i>`` beyond its
+first (Redis appends a batch's partial state without reading; a read merges them, and the writer
+compacts them to one after ``MAX_APPENDED_STATES`` or once the tile is no longer the newest);
 ``o<p>``, per stream partition, the last offset applied (so records replayed after a crash or
 a rebalance are not counted twice: at-least-once delivery, exactly-once tiles).
 
@@ -53,6 +58,7 @@ _LOW = -(2**63) - 1  # ranks a missing created time below every real one
 
 WATERMARK = b"w"
 TILE_SET = b"t"
+BATCH_FLOOR = b"b"
 
 # Per input column, a tile's state is a list: count, sum, min, max, last (event, created, value),
 # distinct values, HyperLogLog registers ({register: highest rank}, sketch.py).
@@ -418,14 +424,15 @@ class TileUpdate(NamedTuple):
     delete: list[bytes]
 
 
-TileAppend = tuple[int, int, bytes, list[tuple[bytes, int, bytes]], list[tuple[int, bytes, bytes, bytes]]]
+TileAppend = tuple[int, int, bytes, list[tuple[bytes, int, bytes]], list[tuple[int, bytes, bytes, bytes]], int]
 """One key's folded batch, for a store that applies it without a read (``append_tiles``).
 
 ``(watermark limit, latest time, its encoding, [(offset field, first offset, encoded last
-offset)], [(tile, its decimal, encoded state of its events, the encoded events)])`` (a plain tuple: one per
-key of every batch). The store applies it atomically, and only if none of its events is too
-late or a replay against the key's record: the stored watermark is at most the limit and each
-partition's stored offset is below the batch's first. It then appends each tile's state to
+offset)], [(tile, its decimal, encoded state of its events, the encoded events)], earliest
+time)`` (a plain tuple: one per key of every batch). The store applies it atomically, and only
+if none of its events is too late or a replay against the key's record: the stored watermark
+is at most the limit, each partition's stored offset is below the batch's first, and the batch
+floor (``b``, if any) is before the earliest time. It then appends each tile's state to
 ``s<tile>`` (several states appended read as their merge; :func:`decode_state`) and counts the
 extra ones in ``c<tile>``, appends the events to ``e<tile>``, moves the watermark to the latest
 time if later and the offsets to the batch's last, and deletes the tiles no read can reach
