@@ -47,7 +47,13 @@ from provender.errors import (
     PermissionDeniedError,
 )
 from provender.ingestion import validation
-from provender.ingestion.batch import DEFAULT_BATCH_ROWS, IngestionJob, counting_source_rows, write_batches
+from provender.ingestion.batch import (
+    DEFAULT_BATCH_ROWS,
+    IngestionJob,
+    counting_source_rows,
+    rebuild_tiles,
+    write_batches,
+)
 from provender.offline.drift import DriftReport, compare
 from provender.offline.duckdb import StatisticsCollector
 from provender.offline.engine import DistributedIngestion, OfflineEngine, StoreFactory
@@ -652,6 +658,8 @@ class Client:
                     write_batches(reader, write, j)
                 else:
                     _validated(j)
+                if definition.aggregations and definition.stream_source is not None:
+                    rebuild_tiles(engine, plan, store, definition, self.settings.stream, batch_rows=batch_rows)
                 j.statistics = collector.finish(job_id=j.id)
             finally:
                 collector.close()

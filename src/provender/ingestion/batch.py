@@ -16,9 +16,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -26,10 +27,16 @@ from provender.definitions.request import SOURCE_ROWS
 from provender.errors import JobCancelledError
 from provender.offline.batches import write_batches
 from provender.offline.engine import JobStatus
+from provender.online.keys import arrow_keys
+from provender.online.tile_writer import TileWriter
 
 if TYPE_CHECKING:
+    from provender.config import StreamSection
+    from provender.definitions import FeatureTable
     from provender.ingestion.validation import ValidationReport
+    from provender.offline.plan import LatestPlan
     from provender.offline.statistics import TableStatistics
+    from provender.online.tiles import TileStore
 
 __all__ = [
     "DEFAULT_BATCH_ROWS",
@@ -37,6 +44,7 @@ __all__ = [
     "JobCancelledError",
     "JobStatus",
     "counting_source_rows",
+    "rebuild_tiles",
     "write_batches",
 ]
 
@@ -188,3 +196,53 @@ def counting_source_rows(reader: pa.RecordBatchReader, job: IngestionJob) -> pa.
             )
 
     return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def rebuild_tiles(
+    engine: object,
+    plan: LatestPlan,
+    store: TileStore,
+    table: FeatureTable,
+    stream: StreamSection,
+    *,
+    batch_rows: int,
+) -> int:
+    """Rebuild the tiles of a table with aggregations and a stream source as of ``plan.end``.
+
+    So that a stream started (or going on) after the job serves values that include the batch
+    source's history: every key with an event in ``(end - longest window - allowed lateness,
+    end]`` gets its tiles rebuilt from those events (``TileWriter.rebuild``; events a stream
+    already applied after ``end`` are kept). An engine that cannot read events (``read_events``)
+    leaves the tiles as they are (logged).
+
+    Returns:
+        The number of keys whose tiles were rebuilt.
+    """
+    read_events = getattr(engine, "read_events", None)
+    if read_events is None:
+        log.warning(
+            "the offline engine cannot read events: the tiles of table=%s are not rebuilt (a stream serves "
+            "only the events it reads)",
+            table.name,
+        )
+        return 0
+    lateness = timedelta(seconds=stream.allowed_lateness_seconds)
+    writer = TileWriter(store, table, allowed_lateness=lateness)
+    longest = max(a.window for a in table.aggregations)
+    end_us = (plan.end - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    reader: pa.RecordBatchReader = read_events(plan, lower=plan.end - longest - lateness, batch_rows=batch_rows)
+    held: list[pa.RecordBatch] = []
+    rebuilt = 0
+    for batch in reader:
+        held.append(batch)
+        if sum(b.num_rows for b in held) < batch_rows:
+            continue
+        rows = pa.Table.from_batches(held)
+        keys = arrow_keys(rows, table.entities).to_numpy(zero_copy_only=False)
+        others = np.flatnonzero(keys != keys[-1])  # the last key may go on in the next batch
+        cut = int(others[-1]) + 1 if len(others) else 0
+        rebuilt += writer.rebuild(rows.slice(0, cut), end_us)
+        held = rows.slice(cut).to_batches()
+    if held:
+        rebuilt += writer.rebuild(pa.Table.from_batches(held), end_us)
+    return rebuilt

@@ -309,6 +309,29 @@ class DuckDBEngine:
         except duckdb.Error as exc:
             raise _data_or_backend_error(exc, f"ingestion of feature table {join.name!r}") from exc
 
+    def read_events(self, plan: LatestPlan, *, lower: datetime, batch_rows: int) -> pa.RecordBatchReader:
+        """Stream the events with ``lower < event_timestamp <= end``: keys, the aggregations' inputs, times.
+
+        Ordered by entity key, then time: a key's events are contiguous (batch ingestion rebuilds
+        each key's tiles from them, ``tile_writer.TileWriter.rebuild``).
+        """
+        cursor = self.cursor()
+        join = plan.join
+        dates = DateRange.for_interval(lower, plan.end)
+        source = self._source_relation(cursor, join, dates, upper=plan.end, lower=lower)
+        keys = ", ".join(quote(k) for k in join.join_keys)
+        inputs = ", ".join(quote(c) for c in dict.fromkeys(a.column for a in join.table.aggregations))
+        sql = (
+            f"SELECT {keys}, {inputs}, CAST({_EVENT} AS TIMESTAMPTZ) AS {EVENT_TIMESTAMP}, "
+            f"CAST({_CREATED} AS TIMESTAMPTZ) AS {CREATED_TIMESTAMP} FROM ({source}) "
+            f"WHERE {_EVENT} > {_timestamp_literal(lower)} AND {_EVENT} <= {_timestamp_literal(plan.end)} "
+            f"ORDER BY {keys}, {_EVENT}, {_CREATED} NULLS FIRST"
+        )
+        try:
+            return cursor.sql(sql).to_arrow_reader(batch_rows)
+        except duckdb.Error as exc:
+            raise _data_or_backend_error(exc, f"reading the events of feature table {join.name!r}") from exc
+
     def _read_latest_windows(
         self, cursor: duckdb.DuckDBPyConnection, plan: LatestPlan, *, batch_rows: int
     ) -> pa.RecordBatchReader:

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 
 from provender.definitions import FeatureTable, ValueType, sketch
 from provender.definitions.request import CREATED_TIMESTAMP, EVENT_TIMESTAMP, TIMESTAMP_TYPE
-from provender.errors import DataError
+from provender.errors import BackendError, DataError
 from provender.online.keys import arrow_keys
 from provender.online.tiles import (
     BATCH_FLOOR,
@@ -43,6 +43,7 @@ from provender.online.tiles import (
     TileUpdate,
     add_value,
     count_field,
+    decode_events,
     decode_state,
     encode_event,
     encode_state,
@@ -57,6 +58,7 @@ from provender.online.tiles import (
 _pack = msgpack.Packer().pack
 _unpackb = msgpack.unpackb
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+MAX_REBUILD_ATTEMPTS = 20
 EXACT_IN_LUA = 2**53
 """Times and offsets below this magnitude are exact as Lua numbers (doubles): the Redis script's domain."""
 
@@ -172,6 +174,81 @@ class TileWriter:
             return record.update(self.lateness_us)
 
         self.store.update_tiles(self.table, layout, [batch.keys[k] for k in members], fields, merge)
+
+    def rebuild(self, rows: pa.Table, end_us: int) -> int:
+        """Rebuild the tiles of ``rows``' keys from a batch source's events, as of ``end_us``.
+
+        For batch (offline-to-online) ingestion: ``rows`` holds every event of those keys with
+        ``end - longest window - allowed lateness < event_timestamp <= end`` (all of a key's in one
+        call). Each key's record is replaced by one holding these events, plus the events after
+        ``end`` it already had (applied by a stream), with its offsets kept and the batch floor
+        ``b = end``: a stream then adds only events after ``end`` (one at or before it is skipped
+        and counted too late), so the online value at any *T* >= ``end`` equals the historical one.
+
+        Returns:
+            The number of keys rebuilt.
+        """
+        if not rows.num_rows:
+            return 0
+        batch = _Batch.of(rows, self.table, self.layout, 0, None, None)
+        order = np.lexsort((batch.fold.rows.created_rank, batch.fold.rows.events)).tolist()  # time order
+        position = {row: n for n, row in enumerate(order)}
+        pending = list(range(len(batch.keys)))
+        for _ in range(MAX_REBUILD_ATTEMPTS):
+            if not pending:
+                return len(batch.keys)
+            pending = sorted(set(self._rebuild_round(batch, pending, position, end_us)))
+        raise BackendError(
+            f"the tiles of {len(pending)} key(s) of feature table {self.table.name!r} kept changing while "
+            "batch ingestion rebuilt them; retry the job.",
+            retryable=True,
+        )
+
+    def _rebuild_round(self, batch: _Batch, pending: list[int], position: dict[int, int], end_us: int) -> list[int]:
+        """Rebuild the keys ``pending``; return those a stream wrote between the two reads (to do again)."""
+        size = self.layout.tile_us
+        keys = [batch.keys[k] for k in pending]
+        heads = self.store.read_tiles(self.table, self.layout, keys, [WATERMARK, TILE_SET])
+        fields = []
+        for watermark, present in heads:
+            newest = -1 if watermark is None else _unpackb(watermark) // size
+            old = [] if present is None else _unpackb(present)
+            after = [events_field(t) for t in old if end_us // size <= t <= newest]  # may hold events after end
+            fields.append([WATERMARK, TILE_SET, *after])
+        changed: list[int] = []
+
+        def merge(i: int, stored: list[bytes | None]) -> TileUpdate | None:
+            k = pending[i]
+            if stored[:2] != list(heads[i]):  # a stream wrote the key meanwhile: read it again
+                changed.append(k)
+                return None
+            return self._rebuilt(batch, sorted(batch.rows[k], key=position.__getitem__), stored, end_us)
+
+        self.store.update_tiles(self.table, self.layout, keys, fields, merge)
+        return changed
+
+    def _rebuilt(self, batch: _Batch, rows: list[int], stored: list[bytes | None], end_us: int) -> TileUpdate:
+        """A key's record rebuilt from its batch rows (time order) and its stored events after ``end_us``."""
+        old_watermark = None if stored[0] is None else _unpackb(stored[0])
+        old_tiles = set() if stored[1] is None else set(_unpackb(stored[1]))
+        record = _Record(self.layout, {WATERMARK: None, TILE_SET: None})
+        for i in rows:
+            record.add(batch.events[i], batch.created[i], batch.values[i])
+        for packed in stored[2:]:
+            for event in [] if packed is None else decode_events(packed):
+                if event[0] > end_us:
+                    record.add(event[0], event[1], tuple(event[2:]))
+        if old_watermark is not None and record.watermark is not None and old_watermark > record.watermark:
+            record.watermark = old_watermark
+        update = record.update(self.lateness_us)
+        assert update is not None
+        changes = dict(update.set)
+        changes.update(update.append)  # the events replace the stored ones
+        changes[BATCH_FLOOR] = bytes(_pack(end_us))
+        doomed = {f for t in old_tiles for f in (state_field(t), events_field(t), count_field(t))}
+        doomed |= set(update.delete)
+        doomed |= {count_field(t) for t in record.present}
+        return TileUpdate(changes, {}, sorted(doomed - set(changes)))
 
     def _compact(self, batch: _Batch, compact: dict[int, list[int]]) -> None:
         """Rewrite the named tiles' states (several appended) as one, so reads decode one per tile."""
@@ -701,7 +778,7 @@ class _Record:
     def _state(self, tile: int) -> list[list[Any]]:
         state = self.states.get(tile)
         if state is None:
-            packed = self.stored[state_field(tile)]
+            packed = self.stored.get(state_field(tile))
             state = self.states[tile] = new_state(self.layout) if packed is None else decode_state(packed)
         return state
 
