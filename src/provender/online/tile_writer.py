@@ -18,6 +18,7 @@ So reads at *T* >= ``watermark - allowed_lateness`` see every applied event of t
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -311,12 +312,24 @@ class _Batch:
     eligible: list[bool]
     tiles: list[list[tuple[int, int]]]  # per key: (tile, group of fold)
     fold: _Fold
-    events: list[int]
-    created: list[int | None]
-    values: list[tuple[Any, ...]]
     partitions: Sequence[int] | None
     partition_offsets: Sequence[int] | None
     magnitude: int  # the largest magnitude of an event time or offset
+
+    @property
+    def events(self) -> list[int]:
+        """Per row, its event time (microseconds)."""
+        return self.fold.rows.event_list
+
+    @property
+    def created(self) -> list[int | None]:
+        """Per row, its created time (microseconds) or None."""
+        return self.fold.rows.created
+
+    @property
+    def values(self) -> list[tuple[Any, ...]]:
+        """Per row, its input values."""
+        return self.fold.rows.values
 
     def exact_in_lua(self, reach: int) -> bool:
         """Whether every time (give or take ``reach``) and offset is exact as a Lua number."""
@@ -365,19 +378,16 @@ class _Batch:
             created_micros = _micros(rows, CREATED_TIMESTAMP, table.name)
             created_rank = created_micros.fill_null(_INT64_MIN).to_numpy(zero_copy_only=False)
             created_valid = created_micros.is_valid().to_numpy(zero_copy_only=False)
-            created: list[int | None] = created_micros.to_pylist()
         else:
+            created_micros = None
             created_rank = np.full(n, _INT64_MIN, np.int64)
             created_valid = np.zeros(n, dtype=bool)
-            created = [None] * n
         columns = []
         for name, value_type in zip(layout.columns, layout.column_types, strict=True):
             if name not in rows.column_names:
                 raise DataError(f"rows for feature table {table.name!r} lack the column {name!r}.")
             column = pc.cast(rows.column(name), _storage(value_type))
             columns.append(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
-        lists = [column.to_pylist() for column in columns]
-        values = list(zip(*lists, strict=True))
         order, late, starts = _too_late_in_batch(key_ids, events, lateness_us)
         ends = np.append(starts[1:], n)
         times = events[order]
@@ -386,7 +396,7 @@ class _Batch:
         magnitude = int(np.abs(events).max())
         if offsets is not None and len(offsets):
             magnitude = max(magnitude, int(np.abs(np.asarray(offsets, dtype=np.int64)).max()))
-        rows_in = _Rows(events, created_rank, created_valid, created, columns, lists, values)
+        rows_in = _Rows(events, created_rank, created_valid, created_micros, columns)
         fold = _Fold(layout, rows_in, order[~late], key_ids[order][~late])
         order_list = order.tolist()
         return cls(
@@ -401,23 +411,52 @@ class _Batch:
             eligible=eligible,
             tiles=fold.by_key(len(keys)),
             fold=fold,
-            events=events.tolist(),
-            created=created,
-            values=values,
             partitions=partitions,
             partition_offsets=offsets,
             magnitude=magnitude,
         )
 
 
-class _Rows(NamedTuple):
-    events: np.ndarray  # int64 microseconds
-    created_rank: np.ndarray  # int64 microseconds, the lowest int64 where null
-    created_valid: np.ndarray
-    created: list[int | None]
-    columns: list[pa.Array]  # the input columns, as stored
-    lists: list[list[Any]]  # the same as Python values
-    values: list[tuple[Any, ...]]  # per row, its input values
+class _Rows:
+    """A batch's rows: times as numpy, input columns as Arrow; Python values made only when asked for."""
+
+    def __init__(
+        self,
+        events: np.ndarray,
+        created_rank: np.ndarray,
+        created_valid: np.ndarray,
+        created: pa.Array | None,
+        columns: list[pa.Array],
+    ) -> None:
+        self.events = events  # int64 microseconds
+        self.created_rank = created_rank  # int64 microseconds, the lowest int64 where null
+        self.created_valid = created_valid
+        self._created = created
+        self.columns = columns  # the input columns, as stored
+
+    @functools.cached_property
+    def event_list(self) -> list[int]:
+        """The event times as Python ints."""
+        values: list[int] = self.events.tolist()
+        return values
+
+    @functools.cached_property
+    def created(self) -> list[int | None]:
+        """The created times as Python ints (None where null)."""
+        if self._created is None:
+            return [None] * len(self.events)
+        values: list[int | None] = self._created.to_pylist()
+        return values
+
+    @functools.cached_property
+    def lists(self) -> list[list[Any]]:
+        """The input columns as Python values."""
+        return [column.to_pylist() for column in self.columns]
+
+    @functools.cached_property
+    def values(self) -> list[tuple[Any, ...]]:
+        """Per row, its input values."""
+        return list(zip(*self.lists, strict=True))
 
 
 def _too_late_in_batch(key_ids: np.ndarray, events: np.ndarray, lateness_us: int) -> tuple[Any, Any, Any]:
@@ -581,7 +620,7 @@ class _ColumnFold:
             self.kind = "b"
         listed = pa.types.is_list(kind) or pa.types.is_large_list(kind)
         numeric = self.kind in ("i", "f")
-        self.values, self.created = rows.lists[c], rows.created
+        self.rows, self.c = rows, c
         self.data = _numpy(taken, self.kind) if self.kind is not None else None
         nothing = pa.nulls(groups)
         sums = mins = maxs = nothing
@@ -613,8 +652,13 @@ class _ColumnFold:
         self.last_created = rows.created_rank[self.last_rows]
         self.last_created_valid = rows.created_valid[self.last_rows] & (self.counts > 0)
         self.last_values = self.data_of_rows(rows, c) if self.kind is not None else None
-        pairs = zip(group_of[positions].tolist(), index[positions].tolist(), strict=True)
-        self.distinct, self.registers = _distinct(layout.distinct[c], layout.sketched[c], self.values, pairs, groups)
+        self.distinct: list[Any] = [None] * groups
+        self.registers: list[Any] = [None] * groups
+        if layout.distinct[c] or layout.sketched[c]:
+            pairs = zip(group_of[positions].tolist(), index[positions].tolist(), strict=True)
+            self.distinct, self.registers = _distinct(
+                layout.distinct[c], layout.sketched[c], rows.lists[c], pairs, groups
+            )
 
     def data_of_rows(self, rows: _Rows, c: int) -> np.ndarray:
         """The column's values (numpy) at each group's last row."""
@@ -625,7 +669,7 @@ class _ColumnFold:
         counts = self.counts.tolist()
         sums, mins, maxs = self.sums_arrow.to_pylist(), self.mins_arrow.to_pylist(), self.maxs_arrow.to_pylist()
         last_events, last_rows = self.last_events.tolist(), self.last_rows.tolist()
-        created, values = self.created, self.values
+        created, values = self.rows.created, self.rows.lists[self.c]
         states = []
         for g in range(groups):
             if counts[g]:
