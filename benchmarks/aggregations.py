@@ -326,10 +326,12 @@ def historical(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def stream(args: argparse.Namespace, drivers: int) -> dict[str, Any]:
+    import redis
     import stream as stream_bench  # benchmarks/stream.py: services, topic, producer
 
     stream_bench.DRIVERS = drivers  # the producer's key cardinality
     results = []
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="provender-agg-stream-") as tmp:
         workdir = Path(tmp)
         with stream_bench.services(workdir) as (bootstrap, redis_url):
@@ -337,7 +339,9 @@ def stream(args: argparse.Namespace, drivers: int) -> dict[str, Any]:
                 topic = f"agg-{uuid.uuid4().hex[:8]}"
                 stream_bench.create_topic(bootstrap, topic)
                 stream_bench.role_produce(bootstrap, topic, args.stream_records, 0)
-                stream_bench.flush_redis(redis_url)
+                server = redis.Redis.from_url(redis_url, socket_timeout=300)  # a loaded machine: a flush may take long
+                server.flushall()
+                redis_cpu = _redis_cpu(server)
                 done = subprocess.run(
                     [sys.executable, __file__, "--role", "stream-consume", bootstrap, topic, redis_url,
                      str(workdir / f"run{n}"), str(args.stream_records)],
@@ -345,6 +349,8 @@ def stream(args: argparse.Namespace, drivers: int) -> dict[str, Any]:
                 )  # fmt: skip
                 line = next((x for x in done.stdout.splitlines() if x.startswith("@@RESULT ")), None)
                 figures = json.loads(line[9:]) if line else {"error": done.stderr[-2000:]}
+                figures["redis_cpu_s"] = _redis_cpu(server) - redis_cpu  # the whole consume, start-up included
+                server.close()
                 print(f"  stream run {n + 1}: {figures.get('rate', figures.get('error'))}", flush=True)
                 results.append(figures)
     good = [r for r in results if "rate" in r]
@@ -356,9 +362,21 @@ def stream(args: argparse.Namespace, drivers: int) -> dict[str, Any]:
         "rates": [r["rate"] for r in good],
         "records_per_cpu_second": statistics.median(r["records_per_cpu_second"] for r in good) if good else None,
         "freshness_p50_s": statistics.median(r["freshness"][0] for r in good if r["freshness"]) if good else None,
+        "redis_cpu_us_per_record": statistics.median(r["redis_cpu_s"] for r in good) / args.stream_records * 1e6
+        if good
+        else None,
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "target_rate": TARGET_STREAM_RATE,
         "errors": [r["error"] for r in results if "error" in r],
     }
+
+
+def _redis_cpu(server: Any) -> float:
+    """The Redis server's CPU seconds so far (user + system)."""
+    cpu = server.info("cpu")
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
 
 def role_stream_consume(bootstrap: str, topic: str, redis_url: str, workdir: str, records: int) -> dict[str, Any]:
@@ -487,7 +505,13 @@ def markdown(report: dict[str, Any]) -> str:
             "",
             f"- rate: median {s['rate_median']:,.0f} records/s over {s['runs']} runs "
             f"({', '.join(f'{r:,.0f}' for r in s['rates'])}); target >= {TARGET_STREAM_RATE:,}/s: {verdict}.",
-            f"- records per CPU second: {s['records_per_cpu_second']:,.0f}.",
+            f"- records per CPU second of the consumer process: {s['records_per_cpu_second']:,.0f}; Redis server "
+            f"CPU per record: {s['redis_cpu_us_per_record']:.1f} us."
+            if s.get("redis_cpu_us_per_record") is not None
+            else f"- records per CPU second: {s['records_per_cpu_second']:,.0f}.",
+            f"- load average {s['load_before']:.1f} before, {s['load_after']:.1f} after; run {s['at']}."
+            if "load_before" in s
+            else "- load average: not recorded.",
             f"- freshness p50 at the end of the backlog: {s['freshness_p50_s']:.2f} s (includes the time records "
             "waited in the topic; steady-state freshness: `benchmarks/results/stream.md`).",
             "",

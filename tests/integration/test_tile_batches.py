@@ -32,7 +32,7 @@ from provender.online.redis import RedisStore
 from provender.online.sqlite import SQLiteStore
 from provender.online.store import OnlineStore
 from provender.online.tile_writer import TileWriter, _Msgpack
-from tests.support.services import RedisServer
+from tests.support.services import RedisCluster, RedisServer
 from tests.support.stream_windows import (
     BASE,
     LATENESS,
@@ -70,13 +70,24 @@ def micros(at: Any) -> int:
     return (at - BASE) // timedelta(microseconds=1) + int(BASE.timestamp()) * 1_000_000
 
 
-@pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.service)])
+@pytest.fixture(
+    params=[
+        "memory",
+        "sqlite",
+        pytest.param("redis", marks=pytest.mark.service),
+        pytest.param("redis-cluster", marks=pytest.mark.service),  # script calls grouped by slot
+    ]
+)
 def store(request: pytest.FixtureRequest) -> Iterator[OnlineStore]:
     with tempfile.TemporaryDirectory() as tmp:
         made: OnlineStore
+        project = f"p{uuid.uuid4().hex[:8]}"
         if request.param == "redis":
             server: RedisServer = request.getfixturevalue("redis_server")
-            made = RedisStore.from_options({"url": server.url}, base_dir=Path(tmp), project=f"p{uuid.uuid4().hex[:8]}")
+            made = RedisStore.from_options({"url": server.url}, base_dir=Path(tmp), project=project)
+        elif request.param == "redis-cluster":
+            cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+            made = RedisStore.from_options({"url": cluster.url, "cluster": True}, base_dir=Path(tmp), project=project)
         elif request.param == "sqlite":
             made = SQLiteStore(Path(tmp) / "online.db")
         else:

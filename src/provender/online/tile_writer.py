@@ -131,6 +131,7 @@ class TileWriter:
         reports: dict[int, TileReport] = {}
         pending = list(range(len(batch.keys)))
         compact: dict[int, list[int]] = {}
+        fast_applied = fast_late = 0
         append = getattr(self.store, "append_tiles", None)
         if append is not None and batch.exact_in_lua(self.lateness_us + self.layout.longest_us):
             eligible = [k for k in pending if batch.eligible[k]]
@@ -138,11 +139,13 @@ class TileWriter:
                 self.table, self.layout, [batch.keys[k] for k in eligible], batch.appends(eligible), self.lateness_us
             )
             pending = [k for k in pending if not batch.eligible[k]]
+            applied, late = batch.applied, batch.late
             for k, status in zip(eligible, statuses, strict=True):
                 if status == 0:
                     pending.append(k)
                     continue
-                reports[k] = TileReport(batch.applied[k], batch.late[k], 0)
+                fast_applied += applied[k]
+                fast_late += late[k]
                 if isinstance(status, list) and status:
                     compact[k] = sorted(set(status))
         if pending:
@@ -150,8 +153,8 @@ class TileWriter:
         if compact:
             self._compact(batch, compact)
         return TileReport(
-            sum(r.applied for r in reports.values()),
-            sum(r.too_late for r in reports.values()),
+            fast_applied + sum(r.applied for r in reports.values()),
+            fast_late + sum(r.too_late for r in reports.values()),
             sum(r.replayed for r in reports.values()),
         )
 
@@ -308,13 +311,22 @@ class _Batch:
     limits: list[int]
     latest: list[int]
     earliest: list[int]
-    offsets: list[list[tuple[int, int, int]]]
+    offset_groups: _Offsets
     eligible: list[bool]
-    tiles: list[list[tuple[int, int]]]  # per key: (tile, group of fold)
     fold: _Fold
     partitions: Sequence[int] | None
     partition_offsets: Sequence[int] | None
     magnitude: int  # the largest magnitude of an event time or offset
+
+    @property
+    def offsets(self) -> list[list[tuple[int, int, int]]]:
+        """Per key, per partition (partition, first offset, last offset)."""
+        return self.offset_groups.per_key
+
+    @property
+    def tiles(self) -> list[list[tuple[int, int]]]:
+        """Per key, its groups of the fold: (tile, group)."""
+        return self.fold.by_key(len(self.keys))
 
     @property
     def events(self) -> list[int]:
@@ -337,19 +349,17 @@ class _Batch:
 
     def appends(self, members: Sequence[int]) -> list[TileAppend]:
         """The folded batches of keys ``members``, for a store that appends without a read."""
-        limits, latest, earliest, offsets, tiles = self.limits, self.latest, self.earliest, self.offsets, self.tiles
-        encoded, events = self.fold.encoded(), self.fold.events
-        fields: dict[int, bytes] = {}
+        limits, latest, earliest = self.limits, self.latest, self.earliest
+        items, bounds = self.fold.items(len(self.keys))
+        packed_latest = _Msgpack.ints(np.asarray(latest, dtype=np.int64))
+        flat, starts = self.offset_groups.packed(), self.offset_groups.bounds
         return [
             (
                 limits[k],
                 latest[k],
-                _pack(latest[k]),
-                [
-                    (fields.get(p) or fields.setdefault(p, offset_field(p)), low, _pack(high))
-                    for p, low, high in offsets[k]
-                ],
-                [(tile, b"%d" % tile, encoded[g], events[g]) for tile, g in tiles[k]],
+                packed_latest[k],
+                flat[starts[k] : starts[k + 1]],
+                items[bounds[k] : bounds[k + 1]],
                 earliest[k],
             )
             for k in members
@@ -392,7 +402,7 @@ class _Batch:
         ends = np.append(starts[1:], n)
         times = events[order]
         late_counts = np.add.reduceat(late.astype(np.int64), starts).tolist()
-        key_offsets, eligible = _offsets(key_ids, len(keys), partitions, offsets)
+        key_offsets = _Offsets(len(keys), partitions, offsets, key_ids)
         magnitude = int(np.abs(events).max())
         if offsets is not None and len(offsets):
             magnitude = max(magnitude, int(np.abs(np.asarray(offsets, dtype=np.int64)).max()))
@@ -407,9 +417,8 @@ class _Batch:
             limits=[m + lateness_us for m in np.minimum.reduceat(np.where(late, _INT64_MAX, times), starts).tolist()],
             latest=np.maximum.reduceat(times, starts).tolist(),
             earliest=np.minimum.reduceat(times, starts).tolist(),
-            offsets=key_offsets,
-            eligible=eligible,
-            tiles=fold.by_key(len(keys)),
+            offset_groups=key_offsets,
+            eligible=key_offsets.eligible,
             fold=fold,
             partitions=partitions,
             partition_offsets=offsets,
@@ -480,32 +489,50 @@ def _too_late_in_batch(key_ids: np.ndarray, events: np.ndarray, lateness_us: int
     return order, late, np.flatnonzero(first)
 
 
-def _offsets(
-    key_ids: np.ndarray, keys: int, partitions: Sequence[int] | None, offsets: Sequence[int] | None
-) -> tuple[list[list[tuple[int, int, int]]], list[bool]]:
-    """Per key, per partition (first offset, last offset); and whether they rise in each partition."""
-    key_offsets: list[list[tuple[int, int, int]]] = [[] for _ in range(keys)]
-    eligible = [True] * keys
-    if partitions is None or offsets is None:
-        return key_offsets, eligible
-    n = len(key_ids)
-    parts = np.asarray(partitions, dtype=np.int64)
-    offs = np.asarray(offsets, dtype=np.int64)
-    order = np.lexsort((np.arange(n), parts, key_ids))
-    pk, pp, op = key_ids[order], parts[order], offs[order]
-    group = np.ones(n, dtype=bool)
-    group[1:] = (pk[1:] != pk[:-1]) | (pp[1:] != pp[:-1])
-    rising = np.ones(n, dtype=bool)
-    rising[1:] = group[1:] | (op[1:] > op[:-1])
-    for k in np.unique(pk[~rising]).tolist():
-        eligible[k] = False
-    starts = np.flatnonzero(group)
-    ends = np.append(starts[1:], n) - 1
-    for k, p, low, high in zip(
-        pk[starts].tolist(), pp[starts].tolist(), op[starts].tolist(), op[ends].tolist(), strict=True
-    ):
-        key_offsets[k].append((p, low, high))
-    return key_offsets, eligible
+class _Offsets:
+    """Per key, per partition of its rows: (partition, first offset, last offset), flat and sorted by key."""
+
+    def __init__(
+        self, keys: int, partitions: Sequence[int] | None, offsets: Sequence[int] | None, key_ids: np.ndarray
+    ) -> None:
+        self.eligible = [True] * keys  # whether the key's offsets rise within each partition
+        self.keys = keys
+        self.flat: list[tuple[int, int, int]] = []
+        self.bounds = [0] * (keys + 1)
+        self.highs = np.zeros(0, dtype=np.int64)
+        if partitions is None or offsets is None:
+            return
+        n = len(key_ids)
+        parts = np.asarray(partitions, dtype=np.int64)
+        offs = np.asarray(offsets, dtype=np.int64)
+        order = np.lexsort((np.arange(n), parts, key_ids))
+        pk, pp, op = key_ids[order], parts[order], offs[order]
+        group = np.ones(n, dtype=bool)
+        group[1:] = (pk[1:] != pk[:-1]) | (pp[1:] != pp[:-1])
+        rising = np.ones(n, dtype=bool)
+        rising[1:] = group[1:] | (op[1:] > op[:-1])
+        for k in np.unique(pk[~rising]).tolist():
+            self.eligible[k] = False
+        starts = np.flatnonzero(group)
+        ends = np.append(starts[1:], n) - 1
+        self.highs = op[ends]
+        self.flat = list(zip(pp[starts].tolist(), op[starts].tolist(), self.highs.tolist(), strict=True))
+        self.bounds = np.searchsorted(pk[starts], np.arange(keys + 1)).tolist()
+
+    @functools.cached_property
+    def per_key(self) -> list[list[tuple[int, int, int]]]:
+        """Per key, its (partition, first offset, last offset)."""
+        flat, bounds = self.flat, self.bounds
+        return [flat[bounds[k] : bounds[k + 1]] for k in range(self.keys)]
+
+    def packed(self) -> list[tuple[bytes, int, bytes]]:
+        """The flat entries as (offset field, first offset, encoded last offset)."""
+        fields: dict[int, bytes] = {}
+        highs = _Msgpack.ints(self.highs)
+        return [
+            (fields.get(p) or fields.setdefault(p, offset_field(p)), low, high)
+            for (p, low, _), high in zip(self.flat, highs, strict=True)
+        ]
 
 
 class _Fold:
@@ -535,13 +562,24 @@ class _Fold:
         if fixed and not any(layout.distinct) and not any(layout.sketched):
             self._encoded = self._encode_states()
         self._states: list[list[list[Any]]] | None = None
+        self._by_key: list[list[tuple[int, int]]] | None = None
 
     def by_key(self, keys: int) -> list[list[tuple[int, int]]]:
         """Per key, its groups: (tile, group)."""
-        groups: list[list[tuple[int, int]]] = [[] for _ in range(keys)]
-        for g, (k, tile) in enumerate(zip(self.group_keys, self.group_tiles, strict=True)):
-            groups[k].append((tile, g))
-        return groups
+        if self._by_key is None:
+            groups: list[list[tuple[int, int]]] = [[] for _ in range(keys)]
+            for g, (k, tile) in enumerate(zip(self.group_keys, self.group_tiles, strict=True)):
+                groups[k].append((tile, g))
+            self._by_key = groups
+        return self._by_key
+
+    def items(self, keys: int) -> tuple[list[tuple[int, bytes, bytes, bytes]], list[int]]:
+        """Per group (tile, its decimal, encoded state, events); and where each key's groups start."""
+        encoded = self.encoded()
+        names = {tile: b"%d" % tile for tile in set(self.group_tiles)}
+        items = [(tile, names[tile], encoded[g], self.events[g]) for g, tile in enumerate(self.group_tiles)]
+        bounds = np.searchsorted(np.asarray(self.group_keys, dtype=np.int64), np.arange(keys + 1)).tolist()
+        return items, bounds
 
     def encoded(self) -> list[bytes]:
         """Per group, its partial state encoded (:func:`tiles.encode_state`)."""
@@ -737,6 +775,13 @@ class _Msgpack:
         used[:, 1:] = ok[:, None]
         self.matrices.append(matrix)
         self.used.append(used)
+
+    @classmethod
+    def ints(cls, values: np.ndarray) -> list[bytes]:
+        """Each int64 encoded on its own."""
+        encoder = cls(len(values))
+        encoder.add("i", values, None)
+        return encoder.slices(np.arange(len(values)))
 
     def slices(self, starts: np.ndarray) -> list[bytes]:
         """The encoded rows, joined per group of rows starting at ``starts``."""

@@ -3,9 +3,11 @@
 Shape: ``{"format_version": 3, "kind": "entity" | "feature_table" | "on_demand_features", "spec": {...}}``.
 Version 2 added expectations (``expect`` on features and tables, ``validation_policy``);
 version 3 added a feature table's ``aggregations``; version 4 the ``delta`` batch source; version 5
-the ``on_demand_features`` kind and the ``sql`` batch source. A record is written with the oldest
-version that holds it (on-demand features, a SQL source: 5, a Delta source: 4, aggregations: 3,
-everything else: 2), and older records still load.
+the ``on_demand_features`` kind and the ``sql`` batch source; version 6 the ``approx_count_distinct``
+aggregation function (a version 3 to 5 reader would refuse it as an unknown function, not as a
+newer record). A record is written with the oldest version that holds it (an
+``approx_count_distinct`` aggregation: 6, on-demand features, a SQL source: 5, a Delta source: 4,
+aggregations: 3, everything else: 2), and older records still load.
 Durations are whole microseconds; sources and formats carry a ``"type"`` tag. A reader refuses a
 ``format_version`` newer than it knows, so an old Provender never misreads a newer registry.
 """
@@ -40,7 +42,8 @@ from provender.definitions import (
 )
 from provender.errors import DefinitionError
 
-FORMAT_VERSION: Final = 5
+FORMAT_VERSION: Final = 6
+_SKETCH_VERSION: Final = 6
 _ON_DEMAND_VERSION: Final = 5
 _DELTA_VERSION: Final = 4
 _AGGREGATIONS_VERSION: Final = 3
@@ -70,7 +73,9 @@ def to_dict(definition: Definition) -> JsonDict:
     if isinstance(definition, FeatureTable):
         # The oldest version that can hold the table, so older readers still read what they can.
         version = (
-            _ON_DEMAND_VERSION
+            _SKETCH_VERSION
+            if any(a.function == "approx_count_distinct" for a in definition.aggregations)
+            else _ON_DEMAND_VERSION
             if isinstance(definition.batch_source, SqlSource)
             else _DELTA_VERSION
             if isinstance(definition.batch_source, DeltaSource)

@@ -10,6 +10,7 @@ import pytest
 
 import provender as pv
 from provender.definitions import Aggregation, Feature, FeatureTable, FileSource, ValueType
+from provender.errors import DefinitionError
 from provender.offline.plan import refuse_aggregations, table_join
 from provender.registry import codec
 from tests.unit.definitions.expect import definition_error
@@ -133,6 +134,21 @@ def test_codec_round_trips_aggregations_as_version_3() -> None:
     assert data["format_version"] == 3
     assert codec.FORMAT_VERSION >= 3  # version 4 (Delta sources) still writes these as 3
     assert codec.from_json(codec.to_json(table)) == table
+
+
+def test_codec_writes_approx_count_distinct_as_version_6_which_older_readers_refuse() -> None:
+    table = trips(
+        Aggregation(column="fare", function="sum", window=timedelta(days=7), name="fare_sum_7d"),
+        Aggregation(column="city", function="approx_count_distinct", window=timedelta(hours=1), name="cities_1h"),
+    )
+    data = codec.to_dict(table)
+    assert data["format_version"] == 6 == codec.FORMAT_VERSION
+    assert codec.from_json(codec.to_json(table)) == table
+    # a reader of version 5 refuses the record as newer than it knows (not as an unknown function)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(codec, "FORMAT_VERSION", 5)
+        with pytest.raises(DefinitionError, match="newer than this Provender understands"):
+            codec.from_dict(data)
 
 
 def test_older_records_still_load_and_tables_without_aggregations_stay_version_2() -> None:
