@@ -60,6 +60,7 @@ _pack = msgpack.Packer().pack
 _unpackb = msgpack.unpackb
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 MAX_REBUILD_ATTEMPTS = 20
+_NEVER_LATE = 2**61  # a lateness no event time difference reaches (times stay within int64 when subtracted)
 EXACT_IN_LUA = 2**53
 """Times and offsets below this magnitude are exact as Lua numbers (doubles): the Redis script's domain."""
 
@@ -194,21 +195,19 @@ class TileWriter:
         """
         if not rows.num_rows:
             return 0
-        batch = _Batch.of(rows, self.table, self.layout, 0, None, None)
-        order = np.lexsort((batch.fold.rows.created_rank, batch.fold.rows.events)).tolist()  # time order
-        position = {row: n for n, row in enumerate(order)}
+        batch = _Batch.of(rows, self.table, self.layout, _NEVER_LATE, None, None)  # folded: every event counts
         pending = list(range(len(batch.keys)))
         for _ in range(MAX_REBUILD_ATTEMPTS):
             if not pending:
                 return len(batch.keys)
-            pending = sorted(set(self._rebuild_round(batch, pending, position, end_us)))
+            pending = sorted(set(self._rebuild_round(batch, pending, end_us)))
         raise BackendError(
             f"the tiles of {len(pending)} key(s) of feature table {self.table.name!r} kept changing while "
             "batch ingestion rebuilt them; retry the job.",
             retryable=True,
         )
 
-    def _rebuild_round(self, batch: _Batch, pending: list[int], position: dict[int, int], end_us: int) -> list[int]:
+    def _rebuild_round(self, batch: _Batch, pending: list[int], end_us: int) -> list[int]:
         """Rebuild the keys ``pending``; return those a stream wrote between the two reads (to do again)."""
         size = self.layout.tile_us
         keys = [batch.keys[k] for k in pending]
@@ -226,18 +225,17 @@ class TileWriter:
             if stored[:2] != list(heads[i]):  # a stream wrote the key meanwhile: read it again
                 changed.append(k)
                 return None
-            return self._rebuilt(batch, sorted(batch.rows[k], key=position.__getitem__), stored, end_us)
+            return self._rebuilt(batch, k, stored, end_us)
 
         self.store.update_tiles(self.table, self.layout, keys, fields, merge)
         return changed
 
-    def _rebuilt(self, batch: _Batch, rows: list[int], stored: list[bytes | None], end_us: int) -> TileUpdate:
-        """A key's record rebuilt from its batch rows (time order) and its stored events after ``end_us``."""
+    def _rebuilt(self, batch: _Batch, k: int, stored: list[bytes | None], end_us: int) -> TileUpdate:
+        """Key ``k``'s record rebuilt from its folded batch rows and its stored events after ``end_us``."""
         old_watermark = None if stored[0] is None else _unpackb(stored[0])
         old_tiles = set() if stored[1] is None else set(_unpackb(stored[1]))
         record = _Record(self.layout, {WATERMARK: None, TILE_SET: None})
-        for i in rows:
-            record.add(batch.events[i], batch.created[i], batch.values[i])
+        record.add_partials(batch, k)
         for packed in stored[2:]:
             for event in [] if packed is None else decode_events(packed):
                 if event[0] > end_us:
