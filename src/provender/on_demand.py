@@ -18,6 +18,15 @@ feature (``<table>__<feature>``, typed as registered) and per request field (by 
 of plain Python lists (``mode="python"``). Its output is converted to the declared feature types
 with Arrow, then offline kept as Arrow and online turned into plain Python values. So the four
 paths (historical, in-process, HTTP, gRPC) give the same values.
+
+**Online shortcuts, equal by construction.** Arrow's ``to_pandas`` costs about 0.25 ms of CPU on
+a 1-row table, more than the rest of a read. So online, a column whose values are all of the
+numeric or boolean type Arrow would make of them (``_NUMPY``: no null except in float columns,
+where Arrow's null is pandas' NaN too) becomes a NumPy array of the very dtype ``to_pandas``
+gives, and the DataFrame is built from those arrays; and an output column that is already a
+Series (or array) of the declared type's dtype is read with ``tolist()``, NaN as None as Arrow's
+``from_pandas`` reads it. Any other column takes the Arrow path. ``tests/unit/test_on_demand_frames.py``
+checks both shortcuts against the Arrow conversions on generated values.
 """
 
 from __future__ import annotations
@@ -28,10 +37,13 @@ import hashlib
 import importlib
 import importlib.metadata
 import inspect
+import math
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from typing import TypeAlias
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from provender.definitions.feature_table import Feature
@@ -39,6 +51,9 @@ from provender.definitions.on_demand import OnDemandFeatures
 from provender.definitions.request import FeatureRequest, RequestedOnDemand
 from provender.definitions.types import ValueType
 from provender.errors import DataError, OnDemandFunctionError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["OnDemandRunner", "describe_function", "load_function", "record_function"]
 
@@ -179,14 +194,17 @@ class OnDemandRunner:
         result: dict[str, list[object]] = {}
         for requested in self.request.on_demand:
             odf = requested.definition
-            inputs = self._online_inputs(odf, columns, arrow=odf.mode == "pandas")
+            argument: object
             if odf.mode == "pandas":
-                argument: object = pa.table(list(inputs.values()), names=list(inputs)).to_pandas()
+                argument = self._online_frame(odf, columns)
+                rows = len(argument)  # type: ignore[arg-type]
             else:
+                inputs = self._online_inputs(odf, columns, arrow=False)
                 argument = {name: _plain(values) for name, values in inputs.items()}
+                rows = len(next(iter(inputs.values()), ()))
             output = self._call(odf, argument)
-            rows = len(next(iter(inputs.values()), ()))
-            for column, values in zip(requested.columns, _check_output(requested, output, rows), strict=True):
+            checked = _check_output(requested, output, rows, plain=True)
+            for column, values in zip(requested.columns, checked, strict=True):
                 result[column] = _plain(values)
         return result
 
@@ -223,6 +241,21 @@ class OnDemandRunner:
 
     def _input_types(self, odf: OnDemandFeatures) -> list[tuple[str, ValueType]]:
         return [*((c, self._types[c]) for c in odf.input_columns), *odf.request_schema.items()]
+
+    def _online_frame(self, odf: OnDemandFeatures, columns: Mapping[str, Sequence[object]]) -> object:
+        """The pandas input of ``odf``: from NumPy arrays when every column allows, else through Arrow."""
+        names, arrays = [], []
+        for name, value_type in self._input_types(odf):
+            array = _numpy_column(columns.get(name), value_type)
+            if array is None:
+                break
+            names.append(name)
+            arrays.append(array)
+        else:
+            if arrays and all(len(array) == len(arrays[0]) for array in arrays):
+                return _frame(tuple(names), arrays)
+        inputs = self._online_inputs(odf, columns, arrow=True)
+        return pa.table(list(inputs.values()), names=list(inputs)).to_pandas()
 
     def _online_inputs(
         self, odf: OnDemandFeatures, columns: Mapping[str, Sequence[object]], *, arrow: bool
@@ -278,6 +311,110 @@ def _convert(values: object, value_type: ValueType, *, from_pandas: bool) -> Col
     return pa.array(values, type=value_type.to_arrow(), from_pandas=from_pandas)
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+# The dtype Arrow's to_pandas gives a column of each type, and which plain values convert to it
+# exactly as Arrow converts them (None only where Arrow's null is NaN in pandas too).
+_NUMPY: dict[ValueType, tuple[np.dtype[Any], Callable[[object], bool]]] = {
+    ValueType.DOUBLE: (np.dtype(np.float64), lambda v: v is None or type(v) is float),
+    ValueType.FLOAT: (
+        np.dtype(np.float32),
+        lambda v: v is None or (type(v) is float and -_FLOAT32_MAX <= v <= _FLOAT32_MAX),
+    ),
+    ValueType.INT64: (np.dtype(np.int64), lambda v: type(v) is int and v in _INT64),
+    ValueType.INT32: (np.dtype(np.int32), lambda v: type(v) is int and -(2**31) <= v < 2**31),
+    ValueType.BOOL: (np.dtype(np.bool_), lambda v: type(v) is bool),
+}
+
+
+def _numpy_column(values: Sequence[object] | None, value_type: ValueType) -> npt.NDArray[Any] | None:
+    """``values`` as the NumPy array Arrow's ``to_pandas`` would give, or None if not sure it would."""
+    entry = _NUMPY.get(value_type)
+    if entry is None or type(values) is not list:
+        return None
+    dtype, exact = entry
+    if not all(exact(v) for v in values):
+        return None
+    return np.array(values, dtype=dtype)
+
+
+def _from_numpy(array: object, value_type: ValueType) -> list[object] | None:
+    """A 1-d array of exactly ``value_type``'s dtype as plain values (NaN as None), else None."""
+    entry = _NUMPY.get(value_type)
+    if entry is None or type(array) is not np.ndarray or array.dtype != entry[0] or array.ndim != 1:
+        return None
+    plain: list[object] = array.tolist()
+    if array.dtype.kind == "f" and np.isnan(array).any():
+        plain = [None if math.isnan(v) else v for v in plain]  # type: ignore[arg-type]
+    return plain
+
+
+@functools.cache
+def _pandas_hooks() -> tuple[Callable[..., Any] | None, Callable[[Any], Iterator[object]] | None]:
+    """Return pandas' own column-array constructor and reader, if this pandas has them (2.x does).
+
+    ``DataFrame._from_arrays`` is what ``DataFrame(dict)`` ends in, without re-checking arrays
+    already built here (about 40 us of a 1-row frame's 80); ``DataFrame._iter_column_arrays``
+    gives a column's array without building a Series (about 40 us per column). Both are pandas
+    internals: without them (another pandas) the public constructor and ``frame[name]`` are used,
+    and ``tests/unit/test_on_demand_frames.py`` fails so the change is seen.
+    """
+    import pandas as pd
+
+    from_arrays = getattr(pd.DataFrame, "_from_arrays", None)
+    iter_arrays = getattr(pd.DataFrame, "_iter_column_arrays", None)
+    return from_arrays, iter_arrays
+
+
+def _frame(names: tuple[str, ...], arrays: list[npt.NDArray[Any]]) -> object:
+    """A DataFrame of ``arrays`` (1-d, equal lengths) named ``names``, with a fresh RangeIndex."""
+    import pandas as pd
+
+    from_arrays, _ = _pandas_hooks()
+    if from_arrays is None:
+        return pd.DataFrame(dict(zip(names, arrays, strict=True)), copy=False)
+    # A copy of a cached column Index: the function may rename it without touching the next call's.
+    columns = _column_index(names).copy()
+    return from_arrays(arrays, columns=columns, index=pd.RangeIndex(len(arrays[0])), verify_integrity=False)
+
+
+@functools.lru_cache(maxsize=256)
+def _column_index(names: tuple[str, ...]) -> Any:  # noqa: ANN401 - a pandas Index (pandas is imported lazily)
+    import pandas as pd
+
+    return pd.Index(names)
+
+
+def _frame_arrays(output: object) -> dict[object, object]:
+    """The NumPy arrays of a DataFrame's columns (named once each: checked before), without building Series."""
+    _, iter_arrays = _pandas_hooks()
+    if iter_arrays is None:
+        return {}
+    names = output.columns  # type: ignore[attr-defined]
+    return {name: array for name, array in zip(names, iter_arrays(output), strict=True) if type(array) is np.ndarray}
+
+
+class _FrameColumns(Mapping[object, object]):
+    """A DataFrame's columns by name, each Series built only when asked for."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self._frame = frame
+        self._names = list(frame.columns)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names  # (Mapping's own would build the Series)
+
+    def __getitem__(self, name: object) -> object:
+        if name not in self._names:
+            raise KeyError(name)
+        return self._frame[name]
+
+    def __iter__(self) -> Iterator[object]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
 def _plain(column: Column) -> list[object]:
     return column if isinstance(column, list) else column.to_pylist()
 
@@ -286,11 +423,13 @@ def _arrow(column: Column, feature: Feature) -> pa.Array:
     return column if isinstance(column, pa.Array) else pa.array(column, type=feature.value_type.to_arrow())
 
 
-def _check_output(requested: RequestedOnDemand, output: object, rows: int) -> list[Column]:
+def _check_output(requested: RequestedOnDemand, output: object, rows: int, *, plain: bool = False) -> list[Column]:
     """The requested features' columns of ``output``, converted to their declared types.
 
+    ``plain`` (online): columns may come back as plain-value lists read straight from NumPy.
+
     Raises:
-        OnDemandFunctionError: not a table of exactly the declared columns, a value that does not
+        OnDemandFunctionError: not a table of exactly the declared columns (each once), a value that does not
             convert (naming the feature), or another number of values than rows.
     """
     odf = requested.definition
@@ -304,12 +443,16 @@ def _check_output(requested: RequestedOnDemand, output: object, rows: int) -> li
         raise fail(f"returned {type(output).__name__}; expected {kind} with columns {list(odf.feature_names)}")
     missing = [name for name in odf.feature_names if name not in columns]
     extra = [str(name) for name in columns if name not in odf.feature_names]
-    if missing or extra:
+    if missing or extra or len(set(columns)) != len(columns):  # a frame may repeat a name
         raise fail(f"returned columns {[str(c) for c in columns]}; expected exactly {list(odf.feature_names)}")
+    pandas = odf.mode == "pandas"
+    arrays = _frame_arrays(output) if plain and type(columns) is _FrameColumns else {}
     converted = []
     for feature in requested.features:
         try:
-            column = _convert(columns[feature.name], feature.value_type, from_pandas=odf.mode == "pandas")
+            column = _from_numpy(arrays.get(feature.name), feature.value_type)
+            if column is None:
+                column = _convert(columns[feature.name], feature.value_type, from_pandas=pandas)
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
             raise fail(f"feature {feature.name!r} ({feature.value_type}): cannot convert its values: {exc}") from None
         if len(column) != rows:
@@ -326,5 +469,5 @@ def _output_columns(output: object) -> Mapping[object, object] | None:
     except ImportError:  # pragma: no cover - pandas is a dependency
         return None
     if isinstance(output, pd.DataFrame):
-        return {name: output[name] for name in output.columns}
+        return _FrameColumns(output)
     return None

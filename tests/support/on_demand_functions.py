@@ -60,3 +60,23 @@ def doubled(columns: dict[str, list[object]]) -> dict[str, list[object]]:
             for total, tip in zip(columns["rides__fare2_sum_1d"], columns["tip"], strict=True)
         ]
     }
+
+
+def typed_copies(frame: pd.DataFrame) -> pd.DataFrame:
+    """Pandas mode: each input typed column back, arithmetic on two, and the input dtypes as text."""
+    dtypes = ",".join(f"{name}:{frame[name].dtype}" for name in frame.columns)
+    return pd.DataFrame(
+        {
+            "a": frame["t__a"],
+            "b": frame["t__b"] * 2,
+            "c": frame["t__c"] + frame["r"],
+            "d": frame["t__d"],
+            "e": frame["t__e"],
+            "dtypes": [dtypes] * len(frame),
+        }
+    )
+
+
+def duplicated_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Pandas mode: the declared column twice."""
+    return pd.concat([frame[["r"]], frame[["r"]]], axis=1).set_axis(["c", "c"], axis=1)
