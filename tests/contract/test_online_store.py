@@ -320,6 +320,18 @@ def test_one_read_serves_several_tables_missing_keys_and_duplicates(store: Onlin
     assert store.read([ReadRequest(DRIVER_STATS, [])]) == [[]]
 
 
+@pytest.mark.parametrize("count", [2, 3, 5, 100, 127, 2047, 2048, 2049, 4500])
+def test_a_read_of_any_size_answers_every_key_in_order(store: OnlineStore, count: int) -> None:
+    """Sizes around the SQLite store's statement buckets and query chunks, with repeats and misses."""
+    ids = next_ids(count)
+    store.write(DRIVER_STATS, batch(DRIVER_STATS, [{"driver_id": i, "trips": i} for i in ids[::2]]))
+    order = random.Random(count).sample(ids, count)
+    asked = [*order[: count // 2], *order[: count // 4], *order[count // 2 :]][:count]  # repeats, then the rest
+    [stats] = store.read([ReadRequest(DRIVER_STATS, keys_of(*asked))])
+    stored = set(ids[::2])
+    assert [None if r is None else r.values[2] for r in stats] == [i if i in stored else None for i in asked]
+
+
 def test_an_async_read_answers_exactly_what_the_blocking_read_does(store: OnlineStore) -> None:
     if not store.capabilities.async_reads:
         pytest.skip("this store has no async_reads capability")

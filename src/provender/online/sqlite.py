@@ -37,6 +37,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from itertools import repeat
 from pathlib import Path
 from typing import ClassVar, Self
 
@@ -111,12 +112,22 @@ _SELECT_MANY = (
 )
 _MMAP_BYTES = 256 * 1024 * 1024
 # Keys per IN (...) query: well under SQLite's limit of 32766 bound parameters.
-_KEYS_PER_QUERY = 2000
+_KEYS_PER_QUERY = 2048
 
 
 @functools.cache
 def _select_many(count: int) -> str:
     return _SELECT_MANY.format(",".join("?" * count))
+
+
+def _bucket(count: int) -> int:
+    """Return the IN list's length for ``count`` keys: the next power of two.
+
+    So a few prepared statements (sqlite3 caches 128 per connection) serve every request size,
+    where compiling one costs about 30 us for 100 keys. The list is padded with a repeated key,
+    which IN ignores.
+    """
+    return 1 << (count - 1).bit_length()
 
 
 @functools.cache
@@ -222,13 +233,14 @@ class SQLiteStore:
                 distinct = keys if len(keys) <= _KEYS_PER_QUERY else list(dict.fromkeys(keys))
                 for start in range(0, len(distinct), _KEYS_PER_QUERY):
                     chunk = distinct[start : start + _KEYS_PER_QUERY]
-                    stored.update(connection.execute(_select_many(len(chunk)), (*head, *chunk)).fetchall())
+                    padding = repeat(chunk[-1], _bucket(len(chunk)) - len(chunk))
+                    stored.update(connection.execute(_select_many(_bucket(len(chunk))), (*head, *chunk, *padding)))
                 get = stored.get
                 result.append([decode(get(key), key) for key in keys])
         return result
 
     def freshness(self, tables: Sequence[str]) -> dict[str, TableFreshness]:
-        """Read the named tables' freshness rows (one query per 2,000 tables)."""
+        """Read the named tables' freshness rows (one query per 2,048 tables)."""
         connection = self._connection()
         found: dict[str, TableFreshness] = {}
         names = list(dict.fromkeys(tables))
