@@ -40,7 +40,7 @@ REGISTRY_TESTS="tests/unit/registry/test_sqlite.py tests/unit/registry/test_clie
 # Every entry of tests/ must belong to a group: a folder nobody runs is a suite that cannot fail.
 covered=" ${SUITE_GROUPS[*]} "
 for entry in tests/*; do
-  case "$entry" in tests/__init__.py|tests/conftest.py|tests/support|tests/__pycache__) continue ;; esac
+  case "$entry" in tests/__init__.py|tests/conftest.py|tests/support|tests/fixtures|tests/__pycache__) continue ;; esac
   [[ "$covered" == *" $entry "* || "$covered" == *":$entry "* ]] || {
     echo "run_suite.sh: $entry is in no pytest group (add it to SUITE_GROUPS)" >&2; exit 2; }
 done
