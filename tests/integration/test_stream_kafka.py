@@ -403,15 +403,23 @@ def ingesters() -> Iterator[list[Ingester]]:
 class SteadyProducer(threading.Thread):
     """Publishes one JSON record per driver id, ``rate`` records a second, in the background."""
 
-    def __init__(self, broker: KafkaBroker, topic: str, count: int, rate: float) -> None:
+    def __init__(
+        self, broker: KafkaBroker, topic: str, count: int, rate: float, holds: dict[int, threading.Event] | None = None
+    ) -> None:
         super().__init__(daemon=True)
         self.broker, self.topic, self.count, self.rate = broker, topic, count, rate
+        self.holds = holds or {}  # before record i, wait until holds[i] is set (the test's steps, not the clock)
         self.sent = 0
 
     def run(self) -> None:
         producer = Producer({"bootstrap.servers": self.broker.bootstrap_servers, "linger.ms": 5})
         started = time.monotonic()
         for i in range(self.count):
+            if i in self.holds:
+                producer.flush(30)
+                waited = time.monotonic()
+                self.holds[i].wait(180)
+                started += time.monotonic() - waited
             producer.produce(self.topic, json_bytes(i, i * 3, NOW))
             self.sent = i + 1
             if i % 100 == 99:
@@ -434,7 +442,7 @@ def test_kill_9_mid_stream_and_restart_loses_nothing(
     with open_client(directory) as client:
         client.apply([DRIVER, trips_table(kafka_broker, topic, pv.JsonFormat())])
         ingesters.append(first := Ingester(directory, "crashy", "--instance-id", "ingester-0"))
-        wait_for(lambda: "lag p" in first.output(), 30, "the first process to join the group")
+        wait_for(lambda: "lag p" in first.output(), 90, "the first process to join the group")
         producer = SteadyProducer(kafka_broker, topic, count, rate=2000)
         producer.start()
         wait_for(lambda: present(client, range(count)) >= 2000, 60, "the first process to write 2,000 records")
@@ -452,19 +460,27 @@ def test_kill_9_mid_stream_and_restart_loses_nothing(
 def test_a_rebalance_between_two_processes_loses_nothing(
     kafka_broker: KafkaBroker, redis_server: RedisServer, tmp_path: Path, ingesters: list[Ingester]
 ) -> None:
-    count = 20_000
+    count = 30_000
     topic = make_topic(kafka_broker)
     directory = project(tmp_path, redis_online(redis_server))
     with open_client(directory) as client:
         client.apply([DRIVER, trips_table(kafka_broker, topic, pv.JsonFormat())])
         ingesters.append(first := Ingester(directory, "shared"))
-        wait_for(lambda: "lag p" in first.output(), 30, "the first process to join the group")
-        producer = SteadyProducer(kafka_broker, topic, count, rate=2000)
+        wait_for(lambda: "lag p" in first.output(), 90, "the first process to join the group")
+        # The producer pauses at the test's steps, so the rebalances come mid-stream however slowly
+        # the processes start on a loaded machine: the second joins while 10,000 records wait, and
+        # the first leaves while 10,000 more are still to come.
+        second_joined, first_left = threading.Event(), threading.Event()
+        producer = SteadyProducer(
+            kafka_broker, topic, count, rate=2000, holds={10_000: second_joined, 20_000: first_left}
+        )
         producer.start()
         wait_for(lambda: present(client, range(count)) >= 1000, 60, "the first process to write")
         metrics_port = free_port()
         ingesters.append(second := Ingester(directory, "shared", "--metrics-port", str(metrics_port)))  # 1 -> 2
-        wait_for(lambda: second.progress() > 0, 30, "the second process to get partitions and write")
+        wait_for(lambda: "lag p" in second.output(), 90, "the second process to get partitions")
+        second_joined.set()
+        wait_for(lambda: second.progress() > 0, 60, "the second process to write")
         wanted = [
             r'provender_stream_records_written_total\{table="trips"\} [1-9]',
             r'provender_stream_lag_records\{partition="\d",table="trips",topic=',  # set once a second
@@ -478,7 +494,8 @@ def test_a_rebalance_between_two_processes_loses_nothing(
         wait_for(exposed, 10, "the second process's metrics")
         first.terminate()  # 2 -> 1: the second takes every partition
         assert producer.sent < count, "the rebalance should come mid-stream"
-        producer.join(30)
+        first_left.set()
+        producer.join(60)
         expect_all(client, count, timeout=60)
         second.terminate()
     assert first.written() > 0 and second.written() > 0, (first.output(), second.output())
