@@ -25,18 +25,9 @@ from provender.online import tiles
 from provender.online.keys import encode_arrow_keys
 from provender.online.tile_writer import TileWriter
 from tests.support.builders import make_client, write_parquet
-from tests.support.stream_windows import AGGREGATIONS, BASE, RIDER, assert_matches_oracle, trips_table
+from tests.support.stream_windows import AGGREGATIONS, BASE, RIDER, SCHEMA, assert_matches_oracle, trips_table
 
 END = BASE + timedelta(hours=2)
-SCHEMA = pa.schema(
-    [
-        ("rider", pa.int64()),
-        ("fare", pa.float64()),
-        ("city", pa.string()),
-        ("event_timestamp", pa.timestamp("us", tz="UTC")),
-        ("created_timestamp", pa.timestamp("us", tz="UTC")),
-    ]
-)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.service)])

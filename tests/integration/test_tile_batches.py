@@ -41,25 +41,13 @@ from tests.support.stream_windows import (
     events_strategy,
     make_events,
     read_times,
+    rows_of,
     trips_table,
 )
 
 TABLE = trips_table("unused")
 LAYOUT = tiles.layout_for(TABLE)
 assert LAYOUT is not None
-SCHEMA = pa.schema(
-    [
-        ("rider", pa.int64()),
-        ("fare", pa.float64()),
-        ("city", pa.string()),
-        ("event_timestamp", pa.timestamp("us", tz="UTC")),
-        ("created_timestamp", pa.timestamp("us", tz="UTC")),
-    ]
-)
-
-
-def rows_of(events: Sequence[dict[str, Any]]) -> pa.Table:
-    return pa.Table.from_pylist(list(events), schema=SCHEMA)
 
 
 def key_of(rider: int) -> list[bytes]:

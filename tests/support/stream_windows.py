@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pyarrow as pa
 import pytest
 from hypothesis import strategies as st
 
@@ -46,6 +47,23 @@ events_strategy = st.lists(
     ),
     max_size=60,
 )
+
+
+# The trips source's columns, as events are written to files and streams.
+SCHEMA = pa.schema(
+    [
+        ("rider", pa.int64()),
+        ("fare", pa.float64()),
+        ("city", pa.string()),
+        ("event_timestamp", pa.timestamp("us", tz="UTC")),
+        ("created_timestamp", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+def rows_of(events: Sequence[dict[str, Any]]) -> pa.Table:
+    """The events as an Arrow table of the trips source's columns (:data:`SCHEMA`)."""
+    return pa.Table.from_pylist(list(events), schema=SCHEMA)
 
 
 def trips_table(

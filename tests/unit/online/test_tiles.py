@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -35,23 +35,11 @@ from tests.support.stream_windows import (
     events_strategy,
     make_events,
     read_times,
+    rows_of,
     trips_table,
 )
 
 TABLE = trips_table("unused")
-SCHEMA = pa.schema(
-    [
-        ("rider", pa.int64()),
-        ("fare", pa.float64()),
-        ("city", pa.string()),
-        ("event_timestamp", pa.timestamp("us", tz="UTC")),
-        ("created_timestamp", pa.timestamp("us", tz="UTC")),
-    ]
-)
-
-
-def rows_of(events: Sequence[dict[str, Any]]) -> pa.Table:
-    return pa.Table.from_pylist(list(events), schema=SCHEMA)
 
 
 def read(store: OnlineStore, rider: int, at: Any, table: pv.FeatureTable = TABLE) -> list[object] | None:
