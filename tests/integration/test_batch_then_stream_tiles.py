@@ -5,11 +5,14 @@ some after ``end``). Batch ingestion at ``end`` rebuilds each key's tiles from t
 events up to ``end`` and keeps the stream's events after it; the stream then goes on (an event
 at or before ``end`` is skipped and reported too late). At many times *T* >= ``end``, the online
 value from the tiles equals historical retrieval at *T* over the batch source plus the stream's
-later events, and the brute-force oracle (SQLite and Redis, DuckDB engine).
+later events, and the brute-force oracle: DuckDB engine on SQLite and Redis; Spark engine (local
+mode) on Redis with its executors rebuilding the tiles, and on SQLite and Redis through the
+driver (a table with an expectation: its rows, and events, pass through the job's process).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Iterator
 from datetime import timedelta
@@ -30,12 +33,31 @@ from tests.support.stream_windows import AGGREGATIONS, BASE, RIDER, SCHEMA, asse
 END = BASE + timedelta(hours=2)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.service)])
-def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[pv.Client]:
-    online = (
-        {"store": "redis", "url": request.getfixturevalue("redis_server").url} if request.param == "redis" else None
-    )
-    with make_client(tmp_path / "project", online=online, project=f"p{tmp_path.name[-12:]}") as c:
+SPARK = [pytest.mark.service, pytest.mark.slow]
+
+
+@pytest.fixture(
+    params=[
+        "duckdb-sqlite",
+        pytest.param("duckdb-redis", marks=pytest.mark.service),
+        pytest.param("spark-redis", marks=SPARK),  # the executors write the rows and rebuild the tiles
+        pytest.param("spark-sqlite-driver", marks=SPARK),  # validated: rows and events through the driver
+        pytest.param("spark-redis-driver", marks=SPARK),
+    ]
+)
+def setup(request: pytest.FixtureRequest) -> str:
+    """The offline engine, the online store and (``-driver``) whether the table declares an expectation."""
+    return str(request.param)
+
+
+@pytest.fixture
+def client(setup: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[pv.Client]:
+    online = {"store": "redis", "url": request.getfixturevalue("redis_server").url} if "redis" in setup else None
+    offline = None
+    if setup.startswith("spark"):
+        request.getfixturevalue("spark_engine")  # the session every local-mode test shares
+        offline = dict(request.getfixturevalue("spark_options"))
+    with make_client(tmp_path / "project", offline=offline, online=online, project=f"p{tmp_path.name[-12:]}") as c:
         yield c
 
 
@@ -54,7 +76,9 @@ def _micros(at: Any) -> int:
     return (at - BASE) // timedelta(microseconds=1) + int(BASE.timestamp()) * 1_000_000
 
 
-def test_online_after_batch_ingestion_then_stream_equals_historical(client: pv.Client, tmp_path: Path) -> None:
+def test_online_after_batch_ingestion_then_stream_equals_historical(
+    client: pv.Client, setup: str, tmp_path: Path
+) -> None:
     rng = random.Random(7)
     # the batch source: events over the 2 hours before END (END itself included), times on the minute often
     history = [
@@ -70,6 +94,8 @@ def test_online_after_batch_ingestion_then_stream_equals_historical(client: pv.C
     offline = history + early[5:] + later  # what the offline source holds in the end
     path = write_parquet(pa.Table.from_pylist(history, schema=SCHEMA), tmp_path / "trips" / "part-0.parquet")
     table = trips_table(str(path.parent))
+    if setup.endswith("-driver"):
+        table = dataclasses.replace(table, expect=[pv.expect.row_count_between(max=1_000)])
     client.apply([RIDER, table])
     store = client._online_store
     lateness = timedelta(seconds=client.settings.stream.allowed_lateness_seconds)
@@ -79,7 +105,8 @@ def test_online_after_batch_ingestion_then_stream_equals_historical(client: pv.C
         == 11
     )
 
-    client.start_offline_to_online_ingestion("trips", start=END - timedelta(hours=3), end=END).wait()
+    job = client.start_offline_to_online_ingestion("trips", start=END - timedelta(hours=3), end=END).wait()
+    assert (job.validation is not None) is setup.endswith("-driver")
 
     after = [*later[:20], stale, *later[20:]]
     report = stream.apply(

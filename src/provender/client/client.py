@@ -50,6 +50,7 @@ from provender.ingestion import validation
 from provender.ingestion.batch import (
     DEFAULT_BATCH_ROWS,
     IngestionJob,
+    TileRebuild,
     counting_source_rows,
     rebuild_tiles,
     write_batches,
@@ -640,7 +641,15 @@ class Client:
         }
         if engine.capabilities.is_distributed and not validated:  # validated rows pass through this process
             factory = self._runtime.online_store_factory(self.project)
-            return job.start(_on_workers(cast("DistributedIngestion", engine), plan, factory), **hooks)
+            return job.start(
+                _on_workers(
+                    cast("DistributedIngestion", engine),
+                    plan,
+                    factory,
+                    TileRebuild.of(definition, plan.end, self.settings.stream, batch_rows, store_factory=factory),
+                ),
+                **hooks,
+            )
         store = self._online_store
 
         counted = replace(plan, count_source_rows=True)
@@ -873,12 +882,12 @@ def _as_tuple(definitions: Sequence[Definition] | Definition) -> tuple[Definitio
 
 
 def _on_workers(
-    engine: DistributedIngestion, plan: LatestPlan, factory: StoreFactory
+    engine: DistributedIngestion, plan: LatestPlan, factory: StoreFactory, events: TileRebuild | None
 ) -> Callable[[IngestionJob], None]:
-    """The run of a job whose rows the engine's workers write; the engine describes what they wrote."""
+    """The run of a job whose rows the engine's workers write (and tiles rebuild); the engine describes the rows."""
 
     def run(job: IngestionJob) -> None:
-        stats = engine.ingest_to_online(plan, store_factory=factory, progress=job)
+        stats = engine.ingest_to_online(plan, store_factory=factory, progress=job, events=events)
         note = "statistics of the rows the job wrote (latest per key), computed by the engine's workers"
         job.statistics = replace(stats, job_id=job.id, notes=(note,))
 

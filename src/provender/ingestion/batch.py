@@ -15,9 +15,10 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pyarrow as pa
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from provender.config import StreamSection
     from provender.definitions import FeatureTable
     from provender.ingestion.validation import ValidationReport
+    from provender.offline.engine import StoreFactory
     from provender.offline.plan import LatestPlan
     from provender.offline.statistics import TableStatistics
     from provender.online.tiles import TileStore
@@ -43,6 +45,7 @@ __all__ = [
     "IngestionJob",
     "JobCancelledError",
     "JobStatus",
+    "TileRebuild",
     "counting_source_rows",
     "rebuild_tiles",
     "write_batches",
@@ -207,13 +210,15 @@ def rebuild_tiles(
     *,
     batch_rows: int,
 ) -> int:
-    """Rebuild the tiles of a table with aggregations and a stream source as of ``plan.end``.
+    """Rebuild the tiles of a table with aggregations and a stream source as of ``plan.end``, here.
 
     So that a stream started (or going on) after the job serves values that include the batch
     source's history: every key with an event in ``(end - longest window - allowed lateness,
     end]`` gets its tiles rebuilt from those events (``TileWriter.rebuild``; events a stream
-    already applied after ``end`` are kept). An engine that cannot read events (``read_events``)
-    leaves the tiles as they are (logged).
+    already applied after ``end`` are kept). The engine streams the events (``read_events``:
+    DuckDB from its query, Spark from the files its job staged), each key's contiguous; an engine
+    without ``read_events`` (a third-party one) leaves the tiles as they are (logged). A
+    distributed engine writing from its workers rebuilds there instead, with :class:`TileRebuild`.
 
     Returns:
         The number of keys whose tiles were rebuilt.
@@ -226,23 +231,82 @@ def rebuild_tiles(
             table.name,
         )
         return 0
-    lateness = timedelta(seconds=stream.allowed_lateness_seconds)
-    writer = TileWriter(store, table, allowed_lateness=lateness)
-    longest = max(a.window for a in table.aggregations)
-    end_us = (plan.end - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
-    reader: pa.RecordBatchReader = read_events(plan, lower=plan.end - longest - lateness, batch_rows=batch_rows)
-    held: list[pa.RecordBatch] = []
-    rebuilt = 0
-    for batch in reader:
-        held.append(batch)
-        if sum(b.num_rows for b in held) < batch_rows:
-            continue
-        rows = pa.Table.from_batches(held)
-        keys = arrow_keys(rows, table.entities).to_numpy(zero_copy_only=False)
-        others = np.flatnonzero(keys != keys[-1])  # the last key may go on in the next batch
-        cut = int(others[-1]) + 1 if len(others) else 0
-        rebuilt += writer.rebuild(rows.slice(0, cut), end_us)
-        held = rows.slice(cut).to_batches()
-    if held:
-        rebuilt += writer.rebuild(pa.Table.from_batches(held), end_us)
-    return rebuilt
+    rebuild = TileRebuild.of(table, plan.end, stream, batch_rows)
+    if rebuild is None:
+        return 0
+    return rebuild.into(store, read_events(plan, lower=rebuild.lower, batch_rows=batch_rows))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TileRebuild:
+    """Rebuilds a table's tiles as of ``end`` from its batch source's events (``TileWriter.rebuild``).
+
+    Called with events (an ``offline.engine.EventSink``), it opens its own store with
+    ``store_factory``: it is pickled to a distributed engine's workers, each rebuilding the keys
+    of its share of the events. Events go to the store in chunks of about ``batch_rows`` rows
+    cut between keys, so memory holds a chunk and one key's events, never the source.
+
+    Attributes:
+        table: the feature table (with aggregations).
+        end: the ingestion's end.
+        allowed_lateness: the stream's allowed lateness.
+        batch_rows: the rows of a chunk.
+        store_factory: opens the store (where the sink is called, e.g. on a Spark executor).
+    """
+
+    table: FeatureTable
+    end: datetime
+    allowed_lateness: timedelta
+    batch_rows: int
+    store_factory: StoreFactory | None = None
+
+    @classmethod
+    def of(
+        cls,
+        table: FeatureTable,
+        end: datetime,
+        stream: StreamSection,
+        batch_rows: int,
+        *,
+        store_factory: StoreFactory | None = None,
+    ) -> TileRebuild | None:
+        """The rebuild of ``table``'s tiles at ``end``; None if it has no tiles (no aggregation or no stream source)."""
+        if not table.aggregations or table.stream_source is None:
+            return None
+        lateness = timedelta(seconds=stream.allowed_lateness_seconds)
+        return cls(table=table, end=end, allowed_lateness=lateness, batch_rows=batch_rows, store_factory=store_factory)
+
+    @property
+    def lower(self) -> datetime:
+        """The events' exclusive lower bound: ``end - longest window - allowed lateness``."""
+        return self.end - max(a.window for a in self.table.aggregations) - self.allowed_lateness
+
+    def __call__(self, batches: Iterable[pa.RecordBatch]) -> int:
+        """Rebuild the keys of ``batches`` in the store ``store_factory`` opens; return how many."""
+        if self.store_factory is None:
+            raise TypeError("TileRebuild needs a store_factory to be called; use into(store, batches)")
+        store = self.store_factory()
+        try:
+            return self.into(cast("TileStore", store), batches)
+        finally:
+            store.close()
+
+    def into(self, store: TileStore, batches: Iterable[pa.RecordBatch]) -> int:
+        """Rebuild the keys of ``batches`` (each key's events contiguous) in ``store``; return how many."""
+        writer = TileWriter(store, self.table, allowed_lateness=self.allowed_lateness)
+        end_us = (self.end - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+        held: list[pa.RecordBatch] = []
+        rebuilt = 0
+        for batch in batches:
+            held.append(batch)
+            if sum(b.num_rows for b in held) < self.batch_rows:
+                continue
+            rows = pa.Table.from_batches(held)
+            keys = arrow_keys(rows, self.table.entities).to_numpy(zero_copy_only=False)
+            others = np.flatnonzero(keys != keys[-1])  # the last key may go on in the next batch
+            cut = int(others[-1]) + 1 if len(others) else 0
+            rebuilt += writer.rebuild(rows.slice(0, cut), end_us)
+            held = rows.slice(cut).to_batches()
+        if held:
+            rebuilt += writer.rebuild(pa.Table.from_batches(held), end_us)
+        return rebuilt

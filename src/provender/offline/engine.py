@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import ClassVar, Protocol, Self
 
@@ -146,6 +147,28 @@ StoreFactory = Callable[[], TargetStore]
 """A picklable zero-argument callable opening the online store, on the driver or on a worker."""
 
 
+class EventSink(Protocol):
+    """A picklable consumer of a table's events, on a worker: batch ingestion rebuilding the tiles.
+
+    Attributes:
+        lower: the events it takes have ``lower < event_timestamp <= end`` (the plan's end).
+    """
+
+    @property
+    def lower(self) -> datetime:
+        """The events' exclusive lower bound."""
+        ...
+
+    def __call__(self, batches: Iterable[pa.RecordBatch]) -> int:
+        """Consume one worker's events and return how many keys they held.
+
+        ``batches`` hold the entity keys, the aggregations' inputs, ``event_timestamp`` and
+        ``created_timestamp``, each key's events contiguous and by time, every event of a key
+        in the same call.
+        """
+        ...
+
+
 class DistributedIngestion(Protocol):
     """An engine (``capabilities.is_distributed``) whose workers write to the online store.
 
@@ -153,7 +176,12 @@ class DistributedIngestion(Protocol):
     """
 
     def ingest_to_online(
-        self, plan: LatestPlan, *, store_factory: StoreFactory, progress: IngestionProgress
+        self,
+        plan: LatestPlan,
+        *,
+        store_factory: StoreFactory,
+        progress: IngestionProgress,
+        events: EventSink | None = None,
     ) -> TableStatistics:
         """Write the rows of ``plan`` to the online store each worker opens with ``store_factory``; describe them.
 
@@ -163,6 +191,9 @@ class DistributedIngestion(Protocol):
                 :meth:`provender.runtime.Runtime.online_store_factory`); called on the driver
                 to check the store is ``reachable_from_executors``, then on every worker.
             progress: the job, counted on and watched for cancellation.
+            events: given (a table with aggregations and a stream source), the workers then
+                hand it the source's events in ``(events.lower, end]``, each key's whole to one
+                call, to rebuild the tiles.
 
         Returns:
             The statistics of the rows written (:mod:`provender.offline.statistics`), computed by

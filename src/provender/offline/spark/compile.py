@@ -9,12 +9,12 @@ does. One sort per table, no fan-out per key; tables are chained and the result 
 the entity rows' order. **Windowed aggregations**: a range join of the entity rows with their
 key's source rows in the longest window, grouped by entity row, each aggregate keeping its own
 window (``plan.AGGREGATION_RULE``), joined back by row. **Ingestion**: ``max`` of the same key per entity key over
-``[start, end)``.
+``[start, end)``; the events that rebuild a table's tiles, partitioned and sorted by key.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -222,4 +222,25 @@ def compile_latest_windows(plan: LatestPlan, source: DataFrame) -> DataFrame:
         *(F.coalesce(col(f.name), F.lit(0)).alias(f.name) if f.name in counted else col(f.name) for f in join.features),
         end.alias(EVENT_TIMESTAMP),
         F.lit(None).cast("timestamp").alias(CREATED_TIMESTAMP),
+    )
+
+
+def compile_events(plan: LatestPlan, source: DataFrame, *, lower: datetime) -> DataFrame:
+    """The events with ``lower < event <= end``: keys, the aggregations' inputs, event and created times.
+
+    Partitioned by entity key and sorted by key, then time (a missing created time first), as
+    DuckDB's ``read_events`` orders them: each key's events are contiguous in one partition
+    (batch ingestion rebuilds each key's tiles from them, ``tile_writer.TileWriter.rebuild``).
+    """
+    join = plan.join
+    keys = list(join.join_keys)
+    inputs = list(dict.fromkeys(a.column for a in join.table.aggregations))
+    rows = source.where((F.col(EVENT) > timestamp_literal(lower)) & (F.col(EVENT) <= timestamp_literal(plan.end)))
+    events = rows.select(
+        *(col(k) for k in [*keys, *inputs]),
+        F.col(EVENT).alias(EVENT_TIMESTAMP),
+        F.col(CREATED).alias(CREATED_TIMESTAMP),
+    )
+    return events.repartition(*(col(k) for k in keys)).sortWithinPartitions(
+        *(col(k) for k in keys), F.col(EVENT_TIMESTAMP), F.col(CREATED_TIMESTAMP).asc_nulls_first()
     )

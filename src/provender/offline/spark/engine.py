@@ -5,7 +5,8 @@ changes, never the answer. A retrieval's result is written as Parquet under ``st
 and read back by its job handle (:mod:`.retrieval`). Ingestion either streams the latest rows
 through the driver (:meth:`SparkEngine.read_latest`) or has the executors write them to the
 online store (:meth:`SparkEngine.ingest_to_online`, :mod:`.executors`), the driver never
-holding the rows.
+holding the rows; the events that rebuild a table's tiles take the same two ways
+(:meth:`SparkEngine.read_events`, or the executors).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import ClassVar, Self
 
@@ -28,15 +30,15 @@ from pyspark.sql import functions as F
 
 from provender.config import StorageSection, validate_backend_config
 from provender.errors import BackendError, ConfigError, JobCancelledError, ProvenderError
-from provender.offline.engine import EngineCapabilities, EntityRows, IngestionProgress, StoreFactory
+from provender.offline.engine import EngineCapabilities, EntityRows, EventSink, IngestionProgress, StoreFactory
 from provender.offline.files import DateRange, lower_event_bound
 from provender.offline.lineage import SourceInput
 from provender.offline.plan import LatestPlan, RetrievalPlan, refuse_aggregations
-from provender.offline.spark.compile import compile_latest, compile_latest_windows, compile_retrieval
-from provender.offline.spark.executors import PartitionWriter
+from provender.offline.spark.compile import compile_events, compile_latest, compile_latest_windows, compile_retrieval
+from provender.offline.spark.executors import PartitionEvents, PartitionWriter
 from provender.offline.spark.failures import run_in_group
 from provender.offline.spark.retrieval import SparkRetrievalJob
-from provender.offline.spark.schemas import latest_schema, result_schema
+from provender.offline.spark.schemas import events_schema, latest_schema, result_schema
 from provender.offline.spark.session import SparkConfig, session_conf
 from provender.offline.spark.sources import SourceContext, entity_frame, source_frame
 from provender.offline.spark.staging import Staging
@@ -221,8 +223,49 @@ class SparkEngine:
 
         return pa.RecordBatchReader.from_batches(schema, batches())
 
+    def _events_frame(self, plan: LatestPlan, stage_dir: str, lower: datetime) -> DataFrame:
+        """The events with ``lower < event <= end``, partitioned and sorted by key (:func:`compile_events`)."""
+        dates = DateRange.for_interval(lower, plan.end)
+        source = source_frame(
+            self.session, plan.join, dates, context=self._context(stage_dir), lower=lower, upper=plan.end
+        )
+        return compile_events(plan, source, lower=lower)
+
+    def read_events(self, plan: LatestPlan, *, lower: datetime, batch_rows: int) -> pa.RecordBatchReader:
+        """Stream the events with ``lower < event_timestamp <= end`` through the driver, each key's contiguous.
+
+        Spark writes them under ``staging_path``, partitioned and sorted by key (a key's events
+        are in one file, by time); the reader streams the files in turn, a batch at a time, and
+        deletes them when done. Batch ingestion rebuilds the keys' tiles from them
+        (``tile_writer.TileWriter.rebuild``); :meth:`ingest_to_online` does it on the executors.
+        """
+        job_dir = self.staging.new_dir("events")
+        group, what = f"provender-{job_dir}", f"reading the events of feature table {plan.join.name!r}"
+        try:
+            frame = self._events_frame(plan, job_dir, lower)
+            run_in_group(
+                self.session, group, what, lambda: frame.write.parquet(self.staging.spark_path(f"{job_dir}/events"))
+            )
+        except BaseException:
+            self.staging.remove(job_dir)
+            raise
+        schema = events_schema(plan.join)
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            try:
+                yield from self.staging.read(f"{job_dir}/events", schema, batch_rows=batch_rows)
+            finally:
+                self.staging.remove(job_dir)
+
+        return pa.RecordBatchReader.from_batches(schema, batches())
+
     def ingest_to_online(
-        self, plan: LatestPlan, *, store_factory: StoreFactory, progress: IngestionProgress
+        self,
+        plan: LatestPlan,
+        *,
+        store_factory: StoreFactory,
+        progress: IngestionProgress,
+        events: EventSink | None = None,
     ) -> TableStatistics:
         """Write the latest row per entity key in ``[start, end)`` to the online store, from the executors.
 
@@ -236,6 +279,12 @@ class SparkEngine:
         The rows are cached as they are written; the statistics of what was written are then
         computed over the cache, in Spark (the same SQL and numbers as every engine's), so the
         source is read and the rows chosen once.
+
+        With ``events`` (a table with aggregations and a stream source), the executors then
+        rebuild the tiles: the events in ``(events.lower, end]`` are partitioned by key and
+        sorted (:func:`compile_events`), and each partition is handed to ``events``
+        (:class:`~provender.offline.spark.executors.PartitionEvents`), which rebuilds its keys
+        in bounded chunks; the driver receives a count per partition.
 
         Returns:
             The statistics of the rows written.
@@ -258,16 +307,22 @@ class SparkEngine:
         stage_dir = self.staging.new_dir("ingest")
         latest = self._latest_frame(plan, stage_dir).persist()
         try:
-            return self._write_from_executors(plan, latest, writer, progress)
+            return self._write_from_executors(plan, latest, writer, progress, events)
         finally:
             latest.unpersist()
             self.staging.remove(stage_dir)
 
     def _write_from_executors(
-        self, plan: LatestPlan, latest: DataFrame, writer: PartitionWriter, progress: IngestionProgress
+        self,
+        plan: LatestPlan,
+        latest: DataFrame,
+        writer: PartitionWriter,
+        progress: IngestionProgress,
+        events: EventSink | None,
     ) -> TableStatistics:
         counts = latest.mapInArrow(writer, "rows_read long, rows_written long")
         total = counts.agg(F.sum("rows_read"), F.sum("rows_written"))
+        what = f"ingestion of feature table {plan.join.name!r}"
         group, done = f"provender-ingest-{progress.id}", threading.Event()
         log.info("spark ingestion table=%s app=%s group=%s", plan.join.name, self.application_id, group)
 
@@ -278,14 +333,29 @@ class SparkEngine:
 
         InheritableThread(target=watch, daemon=True).start()
         try:
-            row = run_in_group(self.session, group, f"ingestion of feature table {plan.join.name!r}", total.first)
+            row = run_in_group(self.session, group, what, total.first)
             assert row is not None
             progress.rows_read, progress.rows_written = int(row[0] or 0), int(row[1] or 0)
             written = StatisticsPlan(join=plan.join, start=plan.start, end=plan.end)
-            return frame_statistics(self.session, latest, written, group=group)
+            statistics = frame_statistics(self.session, latest, written, group=group)
+            if events is not None:
+                self._rebuild_from_executors(plan, events, group, f"{what}: rebuilding the tiles")
+            return statistics
         except ProvenderError as exc:
             if progress.is_cancelled:
                 raise JobCancelledError(f"job {progress.id} was cancelled: {exc}") from exc
             raise
         finally:
             done.set()
+
+    def _rebuild_from_executors(self, plan: LatestPlan, events: EventSink, group: str, what: str) -> None:
+        """Hand each partition of the events in ``(events.lower, end]`` to ``events`` on its executor."""
+        stage_dir = self.staging.new_dir("events")  # a source staged for the rows has its own directory
+        try:
+            rebuild = PartitionEvents(sink=events, schema=events_schema(plan.join))
+            keys = self._events_frame(plan, stage_dir, events.lower).mapInArrow(rebuild, "keys long")
+            rebuilt = run_in_group(self.session, group, what, keys.agg(F.sum("keys")).first)
+            assert rebuilt is not None
+            log.info("tiles rebuilt table=%s keys=%d", plan.join.name, int(rebuilt[0] or 0))
+        finally:
+            self.staging.remove(stage_dir)

@@ -1,4 +1,7 @@
-"""Ingestion on Spark's executors: each partition's rows written to the online store where they are."""
+"""Ingestion on Spark's executors: each partition's rows written to the online store where they are.
+
+A table with aggregations and a stream source then has each partition's events rebuild its keys' tiles.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +13,12 @@ import pyarrow as pa
 from provender.definitions import FeatureTable
 from provender.errors import ProvenderError
 from provender.offline.batches import write_batches
-from provender.offline.engine import StoreFactory
+from provender.offline.engine import EventSink, StoreFactory
 from provender.offline.spark.failures import executor_error
 from provender.offline.spark.staging import cast_batch
 
 _COUNTS = pa.schema([("rows_read", pa.int64()), ("rows_written", pa.int64())])
+_KEYS = pa.schema([("keys", pa.int64())])
 
 
 class PartitionWriter:
@@ -41,6 +45,24 @@ class PartitionWriter:
         yield pa.RecordBatch.from_pydict(
             {"rows_read": [counts.rows_read], "rows_written": [counts.rows_written]}, schema=_COUNTS
         )
+
+
+class PartitionEvents:
+    """The ``mapInArrow`` function rebuilding tiles: one partition's events (each key's contiguous) to the sink.
+
+    Pickled to the executors with the sink (which opens its own store) and the events' schema.
+    """
+
+    def __init__(self, *, sink: EventSink, schema: pa.Schema) -> None:
+        self.sink, self.schema = sink, schema
+
+    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """Hand every batch to the sink; yield one row: how many keys it rebuilt."""
+        try:
+            keys = self.sink(cast_batch(b, self.schema) for b in batches)
+        except ProvenderError as exc:
+            raise executor_error(exc) from exc
+        yield pa.RecordBatch.from_pydict({"keys": [keys]}, schema=_KEYS)
 
 
 @dataclass

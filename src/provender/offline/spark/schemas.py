@@ -20,7 +20,9 @@ from provender.definitions.request import row_schema
 from provender.offline.engine import EntityRows
 from provender.offline.files import is_remote
 from provender.offline.plan import (
+    CREATED_TIMESTAMP,
     ENTITY_TIMESTAMP,
+    EVENT_TIMESTAMP,
     RetrievalPlan,
     TableJoin,
     check_source_schema,
@@ -154,6 +156,20 @@ def arrow_time_range(stamps: pa.ChunkedArray) -> tuple[datetime | None, datetime
 def latest_schema(join: TableJoin) -> pa.Schema:
     """The normalized rows the online store writes (:func:`~provender.definitions.request.row_schema`)."""
     return row_schema(join.table, {entity.name: entity.value_type for entity in join.entities})
+
+
+def events_schema(join: TableJoin) -> pa.Schema:
+    """The events that rebuild a table's tiles: keys, the aggregations' inputs, event and created times (UTC)."""
+    declared = {f.name: f.value_type for f in join.table.source_features}
+    inputs = dict.fromkeys(a.column for a in join.table.aggregations)
+    return pa.schema(
+        [
+            *(pa.field(e.name, e.value_type.to_arrow()) for e in join.entities),
+            *(pa.field(c, declared[c].to_arrow()) for c in inputs),
+            pa.field(EVENT_TIMESTAMP, STAMP),
+            pa.field(CREATED_TIMESTAMP, STAMP),
+        ]
+    )
 
 
 def result_schema(plan: RetrievalPlan, rows: EntityRows) -> pa.Schema:
