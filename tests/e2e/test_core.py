@@ -66,7 +66,7 @@ def test_apply_over_http_and_stale_apply_is_409(core: CoreServer) -> None:
     definitions = [codec.to_dict(driver()), codec.to_dict(driver_statistics())]
     status, plan = core.request("POST", "/v1/projects/fraud/plan", {"definitions": definitions})
     assert status == 200 and plan["version"] == 0
-    assert [item["action"] for item in plan["items"]] == ["added", "added"]  # type: ignore[union-attr]
+    assert [item["action"] for item in plan["items"]] == ["added", "added"]  # type: ignore[attr-defined]
     body = {"definitions": definitions, "expected_version": 0}
     status, applied = core.request("POST", "/v1/projects/fraud/apply", body)
     assert (status, applied["version"]) == (200, 1)
@@ -79,7 +79,7 @@ def test_apply_over_http_and_stale_apply_is_409(core: CoreServer) -> None:
     assert isinstance(error, dict)
     assert (error["code"], error["type"]) == ("ABORTED", "RegistryVersionConflictError")
     assert error["fields"] == {
-        "conflicts": [error["fields"]["conflicts"][0]],  # type: ignore[index]
+        "conflicts": [error["fields"]["conflicts"][0]],
         "project": "fraud",
         "expected_version": 1,
         "actual_version": 2,
@@ -87,7 +87,7 @@ def test_apply_over_http_and_stale_apply_is_409(core: CoreServer) -> None:
     assert "plan and apply again" in str(error["message"])
     status, snapshot = core.request("GET", "/v1/projects/fraud/registry")
     assert snapshot["version"] == 2
-    assert [codec.from_dict(d) for d in snapshot["entities"]] == [customer(), driver()]  # type: ignore[union-attr]
+    assert [codec.from_dict(d) for d in snapshot["entities"]] == [customer(), driver()]  # type: ignore[attr-defined]
     # a reference-breaking delete is 409 too, and changes nothing
     status, answer = core.request("DELETE", "/v1/projects/fraud/entities/driver_id")
     assert status == 409 and answer["error"]["type"] == "RegistryConflictError"  # type: ignore[index]
@@ -96,7 +96,7 @@ def test_apply_over_http_and_stale_apply_is_409(core: CoreServer) -> None:
     status, answer = core.request("POST", "/v1/projects/fraud/apply", {"definitions": [{"kind": "entity"}]})
     assert status == 400 and answer["error"]["type"] == "DefinitionError"  # type: ignore[index]
     status, history = core.request("GET", "/v1/projects/fraud/history?limit=10")
-    assert [c["version_after"] for c in history["changes"]] == [2, 1]  # type: ignore[union-attr,index]
+    assert [c["version_after"] for c in history["changes"]] == [2, 1]  # type: ignore[attr-defined]
 
 
 def test_remote_client_behaves_like_a_local_one(core: CoreServer, tmp_path: Path) -> None:

@@ -107,7 +107,7 @@ def test_every_endpoint_checks_the_role_in_its_project(core: CoreServer, name: s
             assert (status, error.get("type")) == (401, "AuthenticationError"), (name, token, answer)
         elif ROLE_OF[token] < NEEDS[role]:
             assert (status, error.get("type")) == (403, "PermissionDeniedError"), (name, token, answer)
-            assert error.get("fields", {}).get("project") == "a"  # type: ignore[union-attr]
+            assert error.get("fields", {}).get("project") == "a"
         else:
             assert status not in (401, 403), (name, token, answer)
             assert status in (200, 404, 409), (name, token, answer)
@@ -119,14 +119,14 @@ def test_lists_show_only_granted_projects(core: CoreServer) -> None:
     def names(token: str) -> list[str]:
         status, answer = core.request("GET", "/v1/projects?include_archived=true", token=token)
         assert status == 200
-        return [p["name"] for p in answer["projects"]]  # type: ignore[union-attr,index]
+        return [p["name"] for p in answer["projects"]]  # type: ignore[attr-defined]
 
     assert names("tok-b") == ["b"]
     assert names("tok-write") == ["a", "b"]
     assert names("tok-root") == ["a", "b", "default"]
     status, answer = core.request("GET", "/v1/history?limit=100", token="tok-b")
     assert status == 200
-    assert {c["project"] for c in answer["changes"]} == {"b"}  # type: ignore[union-attr,index]
+    assert {c["project"] for c in answer["changes"]} == {"b"}  # type: ignore[attr-defined]
     assert core.request("POST", "/v1/jobs/fail-stale", {"older_than_seconds": 60}, token="tok-admin")[0] == 403
     assert core.request("POST", "/v1/jobs/fail-stale", {"older_than_seconds": 60}, token="tok-root")[0] == 200
 

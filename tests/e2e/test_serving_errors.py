@@ -7,7 +7,7 @@ the same attributes and message over both protocols, as the constructor built th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +57,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Ser
         assert server.stop() == 0, read_log(server.log)
 
 
-Read = Callable[[list[str], list[dict[str, object]]], object]
+Read = Callable[[list[str], Sequence[Mapping[str, object]]], object]
 
 
 def reader(root: Path, url: str, *, token: str | None, project: str = "default") -> Iterator[Read]:
@@ -69,7 +69,9 @@ def reader(root: Path, url: str, *, token: str | None, project: str = "default")
         client.close()
 
 
-def raised(root: Path, server: Server, refs: list[str], rows: list[dict[str, object]], **how: object) -> list[object]:
+def raised(
+    root: Path, server: Server, refs: list[str], rows: Sequence[Mapping[str, object]], **how: object
+) -> list[pv.ProvenderError]:
     """The error each protocol raises for the same request: [http, grpc]."""
     found = []
     for url in (server.http_url, server.grpc_url):
@@ -84,7 +86,7 @@ def attributes(error: object) -> dict[str, object]:
     return {name: value for name, value in vars(error).items() if not name.startswith("_")}
 
 
-def same_everywhere(errors: list[object], expected: BaseException) -> None:
+def same_everywhere(errors: Sequence[object], expected: BaseException) -> None:
     """Each error is ``expected``'s class, with its message and attributes."""
     for error in errors:
         assert type(error) is type(expected)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +72,7 @@ def _event(rng: random.Random, n: int, at: Any) -> dict[str, Any]:
     }
 
 
-def _micros(at: Any) -> int:
+def _micros(at: datetime) -> int:
     return (at - BASE) // timedelta(microseconds=1) + int(BASE.timestamp()) * 1_000_000
 
 

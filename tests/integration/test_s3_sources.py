@@ -253,7 +253,7 @@ def test_a_failed_write_leaves_no_object_behind(s3_server: S3Server) -> None:
         raise DataError("the retrieval failed half-way")
 
     storage = pv.Settings.model_validate({"storage": s3_server.storage()}).storage
-    reader = pa.RecordBatchReader.from_batches(schema, batches())  # type: ignore[arg-type]
+    reader = pa.RecordBatchReader.from_batches(schema, batches())
     with pytest.raises(DataError, match="half-way"):
         write_parquet(storage, f"s3://{bucket}/training.parquet", reader, what="test")
     assert fs.get_file_info(pafs.FileSelector(bucket, recursive=True)) == []

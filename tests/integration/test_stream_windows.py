@@ -320,7 +320,7 @@ def test_racing_writers_of_the_same_keys_lose_no_event(stores: Any) -> None:
 
             merge_of(table_, layout, keys, fields, merge_counted)
 
-        store.update_tiles = counted  # type: ignore[method-assign]
+        store.update_tiles = counted
         append_of = getattr(store, "append_tiles", None)
         if append_of is not None:  # Redis applies most keys without a read: count those too
 
@@ -329,7 +329,7 @@ def test_racing_writers_of_the_same_keys_lose_no_event(stores: Any) -> None:
                 calls["merges"] += sum(1 for status in statuses if status != 0)
                 return statuses
 
-            store.append_tiles = appended  # type: ignore[attr-defined]
+            store.append_tiles = appended
         writers.append(writer)
     rows = pa.Table.from_pylist(
         [{k: e[k] for k in ("rider", "fare", "city", "event_timestamp", "created_timestamp")} for e in events]

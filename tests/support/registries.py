@@ -110,7 +110,7 @@ class InProcessCore:
     """
 
     def __init__(self, registry: str, base_dir: Path) -> None:
-        self.settings = Settings(registry=registry, base_dir=base_dir)  # type: ignore[arg-type]
+        self.settings = Settings(registry=registry, base_dir=base_dir)
         self.metrics = CoreMetrics()
         self.store = open_registry(self.settings)
         self.jobs = CoreJobs(self.settings, self.store, metrics=self.metrics)

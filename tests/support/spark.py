@@ -40,6 +40,7 @@ EXECUTOR_MEMORY = "512m"
 def spark_home() -> Path:
     """The pyspark package directory, which holds Spark's jars (``SPARK_HOME``)."""
     pyspark = require_module("pyspark", "pyspark")
+    assert pyspark.__file__ is not None  # a package installed from files
     return Path(pyspark.__file__).resolve().parent
 
 

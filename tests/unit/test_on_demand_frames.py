@@ -146,10 +146,10 @@ def test_the_input_frame_equals_arrows_to_pandas(values: dict[str, list[object]]
             pd.testing.assert_series_equal(pd.Series(array, name=name), arrow[name], check_exact=True)
     if all(array is not None for array in arrays):
         frame = on_demand._frame(tuple(INPUT_TYPES), arrays)  # type: ignore[arg-type]
-        pd.testing.assert_frame_equal(frame, arrow, check_exact=True)  # type: ignore[arg-type]
+        pd.testing.assert_frame_equal(frame, arrow, check_exact=True)
         with without_pandas_internals():
             public = on_demand._frame(tuple(INPUT_TYPES), arrays)  # type: ignore[arg-type]
-        pd.testing.assert_frame_equal(public, arrow, check_exact=True)  # type: ignore[arg-type]
+        pd.testing.assert_frame_equal(public, arrow, check_exact=True)
 
 
 @pytest.mark.parametrize(
@@ -163,7 +163,7 @@ def test_an_output_array_of_the_declared_dtype_reads_as_arrow_reads_it(
 ) -> None:
     raw = data.draw(st.lists(VALUES[value_type].filter(lambda v: v is not None), max_size=5))
     if value_type is V.FLOAT:
-        raw = [v for v in raw if not abs(v) > 3.4028235e38]  # type: ignore[operator]
+        raw = [v for v in raw if not abs(v) > 3.4028235e38]  # type: ignore[arg-type]
     array = np.array(raw, dtype=dtype)
     got = on_demand._from_numpy(array, value_type)
     assert got is not None

@@ -76,7 +76,7 @@ def test_the_online_store_factory_pickles_and_opens_the_configured_store(tmp_pat
     store = factory()
     try:
         assert type(store).__name__ == "SQLiteStore"
-        assert store.project == "demo"  # type: ignore[attr-defined]
+        assert store.project == "demo"
         assert not store.capabilities.reachable_from_executors
     finally:
         store.close()

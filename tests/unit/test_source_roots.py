@@ -221,7 +221,7 @@ def test_the_error_travels_over_the_wire_with_its_fields(tree: Path) -> None:
     with pytest.raises(SourcePathNotAllowedError) as info:
         roots(tree, "data").check("../secret", what="entity rows")
     body = error_body(info.value, code="INVALID_ARGUMENT", message=str(info.value))["error"]
-    again = rebuild_error(body["type"], code=body["code"], message=body["message"], fields=body["fields"])  # type: ignore[index,arg-type]
+    again = rebuild_error(body["type"], code=body["code"], message=body["message"], fields=body["fields"])  # type: ignore[index]
     assert type(again) is SourcePathNotAllowedError and str(again) == str(info.value)
     assert (again.path, again.what, again.roots) == ("../secret", "entity rows", ("data",))
     assert os.path.realpath(tree.parent / "secret") in str(again)

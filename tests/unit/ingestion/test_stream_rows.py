@@ -9,9 +9,8 @@ import pyarrow as pa
 import pytest
 
 import provender as pv
+from provender.definitions.request import CREATED_TIMESTAMP, EVENT_TIMESTAMP
 from provender.ingestion.rows import (
-    CREATED_TIMESTAMP,
-    EVENT_TIMESTAMP,
     Built,
     DeadLetterReason,
     RowBuilder,

@@ -51,8 +51,8 @@ def _append_day(path: Path, day: int, *, mode: str = "append") -> None:
 def _ingest(client: pv.Client, *, incremental: bool = True, start: object = START, end: object = END) -> SourceInput:
     job = client.start_offline_to_online_ingestion(
         "driver_stats",
-        start=start,  # type: ignore[arg-type]
-        end=end,  # type: ignore[arg-type]
+        start=start,
+        end=end,
         incremental=incremental,
     ).wait()
     (read,) = client.get_job(job.id).lineage()
