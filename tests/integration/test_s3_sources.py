@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +22,7 @@ import provender as pv
 from provender.config import load_settings
 from provender.errors import DataError
 from provender.offline.files import DateRange
-from provender.offline.objectstore import list_files, open_s3
+from provender.offline.objectstore import list_files, list_infos, open_s3
 from tests.support.builders import ENTITIES, Layout, write_config, write_table
 from tests.support.objectstore import SECRET_KEY, S3Server
 from tests.support.retrieval import driver_rows, driver_stats, entity_frame
@@ -67,7 +68,17 @@ def _tables(tmp_path: Path, server: S3Server) -> tuple[pv.FeatureTable, pv.Featu
     return local, remote
 
 
-def test_retrieval_and_ingestion_from_s3_equal_local(tmp_path: Path, s3_server: S3Server) -> None:
+@pytest.mark.parametrize("reader", ["duckdb", "pyarrow"])
+def test_retrieval_and_ingestion_from_s3_equal_local(
+    tmp_path: Path, s3_server: S3Server, reader: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With DuckDB's Parquet reader over object_reads (the s3 extra), and with the pyarrow scan without it."""
+    from provender.offline import object_reads
+
+    if reader == "pyarrow":
+        monkeypatch.setattr(object_reads, "available", lambda: False)
+    else:
+        assert object_reads.available()
     local, remote = _tables(tmp_path, s3_server)
     refs = ["driver_stats:trips", "driver_stats:rate"]
     start, end = datetime(2024, 3, 2, tzinfo=UTC), datetime(2024, 3, 4, tzinfo=UTC)
@@ -350,3 +361,84 @@ def test_listing_and_reading_cost_few_requests(tmp_path: Path, s3_server: S3Serv
     assert dataset.to_table(columns=["c7"]).column("c7").to_pylist() == list(range(2_000))
     reads = [r for r in s3_server.requests(since) if "wide/part-0.parquet" in r]
     assert len(reads) == 2, reads  # the footer, then the 20 column chunks of c7 in one ranged GET (not 20)
+
+
+def test_duckdb_fetches_each_object_once(tmp_path: Path, s3_server: S3Server) -> None:
+    """Counted on the server's log: DuckDB's reader fetches each small object in one GET, however
+    many times it opens it; a narrow read of a large one costs its footer and one GET per MiB."""
+    import duckdb
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from provender.offline.lineage import InputFile
+    from provender.offline.object_reads import MIN_FETCH, WHOLE_OBJECT, ObjectReads
+
+    _, remote = _tables(tmp_path, s3_server)
+    assert remote.batch_source is not None
+    bucket = remote.batch_source.path.split("/")[2]
+    with _client(tmp_path / "p", s3_server.storage()) as client:
+        client.apply([pv.Entity(name="driver_id", value_type=pv.ValueType.INT64), remote])
+        since = s3_server.log_size()
+        job = client.get_historical_features(["driver_stats:trips", "driver_stats:rate"], entity_frame())
+        job.to_pandas()
+        (read,) = job.lineage()
+    gets = [r for r in s3_server.requests(since) if r.startswith("GET") and ".parquet" in r]
+    assert len(read.files) >= 4 and len(gets) == len(read.files), gets  # one each, none twice
+
+    store = open_s3(pv.Settings.model_validate({"storage": s3_server.storage()}).storage.s3, "test")
+    rng = np.random.default_rng(7)
+    for name, rows, row_group in (("small", 2_000, 100), ("large", 100_000, 5_000)):
+        wide = pa.table({f"c{i}": rng.integers(0, 1 << 40, rows) for i in range(12)})
+        pq.write_table(wide, tmp_path / f"{name}.parquet", row_group_size=row_group, compression="none")
+        pafs.copy_files(str(tmp_path / f"{name}.parquet"), f"{bucket}/{name}/part-0.parquet",
+                        destination_filesystem=s3_server.filesystem())  # fmt: skip
+        [info] = list_infos(
+            store, f"s3://{bucket}/{name}", suffix=".parquet", what="t", partition_column=None, dates=None
+        )
+        reads, con = ObjectReads(), duckdb.connect()
+        con.register_filesystem(reads.filesystem)
+        [url] = reads.add(store, [InputFile(path=store.url(info.path), size=info.size, modified=info.mtime)])
+        since = s3_server.log_size()
+        assert con.sql(f"SELECT c7 FROM read_parquet('{url}')").fetchnumpy()["c7"].tolist() == wide["c7"].to_pylist()
+        gets = [r for r in s3_server.requests(since) if f"{name}/part-0.parquet" in r]
+        assert all(r.startswith("GET") for r in gets), gets  # no HEAD: the listed size is used
+        # 20 row groups, 20 column chunks of c7: the small object in one GET, the large one (11.5 MB,
+        # chunks 0.58 MB apart, read in parallel) in its footer's and about one per MiB.
+        most = 1 if info.size <= WHOLE_OBJECT else 1 + math.ceil(info.size / MIN_FETCH)
+        assert 1 <= len(gets) <= most < 20, gets
+        assert url.startswith(reads.protocol) and reads.scrub(f"cannot read {url}") == f"cannot read s3://{info.path}"
+
+
+def test_duckdb_reads_objects_of_a_read_no_longer_kept(
+    tmp_path: Path, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read whose listing was dropped (KEPT_READS later reads) still reads right, with a HEAD."""
+    import duckdb
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from provender.offline import object_reads
+    from provender.offline.lineage import InputFile
+
+    monkeypatch.setattr(object_reads, "KEPT_READS", 1)
+    bucket = f"k-{uuid.uuid4().hex[:12]}"
+    fs = s3_server.filesystem()
+    assert isinstance(fs, pafs.S3FileSystem)
+    fs.create_dir(bucket)
+    for day in (1, 2):
+        pq.write_table(pa.table({"x": [day] * 3}), f"{bucket}/t/day={day}/p.parquet", filesystem=fs)
+    store = open_s3(pv.Settings.model_validate({"storage": s3_server.storage()}).storage.s3, "test")
+    infos = list_infos(store, f"s3://{bucket}/t", suffix=".parquet", what="t", partition_column=None, dates=None)
+    reads, con = object_reads.ObjectReads(), duckdb.connect()
+    con.register_filesystem(reads.filesystem)
+    first, second = (
+        reads.add(store, [InputFile(path=store.url(i.path), size=i.size, modified=i.mtime)]) for i in infos
+    )
+    since = s3_server.log_size()
+    assert con.sql(f"SELECT x FROM read_parquet({first})").fetchall() == [(1,)] * 3
+    assert con.sql(f"SELECT x, day FROM read_parquet({second}, hive_partitioning = true)").fetchall() == [(2, 2)] * 3
+    heads = [r for r in s3_server.requests(since) if r.startswith("HEAD")]
+    assert heads and all("day=1" in r or "day%3D1" in r for r in heads), heads  # only the dropped read's
+    with pytest.raises(duckdb.Error):
+        con.sql(f"SELECT * FROM read_parquet('{first[0].replace('/p.parquet', '/missing.parquet')}')").fetchall()

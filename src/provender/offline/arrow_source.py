@@ -21,7 +21,7 @@ from provender.definitions import DeltaSource, FileSource
 from provender.offline.delta import open_delta
 from provender.offline.files import DateRange, is_remote
 from provender.offline.lineage import InputFile, SourceInput
-from provender.offline.objectstore import open_store, source_files, store_dataset
+from provender.offline.objectstore import ObjectStore, open_store, source_files, store_dataset
 from provender.offline.plan import TableJoin
 
 
@@ -33,11 +33,13 @@ class ArrowSource:
         dataset: the rows of the files kept, or None.
         input: what is read (files, sizes, times; the Delta version).
         scrub: removes secrets from an error message about this source.
+        store: the object store of a file source (None for Delta tables).
     """
 
     dataset: ds.Dataset | None
     input: SourceInput
     scrub: Callable[[str], str] = str
+    store: ObjectStore | None = None
 
 
 def reads_through_arrow(join: TableJoin) -> bool:
@@ -45,7 +47,7 @@ def reads_through_arrow(join: TableJoin) -> bool:
     return isinstance(join.source, DeltaSource) or is_remote(join.source.path)
 
 
-def open_arrow_source(
+def open_arrow_source(  # noqa: PLR0913 - keyword-only: where the source is, its window, what to build
     join: TableJoin,
     dates: DateRange,
     *,
@@ -53,8 +55,12 @@ def open_arrow_source(
     storage: StorageSection | None,
     lower: datetime | None,
     upper: datetime | None,
+    dataset: bool = True,
 ) -> ArrowSource:
     """Open ``join``'s Delta or object-store source, pruned to event times in ``[lower, upper]``.
+
+    With ``dataset=False``, an object-store file source is only listed (its ``dataset`` is None:
+    the caller reads the listed files itself); Delta tables always get their dataset.
 
     Raises:
         DataError: the source cannot be listed or opened (the message names the table and the
@@ -92,5 +98,5 @@ def open_arrow_source(
     files = [f.path for f in read]
     root = None if files == [path] else path
     sizes = {f.path: f.size for f in read}
-    dataset = store_dataset(store, files, root=root, sizes=sizes) if files else None
-    return ArrowSource(dataset, source_input, store.scrub)
+    rows = store_dataset(store, files, root=root, sizes=sizes) if files and dataset else None
+    return ArrowSource(rows, source_input, store.scrub, store)

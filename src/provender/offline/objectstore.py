@@ -61,6 +61,8 @@ class ObjectStore:
     scheme: str = "s3"
     secrets: tuple[str, ...] = field(default=(), repr=False)
     access_key_id: str | None = None
+    client_options: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    """The same store's settings as ``object_store`` (Rust) options, for deltalake's client (S3 only)."""
 
     def scrub(self, text: str) -> str:
         """``text`` with every secret replaced by ``***``."""
@@ -128,13 +130,25 @@ def open_s3(storage: S3Storage | None, what: str, environ: Mapping[str, str] | N
     region = storage.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or _DEFAULT_REGION
     endpoint = storage.endpoint_url or env.get("AWS_ENDPOINT_URL")
     options: dict[str, object] = {"region": region, "connect_timeout": storage.connect_timeout}
+    client = {"AWS_REGION": region, "connect_timeout": f"{storage.connect_timeout}s"}
     if endpoint:
         parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
         options.update(endpoint_override=parts.netloc, scheme=parts.scheme or "https")
+        client.update(
+            AWS_ENDPOINT_URL=f"{parts.scheme or 'https'}://{parts.netloc}",
+            AWS_ALLOW_HTTP=str(parts.scheme == "http").lower(),
+        )
     if key is not None:
         options.update(access_key=key, secret_key=secret, session_token=token)
+        client.update(AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=str(secret))
+        if token:
+            client["AWS_SESSION_TOKEN"] = token
     return ObjectStore(
-        pafs.S3FileSystem(**options), "s3", secrets=tuple(s for s in (secret, token) if s), access_key_id=key
+        pafs.S3FileSystem(**options),
+        "s3",
+        secrets=tuple(s for s in (secret, token) if s),
+        access_key_id=key,
+        client_options=tuple(client.items()),
     )
 
 
