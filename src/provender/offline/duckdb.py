@@ -478,8 +478,9 @@ class DuckDBEngine:
 def _register(cursor: duckdb.DuckDBPyConnection, dataset: object) -> str:
     """Register a pyarrow dataset on ``cursor``; return its SQL name.
 
-    DuckDB scans it with projections and filters pushed down. Object stores are read this way,
-    through pyarrow's S3 filesystem: no httpfs extension is published for this DuckDB version.
+    DuckDB scans it with projections and filters pushed down. Delta tables, GCS objects, and S3
+    objects without the ``s3`` extra are read this way (through pyarrow's filesystems): no httpfs
+    extension is published for this DuckDB version. S3 Parquet with the extra: :meth:`_arrow_scan`.
     """
     name = f"__provender_ds_{uuid.uuid4().hex}"
     cursor.register(name, dataset)

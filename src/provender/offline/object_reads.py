@@ -9,15 +9,18 @@ request than the Rust ``object_store`` client (benchmarks/results/sources.md).
 
 So, where the ``deltalake`` and ``fsspec`` packages are installed (the ``s3`` extra), an S3
 source's listed files are read with ``read_parquet`` like local files, through a read-only
-filesystem registered in DuckDB for this one read (:func:`object_filesystem`): every object is
-opened with its listed size and time (no HEAD request) and fetched in ranged GETs:
+filesystem registered once in the engine's DuckDB (:class:`ObjectReads`): every object is opened
+with its listed size and time (no HEAD request) and fetched in ranged GETs:
 
 - an object of at most :data:`WHOLE_OBJECT` bytes is fetched whole at its first read (one
   request: its footer and every column chunk a scan needs, which for small files is about all);
 - in a larger one, a read near the end fetches the last :data:`FOOTER` bytes (the footer and
   the metadata DuckDB asks for next), and a read elsewhere at least :data:`MIN_FETCH` bytes, so
-  small column chunks close together (a narrow projection of many row groups) cost one request,
-  not one each, as :data:`~provender.offline.objectstore.READ_COALESCING` does for pyarrow.
+  small column chunks close together (a narrow projection of many row groups) cost one request
+  per MiB, not one each, as :data:`~provender.offline.objectstore.READ_COALESCING` does for pyarrow;
+- fetched ranges are shared by every handle (DuckDB opens a file once per query binding the
+  scan and once to scan it, and reads row groups from several threads): a range is fetched
+  once while kept (:data:`CACHE_BYTES`), and a read that a fetch in flight covers waits for it.
 
 Listing, pruning, credentials and lineage are those of :mod:`provender.offline.objectstore`.
 """
