@@ -429,8 +429,9 @@ def _check_output(requested: RequestedOnDemand, output: object, rows: int, *, pl
     ``plain`` (online): columns may come back as plain-value lists read straight from NumPy.
 
     Raises:
-        OnDemandFunctionError: not a table of exactly the declared columns (each once), a value that does not
-            convert (naming the feature), or another number of values than rows.
+        OnDemandFunctionError: not a table holding each declared column once (other columns, such as the
+            input frame's own, are ignored), a value that does not convert (naming the feature), or another
+            number of values than rows.
     """
     odf = requested.definition
 
@@ -442,9 +443,13 @@ def _check_output(requested: RequestedOnDemand, output: object, rows: int, *, pl
         kind = "a pandas DataFrame or a mapping" if odf.mode == "pandas" else "a dict of lists"
         raise fail(f"returned {type(output).__name__}; expected {kind} with columns {list(odf.feature_names)}")
     missing = [name for name in odf.feature_names if name not in columns]
-    extra = [str(name) for name in columns if name not in odf.feature_names]
-    if missing or extra or len(set(columns)) != len(columns):  # a frame may repeat a name
-        raise fail(f"returned columns {[str(c) for c in columns]}; expected exactly {list(odf.feature_names)}")
+    if missing:
+        raise fail(
+            f"returned columns {[str(c) for c in columns]}; missing {missing} (declared {list(odf.feature_names)})"
+        )
+    named = [name for name in columns if name in odf.feature_names]
+    if len(set(named)) != len(named):  # a frame may repeat a name
+        raise fail(f"returned columns {[str(c) for c in columns]}; a declared feature appears twice")
     pandas = odf.mode == "pandas"
     arrays = _frame_arrays(output) if plain and type(columns) is _FrameColumns else {}
     converted = []

@@ -190,7 +190,7 @@ def test_inputs_not_requested_are_not_returned(paths: dict[str, Read]) -> None:
     ("ref", "problem"),
     [
         ("failing", "raised ValueError: no way (4 rows)"),
-        ("wrong_columns", "returned columns ['surprise']; expected exactly ['per_trip']"),
+        ("wrong_columns", "returned columns ['surprise']; missing ['per_trip'] (declared ['per_trip'])"),
         ("wrong_type", "feature 'per_trip' (DOUBLE): cannot convert its values"),
         ("wrong_length", "feature 'per_trip': returned 5 values for 4 rows"),
     ],

@@ -80,3 +80,16 @@ def typed_copies(frame: pd.DataFrame) -> pd.DataFrame:
 def duplicated_columns(frame: pd.DataFrame) -> pd.DataFrame:
     """Pandas mode: the declared column twice."""
     return pd.concat([frame[["r"]], frame[["r"]]], axis=1).set_axis(["c", "c"], axis=1)
+
+
+def added_to_input(frame: pd.DataFrame) -> pd.DataFrame:
+    """Pandas mode: the input frame itself, with the declared column added (its inputs stay in it)."""
+    frame["c"] = frame["t__c"] + frame["r"]
+    return frame
+
+
+def added_to_input_python(columns: dict[str, list[object]]) -> dict[str, list[object]]:
+    """Python mode: the input columns, with the declared column added."""
+    pairs = zip(columns["t__c"], columns["r"], strict=True)
+    columns["c"] = [None if c is None or r is None else c + r for c, r in pairs]  # type: ignore[operator]
+    return columns

@@ -49,13 +49,14 @@ OUTPUTS = [
 ]
 
 
-def runner(function: str, features: Sequence[pv.Feature] = OUTPUTS) -> on_demand.OnDemandRunner:
+def runner(function: str, features: Sequence[pv.Feature] = OUTPUTS, mode: str = "pandas") -> on_demand.OnDemandRunner:
     odf = pv.OnDemandFeatures(
         name="copies",
         inputs=[f"t:{name}" for name in "abcde"],
         request_schema={"r": V.DOUBLE},
         features=list(features),
         function=f"tests.support.on_demand_functions:{function}",
+        mode=mode,
     )
     request = FeatureRequest.resolve(
         ["copies"],
@@ -192,5 +193,18 @@ def test_duplicated_output_columns_are_the_same_error_online_and_offline() -> No
         run.run_rows(values)
     with pytest.raises(OnDemandFunctionError) as from_batch:
         offline(run, values)
-    assert "returned columns ['c', 'c']; expected exactly ['c']" in str(online.value)
+    assert "returned columns ['c', 'c']; a declared feature appears twice" in str(online.value)
     assert str(online.value) == str(from_batch.value)
+
+
+@pytest.mark.parametrize("function", ["added_to_input", "added_to_input_python"])
+def test_a_function_may_return_its_input_with_the_features_added(function: str) -> None:
+    """Columns other than the declared features (here the inputs themselves) are ignored, on both paths."""
+    run = runner(function, [pv.Feature("c", V.DOUBLE)], mode="python" if function.endswith("_python") else "pandas")
+    values: dict[str, list[object]] = {name: [1] if name.endswith(("a", "e")) else [1.5] for name in INPUT_TYPES}
+    values["t__d"] = [True]
+    values["t__c"], values["r"] = [1.5, None], [2.0, 3.0]
+    for name in INPUT_TYPES:
+        values[name] = (values[name] * 2)[:2]
+    assert run.run_rows(values) == {"copies__c": [3.5, None]}
+    assert offline(run, values) == {"copies__c": [3.5, None]}

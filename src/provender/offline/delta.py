@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -73,10 +74,15 @@ def open_delta(  # noqa: PLR0913 - keyword-only: the source, where it is, and wh
         table = deltalake.DeltaTable(path, version=source.version, storage_options=options)
         if source.timestamp is not None:
             at = source.timestamp if source.timestamp.tzinfo else source.timestamp.replace(tzinfo=UTC)
+            _check_history_reaches(table, at)
             table.load_as_version(at)
         dataset = table.to_pyarrow_dataset()
     except Exception as exc:  # noqa: BLE001 - deltalake raises several unrelated types; all are data errors here
-        pin = "" if source.version is None and source.timestamp is None else f" at {source.version or source.timestamp}"
+        pin = (
+            ""
+            if source.version is None and source.timestamp is None
+            else f" at {source.timestamp if source.version is None else source.version}"
+        )
         raise DataError(f"{what}: cannot open the Delta table{pin}: {scrub(str(exc))}") from None
     window = _window(dataset.schema, source.event_timestamp_column, lower, upper)
     # Each fragment's partition expression holds its file's min/max statistics from the Delta log.
@@ -96,6 +102,14 @@ def open_delta(  # noqa: PLR0913 - keyword-only: the source, where it is, and wh
         changes_since=since.version if since is not None and not note else None,
         note=note,
     )
+
+
+def _check_history_reaches(table: Any, at: datetime) -> None:  # noqa: ANN401 - a deltalake.DeltaTable
+    """Refuse a time before the table's first commit (``load_as_version`` would read its first version)."""
+    times = [entry["timestamp"] for entry in table.history() if isinstance(entry.get("timestamp"), int)]
+    if times and at.timestamp() * 1000 < min(times):
+        first = datetime.fromtimestamp(min(times) / 1000, tz=UTC).isoformat()
+        raise ValueError(f"the table has no version that old (its history starts at {first})")
 
 
 def latest_version(source: DeltaSource, *, what: str, base_dir: Path, storage: StorageSection | None) -> int:

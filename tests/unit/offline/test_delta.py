@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -147,3 +148,44 @@ def test_lineage_names_the_delta_version_and_the_parquet_files(tmp_path: Path, d
     assert files.delta_version is None
     assert [(f.path, f.size) for f in files.files] == [(str(local), local.stat().st_size)]
     assert files.files[0].modified is not None
+
+
+def test_a_pinned_timestamp_reads_the_table_as_it_was_then(tmp_path: Path) -> None:
+    path = tmp_path / "delta" / "driver_stats"
+    for day in range(2):
+        _write(path, _by_day(driver_rows(), day))
+    time.sleep(0.05)
+    between = datetime.now(UTC)
+    time.sleep(0.05)
+    for day in range(2, 5):
+        _write(path, _by_day(driver_rows(), day))
+    late = [{"driver_id": 1, "event_timestamp": datetime(2024, 3, 10, tzinfo=UTC)}]
+    results = {}
+    for name, pin in (("latest", None), ("then", between), ("naive", between.replace(tzinfo=None))):
+        with make_client(tmp_path / name) as client:
+            client.apply([ENTITIES["driver_id"], _delta_table(path=path, timestamp=pin)])
+            job = client.get_historical_features(REFS, entity_frame(late))
+            results[name] = (job.to_pandas()["driver_stats__trips"].tolist(), job.lineage()[0].delta_version)
+    # At `between` the table held versions 0 and 1 (days 0 and 1): the last row of driver 1 is n = 7.
+    assert results == {"latest": ([191], 4), "then": ([71], 1), "naive": ([71], 1)}
+    with make_client(tmp_path / "early") as client:
+        client.apply([ENTITIES["driver_id"], _delta_table(path=path, timestamp=datetime(2000, 1, 1, tzinfo=UTC))])
+        with pytest.raises(DataError, match=r"driver_stats.*cannot open the Delta table at 2000-01-01"):
+            client.get_historical_features(REFS, entity_frame(late))
+
+
+def test_a_rerun_with_the_same_pin_gives_the_same_bytes(tmp_path: Path, delta_path: Path) -> None:
+    """A training set built on a pinned version is reproducible to the byte, whatever is committed since."""
+    outputs, lineages = [], []
+    for run in range(2):
+        with make_client(tmp_path / f"run{run}") as client:
+            client.apply([ENTITIES["driver_id"], _delta_table(path=delta_path, version=2)])
+            job = client.get_historical_features(REFS, entity_frame())
+            out = tmp_path / f"training{run}.parquet"
+            job.to_parquet(str(out))
+            outputs.append(out.read_bytes())
+            lineages.append(job.lineage())
+        _write(delta_path, _by_day(driver_rows(), 3), mode="append")  # committed after the first run
+    assert lineages[0] == lineages[1]
+    assert lineages[0][0].delta_version == 2
+    assert outputs[0] == outputs[1]
