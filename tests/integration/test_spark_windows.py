@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from tests.unit.offline.test_duckdb_windows import check_against_oracle, entity_strategy, events_strategy
+from tests.unit.offline.test_duckdb_windows import (
+    check_against_oracle,
+    check_float_sketch,
+    entity_strategy,
+    events_strategy,
+)
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 
@@ -23,3 +30,9 @@ def test_spark_windows_agree_with_oracle(
     spark_options: dict[str, object],
 ) -> None:
     check_against_oracle(raw_events, raw_rows, offline=dict(spark_options))
+
+
+def test_spark_hashes_doubles_like_duckdb_and_the_tiles(
+    tmp_path: Path, spark_engine: object, spark_options: dict[str, object]
+) -> None:
+    check_float_sketch(tmp_path, offline=dict(spark_options))

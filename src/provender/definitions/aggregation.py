@@ -33,7 +33,9 @@ _SCALAR: Final = frozenset(t for t in ValueType if not t.is_list)
 FUNCTIONS: Final[dict[str, frozenset[ValueType]]] = {
     "count": frozenset(ValueType),
     "count_distinct": _SCALAR,
-    "approx_count_distinct": frozenset({ValueType.INT32, ValueType.INT64, ValueType.STRING}),
+    "approx_count_distinct": frozenset(
+        {ValueType.INT32, ValueType.INT64, ValueType.FLOAT, ValueType.DOUBLE, ValueType.STRING}
+    ),
     "sum": _NUMERIC,
     "mean": _NUMERIC,
     "min": _ORDERED,

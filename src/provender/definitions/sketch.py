@@ -1,7 +1,8 @@
 """The HyperLogLog sketch of ``approx_count_distinct``: one definition for DuckDB, Spark and the tiles.
 
 A value's register comes from the MD5 of its text (an integer's decimal digits, a string's UTF-8
-bytes), which DuckDB, Spark SQL and Python compute alike: the first 3 hex digits give the
+bytes, a FLOAT's or DOUBLE's shortest round-trip digits as a 64-bit double, Python's ``repr``),
+which DuckDB, Spark and Python compute alike: the first 3 hex digits give the
 register (4096 of them, ``P = 12``), the next 13 (52 bits) the rank (leading zero bits + 1).
 Per group, the register's value is the highest rank seen; the estimate is the standard
 HyperLogLog one (Flajolet et al. 2007) with linear counting below ``2.5 * 4096``.
@@ -31,11 +32,21 @@ _ALPHA_MM = 0.7213 / (1 + 1.079 / M) * M * M
 RELATIVE_STANDARD_ERROR = 1.04 / math.sqrt(M)
 """The estimate's relative standard error (1.6 %)."""
 
-__all__ = ["RELATIVE_STANDARD_ERROR", "M", "estimate", "estimate_sql", "rank_sql", "register", "register_sql"]
+__all__ = [
+    "RELATIVE_STANDARD_ERROR",
+    "M",
+    "estimate",
+    "estimate_sql",
+    "is_float",
+    "rank_sql",
+    "register",
+    "register_sql",
+    "text_sql",
+]
 
 
 def register(value: object) -> tuple[int, int]:
-    """The register and rank of a value (an int or a str)."""
+    """The register and rank of a value (an int, a float or a str)."""
     digest = hashlib.md5(str(value).encode(), usedforsecurity=False).hexdigest()
     return int(digest[:3], 16), 53 - int(digest[3:16], 16).bit_length()
 
@@ -49,6 +60,16 @@ def estimate(registers: Mapping[int, int]) -> int:
     if raw <= 2.5 * M and zeros > 0:
         return round(M * math.log(M / zeros))
     return round(raw)
+
+
+def is_float(value_type: object) -> bool:
+    """Whether values of ``value_type`` (a ``ValueType``) are hashed by their double's ``repr``."""
+    return str(getattr(value_type, "value", value_type)) in ("FLOAT", "DOUBLE")
+
+
+def text_sql(value: str, *, floating: bool) -> str:
+    """DuckDB SQL of the text a value is hashed by (DuckDB's double-to-text is Python's ``repr``)."""
+    return f"CAST(CAST({value} AS DOUBLE) AS VARCHAR)" if floating else f"CAST({value} AS VARCHAR)"
 
 
 def _hex_digit(text: str) -> str:

@@ -47,6 +47,7 @@ from provender.offline.duckdb_sql import (
     _timestamp_literal,
     aggregate_sql,
     compile_windows,
+    float_inputs,
     literal,
     quote,
     sketch_sql,
@@ -434,6 +435,7 @@ class DuckDBEngine:
                 at=end,
                 src="",
                 names=lambda f: quote(f.name),
+                floats=float_inputs(join.table),
             )
             replaced = ", ".join(f"coalesce(z.{quote(f.name)}, 0) AS {quote(f.name)}" for f, _ in sketched)
             sql = f"SELECT * REPLACE ({replaced}) FROM ({sql}) q LEFT JOIN ({estimates}) z USING ({keys})"

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 
-from provender.definitions import Aggregation, Feature, ValueType, sketch
+from provender.definitions import Aggregation, Feature, FeatureTable, ValueType, sketch
 from provender.offline.plan import TableJoin
 
 _ROW_ID = "__provender_row_id"
@@ -120,12 +120,23 @@ def compile_windows(join: TableJoin, source: str) -> str:
     if not sketched:
         return sql
     estimates = sketch_sql(
-        sketched, joined, [f"e.{_ROW_ID}"], at=f"e.{_TS}", src="src.", names=lambda f: quote(join.output_column(f))
+        sketched,
+        joined,
+        [f"e.{_ROW_ID}"],
+        at=f"e.{_TS}",
+        src="src.",
+        names=lambda f: quote(join.output_column(f)),
+        floats=float_inputs(join.table),
     )
     return f"SELECT * FROM ({sql}) q LEFT JOIN ({estimates}) z USING ({_ROW_ID})"
 
 
-def sketch_sql(
+def float_inputs(table: FeatureTable) -> frozenset[str]:
+    """The FLOAT and DOUBLE features of ``table`` (``approx_count_distinct`` hashes them as doubles)."""
+    return frozenset(f.name for f in table.features if sketch.is_float(f.value_type))
+
+
+def sketch_sql(  # noqa: PLR0913 - the relation, its groups and columns, and what to name
     sketched: list[tuple[Feature, Aggregation]],
     relation: str,
     groups: list[str],
@@ -133,8 +144,11 @@ def sketch_sql(
     at: str,
     src: str,
     names: Callable[[Feature], str],
+    floats: frozenset[str] = frozenset(),
 ) -> str:
     """``approx_count_distinct`` (``sketch.py``) per group: the highest rank per register, then the estimate.
+
+    ``floats``: the input columns of type FLOAT or DOUBLE (hashed by their double's text).
 
     ``relation`` holds the events (columns prefixed ``src``), ``groups`` the grouping columns (an
     entity row id, or the entity keys), ``at`` the time *T*; each estimate is named ``names(feature)``.
@@ -146,7 +160,7 @@ def sketch_sql(
     parts = []
     for column, members in by_column.items():  # registers of one input column: one GROUP BY
         value = f"{src}{quote(column)}"
-        text = f"CAST({value} AS VARCHAR)"
+        text = sketch.text_sql(value, floating=column in floats)
         ranks, estimates = [], []
         for n, feature, aggregation in members:
             window = f"{src}{_EVENT} > {at} - {_interval(aggregation.window)} AND {value} IS NOT NULL"

@@ -29,6 +29,7 @@ AGGREGATIONS = [
     )
     for column, function in [
         ("fare", "count"), ("fare", "sum"), ("fare", "mean"), ("fare", "min"), ("fare", "max"), ("fare", "last"),
+        ("fare", "approx_count_distinct"),
         ("city", "count_distinct"), ("city", "last"), ("city", "approx_count_distinct"),
     ]
     for minutes in (1, 5)
@@ -196,3 +197,44 @@ def test_approx_count_distinct_is_within_its_stated_error_and_equal_online(tmp_p
     keys = encode_arrow_keys(pa.table({"rider": pa.array([1], pa.int64())}), ["rider"])
     online = read_values(store, online_table, keys, int(at.timestamp() * 1_000_000))[0]
     assert online == [offline]  # the same registers offline and online: the same estimate
+
+
+AWKWARD_DOUBLES = [0.1, 1 / 3, 1e7, 12345678.9, 1e15, 1e16, 1.5e300, 1e-4, 1e-5, 5e-324, -0.0, 2.0**53, -7.25]
+
+
+def check_float_sketch(tmp_path: Path, offline: dict[str, object] | None = None) -> None:
+    """``approx_count_distinct`` of doubles: DuckDB or Spark, the tiles and the oracle give the same estimate.
+
+    The values include those whose text differs between Java and Python (``1.0E7`` vs ``10000000.0``):
+    every engine must hash a double by the same text (``sketch.register``: its ``repr``).
+    """
+    from provender.online.keys import encode_arrow_keys
+    from provender.online.memory import MemoryStore
+    from provender.online.tile_writer import TileWriter
+    from provender.online.tiles import read_values
+
+    at = BASE + timedelta(minutes=10)
+    values = [*AWKWARD_DOUBLES, *(n * 1.1e5 + 0.3 for n in range(300)), None]
+    events = [
+        {"rider": 1 + n % 2, "fare": v, "city": "a", "event_timestamp": at - timedelta(seconds=n)}
+        for n, v in enumerate(values)
+    ]
+    for event in events:
+        event["created_timestamp"] = BASE
+    aggregation = pv.Aggregation(column="fare", function="approx_count_distinct", window=timedelta(hours=1), name="n")
+    table = trips_table(tmp_path / "trips", [aggregation])
+    rows = retrieve(tmp_path, events, [(1, at), (2, at)], ["trips:n"], table=table, offline=offline)
+    expected = [expected_value(events, aggregation, rider, at) for rider in (1, 2)]
+    assert [row["trips__n"] for row in rows] == expected
+    online_table = dataclasses.replace(table, stream_source=None)
+    store = MemoryStore()
+    TileWriter(store, online_table, allowed_lateness=timedelta(hours=1)).apply(
+        pa.Table.from_pylist(events, schema=write_schema())
+    )
+    keys = encode_arrow_keys(pa.table({"rider": pa.array([1, 2], pa.int64())}), ["rider"])
+    online = read_values(store, online_table, keys, int(at.timestamp() * 1_000_000))
+    assert [values[0] for values in online] == expected
+
+
+def test_approx_count_distinct_of_doubles_is_the_same_offline_and_online(tmp_path: Path) -> None:
+    check_float_sketch(tmp_path)

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
+from pyspark.sql.types import DoubleType, FloatType, StringType
 
 from provender.definitions import Aggregation, Feature, sketch
 from provender.offline.plan import (
@@ -125,6 +126,14 @@ def _with_windows(join: TableJoin, current: DataFrame, source: DataFrame) -> Dat
     return joined.select(*(F.coalesce(col(c), F.lit(0)).alias(c) if c in counted else col(c) for c in joined.columns))
 
 
+_FLOAT_TEXT = "__provender_float_text"
+
+
+def _double_repr(value: float | None) -> str | None:
+    """A FLOAT or DOUBLE value's text for the sketch (``sketch.register``): its double's ``repr``."""
+    return None if value is None else repr(float(value))
+
+
 def _sketches(pairs: DataFrame, groups: list[str], sketched: list[tuple[str, Aggregation]], at: Column) -> DataFrame:
     """``approx_count_distinct`` per group (``definitions/sketch.py``): ranks per register, then estimates.
 
@@ -134,6 +143,11 @@ def _sketches(pairs: DataFrame, groups: list[str], sketched: list[tuple[str, Agg
     result: DataFrame | None = None
     for column in dict.fromkeys(a.column for _, a in sketched):
         text = f"CAST(`{column}` AS STRING)"
+        if isinstance(pairs.schema[column].dataType, FloatType | DoubleType):
+            # Spark's double-to-text is Java's ("1.0E7"), not the sketch's (Python's repr): a UDF gives it.
+            double_text = F.udf(_double_repr, returnType=StringType(), useArrow=False)
+            pairs = pairs.withColumn(_FLOAT_TEXT, double_text(F.col(f"`{column}`")))
+            text = f"`{_FLOAT_TEXT}`"
         members = [(n, name, a) for n, (name, a) in enumerate(sketched) if a.column == column]
         ranks = [
             F.max(F.when(_in_window(a, at), F.expr(sketch.rank_sql(text)))).alias(f"__provender_m{n}")
