@@ -31,7 +31,7 @@ from provender.online.memory import MemoryStore
 from provender.online.redis import RedisStore
 from provender.online.sqlite import SQLiteStore
 from provender.online.store import OnlineStore
-from provender.online.tile_writer import TileWriter, _Msgpack
+from provender.online.tile_writer import TileWriter, _Batch, _Msgpack
 from tests.support.services import RedisCluster, RedisServer
 from tests.support.stream_windows import (
     BASE,
@@ -150,6 +150,44 @@ def test_rows_of_fixed_width_fields_encode_as_msgpack() -> None:
     unpacker.feed(b"".join(groups))
     assert list(unpacker) == expected
     assert [len(list(msgpack.Unpacker(io))) for io in map(_stream, groups)] == [2, 1, 2]
+
+
+def test_a_batch_encodes_each_keys_items_for_redis_in_one_pass() -> None:
+    """``_Batch.appends``: every eligible key's items (``tiles.TileAppends``), whatever its partitions and tiles."""
+    lateness = LATENESS // timedelta(microseconds=1)
+    # rider 1: two partitions, three tiles, out of order; rider 2: offsets not rising (not eligible); rider 3: one
+    events = make_events(
+        [(1, 25, 0, 1.0, "a"), (2, 3, 0, 2.0, None), (1, 3, 0, None, "b"), (3, 4, 0, 4.0, "c"), (2, 5, 0, 5.0, "d"),
+         (1, 12, 1, 6.0, "a")]
+    )  # fmt: skip
+    partitions, offsets = [0, 1, 1, 0, 1, 0], [10, 7, 8, 11, 7, 12]
+    batch = _Batch.of(rows_of(events), TABLE, LAYOUT, lateness, partitions, offsets)
+    members = np.flatnonzero(batch.eligible)
+    assert [batch.keys[k] for k in members] == key_of(1) + key_of(3)
+    appends = batch.appends(members)
+    groups = batch.tiles
+    for position, k in enumerate(members.tolist()):
+        unpacker = msgpack.Unpacker(raw=True)
+        unpacker.feed(appends.data[appends.bounds[position] : appends.bounds[position + 1]])
+        items = list(unpacker)
+        assert len(items) == appends.items[position]
+        parts, tiles_of = batch.offsets[k], groups[k]
+        limit, latest, encoded, earliest = items[:4]
+        assert (limit, latest, earliest) == (batch.limits[k], batch.latest_list[k], batch.earliest_list[k])
+        assert msgpack.unpackb(encoded) == latest and items[4:6] == [len(parts), len(tiles_of)]
+        at = 6
+        for partition, first, last in parts:
+            index, low, high = items[at : at + 3]
+            assert appends.partitions[index - 1] == tiles.offset_field(partition)
+            assert (low, msgpack.unpackb(high)) == (first, last)
+            at += 3
+        for tile, g in tiles_of:
+            index, state, packed = items[at : at + 3]
+            assert appends.tiles[index - 1] == tile
+            assert tiles.decode_state(state) == tiles.decode_state(tiles.encode_state(batch.fold.states()[g]))
+            assert packed == batch.fold.events[g]
+            at += 3
+    assert len(groups[members[0]]) == 3 and len(batch.offsets[members[0]]) == 2  # 10 s tiles
 
 
 def _stream(data: bytes) -> Any:

@@ -75,7 +75,7 @@ from provender.online import redis_tiles
 from provender.online.codec import StoredRow, codec_for, encode_batch
 from provender.online.redis_async import AsyncRedis, RedisAddress
 from provender.online.store import DEFAULT_PROJECT, ReadRequest, StoreCapabilities, TableFreshness, now_micros
-from provender.online.tiles import TileAppend, TileAppended, TileLayout, TileMerge
+from provender.online.tiles import TileAppended, TileAppends, TileLayout, TileMerge
 
 _hiredis_pack: Callable[[tuple[bytes | str, ...]], bytes] | None
 try:
@@ -449,7 +449,7 @@ class RedisStore:
             redis_tiles.update(self._run, records, fields, merge, group=lambda members: self._by_slot(records, members))
 
     def append_tiles(
-        self, table: FeatureTable, layout: TileLayout, keys: Sequence[bytes], appends: Sequence[TileAppend],
+        self, table: FeatureTable, layout: TileLayout, keys: Sequence[bytes], appends: TileAppends,
         lateness_us: int,
     ) -> list[TileAppended]:  # fmt: skip
         """Apply each key's folded batch without a read: one script call per chunk of keys (``redis_tiles.py``)."""

@@ -20,7 +20,7 @@ from typing import cast
 import msgpack  # type: ignore[import-untyped]
 
 from provender.errors import BackendError
-from provender.online.tiles import MAX_APPENDED_STATES, TileAppend, TileAppended, TileMerge
+from provender.online.tiles import MAX_APPENDED_STATES, TileAppended, TileAppends, TileMerge
 
 # KEYS: the records; ARGV per key: expected version ('' if none), #set, #append, #delete, then
 # the set pairs, the append pairs, the deleted fields. Returns per key 1 (applied) or 0 (conflict).
@@ -142,30 +142,42 @@ def update(
         )
 
 
-# Appends folded batches without a read (``TileAppend``). KEYS: the records; ARGV[1]: msgpack (str
-# for bytes: Redis's cmsgpack has no bin type) of [lateness + longest window, tile size,
-# MAX_APPENDED_STATES, then per key: [watermark limit, latest time, its encoding, [[offset
-# field, first offset, encoded last offset], ...], [[tile, its decimal, encoded state, events],
-# ...], earliest time]]. A tile is in the tile set ``t`` exactly when it has a state.
-# One HMGET and one HSET per key. Returns per key 0 (refused: a replay, a too-late event or one
-# at or before the batch floor ``b``; nothing changed), 1 (applied) or the tiles whose states
-# should be compacted. Numbers are exact below 2^53 (the writer checks its own; stored ones
-# beyond are refused).
+# Appends folded batches without a read (``tiles.TileAppends``). KEYS: the records; ARGV[1]:
+# msgpack (str for bytes: Redis's cmsgpack has no bin type) of [lateness + longest window, tile
+# size, MAX_APPENDED_STATES, the batch's tiles, their decimals, its offset fields]; ARGV[2]: one
+# msgpack array of every key's items, back to back (``TileAppends``: the tiles and partitions by
+# their index in ARGV[1]). Per key one HMGET (version, watermark, batch floor, its partitions'
+# offsets, its tiles' state, events and count of appended states) and one HSET; only a tile new
+# to the key also reads the tile set ``t`` (a tile is in it exactly when it has a state), rewrites
+# it and deletes the tiles no read can reach. Returns per key 0 (refused: a replay, a too-late
+# event or one at or before the batch floor ``b``; nothing changed), 1 (applied) or the tiles
+# whose states should be compacted. Numbers are exact below 2^53 (the writer checks its own;
+# stored ones beyond are refused).
 APPEND_SCRIPT = """
-local batch = cmsgpack.unpack(ARGV[1])
-local reach, size, most = batch[1], batch[2], batch[3]
+local head = cmsgpack.unpack(ARGV[1])
+local reach, size, most, tiles, names, parts = head[1], head[2], head[3], head[4], head[5], head[6]
+local sf, ef, cf = {}, {}, {}
+for j = 1, #tiles do
+  sf[j], ef[j], cf[j] = 's' .. names[j], 'e' .. names[j], 'c' .. names[j]
+end
+local d = cmsgpack.unpack(ARGV[2])
 local exact = 9007199254740992
 local results = {}
 local function tag(tile) return string.format('%d', tile) end
+local at = 1
 for k = 1, #KEYS do
   local key = KEYS[k]
-  local change = batch[3 + k]
-  local limit, latest, offsets, tiles, earliest = change[1], change[2], change[4], change[5], change[6]
-  local fields = {'v', 'w', 't', 'b'}
-  for j = 1, #offsets do fields[#fields + 1] = offsets[j][1] end
-  for j = 1, #tiles do
-    fields[#fields + 1] = 's' .. tiles[j][2]
-    fields[#fields + 1] = 'e' .. tiles[j][2]
+  local limit, latest, encoded, earliest, np, ng = d[at], d[at + 1], d[at + 2], d[at + 3], d[at + 4], d[at + 5]
+  local po = at + 6
+  local go = po + 3 * np
+  at = go + 3 * ng
+  local fields = {'v', 'w', 'b'}
+  for j = 0, np - 1 do fields[4 + j] = parts[d[po + 3 * j]] end
+  local n = 3 + np
+  for j = 0, ng - 1 do
+    local t = d[go + 3 * j]
+    fields[n + 1], fields[n + 2], fields[n + 3] = sf[t], ef[t], cf[t]
+    n = n + 3
   end
   local stored = redis.call('HMGET', key, unpack(fields))
   local ok, watermark = true, nil
@@ -173,61 +185,74 @@ for k = 1, #KEYS do
     watermark = cmsgpack.unpack(stored[2])
     if watermark > limit or watermark >= exact or watermark <= -exact then ok = false end
   end
-  if ok and stored[4] then  -- batch ingestion rebuilt the tiles up to b: later events only
-    local floor = cmsgpack.unpack(stored[4])
+  if ok and stored[3] then  -- batch ingestion rebuilt the tiles up to b: later events only
+    local floor = cmsgpack.unpack(stored[3])
     if floor >= earliest or floor >= exact then ok = false end
   end
-  for j = 1, #offsets do
-    if ok and stored[4 + j] then
-      local offset = cmsgpack.unpack(stored[4 + j])
-      if offset >= offsets[j][2] or offset >= exact then ok = false end
+  if ok then
+    for j = 0, np - 1 do
+      local packed = stored[4 + j]
+      if packed then
+        local offset = cmsgpack.unpack(packed)
+        if offset >= d[po + 3 * j + 1] or offset >= exact then
+          ok = false
+          break
+        end
+      end
     end
   end
   if not ok then
     results[k] = 0
   else
-    local sets = {'v', tag((tonumber(stored[1]) or 0) + 1)}
+    local sets = {'v', (tonumber(stored[1]) or 0) + 1}
+    local s = 2
     if watermark == nil or latest > watermark then
       watermark = latest
-      sets[#sets + 1] = 'w'
-      sets[#sets + 1] = change[3]
+      sets[3], sets[4] = 'w', encoded
+      s = 4
     end
-    for j = 1, #offsets do
-      sets[#sets + 1] = offsets[j][1]
-      sets[#sets + 1] = offsets[j][3]
+    for j = 0, np - 1 do
+      sets[s + 1], sets[s + 2] = parts[d[po + 3 * j]], d[po + 3 * j + 2]
+      s = s + 2
     end
-    local present = {}
-    if stored[3] then present = cmsgpack.unpack(stored[3]) end  -- ascending
-    local previous = present[#present]
     local horizon = watermark - reach
-    local compact, newest, added = {}, nil, false
-    local base = 4 + #offsets
-    for j = 1, #tiles do
-      local tile, name = tiles[j][1], tiles[j][2]
+    local compact, fresh = {}, nil
+    local base = 3 + np
+    for j = 0, ng - 1 do
+      local t = d[go + 3 * j]
+      local tile = tiles[t]
       if (tile + 1) * size > horizon then
-        local state, events = stored[base + 2 * j - 1], stored[base + 2 * j]
-        sets[#sets + 1] = 's' .. name
+        local state, events, count = stored[base + 1], stored[base + 2], stored[base + 3]
         if state then
-          sets[#sets + 1] = state .. tiles[j][3]
-          if redis.call('HINCRBY', key, 'c' .. name, 1) + 1 >= most then compact[#compact + 1] = tile end
+          local c = (tonumber(count) or 0) + 1
+          sets[s + 1], sets[s + 2], sets[s + 3], sets[s + 4] = sf[t], state .. d[go + 3 * j + 1], cf[t], c
+          s = s + 4
+          if c + 1 >= most then compact[#compact + 1] = tile end
         else
-          sets[#sets + 1] = tiles[j][3]
-          added = true  -- a tile without a state is not in the tile set yet
+          sets[s + 1], sets[s + 2] = sf[t], d[go + 3 * j + 1]
+          s = s + 2
+          if fresh == nil then fresh = {} end
+          fresh[#fresh + 1] = tile  -- a tile without a state is not in the tile set yet
         end
-        sets[#sets + 1] = 'e' .. name
-        sets[#sets + 1] = (events or '') .. tiles[j][4]
-        if newest == nil or tile > newest then newest = tile end
+        sets[s + 1], sets[s + 2] = ef[t], (events or '') .. d[go + 3 * j + 2]
+        s = s + 2
       end
+      base = base + 3
     end
-    if previous ~= nil and newest ~= nil and newest > previous and (previous + 1) * size > horizon then
-      if redis.call('HEXISTS', key, 'c' .. tag(previous)) == 1 then compact[#compact + 1] = previous end
-    end
-    if added or (present[1] ~= nil and (present[1] + 1) * size <= horizon) then
+    if fresh ~= nil then
+      local packed = redis.call('HGET', key, 't')
+      local present = {}
+      if packed then present = cmsgpack.unpack(packed) end  -- ascending
+      local previous, newest = present[#present], fresh[1]
+      for _, tile in ipairs(fresh) do
+        if tile > newest then newest = tile end
+      end
+      if previous ~= nil and newest > previous and (previous + 1) * size > horizon then
+        if redis.call('HEXISTS', key, 'c' .. tag(previous)) == 1 then compact[#compact + 1] = previous end
+      end
       local seen, kept, doomed = {}, {}, {}
       for _, tile in ipairs(present) do seen[tile] = true end
-      for j = 1, #tiles do
-        if stored[base + 2 * j - 1] == false and (tiles[j][1] + 1) * size > horizon then seen[tiles[j][1]] = true end
-      end
+      for _, tile in ipairs(fresh) do seen[tile] = true end
       for tile in pairs(seen) do
         if (tile + 1) * size <= horizon then
           doomed[#doomed + 1] = 's' .. tag(tile)
@@ -238,8 +263,7 @@ for k = 1, #KEYS do
         end
       end
       table.sort(kept)
-      sets[#sets + 1] = 't'
-      sets[#sets + 1] = cmsgpack.pack(kept)
+      sets[s + 1], sets[s + 2] = 't', cmsgpack.pack(kept)
       if #doomed > 0 then redis.call('HDEL', key, unpack(doomed)) end
     end
     redis.call('HSET', key, unpack(sets))
@@ -256,7 +280,7 @@ _pack_str = msgpack.Packer(use_bin_type=False).pack
 def append(
     run: Run,
     records: Sequence[bytes],
-    appends: Sequence[TileAppend],
+    appends: TileAppends,
     *,
     reach_us: int,
     tile_us: int,
@@ -267,7 +291,7 @@ def append(
     Args:
         run: sends commands (the script must be loaded: ``SCRIPT LOAD`` of :data:`APPEND_SCRIPT`).
         records: the Redis keys.
-        appends: per record, its folded batch.
+        appends: the records' folded batches, encoded (record ``i``'s are ``appends``' key ``i``).
         reach_us: the allowed lateness plus the longest window (tiles ending before the
             watermark minus this are deleted).
         tile_us: the tile size.
@@ -276,13 +300,22 @@ def append(
     Returns:
         Per record: 0 refused, 1 applied, or the tiles (applied) to compact (:data:`TileAppended`).
     """
+    head = _pack_str(
+        [reach_us, tile_us, MAX_APPENDED_STATES, appends.tiles, [b"%d" % t for t in appends.tiles], appends.partitions]
+    )
+    data, bounds, items = appends.data, appends.bounds, appends.items
     calls: list[Command] = []
     order: list[list[int]] = []
     for members in group(range(len(records))):
         for start in range(0, len(members), _APPENDS_PER_CALL):
             chunk = members[start : start + _APPENDS_PER_CALL]
-            changes: list[object] = [reach_us, tile_us, MAX_APPENDED_STATES, *[appends[i] for i in chunk]]
-            calls.append(("EVALSHA", APPEND_SHA, b"%d" % len(chunk), *(records[i] for i in chunk), _pack_str(changes)))
+            if chunk[-1] - chunk[0] == len(chunk) - 1:  # consecutive keys: their items are one slice
+                body = data[bounds[chunk[0]] : bounds[chunk[-1] + 1]]
+            else:
+                body = b"".join(data[bounds[i] : bounds[i + 1]] for i in chunk)
+            count = sum(items[i] for i in chunk)
+            array = b"\xdd" + count.to_bytes(4, "big") + body  # msgpack array 32 of every key's items
+            calls.append(("EVALSHA", APPEND_SHA, b"%d" % len(chunk), *(records[i] for i in chunk), head, array))
             order.append(chunk)
     results: list[TileAppended] = [0] * len(records)
     for chunk, reply in zip(order, run(calls) if calls else [], strict=True):

@@ -38,7 +38,7 @@ from provender.online.tiles import (
     BATCH_FLOOR,
     TILE_SET,
     WATERMARK,
-    TileAppend,
+    TileAppends,
     TileLayout,
     TileStore,
     TileUpdate,
@@ -135,20 +135,21 @@ class TileWriter:
         fast_applied = fast_late = 0
         append = getattr(self.store, "append_tiles", None)
         if append is not None and batch.exact_in_lua(self.lateness_us + self.layout.longest_us):
-            eligible = [k for k in pending if batch.eligible[k]]
-            statuses = append(
-                self.table, self.layout, [batch.keys[k] for k in eligible], batch.appends(eligible), self.lateness_us
-            )
-            pending = [k for k in pending if not batch.eligible[k]]
-            applied, late = batch.applied, batch.late
-            for k, status in zip(eligible, statuses, strict=True):
+            eligible = np.flatnonzero(batch.eligible)
+            members = eligible.tolist()
+            keys = batch.keys
+            statuses = append(self.table, self.layout, [keys[k] for k in members], batch.appends(eligible),
+                              self.lateness_us)  # fmt: skip
+            pending = np.flatnonzero(~batch.eligible).tolist()
+            taken = np.zeros(len(keys), dtype=bool)
+            for k, status in zip(members, statuses, strict=True):
                 if status == 0:
                     pending.append(k)
                     continue
-                fast_applied += applied[k]
-                fast_late += late[k]
+                taken[k] = True
                 if isinstance(status, list) and status:
                     compact[k] = sorted(set(status))
+            fast_applied, fast_late = int(batch.applied[taken].sum()), int(batch.late[taken].sum())
         if pending:
             self._merge(batch, pending, reports)
         if compact:
@@ -171,9 +172,9 @@ class TileWriter:
         def merge(position: int, stored: list[bytes | None]) -> TileUpdate | None:
             k = members[position]
             record = _Record(layout, dict(zip(fields[position], stored, strict=True)))
-            if batch.eligible[k] and record.accepts(batch.limits[k], batch.offsets[k], batch.earliest[k]):
+            if batch.eligible[k] and record.accepts(batch.limits[k], batch.offsets[k], batch.earliest_list[k]):
                 record.add_partials(batch, k)
-                reports[k] = TileReport(batch.applied[k], batch.late[k], 0)
+                reports[k] = TileReport(int(batch.applied[k]), int(batch.late[k]), 0)
             else:
                 reports[k] = self._add(record, batch, batch.rows[k])
             return record.update(self.lateness_us)
@@ -288,7 +289,7 @@ class TileWriter:
         return TileReport(applied, too_late, replayed)
 
 
-@dataclass(slots=True)
+@dataclass
 class _Batch:
     """A batch folded per key (vectorised): what each key's record gets if nothing of it is late or replayed.
 
@@ -300,21 +301,50 @@ class _Batch:
     partition (first offset, last offset); ``eligible[k]``, whether its offsets increase in each
     partition (else it is merged record by record); ``tiles[k]``, per tile its partial state
     (over the applied rows) and its applied rows' encoded events, in arrival order.
+
+    The per-key figures are numpy arrays (the fast path, :meth:`appends`, stays vectorised);
+    the Python lists the merge path wants are made only when asked for.
     """
 
     keys: list[bytes]
-    rows: list[list[int]]
-    late: list[int]
-    applied: list[int]
-    limits: list[int]
-    latest: list[int]
-    earliest: list[int]
+    order: np.ndarray  # the rows by key (arrival order kept within a key)
+    starts: np.ndarray  # where each key's rows start in ``order``
+    late: np.ndarray
+    applied: np.ndarray
+    earliest_applied: np.ndarray  # per key, the earliest time of its rows not late in the batch
+    latest: np.ndarray
+    earliest: np.ndarray
+    lateness_us: int
     offset_groups: _Offsets
-    eligible: list[bool]
+    eligible: np.ndarray
     fold: _Fold
     partitions: Sequence[int] | None
     partition_offsets: Sequence[int] | None
     magnitude: int  # the largest magnitude of an event time or offset
+
+    @functools.cached_property
+    def rows(self) -> list[list[int]]:
+        """Per key, its rows in arrival order."""
+        order = self.order.tolist()
+        bounds = np.append(self.starts, len(order)).tolist()
+        return [order[bounds[k] : bounds[k + 1]] for k in range(len(self.keys))]
+
+    @functools.cached_property
+    def limits(self) -> list[int]:
+        """Per key, the highest stored watermark under which none of its rows not late in the batch is."""
+        return [m + self.lateness_us for m in self.earliest_applied.tolist()]  # Python ints: no overflow
+
+    @functools.cached_property
+    def latest_list(self) -> list[int]:
+        """Per key, the batch's latest event time (Python ints)."""
+        values: list[int] = self.latest.tolist()
+        return values
+
+    @functools.cached_property
+    def earliest_list(self) -> list[int]:
+        """Per key, the batch's earliest event time (Python ints)."""
+        values: list[int] = self.earliest.tolist()
+        return values
 
     @property
     def offsets(self) -> list[list[tuple[int, int, int]]]:
@@ -345,23 +375,94 @@ class _Batch:
         """Whether every time (give or take ``reach``) and offset is exact as a Lua number."""
         return self.magnitude + reach < EXACT_IN_LUA
 
-    def appends(self, members: Sequence[int]) -> list[TileAppend]:
-        """The folded batches of keys ``members``, for a store that appends without a read."""
-        limits, latest, earliest = self.limits, self.latest, self.earliest
-        items, bounds = self.fold.items(len(self.keys))
-        packed_latest = _Msgpack.ints(np.asarray(latest, dtype=np.int64))
-        flat, starts = self.offset_groups.packed(), self.offset_groups.bounds
-        return [
-            (
-                limits[k],
-                latest[k],
-                packed_latest[k],
-                flat[starts[k] : starts[k + 1]],
-                items[bounds[k] : bounds[k + 1]],
-                earliest[k],
-            )
-            for k in members
-        ]
+    def appends(self, members: np.ndarray) -> TileAppends:
+        """The folded batches of keys ``members`` (ascending), encoded for a store that appends without a read.
+
+        Per key, its items (``tiles.TileAppends``), back to back, built at once: fixed-width
+        parts as byte matrices, the states and events as the fold's encoded blobs, gathered in
+        order with one index (no Python object per key). Only when :meth:`exact_in_lua` holds.
+        """
+        fold, offsets = self.fold, self.offset_groups
+        n = len(members)
+        rank = np.full(len(self.keys), -1, dtype=np.int64)
+        rank[members] = np.arange(n)
+        # the batch's tiles and partitions, referenced by index (from 1)
+        group_keys, group_tiles = fold.group_keys_array, fold.group_tiles_array
+        chosen = np.flatnonzero(rank[group_keys] >= 0)
+        tiles, tile_index = np.unique(group_tiles[chosen], return_inverse=True)
+        entries = np.flatnonzero(rank[offsets.entry_keys] >= 0)
+        parts, part_index = np.unique(offsets.entry_parts[entries], return_inverse=True)
+        parts_per_key = np.bincount(rank[offsets.entry_keys[entries]], minlength=n)
+        groups_per_key = np.bincount(rank[group_keys[chosen]], minlength=n)
+        latest = self.latest[members]
+        head = _Bytes.join(
+            _Bytes.ints(self.earliest_applied[members] + self.lateness_us),
+            _Bytes.ints(latest),
+            _Bytes.short_str(_Bytes.ints(latest)),
+            _Bytes.ints(self.earliest[members]),
+            _Bytes.ints(parts_per_key),
+            _Bytes.ints(groups_per_key),
+        )
+        entry = _Bytes.join(
+            _Bytes.ints(part_index.reshape(-1) + 1),
+            _Bytes.ints(offsets.entry_lows[entries]),
+            _Bytes.short_str(_Bytes.ints(offsets.highs[entries])),
+        )
+        state_blob, state_bounds = fold.state_blob()
+        event_blob, event_bounds = fold.event_blob()
+        state_lengths = np.diff(state_bounds)[chosen]
+        event_lengths = np.diff(event_bounds)[chosen]
+        group_head = _Bytes.join(_Bytes.ints(tile_index.reshape(-1) + 1), _Bytes.str_header(state_lengths))
+        event_head = _Bytes.str_header(event_lengths)
+        # every piece: (source array, start in it, length, key rank, position within the key)
+        sources = [head.reshape(-1), entry.reshape(-1), group_head.reshape(-1), state_blob, event_head.reshape(-1),
+                   event_blob]  # fmt: skip
+        base = np.cumsum([0] + [len(source) for source in sources])
+        g = len(chosen)
+        within = np.arange(g) - np.repeat(np.cumsum(groups_per_key) - groups_per_key, groups_per_key)
+        e = len(entries)
+        entry_within = np.arange(e) - np.repeat(np.cumsum(parts_per_key) - parts_per_key, parts_per_key)
+        starts = np.concatenate([
+            base[0] + np.arange(n) * head.shape[1],
+            base[1] + np.arange(e) * entry.shape[1],
+            base[2] + np.arange(g) * group_head.shape[1],
+            base[3] + state_bounds[chosen],
+            base[4] + np.arange(g) * event_head.shape[1],
+            base[5] + event_bounds[chosen],
+        ])  # fmt: skip
+        lengths = np.concatenate([
+            np.full(n, head.shape[1]), np.full(e, entry.shape[1]), np.full(g, group_head.shape[1]), state_lengths,
+            np.full(g, event_head.shape[1]), event_lengths,
+        ])  # fmt: skip
+        group_rank = rank[group_keys[chosen]]
+        owner = np.concatenate([np.arange(n), rank[offsets.entry_keys[entries]], group_rank, group_rank, group_rank,
+                                group_rank])  # fmt: skip
+        slot = np.concatenate([
+            np.zeros(n, np.int64), 1 + entry_within, 2**40 + 4 * within, 2**40 + 4 * within + 1,
+            2**40 + 4 * within + 2, 2**40 + 4 * within + 3,
+        ])  # fmt: skip
+        ordered = np.lexsort((slot, owner))
+        lengths, starts = lengths[ordered], starts[ordered]
+        out = np.cumsum(lengths) - lengths
+        total = int(lengths.sum())
+        # the source index of every output byte: runs of consecutive indexes, one per piece (a
+        # running sum of steps: 1 within a piece, a jump to the next piece's start between them)
+        pieces = np.flatnonzero(lengths)
+        steps = np.ones(total, dtype=np.int64)
+        if len(pieces):
+            first, rest = pieces[0], pieces[1:]
+            steps[0] = starts[first]
+            previous = pieces[:-1]
+            steps[out[rest]] = starts[rest] - (starts[previous] + lengths[previous] - 1)
+        data = np.concatenate(sources)[np.cumsum(steps)].tobytes()
+        bounds = np.append(out[ordered < n], total)  # each key's head piece starts its items
+        return TileAppends(
+            tiles=tiles.tolist(),
+            partitions=[offset_field(p) for p in parts.tolist()],
+            data=data,
+            bounds=bounds.tolist(),
+            items=(6 + 3 * parts_per_key + 3 * groups_per_key).tolist(),
+        )
 
     @classmethod
     def of(
@@ -399,22 +500,23 @@ class _Batch:
         order, late, starts = _too_late_in_batch(key_ids, events, lateness_us)
         ends = np.append(starts[1:], n)
         times = events[order]
-        late_counts = np.add.reduceat(late.astype(np.int64), starts).tolist()
+        late_counts = np.add.reduceat(late.astype(np.int64), starts)
         key_offsets = _Offsets(len(keys), partitions, offsets, key_ids)
         magnitude = int(np.abs(events).max())
         if offsets is not None and len(offsets):
             magnitude = max(magnitude, int(np.abs(np.asarray(offsets, dtype=np.int64)).max()))
         rows_in = _Rows(events, created_rank, created_valid, created_micros, columns)
         fold = _Fold(layout, rows_in, order[~late], key_ids[order][~late])
-        order_list = order.tolist()
         return cls(
             keys=keys,
-            rows=[order_list[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True)],
+            order=order,
+            starts=starts,
             late=late_counts,
-            applied=[int(e - s) - c for s, e, c in zip(starts.tolist(), ends.tolist(), late_counts, strict=True)],
-            limits=[m + lateness_us for m in np.minimum.reduceat(np.where(late, _INT64_MAX, times), starts).tolist()],
-            latest=np.maximum.reduceat(times, starts).tolist(),
-            earliest=np.minimum.reduceat(times, starts).tolist(),
+            applied=(ends - starts) - late_counts,
+            earliest_applied=np.minimum.reduceat(np.where(late, _INT64_MAX, times), starts),
+            latest=np.maximum.reduceat(times, starts),
+            earliest=np.minimum.reduceat(times, starts),
+            lateness_us=lateness_us,
             offset_groups=key_offsets,
             eligible=key_offsets.eligible,
             fold=fold,
@@ -493,11 +595,11 @@ class _Offsets:
     def __init__(
         self, keys: int, partitions: Sequence[int] | None, offsets: Sequence[int] | None, key_ids: np.ndarray
     ) -> None:
-        self.eligible = [True] * keys  # whether the key's offsets rise within each partition
+        self.eligible = np.ones(keys, dtype=bool)  # whether the key's offsets rise within each partition
         self.keys = keys
-        self.flat: list[tuple[int, int, int]] = []
-        self.bounds = [0] * (keys + 1)
-        self.highs = np.zeros(0, dtype=np.int64)
+        empty = np.zeros(0, dtype=np.int64)
+        # per entry (sorted by key, then partition): its key, partition, first and last offset
+        self.entry_keys, self.entry_parts, self.entry_lows, self.highs = empty, empty, empty, empty
         if partitions is None or offsets is None:
             return
         n = len(key_ids)
@@ -509,35 +611,25 @@ class _Offsets:
         group[1:] = (pk[1:] != pk[:-1]) | (pp[1:] != pp[:-1])
         rising = np.ones(n, dtype=bool)
         rising[1:] = group[1:] | (op[1:] > op[:-1])
-        for k in np.unique(pk[~rising]).tolist():
-            self.eligible[k] = False
+        self.eligible[pk[~rising]] = False
         starts = np.flatnonzero(group)
         ends = np.append(starts[1:], n) - 1
-        self.highs = op[ends]
-        self.flat = list(zip(pp[starts].tolist(), op[starts].tolist(), self.highs.tolist(), strict=True))
-        self.bounds = np.searchsorted(pk[starts], np.arange(keys + 1)).tolist()
+        self.entry_keys, self.entry_parts, self.entry_lows, self.highs = pk[starts], pp[starts], op[starts], op[ends]
 
     @functools.cached_property
     def per_key(self) -> list[list[tuple[int, int, int]]]:
         """Per key, its (partition, first offset, last offset)."""
-        flat, bounds = self.flat, self.bounds
+        flat = list(zip(self.entry_parts.tolist(), self.entry_lows.tolist(), self.highs.tolist(), strict=True))
+        bounds = np.searchsorted(self.entry_keys, np.arange(self.keys + 1)).tolist()
         return [flat[bounds[k] : bounds[k + 1]] for k in range(self.keys)]
-
-    def packed(self) -> list[tuple[bytes, int, bytes]]:
-        """The flat entries as (offset field, first offset, encoded last offset)."""
-        fields: dict[int, bytes] = {}
-        highs = _Msgpack.ints(self.highs)
-        return [
-            (fields.get(p) or fields.setdefault(p, offset_field(p)), low, high)
-            for (p, low, _), high in zip(self.flat, highs, strict=True)
-        ]
 
 
 class _Fold:
     """A batch's applied rows grouped by (key, tile): per group its partial state and encoded events.
 
     Columns of numbers, booleans and times (and no distinct values kept) are folded with numpy
-    and encoded at once (:class:`_Msgpack`); the others through Python values.
+    and encoded at once (:class:`_Msgpack`, one blob with each group's bounds); the others
+    through Python values.
     """
 
     def __init__(self, layout: TileLayout, rows: _Rows, applied: np.ndarray, applied_keys: np.ndarray) -> None:
@@ -548,17 +640,13 @@ class _Fold:
         new_group = np.ones(len(index), dtype=bool)
         new_group[1:] = (group_keys[1:] != group_keys[:-1]) | (group_tiles[1:] != group_tiles[:-1])
         self.starts = np.flatnonzero(new_group)
-        self.group_keys, self.group_tiles = group_keys[self.starts].tolist(), group_tiles[self.starts].tolist()
+        self.group_keys_array, self.group_tiles_array = group_keys[self.starts], group_tiles[self.starts]
         self.layout, self.rows, self.index = layout, rows, index
         self.group_of = np.cumsum(new_group) - 1
         self.columns = [
             _ColumnFold(layout, c, rows, index, self.group_of, self.starts) for c in range(len(rows.columns))
         ]
-        fixed = all(column.kind is not None for column in self.columns)
-        self.events = self._encode_events() if fixed else self._pack_events()
-        self._encoded: list[bytes] | None = None
-        if fixed and not any(layout.distinct) and not any(layout.sketched):
-            self._encoded = self._encode_states()
+        self.fixed = all(column.kind is not None for column in self.columns)
         self._states: list[list[list[Any]]] | None = None
         self._by_key: list[list[tuple[int, int]]] | None = None
 
@@ -566,24 +654,34 @@ class _Fold:
         """Per key, its groups: (tile, group)."""
         if self._by_key is None:
             groups: list[list[tuple[int, int]]] = [[] for _ in range(keys)]
-            for g, (k, tile) in enumerate(zip(self.group_keys, self.group_tiles, strict=True)):
+            group_keys, group_tiles = self.group_keys_array.tolist(), self.group_tiles_array.tolist()
+            for g, (k, tile) in enumerate(zip(group_keys, group_tiles, strict=True)):
                 groups[k].append((tile, g))
             self._by_key = groups
         return self._by_key
 
-    def items(self, keys: int) -> tuple[list[tuple[int, bytes, bytes, bytes]], list[int]]:
-        """Per group (tile, its decimal, encoded state, events); and where each key's groups start."""
-        encoded = self.encoded()
-        names = {tile: b"%d" % tile for tile in set(self.group_tiles)}
-        items = [(tile, names[tile], encoded[g], self.events[g]) for g, tile in enumerate(self.group_tiles)]
-        bounds = np.searchsorted(np.asarray(self.group_keys, dtype=np.int64), np.arange(keys + 1)).tolist()
-        return items, bounds
+    @functools.cached_property
+    def events(self) -> list[bytes]:
+        """Per group, its rows' encoded events, back to back."""
+        return _split(*self.event_blob())
 
-    def encoded(self) -> list[bytes]:
-        """Per group, its partial state encoded (:func:`tiles.encode_state`)."""
-        if self._encoded is None:
-            self._encoded = [encode_state(state) for state in self.states()]
-        return self._encoded
+    @functools.cached_property
+    def _event_blob(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._encode_events() if self.fixed else _joined(self._pack_events())
+
+    def event_blob(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every group's encoded events in one byte array, and where each group's start (one more: the end)."""
+        return self._event_blob
+
+    @functools.cached_property
+    def _state_blob(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.fixed and not any(self.layout.distinct) and not any(self.layout.sketched):
+            return self._encode_states()
+        return _joined([encode_state(state) for state in self.states()])
+
+    def state_blob(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every group's encoded partial state in one byte array, and where each group's starts."""
+        return self._state_blob
 
     def states(self) -> list[list[list[Any]]]:
         """Per group, its partial state (what :func:`tiles.add_value` gives row by row)."""
@@ -605,7 +703,7 @@ class _Fold:
         bounds = np.append(self.starts, len(index)).tolist()
         return [b"".join(packed[bounds[g] : bounds[g + 1]]) for g in range(len(self.starts))]
 
-    def _encode_events(self) -> list[bytes]:
+    def _encode_events(self) -> tuple[np.ndarray, np.ndarray]:
         rows, index = self.rows, self.index
         encoder = _Msgpack(len(index))
         encoder.header(2 + len(self.columns))
@@ -614,9 +712,9 @@ class _Fold:
         for column in self.columns:
             assert column.kind is not None
             encoder.add(column.kind, column.data, column.valid)
-        return encoder.slices(self.starts)
+        return encoder.blob(self.starts)
 
-    def _encode_states(self) -> list[bytes]:
+    def _encode_states(self) -> tuple[np.ndarray, np.ndarray]:
         groups = len(self.starts)
         encoder = _Msgpack(groups)
         encoder.header(len(self.columns))
@@ -633,7 +731,53 @@ class _Fold:
             encoder.add(column.kind, column.last_values, filled)
             encoder.nil()
             encoder.nil()
-        return encoder.slices(np.arange(groups))
+        return encoder.blob(np.arange(groups))
+
+
+def _joined(parts: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Byte strings as one byte array and their bounds."""
+    bounds = np.zeros(len(parts) + 1, dtype=np.int64)
+    np.cumsum([len(part) for part in parts], out=bounds[1:])
+    return np.frombuffer(b"".join(parts), dtype=np.uint8), bounds
+
+
+def _split(blob: np.ndarray, bounds: np.ndarray) -> list[bytes]:
+    """The byte strings of a blob, cut at ``bounds``."""
+    data, edges = blob.tobytes(), bounds.tolist()
+    return [data[edges[g] : edges[g + 1]] for g in range(len(edges) - 1)]
+
+
+class _Bytes:
+    """Fixed-width msgpack items as byte matrices (one row per item), for :meth:`_Batch.appends`."""
+
+    @staticmethod
+    def ints(values: np.ndarray) -> np.ndarray:
+        """Each int64 as msgpack ``int 64`` (9 bytes)."""
+        n = len(values)
+        matrix = np.empty((n, 9), dtype=np.uint8)
+        matrix[:, 0] = 0xD3
+        matrix[:, 1:] = np.asarray(values, dtype=np.int64).astype(">i8").view(np.uint8).reshape(n, 8)
+        return matrix
+
+    @staticmethod
+    def short_str(matrix: np.ndarray) -> np.ndarray:
+        """Each row (under 32 bytes) as a msgpack ``fixstr`` holding it."""
+        header = np.full((len(matrix), 1), 0xA0 | matrix.shape[1], dtype=np.uint8)
+        return np.hstack([header, matrix])
+
+    @staticmethod
+    def str_header(lengths: np.ndarray) -> np.ndarray:
+        """The msgpack ``str 32`` header (5 bytes) of strings of ``lengths``."""
+        n = len(lengths)
+        matrix = np.empty((n, 5), dtype=np.uint8)
+        matrix[:, 0] = 0xDB
+        matrix[:, 1:] = np.asarray(lengths, dtype=np.int64).astype(">u4").view(np.uint8).reshape(n, 4)
+        return matrix
+
+    @staticmethod
+    def join(*matrices: np.ndarray) -> np.ndarray:
+        """Matrices side by side (each row: the items in order)."""
+        return np.hstack(matrices)
 
 
 class _ColumnFold:
@@ -774,22 +918,21 @@ class _Msgpack:
         self.matrices.append(matrix)
         self.used.append(used)
 
-    @classmethod
-    def ints(cls, values: np.ndarray) -> list[bytes]:
-        """Each int64 encoded on its own."""
-        encoder = cls(len(values))
-        encoder.add("i", values, None)
-        return encoder.slices(np.arange(len(values)))
+    def blob(self, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The encoded rows back to back, and where each group of rows starting at ``starts`` starts (and the end)."""
+        if not self.rows:
+            return np.zeros(0, dtype=np.uint8), np.zeros(len(starts) + 1, dtype=np.int64)
+        used = np.concatenate(self.used, axis=1)
+        blob = np.concatenate(self.matrices, axis=1)[used]
+        ends = np.cumsum(used.sum(axis=1))
+        bounds = np.append(np.concatenate(([0], ends))[starts], ends[-1])
+        return blob, bounds
 
     def slices(self, starts: np.ndarray) -> list[bytes]:
         """The encoded rows, joined per group of rows starting at ``starts``."""
         if not self.rows:
             return []
-        used = np.concatenate(self.used, axis=1)
-        blob = np.concatenate(self.matrices, axis=1)[used].tobytes()
-        ends = np.cumsum(used.sum(axis=1))
-        bounds = np.append(np.concatenate(([0], ends))[starts], ends[-1]).tolist()
-        return [blob[bounds[g] : bounds[g + 1]] for g in range(len(starts))]
+        return _split(*self.blob(starts))
 
 
 def _distinct(
@@ -882,7 +1025,7 @@ class _Record:
 
     def add_partials(self, batch: _Batch, k: int) -> None:
         """Add key ``k``'s folded batch (every row not too late against the batch: :meth:`accepts` held)."""
-        latest = batch.latest[k]
+        latest = batch.latest_list[k]
         self.watermark = latest if self.watermark is None or latest > self.watermark else self.watermark
         for partition, _, high in batch.offsets[k]:
             self.offsets[partition] = self.moved[partition] = high

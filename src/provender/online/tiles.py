@@ -424,20 +424,33 @@ class TileUpdate(NamedTuple):
     delete: list[bytes]
 
 
-TileAppend = tuple[int, int, bytes, list[tuple[bytes, int, bytes]], list[tuple[int, bytes, bytes, bytes]], int]
-"""One key's folded batch, for a store that applies it without a read (``append_tiles``).
+class TileAppends(NamedTuple):
+    """Several keys' folded batches, for a store that applies them without a read (``append_tiles``).
 
-``(watermark limit, latest time, its encoding, [(offset field, first offset, encoded last
-offset)], [(tile, its decimal, encoded state of its events, the encoded events)], earliest
-time)`` (a plain tuple: one per key of every batch). The store applies it atomically, and only
-if none of its events is too late or a replay against the key's record: the stored watermark
-is at most the limit, each partition's stored offset is below the batch's first, and the batch
-floor (``b``, if any) is before the earliest time. It then appends each tile's state to
-``s<tile>`` (several states appended read as their merge; :func:`decode_state`) and counts the
-extra ones in ``c<tile>``, appends the events to ``e<tile>``, moves the watermark to the latest
-time if later and the offsets to the batch's last, and deletes the tiles no read can reach
-(as ``tile_writer._Record`` does).
-"""
+    Each key's items are msgpack values back to back in ``data`` (``data[bounds[i]:bounds[i + 1]]``,
+    ``items[i]`` of them), all integers as ``int 64``:
+
+    ``watermark limit, latest time, its encoding (str), earliest time, P, G``, then P times
+    ``partition (index in partitions, from 1), first offset, encoded last offset (str)``, then G
+    times ``tile (index in tiles, from 1), encoded state of its events (str), the encoded events (str)``.
+
+    The store applies a key's items atomically, and only if none of its events is too late or a
+    replay against the key's record: the stored watermark is at most the limit, each partition's
+    stored offset is below the batch's first, and the batch floor (``b``, if any) is before the
+    earliest time. It then appends each tile's state to ``s<tile>`` (several states appended read
+    as their merge; :func:`decode_state`) and counts the extra ones in ``c<tile>``, appends the
+    events to ``e<tile>``, moves the watermark to the latest time if later and the offsets to the
+    batch's last; when a tile is new to the key, it adds it to the tile set and deletes the tiles
+    no read can reach (as ``tile_writer._Record`` does on every change; here only then, so an
+    unreachable tile may outlive its horizon until the key's next new tile).
+    """
+
+    tiles: list[int]
+    partitions: list[bytes]  # the offset fields (``o<p>``)
+    data: bytes
+    bounds: list[int]
+    items: list[int]
+
 
 TileAppended = int | list[int]
 """Per key of ``append_tiles``: 0 refused (merge it instead), 1 applied, or the tiles (applied) whose
