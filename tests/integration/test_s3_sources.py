@@ -442,3 +442,58 @@ def test_duckdb_reads_objects_of_a_read_no_longer_kept(
     assert heads and all("day=1" in r or "day%3D1" in r for r in heads), heads  # only the dropped read's
     with pytest.raises(duckdb.Error):
         con.sql(f"SELECT * FROM read_parquet('{first[0].replace('/p.parquet', '/missing.parquet')}')").fetchall()
+
+
+def test_credentials_and_endpoint_from_the_standard_environment(
+    tmp_path: Path, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No ``storage:`` settings: the AWS_* variables reach S3 Parquet, S3 Delta and an S3 output alike."""
+    deltalake = pytest.importorskip("deltalake")
+    import pyarrow as pa
+
+    from tests.support.builders import source_schema
+    from tests.support.objectstore import ACCESS_KEY
+
+    local, remote = _tables(tmp_path, s3_server)
+    bucket = remote.batch_source.path.split("/")[2]  # type: ignore[union-attr]
+    environment = {
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": s3_server.endpoint_url,
+    }
+    rows = pa.Table.from_pylist(driver_rows(), schema=source_schema(driver_stats(), ENTITIES))
+    delta_url = f"s3://{bucket}/delta/driver_stats"
+    deltalake.write_deltalake(
+        delta_url, rows, storage_options={**environment, "AWS_ALLOW_HTTP": "true", "AWS_S3_ALLOW_UNSAFE_RENAME": "true"}
+    )
+    delta = dataclasses.replace(
+        driver_stats(max_age=None),
+        batch_source=pv.DeltaSource(
+            path=delta_url, event_timestamp_column="event_ts", created_timestamp_column="created"
+        ),
+    )
+    refs = ["driver_stats:trips", "driver_stats:rate"]
+    with _client(tmp_path / "local", None) as client:
+        client.apply([ENTITIES["driver_id"], local])
+        expected = client.get_historical_features(refs, entity_frame()).to_pandas()
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    caplog.set_level(logging.DEBUG)
+    for kind, table in (("parquet", remote), ("delta", delta)):
+        project = tmp_path / kind
+        with pv.Client(config=str(write_config(project))) as client:
+            assert client.settings.storage.s3 is None or client.settings.storage.s3.access_key_id is None
+            client.apply([ENTITIES["driver_id"], table])
+            job = client.get_historical_features(refs, entity_frame())
+            out = f"s3://{bucket}/training/{kind}.parquet"
+            job.to_parquet(out)
+            assert job.to_pandas().equals(expected), kind
+        with pa.fs.S3FileSystem(  # type: ignore[attr-defined]
+            endpoint_override=s3_server.endpoint_url.split("//")[1], scheme="http", access_key=ACCESS_KEY,
+            secret_key=SECRET_KEY, region="us-east-1",
+        ).open_input_file(out[len("s3://"):]) as handle:  # fmt: skip
+            import pyarrow.parquet as pq
+
+            assert pq.read_table(handle).to_pandas().equals(expected), kind
+    assert SECRET_KEY not in caplog.text

@@ -190,15 +190,8 @@ def _location(
     store = open_store(source.path, storage, what)
     if store.scheme != "s3":  # deltalake reads its own environment for other stores (GOOGLE_*)
         return source.path, None, store.scrub
-    settings = (storage or StorageSection()).s3
-    options = {"AWS_REGION": settings.region or "us-east-1"}
-    if store.access_key_id is not None and store.secrets:
-        options.update(AWS_ACCESS_KEY_ID=store.access_key_id, AWS_SECRET_ACCESS_KEY=store.secrets[0])
-        if len(store.secrets) > 1:
-            options["AWS_SESSION_TOKEN"] = store.secrets[1]
-    if settings.endpoint_url:
-        options["AWS_ENDPOINT_URL"] = settings.endpoint_url
-        options["AWS_ALLOW_HTTP"] = str(settings.endpoint_url.startswith("http://")).lower()
+    # The keys, region and endpoint open_store resolved (settings, else the AWS_* environment).
+    options = {name: value for name, value in store.client_options if name.startswith("AWS_")}
     return source.path, options, store.scrub
 
 
