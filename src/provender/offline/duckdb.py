@@ -131,6 +131,8 @@ class DuckDBEngine:
 
     def close(self) -> None:
         """Close the database."""
+        if self._objects is not None:
+            self._objects.close()
         self._db.close()
 
     # -- retrieval -----------------------------------------------------------------------------

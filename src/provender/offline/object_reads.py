@@ -27,18 +27,24 @@ Listing, pruning, credentials and lineage are those of :mod:`provender.offline.o
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import re
 import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from provender.offline.lineage import InputFile
 from provender.offline.objectstore import ObjectStore, split_url
+
+if TYPE_CHECKING:
+    from deltalake._internal import DeltaFileSystemHandler
 
 WHOLE_OBJECT = 2 << 20
 """Objects up to this size are fetched whole at their first read (a request costs about as long
@@ -51,6 +57,8 @@ CACHE_BYTES = 256 << 20
 """At most this many fetched bytes are kept for reuse (per database, least recently used dropped)."""
 KEPT_READS = 64
 """The reads whose listings are kept (see :class:`ObjectReads`)."""
+PREFETCH_THREADS = 8
+"""Objects whose first bytes are fetched at once when a read is added (see :meth:`ObjectReads._prefetch`)."""
 
 
 def available() -> bool:
@@ -218,6 +226,12 @@ class ObjectFile:
         self.close()
 
 
+def _read_last_byte(file: ObjectFile) -> None:
+    with contextlib.suppress(OSError):  # a failed prefetch: DuckDB's own read fails or succeeds
+        file.seek(-1, 2)
+        file.read(1)
+
+
 @dataclass(frozen=True, slots=True)
 class _Read:
     """One read's listed objects (by key in ``bucket``) and the client that knows their sizes."""
@@ -273,6 +287,7 @@ class ObjectReads:
         self.filesystem = Objects()
         self.protocol: str = Objects.protocol
         self.ranges = FetchedRanges()
+        self._prefetcher = ThreadPoolExecutor(PREFETCH_THREADS, thread_name_prefix="provender-s3-prefetch")
         self._lock = threading.Lock()
         self._stores: dict[tuple[tuple[str, str], ...], str] = {}
         self._reads: OrderedDict[str, _Read] = OrderedDict()
@@ -292,7 +307,27 @@ class ObjectReads:
             self._reads[read] = _Read(store_id, bucket, known, client)
             while len(self._reads) > KEPT_READS:
                 self._reads.popitem(last=False)
+        self._prefetch(read, bucket, client, [(key, f.size) for key, f in known.items() if f.size is not None])
         return [f"{self.protocol}://{read}/{store_id}/{bucket}/{key}" for key in known]
+
+    def _prefetch(self, read: str, bucket: str, client: DeltaFileSystemHandler, sizes: list[tuple[str, int]]) -> None:
+        """Start fetching what DuckDB reads first of each object, :data:`PREFETCH_THREADS` at a time.
+
+        Binding a scan, DuckDB reads every file's footer, one file after another; fetched here
+        concurrently first (whole objects up to :data:`WHOLE_OBJECT`, else the last
+        :data:`FOOTER` bytes), its reads find them kept or in flight and wait for them instead
+        of each paying a round trip in turn. At most half of :data:`CACHE_BYTES` is prefetched
+        per read, so nothing prefetched pushes out what another was.
+        """
+        budget = CACHE_BYTES // 2
+        for key, size in sizes:
+            budget -= size if size <= WHOLE_OBJECT else FOOTER
+            if budget < 0:
+                break
+            file = ObjectFile(
+                functools.partial(client.open_input_file, key), f"{read}/{bucket}/{key}", size, self.ranges
+            )
+            self._prefetcher.submit(_read_last_byte, file)
 
     def locate(self, path: str) -> tuple[str, int, datetime, Callable[[], Any]]:
         """The cache name, size, time and a handle opener of the object ``path`` (a URL from :meth:`add`)."""
@@ -316,6 +351,10 @@ class ObjectReads:
             raise FileNotFoundError(path)
         when = modified or datetime(1970, 1, 1, tzinfo=UTC)
         return f"{read_id}/{bucket}/{key}", size, when, lambda: client.open_input_file(key)
+
+    def close(self) -> None:
+        """Stop prefetching (fetches under way finish; none queued starts)."""
+        self._prefetcher.shutdown(wait=False, cancel_futures=True)
 
     def scrub(self, text: str) -> str:
         """``text`` with this filesystem's URLs written back as ``s3://`` ones."""
