@@ -185,12 +185,24 @@ class HistoricalJob:
         self._track = track
         self._expectations = tuple(expectations)
         self._check_output = check_output
+        self._record_id: str | None = None
+
+    @property
+    def id(self) -> str | None:
+        """The id of the job record of the last result computed (``to_pandas``, ``to_arrow``, ``to_parquet``).
+
+        Each result is one retrieval, recorded as a job (kind ``historical``, with its lineage):
+        ``client.get_job(job.id)``. None before a result is computed, or if the registry refused the record.
+        """
+        return self._record_id
 
     def _recorded(self, produce: Callable[[], _T], rows_of: Callable[[_T], int]) -> _T:
         """Run ``produce``, recorded as a job in the registry (RUNNING, then SUCCEEDED or FAILED)."""
         report = None if self._track is None else self._track()
         if report is None:
             return produce()
+        record = getattr(report, "record", None)
+        self._record_id = getattr(record, "id", None)
         try:
             result = produce()
         except BaseException as exc:

@@ -143,9 +143,11 @@ def test_job_records_keep_the_lineage_shown_by_the_cli(tmp_path: Path, delta_pat
     with make_client(tmp_path / "p") as client:
         client.apply([ENTITIES["driver_id"], _table(delta_path)])
         job = client.get_historical_features(REFS, entity_frame())
+        assert job.id is None  # nothing computed, nothing recorded yet
         job.to_arrow()
         (record,) = [j for j in client.list_jobs(include_finished=True) if j.record.kind.value == "historical"]
-        assert record.lineage() == job.lineage()
+        assert job.id == record.id
+        assert client.get_job(job.id).lineage() == record.lineage() == job.lineage()
         assert record.lineage()[0].delta_version == 2
         config = client.settings.base_dir / "provender.yaml"
     result = CliRunner().invoke(cli, ["--config", str(config), "jobs", "lineage", record.id])
