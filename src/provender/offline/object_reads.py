@@ -13,7 +13,9 @@ filesystem registered once in the engine's DuckDB (:class:`ObjectReads`): every 
 with its listed size and time (no HEAD request) and fetched in ranged GETs:
 
 - an object of at most :data:`WHOLE_OBJECT` bytes is fetched whole at its first read (one
-  request: its footer and every column chunk a scan needs, which for small files is about all);
+  request: its footer and every column chunk a scan needs, which for small files is about all),
+  while the read's objects fetched so are under half of :data:`CACHE_BYTES` (so they are still
+  kept when the scan comes); past that, a first read near the end fetches the footer only;
 - in a larger one, a read near the end fetches the last :data:`FOOTER` bytes (the footer and
   the metadata DuckDB asks for next), and a read elsewhere at least :data:`MIN_FETCH` bytes, so
   small column chunks close together (a narrow projection of many row groups) cost one request
@@ -91,7 +93,8 @@ class FetchedRanges:
         self._by_object: dict[str, dict[int, bytes]] = {}
         self._order: OrderedDict[tuple[str, int], None] = OrderedDict()  # least recently used first
         self._bytes = 0
-        self._fetched: set[str] = set()  # objects with a fetch started (their first read is past)
+        self._fetched: dict[str, set[str]] = {}  # by read: objects with a fetch started (first read past)
+        self._whole: dict[str, int] = {}  # by read: bytes of objects fetched whole at their first read
         self._pending: dict[str, list[tuple[int, int, threading.Event]]] = {}
 
     def read(
@@ -104,8 +107,11 @@ class FetchedRanges:
     ) -> bytes:
         """Bytes ``[start, end)`` of ``key``: kept, fetched by another thread, or ``fetch``-ed here.
 
-        ``span(start, end, first)`` says which range to fetch (``first``: nothing of the object
-        was fetched yet); ``fetch(first, last)`` fetches it.
+        ``key`` is ``read/...``: the read it belongs to, then the object. ``span(start, end,
+        whole)`` says which range to fetch (``whole``: nothing of the object was fetched yet, and
+        the read's objects fetched whole at their first read are under half of ``limit``, so they
+        stay kept until the scan: past that, binding a scan fetches footers only, and the scan the
+        rest); ``fetch(first, last)`` fetches it.
         """
         while True:
             with self._lock:
@@ -115,10 +121,15 @@ class FetchedRanges:
                 pending = self._pending.setdefault(key, [])
                 wait = next((event for first, last, event in pending if first <= start and end <= last), None)
                 if wait is None:
-                    first, last = span(start, end, key not in self._fetched)
+                    read = key.split("/", 1)[0]
+                    started = self._fetched.setdefault(read, set())
+                    whole = key not in started and self._whole.get(read, 0) < self._limit // 2
+                    first, last = span(start, end, whole)
+                    if whole:
+                        self._whole[read] = self._whole.get(read, 0) + last - first
                     mine = (first, last, threading.Event())
                     pending.append(mine)
-                    self._fetched.add(key)
+                    started.add(key)
             if wait is None:
                 break
             wait.wait()  # then kept (or, if that fetch failed or was dropped, fetched here)
@@ -132,6 +143,15 @@ class FetchedRanges:
                     self._pending.pop(key, None)
             mine[2].set()
         return fetched[start - first : end - first]
+
+    def forget(self, read: str) -> None:
+        """Drop what was fetched for ``read`` (the prefix of its keys)."""
+        with self._lock:
+            for key in self._fetched.pop(read, set()):
+                for first, data in self._by_object.pop(key, {}).items():
+                    self._bytes -= len(data)
+                    self._order.pop((key, first), None)
+            self._whole.pop(read, None)
 
     def _kept(self, key: str, start: int, end: int) -> bytes | None:
         for first, data in self._by_object.get(key, {}).items():
@@ -190,9 +210,9 @@ class ObjectFile:
         self._position.at = end
         return data
 
-    def _span(self, start: int, end: int, first: bool) -> tuple[int, int]:
-        """The range to fetch for a read of ``[start, end)`` (``first``: the object's first fetch)."""
-        if self._size <= WHOLE_OBJECT and (first or start < self._size - FOOTER):
+    def _span(self, start: int, end: int, whole: bool) -> tuple[int, int]:
+        """The range to fetch for a read of ``[start, end)`` (``whole``: a first fetch that may take all)."""
+        if self._size <= WHOLE_OBJECT and (whole or start < self._size - FOOTER):
             return 0, self._size
         if end > self._size - FOOTER:
             return min(start, max(0, self._size - FOOTER)), self._size
@@ -306,7 +326,8 @@ class ObjectReads:
             store_id = self._stores.setdefault(store.client_options, f"s{len(self._stores)}")
             self._reads[read] = _Read(store_id, bucket, known, client)
             while len(self._reads) > KEPT_READS:
-                self._reads.popitem(last=False)
+                dropped, _ = self._reads.popitem(last=False)
+                self.ranges.forget(dropped)
         self._prefetch(read, bucket, client, [(key, f.size) for key, f in known.items() if f.size is not None])
         return [f"{self.protocol}://{read}/{store_id}/{bucket}/{key}" for key in known]
 

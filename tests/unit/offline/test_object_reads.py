@@ -136,3 +136,19 @@ def test_kept_ranges_stay_within_the_limit() -> None:
     assert len(store.fetches) == 10
     read_at(store.open("o0", ranges), 50_000, 10)  # dropped long ago: fetched again (its footer)
     assert len(store.fetches) == 11
+
+
+def test_past_half_the_limit_a_read_fetches_footers_first_and_a_forgotten_read_is_dropped() -> None:
+    objects = {f"r/o{i}": data(100_000 + i) for i in range(6)}
+    store, ranges = Objects(**objects), FetchedRanges(limit=500_000)
+    for key in objects:  # binding: the footers
+        read_at(store.open(key, ranges), len(objects[key]) - 1_000, 1_000)
+    whole = [f for f in store.fetches if f[1] == 0]
+    assert len(whole) == 3  # 300,000 bytes fetched whole: half the limit reached
+    assert all(f[2] == FOOTER for f in store.fetches if f[1] != 0)  # then only the footers
+    for key in objects:  # the scan: the rest comes whole, none twice of what is kept
+        assert read_at(store.open(key, ranges), 10, 20_000) == objects[key][10:20_010]
+    assert len(store.fetches) == 6 + 3
+    ranges.forget("r")
+    read_at(store.open("r/o5", ranges), 10, 10)
+    assert store.fetches[-1] == ("r/o5", 0, len(objects["r/o5"]))  # a new first fetch: whole again
