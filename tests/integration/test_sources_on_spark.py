@@ -146,3 +146,27 @@ def test_incremental_delta_ingestion_on_spark_reads_only_the_new_commit(
     assert (before.delta_version, before.changes_since, len(before.files)) == (2, None, 2)  # days 2-3 (>= START)
     assert (after.delta_version, after.changes_since, len(after.files)) == (4, 2, 2)  # only days 4 and 5
     assert got["driver_stats__trips"] == [191, 192]  # the last rows (n = 19), as a full ingestion gives
+
+
+def test_spark_takes_entity_rows_from_s3_and_writes_the_training_set_there(
+    tmp_path: Path, s3_server: S3Server, spark_engine: object, spark_options: dict[str, object]
+) -> None:
+    """Entity rows as an s3:// Parquet object, output to s3://: the rows of the same retrieval from a DataFrame."""
+    import pyarrow.parquet as pq
+
+    tables = _sources(tmp_path, s3_server)
+    bucket = tables["s3"].batch_source.path.split("/")[2]  # type: ignore[union-attr]
+    fs = s3_server.filesystem()
+    assert isinstance(fs, pafs.S3FileSystem)
+    with fs.open_output_stream(f"{bucket}/entities/rows.parquet") as out:
+        pq.write_table(pa.Table.from_pandas(entity_frame(), preserve_index=False), out)
+    config = write_config(tmp_path / "p", offline=dict(spark_options), project=f"p{uuid.uuid4().hex[:8]}")
+    settings = load_settings(config, environ={}, overrides={"storage": s3_server.storage()})
+    with pv.Client(settings=settings) as client:
+        client.apply([ENTITIES["driver_id"], tables["s3"]])
+        expected = client.get_historical_features(REFS, entity_frame()).to_arrow()
+        job = client.get_historical_features(REFS, f"s3://{bucket}/entities/rows.parquet")
+        assert job.to_arrow().to_pylist() == expected.to_pylist()
+        job.to_parquet(f"s3://{bucket}/out/training.parquet")
+    with fs.open_input_file(f"{bucket}/out/training.parquet") as handle:
+        assert pq.read_table(handle).to_pylist() == expected.to_pylist()

@@ -33,6 +33,7 @@ from provender.errors import BackendError, ConfigError, JobCancelledError, Prove
 from provender.offline.engine import EngineCapabilities, EntityRows, EventSink, IngestionProgress, StoreFactory
 from provender.offline.files import DateRange, lower_event_bound
 from provender.offline.lineage import SourceInput
+from provender.offline.objectstore import is_object_store_url, read_rows
 from provender.offline.plan import LatestPlan, RetrievalPlan, refuse_aggregations
 from provender.offline.spark.compile import compile_events, compile_latest, compile_latest_windows, compile_retrieval
 from provender.offline.spark.executors import PartitionEvents, PartitionWriter
@@ -137,6 +138,10 @@ class SparkEngine:
 
     def retrieve(self, plan: RetrievalPlan, entity_rows: EntityRows) -> SparkRetrievalJob:
         """Check the sources, stage the entity rows and start the Spark job computing ``plan``."""
+        if entity_rows.paths and is_object_store_url(entity_rows.paths[0]):
+            # Read by the driver, as DuckDB does (Spark has no S3A/GCS connector here), then staged.
+            table = read_rows(self.storage, list(entity_rows.paths))
+            entity_rows = EntityRows(schema=table.schema, table=table)
         job_dir = self.staging.new_dir("retrieval")
         context = self._context(job_dir)
         try:
