@@ -497,3 +497,26 @@ def test_credentials_and_endpoint_from_the_standard_environment(
 
             assert pq.read_table(handle).to_pandas().equals(expected), kind
     assert SECRET_KEY not in caplog.text
+
+
+def test_duckdb_read_of_a_vanished_object_fails_naming_it(s3_server: S3Server) -> None:
+    """An object listed, then gone before DuckDB reads it: an error naming its s3:// URL, no secret."""
+    import duckdb
+
+    from provender.offline.lineage import InputFile
+    from provender.offline.object_reads import ObjectReads
+
+    bucket = f"v-{uuid.uuid4().hex[:12]}"
+    fs = s3_server.filesystem()
+    assert isinstance(fs, pafs.S3FileSystem)
+    fs.create_dir(bucket)
+    store = open_s3(pv.Settings.model_validate({"storage": s3_server.storage()}).storage.s3, "test")
+    reads, con = ObjectReads(), duckdb.connect()
+    con.register_filesystem(reads.filesystem)
+    [url] = reads.add(store, [InputFile(path=f"s3://{bucket}/t/gone.parquet", size=5_000, modified=None)])
+    with pytest.raises(duckdb.Error) as info:
+        con.sql(f"SELECT * FROM read_parquet('{url}')").fetchall()
+    message = store.scrub(reads.scrub(str(info.value)))
+    assert f"s3://{bucket}/t/gone.parquet" in message and reads.protocol not in message, message
+    assert SECRET_KEY not in str(info.value)
+    reads.close()

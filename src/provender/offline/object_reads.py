@@ -63,6 +63,9 @@ PREFETCH_THREADS = 8
 """Objects whose first bytes are fetched at once when a read is added (see :meth:`ObjectReads._prefetch`)."""
 
 
+_COLOURS = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def available() -> bool:
     """Whether S3 Parquet can be read this way (``deltalake`` and ``fsspec`` are installed)."""
     try:
@@ -219,12 +222,17 @@ class ObjectFile:
         return start, min(self._size, max(end, start + MIN_FETCH))
 
     def _fetch(self, first: int, last: int) -> bytes:
-        handle = self._open_handle()
         try:
-            handle.seek(first)
-            data: bytes = handle.read(last - first)
-        finally:
-            handle.close()
+            handle = self._open_handle()
+            try:
+                handle.seek(first)
+                data: bytes = handle.read(last - first)
+            finally:
+                handle.close()
+        except OSError as exc:  # the client's message spans lines, in terminal colours: its first line
+            cause = _COLOURS.sub("", str(exc)).strip().splitlines()
+            url = "s3://" + self._key.split("/", 1)[-1]
+            raise type(exc)(f"cannot read {url}: {cause[0] if cause else type(exc).__name__}") from None
         return data
 
     def readable(self) -> bool:
