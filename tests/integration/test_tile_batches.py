@@ -166,27 +166,36 @@ def test_a_batch_encodes_each_keys_items_for_redis_in_one_pass() -> None:
     assert [batch.keys[k] for k in members] == key_of(1) + key_of(3)
     appends = batch.appends(members)
     groups = batch.tiles
-    for position, k in enumerate(members.tolist()):
+
+    def items(data: bytes, start: int, end: int) -> list[Any]:
         unpacker = msgpack.Unpacker(raw=True)
-        unpacker.feed(appends.data[appends.bounds[position] : appends.bounds[position + 1]])
-        items = list(unpacker)
-        assert len(items) == appends.items[position]
+        unpacker.feed(data[start:end])
+        return list(unpacker)
+
+    for i, k in enumerate(members.tolist()):
         parts, tiles_of = batch.offsets[k], groups[k]
-        limit, latest, encoded, earliest = items[:4]
+        limit, latest, encoded, earliest, p, g = items(
+            appends.heads, i * appends.head_width, (i + 1) * appends.head_width
+        )
         assert (limit, latest, earliest) == (batch.limits[k], batch.latest_list[k], batch.earliest_list[k])
-        assert msgpack.unpackb(encoded) == latest and items[4:6] == [len(parts), len(tiles_of)]
-        at = 6
-        for partition, first, last in parts:
-            index, low, high = items[at : at + 3]
+        assert msgpack.unpackb(encoded) == latest and (p, g) == (len(parts), len(tiles_of))
+        width = appends.entry_width
+        entries = items(appends.entries, appends.entry_bounds[i] * width, appends.entry_bounds[i + 1] * width)
+        assert len(entries) == 3 * p
+        for (partition, first, last), (index, low, high) in zip(
+            parts, zip(*[iter(entries)] * 3, strict=True), strict=True
+        ):
             assert appends.partitions[index - 1] == tiles.offset_field(partition)
             assert (low, msgpack.unpackb(high)) == (first, last)
-            at += 3
-        for tile, g in tiles_of:
-            index, state, packed = items[at : at + 3]
+        width = appends.group_width
+        indexes = items(appends.groups, appends.group_bounds[i] * width, appends.group_bounds[i + 1] * width)
+        states = items(appends.states, appends.state_bounds[i], appends.state_bounds[i + 1])
+        packed = items(appends.events, appends.event_bounds[i], appends.event_bounds[i + 1])
+        assert len(indexes) == len(states) == len(packed) == g
+        for (tile, group), index, state, events in zip(tiles_of, indexes, states, packed, strict=True):
             assert appends.tiles[index - 1] == tile
-            assert tiles.decode_state(state) == tiles.decode_state(tiles.encode_state(batch.fold.states()[g]))
-            assert packed == batch.fold.events[g]
-            at += 3
+            assert tiles.decode_state(state) == tiles.decode_state(tiles.encode_state(batch.fold.states()[group]))
+            assert events == batch.fold.events[group]
     assert len(groups[members[0]]) == 3 and len(batch.offsets[members[0]]) == 2  # 10 s tiles
 
 

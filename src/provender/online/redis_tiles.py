@@ -144,15 +144,15 @@ def update(
 
 # Appends folded batches without a read (``tiles.TileAppends``). KEYS: the records; ARGV[1]:
 # msgpack (str for bytes: Redis's cmsgpack has no bin type) of [lateness + longest window, tile
-# size, MAX_APPENDED_STATES, the batch's tiles, their decimals, its offset fields]; ARGV[2]: one
-# msgpack array of every key's items, back to back (``TileAppends``: the tiles and partitions by
-# their index in ARGV[1]). Per key one HMGET (version, watermark, batch floor, its partitions'
-# offsets, its tiles' state, events and count of appended states) and one HSET; only a tile new
-# to the key also reads the tile set ``t`` (a tile is in it exactly when it has a state), rewrites
-# it and deletes the tiles no read can reach. Returns per key 0 (refused: a replay, a too-late
-# event or one at or before the batch floor ``b``; nothing changed), 1 (applied) or the tiles
-# whose states should be compacted. Numbers are exact below 2^53 (the writer checks its own;
-# stored ones beyond are refused).
+# size, MAX_APPENDED_STATES, the batch's tiles, their decimals, its offset fields]; ARGV[2] to
+# ARGV[6]: msgpack arrays of the keys' heads, partition entries, tiles, states and events
+# (``TileAppends``' columns; tiles and partitions by their index in ARGV[1]). Per key one HMGET
+# (version, watermark, batch floor, its partitions' offsets, its tiles' state, events and count
+# of appended states) and one HSET; only a tile new to the key also reads the tile set ``t`` (a
+# tile is in it exactly when it has a state), rewrites it and deletes the tiles no read can
+# reach. Returns per key 0 (refused: a replay, a too-late event or one at or before the batch
+# floor ``b``; nothing changed), 1 (applied) or the tiles whose states should be compacted.
+# Numbers are exact below 2^53 (the writer checks its own; stored ones beyond are refused).
 APPEND_SCRIPT = """
 local head = cmsgpack.unpack(ARGV[1])
 local reach, size, most, tiles, names, parts = head[1], head[2], head[3], head[4], head[5], head[6]
@@ -160,22 +160,21 @@ local sf, ef, cf = {}, {}, {}
 for j = 1, #tiles do
   sf[j], ef[j], cf[j] = 's' .. names[j], 'e' .. names[j], 'c' .. names[j]
 end
-local d = cmsgpack.unpack(ARGV[2])
+local hd, en, gr = cmsgpack.unpack(ARGV[2]), cmsgpack.unpack(ARGV[3]), cmsgpack.unpack(ARGV[4])
+local st, ev = cmsgpack.unpack(ARGV[5]), cmsgpack.unpack(ARGV[6])
 local exact = 9007199254740992
 local results = {}
 local function tag(tile) return string.format('%d', tile) end
-local at = 1
+local at, po, go = 1, 1, 1  -- cursors: heads, partition entries, tiles
 for k = 1, #KEYS do
   local key = KEYS[k]
-  local limit, latest, encoded, earliest, np, ng = d[at], d[at + 1], d[at + 2], d[at + 3], d[at + 4], d[at + 5]
-  local po = at + 6
-  local go = po + 3 * np
-  at = go + 3 * ng
+  local limit, latest, encoded, earliest, np, ng = hd[at], hd[at + 1], hd[at + 2], hd[at + 3], hd[at + 4], hd[at + 5]
+  at = at + 6
   local fields = {'v', 'w', 'b'}
-  for j = 0, np - 1 do fields[4 + j] = parts[d[po + 3 * j]] end
+  for j = 0, np - 1 do fields[4 + j] = parts[en[po + 3 * j]] end
   local n = 3 + np
   for j = 0, ng - 1 do
-    local t = d[go + 3 * j]
+    local t = gr[go + j]
     fields[n + 1], fields[n + 2], fields[n + 3] = sf[t], ef[t], cf[t]
     n = n + 3
   end
@@ -194,7 +193,7 @@ for k = 1, #KEYS do
       local packed = stored[4 + j]
       if packed then
         local offset = cmsgpack.unpack(packed)
-        if offset >= d[po + 3 * j + 1] or offset >= exact then
+        if offset >= en[po + 3 * j + 1] or offset >= exact then
           ok = false
           break
         end
@@ -212,29 +211,29 @@ for k = 1, #KEYS do
       s = 4
     end
     for j = 0, np - 1 do
-      sets[s + 1], sets[s + 2] = parts[d[po + 3 * j]], d[po + 3 * j + 2]
+      sets[s + 1], sets[s + 2] = parts[en[po + 3 * j]], en[po + 3 * j + 2]
       s = s + 2
     end
     local horizon = watermark - reach
     local compact, fresh = {}, nil
     local base = 3 + np
     for j = 0, ng - 1 do
-      local t = d[go + 3 * j]
+      local t = gr[go + j]
       local tile = tiles[t]
       if (tile + 1) * size > horizon then
         local state, events, count = stored[base + 1], stored[base + 2], stored[base + 3]
         if state then
           local c = (tonumber(count) or 0) + 1
-          sets[s + 1], sets[s + 2], sets[s + 3], sets[s + 4] = sf[t], state .. d[go + 3 * j + 1], cf[t], c
+          sets[s + 1], sets[s + 2], sets[s + 3], sets[s + 4] = sf[t], state .. st[go + j], cf[t], c
           s = s + 4
           if c + 1 >= most then compact[#compact + 1] = tile end
         else
-          sets[s + 1], sets[s + 2] = sf[t], d[go + 3 * j + 1]
+          sets[s + 1], sets[s + 2] = sf[t], st[go + j]
           s = s + 2
           if fresh == nil then fresh = {} end
           fresh[#fresh + 1] = tile  -- a tile without a state is not in the tile set yet
         end
-        sets[s + 1], sets[s + 2] = ef[t], (events or '') .. d[go + 3 * j + 2]
+        sets[s + 1], sets[s + 2] = ef[t], (events or '') .. ev[go + j]
         s = s + 2
       end
       base = base + 3
@@ -269,6 +268,7 @@ for k = 1, #KEYS do
     redis.call('HSET', key, unpack(sets))
     if #compact > 0 then results[k] = compact else results[k] = 1 end
   end
+  po, go = po + 3 * np, go + ng
 end
 return results
 """
@@ -303,22 +303,51 @@ def append(
     head = _pack_str(
         [reach_us, tile_us, MAX_APPENDED_STATES, appends.tiles, [b"%d" % t for t in appends.tiles], appends.partitions]
     )
-    data, bounds, items = appends.data, appends.bounds, appends.items
+    columns = _Columns(appends)
     calls: list[Command] = []
     order: list[list[int]] = []
     for members in group(range(len(records))):
         for start in range(0, len(members), _APPENDS_PER_CALL):
             chunk = members[start : start + _APPENDS_PER_CALL]
-            if chunk[-1] - chunk[0] == len(chunk) - 1:  # consecutive keys: their items are one slice
-                body = data[bounds[chunk[0]] : bounds[chunk[-1] + 1]]
-            else:
-                body = b"".join(data[bounds[i] : bounds[i + 1]] for i in chunk)
-            count = sum(items[i] for i in chunk)
-            array = b"\xdd" + count.to_bytes(4, "big") + body  # msgpack array 32 of every key's items
-            calls.append(("EVALSHA", APPEND_SHA, b"%d" % len(chunk), *(records[i] for i in chunk), head, array))
+            keys = (records[i] for i in chunk)
+            calls.append(("EVALSHA", APPEND_SHA, b"%d" % len(chunk), *keys, head, *columns.of(chunk)))
             order.append(chunk)
     results: list[TileAppended] = [0] * len(records)
     for chunk, reply in zip(order, run(calls) if calls else [], strict=True):
         for i, status in zip(chunk, cast(list[TileAppended], reply), strict=True):
             results[i] = status
     return results
+
+
+class _Columns:
+    """The script's column arguments (msgpack arrays) for chunks of keys of a :class:`TileAppends`."""
+
+    def __init__(self, appends: TileAppends) -> None:
+        self.appends = appends
+        a = appends
+        # per column: its bytes, where each key's rows start (bytes), items per row unit, unit bounds
+        self.columns = [
+            (a.heads, [i * a.head_width for i in range(len(a.entry_bounds))], 6, None),
+            (a.entries, [e * a.entry_width for e in a.entry_bounds], 3, a.entry_bounds),
+            (a.groups, [g * a.group_width for g in a.group_bounds], 1, a.group_bounds),
+            (a.states, a.state_bounds, 1, a.group_bounds),
+            (a.events, a.event_bounds, 1, a.group_bounds),
+        ]
+
+    def of(self, chunk: Sequence[int]) -> list[bytes]:
+        """The five arrays for keys ``chunk`` (their bytes are one slice when the keys are consecutive)."""
+        consecutive = chunk[-1] - chunk[0] == len(chunk) - 1
+        arrays = []
+        for data, bounds, per_unit, units in self.columns:
+            if units is None:
+                count = per_unit * len(chunk)
+            elif consecutive:
+                count = per_unit * (units[chunk[-1] + 1] - units[chunk[0]])
+            else:
+                count = per_unit * sum(units[i + 1] - units[i] for i in chunk)
+            if consecutive:
+                body = data[bounds[chunk[0]] : bounds[chunk[-1] + 1]]
+            else:
+                body = b"".join(data[bounds[i] : bounds[i + 1]] for i in chunk)
+            arrays.append(b"\xdd" + count.to_bytes(4, "big") + body)  # msgpack array 32
+        return arrays

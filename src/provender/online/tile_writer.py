@@ -378,24 +378,24 @@ class _Batch:
     def appends(self, members: np.ndarray) -> TileAppends:
         """The folded batches of keys ``members`` (ascending), encoded for a store that appends without a read.
 
-        Per key, its items (``tiles.TileAppends``), back to back, built at once: fixed-width
-        parts as byte matrices, the states and events as the fold's encoded blobs, gathered in
-        order with one index (no Python object per key). Only when :meth:`exact_in_lua` holds.
+        Column by column (``tiles.TileAppends``), each column's rows in key order, built at once:
+        fixed-width items as byte matrices, the states and events as the fold's framed blobs. No
+        Python object per key. Only when :meth:`exact_in_lua` holds.
         """
         fold, offsets = self.fold, self.offset_groups
         n = len(members)
         rank = np.full(len(self.keys), -1, dtype=np.int64)
         rank[members] = np.arange(n)
-        # the batch's tiles and partitions, referenced by index (from 1)
         group_keys, group_tiles = fold.group_keys_array, fold.group_tiles_array
-        chosen = np.flatnonzero(rank[group_keys] >= 0)
+        taken = rank[group_keys] >= 0
+        chosen = np.flatnonzero(taken)
         tiles, tile_index = np.unique(group_tiles[chosen], return_inverse=True)
         entries = np.flatnonzero(rank[offsets.entry_keys] >= 0)
         parts, part_index = np.unique(offsets.entry_parts[entries], return_inverse=True)
         parts_per_key = np.bincount(rank[offsets.entry_keys[entries]], minlength=n)
         groups_per_key = np.bincount(rank[group_keys[chosen]], minlength=n)
         latest = self.latest[members]
-        head = _Bytes.join(
+        heads = _Bytes.join(
             _Bytes.ints(self.earliest_applied[members] + self.lateness_us),
             _Bytes.ints(latest),
             _Bytes.short_str(_Bytes.ints(latest)),
@@ -403,65 +403,33 @@ class _Batch:
             _Bytes.ints(parts_per_key),
             _Bytes.ints(groups_per_key),
         )
-        entry = _Bytes.join(
+        items = _Bytes.join(
             _Bytes.ints(part_index.reshape(-1) + 1),
             _Bytes.ints(offsets.entry_lows[entries]),
             _Bytes.short_str(_Bytes.ints(offsets.highs[entries])),
         )
-        state_blob, state_bounds = fold.state_blob()
-        event_blob, event_bounds = fold.event_blob()
-        state_lengths = np.diff(state_bounds)[chosen]
-        event_lengths = np.diff(event_bounds)[chosen]
-        group_head = _Bytes.join(_Bytes.ints(tile_index.reshape(-1) + 1), _Bytes.str_header(state_lengths))
-        event_head = _Bytes.str_header(event_lengths)
-        # every piece: (source array, start in it, length, key rank, position within the key)
-        sources = [head.reshape(-1), entry.reshape(-1), group_head.reshape(-1), state_blob, event_head.reshape(-1),
-                   event_blob]  # fmt: skip
-        base = np.cumsum([0] + [len(source) for source in sources])
-        g = len(chosen)
-        within = np.arange(g) - np.repeat(np.cumsum(groups_per_key) - groups_per_key, groups_per_key)
-        e = len(entries)
-        entry_within = np.arange(e) - np.repeat(np.cumsum(parts_per_key) - parts_per_key, parts_per_key)
-        starts = np.concatenate([
-            base[0] + np.arange(n) * head.shape[1],
-            base[1] + np.arange(e) * entry.shape[1],
-            base[2] + np.arange(g) * group_head.shape[1],
-            base[3] + state_bounds[chosen],
-            base[4] + np.arange(g) * event_head.shape[1],
-            base[5] + event_bounds[chosen],
-        ])  # fmt: skip
-        lengths = np.concatenate([
-            np.full(n, head.shape[1]), np.full(e, entry.shape[1]), np.full(g, group_head.shape[1]), state_lengths,
-            np.full(g, event_head.shape[1]), event_lengths,
-        ])  # fmt: skip
-        group_rank = rank[group_keys[chosen]]
-        owner = np.concatenate([np.arange(n), rank[offsets.entry_keys[entries]], group_rank, group_rank, group_rank,
-                                group_rank])  # fmt: skip
-        slot = np.concatenate([
-            np.zeros(n, np.int64), 1 + entry_within, 2**40 + 4 * within, 2**40 + 4 * within + 1,
-            2**40 + 4 * within + 2, 2**40 + 4 * within + 3,
-        ])  # fmt: skip
-        ordered = np.lexsort((slot, owner))
-        lengths, starts = lengths[ordered], starts[ordered]
-        out = np.cumsum(lengths) - lengths
-        total = int(lengths.sum())
-        # the source index of every output byte: runs of consecutive indexes, one per piece (a
-        # running sum of steps: 1 within a piece, a jump to the next piece's start between them)
-        pieces = np.flatnonzero(lengths)
-        steps = np.ones(total, dtype=np.int64)
-        if len(pieces):
-            first, rest = pieces[0], pieces[1:]
-            steps[0] = starts[first]
-            previous = pieces[:-1]
-            steps[out[rest]] = starts[rest] - (starts[previous] + lengths[previous] - 1)
-        data = np.concatenate(sources)[np.cumsum(steps)].tobytes()
-        bounds = np.append(out[ordered < n], total)  # each key's head piece starts its items
+        groups = _Bytes.ints(tile_index.reshape(-1) + 1)
+        states, state_bounds = _taken(*fold.state_blob(), taken)
+        events, event_bounds = _taken(*fold.event_blob(), taken)
+        group_bounds = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(groups_per_key, out=group_bounds[1:])
+        entry_bounds = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(parts_per_key, out=entry_bounds[1:])
         return TileAppends(
             tiles=tiles.tolist(),
             partitions=[offset_field(p) for p in parts.tolist()],
-            data=data,
-            bounds=bounds.tolist(),
-            items=(6 + 3 * parts_per_key + 3 * groups_per_key).tolist(),
+            heads=heads.tobytes(),
+            head_width=heads.shape[1],
+            entries=items.tobytes(),
+            entry_width=items.shape[1],
+            groups=groups.tobytes(),
+            group_width=groups.shape[1],
+            states=states.tobytes(),
+            events=events.tobytes(),
+            entry_bounds=entry_bounds.tolist(),
+            group_bounds=group_bounds.tolist(),
+            state_bounds=state_bounds[group_bounds].tolist(),
+            event_bounds=event_bounds[group_bounds].tolist(),
         )
 
     @classmethod
@@ -663,14 +631,18 @@ class _Fold:
     @functools.cached_property
     def events(self) -> list[bytes]:
         """Per group, its rows' encoded events, back to back."""
-        return _split(*self.event_blob())
+        return _split(*self.event_blob(), skip=_FRAME)
 
     @functools.cached_property
     def _event_blob(self) -> tuple[np.ndarray, np.ndarray]:
         return self._encode_events() if self.fixed else _joined(self._pack_events())
 
     def event_blob(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every group's encoded events in one byte array, and where each group's start (one more: the end)."""
+        """Every group's encoded events, each framed as a msgpack ``str 32``, in one byte array.
+
+        Returns:
+            The bytes, and where each group's frame starts (one more: the end).
+        """
         return self._event_blob
 
     @functools.cached_property
@@ -680,7 +652,7 @@ class _Fold:
         return _joined([encode_state(state) for state in self.states()])
 
     def state_blob(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every group's encoded partial state in one byte array, and where each group's starts."""
+        """Every group's encoded partial state framed as a msgpack ``str 32``, as :meth:`event_blob`."""
         return self._state_blob
 
     def states(self) -> list[list[list[Any]]]:
@@ -712,7 +684,7 @@ class _Fold:
         for column in self.columns:
             assert column.kind is not None
             encoder.add(column.kind, column.data, column.valid)
-        return encoder.blob(self.starts)
+        return encoder.blob(self.starts, framed=True)
 
     def _encode_states(self) -> tuple[np.ndarray, np.ndarray]:
         groups = len(self.starts)
@@ -731,20 +703,34 @@ class _Fold:
             encoder.add(column.kind, column.last_values, filled)
             encoder.nil()
             encoder.nil()
-        return encoder.blob(np.arange(groups))
+        return encoder.blob(np.arange(groups), framed=True)
+
+
+_FRAME = 5  # a msgpack ``str 32`` header: 0xdb and the length (big-endian uint32)
 
 
 def _joined(parts: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    """Byte strings as one byte array and their bounds."""
+    """Byte strings framed as msgpack ``str 32`` in one byte array, and where each frame starts (and the end)."""
     bounds = np.zeros(len(parts) + 1, dtype=np.int64)
-    np.cumsum([len(part) for part in parts], out=bounds[1:])
-    return np.frombuffer(b"".join(parts), dtype=np.uint8), bounds
+    np.cumsum([_FRAME + len(part) for part in parts], out=bounds[1:])
+    framed = b"".join(b"\xdb" + len(part).to_bytes(4, "big") + part for part in parts)
+    return np.frombuffer(framed, dtype=np.uint8), bounds
 
 
-def _split(blob: np.ndarray, bounds: np.ndarray) -> list[bytes]:
-    """The byte strings of a blob, cut at ``bounds``."""
+def _split(blob: np.ndarray, bounds: np.ndarray, skip: int = 0) -> list[bytes]:
+    """The byte strings of a blob, cut at ``bounds`` (each without its first ``skip`` bytes)."""
     data, edges = blob.tobytes(), bounds.tolist()
-    return [data[edges[g] : edges[g + 1]] for g in range(len(edges) - 1)]
+    return [data[edges[g] + skip : edges[g + 1]] for g in range(len(edges) - 1)]
+
+
+def _taken(blob: np.ndarray, bounds: np.ndarray, taken: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pieces of a blob (cut at ``bounds``) where ``taken``, back to back, and their bounds."""
+    if taken.all():
+        return blob, bounds
+    lengths = np.diff(bounds)[taken]
+    kept = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=kept[1:])
+    return blob[np.repeat(taken, np.diff(bounds))], kept
 
 
 class _Bytes:
@@ -918,12 +904,25 @@ class _Msgpack:
         self.matrices.append(matrix)
         self.used.append(used)
 
-    def blob(self, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The encoded rows back to back, and where each group of rows starting at ``starts`` starts (and the end)."""
+    def blob(self, starts: np.ndarray, *, framed: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """The encoded rows back to back, and where each group of rows starting at ``starts`` starts (and the end).
+
+        ``framed``: each group is preceded by a msgpack ``str 32`` header of its length (so the
+        groups read as strings holding them), and the bounds are the headers'.
+        """
         if not self.rows:
             return np.zeros(0, dtype=np.uint8), np.zeros(len(starts) + 1, dtype=np.int64)
         used = np.concatenate(self.used, axis=1)
-        blob = np.concatenate(self.matrices, axis=1)[used]
+        matrix = np.concatenate(self.matrices, axis=1)
+        if framed:
+            lengths = np.add.reduceat(used.sum(axis=1), starts) if len(starts) else np.zeros(0, np.int64)
+            header = np.zeros((self.rows, _FRAME), dtype=np.uint8)
+            header[starts, 0] = 0xDB
+            header[starts, 1:] = lengths.astype(">u4").view(np.uint8).reshape(-1, 4)
+            mask = np.zeros((self.rows, _FRAME), dtype=bool)
+            mask[starts] = True
+            used, matrix = np.hstack([mask, used]), np.hstack([header, matrix])
+        blob = matrix[used]
         ends = np.cumsum(used.sum(axis=1))
         bounds = np.append(np.concatenate(([0], ends))[starts], ends[-1])
         return blob, bounds

@@ -427,14 +427,16 @@ class TileUpdate(NamedTuple):
 class TileAppends(NamedTuple):
     """Several keys' folded batches, for a store that applies them without a read (``append_tiles``).
 
-    Each key's items are msgpack values back to back in ``data`` (``data[bounds[i]:bounds[i + 1]]``,
-    ``items[i]`` of them), all integers as ``int 64``:
+    Column by column, each a run of msgpack values (integers as ``int 64``, bytes as ``str``) in
+    key order; per key ``i``: its head, 6 items at ``heads[i * head_width:]``: ``watermark limit,
+    latest time, its encoding, earliest time, P, G``; its P partition entries
+    (``entry_bounds[i]`` to ``entry_bounds[i + 1]``, ``entry_width`` bytes each): ``partition
+    (index in partitions, from 1), first offset, encoded last offset``; its G tiles
+    (``group_bounds[i]`` to ``group_bounds[i + 1]``): in ``groups`` (``group_width`` bytes each)
+    the tile's index in ``tiles`` (from 1), in ``states`` (from byte ``state_bounds[i]``) the
+    encoded state of its events, in ``events`` (from ``event_bounds[i]``) the encoded events.
 
-    ``watermark limit, latest time, its encoding (str), earliest time, P, G``, then P times
-    ``partition (index in partitions, from 1), first offset, encoded last offset (str)``, then G
-    times ``tile (index in tiles, from 1), encoded state of its events (str), the encoded events (str)``.
-
-    The store applies a key's items atomically, and only if none of its events is too late or a
+    The store applies a key's batch atomically, and only if none of its events is too late or a
     replay against the key's record: the stored watermark is at most the limit, each partition's
     stored offset is below the batch's first, and the batch floor (``b``, if any) is before the
     earliest time. It then appends each tile's state to ``s<tile>`` (several states appended read
@@ -447,9 +449,18 @@ class TileAppends(NamedTuple):
 
     tiles: list[int]
     partitions: list[bytes]  # the offset fields (``o<p>``)
-    data: bytes
-    bounds: list[int]
-    items: list[int]
+    heads: bytes
+    head_width: int
+    entries: bytes
+    entry_width: int
+    groups: bytes
+    group_width: int
+    states: bytes
+    events: bytes
+    entry_bounds: list[int]
+    group_bounds: list[int]
+    state_bounds: list[int]
+    event_bounds: list[int]
 
 
 TileAppended = int | list[int]
