@@ -34,6 +34,7 @@ AGGREGATIONS = [
     pv.Aggregation(column="fare", function="last", window=WEEK, name="fare_last_7d"),
     pv.Aggregation(column="city", function="count_distinct", window=WEEK, name="cities_7d"),
     pv.Aggregation(column="city", function="approx_count_distinct", window=DAY, name="cities_approx_1d"),
+    pv.Aggregation(column="fare", function="approx_count_distinct", window=WEEK, name="fares_approx_7d"),
 ]
 
 
@@ -44,7 +45,7 @@ def _events() -> list[dict[str, Any]]:
     for n in range(300):
         rider = rng.choice(RIDERS[:6])
         at = rng.choice(stamps) if n % 5 == 0 else END - timedelta(hours=rng.randrange(0, 9 * 24))
-        fare = None if n % 11 == 0 else float(rng.randrange(1, 40))
+        fare = None if n % 11 == 0 else rng.randrange(1, 40) * 1e6  # Java's text of 1.0E7 is not Python's
         city = rng.choice(["a", "b", "c", None])
         events.append({"rider": rider, "fare": fare, "city": city, "ts": at, "created": END + timedelta(seconds=n)})
     events.append({"rider": 7, "fare": 5.0, "city": "a", "ts": END - timedelta(days=30), "created": END})
