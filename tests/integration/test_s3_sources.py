@@ -363,9 +363,11 @@ def test_listing_and_reading_cost_few_requests(tmp_path: Path, s3_server: S3Serv
     assert len(reads) == 2, reads  # the footer, then the 20 column chunks of c7 in one ranged GET (not 20)
 
 
-def test_duckdb_fetches_each_object_once(tmp_path: Path, s3_server: S3Server) -> None:
+def test_duckdb_fetches_each_object_once(tmp_path: Path, s3_server: S3Server, caplog: pytest.LogCaptureFixture) -> None:
     """Counted on the server's log: DuckDB's reader fetches each small object in one GET, however
-    many times it opens it; a narrow read of a large one costs its footer and one GET per MiB."""
+    many times it opens it; a narrow read of a large one costs its footer and one GET per MiB.
+    The secret key, passed to deltalake's client, is in no log record."""
+    caplog.set_level(logging.DEBUG)
     import duckdb
     import numpy as np
     import pyarrow as pa
@@ -408,6 +410,7 @@ def test_duckdb_fetches_each_object_once(tmp_path: Path, s3_server: S3Server) ->
         most = 1 if info.size <= WHOLE_OBJECT else 1 + math.ceil(info.size / MIN_FETCH)
         assert 1 <= len(gets) <= most < 20, gets
         assert url.startswith(reads.protocol) and reads.scrub(f"cannot read {url}") == f"cannot read s3://{info.path}"
+    assert SECRET_KEY not in caplog.text
 
 
 def test_duckdb_reads_objects_of_a_read_no_longer_kept(
