@@ -752,15 +752,6 @@ class _Bytes:
         return np.hstack([header, matrix])
 
     @staticmethod
-    def str_header(lengths: np.ndarray) -> np.ndarray:
-        """The msgpack ``str 32`` header (5 bytes) of strings of ``lengths``."""
-        n = len(lengths)
-        matrix = np.empty((n, 5), dtype=np.uint8)
-        matrix[:, 0] = 0xDB
-        matrix[:, 1:] = np.asarray(lengths, dtype=np.int64).astype(">u4").view(np.uint8).reshape(n, 4)
-        return matrix
-
-    @staticmethod
     def join(*matrices: np.ndarray) -> np.ndarray:
         """Matrices side by side (each row: the items in order)."""
         return np.hstack(matrices)
