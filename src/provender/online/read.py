@@ -9,7 +9,9 @@
    keys), checking every value against its entity's type;
 3. makes ONE ``store.read`` call for every table and row (one round trip to Redis);
 4. builds plain-Python columns: ``<table>__<feature>`` values, null when the row is missing or
-   older than ``now - max_age``; statuses are derived only when asked for.
+   older than ``now - max_age`` (but 0 for a counting aggregation of a key nothing is stored
+   for, status NOT_FOUND: no event is known, which historical retrieval counts as 0);
+   statuses are derived only when asked for.
 
 Windowed aggregations of a table with a stream source are computed at ``now`` from the key's
 tiles (``tiles.py``: one more store call for those tables), exactly over
@@ -105,6 +107,7 @@ class _TablePlan:
     picks: tuple[tuple[str, int], ...]  # (result column, feature index)
     max_age_us: int | None
     tile_slots: Mapping[int, int]  # feature index -> its aggregation's place in the tile layout (tiled tables)
+    counted: frozenset[int] = frozenset()  # feature indexes of counting aggregations (0 for a key never stored)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +158,12 @@ def compile_plan(feature_refs: Sequence[str], catalog: Catalog) -> _ReadPlan:
         if layout is not None:
             wanted = set(requested.indexes)
             slots = {index: slot for slot, index in enumerate(layout.feature_indexes) if index in wanted}
-        plans.append(_TablePlan(table, group_of[entity_set], picks, max_age_us, slots))
+        counted = frozenset(
+            index
+            for index in requested.indexes
+            if (aggregation := table.get_aggregation(table.features[index].name)) is not None and aggregation.counts
+        )
+        plans.append(_TablePlan(table, group_of[entity_set], picks, max_age_us, slots, counted))
     arrow_types = {name: value_type.to_arrow() for name, value_type in request.types.items()}
     entity_columns = tuple(entity.name for entity in request.entities)
     return _ReadPlan(
@@ -436,6 +444,8 @@ class OnlineReader:
                     values = [
                         value if tile is None else tile[slot] for value, tile in zip(values, from_tiles, strict=True)
                     ]
+                if index in table_plan.counted:  # nothing stored: no event counted, as historical retrieval says
+                    values = [0 if v is None and row is None else v for v, row in zip(values, rows, strict=True)]
                 features[column] = values
         if plan.on_demand is not None:
             features.update(plan.on_demand.run_rows({**columns, **features}))
