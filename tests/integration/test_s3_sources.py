@@ -523,3 +523,22 @@ def test_duckdb_read_of_a_vanished_object_fails_naming_it(s3_server: S3Server) -
     assert f"s3://{bucket}/t/gone.parquet" in message and reads.protocol not in message, message
     assert SECRET_KEY not in str(info.value)
     reads.close()
+
+
+def test_a_sql_source_input_in_a_missing_bucket_is_named_at_apply(tmp_path: Path, s3_server: S3Server) -> None:
+    table = pv.FeatureTable(
+        name="rides",
+        entities=["driver_id"],
+        features=[pv.Feature("trips", pv.ValueType.INT64)],
+        batch_source=pv.SqlSource(
+            query="SELECT driver_id, event_ts, trips FROM stats",
+            sources={"stats": pv.FileSource(path="s3://no-such-bucket/stats", event_timestamp_column="event_ts")},
+            event_timestamp_column="event_ts",
+        ),
+    )
+    with _client(tmp_path, s3_server.storage()) as client:
+        with pytest.raises(
+            DataError, match=r"Input 'stats' of the SQL source of feature table 'rides'.*no-such-bucket"
+        ):
+            client.apply([pv.Entity(name="driver_id", value_type=pv.ValueType.INT64), table])
+        assert client.list_feature_tables() == []

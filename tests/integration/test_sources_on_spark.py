@@ -170,3 +170,51 @@ def test_spark_takes_entity_rows_from_s3_and_writes_the_training_set_there(
         job.to_parquet(f"s3://{bucket}/out/training.parquet")
     with fs.open_input_file(f"{bucket}/out/training.parquet") as handle:
         assert pq.read_table(handle).to_pylist() == expected.to_pylist()
+
+
+def test_a_sql_source_over_s3_inputs_equals_the_same_over_local_files(
+    tmp_path: Path, s3_server: S3Server, spark_engine: object, spark_options: dict[str, object]
+) -> None:
+    """The SQL source's inputs in S3 (a file and a prefix): DuckDB and Spark give the local files' rows."""
+    import pandas as pd
+
+    from tests.contract.test_offline_engine_sql_sources import DRIVER, ENTITY_DRIVERS, ENTITY_TIMES, make_table
+    from tests.contract.test_offline_engine_sql_sources import REFS as SQL_REFS
+
+    local = make_table(tmp_path / "data")
+    assert isinstance(local.batch_source, pv.SqlSource)
+    bucket = f"sql-{uuid.uuid4().hex[:12]}"
+    fs = s3_server.filesystem()
+    assert isinstance(fs, pafs.S3FileSystem)
+    fs.create_dir(bucket)
+    pafs.copy_files(
+        str(tmp_path / "data" / "trips.parquet"), f"{bucket}/trips/part-0.parquet", destination_filesystem=fs
+    )
+    pafs.copy_files(str(tmp_path / "data" / "drivers.parquet"), f"{bucket}/drivers.parquet", destination_filesystem=fs)
+    inputs = {
+        "trips": pv.FileSource(path=f"s3://{bucket}/trips", event_timestamp_column="ts"),
+        "drivers": pv.FileSource(path=f"s3://{bucket}/drivers.parquet", event_timestamp_column="since"),
+    }
+    remote = dataclasses.replace(local, batch_source=dataclasses.replace(local.batch_source, sources=inputs))
+    entity_df = pd.DataFrame({"driver_id": ENTITY_DRIVERS, "event_timestamp": ENTITY_TIMES})
+    results = {}
+    for name, table, offline in (
+        ("local", local, {"engine": "duckdb"}),
+        ("duckdb", remote, {"engine": "duckdb"}),
+        ("spark", remote, dict(spark_options)),
+    ):
+        config = write_config(tmp_path / name, offline=offline, project=f"p{uuid.uuid4().hex[:8]}")
+        settings = load_settings(config, environ={}, overrides={"storage": s3_server.storage()})
+        with pv.Client(settings=settings) as client:
+            client.apply([DRIVER, table])
+            job = client.get_historical_features(SQL_REFS, entity_df)
+            results[name] = (job.to_arrow().to_pylist(), sorted(f.path for f in job.lineage()[0].files))
+    assert results["duckdb"][0] == results["spark"][0] == results["local"][0]
+    assert (
+        results["duckdb"][1]
+        == results["spark"][1]
+        == [
+            f"s3://{bucket}/drivers.parquet",
+            f"s3://{bucket}/trips/part-0.parquet",
+        ]
+    )

@@ -258,7 +258,7 @@ class Client:
         entities = {**snapshot.entities, **{d.name: d for d in items if isinstance(d, Entity)}}
         for table in items:
             if isinstance(table, FeatureTable):
-                check_sql_source(table, entities, base_dir=self.settings.base_dir)
+                check_sql_source(table, entities, base_dir=self.settings.base_dir, storage=self.settings.storage)
         return items
 
     def get_entity(self, name: str) -> Entity:

@@ -160,7 +160,8 @@ class SqlSource:
 
     Args:
         query: one ``SELECT`` (CTEs, joins, unions allowed) reading only the tables of ``sources``.
-        sources: the tables the query reads, by the name it uses: local ``FileSource`` paths.
+        sources: the tables the query reads, by the name it uses: ``FileSource`` paths, local
+            (Parquet, CSV) or in an object store (``s3://``, ``gs://``: Parquet).
         event_timestamp_column: the result column with each row's event time.
         created_timestamp_column: optional; breaks ties between equal event timestamps.
         dialect: the query's SQL dialect (a sqlglot dialect name): ``duckdb`` (default), ``spark``...

@@ -65,7 +65,7 @@ from provender.offline.spark.schemas import (
     spark_view,
 )
 from provender.offline.spark.staging import Staging
-from provender.offline.sql_source import input_files, relation_names
+from provender.offline.sql_source import open_inputs, relation_names
 
 
 def entity_frame(
@@ -204,10 +204,25 @@ def _sql_frame(
     The views are named per read (so concurrent reads never share one); the query's result is
     checked like a file's schema, as Spark types it.
     """
-    files = input_files(source, base_dir=context.base_dir, table=join.name)
-    context.inputs.append(
-        SourceInput(table=join.name, path=source.path, files=local_files([f for name in files for f in files[name]]))
-    )
+    inputs = open_inputs(source, base_dir=context.base_dir, table=join.name, storage=context.storage)
+    context.inputs.append(SourceInput(table=join.name, path=source.path, files=inputs.read))
+    files = dict(inputs.files)
+    for name, dataset in inputs.datasets.items():  # object-store inputs: staged whole through pyarrow
+        staged = f"{context.stage_dir}/sql-{name}-{uuid.uuid4().hex[:8]}"
+        try:
+            ds.write_dataset(
+                dataset,
+                context.staging.arrow_path(staged),
+                format="parquet",
+                filesystem=context.staging.fs,
+                basename_template="part-{i}.parquet",
+                existing_data_behavior="overwrite_or_ignore",
+            )
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(
+                f"Cannot read input {name!r} of the SQL source of feature table {join.name!r}: {inputs.scrub(str(exc))}"
+            ) from None
+        files[name] = context.staging.parquet_files(staged)
     suffix = uuid.uuid4().hex[:12]
     names = {name: f"{view}_{suffix}" for name, view in relation_names(source).items()}
     try:
