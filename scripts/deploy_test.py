@@ -1,18 +1,21 @@
 """``make deploy-test``: the Helm chart's pods, for real, under ``podman kube play``.
 
-PostgreSQL (the registry), Redis (the online store) and a Kafka-protocol broker (noida-db) run on
-the host, on its own address so that the pods can reach them. The chart is rendered with values
-pointing at them; its core, serving and stream-ingestion Deployments run as pods (image
-``localhost/provender:<version>``, ``imagePullPolicy: Never``, ports published on 127.0.0.1); its
-migration Job and a batch-ingestion CronJob run their pod templates as pods. From the host the test
-applies definitions through the core service, reads features over HTTP and gRPC, checks
-``/metrics``, and tears everything down. One line per step; a failing step prints its logs.
+PostgreSQL (the registry), Redis (the online store), a Kafka-protocol broker (noida-db) and an S3
+server (moto) run on the host, on its own address so that the pods can reach them. The batch
+sources are in the S3 bucket (a Parquet file and a Delta table); the chart is rendered with values
+pointing at them all, the S3 keys in a Secret (``storage.s3.existingSecret``). Its core, serving
+and stream-ingestion Deployments run as pods (image ``localhost/provender:<version>``,
+``imagePullPolicy: Never``, ports published on 127.0.0.1); its migration Job and two batch-ingestion
+CronJobs run their pod templates as pods. From the host the test applies definitions through the
+core service, reads features over HTTP and gRPC, checks ``/metrics``, checks that the S3 secret is
+in no pod's log, and tears everything down. One line per step; a failing step prints its logs.
 
 Run as root after ``make image``:  ``.venv/bin/python scripts/deploy_test.py``.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -38,6 +41,11 @@ PREFIX = "deploytest-"  # of every pod this test plays (a left-over one is remov
 RELEASE = "provender"  # Services provender-core/-serving: Kubernetes would inject PROVENDER_CORE_SERVICE_HOST...
 POD_UID = 10001
 START_TIMEOUT = 120.0
+BUCKET = "features"
+S3_SECRET = PREFIX + "s3"  # the Secret named by storage.s3.existingSecret (a podman secret)
+# moto enforces IAM authentication after its first IAM_SETUP requests (creating the user, its policy
+# and its key pair), so only the key pair in the Secret can read the bucket.
+IAM_SETUP = 3
 
 
 class StepFailed(Exception):
@@ -97,7 +105,7 @@ class Deployment:
         self.work = work
         self.data = work / "data"
         self.host = host_address()
-        self.ports = {name: free_port() for name in ("pg", "redis", "kafka", "core", "http", "grpc")}
+        self.ports = {name: free_port() for name in ("pg", "redis", "kafka", "s3", "core", "http", "grpc")}
         init = (ROOT / "src" / "provender" / "__init__.py").read_text()
         self.version = re.search(r'^__version__ = "(.+)"$', init, re.MULTILINE).group(1)  # type: ignore[union-attr]
         self.image = f"localhost/provender:{self.version}"
@@ -113,6 +121,7 @@ class Deployment:
         out = run(["podman", "pod", "ps", "--filter", f"name=^{PREFIX}", "--format", "{{.Name}}"], env=self.env)
         for pod in out.split():
             run(["podman", "pod", "rm", "-f", pod], env=self.env)
+        subprocess.run(["podman", "secret", "rm", S3_SECRET], capture_output=True, env=self.env, check=False)
 
     def start_services(self) -> str:
         self.remove_leftovers()
@@ -163,11 +172,22 @@ class Deployment:
         log = (self.work / "kafka.log").open("wb")
         argv = [str(binary), "start", "--only", "kafka", "--host", self.host, "--kafka-port", str(self.ports["kafka"])]
         self.processes.append(subprocess.Popen([*argv, "--data-dir", str(self.work / "kafka")], stdout=log, stderr=log))
-        for port in ("pg", "redis", "kafka"):
+        # moto's S3 server (in memory), the one installed beside this interpreter (tests/support/objectstore.py).
+        self.s3_log = self.work / "moto.log"
+        moto = [str(Path(sys.executable).parent / "moto_server"), "-H", self.host, "-p", str(self.ports["s3"])]
+        env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT=str(IAM_SETUP))
+        with self.s3_log.open("wb") as out:
+            self.processes.append(subprocess.Popen(moto, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env))
+        for port in ("pg", "redis", "kafka", "s3"):
             wait_for(f"{port} on {self.host}", lambda p=port: _port_open(self.host, self.ports[p]), 30)
         return (
-            f"PostgreSQL :{self.ports['pg']}, Redis :{self.ports['redis']}, Kafka :{self.ports['kafka']} on {self.host}"
+            f"PostgreSQL :{self.ports['pg']}, Redis :{self.ports['redis']}, Kafka :{self.ports['kafka']}, "
+            f"S3 :{self.ports['s3']} on {self.host}"
         )
+
+    @property
+    def s3_endpoint(self) -> str:
+        return f"http://{self.host}:{self.ports['s3']}"
 
     def stop_services(self) -> None:
         with contextlib.suppress(Exception):
@@ -198,12 +218,15 @@ class Deployment:
 
     # -- data and definitions
     def write_definitions(self) -> str:
+        import boto3
         import pandas as pd
+        import pyarrow as pa
+        from deltalake import write_deltalake
 
         self.data.mkdir()
         now = datetime.now(UTC).replace(microsecond=0)
         self.now = now
-        pd.DataFrame(
+        stats = pd.DataFrame(
             {
                 "driver_id": [1001, 1001, 1002, 1003],
                 "datetime": [
@@ -215,13 +238,64 @@ class Deployment:
                 "conv_rate": [0.1, 0.25, 0.5, 0.9],
                 "trips": [10, 12, 20, 30],
             }
-        ).to_parquet(self.data / "driver_stats.parquet")
+        )
+        profile = pa.table(
+            {
+                "driver_id": pa.array([1001, 1002, 1003], pa.int64()),
+                "datetime": pa.array(
+                    [now - timedelta(hours=5), now - timedelta(hours=4), now - timedelta(days=2)],
+                    pa.timestamp("us", tz="UTC"),
+                ),
+                "rating": [4.5, 4.75, 3.0],
+            }
+        )
+        # The batch sources exist only in the bucket: the ingestion pods can read them nowhere else.
+        staging = self.work / "staging"
+        staging.mkdir()
+        stats.to_parquet(staging / "driver_stats.parquet")
+        write_deltalake(str(staging / "driver_profile"), profile)
+        aws = {"endpoint_url": self.s3_endpoint, "region_name": "us-east-1"}
+        iam = boto3.client("iam", aws_access_key_id="setup", aws_secret_access_key="setup", **aws)
+        iam.create_user(UserName="provender")
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+        iam.put_user_policy(UserName="provender", PolicyName="s3", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName="provender")["AccessKey"]  # the last request without auth
+        self.access_key, self.secret_key = key["AccessKeyId"], key["SecretAccessKey"]
+        s3 = boto3.client("s3", aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key, **aws)
+        s3.create_bucket(Bucket=BUCKET)
+        files = sorted(path for path in staging.rglob("*") if path.is_file())
+        for path in files:
+            s3.upload_file(str(path), BUCKET, path.relative_to(staging).as_posix())
+        shutil.rmtree(staging)
+        stranger = boto3.client("s3", aws_access_key_id="AKIANOTTHEKEY", aws_secret_access_key="wrong", **aws)
+        try:
+            stranger.head_object(Bucket=BUCKET, Key="driver_stats.parquet")
+        except stranger.exceptions.ClientError as exc:
+            if exc.response["ResponseMetadata"]["HTTPStatusCode"] != 403:
+                raise
+        else:
+            raise StepFailed("the S3 server accepts any key pair: the test could not tell whether the Secret is used")
         (self.data / "definitions.py").write_text(
-            DEFINITIONS.format(data=self.data, kafka=f"{self.host}:{self.ports['kafka']}"), encoding="utf-8"
+            DEFINITIONS.format(data=self.data, bucket=BUCKET, kafka=f"{self.host}:{self.ports['kafka']}"),
+            encoding="utf-8",
         )
         for path in [self.data, *self.data.iterdir()]:
             os.chown(path, POD_UID, POD_UID)
-        return "2 tables, 4 batch rows (1003's is outside the 1-day window)"
+        # The Secret the chart's storage.s3.existingSecret names. podman 4.3 reads a secretKeyRef's
+        # secret as a JSON object of base64 values (the data of a Kubernetes Secret).
+        keys = {"access_key_id": self.access_key, "secret_access_key": self.secret_key}
+        secret = json.dumps({key: base64.b64encode(value.encode()).decode() for key, value in keys.items()})
+        created = subprocess.run(
+            ["podman", "secret", "create", S3_SECRET, "-"], input=secret, capture_output=True, text=True, env=self.env
+        )
+        if created.returncode != 0:
+            raise StepFailed("podman secret create failed", created.stderr)
+        self.secret_created = True
+        return (
+            f"3 tables; s3://{BUCKET}/: driver_stats.parquet (4 rows, 1003's outside the 1-day window), "
+            f"Delta driver_profile ({len(files) - 1} files; 1003's row outside the window); "
+            f"Secret {S3_SECRET} with the only key pair the S3 server accepts"
+        )
 
     # -- the chart
     def values(self) -> dict[str, Any]:
@@ -236,6 +310,7 @@ class Deployment:
             "registry": {"url": f"postgresql://postgres@{self.host}:{self.ports['pg']}/features"},
             "redis": {"url": f"redis://{self.host}:{self.ports['redis']}/0"},
             "kafka": {"bootstrapServers": f"{self.host}:{self.ports['kafka']}"},
+            "storage": {"s3": {"endpointUrl": self.s3_endpoint, "region": "us-east-1", "existingSecret": S3_SECRET}},
             "config": {"serving": {"registry_refresh_seconds": 1}, "stream": {"linger_ms": 50}},
             "extraEnv": [{"name": name, "value": value} for name, value in injected.items()],
             "extraVolumes": [{"name": "data", "hostPath": {"path": str(self.data), "type": "Directory"}}],
@@ -258,7 +333,10 @@ class Deployment:
             "streamIngestion": {"enabled": True, "tables": [{"table": "driver_trips"}]},
             "batchIngestion": {
                 "enabled": True,
-                "tables": [{"table": "driver_stats", "schedule": "*/5 * * * *", "window": "1d"}],
+                "tables": [
+                    {"table": "driver_stats", "schedule": "*/5 * * * *", "window": "1d"},
+                    {"table": "driver_profile", "schedule": "0 * * * *", "window": "1d"},
+                ],
             },
         }
 
@@ -293,20 +371,32 @@ class Deployment:
 
     def run_to_completion(self, name: str, template: dict[str, Any], timeout: float = 120) -> str:
         """Run a Job's (or CronJob's) pod template as a pod; return its log once it exited 0."""
-        self.play(name, [self._pod(name, template, "Never")])
-        container = f"{PREFIX}{name}-{template['spec']['containers'][0]['name']}"
+        return self.run_all_to_completion(name, {name: template}, timeout)[name]
 
-        def state() -> list[str]:
-            argv = ["podman", "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", container]
+    def run_all_to_completion(
+        self, play: str, templates: dict[str, dict[str, Any]], timeout: float = 120
+    ) -> dict[str, str]:
+        """Run pod templates as pods side by side; return each one's log once all exited 0."""
+        self.play(play, [self._pod(name, template, "Never") for name, template in templates.items()])
+        containers = {name: f"{PREFIX}{name}-{t['spec']['containers'][0]['name']}" for name, t in templates.items()}
+
+        def state(name: str) -> list[str]:
+            argv = ["podman", "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", containers[name]]
             return run(argv, env=self.env).split()
 
-        wait_for(f"pod {name}", lambda: state()[0] == "exited", timeout, lambda: self.logs(PREFIX + name))
-        log = self.logs(PREFIX + name)
-        if state()[1] != "0":
-            raise StepFailed(f"pod {name} exited {state()[1]}", log)
-        return log
+        pods = [PREFIX + name for name in templates]
 
-    def logs(self, *pods: str) -> str:
+        def done() -> bool:
+            return all(state(name)[0] == "exited" for name in templates)
+
+        wait_for(f"pods {', '.join(templates)}", done, timeout, lambda: self.logs(*pods))
+        logs = {name: self.logs(PREFIX + name) for name in templates}
+        for name in templates:
+            if state(name)[1] != "0":
+                raise StepFailed(f"pod {name} exited {state(name)[1]}", logs[name])
+        return logs
+
+    def logs(self, *pods: str, tail: int = 60) -> str:
         out = []
         for pod in pods or self.pods:
             names = subprocess.run(
@@ -320,7 +410,11 @@ class Deployment:
                 if name.endswith("-infra"):
                     continue
                 log = subprocess.run(
-                    ["podman", "logs", "--tail", "60", name], capture_output=True, text=True, env=self.env, check=False
+                    ["podman", "logs", "--tail", str(tail), name],
+                    capture_output=True,
+                    text=True,
+                    env=self.env,
+                    check=False,
                 )
                 out.append(f"--- {name}\n{log.stdout}{log.stderr}")
         return "\n".join(out)
@@ -336,6 +430,8 @@ class Deployment:
         names = [doc["metadata"]["name"] for doc in self._config_maps()] if hasattr(self, "docs") else []
         if names:
             subprocess.run(["podman", "volume", "rm", "-f", *names], capture_output=True, env=self.env, check=False)
+        if getattr(self, "secret_created", False):
+            subprocess.run(["podman", "secret", "rm", S3_SECRET], capture_output=True, env=self.env, check=False)
         self.stop_services()
 
 
@@ -359,8 +455,14 @@ driver_stats = pv.FeatureTable(
     name="driver_stats",
     entities=["driver_id"],
     features=[pv.Feature("conv_rate", pv.ValueType.DOUBLE), pv.Feature("trips", pv.ValueType.INT64)],
-    batch_source=pv.FileSource(path="{data}/driver_stats.parquet", file_format=pv.ParquetFormat(),
+    batch_source=pv.FileSource(path="s3://{bucket}/driver_stats.parquet", file_format=pv.ParquetFormat(),
                                event_timestamp_column="datetime"),
+)
+driver_profile = pv.FeatureTable(
+    name="driver_profile",
+    entities=["driver_id"],
+    features=[pv.Feature("rating", pv.ValueType.DOUBLE)],
+    batch_source=pv.DeltaSource(path="s3://{bucket}/driver_profile", event_timestamp_column="datetime"),
 )
 driver_trips = pv.FeatureTable(
     name="driver_trips",
@@ -456,12 +558,33 @@ def step_stream_pod(d: Deployment) -> str:
 
 
 def step_batch_ingestion(d: Deployment) -> str:
-    cron = next(doc for doc in d.docs if doc["kind"] == "CronJob")
-    log = d.run_to_completion("ingest-driver-stats", cron["spec"]["jobTemplate"]["spec"]["template"])
-    line = next((line for line in log.splitlines() if line.startswith("Ingested")), "")
-    if "2 entity keys" not in line:
-        raise StepFailed("the ingestion did not write the 2 keys of the window", log)
-    return line[:90]
+    templates = {}
+    for table in ("driver_stats", "driver_profile"):
+        name = f"ingest-{table.replace('_', '-')}"
+        cron = next(
+            doc for doc in d.docs if doc["kind"] == "CronJob" and doc["metadata"]["name"] == f"{RELEASE}-{name}"
+        )
+        template = cron["spec"]["jobTemplate"]["spec"]["template"]
+        container = template["spec"]["containers"][0]
+        container["args"] = ["--debug", *container["args"]]  # debug logs too: the secret must be in none of them
+        templates[name] = template
+    since = d.s3_log.stat().st_size
+    logs = d.run_all_to_completion("ingest", templates)
+    for name, log in logs.items():
+        line = next((line for line in log.splitlines() if line.startswith("Ingested")), "")
+        if "2 entity keys" not in line:
+            raise StepFailed(f"{name}: the ingestion did not write the 2 keys of the window", log)
+    with d.s3_log.open("rb") as handle:
+        handle.seek(since)
+        requests = handle.read().decode("utf-8", "replace")
+    for key in ("driver_stats.parquet", "driver_profile/"):
+        if f" /{BUCKET}/{key}" not in requests:
+            raise StepFailed(f"the S3 server saw no request for s3://{BUCKET}/{key}", requests[-3000:])
+    served = sum(1 for line in requests.splitlines() if f" /{BUCKET}" in line and '" 20' in line)
+    return (
+        f"2 keys each of driver_stats (Parquet) and driver_profile (Delta), read from s3://{BUCKET} "
+        f"({served} requests signed with the Secret's keys)"
+    )
 
 
 def read_online(d: Deployment, serving_url: str) -> dict[str, list[object]]:
@@ -470,7 +593,12 @@ def read_online(d: Deployment, serving_url: str) -> dict[str, list[object]]:
     client = pv.Client(config=host_config(d), serving_url=serving_url)
     try:
         response = client.get_online_features(
-            feature_refs=["driver_stats:conv_rate", "driver_stats:trips", "driver_trips:last_trip_km"],
+            feature_refs=[
+                "driver_stats:conv_rate",
+                "driver_stats:trips",
+                "driver_profile:rating",
+                "driver_trips:last_trip_km",
+            ],
             entity_rows=[{"driver_id": 1001}, {"driver_id": 1002}, {"driver_id": 1003}],
         )
         return response.to_dict()
@@ -482,6 +610,7 @@ EXPECTED = {
     "driver_id": [1001, 1002, 1003],
     "driver_stats__conv_rate": [0.25, 0.5, None],
     "driver_stats__trips": [12, 20, None],
+    "driver_profile__rating": [4.5, 4.75, None],
     "driver_trips__last_trip_km": [12.5, 3.25, None],
 }
 
@@ -534,6 +663,19 @@ def step_metrics(d: Deployment) -> str:
     return detail
 
 
+def step_no_secret(d: Deployment) -> str:
+    """The S3 secret key reached the pods only as an environment variable: in no log, no ConfigMap."""
+    logs = d.logs(tail=100_000)
+    if "DEBUG " not in logs:  # the ingestion pods' debug logs were collected: the check below can fail
+        raise StepFailed("no DEBUG line in the pods' logs", logs[-3000:])
+    if d.secret_key in logs:
+        raise StepFailed("the S3 secret key is in a pod's log", logs)
+    if d.secret_key in (d.work / "rendered.yaml").read_text(encoding="utf-8"):
+        raise StepFailed("the S3 secret key is in the rendered chart")
+    containers = logs.count("--- ")
+    return f"not in the {containers} containers' logs (ingestion at --debug) nor in the rendered chart"
+
+
 STEPS: list[tuple[str, Callable[[Deployment], str]]] = [
     ("services on the host", Deployment.start_services),
     ("data and definitions", Deployment.write_definitions),
@@ -546,6 +688,7 @@ STEPS: list[tuple[str, Callable[[Deployment], str]]] = [
     ("read over HTTP", step_read_http),
     ("read over gRPC", step_read_grpc),
     ("serving /metrics", step_metrics),
+    ("S3 secret in no log", step_no_secret),
 ]
 
 

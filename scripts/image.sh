@@ -31,13 +31,15 @@ export CONTAINERS_CONF=${CONTAINERS_CONF:-$ROOT/deploy/podman/containers.conf}
 
 VERSION=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$ROOT/src/provender/__init__.py")
 [ -n "$VERSION" ] || { echo "no __version__ in src/provender/__init__.py"; exit 1; }
-EXTRAS=redis,kafka,postgres,serving
+# delta and s3: the pods read Delta tables, and S3 Parquet through DuckDB over object_store (not the
+# slower pyarrow path); neither pulls protobuf, so the Kubeflow image (protobuf < 7) has them too.
+EXTRAS=redis,kafka,postgres,serving,delta,s3
 TAG=localhost/provender:$VERSION
 # Packages installed besides provender[EXTRAS] (the Kubeflow example's training step).
 MORE=""
 if [ "$SPARK" = 1 ]; then EXTRAS=$EXTRAS,spark; TAG=$TAG-spark; fi
 # kfp pins protobuf < 7, which the serving extra cannot use: the Kubeflow image has no serving.
-if [ "$KFP" = 1 ]; then EXTRAS=redis,kafka,postgres,kfp; MORE=scikit-learn; TAG=$TAG-kfp; fi
+if [ "$KFP" = 1 ]; then EXTRAS=redis,kafka,postgres,delta,s3,kfp; MORE=scikit-learn; TAG=$TAG-kfp; fi
 PACKAGES=python3,python3-venv,ca-certificates
 # The image's own Java for Spark (the same major version the host tests Spark with).
 SPARK_PACKAGES=openjdk-17-jre-headless
