@@ -175,7 +175,7 @@ def test_spark_takes_entity_rows_from_s3_and_writes_the_training_set_there(
 def test_a_sql_source_over_s3_inputs_equals_the_same_over_local_files(
     tmp_path: Path, s3_server: S3Server, spark_engine: object, spark_options: dict[str, object]
 ) -> None:
-    """The SQL source's inputs in S3 (a file and a prefix): DuckDB and Spark give the local files' rows."""
+    """The SQL source's inputs in S3 (a file, a prefix) or one a Delta table: DuckDB and Spark give the local rows."""
     import pandas as pd
 
     from tests.contract.test_offline_engine_sql_sources import DRIVER, ENTITY_DRIVERS, ENTITY_TIMES, make_table
@@ -196,12 +196,19 @@ def test_a_sql_source_over_s3_inputs_equals_the_same_over_local_files(
         "drivers": pv.FileSource(path=f"s3://{bucket}/drivers.parquet", event_timestamp_column="since"),
     }
     remote = dataclasses.replace(local, batch_source=dataclasses.replace(local.batch_source, sources=inputs))
+    deltalake = pytest.importorskip("deltalake")
+    drivers_delta = tmp_path / "drivers_delta"
+    deltalake.write_deltalake(str(drivers_delta), pa.parquet.read_table(tmp_path / "data" / "drivers.parquet"))
+    delta_inputs = {**inputs, "drivers": pv.DeltaSource(path=str(drivers_delta), event_timestamp_column="since")}
+    with_delta = dataclasses.replace(local, batch_source=dataclasses.replace(local.batch_source, sources=delta_inputs))
     entity_df = pd.DataFrame({"driver_id": ENTITY_DRIVERS, "event_timestamp": ENTITY_TIMES})
     results = {}
     for name, table, offline in (
         ("local", local, {"engine": "duckdb"}),
         ("duckdb", remote, {"engine": "duckdb"}),
         ("spark", remote, dict(spark_options)),
+        ("duckdb-delta", with_delta, {"engine": "duckdb"}),
+        ("spark-delta", with_delta, dict(spark_options)),
     ):
         config = write_config(tmp_path / name, offline=offline, project=f"p{uuid.uuid4().hex[:8]}")
         settings = load_settings(config, environ={}, overrides={"storage": s3_server.storage()})
@@ -210,6 +217,8 @@ def test_a_sql_source_over_s3_inputs_equals_the_same_over_local_files(
             job = client.get_historical_features(SQL_REFS, entity_df)
             results[name] = (job.to_arrow().to_pylist(), sorted(f.path for f in job.lineage()[0].files))
     assert results["duckdb"][0] == results["spark"][0] == results["local"][0]
+    assert results["duckdb-delta"][0] == results["spark-delta"][0] == results["local"][0]
+    assert results["duckdb-delta"][1] == results["spark-delta"][1]
     assert (
         results["duckdb"][1]
         == results["spark"][1]

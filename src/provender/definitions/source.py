@@ -161,7 +161,8 @@ class SqlSource:
     Args:
         query: one ``SELECT`` (CTEs, joins, unions allowed) reading only the tables of ``sources``.
         sources: the tables the query reads, by the name it uses: ``FileSource`` paths, local
-            (Parquet, CSV) or in an object store (``s3://``, ``gs://``: Parquet).
+            (Parquet, CSV) or in an object store (``s3://``, ``gs://``: Parquet), or Delta tables
+            (``DeltaSource``, read at their pinned version or timestamp, else their latest).
         event_timestamp_column: the result column with each row's event time.
         created_timestamp_column: optional; breaks ties between equal event timestamps.
         dialect: the query's SQL dialect (a sqlglot dialect name): ``duckdb`` (default), ``spark``...
@@ -178,7 +179,7 @@ class SqlSource:
     """
 
     query: str
-    sources: Mapping[str, FileSource]
+    sources: Mapping[str, FileSource | DeltaSource]
     event_timestamp_column: str
     created_timestamp_column: str | None = None
     dialect: str = "duckdb"
@@ -192,12 +193,16 @@ class SqlSource:
         what = "SqlSource"
         _check_timestamps(what, self.event_timestamp_column, self.created_timestamp_column)
         if not isinstance(self.sources, Mapping) or not self.sources:
-            raise DefinitionError(what, "sources", "must map each table name the query reads to a FileSource")
+            raise DefinitionError(
+                what, "sources", "must map each table name the query reads to a FileSource or a DeltaSource"
+            )
         for name, source in self.sources.items():
             if not isinstance(name, str) or not name.isidentifier():
                 raise DefinitionError(what, "sources", f"{name!r} is not a table name (letters, digits, '_')")
-            if not isinstance(source, FileSource):
-                raise DefinitionError(what, "sources", f"{name!r} must be a FileSource, got {type(source).__name__}")
+            if not isinstance(source, FileSource | DeltaSource):
+                raise DefinitionError(
+                    what, "sources", f"{name!r} must be a FileSource or a DeltaSource, got {type(source).__name__}"
+                )
         object.__setattr__(self, "sources", MappingProxyType(dict(sorted(self.sources.items()))))
         if not isinstance(self.query, str) or not self.query.strip():
             raise DefinitionError(what, "query", f"must be a SELECT query, got {self.query!r}")

@@ -25,9 +25,10 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from provender.config import StorageSection
-from provender.definitions import CsvFormat, Entity, FeatureTable, FileSource, SqlSource
+from provender.definitions import CsvFormat, DeltaSource, Entity, FeatureTable, FileSource, SqlSource
 from provender.definitions.sql import transpile
 from provender.errors import DataError
+from provender.offline.delta import open_delta
 from provender.offline.duckdb_sql import literal, quote
 from provender.offline.files import DateRange, is_remote, list_source_files
 from provender.offline.lineage import InputFile, local_files
@@ -43,7 +44,7 @@ class SqlInputs:
 
     Attributes:
         files: the files of each local input.
-        datasets: the rows of each object-store input (``s3://``, ``gs://``: Parquet, read through pyarrow).
+        datasets: the rows of each object-store (``s3://``, ``gs://``: Parquet) or Delta input, read through pyarrow.
         read: every file read, with its size and modification time (the read's lineage).
         scrub: removes secrets from an error message about these inputs.
     """
@@ -67,7 +68,11 @@ def open_inputs(source: SqlSource, *, base_dir: Path, table: str, storage: Stora
     for name, input_source in source.sources.items():
         where = f"Input {name!r} of the SQL source of feature table {table!r}"
         try:
-            if is_remote(input_source.path):
+            if isinstance(input_source, DeltaSource):  # one snapshot: the pinned version or time, else the latest
+                snapshot = open_delta(input_source, what=where, base_dir=base_dir, storage=storage)
+                datasets[name] = snapshot.dataset
+                read += snapshot.files
+            elif is_remote(input_source.path):
                 store = open_store(input_source.path, storage, f"{where} ({input_source.path})")
                 infos = source_files(store, input_source, DateRange(first=None, last=None), where)
                 listed = [
@@ -105,9 +110,9 @@ def relation_names(source: SqlSource) -> dict[str, str]:
     return {name: f"__provender_sql_{name}" for name in source.sources}
 
 
-def _input_scan(source: FileSource, files: list[str]) -> str:
+def _input_scan(source: FileSource | DeltaSource, files: list[str]) -> str:
     file_list = "[" + ", ".join(literal(f) for f in files) + "]"
-    if isinstance(source.file_format, CsvFormat):
+    if isinstance(source, FileSource) and isinstance(source.file_format, CsvFormat):
         delimiter = literal(source.file_format.delimiter)
         return f"read_csv({file_list}, header = true, delim = {delimiter}, union_by_name = true)"
     return f"read_parquet({file_list}, hive_partitioning = true, union_by_name = true)"

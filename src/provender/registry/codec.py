@@ -42,7 +42,8 @@ from provender.definitions import (
 )
 from provender.errors import DefinitionError
 
-FORMAT_VERSION: Final = 6
+FORMAT_VERSION: Final = 7
+_SQL_DELTA_VERSION: Final = 7  # a SQL source reading a Delta table
 _SKETCH_VERSION: Final = 6
 _ON_DEMAND_VERSION: Final = 5
 _DELTA_VERSION: Final = 4
@@ -72,8 +73,11 @@ def to_dict(definition: Definition) -> JsonDict:
         return {"format_version": _EXPECTATIONS_VERSION, "kind": "entity", "spec": _entity_spec(definition)}
     if isinstance(definition, FeatureTable):
         # The oldest version that can hold the table, so older readers still read what they can.
+        source = definition.batch_source
         version = (
-            _SKETCH_VERSION
+            _SQL_DELTA_VERSION
+            if isinstance(source, SqlSource) and any(isinstance(s, DeltaSource) for s in source.sources.values())
+            else _SKETCH_VERSION
             if any(a.function == "approx_count_distinct" for a in definition.aggregations)
             else _ON_DEMAND_VERSION
             if isinstance(definition.batch_source, SqlSource)
@@ -278,7 +282,7 @@ def _batch_source_spec(source: BatchSource) -> JsonDict:
             "type": "sql",
             "query": source.query,
             "dialect": source.dialect,
-            "sources": {name: _file_source_spec(input_source) for name, input_source in source.sources.items()},
+            "sources": {name: _batch_source_spec(input_source) for name, input_source in source.sources.items()},
             "event_timestamp_column": source.event_timestamp_column,
             "created_timestamp_column": source.created_timestamp_column,
             "field_mapping": dict(source.field_mapping),
@@ -300,7 +304,7 @@ def _batch_source_from(spec: Mapping[str, object]) -> BatchSource:
             query=cast(str, spec["query"]),
             dialect=cast(str, spec.get("dialect", "duckdb")),
             sources={
-                str(name): _file_source_from(_mapping(item, "sources"))
+                str(name): _sql_input_from(_mapping(item, "sources"))
                 for name, item in _mapping(spec["sources"], "sources").items()
             },
             event_timestamp_column=cast(str, spec["event_timestamp_column"]),
@@ -318,6 +322,13 @@ def _batch_source_from(spec: Mapping[str, object]) -> BatchSource:
         timestamp=None if at is None else datetime.fromisoformat(cast(str, at)),
         field_mapping=_mapping(spec.get("field_mapping", {}), "field_mapping"),  # type: ignore[arg-type]
     )
+
+
+def _sql_input_from(spec: Mapping[str, object]) -> FileSource | DeltaSource:
+    source = _batch_source_from(spec)
+    if isinstance(source, SqlSource):
+        raise DefinitionError("registry record", "sources", "an input of a SQL source cannot be a SQL source")
+    return source
 
 
 def _file_source_spec(source: FileSource) -> JsonDict:

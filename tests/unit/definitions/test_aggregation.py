@@ -142,7 +142,7 @@ def test_codec_writes_approx_count_distinct_as_version_6_which_older_readers_ref
         Aggregation(column="city", function="approx_count_distinct", window=timedelta(hours=1), name="cities_1h"),
     )
     data = codec.to_dict(table)
-    assert data["format_version"] == 6 == codec.FORMAT_VERSION
+    assert data["format_version"] == 6 < codec.FORMAT_VERSION
     assert codec.from_json(codec.to_json(table)) == table
     # a reader of version 5 refuses the record as newer than it knows (not as an unknown function)
     with pytest.MonkeyPatch.context() as patch:

@@ -177,3 +177,33 @@ def test_an_input_that_does_not_exist_is_named(project: Path) -> None:
         ),
     ):
         client.apply([DRIVER, table(missing, city=pv.ValueType.STRING)])
+
+
+def test_a_delta_input_is_read_at_its_pin_and_stored_as_version_7(project: Path) -> None:
+    """A Delta input: its pinned version is what the query reads; the codec says 7 (older readers refuse)."""
+    deltalake = pytest.importorskip("deltalake")
+    drivers = project / "drivers_delta"
+    deltalake.write_deltalake(str(drivers), pa.table({"driver_id": pa.array([1, 2], pa.int64()), "city": ["a", "b"]}))
+    deltalake.write_deltalake(
+        str(drivers), pa.table({"driver_id": pa.array([1, 2], pa.int64()), "city": ["x", "y"]}), mode="overwrite"
+    )
+    entity_rows = pd.DataFrame({"driver_id": [1, 2], "event_timestamp": [NOW, NOW]})
+    trips = pv.FileSource(path=str(project / "trips.parquet"), event_timestamp_column="ts")
+    got = {}
+    for pin in (0, None):
+        delta = pv.DeltaSource(path=str(drivers), event_timestamp_column="since", version=pin)
+        made = table(
+            source(sources={"trips": trips, "drivers": delta}), fare2=pv.ValueType.DOUBLE, city=pv.ValueType.STRING
+        )
+        record = codec.to_dict(made)
+        assert record["format_version"] == 7
+        assert codec.from_json(codec.to_json(made)) == made
+        with make_client(project / f"p{pin}") as client:
+            client.apply([DRIVER, made])
+            job = client.get_historical_features(["rides:city", "rides:fare2"], entity_rows)
+            got[pin] = job.to_arrow().column("rides__city").to_pylist()
+            (read,) = job.lineage()
+            assert read.files and all(str(drivers) in f.path or f.path.endswith("trips.parquet") for f in read.files)
+    assert got == {0: ["a", "b"], None: ["x", "y"]}
+    with pytest.raises(DefinitionError, match="newer than this Provender understands"):
+        codec.from_dict({**record, "format_version": 8})

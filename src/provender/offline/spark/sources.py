@@ -227,7 +227,7 @@ def _sql_frame(
     names = {name: f"{view}_{suffix}" for name, view in relation_names(source).items()}
     try:
         for name, input_source in source.sources.items():
-            fmt = input_source.file_format
+            fmt = input_source.file_format if isinstance(input_source, FileSource) else None  # Delta: staged
             if isinstance(fmt, CsvFormat):
                 read = session.read.options(header=True, sep=fmt.delimiter, inferSchema=True).csv(files[name])
             else:
