@@ -5,6 +5,7 @@ The week ends at the current hour (UTC), so the latest values are fresh for onli
 """
 
 import argparse
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -40,7 +41,14 @@ def main() -> None:
         }
     )
     out = Path(args.out)
-    pq.write_to_dataset(table, out, partition_cols=["date"], existing_data_behavior="delete_matching")
+    # One file per day, written synchronously: pyarrow's dataset writer can leave a thread running
+    # into interpreter exit and abort the process (apache/arrow#36980).
+    dates = table.column("date").to_numpy(zero_copy_only=False)
+    for day in sorted(set(dates)):
+        folder = out / f"date={day}"
+        shutil.rmtree(folder, ignore_errors=True)  # a day written again replaces the old one
+        folder.mkdir(parents=True)
+        pq.write_table(table.filter(pa.array(dates == day)).drop_columns(["date"]), folder / "part-0.parquet")
     print(
         f"wrote {n} rows for {len(driver_ids)} drivers, {hours[0]:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC, to {out}/"
     )
