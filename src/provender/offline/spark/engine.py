@@ -15,7 +15,7 @@ import logging
 import sys
 import threading
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import ClassVar, Self
@@ -208,25 +208,10 @@ class SparkEngine:
         Spark writes the rows under ``staging_path``; the reader streams those files and deletes
         them when done. :meth:`ingest_to_online` keeps the rows off the driver altogether.
         """
-        job_dir = self.staging.new_dir("latest")
-        group, what = f"provender-{job_dir}", f"ingestion of feature table {plan.join.name!r}"
-        try:
-            frame = self._latest_frame(plan, job_dir)
-            run_in_group(
-                self.session, group, what, lambda: frame.write.parquet(self.staging.spark_path(f"{job_dir}/rows"))
-            )
-        except BaseException:
-            self.staging.remove(job_dir)
-            raise
-        schema = latest_schema(plan.join)
-
-        def batches() -> Iterator[pa.RecordBatch]:
-            try:
-                yield from self.staging.read(f"{job_dir}/rows", schema, batch_rows=batch_rows)
-            finally:
-                self.staging.remove(job_dir)
-
-        return pa.RecordBatchReader.from_batches(schema, batches())
+        what = f"ingestion of feature table {plan.join.name!r}"
+        return self._through_staging(
+            "latest", what, lambda job_dir: self._latest_frame(plan, job_dir), latest_schema(plan.join), batch_rows
+        )
 
     def _events_frame(self, plan: LatestPlan, stage_dir: str, lower: datetime) -> DataFrame:
         """The events with ``lower < event <= end``, partitioned and sorted by key (:func:`compile_events`)."""
@@ -244,21 +229,35 @@ class SparkEngine:
         deletes them when done. Batch ingestion rebuilds the keys' tiles from them
         (``tile_writer.TileWriter.rebuild``); :meth:`ingest_to_online` does it on the executors.
         """
-        job_dir = self.staging.new_dir("events")
-        group, what = f"provender-{job_dir}", f"reading the events of feature table {plan.join.name!r}"
+        what = f"reading the events of feature table {plan.join.name!r}"
+        return self._through_staging(
+            "events",
+            what,
+            lambda job_dir: self._events_frame(plan, job_dir, lower),
+            events_schema(plan.join),
+            batch_rows,
+        )
+
+    def _through_staging(
+        self, kind: str, what: str, frame_of: Callable[[str], DataFrame], schema: pa.Schema, batch_rows: int
+    ) -> pa.RecordBatchReader:
+        """Have Spark write ``frame_of(job_dir)`` under ``staging_path``; stream it back, deleted when done."""
+        job_dir = self.staging.new_dir(kind)
         try:
-            frame = self._events_frame(plan, job_dir, lower)
+            frame = frame_of(job_dir)
             run_in_group(
-                self.session, group, what, lambda: frame.write.parquet(self.staging.spark_path(f"{job_dir}/events"))
+                self.session,
+                f"provender-{job_dir}",
+                what,
+                lambda: frame.write.parquet(self.staging.spark_path(f"{job_dir}/{kind}")),
             )
         except BaseException:
             self.staging.remove(job_dir)
             raise
-        schema = events_schema(plan.join)
 
         def batches() -> Iterator[pa.RecordBatch]:
             try:
-                yield from self.staging.read(f"{job_dir}/events", schema, batch_rows=batch_rows)
+                yield from self.staging.read(f"{job_dir}/{kind}", schema, batch_rows=batch_rows)
             finally:
                 self.staging.remove(job_dir)
 

@@ -210,19 +210,11 @@ def _sql_frame(
     for name, dataset in inputs.datasets.items():  # object-store inputs: staged whole through pyarrow
         staged = f"{context.stage_dir}/sql-{name}-{uuid.uuid4().hex[:8]}"
         try:
-            ds.write_dataset(
-                dataset,
-                context.staging.arrow_path(staged),
-                format="parquet",
-                filesystem=context.staging.fs,
-                basename_template="part-{i}.parquet",
-                existing_data_behavior="overwrite_or_ignore",
-            )
+            files[name] = _copy_to_staging(dataset, staged, context)
         except (OSError, pa.ArrowException) as exc:
             raise DataError(
                 f"Cannot read input {name!r} of the SQL source of feature table {join.name!r}: {inputs.scrub(str(exc))}"
             ) from None
-        files[name] = context.staging.parquet_files(staged)
     suffix = uuid.uuid4().hex[:12]
     names = {name: f"{view}_{suffix}" for name, view in relation_names(source).items()}
     try:
@@ -264,14 +256,7 @@ def _stage(
         return [], join
     name = f"{context.stage_dir}/source-{len(context.inputs)}"
     try:
-        ds.write_dataset(
-            opened.dataset.scanner(columns=list(dict.fromkeys(needed))),
-            context.staging.arrow_path(name),
-            format="parquet",
-            filesystem=context.staging.fs,
-            basename_template="part-{i}.parquet",
-            existing_data_behavior="overwrite_or_ignore",
-        )
+        files = _copy_to_staging(opened.dataset.scanner(columns=list(dict.fromkeys(needed))), name, context)
     except (OSError, pa.ArrowException) as exc:
         raise DataError(
             f"Cannot read the batch source of feature table {join.name!r} ({join.source.path}): "
@@ -282,7 +267,25 @@ def _stage(
         event_timestamp_column=c.event_timestamp,
         created_timestamp_column=c.created_timestamp,
     )
-    return context.staging.parquet_files(name), replace(join, source=staged)
+    return files, replace(join, source=staged)
+
+
+def _copy_to_staging(data: ds.Dataset | ds.Scanner, name: str, context: SourceContext) -> list[str]:
+    """Write ``data`` as Parquet under the staging folder ``name``; return the files Spark reads.
+
+    Raises:
+        OSError, pyarrow.ArrowException: reading ``data`` or writing the copy failed (the caller
+            names the source).
+    """
+    ds.write_dataset(
+        data,
+        context.staging.arrow_path(name),
+        format="parquet",
+        filesystem=context.staging.fs,
+        basename_template="part-{i}.parquet",
+        existing_data_behavior="overwrite_or_ignore",
+    )
+    return context.staging.parquet_files(name)
 
 
 def _read_source(
