@@ -32,7 +32,7 @@ help:
 	@echo "make image      - build the OCI image localhost/provender:<version> (buildah, no registry)"
 	@echo "make image-spark - the same with Java and pyspark: localhost/provender:<version>-spark"
 	@echo "make image-kfp  - the Kubeflow steps' image: localhost/provender:<version>-kfp"
-	@echo "make deploy-test - the chart's core and serving pods under podman kube play, tested from the host"
+	@echo "make deploy-test - the chart's pods under podman kube play, and the Kubeflow steps in the -kfp image"
 	@echo "make lint       - ruff format --check, ruff check, mypy, lint-imports (the layer contract)"
 	@echo "make dist       - build the sdist and the wheel (from the sdist) into dist/"
 	@echo "make test-dist  - install the built wheel in a fresh venv and run the CLI and serving from it"
@@ -94,10 +94,11 @@ helm:
 	/usr/local/bin/helm version --short
 
 # .venv-kfp: the Kubeflow example's environment (tests/deploy/test_kubeflow.py). kfp pins
-# protobuf < 7 and the serving extra needs protobuf 7, so it cannot be the main venv.
-$(KFP_VENV)/.stamp-kfp: pyproject.toml
+# protobuf < 7 and the serving extra needs protobuf 7, so it cannot be the main venv. docker: the
+# Docker API client of kfp.local's DockerRunner (the steps in the -kfp image, through podman's socket).
+$(KFP_VENV)/.stamp-kfp: pyproject.toml Makefile
 	[ -x $(KFP_VENV)/bin/python ] || $(PYTHON) -m venv $(KFP_VENV)
-	$(KFP_VENV)/bin/python -m pip install -q --disable-pip-version-check -e '.[redis,postgres,kfp]' scikit-learn
+	$(KFP_VENV)/bin/python -m pip install -q --disable-pip-version-check -e '.[redis,postgres,kfp]' scikit-learn 'docker>=7'
 	touch $@
 
 # chart-tools: what tests/deploy/test_chart.py runs: helm and kubernetes-validate (offline schemas).
@@ -144,9 +145,12 @@ image-spark: deploy-deps
 image-kfp: deploy-deps
 	PROVENDER_BUILD_CACHE=$(BUILD_CACHE) $(SUDO) bash scripts/image.sh --kfp
 
-# deploy-test: build the image (cached), then run the chart's pods against host services.
-deploy-test: image
+# deploy-test: build the images (cached), run the chart's pods against host services, then the
+# Kubeflow example with each step in a container of the -kfp image (the tests marked `image`).
+deploy-test: image image-kfp
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SUDO) $(VPY) scripts/deploy_test.py
+	$(SUDO) env PROVENDER_TEST_IMAGES=1 PROVENDER_REQUIRE_SERVICES=$${PROVENDER_REQUIRE_SERVICES:-} \
+	  $(VPY) -m pytest -q -p no:cacheprovider -m image tests/deploy
 
 # test: the whole suite: lint, then the pytest groups, the deployment test and test-oldest in parallel
 # (scripts/run_suite.sh; each group's fixtures start their own Redis, PostgreSQL, Kafka broker and

@@ -4,7 +4,9 @@ r"""A Kubeflow pipeline over Provender: training set, model, online ingestion, c
     python examples/kubeflow/pipeline.py run --config repo/provender.yaml --entities repo/entities.parquet \\
         --start 2026-11-01 --at 2026-11-20T00:00:00
 
-`run` executes the pipeline here with kfp.local (each step a local process, no cluster). Prepare a
+`run` executes the pipeline here with kfp.local, no cluster: each step a local process, or with
+`--runner docker` each step a container of the steps' image (`make image-kfp`; Docker, or podman's
+API socket through DOCKER_HOST), the repository's folder mounted at the same path. Prepare a
 repository to run it on with prepare.py (same folder). Steps:
 
 1. historical_retrieval: the point-in-time correct training set of the entity rows (with labels);
@@ -17,11 +19,15 @@ repository to run it on with prepare.py (same folder). Steps:
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from kfp import compiler, dsl
+from kfp import compiler, dsl, local
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 from provender.kfp.components import BASE_IMAGE, consistency_check, historical_retrieval, offline_to_online_ingestion
+
+if TYPE_CHECKING:
+    import docker
 
 FEATURES = ["driver_stats:conv_rate", "driver_stats:acc_rate", "driver_stats:avg_daily_trips"]
 
@@ -67,32 +73,72 @@ def training_pipeline(
     ).after(ingestion)
 
 
+def docker_runner(folders: list[Path], network: str, user: str) -> local.DockerRunner:
+    """kfp.local's DockerRunner, with ``folders`` bind-mounted at the same paths in each step's container.
+
+    The steps run as ``user`` ("": the image's, uid 10001), who must be able to write the folders.
+
+    Each container is removed after kfp read its exit code, not auto-removed: podman's Docker API
+    (4.3) answers 500 rather than 404 for a container already removed, which kfp's wait does not
+    expect, so ``run_docker_container`` is replaced by the same run without ``auto_remove``.
+    """
+    from docker.types import Mount
+    from kfp.local import docker_task_handler
+
+    docker_task_handler.run_docker_container = _run_container
+    mounts = [Mount(target=str(path), source=str(path), type="bind") for path in dict.fromkeys(folders)]
+    # A step's command replaces the image's entrypoint (`provender`) in Kubernetes, not in Docker: clear it.
+    options = {"user": user} if user else {}
+    return local.DockerRunner(mounts=mounts, network_mode=network, entrypoint=[""], **options)
+
+
+def _run_container(
+    client: "docker.DockerClient", image: str, command: list[str], volumes: dict[str, object], **run_args: object
+) -> int:
+    container = client.containers.run(image=image, command=command, detach=True, volumes=volumes, **run_args)
+    try:
+        for line in container.logs(stream=True):
+            print(line.decode(), end="")
+        return int(container.wait()["StatusCode"])
+    finally:
+        container.remove(force=True)
+
+
 def main(argv: list[str]) -> int:
     """Compile the pipeline, or run it locally with kfp.local."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     compile_ = commands.add_parser("compile", help="write the pipeline YAML")
     compile_.add_argument("output", type=Path)
-    run = commands.add_parser("run", help="run the pipeline here with kfp.local (subprocess runner)")
+    run = commands.add_parser("run", help="run the pipeline here with kfp.local (processes or containers)")
     run.add_argument("--config", required=True, help="provender.yaml of the repository")
     run.add_argument("--entities", required=True, help="Parquet entity source with a label column")
     run.add_argument("--start", required=True, help="ingestion window start (ISO-8601)")
     run.add_argument("--at", required=True, help="the time T: ingestion window end and consistency time")
     run.add_argument("--pipeline-root", default="./kfp-local", help="where kfp.local writes artifacts")
+    run.add_argument(
+        "--runner",
+        choices=["subprocess", "docker"],
+        default="subprocess",
+        help="each step a local process, or a container of the steps' image (DOCKER_HOST: the API socket)",
+    )
+    run.add_argument("--network", default="host", help="--runner docker: the containers' network (default: the host's)")
+    run.add_argument(
+        "--user", default="", help="--runner docker: uid[:gid] the steps run as (default: the image's, 10001)"
+    )
     args = parser.parse_args(argv)
     if args.command == "compile":
         compiler.Compiler().compile(training_pipeline, str(args.output))
         print(f"wrote {args.output}")
         return 0
-    from kfp import local
-
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=args.pipeline_root, raise_on_error=True)
-    training_pipeline(
-        entity_source_uri=str(Path(args.entities).resolve()),
-        start=args.start,
-        at=args.at,
-        config_path=str(Path(args.config).resolve()),
-    )
+    config, entities, root = (Path(path).resolve() for path in (args.config, args.entities, args.pipeline_root))
+    if args.runner == "docker":  # the steps read the repository and write the artifacts at the host's paths
+        root.mkdir(parents=True, exist_ok=True)
+        runner = docker_runner([config.parent, entities.parent], args.network, args.user)
+    else:
+        runner = local.SubprocessRunner(use_venv=False)
+    local.init(runner=runner, pipeline_root=str(root), raise_on_error=True)
+    training_pipeline(entity_source_uri=str(entities), start=args.start, at=args.at, config_path=str(config))
     print("pipeline provender-training: SUCCEEDED")
     return 0
 
