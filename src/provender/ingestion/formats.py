@@ -12,6 +12,12 @@ dead letter and the batch goes on.
   ``AvroFormat`` schema, so producers may evolve their schema compatibly.
 * **JSON** (``JsonFormat()``): each value is one UTF-8 JSON object.
 
+A clean micro-batch of a flat record schema (booleans, ints, longs, floats, doubles, each
+possibly nullable) is read straight into Arrow columns with numpy (:class:`ColumnRecords`),
+which the row builder takes as they are: about a tenth of fastavro's cost per record, with
+exactly fastavro's values. Any other schema, or a batch with anything unusual in it, is read by
+fastavro.
+
 Avro timestamps (``timestamp-millis``/``-micros``/``-nanos`` logical types) are decoded as
 their integers (the unit is kept in :attr:`AvroDecoder.timestamp_units`) rather than as
 ``datetime`` objects: the row builder converts whole columns at once, which is several times
@@ -24,10 +30,12 @@ import copy
 import io
 import itertools
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol, cast
+from typing import Any, NamedTuple, Protocol, cast, overload
 
+import numpy as np
+import pyarrow as pa
 from fastavro import parse_schema, schemaless_reader
 from fastavro.schema import SchemaParseException
 
@@ -66,9 +74,54 @@ class Decoded(NamedTuple):
         errors: ``(message index, why it could not be decoded)`` for the others.
     """
 
-    records: list[dict[str, Any]]
+    records: Sequence[dict[str, Any]]
     positions: list[int]
     errors: list[tuple[int, str]]
+
+
+class ColumnRecords(Sequence[dict[str, Any]]):
+    """Decoded records held as Arrow columns (:attr:`batch`), made dicts only when asked for.
+
+    The row builder reads the columns directly; anything else sees the same dicts fastavro
+    would have given (``batch.to_pylist()``: Python ints, floats, bools and None).
+    """
+
+    __slots__ = ("_dicts", "batch")
+
+    def __init__(self, batch: pa.RecordBatch) -> None:
+        self.batch = batch
+        self._dicts: list[dict[str, Any]] | None = None
+
+    def _list(self) -> list[dict[str, Any]]:
+        if self._dicts is None:
+            self._dicts = self.batch.to_pylist()
+        return self._dicts
+
+    def __len__(self) -> int:
+        rows: int = self.batch.num_rows
+        return rows
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        return self._list()[index]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self._list())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ColumnRecords):
+            other = other._list()
+        return isinstance(other, list) and self._list() == other
+
+    __hash__ = None  # type: ignore[assignment]  # mutable dicts inside, like a list
+
+    def __repr__(self) -> str:
+        return f"ColumnRecords({self._list()!r})"
 
 
 class MessageDecoder(Protocol):
@@ -186,6 +239,7 @@ class AvroDecoder:
         self._registry = registry
         self._writers: dict[int, _Schemas] = {}
         self._index: list[bytes] = []
+        self._columns = _ColumnReader.of(stripped)
 
     def decode(self, values: Sequence[bytes | None]) -> Decoded:
         """Decode each value; with a registry, resolve it from its writer schema.
@@ -232,7 +286,10 @@ class AvroDecoder:
         return Decoded(records, positions, errors)
 
     def _decode_batch(self, values: Sequence[bytes | None]) -> Decoded | None:  # noqa: PLR0911 - each check bails out
-        """Read every value in one fastavro call, or return None if any value needs a closer look.
+        """Read every value at once, or return None if any value needs a closer look.
+
+        A flat record of primitives is read straight into columns (:class:`_ColumnReader`),
+        when every value is a clean record of the table's own schema. Otherwise:
 
         The values are framed as an Avro array whose items are the records, each followed by
         its index (a long): ``count, record 0, 0, record 1, 1, ..., 0``. One call then decodes
@@ -245,6 +302,7 @@ class AvroDecoder:
             return None
         present = cast("Sequence[bytes]", values)
         schemas = self._plain
+        skip = 0
         if self._registry is not None:
             header = present[0][:_WIRE_HEADER_BYTES]
             if not all(value.startswith(header) for value in present):
@@ -253,10 +311,16 @@ class AvroDecoder:
                 schemas = self._wire_schemas(present[0])
             except SchemaNotFoundError:
                 return None
-            present = [value[_WIRE_HEADER_BYTES:] for value in present]
+            skip = _WIRE_HEADER_BYTES
+        count = len(present)
+        if schemas is self._plain and self._columns is not None:
+            columns = self._columns.read(present, skip)
+            if columns is not None:
+                return Decoded(ColumnRecords(columns), list(range(count)), [])
         if schemas.batch_writer is None:
             return None
-        count = len(present)
+        if skip:
+            present = [value[skip:] for value in present]
         items = itertools.chain.from_iterable(zip(present, self._indices(count), strict=True))
         framed = b"".join([_zigzag(count), *items, b"\x00"])
         stream = io.BytesIO(framed)
@@ -326,3 +390,183 @@ def _zigzag(value: int) -> bytes:
         number >>= 7
     out.append(number)
     return bytes(out)
+
+
+# -- reading a flat record of primitives straight into columns ----------------------------------
+
+_COLUMN_KINDS = frozenset({"boolean", "int", "long", "float", "double"})
+# After the values: a field starts at most 1 byte past the end (a union index read there) and
+# reads at most 16 bytes (two words of a long varint), so every read stays in the buffer.
+_PAD = bytes(32)
+
+
+class _Field(NamedTuple):
+    name: str
+    kind: str  # one of _COLUMN_KINDS
+    null_tag: int | None  # for a ["null", kind] union: the byte of its null branch's index (0 or 2)
+
+
+class _ColumnReader:
+    """Reads a micro-batch of records of a flat schema straight into Arrow columns, with numpy.
+
+    Only records whose fields are all booleans, ints, longs, floats or doubles, each possibly in
+    a union with null, and no logical type: then every field is a varint, a fixed number of
+    bytes, or a union index byte then one of those, and each field of every record can be read
+    at once across the batch (one numpy pass per field). The values are exactly fastavro's:
+    longs and ints as int64, floats as float32 (through a double, as fastavro's Python floats
+    are), doubles bit for bit. Anything unusual makes :meth:`read` return None and the caller
+    reads with fastavro (and names the bad records): a varint longer than 10 bytes or beyond
+    64 bits, a boolean byte other than 0 or 1, a union index byte other than 0 or 2, or a record
+    that does not end exactly where its value ends.
+    """
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, fields: list[_Field]) -> None:
+        self._fields = fields
+
+    @classmethod
+    def of(cls, schema: dict[str, Any]) -> _ColumnReader | None:
+        """The reader of a (timestamp-stripped) record schema, or None if it is not flat."""
+        if schema.get("type") != "record" or not isinstance(schema.get("fields"), list):
+            return None
+        fields = [_flat_field(field) for field in schema["fields"]]
+        if not fields or None in fields or len({f.name for f in fields if f}) != len(fields):
+            return None
+        return cls(cast("list[_Field]", fields))
+
+    def read(self, values: Sequence[bytes], skip: int) -> pa.RecordBatch | None:
+        """Read every value (after its first ``skip`` bytes) into columns; None if one needs a closer look."""
+        # One C call concatenates the values and gives where each starts (the offsets).
+        joined = pa.array([*values, _PAD], pa.large_binary())
+        offsets = np.frombuffer(joined.buffers()[1], np.int64, len(values) + 1)
+        position, ends = offsets[:-1] + skip, offsets[1:]
+        buffer = _Buffer(joined.buffers()[2])
+        arrays = []
+        for field in self._fields:
+            present = None
+            at = position
+            if field.null_tag is not None:
+                tags = buffer.u8[position]
+                present = tags == 2 - field.null_tag
+                if not (present | (tags == field.null_tag)).all():
+                    return None
+                position = position + 1
+                at = position[present]
+            read = _READERS[field.kind](buffer, at)
+            if read is None:
+                return None
+            column, after = read
+            if present is None:
+                position = after
+                arrays.append(pa.array(column))
+            else:
+                position[present] = after
+                arrays.append(pa.array(_spread(column, present), mask=~present))
+            if (position > ends).any():
+                return None
+        if not np.array_equal(position, ends):
+            return None
+        return pa.RecordBatch.from_arrays(arrays, names=[f.name for f in self._fields])
+
+
+def _flat_field(field: object) -> _Field | None:
+    """A record field that :class:`_ColumnReader` reads, or None."""
+    if not isinstance(field, dict) or not isinstance(field.get("name"), str):
+        return None
+    avro_type, null_tag = field.get("type"), None
+    if isinstance(avro_type, list):
+        if len(avro_type) != 2 or avro_type.count("null") != 1:
+            return None
+        null_index = avro_type.index("null")
+        avro_type, null_tag = avro_type[1 - null_index], 2 * null_index
+    if isinstance(avro_type, dict):
+        avro_type = None if "logicalType" in avro_type else avro_type.get("type")
+    if avro_type not in _COLUMN_KINDS:
+        return None
+    return _Field(field["name"], avro_type, null_tag)
+
+
+def _spread(column: np.ndarray[Any, Any], present: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """``column`` (the values of the ``present`` rows) spread over all rows; the others are zero."""
+    full = np.zeros(len(present), column.dtype)
+    full[present] = column
+    return full
+
+
+class _Buffer:
+    """The concatenated values, viewed from every byte offset as uint8, uint64, float32 and float64."""
+
+    __slots__ = ("f32", "f64", "u8", "u64")
+
+    def __init__(self, data: pa.Buffer) -> None:
+        size = data.size
+        self.u8: np.ndarray[Any, Any] = np.frombuffer(data, np.uint8)
+        self.u64: np.ndarray[Any, Any] = np.ndarray((size - 7,), "<u8", buffer=data, strides=(1,))
+        self.f32: np.ndarray[Any, Any] = np.ndarray((size - 3,), "<f4", buffer=data, strides=(1,))
+        self.f64: np.ndarray[Any, Any] = np.ndarray((size - 7,), "<f8", buffer=data, strides=(1,))
+
+
+_Read = tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]] | None
+_U64 = np.uint64
+_STOP_BITS = _U64(0x8080808080808080)
+_SEVEN_BITS = _U64(0x7F7F7F7F7F7F7F7F)
+# Gathering the 7-bit groups of 8 bytes into 56 bits: pairs, then quads, then the eight.
+_GATHER = (
+    (_U64(0x007F007F007F007F), _U64(0x7F007F007F007F00), _U64(1)),
+    (_U64(0x00003FFF00003FFF), _U64(0x3FFF00003FFF0000), _U64(2)),
+    (_U64(0x000000000FFFFFFF), _U64(0x0FFFFFFF00000000), _U64(4)),
+)
+
+
+def _read_varints(buffer: _Buffer, at: np.ndarray[Any, Any]) -> _Read:
+    """The zigzag varints at ``at`` as int64 (fastavro's longs), and the positions after them.
+
+    Eight bytes are read as one little-endian word per varint; its last byte is the first whose
+    high bit is clear. Varints of 9 or 10 bytes take one more word; a longer one, or one beyond
+    64 bits, returns None.
+    """
+    words = buffer.u64[at]
+    stops = ~words & _STOP_BITS
+    first = stops & (_U64(0) - stops)  # the high bit of the last byte; 0 if beyond 8 bytes
+    keep = (first << _U64(1)) - _U64(1)  # the bytes up to it (all when it is the 8th, or none found)
+    lengths = (np.bitwise_count(keep) >> 3).astype(np.int64)
+    value = words & keep & _SEVEN_BITS
+    for low, high, shift in _GATHER:
+        value = (value & low) | ((value & high) >> shift)
+    longer = np.flatnonzero(first == 0)
+    if len(longer):
+        more = buffer.u64[at[longer] + 8]
+        ninth, tenth = more & _U64(0xFF), (more >> _U64(8)) & _U64(0xFF)
+        ten = ninth >= 0x80
+        if (tenth[ten] > 1).any():
+            return None  # longer than 10 bytes, or beyond 64 bits
+        value[longer] |= ((ninth & _U64(0x7F)) << _U64(56)) | ((tenth * ten) << _U64(63))
+        lengths[longer] = 9 + ten
+    signs = -(value & _U64(1)).view(np.int64)
+    return (value >> _U64(1)).view(np.int64) ^ signs, at + lengths
+
+
+def _read_floats(buffer: _Buffer, at: np.ndarray[Any, Any]) -> _Read:
+    # Through a double and back, like fastavro's Python float into a float32 column (a signalling NaN quiets).
+    return buffer.f32[at].astype(np.float64).astype(np.float32), at + 4
+
+
+def _read_doubles(buffer: _Buffer, at: np.ndarray[Any, Any]) -> _Read:
+    return buffer.f64[at], at + 8
+
+
+def _read_booleans(buffer: _Buffer, at: np.ndarray[Any, Any]) -> _Read:
+    raw = buffer.u8[at]
+    if (raw > 1).any():
+        return None  # fastavro reads any non-zero byte as True: leave such records to it
+    return raw == 1, at + 1
+
+
+_READERS: dict[str, Callable[[_Buffer, np.ndarray[Any, Any]], _Read]] = {
+    "boolean": _read_booleans,
+    "int": _read_varints,
+    "long": _read_varints,
+    "float": _read_floats,
+    "double": _read_doubles,
+}

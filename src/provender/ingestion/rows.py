@@ -44,6 +44,7 @@ import pyarrow as pa
 from provender.definitions import FeatureTable, KafkaSource, ValueType
 from provender.definitions.request import CREATED_TIMESTAMP, EVENT_TIMESTAMP, TIMESTAMP_TYPE, row_schema
 from provender.errors import DataError
+from provender.ingestion.formats import ColumnRecords
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
@@ -197,12 +198,17 @@ class RowBuilder:
         Returns None when some record needs a closer look (a null key or event time, a value out
         of range, a null or out-of-range timestamp); the caller then takes the general path.
         """
-        try:
-            batch = pa.RecordBatch.from_pylist(list(records), schema=schema)
-        except _ARROW_ERRORS:
-            return None
+        if isinstance(records, ColumnRecords):
+            columns = _typed_columns(records.batch, schema)
+            if columns is None:
+                return None
+        else:
+            try:
+                columns = pa.RecordBatch.from_pylist(list(records), schema=schema).columns
+            except _ARROW_ERRORS:
+                return None
         arrays: list[pa.Array] = []
-        for spec, column in zip(self.specs, batch.columns, strict=True):
+        for spec, column in zip(self.specs, columns, strict=True):
             if spec.required and column.null_count:
                 return None
             if spec.value_type is ValueType.UNIX_TIMESTAMP:
@@ -226,6 +232,36 @@ class RowBuilder:
             rows.column(f.name) if f.name in rows.column_names else pa.nulls(rows.num_rows, f.type) for f in self.schema
         ]
         return pa.Table.from_arrays(arrays, schema=self.schema)
+
+
+# Decoded column type -> message field type conversions that equal converting the column's Python
+# values (what RecordBatch.from_pylist does): widening and integer narrowing (refused out of range).
+_EXACT_CASTS = frozenset(
+    {
+        (pa.int64(), pa.int32()),
+        (pa.float32(), pa.float64()),
+    }
+)
+
+
+def _typed_columns(batch: pa.RecordBatch, schema: pa.Schema) -> list[pa.Array] | None:
+    """``schema``'s fields from decoded columns, as ``from_pylist`` of their records would give them.
+
+    Returns None where ``from_pylist`` would fail (a value out of range).
+    """
+    columns = []
+    for field in schema:
+        column = batch.column(field.name)
+        try:
+            if column.type != field.type:
+                if (column.type, field.type) in _EXACT_CASTS:
+                    column = column.cast(field.type, safe=True)
+                else:  # rare pairings (an Avro long for a FLOAT feature): through Python values, as before
+                    column = pa.array(column.to_pylist(), type=field.type)
+        except _ARROW_ERRORS:
+            return None
+        columns.append(column)
+    return columns
 
 
 def _message_type(value_type: ValueType) -> pa.DataType:
@@ -257,6 +293,8 @@ _PY_TYPES: dict[ValueType, tuple[type, ...]] = {
     ValueType.BYTES: (bytes,),
 }
 _INT_BOUNDS = {ValueType.INT32: (-(2**31), 2**31 - 1), ValueType.INT64: (-(2**63), 2**63 - 1)}
+# Arrow converts an integer to a FLOAT or DOUBLE only within these (where every integer is exact).
+_EXACT_INT_LIMITS = {ValueType.FLOAT: 2**24, ValueType.DOUBLE: 2**53}
 
 
 def _converter(
@@ -278,6 +316,9 @@ def _scalar_value(value: Any, value_type: ValueType) -> Any:
         bounds = _INT_BOUNDS.get(value_type)
         if bounds is not None and not bounds[0] <= value <= bounds[1]:
             raise ValueError(f"{value} is out of range for {value_type}")
+        limit = _EXACT_INT_LIMITS.get(value_type)
+        if limit is not None and type(value) is int and not -limit <= value <= limit:
+            raise ValueError(f"the integer {value} is beyond +-{limit}, where {value_type} holds every integer exactly")
         return value
     if value_type is ValueType.BYTES and type(value) is str:
         try:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import pickle
+import re
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -12,9 +15,11 @@ from typing import Any
 
 import fastavro
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import provender as pv
-from provender.ingestion.formats import AvroDecoder, JsonDecoder, decoder_for
+from provender.ingestion.formats import AvroDecoder, ColumnRecords, JsonDecoder, decoder_for
 from provender.ingestion.schema_registry import SchemaRegistryClient
 
 SCHEMA: dict[str, Any] = {
@@ -167,3 +172,122 @@ def test_an_invalid_avro_schema_is_a_definition_error() -> None:
     bad = {"type": "record", "name": "T", "fields": [{"name": "x", "type": "no-such-type"}]}
     with pytest.raises(pv.DefinitionError, match="schema_json"):
         AvroDecoder(pv.AvroFormat(json.dumps(bad)))
+
+
+# -- flat records read straight into columns: the same records as fastavro, the same errors ------
+
+FLAT: dict[str, Any] = {
+    "type": "record",
+    "name": "Flat",
+    "fields": [
+        {"name": "b", "type": "boolean"},
+        {"name": "i", "type": "int"},
+        {"name": "l", "type": "long"},
+        {"name": "f", "type": "float"},
+        {"name": "d", "type": "double"},
+        {"name": "nl", "type": ["null", "long"]},
+        {"name": "ln", "type": ["long", "null"]},
+        {"name": "nf", "type": ["null", "float"]},
+        {"name": "nd", "type": ["double", "null"]},
+        {"name": "nb", "type": ["null", "boolean"]},
+        {"name": "ts", "type": {"type": "long", "logicalType": "timestamp-nanos"}},
+    ],
+}
+LONGS = st.integers(-(2**63), 2**63 - 1) | st.sampled_from([0, -1, 63, -64, 64, 2**55, -(2**55) - 1, 2**62, -(2**63)])
+FLOATS = st.floats(width=32, allow_nan=True) | st.sampled_from([0.0, -0.0, math.inf, -math.inf])
+DOUBLES = st.floats(allow_nan=True, allow_infinity=True)
+FLAT_RECORDS = st.fixed_dictionaries(
+    {
+        "b": st.booleans(),
+        "i": st.integers(-(2**31), 2**31 - 1),
+        "l": LONGS,
+        "f": FLOATS,
+        "d": DOUBLES,
+        "nl": st.none() | LONGS,
+        "ln": st.none() | LONGS,
+        "nf": st.none() | FLOATS,
+        "nd": st.none() | DOUBLES,
+        "nb": st.none() | st.booleans(),
+        "ts": LONGS,
+    }
+)
+
+
+def fastavro_decoder(schema: dict[str, Any]) -> AvroDecoder:
+    """A decoder without the columnar path: fastavro reads every record."""
+    decoder = AvroDecoder(pv.AvroFormat(json.dumps(schema)))
+    decoder._columns = None
+    return decoder
+
+
+def same(a: object, b: object) -> bool:
+    """Equal, with NaN equal to NaN (and the bits of floats compared)."""
+    return pickle.dumps(a) == pickle.dumps(b)
+
+
+@settings(max_examples=150, deadline=None)
+@given(records=st.lists(FLAT_RECORDS, min_size=1, max_size=40))
+def test_flat_records_read_as_columns_equal_fastavro_records(records: list[dict[str, Any]]) -> None:
+    values: list[bytes | None] = [avro(r, FLAT) for r in records]
+    decoded = AvroDecoder(pv.AvroFormat(json.dumps(FLAT))).decode(values)
+    assert isinstance(decoded.records, ColumnRecords)
+    expected = fastavro_decoder(FLAT).decode(values)
+    assert decoded.positions == expected.positions and decoded.errors == []
+    assert same(list(decoded.records), list(expected.records))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    records=st.lists(FLAT_RECORDS, min_size=1, max_size=8),
+    damage=st.lists(st.tuples(st.integers(0, 7), st.integers(0, 80), st.binary(max_size=3)), min_size=1, max_size=3),
+)
+def test_damaged_flat_records_decode_as_fastavro_decodes_them(
+    records: list[dict[str, Any]], damage: list[tuple[int, int, bytes]]
+) -> None:
+    values: list[bytes | None] = [avro(r, FLAT) for r in records]
+    for which, at, insert in damage:  # cut, overwrite or extend a value
+        value = values[which % len(values)]
+        assert value is not None
+        values[which % len(values)] = value[:at] + insert + value[at + len(insert) + (at % 2) :]
+    decoded = AvroDecoder(pv.AvroFormat(json.dumps(FLAT))).decode(values)
+    expected = fastavro_decoder(FLAT).decode(values)
+    assert decoded.positions == expected.positions
+    assert without_addresses(decoded.errors) == without_addresses(expected.errors)
+    assert same(list(decoded.records), list(expected.records))
+
+
+def without_addresses(errors: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    return [(index, re.sub(r" at 0x[0-9a-f]+", "", error)) for index, error in errors]
+
+
+@pytest.mark.parametrize(
+    ("field", "raw"),
+    [
+        ("boolean", b"\x02"),  # fastavro reads it as True
+        ("long", b"\x80" * 10 + b"\x00"),  # an 11-byte zero
+        ("long", b"\xff" * 9 + b"\x03"),  # beyond 64 bits: fastavro wraps
+        ("long", b"\xff" * 9 + b"\x01"),  # the 10-byte minimum
+        ("long", b"\x80\x00"),  # a non-minimal zero
+    ],
+)
+def test_unusual_encodings_decode_as_fastavro_decodes_them(field: str, raw: bytes) -> None:
+    schema = {"type": "record", "name": "R", "fields": [{"name": "x", "type": field}, {"name": "y", "type": "int"}]}
+    values: list[bytes | None] = [raw + b"\x02", b"\x00\x04"]
+    decoded = AvroDecoder(pv.AvroFormat(json.dumps(schema))).decode(values)
+    expected = fastavro_decoder(schema).decode(values)
+    assert (decoded.positions, decoded.errors) == (expected.positions, expected.errors)
+    assert same(list(decoded.records), list(expected.records))
+
+
+def test_schemas_that_are_not_flat_primitives_are_read_by_fastavro() -> None:
+    for field_type in ("string", {"type": "int", "logicalType": "date"}, ["null", "long", "string"], "bytes"):
+        schema = {"type": "record", "name": "R", "fields": [{"name": "x", "type": field_type}]}
+        assert AvroDecoder(pv.AvroFormat(json.dumps(schema)))._columns is None
+
+
+def test_wire_format_records_of_the_reader_schema_are_read_as_columns(registry: Registry) -> None:
+    decoder = decoder_for(pv.AvroFormat(json.dumps(SCHEMA)), schema_registry_url=registry.url)
+    values: list[bytes | None] = [wire(1, avro({"driver_id": n, "trips_today": 5, "ts": T0})) for n in range(3)]
+    decoded = decoder.decode(values)
+    assert isinstance(decoded.records, ColumnRecords)
+    assert decoded.records == [{"driver_id": n, "trips_today": 5, "ts": T0_US} for n in range(3)]

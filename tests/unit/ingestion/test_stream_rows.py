@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import UTC, datetime, timedelta, timezone
 
+import fastavro
 import pyarrow as pa
 import pytest
 
 import provender as pv
 from provender.definitions.request import CREATED_TIMESTAMP, EVENT_TIMESTAMP
+from provender.ingestion.formats import AvroDecoder, ColumnRecords
 from provender.ingestion.rows import (
     Built,
     DeadLetterReason,
@@ -256,6 +259,77 @@ def test_fields_typed_by_the_avro_schema_take_a_fast_path_with_the_same_rows() -
         assert built.rows.equals(slow.build(records).rows)
 
 
+def test_records_decoded_as_columns_build_the_same_rows_and_errors() -> None:
+    features = [
+        pv.Feature("narrowed", pv.ValueType.INT32),
+        pv.Feature("widened", pv.ValueType.DOUBLE),
+        pv.Feature("rounded", pv.ValueType.FLOAT),
+        pv.Feature("from_long", pv.ValueType.DOUBLE),
+        pv.Feature("small", pv.ValueType.INT64),
+        pv.Feature("flag", pv.ValueType.BOOL),
+    ]
+    t = table(*features, created="c")
+    assert t.stream_source is not None
+    schema = {
+        "type": "record",
+        "name": "Trip",
+        "fields": [
+            {"name": "driver_id", "type": ["null", "long"]},
+            {"name": "narrowed", "type": "long"},
+            {"name": "widened", "type": ["float", "null"]},
+            {"name": "rounded", "type": "double"},
+            {"name": "from_long", "type": "long"},
+            {"name": "small", "type": "int"},
+            {"name": "flag", "type": ["null", "boolean"]},
+            {"name": "ts", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+            {"name": "c", "type": ["null", "long"]},
+        ],
+    }
+    decoder = AvroDecoder(pv.AvroFormat(json.dumps(schema)))
+    specs = RowBuilder(t, t.stream_source, TYPES).specs
+    trusted = check_avro_schema(decoder.schema, specs, table="trips")
+    builder = RowBuilder(t, t.stream_source, TYPES, decoder.timestamp_units, trusted_fields=trusted)
+    writer = fastavro.parse_schema(schema, named_schemas={})
+
+    def record(i: int, **changes: object) -> dict[str, object]:
+        values = {
+            "driver_id": i,
+            "narrowed": -i,
+            "widened": i / 4,
+            "rounded": 0.1 * i,
+            "from_long": 2**40 + i,
+            "small": i,
+            "flag": [None, True, False][i % 3],
+            "ts": T0_S * 10**6 + i,
+            "c": None if i % 2 else i,
+        }
+        return values | changes
+
+    good = [record(i) for i in range(20)]
+    for extra, reason in [
+        ({}, None),
+        ({"driver_id": None}, DeadLetterReason.MISSING_ENTITY_KEY),
+        ({"narrowed": 2**40}, DeadLetterReason.WRONG_TYPE),
+        ({"from_long": 2**60 + 1}, DeadLetterReason.WRONG_TYPE),  # beyond the integers a double holds exactly
+        ({"rounded": 1e300}, None),
+        ({"ts": 10**18}, DeadLetterReason.BAD_TIMESTAMP),
+    ]:
+        records = [*good, record(20, **extra)]
+        values: list[bytes | None] = []
+        for r in records:
+            out = io.BytesIO()
+            fastavro.schemaless_writer(out, writer, r)
+            values.append(out.getvalue())
+        decoded = decoder.decode(values)
+        assert isinstance(decoded.records, ColumnRecords)
+        from_columns = builder.build(decoded.records)
+        from_dicts = builder.build(list(decoded.records))
+        assert from_columns.rows.equals(from_dicts.rows)
+        assert from_columns.errors == from_dicts.errors
+        if reason is not None:
+            assert {i: e.reason for i, e in from_columns.errors.items()} == {20: reason}
+
+
 @pytest.mark.parametrize(
     "avro_type",
     [["null", "string", "long"], "double", {"type": "array", "items": "long"}],
@@ -300,3 +374,21 @@ def test_named_types_are_resolved_in_the_schema_check() -> None:
     }
     specs = RowBuilder(t, t.stream_source, TYPES).specs
     assert check_avro_schema(schema, specs, table="trips") == {"driver_id", "trips_today", "ts"}
+
+
+def test_an_integer_a_float_feature_cannot_hold_exactly_is_a_bad_record_not_a_failed_batch() -> None:
+    t = table(pv.Feature("rate", pv.ValueType.DOUBLE), pv.Feature("share", pv.ValueType.FLOAT))
+    built = build(
+        t,
+        [
+            {"driver_id": 1, "rate": 2**53, "share": -(2**24), "ts": T0_S},
+            {"driver_id": 2, "rate": 2**60 + 1, "ts": T0_S},
+            {"driver_id": 3, "share": 2**24 + 1, "ts": T0_S},
+        ],
+    )
+    assert {i: e.reason for i, e in built.errors.items()} == {
+        1: DeadLetterReason.WRONG_TYPE,
+        2: DeadLetterReason.WRONG_TYPE,
+    }
+    assert "'rate'" in built.errors[1].message and "'share'" in built.errors[2].message
+    assert built.rows.column("rate").to_pylist() == [2.0**53]
