@@ -9,14 +9,16 @@ name replaced by the relation the engine reads it from.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import ErrorLevel, ParseError, UnsupportedError
+from sqlglot.errors import ErrorLevel, ParseError, SqlglotError, UnsupportedError
+from sqlglot.optimizer.scope import Scope, traverse_scope, walk_in_scope
 
 from provender.errors import DefinitionError
 
-__all__ = ["ENGINE_DIALECTS", "check_query", "transpile"]
+__all__ = ["ENGINE_DIALECTS", "ReadPlan", "check_query", "plan_reads", "transpile"]
 
 ENGINE_DIALECTS = {"duckdb": "duckdb", "spark": "spark"}
 """The sqlglot dialect each offline engine runs: a query must transpile to every one of them."""
@@ -89,3 +91,154 @@ def transpile(query: str, dialect: str, *, to: str, relations: Mapping[str, str]
         alias = table.alias or table.name
         table.replace(exp.to_table(relations[table.name]).as_(alias) if alias else exp.to_table(relations[table.name]))
     return statement.sql(dialect=to)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadPlan:
+    """What a SQL source's query needs from its inputs, for a read that uses only some result columns.
+
+    Attributes:
+        query: the query to run instead of the declared one (same dialect): the declared query
+            with every result column nobody reads removed, and its result columns named as asked.
+        columns: per input, the columns the query reads from it (in the input's own spelling).
+        time_columns: per input whose column the result's event timestamp is an unchanged copy
+            of (proven below), that column: a filter on the result's event time holds for the
+            input's rows before the query runs.
+    """
+
+    query: str
+    columns: Mapping[str, tuple[str, ...]]
+    time_columns: Mapping[str, str]
+
+
+class _Unprovable(Exception):
+    """The query's structure does not let a filter on its event time move to an input."""
+
+
+def plan_reads(
+    query: str,
+    dialect: str,
+    schemas: Mapping[str, Sequence[str]],
+    output: Sequence[str],
+    event_timestamp_column: str,
+) -> ReadPlan | None:
+    """Plan reading only what ``query`` needs to give the result columns ``output``.
+
+    ``schemas``: each input's column names. The query is qualified against them (stars expanded,
+    each column given its table) and the projections no one reads are removed (sqlglot's
+    ``qualify`` and ``pushdown_projections``); the columns left in each scope are the ones read.
+
+    An input is time-prunable when the result's ``event_timestamp_column`` is, along every step
+    from the result to that input, a plain column reference (aliases allowed; no expression, no
+    cast), each step's SELECT keeps its rows one for one (no GROUP BY, aggregate, window, LIMIT,
+    OFFSET, QUALIFY, DISTINCT ON; set operations only UNION [ALL]), the input is read once and no
+    CTE is read twice. Then dropping the input's rows whose time is outside a range drops exactly
+    the result rows outside it (and rows of an outer join whose time is null, which no read
+    keeps), and nothing else.
+
+    Returns None when the query cannot be planned (sqlglot cannot resolve a column, a result
+    column in ``output`` is missing...): the caller then reads every input whole.
+    """
+    from sqlglot.optimizer.pushdown_projections import pushdown_projections
+    from sqlglot.optimizer.qualify import qualify
+
+    statement = _parse(query, dialect)
+    wrapper = exp.select(*(exp.column(name, quoted=True) for name in output)).from_(
+        exp.Subquery(this=statement, alias=exp.TableAlias(this=exp.to_identifier("__provender_result")))
+    )
+    schema: dict[str, object] = {name: dict.fromkeys(columns, "UNKNOWN") for name, columns in schemas.items()}
+    try:
+        qualified = qualify(
+            wrapper, dialect=dialect, schema=schema, validate_qualify_columns=True, quote_identifiers=True
+        )
+        pruned = pushdown_projections(qualified)
+        scopes = traverse_scope(pruned)
+    except (SqlglotError, KeyError, ValueError):
+        return None
+    spelling = {name.lower(): name for name in schemas}
+    if len(spelling) != len(schemas):
+        return None
+    for table in pruned.find_all(exp.Table):  # identifiers come back normalized; the engines look names up as declared
+        if not table.db and table.name.lower() in spelling:
+            table.set("this", exp.to_identifier(spelling[table.name.lower()]))
+    root = scopes[-1]
+    assert isinstance(root.expression, exp.Select)  # the wrapper
+    for select, name in zip(root.expression.selects, output, strict=True):  # the result's names, as asked
+        select.set("alias", exp.to_identifier(name, quoted=True))
+    read: dict[str, set[str]] = {name: set() for name in schemas}
+    for scope in scopes:
+        for column in scope.columns:
+            source = scope.sources.get(column.table)
+            if isinstance(source, exp.Table) and source.name in read:
+                read[source.name].add(column.name)
+    columns: dict[str, tuple[str, ...]] = {}
+    for name, used in read.items():
+        actual = {column.lower(): column for column in schemas[name]}
+        if len(actual) != len(schemas[name]) or any(column not in actual for column in used):
+            return None  # names that differ only by case: no safe mapping back
+        columns[name] = tuple(column for column in schemas[name] if column.lower() in used)  # the input's order
+    try:
+        leaves = _trace(root, output.index(event_timestamp_column))
+        _check_single_reads(pruned, leaves)
+    except _Unprovable:
+        leaves = []
+    time_columns = {}
+    for table, leaf in leaves:
+        actual = {c.lower(): c for c in schemas[table.name]}
+        time_columns[table.name] = actual[leaf.lower()]
+    return ReadPlan(query=pruned.sql(dialect=dialect), columns=columns, time_columns=time_columns)
+
+
+_ROW_CHANGING = ("group", "having", "limit", "offset", "qualify", "fetch")
+
+
+def _trace(scope: Scope, position: int) -> list[tuple[exp.Table, str]]:
+    """The input columns the ``position``-th result column of ``scope`` is an unchanged copy of.
+
+    Raises:
+        _Unprovable: a step changes the value or the rows (see :func:`plan_reads`).
+    """
+    statement = scope.expression
+    if isinstance(statement, exp.SetOperation):
+        if not isinstance(statement, exp.Union) or any(statement.args.get(arg) for arg in _ROW_CHANGING):
+            raise _Unprovable
+        return [leaf for branch in scope.set_operation_scopes for leaf in _trace(branch, position)]
+    if not isinstance(statement, exp.Select) or any(statement.args.get(arg) for arg in _ROW_CHANGING):
+        raise _Unprovable
+    distinct = statement.args.get("distinct")
+    if distinct is not None and distinct.args.get("on") is not None:
+        raise _Unprovable
+    if any(isinstance(node, exp.AggFunc | exp.Window) for node in walk_in_scope(statement)):
+        raise _Unprovable
+    selects = statement.selects
+    if position >= len(selects):
+        raise _Unprovable
+    column = selects[position].unalias()
+    if not isinstance(column, exp.Column) or not column.table:
+        raise _Unprovable
+    source = scope.sources.get(column.table)
+    if isinstance(source, exp.Table):
+        return [(source, column.name)]
+    if not isinstance(source, Scope):
+        raise _Unprovable
+    if not isinstance(source.expression, exp.Query):
+        raise _Unprovable
+    names = source.expression.named_selects
+    if column.name not in names:
+        raise _Unprovable
+    return _trace(source, names.index(column.name))
+
+
+def _check_single_reads(statement: exp.Expression, leaves: list[tuple[exp.Table, str]]) -> None:
+    """Raise _Unprovable if an input on the event time's path, or any CTE, is read more than once."""
+    counts: dict[str, int] = {}
+    for table in statement.find_all(exp.Table):
+        if not table.db:
+            counts[table.name.lower()] = counts.get(table.name.lower(), 0) + 1
+    ctes = [cte.alias_or_name.lower() for cte in statement.find_all(exp.CTE)]
+    if any(counts.get(name, 0) > 1 for name in ctes) or any(
+        cte.args.get("recursive") for cte in statement.find_all(exp.With)
+    ):
+        raise _Unprovable
+    if any(counts.get(table.name.lower(), 0) != 1 for table, _ in leaves):
+        raise _Unprovable

@@ -84,7 +84,7 @@ def open_delta(  # noqa: PLR0913 - keyword-only: the source, where it is, and wh
             else f" at {source.timestamp if source.version is None else source.version}"
         )
         raise DataError(f"{what}: cannot open the Delta table{pin}: {scrub(str(exc))}") from None
-    window = _window(dataset.schema, source.event_timestamp_column, lower, upper)
+    window = time_window(dataset.schema, source.event_timestamp_column, lower, upper)
     # Each fragment's partition expression holds its file's min/max statistics from the Delta log.
     fragments = list(dataset.get_fragments(filter=window))
     note = ""
@@ -201,15 +201,15 @@ def _outside(
     """The filter keeping files with rows in ``[lower, upper]`` but outside ``since``'s window (None: no such part)."""
     parts = []
     if lower is None or lower < since.start:
-        parts.append(_window(schema, column, lower, since.start - timedelta(microseconds=1)))
+        parts.append(time_window(schema, column, lower, since.start - timedelta(microseconds=1)))
     if upper is None or upper >= since.end:
-        parts.append(_window(schema, column, since.end, upper))
+        parts.append(time_window(schema, column, since.end, upper))
     if not parts:
         return None
     return parts[0] if len(parts) == 1 else parts[0] | parts[1]
 
 
-def _window(schema: pa.Schema, column: str, lower: datetime | None, upper: datetime | None) -> pc.Expression:
+def time_window(schema: pa.Schema, column: str, lower: datetime | None, upper: datetime | None) -> pc.Expression:
     """The filter keeping rows (and files, by their statistics) with event times in ``[lower, upper]``.
 
     Only on a timestamp column; the engine applies the exact bounds again. The upper bound is

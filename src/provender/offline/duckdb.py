@@ -67,7 +67,7 @@ from provender.offline.plan import (
     check_source_schema,
     null_entity_times_error,
 )
-from provender.offline.sql_source import duckdb_relation, open_inputs, register_inputs
+from provender.offline.sql_source import ReadWindow, duckdb_relation, open_inputs, register_inputs, result_columns
 from provender.offline.statistics import StatisticsPlan, TableStatistics
 from provender.offline.statistics_sql import Dialect, compute_statistics
 
@@ -225,9 +225,16 @@ class DuckDBEngine:
         """
         scrub: Callable[[str], str] = str
         if isinstance(join.source, SqlSource):
-            sql_inputs = open_inputs(join.source, base_dir=self.base_dir, table=join.name, storage=self.storage)
+            sql_inputs = open_inputs(
+                join.source,
+                base_dir=self.base_dir,
+                table=join.name,
+                storage=self.storage,
+                output=result_columns(join),
+                window=ReadWindow(dates=dates, lower=lower, upper=before if upper is None else upper),
+            )
             source_input = SourceInput(table=join.name, path=join.source.path, files=sql_inputs.read)
-            scan = duckdb_relation(join.source, sql_inputs.files, register_inputs(cursor, sql_inputs))
+            scan = duckdb_relation(join.source, sql_inputs, register_inputs(cursor, sql_inputs))
             scrub = sql_inputs.scrub
         elif reads_through_arrow(join):
             opened = open_arrow_source(

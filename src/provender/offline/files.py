@@ -95,7 +95,7 @@ def list_source_files(source: FileSource, *, base_dir: Path, dates: DateRange | 
     if not files:
         raise DataError(f"Source path {source.path!r} matches no {suffix} files (looked at {path}).")
     if dates is not None and source.date_partition_column:
-        files = [f for f in files if _partition_date_in(f, source.date_partition_column, dates)]
+        files = [f for f in files if in_dates(str(f), source.date_partition_column, dates)]
     return [str(f) for f in files]
 
 
@@ -107,9 +107,10 @@ def list_table_files(table: str, source: FileSource, *, base_dir: Path, dates: D
         raise DataError(f"Feature table {table!r}: {exc}") from exc
 
 
-def _partition_date_in(file: Path, column: str, dates: DateRange) -> bool:
+def in_dates(file: str, column: str, dates: DateRange) -> bool:
+    """Whether ``file`` (a path or URL) can hold rows of ``dates``: no ``<column>=`` partition, or one in them."""
     prefix = f"{column}="
-    for part in file.parts:
+    for part in Path(file).parts:
         if part.startswith(prefix):
             return dates.contains(partition_date(unquote(part), column, str(file)))
     return True

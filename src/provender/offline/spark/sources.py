@@ -29,6 +29,7 @@ from provender.definitions import CsvFormat, FileSource, SqlSource, ValueType
 from provender.definitions.sql import transpile
 from provender.errors import DataError
 from provender.offline.arrow_source import open_arrow_source, reads_through_arrow
+from provender.offline.delta import time_window
 from provender.offline.engine import EntityRows
 from provender.offline.files import DateRange, list_table_files
 from provender.offline.lineage import SourceInput, local_files
@@ -65,7 +66,7 @@ from provender.offline.spark.schemas import (
     spark_view,
 )
 from provender.offline.spark.staging import Staging
-from provender.offline.sql_source import open_inputs, relation_names
+from provender.offline.sql_source import InputRead, ReadWindow, open_inputs, relation_names, result_columns
 
 
 def entity_frame(
@@ -167,7 +168,8 @@ def source_frame(
         files = list_table_files(join.name, join.source, base_dir=context.base_dir, dates=dates)
         context.inputs.append(SourceInput(table=join.name, path=join.source.path, files=local_files(files)))
     if isinstance(join.source, SqlSource):
-        frame, view = _sql_frame(session, join, join.source, context=context)
+        window = ReadWindow(dates=dates, lower=lower, upper=upper)
+        frame, view = _sql_frame(session, join, join.source, context=context, window=window)
     elif not files:  # every date partition was pruned: no row can be a candidate
         fields = [f"{quote(e.name)} {spark_type(e.value_type)}" for e in join.entities]
         fields += [f"{quote(f.name)} {spark_type(f.value_type)}" for f in join.source_features]
@@ -197,20 +199,37 @@ def source_frame(
 
 
 def _sql_frame(
-    session: SparkSession, join: TableJoin, source: SqlSource, *, context: SourceContext
+    session: SparkSession, join: TableJoin, source: SqlSource, *, context: SourceContext, window: ReadWindow
 ) -> tuple[DataFrame, pa.Schema]:
     """Run a SQL source's query (transpiled to Spark SQL) over temporary views of its inputs.
 
+    Each input is read for the columns and event times the read needs
+    (:func:`provender.offline.sql_source.open_inputs`); an object-store or Delta input is
+    staged through pyarrow with that projection and time filter, so only those rows are copied.
     The views are named per read (so concurrent reads never share one); the query's result is
     checked like a file's schema, as Spark types it.
     """
-    inputs = open_inputs(source, base_dir=context.base_dir, table=join.name, storage=context.storage)
+    inputs = open_inputs(
+        source,
+        base_dir=context.base_dir,
+        table=join.name,
+        storage=context.storage,
+        output=result_columns(join),
+        window=window,
+    )
     context.inputs.append(SourceInput(table=join.name, path=source.path, files=inputs.read))
     files = dict(inputs.files)
-    for name, dataset in inputs.datasets.items():  # object-store inputs: staged whole through pyarrow
+    for name, dataset in inputs.datasets.items():  # object-store and Delta inputs: staged through pyarrow
         staged = f"{context.stage_dir}/sql-{name}-{uuid.uuid4().hex[:8]}"
+        how = inputs.reads.get(name, InputRead())
+        rows = dataset.scanner(
+            columns=None if how.columns is None else list(how.columns),
+            filter=None
+            if how.time_column is None
+            else time_window(dataset.schema, how.time_column, window.lower, window.upper),
+        )
         try:
-            files[name] = _copy_to_staging(dataset, staged, context)
+            files[name] = _copy_to_staging(rows, staged, context)
         except (OSError, pa.ArrowException) as exc:
             raise DataError(
                 f"Cannot read input {name!r} of the SQL source of feature table {join.name!r}: {inputs.scrub(str(exc))}"
@@ -224,8 +243,9 @@ def _sql_frame(
                 read = session.read.options(header=True, sep=fmt.delimiter, inferSchema=True).csv(files[name])
             else:
                 read = session.read.parquet(*files[name])
+            read = _narrow(read, inputs.reads.get(name, InputRead()), window, staged=name in inputs.datasets)
             read.createOrReplaceTempView(names[name])
-        frame = session.sql(transpile(source.query, source.dialect, to="spark", relations=names))
+        frame = session.sql(transpile(inputs.query, source.dialect, to="spark", relations=names))
         view = to_arrow_schema(frame.schema, timezone="UTC")
     except (PySparkException, Py4JError) as exc:
         raise DataError(
@@ -233,6 +253,24 @@ def _sql_frame(
         ) from exc
     check_source_schema(join, view)
     return frame, view
+
+
+def _narrow(read: DataFrame, how: InputRead, window: ReadWindow, *, staged: bool) -> DataFrame:
+    """``read`` with only the planned columns, and (read in place) only the rows of the time window.
+
+    The time filter is the engine's own: the column rounded down to microseconds, within the bounds.
+    A staged input was filtered when it was copied.
+    """
+    if how.columns is not None:
+        read = read.select(*(col(c) for c in how.columns))
+    if how.time_column is None or staged or how.time_type is None:
+        return read
+    event = timestamps(col(how.time_column), how.time_type)[0]
+    if window.lower is not None:
+        read = read.where(event >= timestamp_literal(window.lower))
+    if window.upper is not None:
+        read = read.where(event <= timestamp_literal(window.upper))
+    return read
 
 
 def _stage(
@@ -248,7 +286,6 @@ def _stage(
     )
     context.inputs.append(opened.input)
     c = join.columns
-    needed = [*c.keys, *c.features, c.event_timestamp, *([c.created_timestamp] if c.created_timestamp else [])]
     if opened.dataset is None:
         return [], join
     check_source_schema(join, opened.dataset.schema)  # before copying anything
@@ -256,7 +293,7 @@ def _stage(
         return [], join
     name = f"{context.stage_dir}/source-{len(context.inputs)}"
     try:
-        files = _copy_to_staging(opened.dataset.scanner(columns=list(dict.fromkeys(needed))), name, context)
+        files = _copy_to_staging(opened.dataset.scanner(columns=result_columns(join)), name, context)
     except (OSError, pa.ArrowException) as exc:
         raise DataError(
             f"Cannot read the batch source of feature table {join.name!r} ({join.source.path}): "
@@ -285,7 +322,14 @@ def _copy_to_staging(data: ds.Dataset | ds.Scanner, name: str, context: SourceCo
         basename_template="part-{i}.parquet",
         existing_data_behavior="overwrite_or_ignore",
     )
-    return context.staging.parquet_files(name)
+    files = context.staging.parquet_files(name)
+    if not files:  # nothing was left to copy: one empty file keeps the columns for Spark
+        schema = data.projected_schema if isinstance(data, ds.Scanner) else data.schema
+        pq.write_table(
+            schema.empty_table(), f"{context.staging.arrow_path(name)}/part-0.parquet", filesystem=context.staging.fs
+        )
+        files = context.staging.parquet_files(name)
+    return files
 
 
 def _read_source(
