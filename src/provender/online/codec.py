@@ -29,7 +29,7 @@ import struct
 import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import msgpack  # type: ignore[import-untyped]
 import numpy as np
@@ -118,10 +118,15 @@ def _report_corrupt(table: str, key: bytes | None, packed: bytes, error: BaseExc
         listener(table)
 
 
+_FIXED_WIDTH = frozenset(
+    {ValueType.BOOL, ValueType.INT32, ValueType.INT64, ValueType.FLOAT, ValueType.DOUBLE, ValueType.UNIX_TIMESTAMP}
+)
+
+
 class RowCodec:
     """Packs and unpacks one feature table's rows. Get one with :func:`codec_for`."""
 
-    __slots__ = ("_converters", "_corrupt", "_width", "fingerprint", "table")
+    __slots__ = ("_converters", "_corrupt", "_width", "array_header", "fingerprint", "packs_columns", "table")
 
     def __init__(self, table: FeatureTable) -> None:
         self.table = table
@@ -135,6 +140,9 @@ class RowCodec:
                 converters.append((index, _timestamp_list))
         self._converters = tuple(converters)
         self._width = len(table.features)
+        self.array_header: bytes = msgpack.Packer().pack_array_header(self._width)
+        # Whether encode_batch packs rows with numpy (every feature of a fixed-width type).
+        self.packs_columns = bool(table.features) and all(f.value_type in _FIXED_WIDTH for f in table.features)
         # Its event time is the latest possible, so a max_age filter keeps it and its status shows.
         self._corrupt = _new_tuple(CorruptRow, (2**63 - 1, None, [None] * self._width))
 
@@ -222,6 +230,8 @@ def encode_batch(table: FeatureTable, rows: pa.Table) -> EncodedBatch:
     else:
         headers["created"] = 0
     headers["fingerprint"] = codec.fingerprint
+    if len(set(keys)) == len(keys) and codec.packs_columns:
+        return EncodedBatch(keys, _pack_columns(headers, features, codec), event_us.tolist())
     buffer = headers.tobytes()
     size = _HEADER.itemsize
     header_list = [buffer[i : i + size] for i in range(0, len(buffer), size)]
@@ -242,6 +252,92 @@ def encode_batch(table: FeatureTable, rows: pa.Table) -> EncodedBatch:
     values = map(pack, zip(*(column.to_pylist() for column in features), strict=True))
     packed = list(map(bytes.__add__, header_list, values))
     return EncodedBatch(keys, packed, event_us.tolist())
+
+
+# -- packing fixed-width columns with numpy ------------------------------------------------------
+
+# msgpack's integer formats (the smallest that holds the value, as msgpack.Packer chooses), by
+# the value's class: np.searchsorted(_INT_BOUNDS, value, side="right") gives the class.
+_INT_BOUNDS = np.array([-(2**31), -(2**15), -128, -32, 128, 256, 2**16, 2**32], dtype=np.int64)
+_INT_MARKERS = np.array([0xD3, 0xD2, 0xD1, 0xD0, 0, 0xCC, 0xCD, 0xCE, 0xCF], dtype=np.uint8)
+_INT_PAYLOAD = np.array([8, 4, 2, 1, 0, 1, 2, 4, 8], dtype=np.int64)
+_FIXINT = 4  # the class of -32..127: the byte is the value itself
+_NIL, _FALSE, _TRUE, _FLOAT64 = 0xC0, 0xC2, 0xC3, 0xCB
+_SLACK = 16  # a value is written as 9 bytes (marker, 8-byte word) whatever its length
+
+
+class _Packed(NamedTuple):
+    """One column's msgpack items: the first byte of each, a big-endian word after it, their lengths."""
+
+    markers: np.ndarray[Any, Any]
+    words: np.ndarray[Any, Any] | None  # None: no payload (nil, bools)
+    lengths: np.ndarray[Any, Any]
+
+
+def _pack_column(column: pa.ChunkedArray, value_type: ValueType) -> _Packed:
+    """The msgpack items of a fixed-width column, as ``msgpack.Packer().pack`` writes its Python values."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    valid = None if array.null_count == 0 else array.is_valid().to_numpy(zero_copy_only=False)
+    count = len(array)
+    if array.null_count == count:
+        return _Packed(np.full(count, _NIL, np.uint8), None, np.ones(count, np.int64))
+    if value_type is ValueType.BOOL:
+        flags = array.fill_null(False).to_numpy(zero_copy_only=False)
+        markers = np.where(flags, np.uint8(_TRUE), np.uint8(_FALSE))
+        words, lengths = None, np.ones(count, np.int64)
+    elif value_type in (ValueType.FLOAT, ValueType.DOUBLE):
+        # A FLOAT is widened to a double, as its Python float is (to_pylist); msgpack writes a float 64.
+        doubles = array.fill_null(0).to_numpy(zero_copy_only=False).astype(np.float64)
+        markers = np.full(count, _FLOAT64, np.uint8)
+        words, lengths = doubles.view(np.uint64), np.full(count, 9, np.int64)
+    else:  # INT32, INT64, and UNIX_TIMESTAMP as int64 microseconds
+        values = array.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+        kinds = np.searchsorted(_INT_BOUNDS, values, side="right")
+        markers = _INT_MARKERS[kinds]
+        fixint = kinds == _FIXINT
+        markers[fixint] = values[fixint].astype(np.uint8)
+        payload = _INT_PAYLOAD[kinds]
+        # The payload is the value's last ``payload`` bytes, big-endian: shifted to the word's top.
+        words = values.view(np.uint64) << ((64 - 8 * payload) % 64).astype(np.uint64)
+        lengths = payload + 1
+    if valid is not None:
+        markers = np.where(valid, markers, np.uint8(_NIL))
+        lengths = np.where(valid, lengths, 1)
+    return _Packed(markers, words, lengths)
+
+
+def _pack_columns(headers: np.ndarray[Any, Any], features: list[pa.ChunkedArray], codec: RowCodec) -> list[bytes]:
+    """Packed rows (header then msgpack array) of fixed-width features, written with numpy.
+
+    Each value is written as its marker byte and an 8-byte big-endian word at its place in the
+    row, left to right: the bytes past a short value are overwritten by the next value, and past
+    a row's last value by the next row's header, written last.
+    """
+    count = len(headers)
+    columns = [_pack_column(column, f.value_type) for column, f in zip(features, codec.table.features, strict=True)]
+    prefix = HEADER_BYTES + len(codec.array_header)
+    ends = np.full(count, prefix, np.int64)
+    for packed in columns:
+        ends += packed.lengths
+    np.cumsum(ends, out=ends)
+    starts = np.concatenate(([0], ends[:-1]))
+    data = np.zeros(int(ends[-1]) + _SLACK, np.uint8)
+    size = len(data)
+    words = np.ndarray((size - 7,), ">u8", buffer=data, strides=(1,))
+    at = starts + prefix
+    for packed in columns:
+        data[at] = packed.markers
+        if packed.words is not None:
+            words[at + 1] = packed.words
+        at = at + packed.lengths
+    words[starts] = headers["event"]
+    words[starts + 8] = headers["created"]
+    for offset, byte in enumerate(codec.fingerprint + codec.array_header):
+        data[starts + VERSION_BYTES + offset] = byte
+    offsets = np.concatenate(([0], ends)).astype(np.int64)
+    rows = pa.LargeBinaryArray.from_buffers(pa.large_binary(), count, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    packed_rows: list[bytes] = rows.to_pylist()
+    return packed_rows
 
 
 def _column_as(rows: pa.Table, name: str, arrow_type: pa.DataType, table: FeatureTable) -> pa.ChunkedArray:

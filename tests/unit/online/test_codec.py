@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from datetime import UTC
+from typing import Any
+
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import provender as pv
+from provender.definitions.request import CREATED_TIMESTAMP
 from provender.online.codec import (
     HEADER_BYTES,
     codec_for,
@@ -14,7 +18,7 @@ from provender.online.codec import (
     to_datetime,
     unpack_version,
 )
-from tests.support.online import DRIVER_STATS, SOURCE, at, batch
+from tests.support.online import ALL_TYPES_TABLE, DRIVER_STATS, SOURCE, at, batch
 
 MICROS = st.integers(-(2**62), 2**62)
 
@@ -67,3 +71,70 @@ def test_packed_rows_are_small() -> None:
 def test_to_datetime_is_exact_and_utc() -> None:
     assert to_datetime(1) == at(0).replace(year=1970, month=1, day=1, microsecond=1)
     assert to_datetime(-1).isoformat() == "1969-12-31T23:59:59.999999+00:00"
+
+
+# -- fixed-width features are packed with numpy: the same bytes as msgpack's packer --------------
+
+FIXED = pv.FeatureTable(
+    name="fixed",
+    entities=["driver_id"],
+    features=[
+        pv.Feature("b", pv.ValueType.BOOL),
+        pv.Feature("i32", pv.ValueType.INT32),
+        pv.Feature("i64", pv.ValueType.INT64),
+        pv.Feature("f", pv.ValueType.FLOAT),
+        pv.Feature("d", pv.ValueType.DOUBLE),
+        pv.Feature("ts", pv.ValueType.UNIX_TIMESTAMP),
+        pv.Feature("empty", pv.ValueType.INT64),
+    ],
+    batch_source=SOURCE,
+)
+EDGES = [0, 1, -1, 31, 32, -32, -33, 127, 128, -128, -129, 255, 256, -(2**15), -(2**15) - 1, 2**16 - 1, 2**16]
+EDGES += [2**31 - 1, -(2**31), -(2**31) - 1, 2**32 - 1, 2**32, 2**63 - 1, -(2**63)]
+INT64S = st.sampled_from(EDGES) | st.integers(-(2**63), 2**63 - 1)
+INT32S = st.sampled_from([e for e in EDGES if -(2**31) <= e < 2**31]) | st.integers(-(2**31), 2**31 - 1)
+FIXED_ROWS = st.lists(
+    st.fixed_dictionaries(
+        {
+            "b": st.none() | st.booleans(),
+            "i32": st.none() | INT32S,
+            "i64": st.none() | INT64S,
+            "f": st.none() | st.floats(width=32),
+            "d": st.none() | st.floats(),
+            "ts": st.none() | st.datetimes(timezones=st.just(UTC)),
+            "created": st.none() | st.integers(0, 10**6),
+        }
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=FIXED_ROWS)
+def test_fixed_width_rows_packed_with_numpy_equal_msgpack_packing(rows: list[dict[str, Any]]) -> None:
+    values = [
+        r
+        | {
+            "driver_id": n,
+            "event_timestamp": at(n),
+            CREATED_TIMESTAMP: None if r["created"] is None else at(r["created"]),
+        }
+        for n, r in enumerate(rows)
+    ]
+    arrow = batch(FIXED, values)
+    codec = codec_for(FIXED)
+    assert codec.packs_columns
+    fast = encode_batch(FIXED, arrow)
+    codec.packs_columns = False
+    try:
+        slow = encode_batch(FIXED, arrow)
+    finally:
+        codec.packs_columns = True
+    assert fast == slow
+    assert [codec.decode(row).values[1] for row in fast.rows] == [r["i32"] for r in rows]  # type: ignore[union-attr]
+
+
+def test_tables_with_other_features_are_packed_by_msgpack() -> None:
+    assert not codec_for(ALL_TYPES_TABLE).packs_columns
+    assert codec_for(DRIVER_STATS).packs_columns
