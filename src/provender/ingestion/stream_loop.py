@@ -1,12 +1,13 @@
-"""The loop of a stream job: a consumer thread and a writer thread, committing after the write.
+"""The loop of a stream job: a consumer thread and a writer, committing after the write.
 
 The **consumer** (the job's thread) polls the source, gathers micro-batches (``batch_rows``
 records, or ``linger_ms`` after a batch's first record), decodes and validates them into
-normalized rows and hands each to the **writer** (:class:`BatchWriter`, its own thread), which
-writes the rows to the online store (and the offline log) and publishes the dead letters. The
-consumer then commits the offsets of what the writer has finished (a Kafka consumer is used
-from one thread only). While the writer waits for the store, the consumer prepares the next
-batch; at most one batch waits between them, so memory stays bounded.
+normalized rows (and folds them for the table's tiles) and hands each to the **writer**
+(:class:`BatchWriter`, two threads of its own: one writes the rows to the online store, the
+other then the tiles, the offline log and the dead letters). The consumer then commits the
+offsets of what the writer has finished (a Kafka consumer is used from one thread only). While
+the writer waits for the store, the consumer prepares the next batch; at most one batch waits
+at each hand-over, so memory stays bounded.
 
 Offsets are committed only after everything before them is written (with an offline log,
 after the rows are in a Parquet file). On a rebalance the consumer hands over what it holds,
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from provender.config import StreamSection
     from provender.ingestion.formats import MessageDecoder
     from provender.ingestion.offline_log import OfflineLog
-    from provender.online.tile_writer import TileWriter
+    from provender.online.tile_writer import FoldedBatch, TileWriter
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ class Prepared:
         positions: for each row, the index of its message in ``batch``.
         letters: the bad records.
         offsets: per partition, the offset after the batch's last message.
+        folded: the rows folded for the table's tiles (None: the table has none), made on the
+            consumer thread so that the writer thread only waits for the store.
     """
 
     batch: Polled
@@ -71,6 +74,7 @@ class Prepared:
     positions: list[int]
     letters: list[DeadLetter]
     offsets: dict[int, int]
+    folded: FoldedBatch | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +82,15 @@ class _Sync:
     """Ask the writer to flush the offline log and commit everything written (dropping ``lost``)."""
 
     lost: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """A batch whose rows are in the online store: ``rows`` (each one's message at ``positions``)."""
+
+    prepared: Prepared
+    rows: pa.Table
+    positions: list[int]
 
 
 _STOP = object()
@@ -116,6 +129,7 @@ class StreamLoop:
         self._checked = any(e.per_row for f in builder.table.features for e in f.expect)
         self._batch_rows = options.batch_rows
         self._linger = options.linger_ms / 1000
+        self._tiles = tiles
         self._writer = BatchWriter(job=job, source=source, write=write, offline_log=offline_log, tiles=tiles)
         self._pending = Polled([], [], [], [], [])
         self._first_at: float | None = None
@@ -198,7 +212,10 @@ class StreamLoop:
         offsets: dict[int, int] = {}
         for partition, offset in zip(batch.partitions, batch.offsets, strict=True):
             offsets[partition] = offset + 1
-        return Prepared(batch, rows, positions, letters, offsets)
+        folded = None
+        if self._tiles is not None and rows.num_rows:
+            folded = self._tiles.fold(rows, *_stream_positions(batch, positions))
+        return Prepared(batch, rows, positions, letters, offsets, folded)
 
     def _on_revoke(self, partitions: Sequence[int], lost: bool) -> None:
         """Before partitions go: write and commit what we hold (or, if already lost, drop it)."""
@@ -254,8 +271,22 @@ class StreamLoop:
                 metrics.lag.labels(self._job.table, self._source.topic, str(partition)).set(records)
 
 
+def _stream_positions(batch: Polled, positions: list[int]) -> tuple[list[int], list[int]]:
+    """The stream partition and offset of each row (``positions``: each row's message in ``batch``)."""
+    partitions, offsets = batch.partitions, batch.offsets
+    return [partitions[p] for p in positions], [offsets[p] for p in positions]
+
+
 class BatchWriter:
-    """The writer side of a job: write prepared batches in order, in its own thread.
+    """The writer side of a job: write prepared batches in order, in two threads of their own.
+
+    The **row** thread writes each batch's rows to the online store; the **finish** thread then
+    adds them to the table's tiles (if it has aggregations), appends them to the offline log,
+    publishes the dead letters and marks the batch's offsets written. Each thread takes the
+    batches in order, so the row writes of a batch overlap the tile writes of the one before
+    (the store works while the other thread prepares its next call). A batch's offsets become
+    committable only once both threads are done with it, so a crash in between replays it: the
+    row write is idempotent under the event-time guard, and the tiles skip replayed offsets.
 
     It never touches the consumer (a Kafka consumer belongs to one thread): it reports the
     offsets whose records are written (:meth:`committable`), and the consumer commits them.
@@ -273,16 +304,21 @@ class BatchWriter:
         self._job, self._source, self._write, self._log = job, source, write, offline_log
         self._tiles = tiles
         self._queue: queue.Queue[Prepared | _Sync | object] = queue.Queue(maxsize=1)
+        self._written: queue.Queue[_Written | _Sync | object] = queue.Queue(maxsize=1)
         self._lock = threading.Lock()
         self._unlogged: dict[int, int] = {}  # written online, waiting for the offline log's next file
         self._committable: dict[int, int] = {}
         self._failure: BaseException | None = None
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name=f"provender-write-{job.id}", daemon=True)
+        self._threads = [
+            threading.Thread(target=self._run_rows, name=f"provender-write-{job.id}", daemon=True),
+            threading.Thread(target=self._run_finish, name=f"provender-finish-{job.id}", daemon=True),
+        ]
 
     def start(self) -> None:
-        """Start the writer thread."""
-        self._thread.start()
+        """Start the writer threads."""
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, prepared: Prepared) -> None:
         """Queue a batch (waits while another batch is already waiting)."""
@@ -297,7 +333,8 @@ class BatchWriter:
         if self._closed:
             return
         self._queue.put(_Sync(lost))
-        self._queue.join()
+        self._queue.join()  # the row thread has passed everything on ...
+        self._written.join()  # ... and the finish thread is done with it
         self.raise_failure()
 
     def committable(self) -> dict[int, int]:
@@ -313,20 +350,43 @@ class BatchWriter:
                     del self._committable[partition]
 
     def close(self) -> None:
-        """Stop the thread (after the batch it is writing, if any)."""
+        """Stop the threads (after the batches they are writing, if any)."""
         self._closed = True
         self._queue.put(_STOP)
-        self._thread.join()
+        for thread in self._threads:
+            thread.join()
 
     def raise_failure(self) -> None:
         """Raise the error that stopped the writer, if any."""
         if self._failure is not None:
             raise self._failure
 
-    def _run(self) -> None:
+    def _run_rows(self) -> None:
+        """The row thread: write each batch's rows, pass everything on to the finish thread in order."""
         while True:
             try:
                 item = self._queue.get(timeout=IDLE_POLL_SECONDS)
+            except queue.Empty:
+                item = None
+            try:
+                if isinstance(item, Prepared):
+                    if self._failure is None:
+                        self._written.put(self._store(item))
+                elif item is not None:
+                    self._written.put(item)  # a sync or the stop, after the batches before it
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread, which raises it
+                self._failure = exc
+            finally:
+                if item is not None:
+                    self._queue.task_done()
+            if item is _STOP:
+                return
+
+    def _run_finish(self) -> None:
+        """The finish thread: tiles, offline log, dead letters and offsets of each written batch."""
+        while True:
+            try:
+                item = self._written.get(timeout=IDLE_POLL_SECONDS)
             except queue.Empty:
                 item = None
             try:
@@ -336,13 +396,13 @@ class BatchWriter:
                 self._failure = exc
             finally:
                 if item is not None:
-                    self._queue.task_done()
+                    self._written.task_done()
             if item is _STOP:
                 return
 
-    def _handle(self, item: Prepared | _Sync | object | None) -> None:
-        if isinstance(item, Prepared):
-            self._apply(item)
+    def _handle(self, item: _Written | _Sync | object | None) -> None:
+        if isinstance(item, _Written):
+            self._finish(item)
         elif isinstance(item, _Sync):
             with self._lock:
                 for partition in item.lost:
@@ -359,19 +419,16 @@ class BatchWriter:
             self._committable.update(self._unlogged)
         self._unlogged.clear()
 
-    def _apply(self, prepared: Prepared) -> None:
-        rows, letters = prepared.rows, prepared.letters
-        if rows.num_rows:
-            rows, positions = self._store(prepared)
-            if self._tiles is not None and rows.num_rows:
-                self._aggregate(
-                    self._tiles,
-                    rows,
-                    [prepared.batch.partitions[p] for p in positions],
-                    [prepared.batch.offsets[p] for p in positions],
-                )
+    def _finish(self, written: _Written) -> None:
+        prepared, rows = written.prepared, written.rows
+        if self._tiles is not None and rows.num_rows:
+            folded = prepared.folded
+            if folded is None or written.positions is not prepared.positions:  # the store refused some rows
+                folded = self._tiles.fold(rows, *_stream_positions(prepared.batch, written.positions))
+            self._aggregate(self._tiles, folded)
         if self._log is not None:
             self._log.append(rows)
+        letters = prepared.letters
         if letters:
             retrying(self._job, lambda: self._source.dead_letter(letters))
         self._count(len(prepared.batch.values), rows, letters)
@@ -381,10 +438,10 @@ class BatchWriter:
         else:
             self._unlogged.update(prepared.offsets)
 
-    def _aggregate(self, tiles: TileWriter, rows: pa.Table, partitions: list[int], offsets: list[int]) -> None:
+    def _aggregate(self, tiles: TileWriter, folded: FoldedBatch) -> None:
         """Add the written rows to their keys' tiles; count (and report) the events too late to count."""
         job = self._job
-        report = retrying(job, lambda: tiles.apply(rows, partitions, offsets))
+        report = retrying(job, lambda: tiles.write(folded))
         job.records_too_late += report.too_late
         job.records_replayed += report.replayed
         if report.too_late:
@@ -399,16 +456,14 @@ class BatchWriter:
             if metrics is not None:
                 metrics.too_late.labels(job.table).inc(report.too_late)
 
-    def _store(self, prepared: Prepared) -> tuple[pa.Table, list[int]]:
-        """Write the rows; if the store refuses the batch, write row by row and dead-letter the refused.
-
-        Returns:
-            The rows written, and each one's index in the batch.
-        """
+    def _store(self, prepared: Prepared) -> _Written:
+        """Write the rows; if the store refuses the batch, write row by row and dead-letter the refused."""
         rows = prepared.rows
+        if not rows.num_rows:
+            return _Written(prepared, rows, prepared.positions)
         try:
             self._job.rows_written += retrying(self._job, lambda: self._write(rows))
-            return rows, prepared.positions
+            return _Written(prepared, rows, prepared.positions)
         except DataError:
             log.warning("store refused a batch table=%s rows=%d; retrying row by row", self._job.table, rows.num_rows)
         keep = np.ones(rows.num_rows, dtype=bool)
@@ -420,7 +475,8 @@ class BatchWriter:
                 keep[k] = False
                 where = prepared.positions[k]
                 prepared.letters.append(_letter(prepared.batch, where, DeadLetterReason.REJECTED_BY_STORE, str(exc)))
-        return rows.filter(pa.array(keep)), [p for p, kept in zip(prepared.positions, keep, strict=True) if kept]
+        kept = [p for p, kept in zip(prepared.positions, keep, strict=True) if kept]
+        return _Written(prepared, rows.filter(pa.array(keep)), kept)
 
     def _count(self, consumed: int, rows: pa.Table, letters: list[DeadLetter]) -> None:
         job, table = self._job, self._job.table

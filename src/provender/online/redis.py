@@ -442,11 +442,8 @@ class RedisStore:
         """Read, merge and compare-and-set each key's tile record (``redis_tiles.py``)."""
         records = [self.tile_key_of(table, layout, key) for key in keys]
         with self._errors(f"write the tiles of feature table {table.name!r}"):
-            if self._cluster is not None:
-                self._cluster.script_load(redis_tiles.CAS_SCRIPT)
-            else:
-                self._run([("SCRIPT", "LOAD", redis_tiles.CAS_SCRIPT)])
-            redis_tiles.update(self._run, records, fields, merge, group=lambda members: self._by_slot(records, members))
+            run = self._loading(redis_tiles.CAS_SCRIPT)
+            redis_tiles.update(run, records, fields, merge, group=lambda members: self._by_slot(records, members))
 
     def append_tiles(
         self, table: FeatureTable, layout: TileLayout, keys: Sequence[bytes], appends: TileAppends,
@@ -458,14 +455,27 @@ class RedisStore:
         prefix, suffix = self._prefix, self._suffix(table) + b":t" + layout.id.encode()
         records = [prefix + key + suffix for key in keys]
         with self._errors(f"write the tiles of feature table {table.name!r}"):
-            if self._cluster is not None:
-                self._cluster.script_load(redis_tiles.APPEND_SCRIPT)
-            else:
-                self._run([("SCRIPT", "LOAD", redis_tiles.APPEND_SCRIPT)])
             return redis_tiles.append(
-                self._run, records, appends, reach_us=lateness_us + layout.longest_us, tile_us=layout.tile_us,
+                self._loading(redis_tiles.APPEND_SCRIPT), records, appends,
+                reach_us=lateness_us + layout.longest_us, tile_us=layout.tile_us,
                 group=lambda members: self._by_slot(records, members),
             )  # fmt: skip
+
+    def _loading(self, script: str) -> redis_tiles.Run:
+        """:meth:`_run`, with ``script`` loaded first (in the first round trip, on a standalone server)."""
+        if self._cluster is not None:
+            self._cluster.script_load(script)
+            return self._run
+        loaded = False
+
+        def run(commands: list[tuple[bytes | str, ...]]) -> list[object]:
+            nonlocal loaded
+            if loaded:
+                return self._run(commands)
+            loaded = True
+            return self._run([("SCRIPT", "LOAD", script), *commands])[1:]
+
+        return run
 
     def _by_slot(self, records: Sequence[bytes], members: Sequence[int]) -> list[list[int]]:
         """Group record indexes by cluster slot (all together on a standalone server)."""

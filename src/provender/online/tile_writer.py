@@ -87,6 +87,21 @@ def _storage(value_type: ValueType) -> pa.DataType:
     return value_type.to_arrow()
 
 
+class FoldedBatch(NamedTuple):
+    """A batch folded by :meth:`TileWriter.fold`, for :meth:`TileWriter.write`.
+
+    Attributes:
+        batch: the batch folded per key (None: no rows).
+        appends: the eligible keys' folded batches encoded for ``append_tiles`` (None when the
+            store has no ``append_tiles`` or a time or offset is not exact in its script).
+        members: the keys ``appends`` holds (indexes into ``batch.keys``, ascending).
+    """
+
+    batch: _Batch | None
+    appends: TileAppends | None
+    members: list[int]
+
+
 class TileWriter:
     """Keeps one feature table's tiles fresh in a store.
 
@@ -106,14 +121,7 @@ class TileWriter:
     def apply(
         self, rows: pa.Table, partitions: Sequence[int] | None = None, offsets: Sequence[int] | None = None
     ) -> TileReport:
-        """Add ``rows`` (normalized, in arrival order) to their keys' tiles.
-
-        The batch is folded, vectorised, into per-(key, tile) partial states and appended events
-        (:class:`_Batch`). A store that can append them without a read (``append_tiles``: Redis,
-        one script call per chunk of keys) gets them first; it refuses a key if one of its events
-        is a replay or too late against what is stored. The refused keys, and every key on the
-        other stores, are read and merged (``update_tiles``): with the partial states if nothing
-        of the key is a replay or too late, else record by record in arrival order.
+        """Add ``rows`` (normalized, in arrival order) to their keys' tiles: :meth:`write` of :meth:`fold`.
 
         Args:
             rows: the entity columns, the aggregations' input columns and ``event_timestamp``
@@ -125,21 +133,51 @@ class TileWriter:
             DataError: a missing column or a null key or event time.
             BackendError: the store failed (safe to retry: replays are skipped).
         """
+        return self.write(self.fold(rows, partitions, offsets))
+
+    def fold(
+        self, rows: pa.Table, partitions: Sequence[int] | None = None, offsets: Sequence[int] | None = None
+    ) -> FoldedBatch:
+        """Fold ``rows`` per key and tile, vectorised, without touching the store (see :meth:`write`).
+
+        A stream job folds a batch on its consumer thread while the writer thread waits for the
+        store with the previous one. Arguments and errors as :meth:`apply`.
+        """
         if not rows.num_rows:
-            return TileReport(0, 0, 0)
+            return FoldedBatch(None, None, [])
         guarded = partitions is not None and offsets is not None
         batch = _Batch.of(rows, self.table, self.layout, self.lateness_us, partitions if guarded else None, offsets)
+        if getattr(self.store, "append_tiles", None) is None or not batch.exact_in_lua(
+            self.lateness_us + self.layout.longest_us
+        ):
+            return FoldedBatch(batch, None, [])
+        eligible = np.flatnonzero(batch.eligible)
+        return FoldedBatch(batch, batch.appends(eligible), eligible.tolist())
+
+    def write(self, folded: FoldedBatch) -> TileReport:
+        """Apply a folded batch to the store.
+
+        A store that can append without a read (``append_tiles``: Redis, one script call per
+        chunk of keys) gets the eligible keys' partial states and events first; it refuses a key
+        if one of its events is a replay or too late against what is stored. The refused keys,
+        and every key on the other stores, are read and merged (``update_tiles``): with the
+        partial states if nothing of the key is a replay or too late, else record by record in
+        arrival order.
+
+        Raises:
+            BackendError: the store failed (safe to retry: replays are skipped).
+        """
+        batch = folded.batch
+        if batch is None:
+            return TileReport(0, 0, 0)
         reports: dict[int, TileReport] = {}
         pending = list(range(len(batch.keys)))
         compact: dict[int, list[int]] = {}
         fast_applied = fast_late = 0
-        append = getattr(self.store, "append_tiles", None)
-        if append is not None and batch.exact_in_lua(self.lateness_us + self.layout.longest_us):
-            eligible = np.flatnonzero(batch.eligible)
-            members = eligible.tolist()
-            keys = batch.keys
-            statuses = append(self.table, self.layout, [keys[k] for k in members], batch.appends(eligible),
-                              self.lateness_us)  # fmt: skip
+        if folded.appends is not None:
+            members, keys = folded.members, batch.keys
+            append = self.store.append_tiles  # type: ignore[attr-defined]
+            statuses = append(self.table, self.layout, [keys[k] for k in members], folded.appends, self.lateness_us)
             pending = np.flatnonzero(~batch.eligible).tolist()
             taken = np.zeros(len(keys), dtype=bool)
             for k, status in zip(members, statuses, strict=True):
