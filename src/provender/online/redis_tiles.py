@@ -170,15 +170,21 @@ for k = 1, #KEYS do
   local key = KEYS[k]
   local limit, latest, encoded, earliest, np, ng = hd[at], hd[at + 1], hd[at + 2], hd[at + 3], hd[at + 4], hd[at + 5]
   at = at + 6
-  local fields = {'v', 'w', 'b'}
-  for j = 0, np - 1 do fields[4 + j] = parts[en[po + 3 * j]] end
-  local n = 3 + np
-  for j = 0, ng - 1 do
-    local t = gr[go + j]
-    fields[n + 1], fields[n + 2], fields[n + 3] = sf[t], ef[t], cf[t]
-    n = n + 3
+  local stored
+  if np == 1 and ng == 1 then  -- the usual shape: no table to build
+    local t = gr[go]
+    stored = redis.call('HMGET', key, 'v', 'w', 'b', parts[en[po]], sf[t], ef[t], cf[t])
+  else
+    local fields = {'v', 'w', 'b'}
+    for j = 0, np - 1 do fields[4 + j] = parts[en[po + 3 * j]] end
+    local n = 3 + np
+    for j = 0, ng - 1 do
+      local t = gr[go + j]
+      fields[n + 1], fields[n + 2], fields[n + 3] = sf[t], ef[t], cf[t]
+      n = n + 3
+    end
+    stored = redis.call('HMGET', key, unpack(fields))
   end
-  local stored = redis.call('HMGET', key, unpack(fields))
   local ok, watermark = true, nil
   if stored[2] then
     watermark = cmsgpack.unpack(stored[2])
