@@ -1,8 +1,9 @@
 """Offline-to-online ingestion of windowed aggregations: online at ``end`` equals historical at ``end``.
 
-On real SQLite and Redis stores (DuckDB), and Redis written by Spark's executors, over random events
-(duplicate times, nulls, events on the window bounds and after ``end``; approx_count_distinct too), checked against the
-brute-force oracle too.
+On real SQLite and Redis stores (DuckDB; Redis also with ``key_ttl_from_max_age``), and Redis written by Spark's
+executors, over random events (duplicate times, nulls, events on the window bounds and after ``end``;
+approx_count_distinct too), checked against the brute-force oracle too. ``max_age`` does not apply to the aggregates
+(a table with a short one still reads them, while its plain features are OUTSIDE_MAX_AGE).
 """
 
 from __future__ import annotations
@@ -56,13 +57,17 @@ def _events() -> list[dict[str, Any]]:
     params=[
         "sqlite",
         pytest.param("redis", marks=pytest.mark.service),
+        pytest.param("redis+ttl", marks=pytest.mark.service),  # rows expire max_age after their event time
         pytest.param("spark+redis", marks=[pytest.mark.service, pytest.mark.slow]),
     ]
 )
 def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[pv.Client]:
-    online, offline = None, None
+    online: dict[str, object] | None = None
+    offline = None
     if "redis" in request.param:
         online = {"store": "redis", "url": request.getfixturevalue("redis_server").url}
+        if "ttl" in request.param:
+            online["key_ttl_from_max_age"] = True
     if "spark" in request.param:  # the aggregates are computed and written by Spark's executors
         request.getfixturevalue("spark_engine")
         offline = dict(request.getfixturevalue("spark_options"))
@@ -70,8 +75,8 @@ def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[pv.Client
         yield c
 
 
-def test_online_aggregates_after_batch_ingestion_equal_historical_at_end(client: pv.Client, tmp_path: Path) -> None:
-    events = _events()
+def _trips(events: list[dict[str, Any]], tmp_path: Path, max_age: timedelta | None = None) -> pv.FeatureTable:
+    """The events as a Parquet source and the table aggregating them."""
     schema = pa.schema(
         [
             ("rider", pa.int64()),
@@ -82,7 +87,7 @@ def test_online_aggregates_after_batch_ingestion_equal_historical_at_end(client:
         ]
     )
     path = write_parquet(pa.Table.from_pylist(events, schema=schema), tmp_path / "trips" / "part-0.parquet")
-    table = pv.FeatureTable(
+    return pv.FeatureTable(
         name="trips",
         entities=["rider"],
         features=[pv.Feature("fare", pv.ValueType.DOUBLE), pv.Feature("city", pv.ValueType.STRING)],
@@ -90,8 +95,13 @@ def test_online_aggregates_after_batch_ingestion_equal_historical_at_end(client:
             path=str(path.parent), event_timestamp_column="ts", created_timestamp_column="created"
         ),
         aggregations=AGGREGATIONS,
+        max_age=max_age,
     )
-    client.apply([RIDER, table])
+
+
+def test_online_aggregates_after_batch_ingestion_equal_historical_at_end(client: pv.Client, tmp_path: Path) -> None:
+    events = _events()
+    client.apply([RIDER, _trips(events, tmp_path)])
     client.start_offline_to_online_ingestion("trips", start=START, end=END).wait()
 
     refs = [f"trips:{a.name}" for a in AGGREGATIONS]
@@ -115,3 +125,37 @@ def test_online_aggregates_after_batch_ingestion_equal_historical_at_end(client:
     statuses = client.get_online_features(["trips:fare_count_1d"], [{"rider": 7}]).statuses()
     assert statuses["trips__fare_count_1d"] == ["NOT_FOUND"]  # rider 7's only event is older than every window
     assert client.get_online_features(["trips:fare_count_1d"], [{"rider": 8}]).to_dict()["trips__fare_count_1d"] == [0]
+
+
+def test_max_age_does_not_apply_to_aggregates_read_online(client: pv.Client, tmp_path: Path) -> None:
+    """A table with a short max_age: read long after ``end``, the aggregates are historical's at ``end``.
+
+    The rows batch ingestion wrote are stamped ``end``, months before now: the plain features are
+    OUTSIDE_MAX_AGE (null), the aggregates PRESENT (or NULL_VALUE when historical says null), in the same row.
+    """
+    events = _events()
+    client.apply([RIDER, _trips(events, tmp_path, max_age=timedelta(hours=1))])
+    client.start_offline_to_online_ingestion("trips", start=START, end=END).wait()
+
+    aggregates = [f"trips:{a.name}" for a in AGGREGATIONS]
+    refs = ["trips:fare", *aggregates, "trips:city"]
+    response = client.get_online_features(refs, [{"rider": r} for r in RIDERS])
+    online, statuses = response.to_dict(), response.statuses()
+    entity_rows = pd.DataFrame({"rider": RIDERS, "event_timestamp": [END] * len(RIDERS)})
+    historical = client.get_historical_features(aggregates, entity_rows).to_arrow().to_pydict()
+    lower = min(START, END - WEEK)
+    written = {e["rider"] for e in events if lower <= e["ts"] <= END}
+    assert len(written) == 6
+    for n, rider in enumerate(RIDERS):
+        for plain in ("trips__fare", "trips__city"):
+            assert online[plain][n] is None, (rider, plain)
+            assert statuses[plain][n] == ("OUTSIDE_MAX_AGE" if rider in written else "NOT_FOUND"), (rider, plain)
+        for aggregation in AGGREGATIONS:
+            column, where = f"trips__{aggregation.name}", f"rider {rider}, {aggregation.name}"
+            if rider not in written:
+                assert statuses[column][n] == "NOT_FOUND", where
+                assert online[column][n] == (0 if aggregation.counts else None), where
+                continue
+            assert online[column][n] == pytest.approx(historical[column][n]), where
+            assert statuses[column][n] == ("NULL_VALUE" if historical[column][n] is None else "PRESENT"), where
+    assert any(historical["trips__fare_max_1d"][n] is not None for n in range(len(RIDERS)))

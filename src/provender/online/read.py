@@ -9,14 +9,16 @@
    keys), checking every value against its entity's type;
 3. makes ONE ``store.read`` call for every table and row (one round trip to Redis);
 4. builds plain-Python columns: ``<table>__<feature>`` values, null when the row is missing or
-   older than ``now - max_age`` (but 0 for a counting aggregation of a key nothing is stored
-   for, status NOT_FOUND: no event is known, which historical retrieval counts as 0);
-   statuses are derived only when asked for.
+   (plain features only) older than ``now - max_age`` (but 0 for a counting aggregation of a key
+   nothing is stored for, status NOT_FOUND: no event is known, which historical retrieval counts
+   as 0); statuses are derived only when asked for.
 
 Windowed aggregations of a table with a stream source are computed at ``now`` from the key's
 tiles (``tiles.py``: one more store call for those tables), exactly over
-``now - window < event_timestamp <= now`` (``max_age`` does not apply to them, as offline); a
-key without tiles keeps the value batch ingestion wrote (as of that job's ``end``).
+``now - window < event_timestamp <= now``; a key without tiles keeps the value batch ingestion
+wrote (as of that job's ``end``). ``max_age`` never applies to aggregations (the window is their
+bound, as offline), whether they come from tiles or from the stored row: a row older than
+``now - max_age`` nulls its plain features (OUTSIDE_MAX_AGE) and keeps its aggregates.
 
 The registry snapshot is cached for ``refresh_seconds`` (bounded staleness: a change made by
 another process is seen within that time; :meth:`OnlineReader.invalidate` forgets it at once,
@@ -56,10 +58,10 @@ class FeatureStatus(StrEnum):
 
     ``PRESENT``: the stored value. ``NOT_FOUND``: nothing is stored for the key (or it was
     written under another schema of the table). ``OUTSIDE_MAX_AGE``: the stored value is older
-    than now - ``max_age``. ``NULL_VALUE``: the stored value is null. ``CORRUPT``: the stored
-    bytes cannot be decoded (logged with the table and key, counted by the serving's
-    ``provender_serving_corrupt_rows_total``); the value is null and the read's other values
-    are unaffected.
+    than now - ``max_age`` (plain features only: never an aggregation). ``NULL_VALUE``: the
+    stored value is null. ``CORRUPT``: the stored bytes cannot be decoded (logged with the table
+    and key, counted by the serving's ``provender_serving_corrupt_rows_total``); the value is
+    null and the read's other values are unaffected.
     """
 
     PRESENT = "PRESENT"
@@ -108,6 +110,7 @@ class _TablePlan:
     max_age_us: int | None
     tile_slots: Mapping[int, int]  # feature index -> its aggregation's place in the tile layout (tiled tables)
     counted: frozenset[int] = frozenset()  # feature indexes of counting aggregations (0 for a key never stored)
+    ageless: frozenset[int] = frozenset()  # feature indexes of aggregations: max_age does not apply to them
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,12 +161,15 @@ def compile_plan(feature_refs: Sequence[str], catalog: Catalog) -> _ReadPlan:
         if layout is not None:
             wanted = set(requested.indexes)
             slots = {index: slot for slot, index in enumerate(layout.feature_indexes) if index in wanted}
-        counted = frozenset(
-            index
+        aggregations = {
+            index: aggregation
             for index in requested.indexes
-            if (aggregation := table.get_aggregation(table.features[index].name)) is not None and aggregation.counts
+            if (aggregation := table.get_aggregation(table.features[index].name)) is not None
+        }
+        counted = frozenset(index for index, aggregation in aggregations.items() if aggregation.counts)
+        plans.append(
+            _TablePlan(table, group_of[entity_set], picks, max_age_us, slots, counted, frozenset(aggregations))
         )
-        plans.append(_TablePlan(table, group_of[entity_set], picks, max_age_us, slots, counted))
     arrow_types = {name: value_type.to_arrow() for name, value_type in request.types.items()}
     entity_columns = tuple(entity.name for entity in request.entities)
     return _ReadPlan(
@@ -227,7 +233,7 @@ class OnlineResponse:
         for plan, rows, tiled in zip(self._plan.tables, self._stored, self._tiled, strict=True):
             cutoff = None if plan.max_age_us is None else self._now_us - plan.max_age_us
             for column, index in plan.picks:
-                statuses = [_status(row, index, cutoff) for row in rows]
+                statuses = [_status(row, index, None if index in plan.ageless else cutoff) for row in rows]
                 slot = plan.tile_slots.get(index)
                 if tiled is not None and slot is not None:
                     for n, values in enumerate(tiled):
@@ -424,7 +430,7 @@ class OnlineReader:
         now_us: int,
         tiled: list[list[list[object] | None] | None] | None = None,
     ) -> OnlineResponse:
-        """The response from the stored rows (``max_age`` applied at ``now_us``) and the tiles' aggregates."""
+        """The response from the stored rows (``max_age`` applied at ``now_us`` to plain features) and the tiles."""
         tiled = tiled or [None] * len(plan.tables)
         columns: dict[str, list[object]] = {}
         names = tuple(entity_rows[0]) if entity_rows else plan.entity_columns
@@ -438,7 +444,8 @@ class OnlineReader:
                 cutoff = now_us - table_plan.max_age_us
                 fresh = [row if row is not None and row.event_us >= cutoff else None for row in rows]
             for column, index in table_plan.picks:
-                values = [None if row is None else row.values[index] for row in fresh]
+                kept = rows if index in table_plan.ageless else fresh  # max_age: plain features only
+                values = [None if row is None else row.values[index] for row in kept]
                 slot = table_plan.tile_slots.get(index)
                 if from_tiles is not None and slot is not None:
                     values = [

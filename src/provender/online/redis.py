@@ -24,7 +24,8 @@ hashes 1.08-1.21 ms; for one entity row all three take 0.03-0.04 ms. A hash per 
 memory only when several tables share an entity key (with one table: 152 B per value either
 way). Per-table keys also expire exactly: with ``key_ttl_from_max_age: true`` a row expires
 ``max_age`` after its event time (``SET ... PXAT``), which a shared hash (one TTL per key, on
-Redis 7.0) could not do.
+Redis 7.0) could not do. Rows of a table with aggregations never expire: they hold aggregates,
+which ``max_age`` does not bound (their plain features still read OUTSIDE_MAX_AGE past it).
 
 Writes go through a Lua script (``_WRITE_SCRIPT``), so the event-time guard runs atomically on
 the server: for each key it compares the stored row's 16 version bytes with the new row's, byte
@@ -167,7 +168,8 @@ class RedisConfig(BaseModel):
         ssl_ca_certs: CA bundle to verify the server's certificate (relative to the config file).
         cluster: connect to a Redis Cluster.
         key_ttl_from_max_age: expire each row ``max_age`` after its event time (tables
-            without ``max_age`` never expire). Expired rows read as NOT_FOUND.
+            without ``max_age`` never expire, nor tables with aggregations: ``max_age`` does not
+            apply to aggregates). Expired rows read as NOT_FOUND.
         key_prefix: first part of every key (``pv``).
         socket_timeout_seconds: how long a command may take before it fails.
         connect_timeout_seconds: how long connecting may take.
@@ -261,7 +263,7 @@ class RedisStore:
         prefix, suffix = self._prefix, self._suffix(table)
         keys = [prefix + key + suffix for key in batch.keys]
         expiries: list[bytes] | None = None
-        if self.config.key_ttl_from_max_age and table.max_age is not None:
+        if self.config.key_ttl_from_max_age and table.max_age is not None and not table.aggregations:
             max_age_ms = int(table.max_age.total_seconds() * 1000)
             expiries = [b"%d" % max(1, event // 1000 + max_age_ms) for event in batch.event_us]
         name = table.name.encode()

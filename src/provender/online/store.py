@@ -47,7 +47,8 @@ class StoreCapabilities:
 
     Attributes:
         supports_key_expiry: this store expires values ``max_age`` after their event time
-            (Redis with ``key_ttl_from_max_age: true``); expired values read as NOT_FOUND.
+            (Redis with ``key_ttl_from_max_age: true``; never rows of a table with
+            aggregations); expired values read as NOT_FOUND.
         is_shared: several processes on this machine may open the same store and see each
             other's writes.
         is_persistent: values survive closing and reopening the store.

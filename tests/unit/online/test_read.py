@@ -132,6 +132,42 @@ def test_max_age_boundary_is_inclusive(reader: OnlineReader) -> None:
     assert reader.read(["fresh:score"], row, now_us=at_limit + 1).to_dict()["fresh__score"] == [None]
 
 
+TRIPS = pv.FeatureTable(
+    name="trips",
+    entities=["driver_id"],
+    features=[pv.Feature("fare", pv.ValueType.DOUBLE)],
+    batch_source=SOURCE,
+    max_age=timedelta(seconds=50),
+    aggregations=[
+        pv.Aggregation(column="fare", function="sum", window=timedelta(days=7), name="fare_sum_7d"),
+        pv.Aggregation(column="fare", function="count", window=timedelta(days=7), name="fare_count_7d"),
+    ],
+)
+
+
+def test_max_age_applies_to_plain_features_never_to_aggregations(store: MemoryStore, clock: Clock) -> None:
+    """A row batch ingestion wrote, older than max_age: its plain feature is OUTSIDE_MAX_AGE, its aggregates PRESENT."""
+    rows = [{"driver_id": 1, "fare": 3.0, "fare_sum_7d": 12.0, "fare_count_7d": 4, "event_timestamp": at(40)}]
+    store.write(TRIPS, batch(TRIPS, rows))
+    reader = OnlineReader(store, load_catalog=Catalog({TRIPS.name: TRIPS}).load, clock=clock)
+    refs = ["trips:fare", "trips:fare_sum_7d", "trips:fare_count_7d"]
+    response = reader.read(refs, [{"driver_id": 1}, {"driver_id": 2}], now_us=NOW_US)  # 60 s after: > max_age
+    assert response.to_dict() == {
+        "driver_id": [1, 2],
+        "trips__fare": [None, None],
+        "trips__fare_sum_7d": [12.0, None],
+        "trips__fare_count_7d": [4, 0],
+    }
+    assert response.statuses() == {
+        "trips__fare": ["OUTSIDE_MAX_AGE", "NOT_FOUND"],
+        "trips__fare_sum_7d": ["PRESENT", "NOT_FOUND"],
+        "trips__fare_count_7d": ["PRESENT", "NOT_FOUND"],
+    }
+    fresh = reader.read(refs, [{"driver_id": 1}], now_us=int(at(90).timestamp() * 1_000_000))  # within max_age
+    assert fresh.to_dict()["trips__fare"] == [3.0]
+    assert fresh.statuses()["trips__fare"] == ["PRESENT"]
+
+
 def test_to_arrow_is_typed_by_the_registry(reader: OnlineReader) -> None:
     table = reader.read(
         ["driver_stats:trips", "fresh:seen"], [{"driver_id": 1, "customer_id": 7}], now_us=NOW_US
