@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# Build the Provender OCI image without any container registry (`make image`, `make image-spark`).
+# Build the Provender OCI image without any container registry (`make image`, `image-spark`, `image-kfp`).
 #
-#   scripts/image.sh [--spark]
+#   scripts/image.sh [--spark|--kfp]
 #
 # 1. A Debian bookworm root filesystem from Debian packages (debootstrap minbase, with python3),
 #    cached as a tarball under $PROVENDER_BUILD_CACHE (default /var/cache/provender-build).
 # 2. Wheels of provender and its dependencies built on the host (pip cannot reach the index from
 #    inside a build), the dependencies cached by a hash of pyproject.toml.
-# 3. buildah: the root filesystem, a virtualenv at /opt/provender installed from the wheels with
-#    --no-index, then pip, ensurepip's wheels, the apt lists and the docs removed; user 10001,
-#    entrypoint `provender`. --spark adds a Java runtime and pyspark (tag <version>-spark).
-# 4. Smoke checks of the committed image: `provender --version`, the user, no build tools; the
+# 3. buildah: a base image of the root filesystem with a virtualenv at /opt/provender holding the
+#    dependency wheels (--no-index), user 10001, cached under a tag naming its inputs; --spark adds
+#    a Java runtime and pyspark (tag <version>-spark), --kfp kfp and scikit-learn (<version>-kfp).
+# 4. On it, provender's wheel (pip check), then ensurepip's wheels and the apt lists removed (pip,
+#    run from Debian's wheel of it, was never in the venv); entrypoint `provender`.
+# 5. Smoke checks of the committed image: `provender --version`, the user, no build tools; the
 #    image size is printed.
 set -euo pipefail
 
@@ -113,30 +115,60 @@ step "provender wheel"
 T0=$SECONDS
 mkdir -p "$WORK/wheels"
 quiet "$PY" -m pip wheel -q --disable-pip-version-check --no-deps -w "$WORK/wheels" "$ROOT"
-cp "$DEPS"/*.whl "$WORK/wheels/"
 ok
 
-# 3. image --------------------------------------------------------------------------------------
+# 3. base image: the root filesystem and the dependencies, installed once --------------------------
+# A layer of its own, cached under a tag naming what went into it (root filesystem, dependency wheels,
+# Java, this recipe's version): a change of provender's sources rebuilds only the thin layer above.
+FLAVOR=plain; [ "$SPARK" = 1 ] && FLAVOR=spark; [ "$KFP" = 1 ] && FLAVOR=kfp
+BASE_RECIPE=2
+PIP_IN_IMAGE='python3 "$(ls /usr/share/python-wheels/pip-*.whl)/pip" --python /opt/provender/bin/python'
+BASE=localhost/provender-base:$FLAVOR-$(echo "$(basename "$ROOTFS") $(basename "$DEPS") $SPARK_PACKAGES $BASE_RECIPE" \
+  | sha256sum | cut -c1-12)
+step "base ${BASE#localhost/}"
+if [ "${FORCE:-0}" != 1 ] && podman image exists "$BASE"; then
+  echo "cached"
+else
+  T0=$SECONDS
+  CTR=$(buildah from scratch)
+  quiet buildah add "$CTR" "$ROOTFS" /
+  quiet buildah copy "$CTR" "$DEPS" /tmp/wheels
+  if [ "$SPARK" = 1 ]; then
+    quiet buildah run --isolation chroot "$CTR" -- sh -euc "apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $SPARK_PACKAGES"
+  fi
+  # Every wheel pip resolved for provender[$EXTRAS] $MORE (provender's own comes in the next layer).
+  # pip runs from Debian's wheel of it (python3-pip-whl), so the venv never holds pip or setuptools.
+  quiet buildah run --isolation chroot "$CTR" -- sh -euc "
+    python3 -m venv --without-pip /opt/provender
+    $PIP_IN_IMAGE install -q --no-index --no-deps /tmp/wheels/*.whl
+    apt-get clean
+    rm -rf /tmp/wheels /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt /var/log/dpkg.log \\
+      /usr/share/doc/* /usr/share/man/* /usr/share/info/* /root/.cache
+    echo 'provender:x:10001:10001:Provender:/home/provender:/usr/sbin/nologin' >>/etc/passwd
+    echo 'provender:x:10001:' >>/etc/group
+    mkdir -p /home/provender && chown 10001:10001 /home/provender
+  "
+  quiet buildah commit -q --rm "$CTR" "$BASE"
+  CTR=""
+  # Earlier bases of this flavour: removed unless an image still stands on them.
+  for old in $(podman images --format '{{.Repository}}:{{.Tag}}' localhost/provender-base | grep ":$FLAVOR-"); do
+    [ "$old" = "$BASE" ] || podman rmi "$old" >/dev/null 2>&1 || true
+  done
+  ok
+fi
+
+# 4. image: provender's wheel on the base; the venv tooling (and Debian's pip wheel) removed -------
 step "build $TAG"
 T0=$SECONDS
-CTR=$(buildah from scratch)
-quiet buildah add "$CTR" "$ROOTFS" /
+CTR=$(buildah from "$BASE")
 quiet buildah copy "$CTR" "$WORK/wheels" /tmp/wheels
-if [ "$SPARK" = 1 ]; then
-  quiet buildah run --isolation chroot "$CTR" -- sh -euc "apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $SPARK_PACKAGES"
-fi
 quiet buildah run --isolation chroot "$CTR" -- sh -euc "
-  python3 -m venv /opt/provender
-  /opt/provender/bin/pip install -q --no-index --find-links /tmp/wheels 'provender[$EXTRAS]' $MORE
-  /opt/provender/bin/pip uninstall -q -y pip setuptools 2>/dev/null || /opt/provender/bin/pip uninstall -q -y pip
+  $PIP_IN_IMAGE install -q --no-index --no-deps /tmp/wheels/provender-*.whl
+  $PIP_IN_IMAGE check
   DEBIAN_FRONTEND=noninteractive apt-get purge -y -q python3-venv python3.11-venv python3-pip-whl python3-setuptools-whl
   apt-get clean
-  rm -rf /tmp/wheels /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt /var/log/dpkg.log \\
-    /usr/share/doc/* /usr/share/man/* /usr/share/info/* /root/.cache
-  echo 'provender:x:10001:10001:Provender:/home/provender:/usr/sbin/nologin' >>/etc/passwd
-  echo 'provender:x:10001:' >>/etc/group
-  mkdir -p /home/provender && chown 10001:10001 /home/provender
+  rm -rf /tmp/wheels /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt /var/log/dpkg.log /root/.cache
 "
 quiet buildah config \
   --env PATH=/opt/provender/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
@@ -164,7 +196,7 @@ else
   build
 fi
 
-# 4. smoke checks -------------------------------------------------------------------------------
+# 5. smoke checks -------------------------------------------------------------------------------
 step "check $TAG"
 T0=$SECONDS
 version=$(podman run --rm "$TAG" --version 2>&1 | head -n1 || true)
