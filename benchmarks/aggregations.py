@@ -40,9 +40,11 @@ rewrites ``benchmarks/results/aggregations.md``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -65,6 +67,7 @@ WINDOWS = {"7d": 7, "30d": 30}
 FUNCTIONS = ("sum", "count", "mean")
 TARGET_RATIO = 1.5
 TARGET_STREAM_RATE = 50_000
+SPARK_UNCAPPED = "12g"  # --memory mode: Spark's driver heap (local mode: the executors' too) when not capped
 
 
 def refs() -> list[str]:
@@ -108,16 +111,31 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def role_provender(source: str, entity: str, work: str) -> dict[str, Any]:
+def role_provender(
+    source: str, entity: str, work: str, engine: str = "duckdb", memory_limit: str = "", out: str = ""
+) -> dict[str, Any]:
+    """Provender's retrieval; ``--memory`` mode: ``engine``, its memory cap, the result written to ``out``."""
     import yaml
 
     import provender as pv
 
     project = Path(work) / "project"
     project.mkdir(parents=True, exist_ok=True)
-    (project / "provender.yaml").write_text(
-        yaml.safe_dump({"project": "bench", "registry": "sqlite:///registry.db", "online": {"store": "memory"}})
-    )
+    config: dict[str, Any] = {"project": "bench", "registry": "sqlite:///registry.db", "online": {"store": "memory"}}
+    if engine == "duckdb":
+        config["offline"] = {"engine": "duckdb", "temp_directory": str(Path(work) / "spill")}
+        if memory_limit:
+            config["offline"]["memory_limit"] = memory_limit
+    elif engine == "spark":
+        config["offline"] = {
+            "engine": "spark",
+            "master": "local[2]",
+            "conf": {
+                "spark.driver.memory": memory_limit or SPARK_UNCAPPED,
+                "spark.local.dir": str(Path(work) / "spill"),
+            },
+        }
+    (project / "provender.yaml").write_text(yaml.safe_dump(config))
     aggregations = [
         pv.Aggregation(column="fare", function=f, window=timedelta(days=days), name=f"fare_{f}_{w}")
         for w, days in WINDOWS.items()
@@ -135,6 +153,10 @@ def role_provender(source: str, entity: str, work: str) -> dict[str, Any]:
         cpu, started = cpu_seconds(), time.perf_counter()
         result = client.get_historical_features(refs(), entity).to_arrow()
         seconds = time.perf_counter() - started
+    if out:
+        import pyarrow.parquet as pq
+
+        pq.write_table(result, out)
     return {"seconds": seconds, "cpu_s": cpu_seconds() - cpu, "rows": result.num_rows}
 
 
@@ -162,11 +184,19 @@ def range_join_sql(source: str, entity: str) -> str:
     )
 
 
-def role_range_join(source: str, entity: str) -> dict[str, Any]:
+def role_range_join(
+    source: str, entity: str, memory_limit: str = "", threads: str = "", temp: str = ""
+) -> dict[str, Any]:
+    """The plain DuckDB formulation; ``--memory-control``: under ``memory_limit`` with ``threads``."""
     import duckdb
 
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    if memory_limit:
+        con.execute(f"SET memory_limit = '{memory_limit}'")
+        con.execute(f"SET threads = {int(threads)}")
+        con.execute(f"SET temp_directory = '{temp}'")
+        con.execute("SET preserve_insertion_order = false")  # as Provender's DuckDB engine
     cpu, started = cpu_seconds(), time.perf_counter()
     result = con.sql(range_join_sql(source, entity)).to_arrow_table()
     seconds = time.perf_counter() - started
@@ -320,6 +350,195 @@ def historical(args: argparse.Namespace) -> dict[str, Any]:
         "x_range_join": base / floor if base and floor else None,
         "target_x_range_join": TARGET_RATIO,
     }
+
+
+# -- memory (out-of-core) --------------------------------------------------------------------------
+
+
+def _process_tree(root: int) -> list[int]:
+    """``root`` and its descendants (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    return tree
+
+
+def _folder_bytes(folder: Path) -> int:
+    total = 0
+    for path, _, files in os.walk(folder):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.stat(os.path.join(path, name)).st_size
+    return total
+
+
+def run_measured(argv: list[str], spill: Path, timeout: float) -> dict[str, Any]:
+    """Run ``argv`` sampling (every 0.2 s) its process tree's RSS and CPU and the size of ``spill``.
+
+    CPU is the sum over every process of the tree of its last sampled user + system time (the JVM
+    of Spark's local mode included); RSS the peak of the tree's summed resident memory.
+    """
+    page = os.sysconf("SC_PAGE_SIZE")
+    ticks = os.sysconf("SC_CLK_TCK")
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak_rss = peak_spill = 0
+    cpu: dict[int, float] = {}
+    started = time.monotonic()
+    while process.poll() is None:
+        if time.monotonic() - started > timeout:
+            process.kill()
+            process.communicate()
+            return {"error": f"timed out after {timeout:.0f} s"}
+        rss = 0
+        for pid in _process_tree(process.pid):
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                rss += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            cpu[pid] = (int(fields[11]) + int(fields[12])) / ticks
+        peak_rss = max(peak_rss, rss)
+        peak_spill = max(peak_spill, _folder_bytes(spill))
+        time.sleep(0.2)
+    stdout, stderr = process.communicate()
+    for line in stdout.splitlines():
+        if line.startswith("@@RESULT "):
+            figures: dict[str, Any] = json.loads(line[len("@@RESULT ") :])
+            figures |= {"peak_rss_mb": peak_rss / 2**20, "peak_spill_mb": peak_spill / 2**20}
+            figures["tree_cpu_s"] = sum(cpu.values())
+            figures["process_s"] = time.monotonic() - started
+            return figures
+    return {"error": (stderr or stdout)[-2000:]}
+
+
+def compare_results(left: Path, right: Path) -> dict[str, Any]:
+    """Compare two retrieval results row for row (entity rows keep their order).
+
+    Counts must be equal; sums and means may differ in the last bits (floating-point additions in
+    another order): the largest relative difference is reported, and the number of unequal values.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    a, b = pq.read_table(left), pq.read_table(right)
+    if a.schema != b.schema or a.num_rows != b.num_rows:
+        return {"equal": False, "why": f"shapes differ: {a.schema} {a.shape} / {b.schema} {b.shape}"}
+    unequal, worst = 0, 0.0
+    for name in a.schema.names:
+        x, y = a.column(name), b.column(name)
+        if x.equals(y):
+            continue
+        if not pa.types.is_floating(x.type) or not x.is_null().equals(y.is_null()):
+            return {"equal": False, "why": f"{name} differs"}
+        differ = pc.fill_null(pc.not_equal(x, y), False)
+        unequal += pc.sum(differ).as_py() or 0
+        scale = pc.max_element_wise(pc.abs(x), pc.abs(y))
+        relative = pc.divide(pc.abs(pc.subtract(x, y)), pc.max_element_wise(scale, 1e-300))
+        worst = max(worst, pc.max(relative).as_py() or 0.0)
+    return {"equal": worst <= 1e-9, "float_values_unequal": unequal, "max_rel_diff": worst}
+
+
+def memory(args: argparse.Namespace) -> dict[str, Any]:
+    """``--memory``: Provender's retrieval uncapped, then under ``--memory-limit``, on ``--engine``."""
+    source, entity = ensure_data(args.events, args.rows)
+    keep = Path(tempfile.mkdtemp(prefix="provender-agg-mem-"))
+    load_before = os.getloadavg()[0]
+    caps = ["", *args.memory_limit]
+    runs: dict[str, list[dict[str, Any]]] = {cap or "uncapped": [] for cap in caps}
+    for n in range(args.runs):
+        for cap in caps:
+            label = cap or "uncapped"
+            with tempfile.TemporaryDirectory(prefix="provender-agg-") as work:
+                out = keep / f"{label}-{n}.parquet"
+                argv = [sys.executable, __file__, "--role", "provender", str(source), str(entity), work,
+                        args.engine, cap, str(out)]  # fmt: skip
+                figures = run_measured(argv, Path(work) / "spill", args.timeout)
+            if "seconds" in figures and out.name != "uncapped-0.parquet" and (keep / "uncapped-0.parquet").exists():
+                figures["vs_uncapped"] = compare_results(keep / "uncapped-0.parquet", out)
+            runs[label].append(figures)
+            shown = (
+                f"{figures['seconds']:.1f} s, peak RSS {figures['peak_rss_mb']:,.0f} MB, "
+                f"spill {figures['peak_spill_mb']:,.0f} MB, {figures.get('vs_uncapped', '')}"
+                if "seconds" in figures
+                else figures["error"][-600:]
+            )
+            print(f"  run {n + 1} {args.engine} {label}: {shown}", flush=True)
+    summary: dict[str, Any] = {}
+    for label, results in runs.items():
+        good = [r for r in results if "seconds" in r]
+        if not good:
+            summary[label] = {"error": results[-1].get("error")}
+            continue
+        summary[label] = {
+            "median_s": statistics.median(r["seconds"] for r in good),
+            "cpu_s": statistics.median(r["tree_cpu_s"] for r in good),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in good),
+            "peak_spill_mb": max(r["peak_spill_mb"] for r in good),
+            "rows": good[0]["rows"],
+            "runs": len(good),
+            "failed_runs": len(results) - len(good),
+        }
+        compared = [r["vs_uncapped"] for r in good if "vs_uncapped" in r]
+        if compared:
+            summary[label]["equal_to_uncapped"] = all(c["equal"] for c in compared)
+            summary[label]["max_rel_diff"] = max(c.get("max_rel_diff", 0.0) for c in compared)
+            summary[label]["float_values_unequal"] = max(c.get("float_values_unequal", 0) for c in compared)
+            summary[label]["compare"] = compared[0]
+    return {
+        "engine": args.engine,
+        "events": args.events,
+        "entity_rows": args.rows,
+        "memory_limit": args.memory_limit,
+        "uncapped": "DuckDB default (80% of RAM)"
+        if args.engine == "duckdb"
+        else f"spark.driver.memory {SPARK_UNCAPPED}",
+        "runs": args.runs,
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "results": summary,
+    }
+
+
+def memory_control(args: argparse.Namespace) -> dict[str, Any]:
+    """``--memory-control``: the plain DuckDB range join (no Provender) under each cap, 2 then 1 threads."""
+    source, entity = ensure_data(args.events, args.rows)
+    control: dict[str, Any] = {}
+    for cap in args.memory_limit:
+        for threads in (2, 1):
+            with tempfile.TemporaryDirectory(prefix="provender-agg-") as work:
+                argv = [sys.executable, __file__, "--role", "duckdb-range-join", str(source), str(entity), work,
+                        cap, str(threads), str(Path(work) / "spill")]  # fmt: skip
+                figures = run_measured(argv, Path(work) / "spill", args.timeout)
+            if "error" in figures:
+                figures["error"] = error_line(figures["error"])
+            figures["load"] = os.getloadavg()[0]
+            control[f"{cap}, {threads} thread{'s' if threads > 1 else ''}"] = figures
+            print(f"  control {cap}, {threads} threads: {figures}", flush=True)
+    return control
+
+
+def error_line(text: str) -> str:
+    """The line of a traceback that says what failed (the last one naming an error), else its end."""
+    lines = [line for line in text.splitlines() if "Error:" in line or "Exception:" in line]
+    if not lines:
+        return text[-200:]
+    phrase = re.search(r"[A-Z][\w ]* Error: .*", lines[-1])  # DuckDB's "Out of Memory Error: ..."
+    return phrase.group(0) if phrase else lines[-1].strip()
 
 
 # -- stream --------------------------------------------------------------------------------------
@@ -493,6 +712,57 @@ def markdown(report: dict[str, Any]) -> str:
                 f"(target <= {TARGET_RATIO}x: {verdict})."
             ]
         lines.append("")
+    if report.get("memory"):
+        lines += [
+            "## Out-of-core: Provender's retrieval under a memory cap (`--memory`)",
+            "",
+            "The same retrieval (Provender's, 6 features) uncapped, then with the engine's memory capped",
+            "(DuckDB: `offline.memory_limit`, spilling to `offline.temp_directory`; Spark in `local[2]`",
+            "mode: `spark.driver.memory`, the heap of the one JVM running driver and executors, spilling",
+            "to `spark.local.dir`). Peak RSS: the benchmark process tree (Python and, for Spark, the JVM)",
+            "sampled every 0.2 s; CPU: the tree's user + system seconds, start-up included; spill: the",
+            "peak size of the temporary folder (for Spark it also holds the shuffle files, written",
+            "with or without a cap). `equal`: the result compared row for row with the first uncapped run's",
+            "(the uncapped row: its later runs): counts equal, sums and means within 1e-9 relative (floating-",
+            "point sums in another order differ in the last bits, capped or not: the count of such values).",
+            "",
+            "| engine | events | entity rows | memory | runs | median s | CPU s | peak RSS MB | spill MB | equal "
+            "| load |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for m in report["memory"].values():
+            load = f"{m['load_before']:.1f} / {m['load_after']:.1f}"
+            for label, r in m["results"].items():
+                shown = label if label != "uncapped" else f"uncapped ({m['uncapped']})"
+                if "median_s" not in r:
+                    lines.append(
+                        f"| {m['engine']} | {m['events']:,} | {m['entity_rows']:,} | {shown} | 0 | "
+                        f"failed: {error_line(str(r.get('error')))[:100]} | | | | | {load} |"
+                    )
+                    continue
+                equal = {True: "yes", False: "NO"}.get(r.get("equal_to_uncapped"), "-")
+                if r.get("max_rel_diff"):
+                    equal += f" ({r['float_values_unequal']:,} floats differ, max rel {r['max_rel_diff']:.0e})"
+                lines.append(
+                    f"| {m['engine']} | {m['events']:,} | {m['entity_rows']:,} | {shown} | {r['runs']} | "
+                    f"{r['median_s']:.1f} | {r['cpu_s']:.1f} | {r['peak_rss_mb']:,.0f} | {r['peak_spill_mb']:,.0f} | "
+                    f"{equal} | {load} |"
+                )
+        lines += [f"\nRuns at: {', '.join(m['at'] for m in report['memory'].values())}.", ""]
+        for m in report["memory"].values():
+            for label, c in (m.get("control") or {}).items():
+                outcome = (
+                    f"completed in {c['seconds']:.1f} s (CPU {c['tree_cpu_s']:.1f} s), "
+                    f"peak RSS {c['peak_rss_mb']:,.0f} MB, "
+                    f"spill {c['peak_spill_mb']:,.0f} MB"
+                    if "seconds" in c
+                    else f"failed: {c['error'][:120]}"
+                )
+                lines.append(
+                    f"- Control, the plain DuckDB range join (no Provender), {m['events']:,} events, "
+                    f"`memory_limit` {label}: {outcome} (load {c['load']:.1f})."
+                )
+        lines.append("")
     for s in (report.get("stream") or {}).values():
         verdict = "met" if s["rate_median"] and s["rate_median"] >= TARGET_STREAM_RATE else "NOT met"
         lines += [
@@ -530,6 +800,14 @@ def main() -> None:
     parser.add_argument("--drivers", type=int, nargs="+", default=[100_000, 1_000])
     parser.add_argument("--stream-only", action="store_true")
     parser.add_argument("--no-stream", action="store_true")
+    parser.add_argument("--memory", action="store_true", help="only Provender's retrieval, uncapped then capped")
+    parser.add_argument(
+        "--memory-control", action="store_true", help="the plain DuckDB range join under each --memory-limit"
+    )
+    parser.add_argument("--engine", choices=["duckdb", "spark"], default="duckdb", help="--memory: the engine")
+    parser.add_argument(
+        "--memory-limit", nargs="+", default=["1GB"], help="--memory: DuckDB memory_limit / spark.driver.memory"
+    )
     parser.add_argument("--role", nargs="+", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role:
@@ -537,7 +815,7 @@ def main() -> None:
         if role == "provender":
             figures = role_provender(*rest)
         elif role == "duckdb-range-join":
-            figures = role_range_join(*rest[:2])
+            figures = role_range_join(*rest[:2], *rest[3:])
         else:
             figures = role_stream_consume(rest[0], rest[1], rest[2], rest[3], int(rest[4]))
         print("@@RESULT " + json.dumps(figures), flush=True)
@@ -545,12 +823,20 @@ def main() -> None:
     sys.path.insert(0, str(HERE))
     report = load()
     report["machine"] = f"{os.cpu_count()} cores, {platform.platform()}"
-    if not args.stream_only:
+    if args.memory_control:
+        key = f"duckdb_e{args.events}_r{args.rows}"
+        print(f"memory control: plain DuckDB range join, caps {args.memory_limit}")
+        entry = report.setdefault("memory", {})[key]
+        entry["control"] = {**entry.get("control", {}), **memory_control(args)}
+    elif args.memory:
+        print(f"memory: {args.engine}, {args.events:,} events, {args.rows:,} entity rows, caps {args.memory_limit}")
+        report.setdefault("memory", {})[f"{args.engine}_e{args.events}_r{args.rows}"] = memory(args)
+    elif not args.stream_only:
         print(f"historical: {args.events:,} events, {args.rows:,} entity rows, {args.runs} run(s)", flush=True)
         result = historical(args)
         result["at"] = datetime.now(UTC).isoformat(timespec="seconds")
         report["historical"][f"e{args.events}_r{args.rows}"] = result
-    if not args.no_stream:
+    if not args.no_stream and not args.memory and not args.memory_control:
         report["stream"] = report.get("stream") or {}
         for drivers in args.drivers:
             print(f"stream: {args.stream_records:,} records over {drivers:,} drivers, {args.runs} run(s)", flush=True)
