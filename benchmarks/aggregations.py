@@ -46,6 +46,7 @@ import os
 import platform
 import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -477,6 +478,7 @@ def memory(args: argparse.Namespace) -> dict[str, Any]:
                 else figures["error"][-600:]
             )
             print(f"  run {n + 1} {args.engine} {label}: {shown}", flush=True)
+    shutil.rmtree(keep)  # the results compared
     summary: dict[str, Any] = {}
     for label, results in runs.items():
         good = [r for r in results if "seconds" in r]
