@@ -97,13 +97,17 @@ for i = 1, n do
   local new = ARGV[i]
   local old = redis.call('GET', KEYS[i])
   local newer = true
-  if old and #old >= 16 then
-    for j = 1, 16 do
-      local a, b = string.byte(new, j), string.byte(old, j)
-      if a ~= b then
-        newer = a > b
-        break
-      end
+  if old and #old >= 16 then  -- the versions' 16 bytes compared as four big-endian uint32 (exact)
+    local n1, n2, n3, n4 = struct.unpack('>I4I4I4I4', new)
+    local o1, o2, o3, o4 = struct.unpack('>I4I4I4I4', old)
+    if n1 ~= o1 then
+      newer = n1 > o1
+    elseif n2 ~= o2 then
+      newer = n2 > o2
+    elseif n3 ~= o3 then
+      newer = n3 > o3
+    elseif n4 ~= o4 then
+      newer = n4 > o4
     end
   end
   if newer then

@@ -163,6 +163,8 @@ end
 local hd, en, gr = cmsgpack.unpack(ARGV[2]), cmsgpack.unpack(ARGV[3]), cmsgpack.unpack(ARGV[4])
 local st, ev = cmsgpack.unpack(ARGV[5]), cmsgpack.unpack(ARGV[6])
 local exact = 9007199254740992
+local counts = {}
+for c = 1, most do counts[c] = string.format('%d', c) end
 local results = {}
 local function tag(tile) return string.format('%d', tile) end
 local at, po, go = 1, 1, 1  -- cursors: heads, partition entries, tiles
@@ -208,6 +210,23 @@ for k = 1, #KEYS do
   end
   if not ok then
     results[k] = 0
+  elseif np == 1 and ng == 1 and stored[5] then
+    -- The usual change (one partition, one tile that has a state): one HSET, no table built;
+    -- the same fields as below ('w' rewritten as it is when it does not move). Numbers go as
+    -- strings ('%d'): Redis would format a Lua number with '%.17g', several times slower.
+    local t = gr[go]
+    local tile, w = tiles[t], stored[2]
+    if watermark == nil or latest > watermark then watermark, w = latest, encoded end
+    local version = string.format('%d', (tonumber(stored[1]) or 0) + 1)
+    if (tile + 1) * size > watermark - reach then
+      local c = (tonumber(stored[7]) or 0) + 1
+      redis.call('HSET', key, 'v', version, 'w', w, parts[en[po]], en[po + 2], sf[t], stored[5] .. st[go],
+        cf[t], counts[c] or string.format('%d', c), ef[t], (stored[6] or '') .. ev[go])
+      if c + 1 >= most then results[k] = {tile} else results[k] = 1 end
+    else
+      redis.call('HSET', key, 'v', version, 'w', w, parts[en[po]], en[po + 2])
+      results[k] = 1
+    end
   else
     local sets = {'v', (tonumber(stored[1]) or 0) + 1}
     local s = 2
