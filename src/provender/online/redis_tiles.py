@@ -163,6 +163,8 @@ end
 local hd, en, gr = cmsgpack.unpack(ARGV[2]), cmsgpack.unpack(ARGV[3]), cmsgpack.unpack(ARGV[4])
 local st, ev = cmsgpack.unpack(ARGV[5]), cmsgpack.unpack(ARGV[6])
 local exact = 9007199254740992
+local single = {}  -- per tile of the batch, the tile set holding it alone
+for j = 1, #tiles do single[j] = cmsgpack.pack({tiles[j]}) end
 local counts = {}
 for c = 1, most do counts[c] = string.format('%d', c) end
 local results = {}
@@ -210,6 +212,13 @@ for k = 1, #KEYS do
   end
   if not ok then
     results[k] = 0
+  elseif np == 1 and ng == 1 and not stored[1] then
+    -- A record never written (every change sets 'v'): its one tile is new and reachable (it
+    -- holds the latest time), nothing to read or delete.
+    local t = gr[go]
+    redis.call('HSET', key, 'v', '1', 'w', encoded, parts[en[po]], en[po + 2], sf[t], st[go], ef[t], ev[go],
+      't', single[t])
+    results[k] = 1
   elseif np == 1 and ng == 1 and stored[5] then
     -- The usual change (one partition, one tile that has a state): one HSET, no table built;
     -- the same fields as below ('w' rewritten as it is when it does not move). Numbers go as
