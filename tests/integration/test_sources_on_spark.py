@@ -227,3 +227,69 @@ def test_a_sql_source_over_s3_inputs_equals_the_same_over_local_files(
             f"s3://{bucket}/trips/part-0.parquet",
         ]
     )
+
+
+@pytest.mark.timeout(900)  # two Spark retrievals: about 6 minutes at load 19 on the 2 shared cores
+def test_spark_stages_only_the_columns_and_rows_of_the_window_of_a_sql_source_input(
+    tmp_path: Path,
+    s3_server: S3Server,
+    spark_engine: object,
+    spark_options: dict[str, object],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An S3 input of a SQL source is copied to staging for the read's window and columns only.
+
+    Counted on the staged files: the pruned read copies exactly the trips with ``BOUND <= ts <= END``
+    and their three columns the query uses (not the wide ``note``); planning switched off, all of
+    them. Both give the same training set.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from provender.offline import sql_source
+    from provender.offline.spark import sources as spark_sources
+    from tests.contract.test_sql_source_pruning import BOUND, REFS, entity_df, make_table, trips, write_trips
+
+    files = write_trips(tmp_path / "days")
+    bucket = f"sqlprune-{uuid.uuid4().hex[:12]}"
+    fs = s3_server.filesystem()
+    assert isinstance(fs, pafs.S3FileSystem)
+    fs.create_dir(bucket)
+    for path in files:
+        pafs.copy_files(str(path), f"{bucket}/trips/{path.parent.name}/part-0.parquet", destination_filesystem=fs)
+    (tmp_path / "data").mkdir()
+    source = pv.FileSource(path=f"s3://{bucket}/trips", event_timestamp_column="ts", date_partition_column="day")
+    table = make_table(tmp_path / "data", source)
+    staged: list[pa.Schema | int] = []
+    copy = spark_sources._copy_to_staging
+
+    def counted(data: object, name: str, context: spark_sources.SourceContext) -> list[str]:
+        written = copy(data, name, context)
+        selector = pafs.FileSelector(context.staging.arrow_path(name), recursive=True)
+        parts = [i.path for i in context.staging.fs.get_file_info(selector) if i.path.endswith(".parquet")]
+        metas = [pq.read_metadata(p, filesystem=context.staging.fs) for p in parts]
+        staged.extend([metas[0].schema.to_arrow_schema(), sum(m.num_rows for m in metas)])
+        return written
+
+    monkeypatch.setattr(spark_sources, "_copy_to_staging", counted)
+    results = []
+    for planned in (True, False):
+        staged.clear()
+        with monkeypatch.context() as patch:
+            if not planned:
+                patch.setattr(sql_source, "plan_reads", lambda *args, **kwargs: None)
+            config = write_config(tmp_path / f"p{planned}", offline=dict(spark_options), project=f"p{planned}")
+            settings = load_settings(config, environ={}, overrides={"storage": s3_server.storage()})
+            with pv.Client(settings=settings) as client:
+                client.apply([pv.Entity(name="driver_id", value_type=pv.ValueType.INT64), table])
+                results.append(client.get_historical_features(REFS, entity_df()).to_arrow().to_pylist())
+        schema, rows = staged
+        assert isinstance(schema, pa.Schema)
+        ts = trips()["ts"]
+        in_window = pc.sum(pc.greater_equal(ts, pa.scalar(BOUND, ts.type))).as_py()  # END is after every trip
+        if planned:
+            assert (schema.names, rows) == (["driver_id", "fare", "ts"], in_window)
+        else:
+            assert (set(schema.names) >= {"note", "day"}, rows) == (True, len(ts))
+    assert rows > in_window
+    assert results[0] == results[1]

@@ -165,27 +165,28 @@ def plan_reads(
     assert isinstance(root.expression, exp.Select)  # the wrapper
     for select, name in zip(root.expression.selects, output, strict=True):  # the result's names, as asked
         select.set("alias", exp.to_identifier(name, quoted=True))
+    spellings = {name: {column.lower(): column for column in columns} for name, columns in schemas.items()}
+    if any(len(spellings[name]) != len(columns) for name, columns in schemas.items()):
+        return None  # names that differ only by case: no safe mapping back
     read: dict[str, set[str]] = {name: set() for name in schemas}
     for scope in scopes:
         for column in scope.columns:
             source = scope.sources.get(column.table)
             if isinstance(source, exp.Table) and source.name in read:
-                read[source.name].add(column.name)
-    columns: dict[str, tuple[str, ...]] = {}
-    for name, used in read.items():
-        actual = {column.lower(): column for column in schemas[name]}
-        if len(actual) != len(schemas[name]) or any(column not in actual for column in used):
-            return None  # names that differ only by case: no safe mapping back
-        columns[name] = tuple(column for column in schemas[name] if column.lower() in used)  # the input's order
+                actual = spellings[source.name].get(column.name.lower())
+                if actual is None:
+                    return None
+                read[source.name].add(actual)
+                column.set(
+                    "this", exp.to_identifier(actual, quoted=True)
+                )  # as the input spells it (Spark may be case-sensitive)
+    columns = {name: tuple(c for c in schemas[name] if c in used) for name, used in read.items()}  # the input's order
     try:
         leaves = _trace(root, output.index(event_timestamp_column))
         _check_single_reads(pruned, leaves)
     except _Unprovable:
         leaves = []
-    time_columns = {}
-    for table, leaf in leaves:
-        actual = {c.lower(): c for c in schemas[table.name]}
-        time_columns[table.name] = actual[leaf.lower()]
+    time_columns = {table.name: spellings[table.name][leaf.lower()] for table, leaf in leaves}
     return ReadPlan(query=pruned.sql(dialect=dialect), columns=columns, time_columns=time_columns)
 
 

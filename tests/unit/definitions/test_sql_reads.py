@@ -29,6 +29,7 @@ def test_only_the_columns_feeding_the_result_columns_read_are_read() -> None:
     assert plan is not None
     assert plan.columns == {"trips": ("driver_id", "Fare", "ts"), "drivers": ("driver_id", "active")}
     assert plan.time_columns == {"trips": "ts"}
+    assert '"t"."Fare"' in plan.query  # spelled as the input does: Spark may resolve names case-sensitively
 
 
 def test_a_star_reads_only_what_the_result_columns_need_and_distinct_keeps_every_column() -> None:
