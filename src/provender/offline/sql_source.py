@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from provender.config import StorageSection
 from provender.definitions import CsvFormat, DeltaSource, Entity, FeatureTable, FileSource, SqlSource
 from provender.definitions.sql import plan_reads, transpile
 from provender.errors import DataError
-from provender.offline.delta import open_delta
+from provender.offline.delta import open_delta, time_window
 from provender.offline.duckdb_sql import _timestamp_literal, literal, quote
 from provender.offline.files import DateRange, in_dates, is_remote, list_source_files
 from provender.offline.lineage import InputFile, local_files
@@ -167,12 +167,7 @@ def open_inputs(
         if window is None or time_column is None or not pa.types.is_timestamp(one.schema.field(time_column).type):
             reads[name] = InputRead(columns=columns)
             continue
-        try:
-            _prune(
-                one, input_source, time_column, window, where=_where(name, table), base_dir=base_dir, storage=storage
-            )
-        except DataError as exc:
-            raise DataError(f"{_where(name, table)}: {exc}") from None
+        _prune(one, input_source, time_column, window)
         csv = isinstance(input_source, FileSource) and isinstance(input_source.file_format, CsvFormat)
         reads[name] = InputRead(
             columns=columns,
@@ -240,29 +235,25 @@ def _open(
     return _Opened(schema.schema, files=files, read=list(local_files(files)))
 
 
-def _prune(  # noqa: PLR0913 - keyword-only: where the input is
-    one: _Opened,
-    input_source: FileSource | DeltaSource,
-    time_column: str,
-    window: ReadWindow,
-    *,
-    where: str,
-    base_dir: Path,
-    storage: StorageSection | None,
-) -> None:
+def _prune(one: _Opened, input_source: FileSource | DeltaSource, time_column: str, window: ReadWindow) -> None:
     """Drop ``one``'s files that cannot hold rows of ``window`` (``time_column`` copies the result's event time).
 
     Date partitions are the ones of the input's own event timestamp, so they prune only when
     ``time_column`` is it; a Delta input keeps the files whose statistics of ``time_column``
-    reach the window, exactly as a Delta batch source does (``open_delta``). If nothing is left
+    reach the window, with the filter a Delta batch source uses (``time_window``). If nothing is left
     of a local input, it is read whole (its rows are still filtered).
     """
-    if isinstance(input_source, DeltaSource):
-        pruned = replace(input_source, event_timestamp_column=time_column)
-        snapshot = open_delta(
-            pruned, what=where, base_dir=base_dir, storage=storage, lower=window.lower, upper=window.upper
-        )
-        one.dataset, one.read = snapshot.dataset, list(snapshot.files)
+    if isinstance(input_source, DeltaSource):  # the snapshot opened, its files pruned by their statistics
+        dataset = one.dataset
+        assert isinstance(dataset, ds.FileSystemDataset)
+        fragments = list(dataset.get_fragments())  # in the order of one.read (open_delta builds both)
+        keep = {
+            f.path
+            for f in dataset.get_fragments(filter=time_window(dataset.schema, time_column, window.lower, window.upper))
+        }
+        pairs = [(f, read) for f, read in zip(fragments, one.read, strict=True) if f.path in keep]
+        one.dataset = ds.FileSystemDataset([f for f, _ in pairs], dataset.schema, dataset.format, dataset.filesystem)
+        one.read = [read for _, read in pairs]
         return
     column = input_source.date_partition_column
     if column is None or time_column != input_source.event_timestamp_column or window.dates.is_unbounded:
