@@ -304,7 +304,7 @@ class BatchWriter:
         self._job, self._source, self._write, self._log = job, source, write, offline_log
         self._tiles = tiles
         self._queue: queue.Queue[Prepared | _Sync | object] = queue.Queue(maxsize=1)
-        self._written: queue.Queue[_Written | _Sync | object] = queue.Queue(maxsize=1)
+        self._written: queue.Queue[_Written | _Sync | object] = queue.Queue(maxsize=2)
         self._lock = threading.Lock()
         self._unlogged: dict[int, int] = {}  # written online, waiting for the offline log's next file
         self._committable: dict[int, int] = {}
