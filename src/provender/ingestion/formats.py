@@ -519,6 +519,17 @@ _GATHER = (
 )
 
 
+def _swar_bit_count(words: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """The set bits of each uint64 (SWAR popcount: ``np.bitwise_count`` needs NumPy 2)."""
+    words = words - ((words >> _U64(1)) & _U64(0x5555555555555555))
+    words = (words & _U64(0x3333333333333333)) + ((words >> _U64(2)) & _U64(0x3333333333333333))
+    words = (words + (words >> _U64(4))) & _U64(0x0F0F0F0F0F0F0F0F)
+    return (words * _U64(0x0101010101010101)) >> _U64(56)  # wraps modulo 2**64, as meant
+
+
+_bit_count: Callable[[np.ndarray[Any, Any]], np.ndarray[Any, Any]] = getattr(np, "bitwise_count", _swar_bit_count)
+
+
 def _read_varints(buffer: _Buffer, at: np.ndarray[Any, Any]) -> _Read:
     """The zigzag varints at ``at`` as int64 (fastavro's longs), and the positions after them.
 
@@ -530,7 +541,7 @@ def _read_varints(buffer: _Buffer, at: np.ndarray[Any, Any]) -> _Read:
     stops = ~words & _STOP_BITS
     first = stops & (_U64(0) - stops)  # the high bit of the last byte; 0 if beyond 8 bytes
     keep = (first << _U64(1)) - _U64(1)  # the bytes up to it (all when it is the 8th, or none found)
-    lengths = (np.bitwise_count(keep) >> 3).astype(np.int64)
+    lengths = (_bit_count(keep) >> _U64(3)).astype(np.int64)
     value = words & keep & _SEVEN_BITS
     for low, high, shift in _GATHER:
         value = (value & low) | ((value & high) >> shift)

@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import fastavro
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -291,3 +292,18 @@ def test_wire_format_records_of_the_reader_schema_are_read_as_columns(registry: 
     decoded = decoder.decode(values)
     assert isinstance(decoded.records, ColumnRecords)
     assert decoded.records == [{"driver_id": n, "trips_today": 5, "ts": T0_US} for n in range(3)]
+
+
+def test_bit_count_without_numpy_2_counts_as_numpy_does() -> None:
+    """The varint reader counts bits with NumPy 2's bitwise_count or, on NumPy 1, a SWAR popcount."""
+    from provender.ingestion.formats import _swar_bit_count
+
+    rng = np.random.default_rng(7)
+    words = np.concatenate(
+        [
+            rng.integers(0, 2**63, 1000, dtype=np.uint64) * np.uint64(2) + np.uint64(1),
+            np.array([0, 1, 2**64 - 1, 2**63, (2**56) - 1, 0x8080808080808080], dtype=np.uint64),
+        ]
+    )
+    expected = np.array([bin(int(w)).count("1") for w in words], dtype=np.uint64)
+    assert (_swar_bit_count(words) == expected).all()
