@@ -559,8 +559,10 @@ def _read_varints(buffer: _Buffer, at: np.ndarray[Any, Any]) -> _Read:
 
 
 def _read_floats(buffer: _Buffer, at: np.ndarray[Any, Any]) -> _Read:
-    # Through a double and back, like fastavro's Python float into a float32 column (a signalling NaN quiets).
-    return buffer.f32[at].astype(np.float64).astype(np.float32), at + 4
+    # Through a double and back, like fastavro's Python float into a float32 column (a signalling NaN
+    # quiets; NumPy 1 warns "invalid value encountered in cast" on it, NumPy 2 does not).
+    with np.errstate(invalid="ignore"):
+        return buffer.f32[at].astype(np.float64).astype(np.float32), at + 4
 
 
 def _read_doubles(buffer: _Buffer, at: np.ndarray[Any, Any]) -> _Read:
