@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import pytest
 import yaml
 
 import provender as pv
-from tests.e2e.test_serving import Server, start_server
+from tests.e2e.test_serving import ProjectFolder, Server, start_server
 from tests.support import on_demand_functions as functions
 from tests.support.builders import write_table
 from tests.support.services import read_log
@@ -79,15 +78,6 @@ REF_LISTS = {
 }
 
 
-@dataclass(frozen=True)
-class _ServedProject:
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "provender.yaml"
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("on_demand")
@@ -106,7 +96,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(project: Path) -> Iterator[Server]:
-    server = start_server(_ServedProject(project), env={"PYTHONPATH": str(REPO)})  # type: ignore[arg-type]
+    server = start_server(ProjectFolder(project), env={"PYTHONPATH": str(REPO)})
     try:
         yield server
     finally:

@@ -9,7 +9,6 @@ message and the same attributes (``ref``, ``name``, ``project`` ...).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 import yaml
 
 import provender as pv
-from tests.e2e.test_serving import Server, start_server
+from tests.e2e.test_serving import ProjectFolder, Server, start_server
 from tests.support.builders import write_table
 from tests.support.registries import registry_url
 from tests.support.services import read_log
@@ -52,15 +51,6 @@ REF_LISTS = {
 }
 
 
-@dataclass(frozen=True)
-class _ServedProject:
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "provender.yaml"
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project with two tables, rows offline (Parquet) and online (SQLite, shared with the server)."""
@@ -80,7 +70,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(project: Path) -> Iterator[Server]:
-    server = start_server(_ServedProject(project))  # type: ignore[arg-type]
+    server = start_server(ProjectFolder(project))
     try:
         yield server
     finally:

@@ -51,6 +51,17 @@ NOW = datetime.now(UTC)
 # ------------------------------------------------------------------------------ helpers
 
 
+@dataclass(frozen=True)
+class ProjectFolder:
+    """A project folder holding its ``provender.yaml``: what :func:`start_server` serves."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "provender.yaml"
+
+
 @dataclass
 class Project:
     """A temporary project directory served from Redis."""
@@ -200,7 +211,7 @@ class Server:
             raise
 
 
-def start_server(project: Project, *args: str, env: Mapping[str, str] | None = None) -> Server:
+def start_server(project: Project | ProjectFolder, *args: str, env: Mapping[str, str] | None = None) -> Server:
     """Start ``provender serve`` for ``project`` on free ports; wait until /v1/ready answers 200."""
     http_port, grpc_port = free_port(), free_port()
     log = project.root / f"serve-{http_port}.log"

@@ -11,7 +11,6 @@ features of the same rows are null with status OUTSIDE_MAX_AGE (docs/transformat
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pytest
 import yaml
 
 import provender as pv
-from tests.e2e.test_serving import Server, start_server
+from tests.e2e.test_serving import ProjectFolder, Server, start_server
 from tests.support.builders import write_parquet
 from tests.support.registries import registry_url
 from tests.support.services import read_log
@@ -46,15 +45,6 @@ EVENTS = [
 ]
 REFS = ["trips:fare", *(f"trips:{a.name}" for a in AGGREGATIONS)]
 AGGREGATE_COLUMNS = [f"trips__{a.name}" for a in AGGREGATIONS]
-
-
-@dataclass(frozen=True)
-class _ServedProject:
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "provender.yaml"
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("redis", marks=pytest.mark.service)])
@@ -83,7 +73,7 @@ def project(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 
 @pytest.fixture(scope="module")
 def server(project: Path) -> Iterator[Server]:
-    server = start_server(_ServedProject(project))  # type: ignore[arg-type]
+    server = start_server(ProjectFolder(project))
     try:
         yield server
     finally:

@@ -8,7 +8,6 @@ the same attributes and message over both protocols, as the constructor built th
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,21 +16,12 @@ import yaml
 import provender as pv
 from provender import errors as pe
 from provender.config import load_settings
-from tests.e2e.test_serving import Server, start_server
+from tests.e2e.test_serving import ProjectFolder, Server, start_server
 from tests.support.online import DRIVER, DRIVER_STATS, batch
 from tests.support.registries import registry_url
 from tests.support.services import read_log
 
 TOKENS = {"reader": ["default"], "elsewhere": ["other"], "everything": ["*"]}
-
-
-@dataclass(frozen=True)
-class _ServedProject:
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "provender.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +40,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Ser
     with pv.Client(root / "provender.yaml") as client:
         client.apply([DRIVER, DRIVER_STATS])
         client._online_store.write(DRIVER_STATS, batch(DRIVER_STATS, [{"driver_id": 1, "trips": 2}]))
-    server = start_server(_ServedProject(root))  # type: ignore[arg-type]
+    server = start_server(ProjectFolder(root))
     try:
         yield root, server
     finally:
