@@ -32,11 +32,10 @@ from provender.online.redis import RedisStore
 from provender.wire._proto import serving_pb2 as pb
 from tests.support.online import ALL_TYPES_TABLE, BASE_TIME, DRIVER, DRIVER_STATS, SOURCE, batch, same
 from tests.support.registries import registry_url
-from tests.support.services import RedisServer, free_port, read_log
+from tests.support.services import START_TIMEOUT, RedisServer, free_port, read_log
 
 pytestmark = pytest.mark.service
 
-START_TIMEOUT_SECONDS = 60.0
 GRPC_METHOD = "/provender.serving.v1.ServingService/GetOnlineFeatures"
 STALE = pv.FeatureTable(
     name="stale",
@@ -233,7 +232,7 @@ def start_server(project: Project | ProjectFolder, *args: str, env: Mapping[str,
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=project.root, env=environment)
     server = Server(proc, http_port, grpc_port, log)
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    deadline = time.monotonic() + START_TIMEOUT
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"provender serve exited with {proc.returncode}:\n{read_log(log)}")
@@ -244,7 +243,7 @@ def start_server(project: Project | ProjectFolder, *args: str, env: Mapping[str,
             pass
         if time.monotonic() > deadline:
             server.stop()
-            raise RuntimeError(f"provender serve not ready after {START_TIMEOUT_SECONDS}s:\n{read_log(log)}")
+            raise RuntimeError(f"provender serve not ready after {START_TIMEOUT}s:\n{read_log(log)}")
         time.sleep(0.05)
 
 

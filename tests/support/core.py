@@ -21,9 +21,7 @@ import orjson
 import pytest
 import yaml
 
-from tests.support.services import HOST, free_port, read_log
-
-START_TIMEOUT_SECONDS = 60.0
+from tests.support.services import HOST, START_TIMEOUT, free_port, read_log
 
 
 @dataclass
@@ -52,7 +50,7 @@ class CoreServer:
             self.proc = subprocess.Popen(
                 [*argv, "core"], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.env
             )
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"provender core exited with {self.proc.returncode}:\n{read_log(self.log)}")
@@ -63,7 +61,7 @@ class CoreServer:
                 pass
             time.sleep(0.05)
         self.kill()
-        raise RuntimeError(f"provender core did not answer within {START_TIMEOUT_SECONDS}s:\n{read_log(self.log)}")
+        raise RuntimeError(f"provender core did not answer within {START_TIMEOUT}s:\n{read_log(self.log)}")
 
     def request(
         self,

@@ -35,12 +35,11 @@ from provender.core.http import CoreApp, create_app
 from provender.core.jobs import CoreJobs
 from provender.core.metrics import CoreMetrics
 from provender.core.service import CoreService, open_registry
-from tests.support.services import HOST, PostgresServer
+from tests.support.services import HOST, START_TIMEOUT, PostgresServer
 
 REGISTRY_ENV = "PROVENDER_TEST_REGISTRY"
 BACKENDS = ("sqlite", "postgresql", "core")
 SQLITE_SCHEME = "sqlite:///"
-START_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 30.0
 
 
@@ -148,7 +147,7 @@ class InProcessCore:
         """Start serving and the job service; return once uvicorn has started."""
         self.jobs.start()
         self.thread.start()
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        deadline = time.monotonic() + START_TIMEOUT
         while not self.server.started:
             if not self.thread.is_alive() or time.monotonic() > deadline:
                 self.stop()

@@ -41,7 +41,9 @@ HOST = "127.0.0.1"
 PG_BINDIRS = ("/usr/lib/postgresql/15/bin",)
 PG_DATABASE = "provender_test"
 NOIDA_PIN = "noida-db==0.2.3"
-START_TIMEOUT = 30.0
+# Readiness deadlines are generous: CI runs seven suites at once on two cores, where a JVM or
+# PostgreSQL can take minutes to come up. A process that dies fails at once (``alive``).
+START_TIMEOUT = 120.0
 STOP_TIMEOUT = 10.0
 POLL_INTERVAL = 0.02
 LOG_TAIL_CHARS = 4000

@@ -31,7 +31,7 @@ from tests.support.services import (
 )
 
 LOCAL_MASTER = "local[2]"
-SPARK_START_TIMEOUT = 60.0
+SPARK_START_TIMEOUT = 300.0  # a master and a worker JVM, started under CI's load
 WORKER_CORES = 1
 WORKER_MEMORY = "1g"
 EXECUTOR_MEMORY = "512m"
