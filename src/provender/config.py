@@ -263,6 +263,14 @@ class StreamSection(BaseModel):
         session_timeout_ms: how long the group waits for a silent member before giving its
             partitions to the others.
         fetch_wait_max_ms: the longest the broker holds a fetch waiting for new records.
+        prefetch_rows: the records per partition the consumer fetches ahead of the job
+            (librdkafka's ``queued.min.messages``); default: two micro-batches
+            (``2 * batch_rows``). librdkafka's own default (100,000) buffers a backlog whole,
+            then holds fetches open at the end of the topic while the job works through it.
+        commit_interval_seconds: how often written offsets are committed while consuming (a
+            rebalance or a stop commits at once; after a crash, at most this much more is read
+            again, and writes are idempotent). Each commit is a broker request: Kafka's own
+            auto-commit default is the same 5 s.
         offline_log_max_rows: the offline log writes a file once this many rows are buffered...
         offline_log_max_seconds: ...or once the oldest buffered row has waited this long;
             offsets are committed only after their rows are in a file.
@@ -282,11 +290,18 @@ class StreamSection(BaseModel):
     schema_registry_url: str | None = None
     session_timeout_ms: int = Field(default=10_000, ge=1_000)
     fetch_wait_max_ms: int = Field(default=100, ge=0)
+    prefetch_rows: int | None = Field(default=None, gt=0)
+    commit_interval_seconds: float = Field(default=5.0, gt=0)
     offline_log_max_rows: int = Field(default=500_000, gt=0)
     offline_log_max_seconds: float = Field(default=60.0, gt=0)
     consumer_options: dict[str, str | int | float | bool] = Field(default_factory=dict)
     dead_letter_options: dict[str, str | int | float | bool] = Field(default_factory=dict)
     allowed_lateness_seconds: float = Field(default=3600.0, ge=0)
+
+    @property
+    def prefetch(self) -> int:
+        """Records fetched ahead per partition: ``prefetch_rows``, else two micro-batches."""
+        return self.prefetch_rows or 2 * self.batch_rows
 
 
 class S3Storage(BaseModel):

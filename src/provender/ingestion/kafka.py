@@ -93,6 +93,7 @@ class KafkaStream:
             **dict(options.consumer_options),
         }
         config: dict[str, Any] = {
+            "queued.min.messages": options.prefetch,  # consumer_options may set it too
             **self._common,
             "group.id": group_id,
             "enable.auto.commit": False,

@@ -46,9 +46,6 @@ log = logging.getLogger(__name__)
 
 IDLE_POLL_SECONDS = 0.1
 TICK_SECONDS = 1.0
-# How often written offsets are committed while consuming (a commit is a broker round trip);
-# a rebalance or a stop commits at once. A crash replays at most this much more.
-COMMIT_INTERVAL_SECONDS = 0.5
 _RETRY_FIRST_SECONDS = 0.2
 _RETRY_MAX_SECONDS = 5.0
 
@@ -129,6 +126,7 @@ class StreamLoop:
         self._checked = any(e.per_row for f in builder.table.features for e in f.expect)
         self._batch_rows = options.batch_rows
         self._linger = options.linger_ms / 1000
+        self._commit_interval = options.commit_interval_seconds
         self._tiles = tiles
         self._writer = BatchWriter(job=job, source=source, write=write, offline_log=offline_log, tiles=tiles)
         self._pending = Polled([], [], [], [], [])
@@ -179,7 +177,7 @@ class StreamLoop:
             self._hand_over()
         now = time.monotonic()
         if now >= self._next_commit:
-            self._next_commit = now + COMMIT_INTERVAL_SECONDS
+            self._next_commit = now + self._commit_interval
             self._commit(wait=False)
         if now >= self._next_tick:
             self._next_tick = now + TICK_SECONDS
