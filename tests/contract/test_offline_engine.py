@@ -377,7 +377,7 @@ def test_columns_differing_only_in_case_stay_apart(
 
 
 def test_null_keys_match_nothing(engine: EngineCase, tmp_path: Path) -> None:
-    rows = [
+    rows: list[dict[str, object]] = [
         {"driver_id": None, "trips": 1, "rate": 1.0, "event_ts": DAY0, "created": None},
         {"driver_id": 1, "trips": 2, "rate": 2.0, "event_ts": DAY0, "created": None},
     ]

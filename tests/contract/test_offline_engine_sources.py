@@ -143,7 +143,8 @@ def test_partitions_outside_the_window_are_not_opened(engine: EngineCase, tmp_pa
         root=tmp_path / "data",
         layout=Layout.HIVE,
     )
-    assert table.batch_source is not None and table.batch_source.date_partition_column == PARTITION_COLUMN
+    assert isinstance(table.batch_source, pv.FileSource)
+    assert table.batch_source.date_partition_column == PARTITION_COLUMN
     # Entity times span [03-05 06:00, 03-06 18:00]; with max_age 1 day rows from 03-04 06:00 can match.
     corrupted = corrupt_partitions(
         Path(table.batch_source.path), lambda day: date(2024, 3, 4) <= day <= date(2024, 3, 6)

@@ -173,6 +173,7 @@ def test_timestamps_come_back_utc_aware(store: OnlineStore) -> None:
     [values] = read_one(store, ALL_TYPES_TABLE, [i])
     assert values is not None
     stamp = values[ALL_TYPES_TABLE.feature_names.index("f_unix_timestamp")]
+    assert isinstance(stamp, datetime)
     assert stamp == when and stamp.tzinfo is not None and stamp.utcoffset() == timedelta(0)
 
 

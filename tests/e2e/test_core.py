@@ -197,7 +197,7 @@ def test_cli_commands_go_through_the_core_service(core: CoreServer, tmp_path: Pa
 def test_a_core_killed_mid_apply_leaves_the_old_or_the_new_version(core: CoreServer, tmp_path: Path) -> None:
     with closing(client_of(core.url, tmp_path)) as client:
         client.apply([driver()])
-    outcomes: list[object] = []
+    outcomes: list[tuple[object, int]] = []
     for attempt, delay in enumerate((0.0, 0.05, 0.15, 0.4)):
         with closing(client_of(core.url, tmp_path)) as client:
             version = client.registry_version()

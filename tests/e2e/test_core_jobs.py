@@ -231,22 +231,26 @@ def test_run_on_core_overrides_the_validation_policy(start_core: StartCore, tmp_
     }
     bad = {d for d, t in latest.items() if t > 49}
     assert 0 < len(bad) < 20
-    window = {"start": END - timedelta(days=1), "end": END}
+    start = END - timedelta(days=1)
     with closing(pv.Client(settings=pv.Settings(registry=core.url, base_dir=tmp_path))) as client:
         client.apply([DRIVER, strict])
-        failed = client.start_offline_to_online_ingestion(strict, **window, run_on="core")
+        failed = client.start_offline_to_online_ingestion(strict, start=start, end=END, run_on="core")
         with pytest.raises(pv.ProvenderError):
             failed.wait(60)
         assert (failed.status, failed.rows_written) == (JobStatus.FAILED, 0)
         assert failed.validation is not None and failed.validation.policy == "fail"
-        job = client.start_offline_to_online_ingestion(strict, **window, run_on="core", validation_policy="skip")
+        job = client.start_offline_to_online_ingestion(
+            strict, start=start, end=END, run_on="core", validation_policy="skip"
+        )
         assert job.wait(60).status is JobStatus.SUCCEEDED
         report = job.validation
         assert report is not None
         assert (report.policy, report.rows_checked, report.rows_skipped) == ("skip", 20, len(bad))
         assert job.rows_written == 20 - len(bad)
         with pytest.raises(pv.DataError, match=r"'validation_policy' must be one of \['fail', 'skip', 'warn'\]"):
-            client.start_offline_to_online_ingestion(strict, **window, run_on="core", validation_policy="lenient")
+            client.start_offline_to_online_ingestion(
+                strict, start=start, end=END, run_on="core", validation_policy="lenient"
+            )
     with closing(pv.Client(settings=load_settings(core.config, environ={}))) as inside:
         values = inside.get_online_features(["driver_stats:trips"], [{"driver_id": d} for d in sorted(latest)])
         found = dict(zip(sorted(latest), values.to_dict()["driver_stats__trips"], strict=True))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,7 +39,7 @@ FRESH = pv.FeatureTable(
 IDS = [1001, 1002, 1003, 1004]  # 1001 and 1002 damaged, 1003 intact, 1004 never stored
 EXPECTED = ["CORRUPT", "CORRUPT", "PRESENT", "NOT_FOUND"]
 REFS = ["driver_stats:trips", "fresh_stats:level"]
-DAMAGE = {
+DAMAGE: dict[int, Callable[[bytes], bytes]] = {
     1001: lambda head: head + b"\xc1\xc1\xc1",
     1002: lambda head: head + msgpack.packb([0.5, 1.0, 7])[:-2],
 }

@@ -101,7 +101,8 @@ def paths(project: Path, server: Server) -> Iterator[dict[str, Callable[[list[st
     def historical(refs: list[str]) -> list[str]:
         table = local.get_historical_features(refs, entity_df).to_arrow()
         assert table.num_rows == 2
-        return table.column_names[2:]
+        names: list[str] = table.column_names
+        return names[2:]
 
     def online(client: pv.Client) -> Callable[[list[str]], list[str]]:
         def read(refs: list[str]) -> list[str]:

@@ -203,7 +203,11 @@ VALID = pb.GetOnlineFeaturesRequest(features=REFS, entities=[entity_column("driv
 def test_undecodable_grpc_messages_are_invalid_argument(server: Server, raw: bytes) -> None:
     channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
     try:
-        call = channel.unary_unary("/provender.serving.v1.ServingService/GetOnlineFeatures")
+        call = channel.unary_unary(
+            "/provender.serving.v1.ServingService/GetOnlineFeatures",
+            request_serializer=None,
+            response_deserializer=None,
+        )
         with pytest.raises(grpc.RpcError) as info:
             call(raw, timeout=30)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
@@ -300,7 +304,11 @@ def test_grpc_list_values_nested_deep_are_4xx_never_internal(server: Server, dep
     ).SerializeToString() + _field(2, note)
     channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
     try:
-        call = channel.unary_unary("/provender.serving.v1.ServingService/GetOnlineFeatures")
+        call = channel.unary_unary(
+            "/provender.serving.v1.ServingService/GetOnlineFeatures",
+            request_serializer=None,
+            response_deserializer=None,
+        )
         try:
             call(raw, timeout=30)
             code, details = grpc.StatusCode.OK, ""

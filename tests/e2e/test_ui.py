@@ -330,7 +330,7 @@ def test_search_as_you_type_finds_a_feature_by_its_description(
 
 def test_every_page_passes_an_axe_accessibility_audit(core: tuple[CoreServer, str, str, str], browser: Any) -> None:
     """axe-core (shipped in the axe-playwright-python wheel) finds no violation on any page, wide or narrow."""
-    from axe_playwright_python.sync_playwright import Axe
+    from axe_playwright_python.sync_playwright import Axe  # type: ignore[import-untyped]
 
     server, job_id, _, first_id = core
     axe = Axe()

@@ -22,7 +22,7 @@ from provender.errors import DataError
 from provender.offline.objectstore import gcs_options, open_store, split_url
 from tests.support.builders import ENTITIES, Layout, write_config, write_table
 from tests.support.objectstore import GcsServer
-from tests.support.retrieval import driver_rows, driver_stats, entity_frame
+from tests.support.retrieval import at_path, driver_rows, driver_stats, entity_frame
 
 pytestmark = pytest.mark.timeout(120)
 REFS = ["driver_stats:trips", "driver_stats:rate"]
@@ -75,9 +75,7 @@ def test_retrieval_ingestion_and_output_on_gcs_equal_local(tmp_path: Path, gcs_s
 
 
 def test_a_missing_gcs_bucket_names_the_source(tmp_path: Path, gcs_server: GcsServer) -> None:
-    table = dataclasses.replace(
-        driver_stats(), batch_source=dataclasses.replace(driver_stats().batch_source, path="gs://no-such-bucket/x")
-    )
+    table = at_path(driver_stats(), "gs://no-such-bucket/x")
     with _client(tmp_path, gcs_server.storage()) as client:
         client.apply([ENTITIES["driver_id"], table])
         with pytest.raises(DataError, match=r"driver_stats.*bucket 'no-such-bucket' does not exist"):

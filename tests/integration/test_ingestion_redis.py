@@ -57,7 +57,12 @@ def test_store_outage_fails_the_job_cleanly_and_a_rerun_completes_it(redis_serve
             job = client.start_offline_to_online_ingestion(
                 table, start=NOW - timedelta(days=1), end=NOW, batch_rows=500
             )
-            stopper = threading.Thread(target=lambda: (_wait_for_progress(job), redis_server.stop()))
+
+            def stop_after_progress() -> None:
+                _wait_for_progress(job)
+                redis_server.stop()
+
+            stopper = threading.Thread(target=stop_after_progress)
             stopper.start()
             with pytest.raises(pv.BackendError) as failure:
                 job.wait(timeout_seconds=120)

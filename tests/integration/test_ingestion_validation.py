@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 import provender as pv
+from provender.definitions.expect import FeatureExpectation
 from provender.ingestion.batch import JobStatus
 from provender.ingestion.validation import ExpectationError, ValidationReport
 from tests.support.builders import DRIVER, make_client, write_parquet
@@ -23,13 +24,13 @@ CITY = {5: "rome", 6: "Paris"}
 BAD = {3, 4, 5, 6}
 
 
-def _features(**extra: list[object]) -> list[pv.Feature]:
+def _features(**extra: Sequence[FeatureExpectation]) -> list[pv.Feature]:
     return [
         pv.Feature("conv_rate", pv.ValueType.DOUBLE, expect=[pv.expect.not_null(), pv.expect.between(0, 1)]),
         pv.Feature(
             "city", pv.ValueType.STRING, expect=[pv.expect.one_of(["paris", "lyon"]), pv.expect.matches("[a-z]+")]
         ),
-        pv.Feature("trips", pv.ValueType.INT64, expect=extra.get("trips", [])),  # type: ignore[arg-type]
+        pv.Feature("trips", pv.ValueType.INT64, expect=extra.get("trips", [])),
     ]
 
 

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import yaml
@@ -27,6 +28,9 @@ from tests.support.services import (
     require_module,
     run_checked,
 )
+
+if TYPE_CHECKING:
+    from redis import Redis
 
 pytestmark = pytest.mark.service
 redis = require_module("redis", "redis")
@@ -71,7 +75,7 @@ def open_store(tmp_path: Path) -> Iterator[Callable[..., RedisStore]]:
 # ----------------------------------------------------------------------------- one round trip
 
 
-def command_stats(admin: redis.Redis) -> dict[str, int]:
+def command_stats(admin: Redis) -> dict[str, int]:
     stats = admin.info("commandstats")
     return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
 

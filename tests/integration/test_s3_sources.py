@@ -25,7 +25,7 @@ from provender.offline.files import DateRange
 from provender.offline.objectstore import list_files, list_infos, open_s3
 from tests.support.builders import ENTITIES, Layout, write_config, write_table
 from tests.support.objectstore import SECRET_KEY, S3Server
-from tests.support.retrieval import driver_rows, driver_stats, entity_frame
+from tests.support.retrieval import at_path, driver_rows, driver_stats, entity_frame
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -64,7 +64,7 @@ def _tables(tmp_path: Path, server: S3Server) -> tuple[pv.FeatureTable, pv.Featu
     )
     assert local.batch_source is not None
     url = _upload(server, Path(local.batch_source.path), f"b-{uuid.uuid4().hex[:12]}", "driver_stats")
-    remote = dataclasses.replace(local, batch_source=dataclasses.replace(local.batch_source, path=url))
+    remote = at_path(local, url)
     return local, remote
 
 
@@ -94,6 +94,7 @@ def test_retrieval_and_ingestion_from_s3_equal_local(
     entities = tmp_path / "entities" / "rows.parquet"
     entities.parent.mkdir()
     entity_frame().to_parquet(entities)
+    assert remote.batch_source is not None
     entity_url = _upload(s3_server, entities.parent, remote.batch_source.path.split("/")[2], "entities")
     with _client(tmp_path / "s3", s3_server.storage()) as client:
         job = client.get_historical_features(refs, entity_url)
@@ -131,9 +132,7 @@ def test_pruned_partitions_are_never_listed(tmp_path: Path, s3_server: S3Server)
 
 
 def test_missing_bucket_names_the_source(tmp_path: Path, s3_server: S3Server) -> None:
-    table = dataclasses.replace(
-        driver_stats(), batch_source=dataclasses.replace(driver_stats().batch_source, path="s3://no-such-bucket/x")
-    )
+    table = at_path(driver_stats(), "s3://no-such-bucket/x")
     with _client(tmp_path, s3_server.storage()) as client:
         client.apply([pv.Entity(name="driver_id", value_type=pv.ValueType.INT64), table])
         with pytest.raises(DataError, match=r"driver_stats.*bucket 'no-such-bucket' does not exist"):
@@ -142,7 +141,7 @@ def test_missing_bucket_names_the_source(tmp_path: Path, s3_server: S3Server) ->
 
 def test_missing_credentials_fail_before_any_request(tmp_path: Path, s3_server: S3Server) -> None:
     _, remote = _tables(tmp_path, s3_server)
-    storage = {"s3": {"endpoint_url": s3_server.endpoint_url}}
+    storage: dict[str, object] = {"s3": {"endpoint_url": s3_server.endpoint_url}}
     with _client(tmp_path / "p", storage) as client:
         client.apply([pv.Entity(name="driver_id", value_type=pv.ValueType.INT64), remote])
         with pytest.raises(DataError, match=r"driver_stats.*no S3 credentials"):
@@ -152,9 +151,7 @@ def test_missing_credentials_fail_before_any_request(tmp_path: Path, s3_server: 
 def test_access_denied_is_clear_and_secrets_stay_hidden(
     tmp_path: Path, s3_locked_server: S3Server, caplog: pytest.LogCaptureFixture
 ) -> None:
-    table = dataclasses.replace(
-        driver_stats(), batch_source=dataclasses.replace(driver_stats().batch_source, path="s3://locked/driver_stats")
-    )
+    table = at_path(driver_stats(), "s3://locked/driver_stats")
     caplog.set_level(logging.DEBUG)
     with _client(tmp_path, s3_locked_server.storage()) as client:
         client.apply([pv.Entity(name="driver_id", value_type=pv.ValueType.INT64), table])
@@ -243,6 +240,7 @@ def test_a_training_set_written_to_s3_equals_the_local_file(tmp_path: Path, s3_s
         with pytest.raises(DataError, match=r"bucket 'no-such-bucket' does not exist"):
             job.to_parquet("s3://no-such-bucket/training.parquet")
     fs = s3_server.filesystem()
+    assert isinstance(fs, pafs.S3FileSystem)
     written = pq.read_table(f"{bucket}/out/training.parquet", filesystem=fs)
     assert written.equals(pq.read_table(tmp_path / "training.parquet"))
     assert [i.base_name for i in fs.get_file_info(pafs.FileSelector(f"{bucket}/out"))] == ["training.parquet"]
@@ -492,7 +490,7 @@ def test_credentials_and_endpoint_from_the_standard_environment(
             out = f"s3://{bucket}/training/{kind}.parquet"
             job.to_parquet(out)
             assert job.to_pandas().equals(expected), kind
-        with pa.fs.S3FileSystem(  # type: ignore[attr-defined]
+        with pa.fs.S3FileSystem(
             endpoint_override=s3_server.endpoint_url.split("//")[1], scheme="http", access_key=ACCESS_KEY,
             secret_key=SECRET_KEY, region="us-east-1",
         ).open_input_file(out[len("s3://"):]) as handle:  # fmt: skip

@@ -18,7 +18,7 @@ import pytest
 
 import provender as pv
 from provender.config import load_settings
-from tests.support.builders import ENTITIES, Layout, source_schema, write_config, write_table
+from tests.support.builders import DRIVER, ENTITIES, Layout, source_schema, write_config, write_table
 from tests.support.objectstore import ACCESS_KEY, SECRET_KEY, S3Server
 from tests.support.retrieval import driver_rows, driver_stats, entity_frame
 from tests.support.services import RedisServer
@@ -178,7 +178,7 @@ def test_a_sql_source_over_s3_inputs_equals_the_same_over_local_files(
     """The SQL source's inputs in S3 (a file, a prefix) or one a Delta table: DuckDB and Spark give the local rows."""
     import pandas as pd
 
-    from tests.contract.test_offline_engine_sql_sources import DRIVER, ENTITY_DRIVERS, ENTITY_TIMES, make_table
+    from tests.contract.test_offline_engine_sql_sources import ENTITY_DRIVERS, ENTITY_TIMES, make_table
     from tests.contract.test_offline_engine_sql_sources import REFS as SQL_REFS
 
     local = make_table(tmp_path / "data")
@@ -199,7 +199,10 @@ def test_a_sql_source_over_s3_inputs_equals_the_same_over_local_files(
     deltalake = pytest.importorskip("deltalake")
     drivers_delta = tmp_path / "drivers_delta"
     deltalake.write_deltalake(str(drivers_delta), pa.parquet.read_table(tmp_path / "data" / "drivers.parquet"))
-    delta_inputs = {**inputs, "drivers": pv.DeltaSource(path=str(drivers_delta), event_timestamp_column="since")}
+    delta_inputs: dict[str, pv.FileSource | pv.DeltaSource] = {
+        **inputs,
+        "drivers": pv.DeltaSource(path=str(drivers_delta), event_timestamp_column="since"),
+    }
     with_delta = dataclasses.replace(local, batch_source=dataclasses.replace(local.batch_source, sources=delta_inputs))
     entity_df = pd.DataFrame({"driver_id": ENTITY_DRIVERS, "event_timestamp": ENTITY_TIMES})
     results = {}

@@ -83,7 +83,11 @@ def test_cancel_stops_the_spark_job(tmp_path: Path, spark_engine: object, redis_
     )
     job = IngestionJob(table=table.name, description="a job to cancel")
     factory = functools.partial(RedisStore.from_options, {"url": redis_server.url}, base_dir=tmp_path, project="cancel")
-    job.start(lambda j: spark_engine.ingest_to_online(plan, store_factory=factory, progress=j))
+
+    def run(running: IngestionJob) -> None:
+        spark_engine.ingest_to_online(plan, store_factory=factory, progress=running)
+
+    job.start(run)
     time.sleep(2.0)
     started = time.monotonic()
     job.cancel()
@@ -104,13 +108,15 @@ def test_executors_writing_record_the_statistics_of_what_they_wrote(
             pc.equal(written.column("ts"), pa.scalar(NOW - timedelta(hours=1), pa.timestamp("us", tz="UTC"))),
         )
     )
-    window = {"start": NOW - timedelta(days=1), "end": NOW}
+    start = NOW - timedelta(days=1)
     online = {"store": "redis", "url": redis_server.url}
     recorded = {}
     for name, offline in (("spark", spark_options), ("duckdb", None)):
         with make_client(tmp_path / name, offline=offline, online=online, project=f"stats-{name}") as client:
             client.apply([DRIVER, driver_table(tmp_path / "src")])
-            job = client.start_offline_to_online_ingestion("driver_stats", **window).wait(timeout_seconds=180)
+            job = client.start_offline_to_online_ingestion("driver_stats", start=start, end=NOW).wait(
+                timeout_seconds=180
+            )
             assert job.rows_written == 30
             assert job.statistics is not None
             assert client.get_statistics("driver_stats", from_job=job.id) == job.statistics

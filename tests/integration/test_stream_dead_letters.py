@@ -45,7 +45,7 @@ DEAD_LETTER_MAX_BYTES = 20_000
 def produce_with_headers(broker: KafkaBroker, topic: str, records: list[tuple[bytes, list[tuple[str, bytes]]]]) -> None:
     producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 5})
     for value, headers in records:
-        producer.produce(topic, value, partition=0, headers=headers or None)
+        producer.produce(topic, value, partition=0, headers=list(headers) or None)
         producer.poll(0)
     assert producer.flush(30) == 0
 

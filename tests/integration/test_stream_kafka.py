@@ -36,6 +36,7 @@ from confluent_kafka.cimpl import NewTopic
 import provender as pv
 from provender.config import load_settings
 from provender.ingestion.batch import JobStatus
+from provender.online.read import FeatureStatus
 from tests.support.registries import registry_url
 from tests.support.services import KafkaBroker, RedisServer, free_port
 from tests.unit.ingestion.test_stream_formats import Registry
@@ -143,7 +144,7 @@ def online(client: pv.Client, ids: range | list[int]) -> dict[str, list[Any]]:
 
 def present(client: pv.Client, ids: range) -> int:
     statuses = client.get_online_features(["trips:trips_today"], [{"driver_id": i} for i in ids]).statuses()
-    return statuses["trips__trips_today"].count("PRESENT")
+    return statuses["trips__trips_today"].count(FeatureStatus.PRESENT)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:

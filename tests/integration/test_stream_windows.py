@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -358,7 +358,9 @@ def test_racing_writers_of_the_same_keys_lose_no_event(stores: Any) -> None:
 
 
 @pytest.mark.service
-def test_redis_compare_and_set_merges_again_when_another_writer_came_between(redis_server: RedisServer) -> None:
+def test_redis_compare_and_set_merges_again_when_another_writer_came_between(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Writer B changes the key between writer A's read and A's write: A's change is refused and re-merged."""
     project = f"p{uuid.uuid4().hex[:10]}"
     stores = [RedisStore.from_options({"url": redis_server.url}, base_dir=Path("."), project=project) for _ in "ab"]
@@ -371,10 +373,14 @@ def test_redis_compare_and_set_merges_again_when_another_writer_came_between(red
     update_a = stores[0].update_tiles
     merges = []
 
-    def update_with_a_writer_between(*args: Any) -> None:
-        table_, layout, keys, fields, merge = args
-
-        def merge_then_interfere(i: int, values: list[bytes | None]) -> Any:
+    def update_with_a_writer_between(
+        table_: pv.FeatureTable,
+        layout: tiles.TileLayout,
+        keys: Sequence[bytes],
+        fields: Sequence[Sequence[bytes]],
+        merge: tiles.TileMerge,
+    ) -> None:
+        def merge_then_interfere(i: int, values: list[bytes | None]) -> tiles.TileUpdate | None:
             merges.append(i)
             change = merge(i, values)
             if len(merges) == 1:  # after A read the key, B writes it
@@ -383,8 +389,8 @@ def test_redis_compare_and_set_merges_again_when_another_writer_came_between(red
 
         update_a(table_, layout, keys, fields, merge_then_interfere)
 
-    stores[0].update_tiles = update_with_a_writer_between  # type: ignore[method-assign]
-    stores[0].append_tiles = None  # type: ignore[assignment, method-assign]  # A reads and merges (as a refused append does)
+    monkeypatch.setattr(stores[0], "update_tiles", update_with_a_writer_between)
+    monkeypatch.setattr(stores[0], "append_tiles", None)  # A reads and merges (as a refused append does)
     report = a.apply(rows.slice(0, 2), [0, 0], [0, 1])
     assert report.applied == 2 and len(merges) == 2  # merged twice: the first change was refused
     keys = encode_arrow_keys(pa.table({"rider": pa.array([1], pa.int64())}), ["rider"])

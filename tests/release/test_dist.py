@@ -165,7 +165,15 @@ def installed(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Install
     _run([python, "-m", "venv", venv], cwd=base, timeout=120)
     # --no-compile: byte-compiling every module of every dependency (pyspark alone has thousands)
     # costs more than the install; the few modules the commands import compile when imported.
-    pip = [venv / "bin/python", "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile"]
+    pip: list[str | Path] = [
+        venv / "bin/python",
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+        "--no-compile",
+    ]
     started = time.perf_counter()
     _run([*pip, f"{built.wheel}[{EXTRAS}]"], cwd=base, timeout=INSTALL_TIMEOUT_SECONDS)
     print(f"\ninstalling the wheel with [{EXTRAS}] took {time.perf_counter() - started:.1f} s")  # noqa: T201
@@ -246,7 +254,7 @@ def served(installed: Installed, project: Path) -> Iterator[int]:
     http_port, grpc_port = free_port(), free_port()
     log = project / "serve.log"
     with log.open("wb") as out:
-        argv = [installed.venv / "bin" / "provender", "serve", "--http-port", str(http_port)]
+        argv: list[str | Path] = [installed.venv / "bin" / "provender", "serve", "--http-port", str(http_port)]
         proc = subprocess.Popen(
             [*argv, "--grpc-port", str(grpc_port)],
             cwd=project,

@@ -9,6 +9,7 @@ entity rows.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,6 +32,12 @@ def driver_stats(*, max_age: timedelta | None = timedelta(days=1), **source: Any
         ),
         max_age=max_age,
     )
+
+
+def at_path(table: pv.FeatureTable, path: str) -> pv.FeatureTable:
+    """``table`` with its FileSource at ``path``."""
+    assert isinstance(table.batch_source, pv.FileSource)
+    return dataclasses.replace(table, batch_source=dataclasses.replace(table.batch_source, path=path))
 
 
 def driver_rows() -> list[dict[str, Any]]:

@@ -29,7 +29,7 @@ def test_writes_of_one_loop_turn_leave_together_in_order() -> None:
         calls: list[bytes] = []
         original = transport.write
 
-        def counting(data: bytes) -> None:
+        def counting(data: bytes | bytearray | memoryview) -> None:
             calls.append(bytes(data))
             original(data)
 
@@ -44,7 +44,9 @@ def test_writes_of_one_loop_turn_leave_together_in_order() -> None:
         coalescing.write(b"second")
         assert await _received(theirs, 6) == b"second"
         assert len(calls) == 2
-        assert coalescing.get_extra_info("peername") == transport.get_extra_info("peername")  # the rest delegates
+        get_extra_info = coalescing.get_extra_info  # the rest delegates (through __getattr__)
+        assert callable(get_extra_info)
+        assert get_extra_info("peername") == transport.get_extra_info("peername")
         coalescing.write(b"last words")
         coalescing.close()  # flushes first
         assert await _received(theirs, 10) == b"last words"

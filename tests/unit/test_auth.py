@@ -6,6 +6,7 @@ import time
 
 import jwt
 import pytest
+from pydantic import SecretStr
 
 from provender.auth import ALL_PROJECTS, Authenticator, Role, parse_grants, require
 from provender.config import AuthSection
@@ -44,7 +45,7 @@ def test_static_tokens_carry_roles_and_subjects() -> None:
 
 
 def test_jwt_roles_from_a_mapping_claim_and_sub() -> None:
-    auth = Authenticator(AuthSection(mode="jwt", jwt_secret=SECRET))  # type: ignore[arg-type]
+    auth = Authenticator(AuthSection(mode="jwt", jwt_secret=SecretStr(SECRET)))
     claims = {"sub": "ci-bot", "projects": {"fraud": "admin"}, "exp": int(time.time()) + 60}
     grant = auth.check(bearer(jwt.encode(claims, SECRET, algorithm="HS256")), "fraud", Role.ADMIN)
     assert grant.subject == "ci-bot" and grant.role_in("fraud") is Role.ADMIN and grant.role_in("x") is None
@@ -60,7 +61,7 @@ def test_auth_off_is_anonymous_admin_everywhere() -> None:
 
 @pytest.mark.parametrize("pad", [100, 10_000])
 def test_the_token_cache_is_bounded_in_bytes_whatever_the_tokens_size(pad: int) -> None:
-    auth = Authenticator(AuthSection(mode="jwt", jwt_secret=SECRET))
+    auth = Authenticator(AuthSection(mode="jwt", jwt_secret=SecretStr(SECRET)))
     claims = {"projects": ["default"], "exp": int(time.time()) + 3600, "pad": "p" * pad}
     tokens = [jwt.encode({**claims, "sub": f"user-{i}"}, SECRET, algorithm="HS256") for i in range(40)]
     for token in tokens * 2:  # the second round is answered from the cache

@@ -160,7 +160,7 @@ def test_the_input_frame_equals_arrows_to_pandas(values: dict[str, list[object]]
 @settings(max_examples=100, deadline=None)
 @given(data=st.data())
 def test_an_output_array_of_the_declared_dtype_reads_as_arrow_reads_it(
-    value_type: pv.ValueType, dtype: type, data: st.DataObject
+    value_type: pv.ValueType, dtype: type[np.generic], data: st.DataObject
 ) -> None:
     raw = data.draw(st.lists(VALUES[value_type].filter(lambda v: v is not None), max_size=5))
     if value_type is V.FLOAT:

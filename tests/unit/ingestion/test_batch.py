@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import pyarrow as pa
@@ -23,6 +23,7 @@ import pytest
 import provender as pv
 from provender import backends
 from provender.ingestion.batch import JobStatus
+from provender.online.store import OnlineStore
 from tests.support.builders import DRIVER
 from tests.support.engines import engine_case, engine_marks, engine_names
 from tests.support.ingestion import driver_table, hour, write_driver_rows
@@ -56,7 +57,8 @@ def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[pv.Client
     project = f"p{uuid.uuid4().hex[:12]}"
     online = _online(request, store)
     if engine.capabilities.is_distributed:
-        opened = backends.load_backend(backends.Role.ONLINE_STORE, store).from_options(online, base_dir=tmp_path)
+        store_class = cast("type[OnlineStore]", backends.load_backend(backends.Role.ONLINE_STORE, store))
+        opened = store_class.from_options(online, base_dir=tmp_path)
         reachable = opened.capabilities.reachable_from_executors
         opened.close()
         assert reachable, f"{store} is not reachable from {engine_name}'s executors"
@@ -83,16 +85,17 @@ def expected_latest(rows: pa.Table, *, start: datetime, end: datetime) -> dict[i
 
 def online_values(client: pv.Client, ids: list[int]) -> dict[int, tuple[object, ...]]:
     response = client.get_online_features(["driver_stats"], [{"driver_id": i} for i in ids]).to_dict()
-    return {
-        i: (trips, rate, tag)
-        for i, trips, rate, tag in zip(
-            response["driver_id"],
-            response["driver_stats__trips"],
-            response["driver_stats__rate"],
-            response["driver_stats__tag"],
-            strict=True,
-        )
-    }
+    values: dict[int, tuple[object, ...]] = {}
+    for i, trips, rate, tag in zip(
+        response["driver_id"],
+        response["driver_stats__trips"],
+        response["driver_stats__rate"],
+        response["driver_stats__tag"],
+        strict=True,
+    ):
+        assert isinstance(i, int)
+        values[i] = (trips, rate, tag)
+    return values
 
 
 def test_ingestion_writes_the_latest_row_per_key_in_the_window(client: pv.Client, tmp_path: Path) -> None:

@@ -106,7 +106,7 @@ def test_field_mapping_renames_message_fields() -> None:
 def test_a_bad_record_is_named_and_the_others_are_kept(
     record: dict[str, object], reason: DeadLetterReason, words: str
 ) -> None:
-    good = {"driver_id": 9, "trips_today": 9, "ts": T0_S}
+    good: dict[str, object] = {"driver_id": 9, "trips_today": 9, "ts": T0_S}
     built = build(table(), [good, record, good])
     assert list(built.errors) == [1]
     assert built.errors[1].reason is reason
@@ -249,11 +249,12 @@ def test_fields_typed_by_the_avro_schema_take_a_fast_path_with_the_same_rows() -
         for i in range(50)
     ]
     assert fast.build(records).rows.equals(slow.build(records).rows)
-    for bad, reason in [
+    bad_records: list[tuple[dict[str, object], DeadLetterReason]] = [
         ({"driver_id": None, "ts": T0_S * 1000}, DeadLetterReason.MISSING_ENTITY_KEY),
         ({"driver_id": 1, "trips_today": 2**40, "ts": T0_S * 1000}, DeadLetterReason.WRONG_TYPE),
         ({"driver_id": 1, "ts": 10**17}, DeadLetterReason.BAD_TIMESTAMP),
-    ]:
+    ]
+    for bad, reason in bad_records:
         built = fast.build([*records, bad])
         assert {i: e.reason for i, e in built.errors.items()} == {50: reason}
         assert built.rows.equals(slow.build(records).rows)
@@ -306,14 +307,15 @@ def test_records_decoded_as_columns_build_the_same_rows_and_errors() -> None:
         return values | changes
 
     good = [record(i) for i in range(20)]
-    for extra, reason in [
+    changes: list[tuple[dict[str, object], DeadLetterReason | None]] = [
         ({}, None),
         ({"driver_id": None}, DeadLetterReason.MISSING_ENTITY_KEY),
         ({"narrowed": 2**40}, DeadLetterReason.WRONG_TYPE),
         ({"from_long": 2**60 + 1}, DeadLetterReason.WRONG_TYPE),  # beyond the integers a double holds exactly
         ({"rounded": 1e300}, None),
         ({"ts": 10**18}, DeadLetterReason.BAD_TIMESTAMP),
-    ]:
+    ]
+    for extra, reason in changes:
         records = [*good, record(20, **extra)]
         values: list[bytes | None] = []
         for r in records:

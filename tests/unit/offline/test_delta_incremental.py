@@ -9,7 +9,7 @@ overwrites and compactions since make it read the whole snapshot, saying why.
 from __future__ import annotations
 
 import dataclasses
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,7 +21,7 @@ from provender.cli.main import cli
 from provender.errors import DataError
 from provender.offline.lineage import SourceInput
 from tests.support.builders import ENTITIES, make_client, source_schema
-from tests.support.retrieval import DAY0, driver_rows, driver_stats, entity_frame
+from tests.support.retrieval import DAY0, at_path, driver_rows, driver_stats, entity_frame
 
 deltalake = pytest.importorskip("deltalake")
 
@@ -48,7 +48,9 @@ def _append_day(path: Path, day: int, *, mode: str = "append") -> None:
     )
 
 
-def _ingest(client: pv.Client, *, incremental: bool = True, start: object = START, end: object = END) -> SourceInput:
+def _ingest(
+    client: pv.Client, *, incremental: bool = True, start: datetime = START, end: datetime = END
+) -> SourceInput:
     job = client.start_offline_to_online_ingestion(
         "driver_stats",
         start=start,
@@ -128,9 +130,7 @@ def test_a_history_that_is_not_append_only_is_read_whole(tmp_path: Path, delta_p
 
 
 def test_incremental_ingestion_of_files_is_refused_clearly(tmp_path: Path) -> None:
-    table = dataclasses.replace(
-        driver_stats(), batch_source=dataclasses.replace(driver_stats().batch_source, path=str(tmp_path))
-    )
+    table = at_path(driver_stats(), str(tmp_path))
     with make_client(tmp_path / "p") as client:
         client.apply([ENTITIES["driver_id"], table])
         with pytest.raises(DataError, match=r"driver_stats.*incremental ingestion reads Delta tables"):

@@ -233,7 +233,9 @@ def check_float_sketch(tmp_path: Path, offline: dict[str, object] | None = None)
     )
     keys = encode_arrow_keys(pa.table({"rider": pa.array([1, 2], pa.int64())}), ["rider"])
     online = read_values(store, online_table, keys, int(at.timestamp() * 1_000_000))
-    assert [values[0] for values in online] == expected
+    present = [values for values in online if values is not None]
+    assert len(present) == len(online)  # both keys have tiles
+    assert [values[0] for values in present] == expected
 
 
 def test_approx_count_distinct_of_doubles_is_the_same_offline_and_online(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -24,7 +25,7 @@ class Objects:
         self.fetches: list[tuple[str, int, int]] = []
         self.delay = 0.0
 
-    def opener(self, key: str) -> object:
+    def opener(self, key: str) -> Callable[[], object]:
         objects = self
 
         class Handle:

@@ -88,7 +88,7 @@ def test_integer_keys_match_on_any_range(tmp_path: Path, keys: list[int], entity
         }
     )
     table = write_table(driver_stats(), rows, entities=ENTITIES, root=tmp_path / "data")
-    asked = [
+    asked: list[dict[str, object]] = [
         {"driver_id": low, "event_timestamp": day + timedelta(hours=13)},
         {"driver_id": high, "event_timestamp": day + timedelta(hours=6)},
         {"driver_id": high, "event_timestamp": day - timedelta(hours=1)},

@@ -28,7 +28,7 @@ DRIVERS = pv.FileSource(path="drivers.parquet", event_timestamp_column="since")
 QUERY = "SELECT t.driver_id, t.ts, t.fare * 2 AS fare2, d.city FROM trips t JOIN drivers d USING (driver_id)"
 
 
-def source(query: str = QUERY, **changes: object) -> pv.SqlSource:
+def source(query: object = QUERY, **changes: object) -> pv.SqlSource:
     values: dict[str, object] = {
         "query": query,
         "sources": {"trips": TRIPS, "drivers": DRIVERS},

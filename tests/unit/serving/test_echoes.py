@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jwt
 import pytest
+from pydantic import SecretStr
 
 from provender.runtime import Runtime
 from provender.serving.http import create_app
@@ -87,8 +88,10 @@ def test_exp_is_required_by_default_and_configurable(tmp_path: Path) -> None:
 
     token = signed({"projects": ["default"]})
     with pytest.raises(AuthenticationError, match="no 'exp' claim"):
-        Authenticator(AuthSection(mode="jwt", jwt_secret=SECRET)).check(f"Bearer {token}", "default")
-    Authenticator(AuthSection(mode="jwt", jwt_secret=SECRET, jwt_require_exp=False)).check(f"Bearer {token}", "default")
+        Authenticator(AuthSection(mode="jwt", jwt_secret=SecretStr(SECRET))).check(f"Bearer {token}", "default")
+    Authenticator(AuthSection(mode="jwt", jwt_secret=SecretStr(SECRET), jwt_require_exp=False)).check(
+        f"Bearer {token}", "default"
+    )
 
 
 @pytest.mark.parametrize("size", [5_000, 200_000, 3_000_000])

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import grpc
 import pytest
@@ -52,7 +54,9 @@ def _errors(service: FeatureService, requests: list[tuple[pb.GetOnlineFeaturesRe
                     try:
                         await call(request, timeout=30, metadata=metadata)
                     except grpc.aio.AioRpcError as exc:
-                        trailing = [(key, value) for key, value in (exc.trailing_metadata() or ())]
+                        # grpc-stubs types these as _Metadatum objects; grpc.aio gives (key, value) pairs.
+                        pairs = cast("Iterable[tuple[str, str | bytes]]", exc.trailing_metadata() or ())
+                        trailing = [(key, value) for key, value in pairs]
                         failures.append(Failure(exc.code(), exc.details() or "", trailing))
                     else:
                         raise AssertionError("the request was answered")

@@ -106,8 +106,8 @@ def test_without_a_token_the_prompt_and_a_login_sets_the_cookie(app: UiApp) -> N
     status, body = get(app, "/projects/fleet", token=None)
     assert status == 401 and 'name="token"' in body and 'value="/projects/fleet"' in body
     assert get(app, "/ui/api/search", {"q": "x"}, token=None)[0] == 401
-    status, body, headers = app.handle(UiRequest("POST", "/login", {}, None, None, {"token": "bad", "next": "/"}))
-    assert status == 401 and "Invalid bearer token" in body.decode()
+    status, raw, headers = app.handle(UiRequest("POST", "/login", {}, None, None, {"token": "bad", "next": "/"}))
+    assert status == 401 and "Invalid bearer token" in raw.decode()
     form = {"token": "tok", "next": "//evil.example"}
     status, _, headers = app.handle(UiRequest("POST", "/login", {}, None, None, form))
     assert status == 303 and (b"location", b"/") in headers

@@ -114,6 +114,7 @@ def test_an_error_class_the_client_does_not_know_falls_back_by_status() -> None:
     unavailable = rebuild_error("StoreUnavailableError", code="UNAVAILABLE", message="down", fields={"retryable": True})
     assert type(unavailable) is errors.BackendError and unavailable.retryable and str(unavailable) == "down"
     assert type(rebuild_error("Whatever", code="INVALID_ARGUMENT", message="bad")) is errors.DataError
-    assert rebuild_error("BackendError", code="UNAVAILABLE", message="x", fields={"retryable": False}).retryable
+    backend = rebuild_error("BackendError", code="UNAVAILABLE", message="x", fields={"retryable": False})
+    assert isinstance(backend, errors.BackendError) and backend.retryable
     assert from_grpc_metadata(None) == ("", {})
     assert from_grpc_metadata((("provender-error-fields-bin", b"not json"),)) == ("", {})
