@@ -1,7 +1,7 @@
 """A SQL source over object-store inputs: reading what the query needs against reading its inputs whole.
 
 The ``driver_hourly_stats`` table of ``_data.py`` (S: 1M rows over 90 days, hive date partitions)
-in an S3-compatible server (moto, on loopback, behind the byte-counting proxy of ``sources.py``),
+in an S3-compatible server (moto, on loopback, behind the byte-counting proxy of ``_s3.py``),
 as Parquet (``s3-parquet``) and as a Delta table with one file per day (``s3-delta``), is the
 input ``stats`` of a SQL source joining a local ``drivers`` table (10k rows)::
 
@@ -43,7 +43,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -53,8 +53,11 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 from _data import DRIVER_STATS, SIZES, ensure_scenario  # noqa: E402
+from _s3 import END, INGEST_START, counting_proxy, driver_source, moto, prepare, s3_client  # noqa: E402
 from _services import redis_server  # noqa: E402
-from sources import END, INGEST_START, KEY, SECRET, counting_proxy, moto, prepare  # noqa: E402
+
+if TYPE_CHECKING:
+    import provender as pv
 
 SPARK = {"engine": "spark", "master": "local[2]", "conf": {"spark.driver.memory": "4g"}}
 ENGINES = {"duckdb": {"engine": "duckdb"}, "spark": SPARK}
@@ -151,31 +154,20 @@ def drivers_table(work: Path, stats: Path) -> Path:
     return path
 
 
-def client(project: Path, url: str, source: str, kind: str, drivers: Path, offline: dict[str, Any]) -> Any:
+def client(project: Path, url: str, source: str, kind: str, drivers: Path, offline: dict[str, Any]) -> pv.Client:
     import provender as pv
-    from provender.config import load_settings
 
-    project.mkdir(parents=True, exist_ok=True)
-    online = {"store": "redis", "url": REDIS[0]}
-    lines = ["registry: sqlite:///registry.db", f"offline: {json.dumps(offline)}", f"online: {json.dumps(online)}"]
-    (project / "provender.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    storage = {"s3": {"endpoint_url": url, "region": "us-east-1", "access_key_id": KEY, "secret_access_key": SECRET}}
-    c = pv.Client(settings=load_settings(project / "provender.yaml", environ={}, overrides={"storage": storage}))
-    stats: Any = (
-        pv.DeltaSource(path=source, event_timestamp_column="event_timestamp", created_timestamp_column="created")
-        if kind == "s3-delta"
-        else pv.FileSource(
-            path=source, event_timestamp_column="event_timestamp", created_timestamp_column="created",
-            date_partition_column="date",
-        )
-    )  # fmt: skip
+    c = s3_client(project, url, {"offline": offline, "online": {"store": "redis", "url": REDIS[0]}})
     table = pv.FeatureTable(
         name=DRIVER_STATS.name,
         entities=[DRIVER_STATS.key],
         features=[pv.Feature("conv_rate", pv.ValueType.FLOAT), pv.Feature("city", pv.ValueType.STRING)],
         batch_source=pv.SqlSource(
             query=QUERY,
-            sources={"stats": stats, "drivers": pv.FileSource(path=str(drivers), event_timestamp_column="since")},
+            sources={
+                "stats": driver_source(source, kind),
+                "drivers": pv.FileSource(path=str(drivers), event_timestamp_column="since"),
+            },
             event_timestamp_column="event_timestamp",
             created_timestamp_column="created",
         ),
