@@ -41,6 +41,10 @@ TABLE = pv.FeatureTable(
 )
 
 
+# Commits while consuming, every 50 ms here (a job's default is 5 s): tests wait for them.
+FAST_COMMITS = {"commit_interval_seconds": 0.05}
+
+
 class Harness:
     def __init__(
         self,
@@ -62,7 +66,7 @@ class Harness:
             decoder=JsonDecoder(),
             builder=RowBuilder(table, TABLE.stream_source, {"driver_id": pv.ValueType.INT64}),
             write=self.write,
-            options=options or StreamSection(linger_ms=5),
+            options=_commit_often(options or StreamSection(linger_ms=5)),
             offline_log=offline_log,
         )
 
@@ -81,6 +85,13 @@ class Harness:
         return [None if row is None else row.values[0] for row in stored]
 
 
+def _commit_often(options: StreamSection) -> StreamSection:
+    """``options`` with :data:`FAST_COMMITS`, unless a test sets its own interval."""
+    if "commit_interval_seconds" in options.model_fields_set:
+        return options
+    return options.model_copy(update=FAST_COMMITS)
+
+
 def trip(driver: int, trips: int, seconds: float = 0) -> dict[str, object]:
     return {"driver_id": driver, "trips_today": trips, "ts": (T0 + timedelta(seconds=seconds)).isoformat()}
 
@@ -97,6 +108,21 @@ def test_records_are_written_and_committed_after_the_write() -> None:
     assert job.status is JobStatus.SUCCEEDED
     assert (job.records_consumed, job.records_dead_lettered, job.rows_written) == (50, 0, 50)
     assert h.source.closed
+
+
+def test_written_offsets_wait_for_the_commit_interval_and_a_stop_commits_them() -> None:
+    h = Harness(options=StreamSection(linger_ms=5, commit_interval_seconds=60))
+    polls: list[int] = []
+    h.source.before_poll = lambda: polls.append(1)
+    job = h.start()
+    assert job.wait_until(lambda j: len(polls) >= 2, 10)  # the first step (and its commit, of nothing) is over
+    for i in range(10):
+        h.source.produce(trip(i, i))
+    assert job.wait_until(lambda j: j.records_written == 10, 10)
+    time.sleep(0.3)
+    assert h.source.committed == {}  # written, but the next commit is a minute away
+    job.stop()
+    assert h.source.committed == {0: 10}
 
 
 def test_a_micro_batch_is_written_within_its_linger() -> None:
