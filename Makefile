@@ -33,7 +33,7 @@ help:
 	@echo "make image-spark - the same with Java and pyspark: localhost/provender:<version>-spark"
 	@echo "make image-kfp  - the Kubeflow steps' image: localhost/provender:<version>-kfp"
 	@echo "make deploy-test - the chart's pods under podman kube play, and the Kubeflow steps in the -kfp image"
-	@echo "make lint       - ruff format --check, ruff check, mypy (src, tests), lint-imports (the layer contract)"
+	@echo "make lint       - ruff format --check, ruff check, mypy (src, tests, benchmarks), lint-imports (the layer contract)"
 	@echo "make dist       - build the sdist and the wheel (from the sdist) into dist/"
 	@echo "make test-dist  - install the built wheel in a fresh venv and run the CLI and serving from it"
 	@echo "make test-oldest - the unit tests on the oldest allowed pyarrow, pandas, duckdb (and numpy)"
@@ -164,13 +164,13 @@ else
 endif
 
 # lint: static checks: formatting, the ruff rule set, mypy --strict (src/provender: files from
-# pyproject.toml; then tests/, with the same settings and cache) and the import contract (the layers;
+# pyproject.toml; then tests/ and benchmarks/, same settings and cache) and the import contract (the layers;
 # [tool.importlinter] in pyproject.toml).
 lint: venv
 	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 	$(VENV)/bin/ruff check src tests benchmarks scripts
 	$(VENV)/bin/mypy
-	$(VENV)/bin/mypy --strict tests
+	$(VENV)/bin/mypy --strict tests benchmarks
 	$(VENV)/bin/lint-imports
 
 # clean: caches and build output; `rm -rf .venv` to drop the virtualenv too.

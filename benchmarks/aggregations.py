@@ -569,7 +569,7 @@ def stream(args: argparse.Namespace, drivers: int) -> dict[str, Any]:
                     capture_output=True, text=True, timeout=args.timeout, check=False,
                 )  # fmt: skip
                 line = next((x for x in done.stdout.splitlines() if x.startswith("@@RESULT ")), None)
-                figures = json.loads(line[9:]) if line else {"error": done.stderr[-2000:]}
+                figures: dict[str, Any] = json.loads(line[9:]) if line else {"error": done.stderr[-2000:]}
                 figures["redis_cpu_s"] = _redis_cpu(server) - redis_cpu  # the whole consume, start-up included
                 server.close()
                 print(f"  stream run {n + 1}: {figures.get('rate', figures.get('error'))}", flush=True)

@@ -63,6 +63,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -300,7 +301,7 @@ def _provender_project(root: Path, files: ScenarioFiles, *, memory_limit: str | 
     config = root / "provender.yaml"
     config.write_text(f"project: bench\noffline: {json.dumps(offline)}\n")
     types = {"int64": pv.ValueType.INT64, "float32": pv.ValueType.FLOAT, "float64": pv.ValueType.DOUBLE}
-    definitions: list[object] = []
+    definitions: list[pv.Entity | pv.FeatureTable] = []
     for table in TABLES:
         definitions.append(pv.Entity(name=table.key, value_type=pv.ValueType.INT64))
         definitions.append(
@@ -468,7 +469,9 @@ def floor_sql(spec: dict[str, object], *, ordered: bool) -> str:
     sources: dict[str, str] = spec["sources"]  # type: ignore[assignment]
     select = ["e.driver_id", "e.customer_id", "e.event_timestamp"]
     joins = []
-    for n, table in enumerate(spec["tables"]):  # type: ignore[attr-defined]
+    tables = spec["tables"]
+    assert isinstance(tables, list)  # _child_spec()'s
+    for n, table in enumerate(tables):
         alias = f"s{n}"
         select += [f"{alias}.{f['name']} AS {table['name']}__{f['name']}" for f in table["features"]]
         joins.append(
@@ -584,11 +587,13 @@ def correctness_guard(files: ScenarioFiles, config: Path) -> dict[str, object]:
     con.execute("SET TimeZone = 'UTC'")
     con.register("p", result)
     entity = f"read_parquet('{files.entity_rows}', file_row_number = true)"
-    entity_rows, order_mismatches = con.execute(
+    counts = con.execute(
         f"SELECT count(*), count(*) FILTER (WHERE p.__rid IS NULL OR p.driver_id IS DISTINCT FROM e.driver_id "
         f"OR p.customer_id IS DISTINCT FROM e.customer_id OR p.event_timestamp IS DISTINCT FROM e.event_timestamp) "
         f"FROM {entity} e LEFT JOIN p ON p.__rid = e.file_row_number"
     ).fetchone()
+    assert counts is not None  # an aggregate has one row
+    entity_rows, order_mismatches = counts
     check: dict[str, object] = {
         "entity_rows": entity_rows,
         "rows_returned": result.num_rows,
@@ -713,10 +718,18 @@ def _git_revision() -> str | None:
 
 
 def _report(
-    size: str, names: list[str], results: dict[str, list[RunResult]], check: dict[str, object] | None, **meta: object
+    size: str,
+    names: list[str],
+    results: dict[str, list[RunResult]],
+    check: dict[str, object] | None,
+    *,
+    files: ScenarioFiles,
+    started_at: datetime,
+    load: tuple[tuple[float, float, float], tuple[float, float, float]],
+    gen_seconds: float,
+    **settings: object,
 ) -> dict[str, object]:
-    files: ScenarioFiles = meta.pop("files")  # type: ignore[assignment]
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in names:
         runs = results[name]
         ok = [r for r in runs if r.error is None]
@@ -744,18 +757,18 @@ def _report(
     ref = bases[0]["median_s"] if bases else None
     for row in rows:
         row["x_provender"] = row["median_s"] / ref if ref and row["median_s"] else None
-    load_before, load_after = meta.pop("load")  # type: ignore[misc]
+    load_before, load_after = load
     report: dict[str, object] = {
         "benchmark": "historical",
         "size": size,
-        "date": meta.pop("started_at").isoformat(timespec="seconds"),  # type: ignore[attr-defined]
+        "date": started_at.isoformat(timespec="seconds"),
         "machine": {**_machine(), "loadavg_before": load_before, "loadavg_after": load_after},
         "scenario": {
             **asdict(files.size),
             "tables": [{"name": t.name, "max_age_days": t.max_age.days} for t in TABLES],
-            "generate_s": round(meta.pop("gen_seconds"), 1),
-        },  # type: ignore[arg-type]
-        "settings": meta,
+            "generate_s": round(gen_seconds, 1),
+        },
+        "settings": settings,
         "contenders": rows,
         "check": check,
     }
@@ -764,14 +777,14 @@ def _report(
     return report
 
 
-def _targets(rows: list[dict[str, object]], check: dict[str, object] | None) -> dict[str, object]:
+def _targets(rows: list[dict[str, Any]], check: dict[str, object] | None) -> dict[str, object]:
     by = {r["contender"]: r for r in rows}
     me = by.get(REFERENCE, {})
     median, rss = me.get("median_s"), me.get("peak_rss_mb")
 
     def ratio(peer: str) -> float | None:
         row = by.get(peer)
-        return row["median_s"] / median if row and row.get("median_s") and median else None  # type: ignore[operator]
+        return row["median_s"] / median if row and row.get("median_s") and median else None
 
     def verdict(value: float | None, limit: float, *, at_most: bool) -> str:
         if value is None:

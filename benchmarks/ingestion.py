@@ -30,6 +30,10 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import provender as pv
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
@@ -79,7 +83,7 @@ def child_provender(files: ScenarioFiles, work: Path, online: dict[str, object])
     definitions: list[pv.Entity | pv.FeatureTable] = []
     for spec in TABLES:
         definitions.append(pv.Entity(name=spec.key, value_type=pv.ValueType.INT64))
-        definitions.append(_provender_table(pv, spec, files.source(spec)))
+        definitions.append(_provender_table(spec, files.source(spec)))
     client.apply(definitions)
     # Warm-up: an empty window loads the engine and store modules once, as a long-lived process has.
     client.start_offline_to_online_ingestion(
@@ -95,15 +99,17 @@ def child_provender(files: ScenarioFiles, work: Path, online: dict[str, object])
     return {"seconds": seconds, "keys_written": written}
 
 
-def _provender_table(pv: object, spec: TableSpec, path: Path) -> object:
+def _provender_table(spec: TableSpec, path: Path) -> pv.FeatureTable:
+    import provender as pv
+
     types = {"float32": "FLOAT", "float64": "DOUBLE", "int64": "INT64"}
-    return pv.FeatureTable(  # type: ignore[attr-defined]
+    return pv.FeatureTable(
         name=spec.name,
         entities=[spec.key],
-        features=[pv.Feature(f.name, pv.ValueType[types[f.dtype]]) for f in spec.features],  # type: ignore[attr-defined]
+        features=[pv.Feature(f.name, pv.ValueType[types[f.dtype]]) for f in spec.features],
         batch_source=pv.FileSource(
             path=str(path),
-            event_timestamp_column=EVENT_TIMESTAMP,  # type: ignore[attr-defined]
+            event_timestamp_column=EVENT_TIMESTAMP,
             created_timestamp_column=CREATED_TIMESTAMP,
         ),
         max_age=spec.max_age,
@@ -295,6 +301,7 @@ def summarize(results: dict[str, list[dict[str, object]]], *, source_rows: int) 
 
 def report(size: str, summary: dict[str, dict[str, object]], *, source_rows: int) -> None:
     reference = summary.get("provender-redis", {}).get("median_s")
+    assert reference is None or isinstance(reference, float)  # summarize()'s median
     lines = [
         "| contender | median s | min s | max s | peak RSS MB | keys written | rows/s | vs provender-redis |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",

@@ -483,9 +483,15 @@ def main() -> None:
         check_answers(clients, requests["100x5"])
         sample = key_parts(requests["100x5"][0])
         prefix = f"pv:{clients['provender-redis'].project}:{{".encode()
+
+        def used(key: bytes) -> int:
+            size = r.memory_usage(key)
+            assert size is not None, key  # None: no such key
+            return size
+
         report["memory_bytes"] = {
-            "string_key": statistics.mean(r.memory_usage(prefix + e + b"}:" + t) for e, t in sample),
-            "hash_field": statistics.mean(r.memory_usage(b"floor:" + e) for e, _ in sample),
+            "string_key": statistics.mean(used(prefix + e + b"}:" + t) for e, t in sample),
+            "hash_field": statistics.mean(used(b"floor:" + e) for e, _ in sample),
         }
         contenders: dict[str, Call] = {name: provender_call(client) for name, client in clients.items()}
         contenders.update(raw_calls(r, clients["provender-redis"].project))

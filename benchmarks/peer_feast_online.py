@@ -40,7 +40,7 @@ store = FeatureStore(repo_path=str(repo))
 store.apply(objects)
 store.materialize(start_date=datetime.fromisoformat(spec["start"]), end_date=datetime.fromisoformat(spec["end"]))
 
-result = {}
+result: dict[str, list[float]] = {}
 for _run in range(spec["runs"]):
     for case, requests in spec["requests"].items():
         for rows in requests[:8]:  # warm-up

@@ -156,9 +156,9 @@ def main() -> int:
         "|---|---:|---:|---:|---:|",
     ]
     for name, figures in summary.items():
-        mode, pipeline = name.split(" ")
+        server, flag = name.split(" ")  # "cluster-3 P16"
         lines.append(
-            f"| {mode} | {pipeline[1:]} | {figures['rps']:,.0f} | {figures['p50_ms']:.3f} | {figures['p99_ms']:.3f} |"
+            f"| {server} | {flag[1:]} | {figures['rps']:,.0f} | {figures['p50_ms']:.3f} | {figures['p99_ms']:.3f} |"
         )
     lines += [
         "",

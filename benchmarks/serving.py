@@ -469,7 +469,10 @@ def measure(target: Target, case: str, concurrency: int, number: int, args: argp
         errors = count_errors(dict(statuses))
     latencies.sort()
     count = len(latencies)
-    quantile = lambda q: latencies[min(count - 1, int(q * count))] if count else float("nan")  # noqa: E731
+
+    def quantile(q: float) -> float:
+        return latencies[min(count - 1, int(q * count))] if count else float("nan")
+
     return Run(
         target=target.name,
         case=case,
@@ -622,7 +625,8 @@ def write_report(result: dict[str, object], results: Path = RESULTS) -> None:
         lines.append("")
     notes = result.get("notes")
     if notes:
-        lines += ["## Notes", "", *[f"- {note}" for note in notes], ""]  # type: ignore[union-attr]
+        assert isinstance(notes, list)  # load_notes()'s lines
+        lines += ["## Notes", "", *[f"- {note}" for note in notes], ""]
     (results / "serving.md").write_text("\n".join(lines))
 
 

@@ -67,6 +67,7 @@ from _s3 import (  # noqa: E402
 
 if TYPE_CHECKING:
     import provender as pv
+    from provender.ingestion.batch import IngestionJob
 
 REFS = DRIVER_STATS.refs()
 
@@ -89,11 +90,11 @@ def reader(kind: str) -> Iterator[None]:
         yield
         return
     available = object_reads.available
-    object_reads.available = lambda: False  # type: ignore[assignment]
+    object_reads.available = lambda: False
     try:
         yield
     finally:
-        object_reads.available = available  # type: ignore[assignment]
+        object_reads.available = available
 
 
 def client(project: Path, url: str, source: str, kind: str) -> pv.Client:
@@ -154,8 +155,13 @@ def incremental(files: Any, work: Path, url: str, proxy: tuple[str, Any], run: i
         )
         out: dict[str, Any] = {}
         for name, flag in (("incremental", True), ("full", False)):
-            seconds, served, job = measure(proxy[1], lambda flag=flag: c.start_offline_to_online_ingestion(
-                DRIVER_STATS.name, start=SCENARIO_START, end=END, incremental=flag).wait())  # fmt: skip
+
+            def ingest(flag: bool = flag) -> IngestionJob:
+                return c.start_offline_to_online_ingestion(
+                    DRIVER_STATS.name, start=SCENARIO_START, end=END, incremental=flag
+                ).wait()
+
+            seconds, served, job = measure(proxy[1], ingest)
             count, size = lineage_bytes(c, job.id)
             out[name] = {
                 "seconds": seconds,
@@ -176,15 +182,13 @@ def run_once(
     found: dict[str, Any] = {}
     for kind, source in sources.items():
         with client(work / f"{kind}-{run}", proxy[0], source, kind.removesuffix("-pyarrow")) as c, reader(kind):
-            seconds, served, table = measure(
-                proxy[1], lambda c=c: c.get_historical_features(REFS, entity_rows).to_arrow()
-            )
+            seconds, served, table = measure(proxy[1], lambda: c.get_historical_features(REFS, entity_rows).to_arrow())
             checksum = float(pc.sum(pc.fill_null(table["driver_hourly_stats__conv_rate"], 0)).as_py())
             found[f"retrieval/{kind}"] = {
                 "seconds": seconds, "cpu_seconds": CPU_SECONDS[-1], "server_cpu_seconds": SERVER_CPU_SECONDS[-1],
                 "served_bytes": served, "rows": table.num_rows, "checksum": checksum,
             }  # fmt: skip
-            seconds, served, job = measure(proxy[1], lambda c=c: c.start_offline_to_online_ingestion(
+            seconds, served, job = measure(proxy[1], lambda: c.start_offline_to_online_ingestion(
                 DRIVER_STATS.name, start=INGEST_START, end=END).wait())  # fmt: skip
             count, size = lineage_bytes(c, job.id)
             found[f"ingestion/{kind}"] = {"seconds": seconds, "cpu_seconds": CPU_SECONDS[-1],
@@ -196,7 +200,8 @@ def run_once(
 
 
 def median(runs: list[dict[str, Any]], key: str, field: str) -> float:
-    return statistics.median(r[key][field] for r in runs)
+    value: float = statistics.median(r[key][field] for r in runs)
+    return value
 
 
 def report(size: str, runs: list[dict[str, Any]], load: dict[str, list[float]]) -> dict[str, Any]:

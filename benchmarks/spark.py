@@ -34,6 +34,10 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import provender as pv
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
@@ -47,6 +51,7 @@ from _data import (  # noqa: E402  (the benchmarks folder is not a package)
     SIZES,
     TABLES,
     ScenarioFiles,
+    Size,
     all_refs,
     ensure_scenario,
 )
@@ -54,9 +59,9 @@ from _services import redis_server  # noqa: E402
 
 RESULTS_DIR = BENCH_DIR / "results"
 RESULT_MARK = "@@RESULT "
-SPARK = {"engine": "spark", "master": "local[2]", "conf": {"spark.driver.memory": "4g"}}
-DUCKDB = {"engine": "duckdb"}
-CONTENDERS = {  # name: (job, offline section, entity rows as)
+SPARK: dict[str, object] = {"engine": "spark", "master": "local[2]", "conf": {"spark.driver.memory": "4g"}}
+DUCKDB: dict[str, object] = {"engine": "duckdb"}
+CONTENDERS: dict[str, tuple[str, dict[str, object], str | None]] = {  # name: (job, offline section, entity rows as)
     "duckdb-df": ("retrieval", DUCKDB, "dataframe"),
     "spark-df": ("retrieval", SPARK, "dataframe"),
     "spark-path": ("retrieval", SPARK, "path"),
@@ -81,7 +86,9 @@ def main() -> int:
     ok = True
     for size in args.sizes.split(","):
         report = _bench(size, args.runs, args.contenders.split(","))
-        ok = ok and report["check"]["ok"]
+        check = report["check"]
+        assert isinstance(check, dict)
+        ok = ok and check["ok"]
         RESULTS_DIR.mkdir(exist_ok=True)
         (RESULTS_DIR / f"spark_{size}.json").write_text(json.dumps(report, indent=2) + "\n")
     _write_markdown()
@@ -101,7 +108,7 @@ def _bench(size_name: str, runs: int, names: list[str]) -> dict[str, object]:
             for name in names:
                 results = []
                 for run in range(runs):
-                    spec = {
+                    spec: dict[str, object] = {
                         "name": name,
                         "size": size_name,
                         "files": _paths(files),
@@ -216,7 +223,7 @@ def _child(spec: dict[str, object]) -> dict[str, object]:
     }
     (work / "provender.yaml").write_text(yaml.safe_dump(config))
     client = pv.Client(settings=load_settings(work / "provender.yaml", environ={}))
-    client.apply(_definitions(pv, files))
+    client.apply(_definitions(files))
     began = time.perf_counter()
     client._offline_engine()  # start the engine (Spark: the JVM) before the clock
     startup = time.perf_counter() - began
@@ -256,17 +263,19 @@ def _child(spec: dict[str, object]) -> dict[str, object]:
     return result
 
 
-def _definitions(pv: object, files: dict[str, str]) -> list[object]:
+def _definitions(files: dict[str, str]) -> list[pv.Entity | pv.FeatureTable]:
+    import provender as pv
+
     types = {"int64": "INT64", "float32": "FLOAT", "float64": "DOUBLE"}
-    definitions: list[object] = []
+    definitions: list[pv.Entity | pv.FeatureTable] = []
     for table in TABLES:
-        definitions.append(pv.Entity(name=table.key, value_type=pv.ValueType.INT64))  # type: ignore[attr-defined]
+        definitions.append(pv.Entity(name=table.key, value_type=pv.ValueType.INT64))
         definitions.append(
-            pv.FeatureTable(  # type: ignore[attr-defined]
+            pv.FeatureTable(
                 name=table.name,
                 entities=[table.key],
-                features=[pv.Feature(f.name, pv.ValueType[types[f.dtype]]) for f in table.features],  # type: ignore[attr-defined]
-                batch_source=pv.FileSource(  # type: ignore[attr-defined]
+                features=[pv.Feature(f.name, pv.ValueType[types[f.dtype]]) for f in table.features],
+                batch_source=pv.FileSource(
                     path=files[table.name],
                     event_timestamp_column=EVENT_TIMESTAMP,
                     created_timestamp_column=CREATED_TIMESTAMP,
@@ -308,11 +317,11 @@ def _check(work: Path, names: list[str], redis_url: str) -> dict[str, object]:
     return {"ok": ok, "notes": notes}
 
 
-def _summary(name: str, size: object, results: list[dict[str, object]]) -> dict[str, object]:
+def _summary(name: str, size: Size, results: list[dict[str, object]]) -> dict[str, object]:
     good = [r for r in results if "error" not in r]
     seconds = [float(r["seconds"]) for r in good]  # type: ignore[arg-type]
     job, offline, _ = CONTENDERS[name]
-    per = size.entity_rows if job == "retrieval" else size.driver_rows + size.customer_rows  # type: ignore[attr-defined]
+    per = size.entity_rows if job == "retrieval" else size.driver_rows + size.customer_rows
     median = statistics.median(seconds) if seconds else None
     return {
         "contender": name,

@@ -59,8 +59,8 @@ from _services import redis_server  # noqa: E402
 if TYPE_CHECKING:
     import provender as pv
 
-SPARK = {"engine": "spark", "master": "local[2]", "conf": {"spark.driver.memory": "4g"}}
-ENGINES = {"duckdb": {"engine": "duckdb"}, "spark": SPARK}
+SPARK: dict[str, object] = {"engine": "spark", "master": "local[2]", "conf": {"spark.driver.memory": "4g"}}
+ENGINES: dict[str, dict[str, object]] = {"duckdb": {"engine": "duckdb"}, "spark": SPARK}
 KINDS = ("s3-parquet", "s3-delta")
 SPARK_KINDS = list(KINDS)  # --spark-kinds
 QUERY = "SELECT s.*, d.city FROM stats AS s JOIN drivers AS d ON s.driver_id = d.driver_id WHERE d.active"
@@ -105,13 +105,14 @@ def mode(name: str) -> Iterator[None]:
     """``whole``: switch the planning off (every input read whole), as before it existed."""
     from provender.offline import sql_source
 
-    planner = sql_source.plan_reads
+    namespace = vars(sql_source)  # plan_reads as sql_source looks it up (imported from provender.definitions.sql)
+    planner = namespace["plan_reads"]
     if name == "whole":
-        sql_source.plan_reads = _read_whole  # type: ignore[assignment]
+        namespace["plan_reads"] = _read_whole
     try:
         yield
     finally:
-        sql_source.plan_reads = planner  # type: ignore[assignment]
+        namespace["plan_reads"] = planner
 
 
 def count_staging() -> None:
@@ -128,7 +129,7 @@ def count_staging() -> None:
             )
             return files
 
-        spark_sources._copy_to_staging = counted  # type: ignore[assignment]
+        spark_sources._copy_to_staging = counted
 
 
 def _arrow_files(context: Any, name: str) -> list[str]:
@@ -154,7 +155,7 @@ def drivers_table(work: Path, stats: Path) -> Path:
     return path
 
 
-def client(project: Path, url: str, source: str, kind: str, drivers: Path, offline: dict[str, Any]) -> pv.Client:
+def client(project: Path, url: str, source: str, kind: str, drivers: Path, offline: dict[str, object]) -> pv.Client:
     import provender as pv
 
     c = s3_client(project, url, {"offline": offline, "online": {"store": "redis", "url": REDIS[0]}})
@@ -222,13 +223,17 @@ def run_once(
                 with client(project, proxy[0], sources[kind], kind, drivers, ENGINES[engine]) as c, mode(name):
                     retrievals = [("retrieval", entity), ("retrieval-last-7d", recent(entity))]
                     for operation, rows in retrievals[1:] if engine == "spark" else retrievals:
-                        got = measure(proxy[1], lambda c=c, rows=rows: c.get_historical_features(REFS, rows).to_arrow())
+
+                        def retrieve(rows: pa.Table = rows) -> pa.Table:
+                            return c.get_historical_features(REFS, rows).to_arrow()
+
+                        got = measure(proxy[1], retrieve)
                         table = got.pop("result")
                         found[f"{operation}/{engine}/{kind}/{name}"] = got | {
                             "rows": table.num_rows,
                             "checksum": checksum(table),
                         }
-                    got = measure(proxy[1], lambda c=c: c.start_offline_to_online_ingestion(
+                    got = measure(proxy[1], lambda: c.start_offline_to_online_ingestion(
                         DRIVER_STATS.name, start=INGEST_START, end=END).wait())  # fmt: skip
                     job = got.pop("result")
                     online = c.get_online_features(REFS, [{"driver_id": k} for k in range(1_001, 1_101)]).to_dict()

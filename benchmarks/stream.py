@@ -48,7 +48,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import provender as pv
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DRIVERS = 100_000
@@ -100,7 +103,7 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
 @contextmanager
 def services(workdir: Path) -> Iterator[tuple[str, str]]:
     """A noida-db broker and a redis-server on free ports; yields (bootstrap, redis url)."""
-    import noida_db
+    import noida_db  # type: ignore[import-untyped]
 
     noida = os.path.join(os.path.dirname(noida_db.__file__ or ""), "noida-db")
     kafka_port, redis_port = free_port(), free_port()
@@ -205,7 +208,7 @@ def role_floor(bootstrap: str, topic: str, records: int) -> dict[str, Any]:
     return {"rate": (seen - first_batch) / seconds, "seconds": seconds}
 
 
-def bench_project(workdir: Path, bootstrap: str, topic: str, redis_url: str) -> Any:
+def bench_project(workdir: Path, bootstrap: str, topic: str, redis_url: str) -> pv.Client:
     """A project in ``workdir`` with the driver_trips table applied; returns its Client."""
     import yaml
 
@@ -420,7 +423,8 @@ def role_fresh_floor(bootstrap: str, topic: str, records: int) -> dict[str, Any]
             continue
         now_us = time.time_ns() // 1000
         event = fastavro.schemaless_reader(io.BytesIO(message.value() or b""), parsed, None)
-        event_us = event["event_ts"]  # type: ignore[index,call-overload]
+        assert isinstance(event, dict)
+        event_us: int = event["event_ts"]
         samples.append((time.monotonic(), (now_us - event_us) / 1000.0))
     consumer.close()
     start = samples[0][0] + WARMUP_SECONDS
@@ -489,15 +493,16 @@ def child(role: str, *args: str) -> subprocess.Popen[str]:
 def result_of(proc: subprocess.Popen[str], timeout: float = 600) -> dict[str, Any]:
     out, _ = proc.communicate(timeout=timeout)
     if proc.returncode != 0:
-        raise RuntimeError(f"child {proc.args} failed with {proc.returncode}:\n{out}")
-    return json.loads(out.strip().splitlines()[-1])
+        raise RuntimeError(f"child {proc.args!r} failed with {proc.returncode}:\n{out}")
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
 
 
 def wait_ready(proc: subprocess.Popen[str]) -> None:
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line or not json.loads(line).get("ready"):
-        raise RuntimeError(f"child {proc.args} did not get ready: {line!r}")
+        raise RuntimeError(f"child {proc.args!r} did not get ready: {line!r}")
 
 
 def flush_redis(url: str) -> None:
