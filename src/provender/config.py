@@ -264,8 +264,9 @@ class StreamSection(BaseModel):
             partitions to the others.
         fetch_wait_max_ms: the longest the broker holds a fetch waiting for new records.
         prefetch_rows: the records per partition the consumer fetches ahead of the job
-            (librdkafka's ``queued.min.messages``); default: one micro-batch (``batch_rows``),
-            which keeps the job fed (a fetch takes milliseconds, a batch tens of them).
+            (librdkafka's ``queued.min.messages``); default: two micro-batches
+            (``2 * batch_rows``). Above it the consumer waits 20 ms before it fetches again
+            (``fetch.queue.backoff.ms``; librdkafka waits 1 s, which starved a fast job).
             librdkafka's own default (100,000) buffers a backlog whole, then holds fetches
             open at the end of the topic while the job works through it.
         commit_interval_seconds: how often written offsets are committed while consuming (a
@@ -301,8 +302,8 @@ class StreamSection(BaseModel):
 
     @property
     def prefetch(self) -> int:
-        """Records fetched ahead per partition: ``prefetch_rows``, else one micro-batch."""
-        return self.prefetch_rows or self.batch_rows
+        """Records fetched ahead per partition: ``prefetch_rows``, else two micro-batches."""
+        return self.prefetch_rows or 2 * self.batch_rows
 
 
 class S3Storage(BaseModel):

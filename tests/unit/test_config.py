@@ -338,3 +338,20 @@ def test_known_registry_backend_loads() -> None:
     from provender.registry.sqlite import SQLiteRegistry
 
     assert load_backend(Role.REGISTRY, "sqlite") is SQLiteRegistry
+
+
+def test_stream_fetches_two_micro_batches_ahead_and_commits_every_five_seconds(tmp_path: Path) -> None:
+    (tmp_path / "provender.yaml").write_text("")
+    stream = load_settings(str(tmp_path / "provender.yaml"), environ={}).stream
+    assert (stream.prefetch, stream.commit_interval_seconds) == (20_000, 5.0)
+    (tmp_path / "provender.yaml").write_text("stream: {batch_rows: 500}\n")
+    assert load_settings(str(tmp_path / "provender.yaml"), environ={}).stream.prefetch == 1_000
+    (tmp_path / "provender.yaml").write_text(
+        "stream: {batch_rows: 500, prefetch_rows: 7, commit_interval_seconds: 0.5}\n"
+    )
+    stream = load_settings(str(tmp_path / "provender.yaml"), environ={}).stream
+    assert (stream.prefetch, stream.commit_interval_seconds) == (7, 0.5)
+    with pytest.raises(ConfigError, match="commit_interval_seconds"):
+        load_settings(
+            str(tmp_path / "provender.yaml"), environ={}, overrides={"stream": {"commit_interval_seconds": 0}}
+        )

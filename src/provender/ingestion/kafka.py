@@ -59,6 +59,7 @@ _COMMIT_AFTER_REBALANCE = frozenset(
     }
 )
 _QUIET_ERRORS = frozenset({KafkaError._PARTITION_EOF})
+FETCH_QUEUE_BACKOFF_MS = 20
 
 
 class KafkaStream:
@@ -93,7 +94,10 @@ class KafkaStream:
             **dict(options.consumer_options),
         }
         config: dict[str, Any] = {
-            "queued.min.messages": options.prefetch,  # consumer_options may set it too
+            # Fetch ahead a bounded amount, and resume soon once the job has taken some (both
+            # may be overridden in consumer_options; see StreamSection.prefetch_rows).
+            "queued.min.messages": options.prefetch,
+            "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
             **self._common,
             "group.id": group_id,
             "enable.auto.commit": False,
