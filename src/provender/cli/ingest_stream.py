@@ -66,8 +66,9 @@ def ingest_stream(
 ) -> None:
     """Consume TABLE's stream into the online store until SIGTERM or Ctrl-C, then stop cleanly.
 
-    Records are validated against the table's types and written in micro-batches; offsets are
-    committed after each write (at-least-once; replays are harmless). Bad records go to
+    Records are validated against the table's types and written in micro-batches; the offsets
+    of written records are committed every stream.commit_interval_seconds (5 s) and at a stop
+    (at-least-once; replays are harmless). Bad records go to
     <topic>.dlq with the reason in their headers. Every --status-interval seconds a status line
     shows records/s, dead letters, events too late for windowed aggregations (if any), lag per
     partition and freshness (write time minus event time). On SIGTERM or SIGINT the current
