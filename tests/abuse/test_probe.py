@@ -12,7 +12,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -22,7 +21,7 @@ import yaml
 
 import provender as pv
 from provender.wire._proto import serving_pb2 as pb
-from tests.e2e.test_serving import Server, entity_column, start_server
+from tests.e2e.test_serving import ProjectFolder, Server, entity_column, start_server
 from tests.support.online import DRIVER, DRIVER_STATS, batch
 from tests.support.services import read_log
 
@@ -32,15 +31,6 @@ from tests.support.services import read_log
 P99_BOUND_SECONDS = 1.0
 RSS_BOUND_BYTES = 300 * 1024 * 1024
 ORDINARY = {"features": ["driver_stats:trips"], "entities": {"driver_id": [1]}}
-
-
-@dataclass(frozen=True)
-class _Root:
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "provender.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +45,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with pv.Client(root / "provender.yaml") as client:
         client.apply([DRIVER, DRIVER_STATS])
         client._online_store.write(DRIVER_STATS, batch(DRIVER_STATS, [{"driver_id": 1, "trips": 2}]))
-    started = start_server(_Root(root))  # type: ignore[arg-type]
+    started = start_server(ProjectFolder(root))
     try:
         yield started
     finally:

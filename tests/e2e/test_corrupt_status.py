@@ -12,7 +12,6 @@ from __future__ import annotations
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import provender as pv
 from provender.config import load_settings
 from provender.online.codec import HEADER_BYTES
 from provender.wire._proto import serving_pb2 as pb
-from tests.e2e.test_serving import Server, entity_column, start_server
+from tests.e2e.test_serving import ProjectFolder, Server, entity_column, start_server
 from tests.support.online import DRIVER, DRIVER_STATS, batch
 from tests.support.services import RedisServer, read_log
 
@@ -43,15 +42,6 @@ DAMAGE: dict[int, Callable[[bytes], bytes]] = {
     1001: lambda head: head + b"\xc1\xc1\xc1",
     1002: lambda head: head + msgpack.packb([0.5, 1.0, 7])[:-2],
 }
-
-
-@dataclass(frozen=True)
-class _Project:
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "provender.yaml"
 
 
 def _damage_sqlite(path: Path) -> int:
@@ -84,7 +74,7 @@ def _damage_redis(url: str, prefix: str) -> int:
 
 
 @pytest.fixture(scope="module", params=["sqlite", "redis"])
-def project(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> _Project:
+def project(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> ProjectFolder:
     root = tmp_path_factory.mktemp(f"corrupt-{request.param}")
     prefix = f"pvc{uuid.uuid4().hex[:8]}"
     if request.param == "redis":
@@ -102,12 +92,12 @@ def project(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         client._online_store.write(FRESH, batch(FRESH, rows))
     damaged = _damage_redis(server.url, prefix) if request.param == "redis" else _damage_sqlite(root / "online.db")
     assert damaged == 4  # two keys x two tables
-    return _Project(root)
+    return ProjectFolder(root)
 
 
 @pytest.fixture(scope="module")
-def server(project: _Project) -> Iterator[Server]:
-    started = start_server(project)  # type: ignore[arg-type]
+def server(project: ProjectFolder) -> Iterator[Server]:
+    started = start_server(project)
     try:
         yield started
     finally:
@@ -120,7 +110,7 @@ def _check(columns: dict[str, list[object]], statuses: dict[str, list[str]]) -> 
     assert columns["fresh_stats__level"] == [None, None, 1003, None]
 
 
-def test_in_process_reads_say_corrupt(project: _Project) -> None:
+def test_in_process_reads_say_corrupt(project: ProjectFolder) -> None:
     with pv.Client(project.config) as client:
         response = client.get_online_features(REFS, [{"driver_id": i} for i in IDS])
         _check(response.to_dict(), response.statuses())  # type: ignore[arg-type]
@@ -142,7 +132,7 @@ def test_http_and_grpc_say_corrupt(server: Server) -> None:
     assert "provender_serving_corrupt_rows_total" in metrics
 
 
-def test_remote_clients_say_corrupt(server: Server, project: _Project) -> None:
+def test_remote_clients_say_corrupt(server: Server, project: ProjectFolder) -> None:
     for url in (server.http_url, server.grpc_url):
         settings = load_settings(
             environ={}, overrides={"serving_url": url, "registry": f"sqlite:///{project.root / 'registry.db'}"}

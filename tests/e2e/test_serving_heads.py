@@ -11,29 +11,18 @@ import http.client
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import yaml
 
 import provender as pv
-from tests.e2e.test_serving import Server, start_server
+from tests.e2e.test_serving import ProjectFolder, Server, start_server
 from tests.support.online import DRIVER, DRIVER_STATS
 from tests.support.registries import registry_url
 from tests.support.services import read_log
 
 MAX_HEADER_BYTES = 4096
 HEADER_TIMEOUT = 1.0
-
-
-@dataclass(frozen=True)
-class _Root:
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "provender.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +40,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     (root / "provender.yaml").write_text(yaml.safe_dump(config))
     with pv.Client(root / "provender.yaml") as client:
         client.apply([DRIVER, DRIVER_STATS])
-    started = start_server(_Root(root))  # type: ignore[arg-type]
+    started = start_server(ProjectFolder(root))
     try:
         yield started
     finally:

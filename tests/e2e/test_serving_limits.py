@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -18,7 +17,7 @@ import yaml
 
 import provender as pv
 from provender.wire._proto import serving_pb2 as pb
-from tests.e2e.test_serving import Server, entity_column, start_server
+from tests.e2e.test_serving import ProjectFolder, Server, entity_column, start_server
 from tests.support.online import DRIVER, DRIVER_STATS, batch
 from tests.support.registries import registry_url
 from tests.support.services import read_log
@@ -33,15 +32,6 @@ LIMITS = {
 REFS = ["driver_stats:conv_rate", "driver_stats:acc_rate", "driver_stats:trips"]
 
 
-@dataclass(frozen=True)
-class _Root:
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "provender.yaml"
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("limits")
@@ -54,7 +44,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with pv.Client(root / "provender.yaml") as client:
         client.apply([DRIVER, DRIVER_STATS])
         client._online_store.write(DRIVER_STATS, batch(DRIVER_STATS, [{"driver_id": 1, "trips": 2}]))
-    started = start_server(_Root(root))  # type: ignore[arg-type]
+    started = start_server(ProjectFolder(root))
     try:
         yield started
     finally:

@@ -9,27 +9,17 @@ from __future__ import annotations
 import os
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
 import provender as pv
-from tests.e2e.test_serving import Server, start_server
+from tests.e2e.test_serving import ProjectFolder, Server, start_server
 from tests.e2e.test_serving_ops import _children
 from tests.support.online import DRIVER, DRIVER_STATS
 from tests.support.registries import registry_url
 from tests.support.services import read_log
-
-
-@dataclass(frozen=True)
-class _Root:
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "provender.yaml"
 
 
 def wait_for_workers(pid: int, count: int, exclude: set[int], timeout: float = 60.0) -> list[int]:
@@ -65,7 +55,7 @@ def test_workers_killed_early_are_restarted(tmp_path: Path) -> None:
     (tmp_path / "provender.yaml").write_text(yaml.safe_dump(config))
     with pv.Client(tmp_path / "provender.yaml") as client:
         client.apply([DRIVER, DRIVER_STATS])
-    server = start_server(_Root(tmp_path), "--workers", "2")  # type: ignore[arg-type]
+    server = start_server(ProjectFolder(tmp_path), "--workers", "2")
     killed: set[int] = set()
     try:
         for _ in range(2):
