@@ -16,7 +16,7 @@ LOGS=$(mktemp -d /tmp/provender-suite.XXXXXX)
 
 # Groups of about equal length; together they are exactly `pytest tests` (the last takes the rest).
 SUITE_GROUPS=(
-  "unit:tests/unit tests/docs tests/test_public_api.py tests/test_doctests.py"
+  "unit:tests/unit tests/docs tests/test_public_api.py tests/test_doctests.py tests/support/test_services.py"
   "contract:tests/contract"
   "integration:tests/integration"
   "e2e:tests/e2e tests/deploy tests/release tests/abuse"

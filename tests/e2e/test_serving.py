@@ -32,7 +32,7 @@ from provender.online.redis import RedisStore
 from provender.wire._proto import serving_pb2 as pb
 from tests.support.online import ALL_TYPES_TABLE, BASE_TIME, DRIVER, DRIVER_STATS, SOURCE, batch, same
 from tests.support.registries import registry_url
-from tests.support.services import START_TIMEOUT, RedisServer, free_port, read_log
+from tests.support.services import RedisServer, free_port, on_free_ports, read_log, wait_serving
 
 pytestmark = pytest.mark.service
 
@@ -212,39 +212,51 @@ class Server:
 
 def start_server(project: Project | ProjectFolder, *args: str, env: Mapping[str, str] | None = None) -> Server:
     """Start ``provender serve`` for ``project`` on free ports; wait until /v1/ready answers 200."""
-    http_port, grpc_port = free_port(), free_port()
-    log = project.root / f"serve-{http_port}.log"
-    argv = [
-        sys.executable,
-        "-c",
-        "from provender.cli.main import main; main()",
-        "--config",
-        str(project.config),
-        "serve",
-        "--http-port",
-        str(http_port),
-        "--grpc-port",
-        str(grpc_port),
-        *args,
-    ]
     environment = {k: v for k, v in os.environ.items() if not k.startswith("PROVENDER_")}
     environment.update(env or {})
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=project.root, env=environment)
-    server = Server(proc, http_port, grpc_port, log)
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"provender serve exited with {proc.returncode}:\n{read_log(log)}")
+
+    def start() -> Server:
+        http_port, grpc_port = free_port(), free_port()
+        log = project.root / f"serve-{http_port}.log"
+        argv = [
+            sys.executable,
+            "-c",
+            "from provender.cli.main import main; main()",
+            "--config",
+            str(project.config),
+            "serve",
+            "--http-port",
+            str(http_port),
+            "--grpc-port",
+            str(grpc_port),
+            *args,
+        ]
+        with log.open("wb") as out:
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=project.root, env=environment)
+        server = Server(proc, http_port, grpc_port, log)
+
+        def ready() -> bool:
+            try:
+                return server.request("GET", "/v1/ready")[0] == 200
+            except OSError:
+                return False
+
         try:
-            if server.request("GET", "/v1/ready")[0] == 200:
-                return server
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            server.stop()
-            raise RuntimeError(f"provender serve not ready after {START_TIMEOUT}s:\n{read_log(log)}")
-        time.sleep(0.05)
+            wait_serving(
+                ready,
+                "provender serve",
+                log,
+                pid=proc.pid,
+                ports=[http_port, grpc_port],
+                alive=lambda: proc.poll() is None,
+            )
+        except RuntimeError:
+            proc.kill()
+            proc.wait()
+            raise
+        return server
+
+    return on_free_ports(start)
 
 
 def entity_column(name: str, values: Sequence[int]) -> pb.Column:

@@ -25,7 +25,7 @@ from provender.registry.jobs import JobKind, JobRecord, new_job_id, utc_now
 from tests.support.core import CoreServer, launch_core
 from tests.support.ingestion import hour, write_driver_rows
 from tests.support.online import batch
-from tests.support.services import HOST, RedisServer, free_port
+from tests.support.services import HOST, RedisServer, free_port, port_open, wait_serving
 
 pytestmark = pytest.mark.service
 
@@ -291,11 +291,11 @@ def test_the_reading_snippet_runs_in_python_and_its_curl_against_provender_serve
     with (tmp_path / "serve.log").open("wb") as log:
         serve = subprocess.Popen(argv, cwd=reader, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
         ready = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://{HOST}:{port}/v1/ready"]
-        while subprocess.run(ready, capture_output=True, text=True, check=False).stdout != "200":
-            assert serve.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
-            time.sleep(0.1)
+        wait_serving(
+            lambda: subprocess.run(ready, capture_output=True, text=True, check=False).stdout == "200",
+            "provender serve", tmp_path / "serve.log", pid=serve.pid, ports=[port], alive=lambda: serve.poll() is None,
+        )  # fmt: skip
         curl = code.split("# the serving service (provender serve), over HTTP:\n")[1]
         command = " ".join(line.removeprefix("# ").removesuffix("\\") for line in curl.splitlines())
         command = command.replace("localhost:6566", f"{HOST}:{port}")
@@ -508,6 +508,8 @@ def test_provender_ui_serves_the_local_registry_read_only(tmp_path: Path) -> Non
     argv = [sys.executable, "-c", "from provender.cli.main import main; main()", "ui", "--port", str(port)]
     proc = subprocess.Popen(argv, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
+        wait_serving(lambda: port_open(port), "provender ui", Path(os.devnull), pid=proc.pid, ports=[port],
+                     alive=lambda: proc.poll() is None)  # fmt: skip
 
         def call(method: str, path: str) -> tuple[int, str]:
             with closing(http.client.HTTPConnection(HOST, port, timeout=5)) as connection:
@@ -565,6 +567,8 @@ def test_provender_ui_creates_no_file_and_says_there_is_no_online_data_yet(tmp_p
     assert ".provender/online.db" not in before
     proc = subprocess.Popen(argv, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
+        wait_serving(lambda: port_open(port), "provender ui", Path(os.devnull), pid=proc.pid, ports=[port],
+                     alive=lambda: proc.poll() is None)  # fmt: skip
 
         def get(path: str) -> str:
             deadline = time.monotonic() + 30

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 import provender
-from tests.support.services import free_port
+from tests.support.services import free_port, on_free_ports, wait_serving
 
 pytestmark = pytest.mark.slow
 
@@ -251,23 +251,33 @@ def test_ingest_then_online_get(ingested: dict[str, object]) -> None:
 
 @pytest.fixture
 def served(installed: Installed, project: Path) -> Iterator[int]:
-    http_port, grpc_port = free_port(), free_port()
     log = project / "serve.log"
-    with log.open("wb") as out:
-        argv: list[str | Path] = [installed.venv / "bin" / "provender", "serve", "--http-port", str(http_port)]
-        proc = subprocess.Popen(
-            [*argv, "--grpc-port", str(grpc_port)],
-            cwd=project,
-            env=installed.env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+
+    def start() -> tuple[subprocess.Popen[bytes], int]:
+        http_port, grpc_port = free_port(), free_port()
+        with log.open("wb") as out:
+            argv: list[str | Path] = [installed.venv / "bin" / "provender", "serve", "--http-port", str(http_port)]
+            proc = subprocess.Popen(
+                [*argv, "--grpc-port", str(grpc_port)],
+                cwd=project,
+                env=installed.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            wait_serving(
+                lambda: _request(http_port, "GET", "/v1/ready", None)[0] == 200, "provender serve", log,
+                pid=proc.pid, ports=[http_port, grpc_port], timeout=SERVE_TIMEOUT_SECONDS,
+                alive=lambda: proc.poll() is None,
+            )  # fmt: skip
+        except RuntimeError:
+            proc.kill()
+            proc.wait()
+            raise
+        return proc, http_port
+
+    proc, http_port = on_free_ports(start)
     try:
-        deadline = time.monotonic() + SERVE_TIMEOUT_SECONDS
-        while _request(http_port, "GET", "/v1/ready", None)[0] != 200:
-            assert proc.poll() is None, f"provender serve exited {proc.returncode}:\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"provender serve not ready:\n{log.read_text()}"
-            time.sleep(0.1)
         yield http_port
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ import orjson
 import pytest
 import yaml
 
-from tests.support.services import HOST, START_TIMEOUT, free_port, read_log
+from tests.support.services import HOST, free_port, on_free_ports, wait_serving
 
 
 @dataclass
@@ -50,18 +49,26 @@ class CoreServer:
             self.proc = subprocess.Popen(
                 [*argv, "core"], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.env
             )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"provender core exited with {self.proc.returncode}:\n{read_log(self.log)}")
-            try:
-                if self.request("GET", "/v1/health")[0] == 200:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.05)
-        self.kill()
-        raise RuntimeError(f"provender core did not answer within {START_TIMEOUT}s:\n{read_log(self.log)}")
+        proc = self.proc
+        try:
+            wait_serving(
+                self._healthy,
+                "provender core",
+                self.log,
+                pid=proc.pid,
+                ports=[self.port],
+                alive=lambda: proc.poll() is None,
+            )
+        except RuntimeError:
+            self.kill()
+            raise
+        return self
+
+    def _healthy(self) -> bool:
+        try:
+            return self.request("GET", "/v1/health")[0] == 200
+        except OSError:
+            return False
 
     def request(
         self,
@@ -137,13 +144,17 @@ def launch_core(
     env: Mapping[str, str] | None = None,
 ) -> CoreServer:
     """Start ``provender core`` for the registry ``registry`` with its config in ``root``; stop it yourself."""
-    port = free_port()
-    write_config(root, registry=registry, port=port, settings=settings)
     environ = {
         k: v for k, v in os.environ.items() if not k.startswith("PROVENDER_") or k == "PROVENDER_REQUIRE_SERVICES"
     }
     environ.update(env or {})
-    return CoreServer(root=root, port=port, log=root / "core.log", env=environ).start()
+
+    def start() -> CoreServer:
+        port = free_port()
+        write_config(root, registry=registry, port=port, settings=settings)
+        return CoreServer(root=root, port=port, log=root / "core.log", env=environ).start()
+
+    return on_free_ports(start)
 
 
 @pytest.fixture

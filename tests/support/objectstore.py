@@ -23,7 +23,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.services import HOST, Services, free_port, popen_stop, service_unavailable, wait_until
+from tests.support.services import (
+    HOST,
+    Services,
+    free_port,
+    on_free_ports,
+    popen_stop,
+    service_unavailable,
+    wait_serving,
+)
 
 ACCESS_KEY = "AKIAPROVENDERTEST01"
 SECRET_KEY = "provender-test-secret-0123456789abcdef"
@@ -100,17 +108,25 @@ def start_s3(services: Services, name: str, *, locked: bool = False) -> S3Server
     """Start a moto S3 server; ``locked`` enforces IAM authentication from the first request."""
     binary = _moto_binary()
     base = services.make_dir(name)
-    port, log = free_port(), base / "moto.log"
+    log = base / "moto.log"
     env = dict(os.environ)
     if locked:
         env["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [binary, "-H", HOST, "-p", str(port)], stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env
-        )
-    services.add_cleanup(f"stop moto server (pid {proc.pid})", lambda: popen_stop(proc))
-    wait_until(lambda: _serving(port), f"moto S3 server on port {port}", log, alive=lambda: proc.poll() is None)
-    return S3Server(port=port, pid=proc.pid, log=log)
+
+    def start() -> S3Server:
+        port = free_port()
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [binary, "-H", HOST, "-p", str(port)], stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env
+            )
+        services.add_cleanup(f"stop moto server (pid {proc.pid})", lambda: popen_stop(proc))
+        wait_serving(
+            lambda: _serving(port), f"moto S3 server on port {port}", log, pid=proc.pid, ports=[port],
+            alive=lambda: proc.poll() is None,
+        )  # fmt: skip
+        return S3Server(port=port, pid=proc.pid, log=log)
+
+    return on_free_ports(start)
 
 
 @pytest.fixture(scope="session")
@@ -172,35 +188,47 @@ def gcs_server(services: Services) -> GcsServer:
     """A fake-gcs-server on a loopback port, in memory."""
     binary = _fake_gcs_binary()
     base = services.make_dir("fake-gcs")
-    port, log = free_port(), base / "fake-gcs.log"
-    url = f"http://{HOST}:{port}"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                str(binary),
-                "-scheme",
-                "http",
-                "-backend",
-                "memory",
-                "-host",
-                HOST,
-                "-port",
-                str(port),
-                "-external-url",
-                url,
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
+    log = base / "fake-gcs.log"
+
+    def start() -> GcsServer:
+        port = free_port()
+        url = f"http://{HOST}:{port}"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [
+                    str(binary),
+                    "-scheme",
+                    "http",
+                    "-backend",
+                    "memory",
+                    "-host",
+                    HOST,
+                    "-port",
+                    str(port),
+                    "-external-url",
+                    url,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+            )
+        services.add_cleanup(f"stop fake-gcs-server (pid {proc.pid})", lambda: popen_stop(proc))
+
+        def serving() -> bool:
+            try:
+                with urllib.request.urlopen(f"{url}/storage/v1/b", timeout=1):
+                    return True
+            except OSError:
+                return False
+
+        wait_serving(
+            serving,
+            f"fake-gcs-server on port {port}",
+            log,
+            pid=proc.pid,
+            ports=[port],
+            alive=lambda: proc.poll() is None,
         )
-    services.add_cleanup(f"stop fake-gcs-server (pid {proc.pid})", lambda: popen_stop(proc))
+        return GcsServer(port=port, pid=proc.pid)
 
-    def serving() -> bool:
-        try:
-            with urllib.request.urlopen(f"{url}/storage/v1/b", timeout=1):
-                return True
-        except OSError:
-            return False
-
-    wait_until(serving, f"fake-gcs-server on port {port}", log, alive=lambda: proc.poll() is None)
-    return GcsServer(port=port, pid=proc.pid)
+    return on_free_ports(start)

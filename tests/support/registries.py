@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from provender.asgi import BACKLOG, KEEP_ALIVE_SECONDS, HttpServer, bind_socket
+from provender.asgi import BACKLOG, KEEP_ALIVE_SECONDS, HttpServer, bind_socket, bounded_http_protocol
 from provender.auth import Authenticator
 from provender.config import Settings
 from provender.core.http import CoreApp, create_app
@@ -119,7 +119,7 @@ class InProcessCore:
         self.port: int = self.sock.getsockname()[1]
         config = uvicorn.Config(
             self.app,
-            http="httptools",
+            http=bounded_http_protocol(),  # as provender.core.server: heads bounded in size and time
             lifespan="off",
             access_log=False,
             log_config=None,

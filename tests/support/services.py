@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import FrameType, ModuleType
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import pytest
 
@@ -49,6 +49,7 @@ POLL_INTERVAL = 0.02
 LOG_TAIL_CHARS = 4000
 
 _TIMINGS_KEY = pytest.StashKey[dict[str, float]]()
+T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- availability
@@ -107,6 +108,63 @@ def port_open(port: int, host: str = HOST) -> bool:
         return False
 
 
+class PortTakenError(RuntimeError):
+    """Another process listens on a port a test server was given.
+
+    :func:`free_port` only guesses: between its answer and our server's ``bind`` another
+    test's server (the suite runs several groups at once) can take the port, and would
+    then answer our readiness probe. Launchers retry on fresh ports when this is raised.
+    """
+
+
+def listening_pids(port: int) -> set[int]:
+    """Return the pids of the processes holding a listening TCP socket on ``port`` (read from /proc)."""
+    wanted: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()  # sl local_address rem_address st ... uid timeout inode
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                wanted.add(f"socket:[{fields[9]}]")
+    pids: set[int] = set()
+    if not wanted:
+        return pids
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):  # the process went away, or is not ours to read
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") in wanted:
+                        pids.add(int(pid))
+                        break
+    return pids
+
+
+def _lineage(pid: int) -> set[int]:
+    """Return ``pid`` and its ancestors (up to, not including, init)."""
+    lineage: set[int] = set()
+    while pid > 1 and pid not in lineage:
+        lineage.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return lineage
+
+
+def foreign_listeners(pid: int, port: int) -> set[int]:
+    """Return the pids listening on ``port`` that are neither ``pid`` nor descended from it."""
+    return {listener for listener in listening_pids(port) if pid not in _lineage(listener)}
+
+
+def serves_port(pid: int, port: int) -> bool:
+    """Return True if process ``pid`` (or a child of it) listens on ``port`` and no other process does."""
+    listeners = listening_pids(port)
+    return bool(listeners) and all(pid in _lineage(listener) for listener in listeners)
+
+
 def pid_alive(pid: int) -> bool:
     """Return True if process ``pid`` exists and is not a zombie.
 
@@ -152,6 +210,56 @@ def wait_until(
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what} not ready after {timeout:.0f}s; log {log}:\n{read_log(log)}")
         time.sleep(POLL_INTERVAL)
+
+
+def wait_serving(
+    ready: Callable[[], bool],
+    what: str,
+    log: Path,
+    *,
+    pid: int,
+    ports: Sequence[int],
+    timeout: float = START_TIMEOUT,
+    alive: Callable[[], bool] = lambda: True,
+) -> None:
+    """:func:`wait_until` ``ready`` and process ``pid`` (or its children) alone listening on ``ports``.
+
+    A readiness probe alone can be answered by another test's server that took the port first.
+
+    Raises:
+        PortTakenError: our server did not come up and another process listens on one of ``ports``.
+        RuntimeError: it did not come up for another reason.
+    """
+
+    def up() -> bool:
+        if not ready():
+            return False
+        for port in ports:
+            listeners = listening_pids(port)
+            ours = {listener for listener in listeners if pid in _lineage(listener)}
+            if ours and listeners - ours:  # both bound it with SO_REUSEPORT: connections are shared
+                raise PortTakenError(f"{what}: port {port} shared with other processes {sorted(listeners - ours)}")
+            if not ours or listeners - ours:
+                return False
+        return True
+
+    try:
+        wait_until(up, what, log, timeout, alive)
+    except PortTakenError:
+        raise
+    except RuntimeError as exc:
+        taken = {port: sorted(others) for port in ports if (others := foreign_listeners(pid, port))}
+        if taken:
+            raise PortTakenError(f"{what}: ports taken by other processes (port: pids) {taken}") from exc
+        raise
+
+
+def on_free_ports(start: Callable[[], T], attempts: int = 3) -> T:
+    """Return ``start()``, called again (it picks new ports) while it raises :class:`PortTakenError`."""
+    for _ in range(attempts - 1):
+        with contextlib.suppress(PortTakenError):
+            return start()
+    return start()
 
 
 def run_checked(argv: Sequence[str], what: str, log: Path | None = None) -> str:
@@ -239,12 +347,18 @@ class RedisServer:
         """
         if self.running:
             return
-        run_checked(self.argv, f"redis-server on port {self.port}", self.logfile)
+        what = f"redis-server on port {self.port}"
+        run_checked(self.argv, what, self.logfile)
         wait_until(
-            lambda: redis_ping(self.port) and self._pid_or_none() is not None,
-            f"redis-server on port {self.port}",
-            self.logfile,
+            lambda: redis_ping(self.port) and self._pid_or_none() is not None, what, self.logfile, alive=self._bound
         )
+        wait_serving(lambda: True, what, self.logfile, pid=self.pid, ports=[self.port])
+
+    def _bound(self) -> bool:
+        """False once the (daemonised) server said it could not listen: it exits before writing its pid file."""
+        if "Failed listening on port" in read_log(self.logfile):
+            raise PortTakenError(f"redis-server on port {self.port}: {read_log(self.logfile)}")
+        return True
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL) and wait until the process is gone.
@@ -577,11 +691,15 @@ class Services:
         started = time.monotonic()
         binary = require_binary("redis-server", "redis-server")
         directory = self.make_dir(name)
-        port = free_port()
-        argv = redis_argv(binary, port, directory, extra_args)
-        server = RedisServer(port=port, data_dir=directory, argv=argv)
-        self.add_cleanup(f"stop {name} (port {port})", server.stop)
-        server.start()
+
+        def start() -> RedisServer:
+            port = free_port()
+            server = RedisServer(port=port, data_dir=directory, argv=redis_argv(binary, port, directory, extra_args))
+            self.add_cleanup(f"stop {name} (port {port})", server.stop)
+            server.start()
+            return server
+
+        server = on_free_ports(start)
         self._timed(name, started)
         return server
 
@@ -630,14 +748,19 @@ class Services:
         importlib.import_module("confluent_kafka.admin")
         binary = noida_binary()
         base = self.make_dir("kafka")
-        data, log, port = base / "data", base / "kafka.log", free_port()
-        proc = spawn(noida_argv(binary, port, data), log)
-        self.add_cleanup(f"stop kafka broker (pid {proc.pid})", lambda: popen_stop(proc))
-        what, alive = f"noida-db kafka broker on port {port}", lambda: proc.poll() is None
-        wait_until(lambda: port_open(port), what, log, alive=alive)
-        wait_until(lambda: kafka_metadata_ok(confluent_kafka, f"{HOST}:{port}"), what, log, alive=alive)
+
+        def start() -> KafkaBroker:
+            data, log, port = base / f"data-{uuid.uuid4().hex[:6]}", base / "kafka.log", free_port()
+            proc = spawn(noida_argv(binary, port, data), log)
+            self.add_cleanup(f"stop kafka broker (pid {proc.pid})", lambda: popen_stop(proc))
+            what, alive = f"noida-db kafka broker on port {port}", lambda: proc.poll() is None
+            wait_serving(lambda: port_open(port), what, log, pid=proc.pid, ports=[port], alive=alive)
+            wait_until(lambda: kafka_metadata_ok(confluent_kafka, f"{HOST}:{port}"), what, log, alive=alive)
+            return KafkaBroker(port=port, pid=proc.pid, data_dir=data)
+
+        broker = on_free_ports(start)
         self._timed("kafka", started)
-        return KafkaBroker(port=port, pid=proc.pid, data_dir=data)
+        return broker
 
 
 # --------------------------------------------------------------------------- signals

@@ -22,11 +22,13 @@ from tests.support.services import (
     HOST,
     Services,
     free_port,
+    on_free_ports,
     popen_stop,
     port_open,
     read_log,
     require_binary,
     require_module,
+    wait_serving,
     wait_until,
 )
 
@@ -96,15 +98,20 @@ def start_standalone(services: Services) -> SparkStandalone:
     base = services.make_dir("spark-standalone")
     env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": HOST, "SPARK_SCALA_VERSION": _scala_version(home)}
     jvm = [java, "-Xmx512m", "-Dspark.master.rest.enabled=false", "-cp", f"{home}/jars/*"]
-    port = free_port()
     master_log, worker_log = base / "master.log", base / "worker.log"
-    master_args = ["--host", HOST, "--port", str(port), "--webui-port", str(free_port())]
-    master = _spawn([*jvm, "org.apache.spark.deploy.master.Master", *master_args], master_log, env)
-    services.add_cleanup(f"stop spark master (pid {master.pid})", lambda: popen_stop(master))
-    wait_until(
-        lambda: port_open(port), f"spark master on port {port}", master_log, SPARK_START_TIMEOUT,
-        lambda: master.poll() is None,
-    )  # fmt: skip
+
+    def start_master() -> tuple[subprocess.Popen[bytes], int]:
+        port = free_port()
+        master_args = ["--host", HOST, "--port", str(port), "--webui-port", str(free_port())]
+        master = _spawn([*jvm, "org.apache.spark.deploy.master.Master", *master_args], master_log, env)
+        services.add_cleanup(f"stop spark master (pid {master.pid})", lambda: popen_stop(master))
+        wait_serving(
+            lambda: port_open(port), f"spark master on port {port}", master_log, pid=master.pid, ports=[port],
+            timeout=SPARK_START_TIMEOUT, alive=lambda: master.poll() is None,
+        )  # fmt: skip
+        return master, port
+
+    master, port = on_free_ports(start_master)
     url = f"spark://{HOST}:{port}"
     worker_args = ["--host", HOST, "--cores", str(WORKER_CORES), "--memory", WORKER_MEMORY]
     worker_args += ["--webui-port", str(free_port()), "--work-dir", str(base / "work")]
