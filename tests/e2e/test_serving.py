@@ -247,7 +247,8 @@ def start_server(project: Project | ProjectFolder, *args: str, env: Mapping[str,
                 "provender serve",
                 log,
                 pid=proc.pid,
-                ports=[http_port, grpc_port],
+                ports=[http_port],
+                optional_ports=[grpc_port],  # grpc: off in some projects' settings
                 alive=lambda: proc.poll() is None,
             )
         except RuntimeError:

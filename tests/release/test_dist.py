@@ -267,7 +267,7 @@ def served(installed: Installed, project: Path) -> Iterator[int]:
         try:
             wait_serving(
                 lambda: _request(http_port, "GET", "/v1/ready", None)[0] == 200, "provender serve", log,
-                pid=proc.pid, ports=[http_port, grpc_port], timeout=SERVE_TIMEOUT_SECONDS,
+                pid=proc.pid, ports=[http_port], optional_ports=[grpc_port], timeout=SERVE_TIMEOUT_SECONDS,
                 alive=lambda: proc.poll() is None,
             )  # fmt: skip
         except RuntimeError:

@@ -20,7 +20,7 @@ import orjson
 import pytest
 import yaml
 
-from tests.support.services import HOST, free_port, on_free_ports, wait_serving
+from tests.support.services import HOST, PortTakenError, free_port, on_free_ports, read_log, wait_serving
 
 
 @dataclass
@@ -59,8 +59,14 @@ class CoreServer:
                 ports=[self.port],
                 alive=lambda: proc.poll() is None,
             )
-        except RuntimeError:
+        except PortTakenError:
             self.kill()
+            raise
+        except RuntimeError as exc:
+            exited = proc.poll()
+            self.kill()
+            if exited is not None:
+                raise RuntimeError(f"provender core exited with {exited}:\n{read_log(self.log)}") from exc
             raise
         return self
 

@@ -219,12 +219,15 @@ def wait_serving(
     *,
     pid: int,
     ports: Sequence[int],
+    optional_ports: Sequence[int] = (),
     timeout: float = START_TIMEOUT,
     alive: Callable[[], bool] = lambda: True,
 ) -> None:
     """:func:`wait_until` ``ready`` and process ``pid`` (or its children) alone listening on ``ports``.
 
     A readiness probe alone can be answered by another test's server that took the port first.
+    ``optional_ports`` are ports the server listens on only if so configured (a serving's gRPC
+    port): no other process may listen there.
 
     Raises:
         PortTakenError: our server did not come up and another process listens on one of ``ports``.
@@ -241,6 +244,9 @@ def wait_serving(
                 raise PortTakenError(f"{what}: port {port} shared with other processes {sorted(listeners - ours)}")
             if not ours or listeners - ours:
                 return False
+        for port in optional_ports:
+            if others := foreign_listeners(pid, port):
+                raise PortTakenError(f"{what}: port {port} taken by other processes {sorted(others)}")
         return True
 
     try:
