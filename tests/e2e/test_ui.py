@@ -496,7 +496,7 @@ def test_provender_ui_serves_the_local_registry_read_only(tmp_path: Path) -> Non
 
     project = tmp_path / "repo"
     project.mkdir()
-    dead = free_port()  # the online store does not answer: freshness says so, the pages still work
+    dead = 1  # nothing listens there: the online store does not answer; freshness says so, the pages still work
     (project / "provender.yaml").write_text(
         "project: local\nregistry: sqlite:///registry.db\n"
         f"online: {{store: redis, url: 'redis://{HOST}:{dead}/0', connect_timeout_seconds: 0.2, retries: 0}}\n"
