@@ -180,6 +180,14 @@ class FeatureTable:
                     what, "aggregations", f"must hold Aggregation objects, got {type(aggregation).__name__}"
                 )
             source = declared.get(aggregation.column)
+            if source is None and aggregation.column in derived:
+                raise DefinitionError(
+                    what,
+                    "aggregations",
+                    f"aggregation {aggregation.name!r} reads column {aggregation.column!r}, which is also the "
+                    "name of an aggregation of the table; name each aggregation apart from the columns "
+                    f"aggregations read (e.g. '{aggregation.column}_{aggregation.function}')",
+                )
             if source is None:
                 raise DefinitionError(
                     what,
@@ -191,9 +199,11 @@ class FeatureTable:
                 raise DefinitionError(what, "aggregations", f"name {aggregation.name!r} is already used")
             output = aggregation.output_type(source.value_type)
             features.append(Feature(aggregation.name, output, aggregation.description))
-        given = [f for f in self.features if f.name in derived]
-        if any(f not in features for f in given):
-            raise DefinitionError(what, "features", "declares a feature with the name of an aggregation")
+        for feature in self.features:
+            if feature.name in derived and feature not in features:
+                raise DefinitionError(
+                    what, "features", f"feature {feature.name!r} has the name of an aggregation of the table"
+                )
         object.__setattr__(self, "aggregations", aggregations)
         object.__setattr__(self, "features", tuple(features))
 

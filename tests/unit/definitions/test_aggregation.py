@@ -101,6 +101,19 @@ def test_names_must_be_unique(name: str) -> None:
         trips(first, Aggregation(column="fare", function="count", window=WEEK, name=name))
 
 
+def test_an_aggregation_named_like_the_column_it_reads_is_refused_naming_both() -> None:
+    with definition_error("FeatureTable 'trips'", "aggregations") as excinfo:
+        trips(Aggregation(column="fare", function="sum", window=WEEK, name="fare"))
+    assert "aggregation 'fare' reads column 'fare', which is also the name of an aggregation" in str(excinfo.value)
+
+
+def test_a_feature_named_like_an_aggregation_is_refused_naming_it() -> None:
+    features = [Feature("fare", ValueType.FLOAT), Feature("fare_7d", ValueType.STRING)]
+    with definition_error("FeatureTable 'trips'", "features") as excinfo:
+        trips(Aggregation(column="fare", function="sum", window=WEEK, name="fare_7d"), features=features)
+    assert "feature 'fare_7d' has the name of an aggregation" in str(excinfo.value)
+
+
 def test_aggregations_need_a_batch_source() -> None:
     with definition_error("FeatureTable 'trips'", "aggregations"):
         FeatureTable(
