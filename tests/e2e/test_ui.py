@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ from provender.registry import wire
 from provender.registry.jobs import JobKind, JobRecord, new_job_id, utc_now
 from tests.support.core import CoreServer, launch_core
 from tests.support.ingestion import hour, write_driver_rows
+from tests.support.old_registries import SQLITE_V2
 from tests.support.online import batch
 from tests.support.services import HOST, RedisServer, free_port, port_open, wait_serving
 
@@ -559,6 +561,18 @@ def test_provender_ui_creates_no_file_and_says_there_is_no_online_data_yet(tmp_p
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert f"no registry at {project / 'registry.db'} yet: run `provender apply`" in refused.stderr
     assert files_in(project) == {"provender.yaml"}
+
+    # A registry written by an older Provender: refused, not upgraded (that would be a write).
+    old = sqlite3.connect(project / "registry.db")
+    old.executescript(SQLITE_V2.read_text())
+    old.close()
+    written = (project / "registry.db").read_bytes()
+    refused = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "was written by an older Provender (schema version 2;" in refused.stderr
+    assert "`provender tables list`, which upgrades it" in refused.stderr
+    assert (project / "registry.db").read_bytes() == written and files_in(project) == {"provender.yaml", "registry.db"}
+    (project / "registry.db").unlink()
 
     settings = pv.load_settings(project / "provender.yaml", environ={})
     with closing(pv.Client(settings=settings)) as client:

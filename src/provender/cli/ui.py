@@ -7,7 +7,7 @@ import click
 from provender.cli.state import CliState
 from provender.config import load_settings
 from provender.errors import MissingExtraError
-from provender.registry.sqlite import path_from_url
+from provender.registry.sqlite import SCHEMA_VERSION, path_from_url, stored_schema_version
 
 SQLITE_PREFIX = "sqlite:///"
 
@@ -43,6 +43,14 @@ def ui(state: CliState, host: str, port: int) -> None:
             raise click.ClickException(
                 f"no registry at {path} yet: run `provender apply` in this folder first "
                 "(provender ui only reads, and creates no file)"
+            )
+        found = stored_schema_version(path)
+        if found < SCHEMA_VERSION:  # opening it would upgrade it: a write
+            raise click.ClickException(
+                f"the registry at {path} was written by an older Provender (schema version {found}; this "
+                f"one uses {SCHEMA_VERSION}), and provender ui only reads, so it does not upgrade it: run "
+                "another provender command in this folder once (e.g. `provender tables list`, which "
+                "upgrades it), then provender ui again"
             )
     runtime = Runtime(settings)
     run(runtime.open_registry(), host=host, port=port, open_online=runtime.open_existing_online_store)

@@ -151,15 +151,10 @@ class SQLiteRegistry:
             raise
 
     def _schema_version(self) -> int:
-        tables = {row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if "schema_version" in tables:
-            row = self._conn.execute("SELECT max(version) FROM schema_version").fetchone()
-            if row is not None and row[0] is not None:
-                found = int(row[0])
-                if found > SCHEMA_VERSION:
-                    raise RegistrySchemaError(str(self.path), found=found, supported=SCHEMA_VERSION)
-                return found
-        return 1 if "projects" in tables else 0
+        found = _schema_version(self._conn)
+        if found > SCHEMA_VERSION:
+            raise RegistrySchemaError(str(self.path), found=found, supported=SCHEMA_VERSION)
+        return found
 
     @classmethod
     def from_url(cls, url: str, *, base_dir: Path, token: str | None = None) -> Self:  # noqa: ARG003
@@ -451,6 +446,35 @@ def _parse_time(text: str | None) -> datetime | None:
 
 
 _EMPTY_FILE_GRACE_SECONDS = 10.0
+
+
+def stored_schema_version(path: Path) -> int:
+    """The schema version of the registry file ``path``, read without writing anything (0: no tables yet).
+
+    For readers that must not upgrade a file (``provender ui``); opening a :class:`SQLiteRegistry`
+    applies the migrations it lacks.
+
+    Raises:
+        BackendError: the file cannot be read as a SQLite database.
+    """
+    _refuse_empty_file(path)
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return _schema_version(conn)
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise BackendError(f"cannot read the SQLite registry at {path}: {exc}{_hint(path, exc)}") from exc
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "schema_version" in tables:
+        row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+        if row is not None and row[0] is not None:
+            return int(row[0])
+    return 1 if "projects" in tables else 0
 
 
 def _refuse_empty_file(path: Path) -> None:

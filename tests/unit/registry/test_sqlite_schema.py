@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from provender.errors import RegistrySchemaError
+from provender.errors import BackendError, RegistrySchemaError
 from provender.registry import codec
 from provender.registry.jobs import JobKind, JobRecord, new_job_id, utc_now
-from provender.registry.sqlite import SCHEMA_VERSION, SQLiteRegistry
+from provender.registry.sqlite import SCHEMA_VERSION, SQLiteRegistry, stored_schema_version
 from provender.registry.store import RegistryChange
 from tests.support.old_registries import SQLITE_V2, check_upgraded
 from tests.unit.registry.definitions import driver, driver_statistics
@@ -41,15 +41,6 @@ def write_0_1_registry(path: Path) -> None:
         conn.execute("INSERT INTO changes VALUES ('default', 1, '2026-11-01T09:00:00+00:00', 'apply entity driver_id')")
         conn.execute("INSERT INTO changes VALUES ('default', 2, '2026-11-01T10:00:00.000001+00:00', 'apply table')")
     conn.close()
-
-
-def stored_schema_version(path: Path) -> int:
-    conn = sqlite3.connect(path)
-    try:
-        (version,) = conn.execute("SELECT version FROM schema_version").fetchone()
-    finally:
-        conn.close()
-    return int(version)
 
 
 def test_a_0_1_registry_is_upgraded_and_keeps_its_data(tmp_path: Path) -> None:
@@ -109,7 +100,9 @@ def test_a_schema_2_registry_with_jobs_is_upgraded_and_keeps_every_row(tmp_path:
     conn = sqlite3.connect(path)
     conn.executescript(SQLITE_V2.read_text())  # as the code before job lineage wrote it
     conn.close()
+    written = path.read_bytes()
     assert stored_schema_version(path) == 2 < SCHEMA_VERSION
+    assert path.read_bytes() == written and sorted(p.name for p in tmp_path.iterdir()) == ["registry.db"]  # read only
     registry = SQLiteRegistry(path)
     try:
         check_upgraded(registry)
@@ -122,3 +115,11 @@ def test_a_schema_2_registry_with_jobs_is_upgraded_and_keeps_every_row(tmp_path:
         assert len(reopened.list_jobs("default", include_finished=True)) == 3
     finally:
         reopened.close()
+
+
+def test_the_schema_version_of_a_missing_empty_or_unreadable_file_is_refused_or_zero(tmp_path: Path) -> None:
+    sqlite3.connect(tmp_path / "new.db").close()  # a database with no table yet
+    assert stored_schema_version(tmp_path / "new.db") == 0
+    (tmp_path / "junk.db").write_bytes(b"not a database" * 100)
+    with pytest.raises(BackendError, match=r"cannot read the SQLite registry at .*junk\.db"):
+        stored_schema_version(tmp_path / "junk.db")
