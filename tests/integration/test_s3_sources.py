@@ -398,8 +398,8 @@ def test_duckdb_fetches_each_object_once(tmp_path: Path, s3_server: S3Server, ca
         )
         reads, con = ObjectReads(), duckdb.connect()
         con.register_filesystem(reads.filesystem)
+        since = s3_server.log_size()  # before add(): it starts fetching the object in the background
         [url] = reads.add(store, [InputFile(path=store.url(info.path), size=info.size, modified=info.mtime)])
-        since = s3_server.log_size()
         assert con.sql(f"SELECT c7 FROM read_parquet('{url}')").fetchnumpy()["c7"].tolist() == wide["c7"].to_pylist()
         gets = [r for r in s3_server.requests(since) if f"{name}/part-0.parquet" in r]
         assert all(r.startswith("GET") for r in gets), gets  # no HEAD: the listed size is used
