@@ -361,9 +361,17 @@ class RedisServer:
         wait_serving(lambda: True, what, self.logfile, pid=self.pid, ports=[self.port])
 
     def _bound(self) -> bool:
-        """False once the (daemonised) server said it could not listen: it exits before writing its pid file."""
-        if "Failed listening on port" in read_log(self.logfile):
-            raise PortTakenError(f"redis-server on port {self.port}: {read_log(self.logfile)}")
+        """True unless the (daemonised) server logged that it could not listen on its port.
+
+        It exits then, before writing its pid file. The log file is shared by every start in its
+        directory, so only the line naming this port counts.
+
+        Raises:
+            PortTakenError: it could not listen on its port.
+        """
+        log = read_log(self.logfile)
+        if f"Failed listening on port {self.port} " in log:
+            raise PortTakenError(f"redis-server on port {self.port}: {log}")
         return True
 
     def stop(self) -> None:

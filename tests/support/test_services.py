@@ -19,10 +19,13 @@ import pytest
 from tests.support.services import (
     HOST,
     PortTakenError,
+    RedisServer,
     foreign_listeners,
     free_port,
     on_free_ports,
     port_open,
+    redis_argv,
+    require_binary,
     serves_port,
     wait_serving,
 )
@@ -110,3 +113,22 @@ def test_free_ports_are_free() -> None:
     port = free_port()
     with socket.socket() as sock:
         sock.bind((HOST, port))
+
+
+@pytest.mark.service
+def test_a_redis_server_on_a_taken_port_is_refused_and_the_next_start_in_its_folder_works(
+    processes: list[subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    binary = require_binary("redis-server", "redis-server")
+    taken = free_port()
+    listen(processes, taken)
+    lost = RedisServer(port=taken, data_dir=tmp_path, argv=redis_argv(binary, taken, tmp_path))
+    with pytest.raises(PortTakenError, match=f"redis-server on port {taken}"):
+        lost.start()
+    port = free_port()  # the same folder and log file, which holds the failure above
+    server = RedisServer(port=port, data_dir=tmp_path, argv=redis_argv(binary, port, tmp_path))
+    server.start()
+    try:
+        assert serves_port(server.pid, port)
+    finally:
+        server.stop()
